@@ -1,0 +1,25 @@
+//! Environment variable names read by Squall binaries, in one place.
+
+/// NATS server URL(s), comma separated.
+pub const ENV_NATS_URL: &str = "SQUALL_NATS_URL";
+/// Address the dispatcher's HTTP API listens on.
+pub const ENV_HTTP_ADDR: &str = "SQUALL_HTTP_ADDR";
+/// Folder for a process's local state (sled index, artifact cache).
+pub const ENV_DATA_DIR: &str = "SQUALL_DATA_DIR";
+/// Largest accepted invocation payload, in bytes.
+pub const ENV_MAX_PAYLOAD: &str = "SQUALL_MAX_PAYLOAD";
+/// Largest accepted function artifact, in bytes.
+pub const ENV_MAX_ARTIFACT: &str = "SQUALL_MAX_ARTIFACT";
+/// The dispatcher URL the CLI talks to.
+pub const ENV_URL: &str = "SQUALL_URL";
+/// Path of the nats-server binary used by `squall up` and the tests.
+pub const ENV_NATS_SERVER: &str = "NATS_SERVER";
+
+/// The default NATS URL.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// The default HTTP listen address of the dispatcher.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+/// The default largest invocation payload: 1 MiB.
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+/// The default largest artifact: 64 MiB.
+pub const DEFAULT_MAX_ARTIFACT: usize = 64 * 1024 * 1024;

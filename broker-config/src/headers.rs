@@ -1,0 +1,30 @@
+//! NATS header names that carry invocation metadata beside the raw payload bytes.
+
+/// The invocation id (UUIDv7). Optional on jobs from plain NATS clients: the worker derives one.
+pub const INVOCATION_ID: &str = "Squall-Invocation-Id";
+/// The function name, on results.
+pub const FUNCTION: &str = "Squall-Function";
+/// The function version (`sha256:<hex>`) that ran, on results.
+pub const VERSION: &str = "Squall-Version";
+/// The 1-based attempt number, on results.
+pub const ATTEMPT: &str = "Squall-Attempt";
+/// The invocation status, on results: see `InvocationStatus`.
+pub const STATUS: &str = "Squall-Status";
+/// The error kind on a failed result: see `ErrorKind`.
+pub const ERROR_KIND: &str = "Squall-Error-Kind";
+/// When the invocation was accepted, in Unix milliseconds.
+pub const CREATED_AT: &str = "Squall-Created-At";
+/// When the attempt that produced the result started, in Unix milliseconds.
+pub const STARTED_AT: &str = "Squall-Started-At";
+/// When the result was produced, in Unix milliseconds.
+pub const FINISHED_AT: &str = "Squall-Finished-At";
+/// How long the function ran, in microseconds.
+pub const DURATION_US: &str = "Squall-Duration-Us";
+/// The function's captured log lines, as a JSON array of `{level, message}`.
+pub const LOGS: &str = "Squall-Logs";
+/// W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+/// JetStream de-duplication id.
+pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
+/// What kind of event created the job (`http`, `nats`, …); absent on plain NATS publishes.
+pub const SOURCE: &str = "Squall-Source";

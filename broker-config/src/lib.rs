@@ -1,0 +1,22 @@
+//! The broker contract shared by every Squall process: names, headers, records and topology.
+//!
+//! Architecture invariant: this crate knows nothing about HTTP, function loading or the CLI; it
+//! describes what lives in NATS and how to create it.
+
+pub mod env;
+pub mod headers;
+pub mod names;
+pub mod record;
+pub mod retry;
+pub mod spec;
+pub mod status;
+pub mod topology;
+
+pub use names::{validate_function_name, NameError};
+pub use record::{FunctionRecord, RecordError, ResultMeta};
+pub use spec::{Backoff, FunctionSpec, SpecError};
+pub use status::{ErrorKind, InvocationStatus};
+pub use topology::{
+    ensure_function_consumer, ensure_topology, open_topology, Topology, TopologyConfig,
+    TopologyError,
+};

@@ -1,0 +1,100 @@
+//! Subject, stream and bucket names, and validation of function names.
+
+/// The work-queue stream that holds pending jobs.
+pub const JOBS_STREAM: &str = "JOBS";
+/// The stream that holds invocation results.
+pub const RESULTS_STREAM: &str = "RESULTS";
+/// The stream that holds dead letters.
+pub const DLQ_STREAM: &str = "DLQ";
+/// The KV bucket of function records (name → `FunctionRecord`).
+pub const REGISTRY_BUCKET: &str = "squall_registry";
+/// The object store bucket of artifacts, keyed by `sha256-<hex>`.
+pub const ARTIFACT_BUCKET: &str = "squall_artifacts";
+/// The longest accepted function name.
+pub const MAX_FUNCTION_NAME: usize = 64;
+
+/// The subject a job for `function` is published to.
+pub fn jobs_subject(function: &str) -> String {
+    format!("jobs.{function}")
+}
+
+/// The subject a result of `function`'s invocation `id` is published to.
+pub fn results_subject(function: &str, id: &str) -> String {
+    format!("results.{function}.{id}")
+}
+
+/// The subject a dead letter of `function` is published to.
+pub fn dlq_subject(function: &str) -> String {
+    format!("dlq.{function}")
+}
+
+/// The durable pull consumer that serves `function`'s jobs.
+pub fn consumer_name(function: &str) -> String {
+    format!("fn-{function}")
+}
+
+/// The object store key of an artifact with the given hex sha256.
+pub fn artifact_key(sha256_hex: &str) -> String {
+    format!("sha256-{sha256_hex}")
+}
+
+/// Why a function name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("function name is empty")]
+    Empty,
+    #[error("function name is {0} characters long; the limit is {MAX_FUNCTION_NAME}")]
+    TooLong(usize),
+    #[error("function name {name:?} contains {ch:?}; use only ASCII letters, digits, '-' and '_'")]
+    BadChar { name: String, ch: char },
+}
+
+/// Checks that `name` is usable as a NATS subject token, consumer name and KV key.
+pub fn validate_function_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    let chars = name.chars().count();
+    if chars > MAX_FUNCTION_NAME {
+        return Err(NameError::TooLong(chars));
+    }
+    if let Some(ch) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(NameError::BadChar {
+            name: name.to_string(),
+            ch,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_names_are_accepted() {
+        assert_eq!(validate_function_name("hello"), Ok(()));
+        assert_eq!(validate_function_name("c-hello_2"), Ok(()));
+    }
+
+    #[test]
+    fn subject_metacharacters_are_refused() {
+        for bad in ["a.b", "a*", "a>", "a b", "ä"] {
+            assert!(
+                matches!(validate_function_name(bad), Err(NameError::BadChar { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_and_long_names_are_refused() {
+        assert_eq!(validate_function_name(""), Err(NameError::Empty));
+        let long = "x".repeat(65);
+        assert_eq!(validate_function_name(&long), Err(NameError::TooLong(65)));
+        assert_eq!(validate_function_name(&"x".repeat(64)), Ok(()));
+    }
+}

@@ -1,0 +1,230 @@
+//! Wire records: the registry's function record (bincode) and a result's metadata (NATS headers).
+
+use crate::headers as h;
+use crate::spec::{Backoff, FunctionSpec};
+use crate::status::{ErrorKind, InvocationStatus};
+use async_nats::HeaderMap;
+use serde::{Deserialize, Serialize};
+
+/// Why a record could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("corrupt function record: {0}")]
+    Decode(String),
+    #[error("result is missing header {0}")]
+    MissingHeader(&'static str),
+    #[error("result header {name} has an invalid value {value:?}")]
+    BadHeader { name: &'static str, value: String },
+}
+
+/// What the registry KV holds for a deployed function, bincode-encoded.
+///
+/// The free-form `config` travels as a JSON string because bincode cannot carry a
+/// self-describing `serde_json::Value`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionRecord {
+    pub name: String,
+    /// `sha256:<hex>` of the artifact.
+    pub version: String,
+    /// Hex sha256 of the artifact; the object store key is derived from it.
+    pub sha256: String,
+    pub artifact_size: u64,
+    pub deployed_at_ms: u64,
+    pub timeout_ms: u64,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub concurrency: u32,
+    pub config_json: String,
+}
+
+impl FunctionRecord {
+    /// Builds a record for a validated spec.
+    pub fn new(
+        name: &str,
+        sha256_hex: &str,
+        artifact_size: u64,
+        deployed_at_ms: u64,
+        spec: &FunctionSpec,
+    ) -> Self {
+        FunctionRecord {
+            name: name.to_string(),
+            version: format!("sha256:{sha256_hex}"),
+            sha256: sha256_hex.to_string(),
+            artifact_size,
+            deployed_at_ms,
+            timeout_ms: spec.timeout_ms,
+            max_attempts: spec.max_attempts,
+            backoff: spec.backoff.clone(),
+            concurrency: spec.concurrency,
+            config_json: serde_json::Value::Object(spec.config.clone()).to_string(),
+        }
+    }
+
+    /// The spec this record was built from.
+    pub fn spec(&self) -> FunctionSpec {
+        let config = match serde_json::from_str(&self.config_json) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        FunctionSpec {
+            timeout_ms: self.timeout_ms,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff.clone(),
+            concurrency: self.concurrency,
+            config,
+        }
+    }
+
+    /// Encodes the record for the registry.
+    pub fn encode(&self) -> Vec<u8> {
+        bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .expect("a FunctionRecord always encodes")
+    }
+
+    /// Decodes a registry value.
+    pub fn decode(bytes: &[u8]) -> Result<FunctionRecord, RecordError> {
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map(|(record, _)| record)
+            .map_err(|e| RecordError::Decode(e.to_string()))
+    }
+}
+
+/// One captured function log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub level: String,
+    pub message: String,
+}
+
+/// The metadata of a result message; the body is the output, or the error message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultMeta {
+    pub invocation_id: String,
+    pub function: String,
+    pub version: String,
+    pub status: InvocationStatus,
+    pub attempt: u32,
+    pub error_kind: Option<ErrorKind>,
+    pub created_at_ms: u64,
+    pub started_at_ms: u64,
+    pub finished_at_ms: u64,
+    pub duration_us: u64,
+    pub logs: Vec<LogLine>,
+}
+
+impl ResultMeta {
+    /// Writes the metadata as NATS headers.
+    pub fn to_headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(h::INVOCATION_ID, self.invocation_id.as_str());
+        headers.insert(h::FUNCTION, self.function.as_str());
+        headers.insert(h::VERSION, self.version.as_str());
+        headers.insert(h::STATUS, self.status.as_str());
+        headers.insert(h::ATTEMPT, self.attempt.to_string().as_str());
+        if let Some(kind) = self.error_kind {
+            headers.insert(h::ERROR_KIND, kind.as_str());
+        }
+        headers.insert(h::CREATED_AT, self.created_at_ms.to_string().as_str());
+        headers.insert(h::STARTED_AT, self.started_at_ms.to_string().as_str());
+        headers.insert(h::FINISHED_AT, self.finished_at_ms.to_string().as_str());
+        headers.insert(h::DURATION_US, self.duration_us.to_string().as_str());
+        if !self.logs.is_empty() {
+            // serde_json escapes newlines, so the JSON text is a valid single-line header value.
+            let logs = serde_json::to_string(&self.logs).unwrap_or_default();
+            headers.insert(h::LOGS, logs.as_str());
+        }
+        headers
+    }
+
+    /// Reads the metadata back from a result's headers.
+    pub fn from_headers(headers: &HeaderMap) -> Result<ResultMeta, RecordError> {
+        fn text<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, RecordError> {
+            headers
+                .get(name)
+                .map(|v| v.as_str())
+                .ok_or(RecordError::MissingHeader(name))
+        }
+        fn number(headers: &HeaderMap, name: &'static str) -> Result<u64, RecordError> {
+            let value = text(headers, name)?;
+            value.parse().map_err(|_| RecordError::BadHeader {
+                name,
+                value: value.to_string(),
+            })
+        }
+        let status_text = text(headers, h::STATUS)?;
+        let status =
+            InvocationStatus::parse(status_text).ok_or_else(|| RecordError::BadHeader {
+                name: h::STATUS,
+                value: status_text.to_string(),
+            })?;
+        let error_kind = match headers.get(h::ERROR_KIND) {
+            None => None,
+            Some(v) => {
+                Some(
+                    ErrorKind::parse(v.as_str()).ok_or_else(|| RecordError::BadHeader {
+                        name: h::ERROR_KIND,
+                        value: v.as_str().to_string(),
+                    })?,
+                )
+            }
+        };
+        let logs = headers
+            .get(h::LOGS)
+            .and_then(|v| serde_json::from_str(v.as_str()).ok())
+            .unwrap_or_default();
+        Ok(ResultMeta {
+            invocation_id: text(headers, h::INVOCATION_ID)?.to_string(),
+            function: text(headers, h::FUNCTION)?.to_string(),
+            version: text(headers, h::VERSION)?.to_string(),
+            status,
+            attempt: number(headers, h::ATTEMPT)? as u32,
+            error_kind,
+            created_at_ms: number(headers, h::CREATED_AT)?,
+            started_at_ms: number(headers, h::STARTED_AT)?,
+            finished_at_ms: number(headers, h::FINISHED_AT)?,
+            duration_us: number(headers, h::DURATION_US)?,
+            logs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_record_round_trips_with_config() {
+        let mut spec = FunctionSpec::default();
+        spec.config.insert("greeting".into(), "Hi".into());
+        let record = FunctionRecord::new("hello", "ab12", 10, 5, &spec);
+        let back = FunctionRecord::decode(&record.encode()).unwrap();
+        assert_eq!(back, record);
+        assert_eq!(back.spec(), spec);
+    }
+
+    #[test]
+    fn corrupt_record_is_an_error() {
+        assert!(FunctionRecord::decode(b"\xff\xff").is_err());
+    }
+
+    #[test]
+    fn result_meta_round_trips_through_headers() {
+        let meta = ResultMeta {
+            invocation_id: "id".into(),
+            function: "hello".into(),
+            version: "sha256:00".into(),
+            status: InvocationStatus::Failed,
+            attempt: 2,
+            error_kind: Some(ErrorKind::Error),
+            created_at_ms: 1,
+            started_at_ms: 2,
+            finished_at_ms: 3,
+            duration_us: 4,
+            logs: vec![LogLine {
+                level: "info".into(),
+                message: "two\nlines".into(),
+            }],
+        };
+        assert_eq!(ResultMeta::from_headers(&meta.to_headers()).unwrap(), meta);
+    }
+}

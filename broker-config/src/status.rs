@@ -1,0 +1,147 @@
+//! Invocation statuses and error kinds, as they travel in headers and appear in the API.
+
+use serde::{Deserialize, Serialize};
+
+/// Where an invocation is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvocationStatus {
+    Queued,
+    Running,
+    Retrying,
+    Succeeded,
+    Failed,
+    TimedOut,
+    DeadLettered,
+}
+
+impl InvocationStatus {
+    /// The wire and API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::DeadLettered => "dead_lettered",
+        }
+    }
+
+    /// Parses the wire spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "retrying" => Self::Retrying,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "timed_out" => Self::TimedOut,
+            "dead_lettered" => Self::DeadLettered,
+            _ => return None,
+        })
+    }
+
+    /// True for the four states an invocation ends in.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::TimedOut | Self::DeadLettered
+        )
+    }
+}
+
+/// Why an attempt did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The function reported a permanent error.
+    Error,
+    /// The function asked to be retried.
+    Retry,
+    /// The function panicked (caught at the ABI boundary).
+    Panic,
+    /// The attempt ran past the function's timeout.
+    Timeout,
+    /// The worker died while running the attempt.
+    Crash,
+    /// The artifact could not be fetched or loaded.
+    Load,
+}
+
+impl ErrorKind {
+    /// The wire and API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Retry => "retry",
+            Self::Panic => "panic",
+            Self::Timeout => "timeout",
+            Self::Crash => "crash",
+            Self::Load => "load",
+        }
+    }
+
+    /// Parses the wire spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "error" => Self::Error,
+            "retry" => Self::Retry,
+            "panic" => Self::Panic,
+            "timeout" => Self::Timeout,
+            "crash" => Self::Crash,
+            "load" => Self::Load,
+            _ => return None,
+        })
+    }
+
+    /// The terminal status of an invocation whose last permitted attempt failed this way.
+    pub fn terminal_status(self) -> InvocationStatus {
+        match self {
+            Self::Error => InvocationStatus::Failed,
+            Self::Timeout => InvocationStatus::TimedOut,
+            Self::Retry | Self::Panic | Self::Crash | Self::Load => InvocationStatus::DeadLettered,
+        }
+    }
+
+    /// Whether another attempt may help.
+    pub fn is_retryable(self) -> bool {
+        !matches!(self, Self::Error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_their_wire_spelling() {
+        for s in [
+            InvocationStatus::Queued,
+            InvocationStatus::Running,
+            InvocationStatus::Retrying,
+            InvocationStatus::Succeeded,
+            InvocationStatus::Failed,
+            InvocationStatus::TimedOut,
+            InvocationStatus::DeadLettered,
+        ] {
+            assert_eq!(InvocationStatus::parse(s.as_str()), Some(s));
+        }
+    }
+
+    #[test]
+    fn permanent_errors_fail_and_others_dead_letter() {
+        assert_eq!(ErrorKind::Error.terminal_status(), InvocationStatus::Failed);
+        assert_eq!(
+            ErrorKind::Timeout.terminal_status(),
+            InvocationStatus::TimedOut
+        );
+        assert_eq!(
+            ErrorKind::Panic.terminal_status(),
+            InvocationStatus::DeadLettered
+        );
+        assert!(!ErrorKind::Error.is_retryable());
+        assert!(ErrorKind::Load.is_retryable());
+    }
+}

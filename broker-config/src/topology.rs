@@ -1,0 +1,286 @@
+//! Creates or updates the streams, buckets and consumers Squall relies on, idempotently.
+
+use crate::names::{
+    consumer_name, jobs_subject, ARTIFACT_BUCKET, DLQ_STREAM, JOBS_STREAM, REGISTRY_BUCKET,
+    RESULTS_STREAM,
+};
+use crate::spec::FunctionSpec;
+use async_nats::jetstream::{self, consumer, kv, object_store, stream};
+use std::time::Duration;
+
+/// How long the JetStream API may take to answer before topology setup gives up.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
+/// Slack added to a function's timeout before JetStream redelivers an unacknowledged job.
+pub const ACK_WAIT_SLACK: Duration = Duration::from_secs(30);
+
+/// Limits of the streams; every one is configurable, the defaults follow DESIGN.md.
+#[derive(Debug, Clone)]
+pub struct TopologyConfig {
+    /// Replicas of every stream and bucket (1 on a single node, 3 in a cluster).
+    pub replicas: usize,
+    /// JOBS refuses new publishes beyond this many bytes (it never discards accepted jobs).
+    pub jobs_max_bytes: i64,
+    /// The window within which a repeated `Nats-Msg-Id` is dropped as a duplicate.
+    pub duplicate_window: Duration,
+    /// How long results are kept.
+    pub results_max_age: Duration,
+    /// RESULTS discards its oldest results beyond this many bytes.
+    pub results_max_bytes: i64,
+    /// How long dead letters are kept.
+    pub dlq_max_age: Duration,
+    /// The largest single message (job or result) a stream accepts.
+    pub max_message_size: i32,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        TopologyConfig {
+            replicas: 1,
+            jobs_max_bytes: 1 << 30,
+            duplicate_window: Duration::from_secs(120),
+            results_max_age: Duration::from_secs(24 * 3600),
+            results_max_bytes: 1 << 30,
+            dlq_max_age: Duration::from_secs(14 * 24 * 3600),
+            max_message_size: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why the topology could not be ensured.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("cannot create or update stream {name}: {source}")]
+    Stream {
+        name: &'static str,
+        source: jetstream::context::CreateStreamError,
+    },
+    #[error("cannot create or update key-value bucket {name}: {source}")]
+    KeyValue {
+        name: &'static str,
+        source: jetstream::context::CreateKeyValueError,
+    },
+    #[error("cannot create object store {name}: {source}")]
+    ObjectStore {
+        name: &'static str,
+        source: jetstream::context::CreateObjectStoreError,
+    },
+    #[error("cannot create or update consumer {name}: {source}")]
+    Consumer {
+        name: String,
+        source: jetstream::stream::ConsumerError,
+    },
+    #[error("cannot open key-value bucket {name}: {source}")]
+    OpenKeyValue {
+        name: &'static str,
+        source: jetstream::context::KeyValueError,
+    },
+    #[error("cannot open object store {name}: {source}")]
+    OpenObjectStore {
+        name: &'static str,
+        source: jetstream::context::ObjectStoreError,
+    },
+    #[error("cannot open stream {name}: {source}")]
+    GetStream {
+        name: &'static str,
+        source: jetstream::context::GetStreamError,
+    },
+}
+
+/// Handles on everything `ensure_topology` created.
+#[derive(Clone)]
+pub struct Topology {
+    pub jetstream: jetstream::Context,
+    pub jobs: stream::Stream,
+    pub results: stream::Stream,
+    pub dlq: stream::Stream,
+    pub registry: kv::Store,
+    pub artifacts: object_store::ObjectStore,
+}
+
+/// The JOBS stream definition.
+pub fn jobs_stream_config(cfg: &TopologyConfig) -> stream::Config {
+    stream::Config {
+        name: JOBS_STREAM.to_string(),
+        description: Some("Squall pending jobs, one subject per function".into()),
+        subjects: vec!["jobs.*".into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        discard: stream::DiscardPolicy::New,
+        max_bytes: cfg.jobs_max_bytes,
+        max_message_size: cfg.max_message_size,
+        duplicate_window: cfg.duplicate_window,
+        num_replicas: cfg.replicas,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// The RESULTS stream definition.
+pub fn results_stream_config(cfg: &TopologyConfig) -> stream::Config {
+    stream::Config {
+        name: RESULTS_STREAM.to_string(),
+        description: Some("Squall invocation results and status changes".into()),
+        subjects: vec!["results.*.*".into()],
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        max_age: cfg.results_max_age,
+        max_bytes: cfg.results_max_bytes,
+        max_message_size: cfg.max_message_size,
+        num_replicas: cfg.replicas,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// The DLQ stream definition.
+pub fn dlq_stream_config(cfg: &TopologyConfig) -> stream::Config {
+    stream::Config {
+        name: DLQ_STREAM.to_string(),
+        description: Some("Squall dead letters".into()),
+        subjects: vec!["dlq.*".into()],
+        retention: stream::RetentionPolicy::Limits,
+        max_age: cfg.dlq_max_age,
+        max_message_size: cfg.max_message_size,
+        num_replicas: cfg.replicas,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+    name: &'static str,
+) -> Result<stream::Stream, TopologyError> {
+    js.create_or_update_stream(config)
+        .await
+        .map_err(|source| TopologyError::Stream { name, source })?;
+    js.get_stream(name)
+        .await
+        .map_err(|source| TopologyError::GetStream { name, source })
+}
+
+/// Creates or updates JOBS, RESULTS, DLQ, the registry bucket and the artifact store.
+pub async fn ensure_topology(
+    client: async_nats::Client,
+    cfg: &TopologyConfig,
+) -> Result<Topology, TopologyError> {
+    let js = jetstream::ContextBuilder::new()
+        .timeout(API_TIMEOUT)
+        .build(client);
+    let jobs = ensure_stream(&js, jobs_stream_config(cfg), JOBS_STREAM).await?;
+    let results = ensure_stream(&js, results_stream_config(cfg), RESULTS_STREAM).await?;
+    let dlq = ensure_stream(&js, dlq_stream_config(cfg), DLQ_STREAM).await?;
+    let registry = js
+        .create_or_update_key_value(kv::Config {
+            bucket: REGISTRY_BUCKET.into(),
+            description: "Squall function registry".into(),
+            history: 5,
+            num_replicas: cfg.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|source| TopologyError::KeyValue {
+            name: REGISTRY_BUCKET,
+            source,
+        })?;
+    let artifacts = match js.get_object_store(ARTIFACT_BUCKET).await {
+        Ok(store) => store,
+        Err(_) => js
+            .create_object_store(object_store::Config {
+                bucket: ARTIFACT_BUCKET.into(),
+                description: Some("Squall function artifacts by content hash".into()),
+                num_replicas: cfg.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|source| TopologyError::ObjectStore {
+                name: ARTIFACT_BUCKET,
+                source,
+            })?,
+    };
+    Ok(Topology {
+        jetstream: js,
+        jobs,
+        results,
+        dlq,
+        registry,
+        artifacts,
+    })
+}
+
+/// Opens the topology that a dispatcher created, without creating or changing anything.
+///
+/// Workers use this: the dispatcher owns the definitions, so a worker never races it with a
+/// different configuration.
+pub async fn open_topology(client: async_nats::Client) -> Result<Topology, TopologyError> {
+    let js = jetstream::ContextBuilder::new()
+        .timeout(API_TIMEOUT)
+        .build(client);
+    let get = |name: &'static str| {
+        let js = js.clone();
+        async move {
+            js.get_stream(name)
+                .await
+                .map_err(|source| TopologyError::GetStream { name, source })
+        }
+    };
+    let jobs = get(JOBS_STREAM).await?;
+    let results = get(RESULTS_STREAM).await?;
+    let dlq = get(DLQ_STREAM).await?;
+    let registry =
+        js.get_key_value(REGISTRY_BUCKET)
+            .await
+            .map_err(|source| TopologyError::OpenKeyValue {
+                name: REGISTRY_BUCKET,
+                source,
+            })?;
+    let artifacts = js
+        .get_object_store(ARTIFACT_BUCKET)
+        .await
+        .map_err(|source| TopologyError::OpenObjectStore {
+            name: ARTIFACT_BUCKET,
+            source,
+        })?;
+    Ok(Topology {
+        jetstream: js,
+        jobs,
+        results,
+        dlq,
+        registry,
+        artifacts,
+    })
+}
+
+/// The durable pull consumer definition for a function.
+pub fn function_consumer_config(
+    function: &str,
+    spec: &FunctionSpec,
+    replicas: usize,
+) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(consumer_name(function)),
+        description: Some(format!("Squall jobs of function {function}")),
+        filter_subject: jobs_subject(function),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_millis(spec.timeout_ms) + ACK_WAIT_SLACK,
+        max_deliver: i64::from(spec.max_attempts),
+        max_ack_pending: i64::from(spec.concurrency),
+        num_replicas: replicas,
+        ..Default::default()
+    }
+}
+
+/// Creates or updates the durable pull consumer that serves `function`'s jobs.
+pub async fn ensure_function_consumer(
+    jobs: &stream::Stream,
+    function: &str,
+    spec: &FunctionSpec,
+    replicas: usize,
+) -> Result<consumer::PullConsumer, TopologyError> {
+    jobs.create_consumer(function_consumer_config(function, spec, replicas))
+        .await
+        .map_err(|source| TopologyError::Consumer {
+            name: consumer_name(function),
+            source,
+        })
+}

@@ -1,0 +1,586 @@
+//! HTTP handlers of API v1.
+
+use crate::artifact::validate_artifact;
+use crate::error::ApiError;
+use crate::index::Accepted;
+use crate::view::{function_view, invocation_view, queued_view};
+use crate::waiter::Outcome;
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use squall_broker::names::{artifact_key, consumer_name, jobs_subject, results_subject};
+use squall_broker::{headers as h, FunctionRecord, FunctionSpec, InvocationStatus, ResultMeta};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+type Shared = State<Arc<AppState>>;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn checked_name(name: &str) -> Result<(), ApiError> {
+    squall_broker::validate_function_name(name)
+        .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
+}
+
+async fn load_record(state: &AppState, name: &str) -> Result<FunctionRecord, ApiError> {
+    checked_name(name)?;
+    match state.topology.registry.get(name).await {
+        Ok(Some(bytes)) => {
+            FunctionRecord::decode(&bytes).map_err(|e| ApiError::internal("registry", e))
+        }
+        Ok(None) => Err(ApiError::not_found(
+            "function_not_found",
+            format!("function {name:?} is not deployed"),
+        )),
+        Err(e) => Err(ApiError::broker("cannot read the function registry", e)),
+    }
+}
+
+pub async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(state): Shared) -> Response {
+    match state.client.connection_state() {
+        async_nats::connection::State::Connected => {
+            Json(serde_json::json!({ "status": "ready" })).into_response()
+        }
+        other => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("NATS connection is {other}"),
+        )
+        .into_response(),
+    }
+}
+
+pub async fn openapi() -> impl IntoResponse {
+    Json(crate::openapi::document())
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("route_not_found", "no such route; see GET /v1/openapi.json")
+}
+
+/// The artifact and spec of a deploy request, from either body form.
+struct DeployParts {
+    artifact: bytes::Bytes,
+    config: Option<bytes::Bytes>,
+}
+
+async fn deploy_parts(state: &Arc<AppState>, request: Request) -> Result<DeployParts, ApiError> {
+    let limit = state.config.max_artifact;
+    let too_large = || {
+        ApiError::too_large(format!(
+            "artifact is larger than the limit of {limit} bytes"
+        ))
+    };
+    let is_multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if !is_multipart {
+        let artifact = axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map_err(|_| too_large())?;
+        return Ok(DeployParts {
+            artifact,
+            config: None,
+        });
+    }
+    let mut multipart = Multipart::from_request(request, state)
+        .await
+        .map_err(|e| ApiError::bad_request("bad_multipart", e.body_text()))?;
+    let mut artifact = None;
+    let mut config = None;
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
+            Err(e) => return Err(ApiError::bad_request("bad_multipart", e.body_text())),
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        let data = match field.bytes().await {
+            Ok(data) => data,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
+            Err(e) => return Err(ApiError::bad_request("bad_multipart", e.body_text())),
+        };
+        match name.as_str() {
+            "artifact" => artifact = Some(data),
+            "config" => config = Some(data),
+            other => return Err(ApiError::bad_request(
+                "bad_multipart",
+                format!(
+                    "unexpected part {other:?}; expected \"artifact\" and optionally \"config\""
+                ),
+            )),
+        }
+    }
+    let artifact = artifact.ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_multipart",
+            "the multipart body has no \"artifact\" part",
+        )
+    })?;
+    Ok(DeployParts { artifact, config })
+}
+
+pub async fn deploy(
+    State(state): Shared,
+    Path(name): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    checked_name(&name)?;
+    let parts = deploy_parts(&state, request).await?;
+    let spec = match &parts.config {
+        None => FunctionSpec::default(),
+        Some(bytes) => FunctionSpec::from_json(bytes).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_spec",
+                e.to_string(),
+            )
+        })?,
+    };
+    validate_artifact(&parts.artifact)
+        .map_err(|e| ApiError::bad_request("invalid_artifact", e.to_string()))?;
+    let sha = hex::encode(Sha256::digest(&parts.artifact));
+    let key = artifact_key(&sha);
+    let store = &state.topology.artifacts;
+    if store.info(&key).await.is_err() {
+        let mut reader = parts.artifact.as_ref();
+        store
+            .put(key.as_str(), &mut reader)
+            .await
+            .map_err(|e| ApiError::broker("cannot store the artifact", e))?;
+    }
+    squall_broker::ensure_function_consumer(
+        &state.topology.jobs,
+        &name,
+        &spec,
+        state.config.topology.replicas,
+    )
+    .await
+    .map_err(|e| ApiError::broker("cannot create the function's consumer", e))?;
+    let record = FunctionRecord::new(&name, &sha, parts.artifact.len() as u64, now_ms(), &spec);
+    state
+        .topology
+        .registry
+        .put(&name, record.encode().into())
+        .await
+        .map_err(|e| ApiError::broker("cannot write the function registry", e))?;
+    tracing::info!(message = "function deployed", function = %name, version = %record.version);
+    Ok((StatusCode::CREATED, Json(function_view(&record))).into_response())
+}
+
+pub async fn list_functions(State(state): Shared) -> Result<Response, ApiError> {
+    let mut keys = state
+        .topology
+        .registry
+        .keys()
+        .await
+        .map_err(|e| ApiError::broker("cannot list the function registry", e))?;
+    let mut names = Vec::new();
+    while let Some(key) = keys.next().await {
+        names.push(key.map_err(|e| ApiError::broker("cannot list the function registry", e))?);
+    }
+    names.sort();
+    let mut functions = Vec::new();
+    for name in names {
+        match load_record(&state, &name).await {
+            Ok(record) => functions.push(function_view(&record)),
+            // Deleted between the listing and the read.
+            Err(e) if e.status == StatusCode::NOT_FOUND => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Json(serde_json::json!({ "functions": functions })).into_response())
+}
+
+pub async fn get_function(
+    State(state): Shared,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = load_record(&state, &name).await?;
+    Ok(Json(function_view(&record)).into_response())
+}
+
+pub async fn delete_function(
+    State(state): Shared,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    load_record(&state, &name).await?;
+    state
+        .topology
+        .registry
+        .delete(&name)
+        .await
+        .map_err(|e| ApiError::broker("cannot delete from the function registry", e))?;
+    if let Err(error) = state
+        .topology
+        .jobs
+        .delete_consumer(&consumer_name(&name))
+        .await
+    {
+        tracing::warn!(message = "cannot delete the function's consumer", function = %name, error = %error);
+    }
+    tracing::info!(message = "function deleted", function = %name);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// How long a synchronous invoke waits by default: every attempt's timeout plus the backoff
+/// between attempts, capped by the dispatcher's `max_wait`.
+pub fn default_wait(spec: &FunctionSpec, max_wait: Duration) -> Duration {
+    let attempts = spec.max_attempts.max(1);
+    let mut total = Duration::from_millis(spec.timeout_ms) * attempts;
+    for attempt in 1..attempts {
+        total += squall_broker::retry::retry_delay(&spec.backoff, attempt, 0, 1.0);
+    }
+    total.min(max_wait)
+}
+
+fn is_valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    parts.len() == 4
+        && parts[0].len() == 2
+        && parts[1].len() == 32
+        && parts[2].len() == 16
+        && parts[3].len() == 2
+        && parts.iter().all(|p| {
+            p.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        })
+        && parts[1] != "0".repeat(32)
+        && parts[2] != "0".repeat(16)
+}
+
+fn new_traceparent() -> String {
+    let trace = uuid::Uuid::new_v4().simple().to_string();
+    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    format!("00-{trace}-{span}-01")
+}
+
+fn parse_flag(query: &HashMap<String, String>, key: &str) -> Result<bool, ApiError> {
+    match query.get(key).map(String::as_str) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("") | Some("true") | Some("1") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("{key}={other:?} is not a boolean; use true or false"),
+        )),
+    }
+}
+
+pub async fn invoke(
+    State(state): Shared,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let record = load_record(&state, &name).await?;
+    let spec = record.spec();
+    let respond_async = parse_flag(&query, "async")?
+        || headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+            });
+    let wait = match query.get("wait") {
+        None => default_wait(&spec, state.config.max_wait),
+        Some(text) => match text.parse::<f64>() {
+            Ok(secs) if secs.is_finite() && secs >= 0.0 => {
+                Duration::from_secs_f64(secs).min(state.config.max_wait)
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("wait={text:?} is not a number of seconds"),
+                ))
+            }
+        },
+    };
+    let limit = state.config.max_payload;
+    let too_large =
+        || ApiError::too_large(format!("payload is larger than the limit of {limit} bytes"));
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
+        if length > limit {
+            return Err(too_large());
+        }
+    }
+    let payload = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
+
+    let id = uuid::Uuid::now_v7().to_string();
+    let created_at_ms = now_ms();
+    let traceparent = headers
+        .get(h::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_valid_traceparent(v))
+        .map(str::to_string)
+        .unwrap_or_else(new_traceparent);
+    let mut job_headers = async_nats::HeaderMap::new();
+    job_headers.insert(h::INVOCATION_ID, id.as_str());
+    job_headers.insert(h::CREATED_AT, created_at_ms.to_string().as_str());
+    job_headers.insert(h::SOURCE, "http");
+    job_headers.insert(h::TRACEPARENT, traceparent.as_str());
+    job_headers.insert(h::NATS_MSG_ID, id.as_str());
+
+    // Register before publishing, so the result cannot arrive unseen.
+    let registration = (!respond_async).then(|| state.waiter.register(&id));
+    state
+        .topology
+        .jetstream
+        .publish_with_headers(jobs_subject(&name), job_headers, payload)
+        .await
+        .map_err(|e| ApiError::broker("the invocation was not accepted", e))?
+        .await
+        .map_err(|e| ApiError::broker("the invocation was not accepted", e))?;
+    if let Err(error) = state.index.insert(
+        &id,
+        &Accepted {
+            function: name.clone(),
+            created_at_ms,
+        },
+    ) {
+        tracing::warn!(message = "cannot index an accepted invocation", invocation_id = %id, %error);
+    }
+    let Some(mut registration) = registration else {
+        return Ok(accepted(&id, InvocationStatus::Queued));
+    };
+    let outcome = match tokio::time::timeout(wait, &mut registration.receiver).await {
+        Ok(Ok(outcome)) => Some(outcome),
+        _ => lookup_result(&state, &id, Some(&name))
+            .await?
+            .filter(|o| o.meta.status.is_terminal()),
+    };
+    match outcome {
+        Some(outcome) => Ok(terminal_response(outcome)),
+        None => {
+            let status = match lookup_result(&state, &id, Some(&name)).await? {
+                Some(o) => o.meta.status,
+                None => InvocationStatus::Queued,
+            };
+            Ok(accepted(&id, status))
+        }
+    }
+}
+
+fn accepted(id: &str, status: InvocationStatus) -> Response {
+    let location = format!("/v1/invocations/{id}");
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "invocation_id": id, "status": status.as_str(), "location": location })),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(id) {
+        response.headers_mut().insert(h::INVOCATION_ID, value);
+    }
+    response
+}
+
+fn terminal_response(outcome: Outcome) -> Response {
+    let meta = &outcome.meta;
+    let id = HeaderValue::from_str(&meta.invocation_id).ok();
+    let mut response = if meta.status == InvocationStatus::Succeeded {
+        let mut r = (StatusCode::OK, outcome.body.clone()).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        r
+    } else {
+        let (status, code) = match meta.status {
+            InvocationStatus::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "function_timed_out"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "function_failed"),
+        };
+        let kind = meta.error_kind.map(|k| k.as_str()).unwrap_or("error");
+        ApiError::new(
+            status,
+            code,
+            String::from_utf8_lossy(&outcome.body).into_owned(),
+        )
+        .with("kind", kind)
+        .with("status", meta.status.as_str())
+        .with("invocation_id", meta.invocation_id.clone())
+        .with("attempts", meta.attempt)
+        .into_response()
+    };
+    if let Some(id) = id {
+        response.headers_mut().insert(h::INVOCATION_ID, id);
+    }
+    if let Ok(status) = HeaderValue::from_str(meta.status.as_str()) {
+        response.headers_mut().insert(h::STATUS, status);
+    }
+    response
+}
+
+/// The latest result record of an invocation, if any.
+async fn lookup_result(
+    state: &AppState,
+    id: &str,
+    function: Option<&str>,
+) -> Result<Option<Outcome>, ApiError> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let subject = match function {
+        Some(f) => results_subject(f, id),
+        None => format!("results.*.{id}"),
+    };
+    match state
+        .topology
+        .results
+        .get_last_raw_message_by_subject(&subject)
+        .await
+    {
+        Ok(message) => {
+            let meta = ResultMeta::from_headers(&message.headers)
+                .map_err(|e| ApiError::internal("result record", e))?;
+            Ok(Some(Outcome {
+                meta,
+                body: message.payload,
+            }))
+        }
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(ApiError::broker("cannot read results", e)),
+    }
+}
+
+fn checked_id(id: &str) -> Result<(), ApiError> {
+    uuid::Uuid::parse_str(id).map(|_| ()).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_invocation_id",
+            format!("{id:?} is not an invocation id (a UUID)"),
+        )
+    })
+}
+
+async fn find_invocation(
+    state: &AppState,
+    id: &str,
+) -> Result<Result<Outcome, Accepted>, ApiError> {
+    checked_id(id)?;
+    let accepted = state
+        .index
+        .get(id)
+        .map_err(|e| ApiError::internal("invocation index", e))?;
+    let function = accepted.as_ref().map(|a| a.function.as_str());
+    if let Some(outcome) = lookup_result(state, id, function).await? {
+        return Ok(Ok(outcome));
+    }
+    accepted.map(Err).ok_or_else(|| {
+        ApiError::not_found(
+            "invocation_not_found",
+            format!("no invocation with id {id}"),
+        )
+    })
+}
+
+pub async fn get_invocation(
+    State(state): Shared,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let view = match find_invocation(&state, &id).await? {
+        Ok(outcome) => invocation_view(&outcome.meta, &outcome.body),
+        Err(accepted) => queued_view(&id, &accepted.function, accepted.created_at_ms),
+    };
+    Ok(Json(view).into_response())
+}
+
+pub async fn get_output(
+    State(state): Shared,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match find_invocation(&state, &id).await? {
+        Ok(outcome) if outcome.meta.status == InvocationStatus::Succeeded => {
+            let mut r = (StatusCode::OK, outcome.body).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            Ok(r)
+        }
+        Ok(outcome) if outcome.meta.status.is_terminal() => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_output",
+            format!(
+                "invocation {id} ended as {} and has no output",
+                outcome.meta.status.as_str()
+            ),
+        )),
+        Ok(outcome) => Err(not_finished(&id, outcome.meta.status)),
+        Err(_) => Err(not_finished(&id, InvocationStatus::Queued)),
+    }
+}
+
+fn not_finished(id: &str, status: InvocationStatus) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "not_finished",
+        format!(
+            "invocation {id} is {}; it has no output yet",
+            status.as_str()
+        ),
+    )
+    .with("status", status.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_wait_covers_every_attempt_and_backoff() {
+        let spec = FunctionSpec {
+            timeout_ms: 1000,
+            max_attempts: 3,
+            ..FunctionSpec::default()
+        };
+        // 3 × 1 s of timeouts plus backoff of about 1 s and 2 s.
+        let wait = default_wait(&spec, Duration::from_secs(300));
+        assert!(
+            wait >= Duration::from_secs(5) && wait <= Duration::from_secs(7),
+            "{wait:?}"
+        );
+        assert_eq!(
+            default_wait(&spec, Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn traceparent_format_is_checked() {
+        assert!(is_valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"
+        ));
+        assert!(!is_valid_traceparent(
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+        ));
+        assert!(is_valid_traceparent(&new_traceparent()));
+    }
+}

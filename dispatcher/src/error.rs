@@ -1,0 +1,75 @@
+//! The API's error type and its JSON shape: `{"error": {"code": "...", "message": "..."}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// An error answer of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Extra fields merged into the `error` object (e.g. `kind`, `invocation_id`).
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ApiError {
+    /// An error with no extra fields.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// Adds a field to the error object.
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.extra.insert(key.to_string(), value.into());
+        self
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    /// The broker could not be reached or refused the operation.
+    pub fn broker(context: &str, error: impl std::fmt::Display) -> Self {
+        tracing::warn!(message = "broker operation failed", context, error = %error);
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker_unavailable",
+            format!("{context}: {error}"),
+        )
+    }
+
+    /// An unexpected server-side failure.
+    pub fn internal(context: &str, error: impl std::fmt::Display) -> Self {
+        tracing::error!(message = "internal error", context, error = %error);
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{context}: {error}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = serde_json::Map::new();
+        error.insert("code".into(), self.code.into());
+        error.insert("message".into(), self.message.into());
+        error.extend(self.extra);
+        (self.status, Json(serde_json::json!({ "error": error }))).into_response()
+    }
+}

