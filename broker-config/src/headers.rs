@@ -28,3 +28,5 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
 /// What kind of event created the job (`http`, `nats`, …); absent on plain NATS publishes.
 pub const SOURCE: &str = "Squall-Source";
+/// Which worker process produced a result (`<host>-<pid>`).
+pub const WORKER: &str = "Squall-Worker";

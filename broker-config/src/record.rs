@@ -110,6 +110,8 @@ pub struct ResultMeta {
     pub finished_at_ms: u64,
     pub duration_us: u64,
     pub logs: Vec<LogLine>,
+    /// The worker process that produced the result; empty when unknown.
+    pub worker: String,
 }
 
 impl ResultMeta {
@@ -128,6 +130,9 @@ impl ResultMeta {
         headers.insert(h::STARTED_AT, self.started_at_ms.to_string().as_str());
         headers.insert(h::FINISHED_AT, self.finished_at_ms.to_string().as_str());
         headers.insert(h::DURATION_US, self.duration_us.to_string().as_str());
+        if !self.worker.is_empty() {
+            headers.insert(h::WORKER, self.worker.as_str());
+        }
         if !self.logs.is_empty() {
             // serde_json escapes newlines, so the JSON text is a valid single-line header value.
             let logs = serde_json::to_string(&self.logs).unwrap_or_default();
@@ -184,6 +189,10 @@ impl ResultMeta {
             finished_at_ms: number(headers, h::FINISHED_AT)?,
             duration_us: number(headers, h::DURATION_US)?,
             logs,
+            worker: headers
+                .get(h::WORKER)
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default(),
         })
     }
 }
@@ -224,6 +233,7 @@ mod tests {
                 level: "info".into(),
                 message: "two\nlines".into(),
             }],
+            worker: "host-1".into(),
         };
         assert_eq!(ResultMeta::from_headers(&meta.to_headers()).unwrap(), meta);
     }

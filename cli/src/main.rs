@@ -1,1 +1,51 @@
-fn main() {}
+//! The `squall` command: parses the command line and runs one command.
+
+mod api_client;
+mod args;
+mod artifact;
+mod commands;
+mod manifest;
+mod render;
+mod up;
+
+use api_client::ApiClient;
+use args::{Cli, Command};
+use clap::Parser as _;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Up(args) = &cli.command {
+        return up::up(args).await;
+    }
+    let client = ApiClient::new(&cli.url)?;
+    match &cli.command {
+        Command::Up(_) => unreachable!("handled above"),
+        Command::Deploy(args) => commands::deploy(&client, cli.json, args).await,
+        Command::Invoke(args) => commands::invoke(&client, cli.json, args).await,
+        Command::Get(args) => commands::get(&client, cli.json, args).await,
+        Command::Ls => commands::ls(&client, cli.json).await,
+        Command::Rm(args) => commands::rm(&client, cli.json, args).await,
+    }
+}

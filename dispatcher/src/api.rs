@@ -92,7 +92,7 @@ async fn deploy_parts(state: &Arc<AppState>, request: Request) -> Result<DeployP
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     if !is_multipart {
-        let artifact = axum::body::to_bytes(request.into_body(), limit)
+        let artifact = read_limited(request.into_body(), limit)
             .await
             .map_err(|_| too_large())?;
         return Ok(DeployParts {
@@ -121,12 +121,14 @@ async fn deploy_parts(state: &Arc<AppState>, request: Request) -> Result<DeployP
         match name.as_str() {
             "artifact" => artifact = Some(data),
             "config" => config = Some(data),
-            other => return Err(ApiError::bad_request(
-                "bad_multipart",
-                format!(
+            other => {
+                return Err(ApiError::bad_request(
+                    "bad_multipart",
+                    format!(
                     "unexpected part {other:?}; expected \"artifact\" and optionally \"config\""
                 ),
-            )),
+                ))
+            }
         }
     }
     let artifact = artifact.ok_or_else(|| {
@@ -143,8 +145,10 @@ pub async fn deploy(
     Path(name): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    checked_name(&name)?;
+    // Read the body before judging the name, so a client still sending gets an answer, not a
+    // reset connection.
     let parts = deploy_parts(&state, request).await?;
+    checked_name(&name)?;
     let spec = match &parts.config {
         None => FunctionSpec::default(),
         Some(bytes) => FunctionSpec::from_json(bytes).map_err(|e| {
@@ -241,6 +245,35 @@ pub async fn delete_function(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// How many bytes of an oversized body are read and discarded so that the client, still
+/// sending, receives the 413 instead of a reset connection.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Reads a body of at most `limit` bytes. A larger body is drained (up to `DRAIN_LIMIT`, for a
+/// few seconds at most) and refused.
+async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, ()> {
+    let mut stream = body.into_data_stream();
+    let mut buffer = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ())?;
+        if buffer.len() + chunk.len() > limit {
+            let mut seen = buffer.len() + chunk.len();
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(Ok(chunk)) = stream.next().await {
+                    seen += chunk.len();
+                    if seen > DRAIN_LIMIT {
+                        break;
+                    }
+                }
+            })
+            .await;
+            return Err(());
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
+}
+
 /// How long a synchronous invoke waits by default: every attempt's timeout plus the backoff
 /// between attempts, capped by the dispatcher's `max_wait`.
 pub fn default_wait(spec: &FunctionSpec, max_wait: Duration) -> Duration {
@@ -291,6 +324,10 @@ pub async fn invoke(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let limit = state.config.max_payload;
+    let payload = read_limited(body, limit).await.map_err(|_| {
+        ApiError::too_large(format!("payload is larger than the limit of {limit} bytes"))
+    })?;
     let record = load_record(&state, &name).await?;
     let spec = record.spec();
     let respond_async = parse_flag(&query, "async")?
@@ -316,21 +353,6 @@ pub async fn invoke(
             }
         },
     };
-    let limit = state.config.max_payload;
-    let too_large =
-        || ApiError::too_large(format!("payload is larger than the limit of {limit} bytes"));
-    if let Some(length) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-    {
-        if length > limit {
-            return Err(too_large());
-        }
-    }
-    let payload = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())?;
-
     let id = uuid::Uuid::now_v7().to_string();
     let created_at_ms = now_ms();
     let traceparent = headers

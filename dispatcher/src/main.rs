@@ -41,6 +41,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // Stream messages must hold the payload plus headers; the broker config allows 8 MiB.
     const MAX_PAYLOAD_LIMIT: usize = 7 * 1024 * 1024;

@@ -56,6 +56,7 @@ pub fn invocation_view(meta: &ResultMeta, body: &[u8]) -> serde_json::Value {
         "finished_at": if terminal { Some(rfc3339(meta.finished_at_ms)) } else { None },
         "duration_ms": meta.duration_us as f64 / 1000.0,
         "logs": meta.logs,
+        "worker": meta.worker,
     })
 }
 
@@ -95,6 +96,7 @@ mod tests {
             finished_at_ms: 1500,
             duration_us: 420,
             logs: vec![],
+            worker: String::new(),
         }
     }
 

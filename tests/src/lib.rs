@@ -483,3 +483,36 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// Compiles C `source` against `squall.h` into a shared library in `dir`.
+pub fn compile_c(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    let out = dir.join(format!("lib{name}.so"));
+    std::fs::write(&src, source).expect("write C source");
+    let include = workspace_root().join("functions/sdk/include");
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-std=c99", "-O2", "-shared", "-fPIC"])
+        .arg("-I")
+        .arg(include)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc failed for {name}");
+    out
+}
+
+/// Waits until every worker's log says `function` is ready to serve.
+pub async fn wait_workers_ready(cluster: &Cluster, function: &str) {
+    let needle = format!("function={function} ");
+    let ready = |log: String| {
+        log.lines()
+            .any(|l| l.contains("function ready") && l.contains(&needle))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cluster.workers.iter().all(|w| ready(w.output())) {
+        assert!(Instant::now() < deadline, "workers did not load {function}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

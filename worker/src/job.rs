@@ -302,6 +302,7 @@ async fn run_job(worker: &Worker, message: jetstream::Message, _permit: OwnedSem
         finished_at_ms: now_ms(),
         duration_us,
         logs,
+        worker: worker.id.clone(),
     };
     if let Err(error) = publish_result(&worker.topology.jetstream, &meta, body).await {
         // Without a recorded outcome the job must run again rather than vanish.

@@ -43,6 +43,8 @@ pub struct FunctionState {
 /// Shared state of a running worker.
 pub struct Worker {
     pub config: WorkerConfig,
+    /// This process's name in results: `<host>-<pid>`.
+    pub id: String,
     pub topology: Topology,
     functions: Mutex<HashMap<String, Arc<FunctionState>>>,
     runners: Mutex<HashMap<String, JoinHandle<()>>>,
@@ -136,6 +138,13 @@ impl Worker {
     }
 }
 
+fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
 /// Opens the topology, waiting for a dispatcher to create it if it does not exist yet.
 async fn wait_for_topology(
     client: async_nats::Client,
@@ -178,6 +187,7 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
     })?;
     let worker = Arc::new(Worker {
         artifacts: ArtifactCache::new(config.cache_dir.clone()),
+        id: worker_id(),
         config,
         topology,
         functions: Mutex::new(HashMap::new()),
@@ -185,7 +195,7 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
         shutdown: shutdown.clone(),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize)),
     });
-    tracing::info!(message = "worker started", nats_url = %worker.config.nats_url);
+    tracing::info!(message = "worker started", nats_url = %worker.config.nats_url, worker = %worker.id);
     let mut stop = shutdown.clone();
     loop {
         if *stop.borrow() {

@@ -1,0 +1,118 @@
+//! The command line of `squall`: global flags and subcommands.
+
+use clap::{Parser, Subcommand};
+use squall_broker::env;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The default API URL, where `squall up` serves it.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+/// Squall: deploy and invoke serverless functions, or run a local cluster.
+#[derive(Parser, Debug)]
+#[command(name = "squall", version)]
+pub struct Cli {
+    /// The dispatcher's API URL.
+    #[arg(long, global = true, env = env::ENV_URL, default_value = DEFAULT_URL)]
+    pub url: String,
+    /// Print the API's JSON instead of human-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start a local cluster: nats-server, a dispatcher and a worker.
+    Up(UpArgs),
+    /// Build and deploy a function directory (with squall.toml), or deploy a built library.
+    Deploy(DeployArgs),
+    /// Invoke a function and print its output.
+    Invoke(InvokeArgs),
+    /// Show an invocation: status, attempts, error, output and timings.
+    Get(GetArgs),
+    /// List deployed functions.
+    Ls,
+    /// Remove a deployed function.
+    Rm(RmArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Folder for the cluster's data and logs.
+    #[arg(long, default_value = ".squall")]
+    pub state_dir: PathBuf,
+    /// Address the dispatcher's HTTP API listens on.
+    #[arg(long, default_value = env::DEFAULT_HTTP_ADDR)]
+    pub http_addr: SocketAddr,
+    /// Port nats-server listens on (on 127.0.0.1).
+    #[arg(long, default_value_t = 4222)]
+    pub nats_port: u16,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeployArgs {
+    /// A function directory holding squall.toml, or a built shared library (.so).
+    pub path: PathBuf,
+    /// The function name; overrides squall.toml or the library's file name.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct InvokeArgs {
+    /// The function to invoke.
+    pub name: String,
+    /// The input, as a string.
+    #[arg(long, short, conflicts_with = "file")]
+    pub data: Option<String>,
+    /// Read the input from a file (`-` for standard input).
+    #[arg(long, short)]
+    pub file: Option<PathBuf>,
+    /// Return at once with the invocation id instead of waiting for the output.
+    #[arg(long = "async", conflicts_with = "wait")]
+    pub respond_async: bool,
+    /// Wait at most this many seconds for the outcome before answering with the invocation id.
+    #[arg(long, value_name = "SECS")]
+    pub wait: Option<f64>,
+    /// Requests with the same key return the same invocation.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct GetArgs {
+    /// The invocation id.
+    pub id: String,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RmArgs {
+    /// The function to remove.
+    pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn data_and_file_are_exclusive() {
+        let parsed = Cli::try_parse_from(["squall", "invoke", "f", "--data", "x", "--file", "y"]);
+        assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = Cli::try_parse_from(["squall", "ls", "--json", "--url", "http://h:1"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.url, "http://h:1");
+    }
+}

@@ -1,0 +1,325 @@
+//! The API commands: deploy, invoke, get, ls and rm, with their human and `--json` outputs.
+
+use crate::api_client::{error_of, ApiClient};
+use crate::args::{DeployArgs, GetArgs, InvokeArgs, RmArgs};
+use crate::{artifact, manifest, render};
+use anyhow::{bail, Context as _};
+use base64::Engine as _;
+use reqwest::Method;
+use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+
+/// The header that carries an invocation's id.
+const INVOCATION_ID_HEADER: &str = "squall-invocation-id";
+
+/// Prints a JSON value for scripts.
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value).context("cannot write to stdout")?;
+    writeln!(out).context("cannot write to stdout")
+}
+
+/// What a deploy sends: the name, the library and the optional spec.
+struct Deployable {
+    name: String,
+    library: PathBuf,
+    spec: Option<serde_json::Value>,
+}
+
+/// Works out what to deploy from a directory (building it) or a library file.
+fn prepare_deploy(args: &DeployArgs) -> anyhow::Result<Deployable> {
+    let path = &args.path;
+    // `squall deploy dir/squall.toml` means the directory.
+    let dir = if path
+        .file_name()
+        .is_some_and(|f| f == manifest::MANIFEST_FILE)
+    {
+        Some(path.parent().unwrap_or(Path::new(".")).to_path_buf())
+    } else if path.is_dir() {
+        Some(path.clone())
+    } else {
+        None
+    };
+    if let Some(dir) = dir {
+        let manifest = manifest::load(&dir)?;
+        let name = args.name.clone().unwrap_or_else(|| manifest.name.clone());
+        squall_broker::validate_function_name(&name).context("--name")?;
+        let library = artifact::build(&dir, &manifest)?;
+        return Ok(Deployable {
+            name,
+            library,
+            spec: Some(manifest.spec),
+        });
+    }
+    if !path.is_file() {
+        bail!(
+            "{} is neither a function directory (with {}) nor a library file",
+            path.display(),
+            manifest::MANIFEST_FILE
+        );
+    }
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => manifest::name_from_library(path).with_context(|| {
+            format!(
+                "cannot derive a function name from {}; pass --name",
+                path.display()
+            )
+        })?,
+    };
+    squall_broker::validate_function_name(&name).with_context(|| {
+        if args.name.is_some() {
+            "--name".to_string()
+        } else {
+            format!(
+                "the name {name:?} derived from {}; pass --name",
+                path.display()
+            )
+        }
+    })?;
+    Ok(Deployable {
+        name,
+        library: path.clone(),
+        spec: None,
+    })
+}
+
+/// `squall deploy`: builds if needed, uploads, prints `deployed <name> <version>`.
+pub async fn deploy(client: &ApiClient, json: bool, args: &DeployArgs) -> anyhow::Result<()> {
+    let deployable = tokio::task::spawn_blocking({
+        let args = args.clone();
+        move || prepare_deploy(&args)
+    })
+    .await
+    .context("the build task failed")??;
+    let bytes = tokio::fs::read(&deployable.library)
+        .await
+        .with_context(|| format!("cannot read {}", deployable.library.display()))?;
+    let file_name = deployable
+        .library
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "artifact.so".to_string());
+    let mut form = reqwest::multipart::Form::new().part(
+        "artifact",
+        reqwest::multipart::Part::bytes(bytes)
+            .file_name(file_name)
+            .mime_str("application/octet-stream")?,
+    );
+    if let Some(spec) = &deployable.spec {
+        form = form.part(
+            "config",
+            reqwest::multipart::Part::text(spec.to_string()).mime_str("application/json")?,
+        );
+    }
+    let request = client
+        .request(Method::PUT, &["v1", "functions", &deployable.name])
+        .multipart(form);
+    let answer = client.json(request).await?;
+    if json {
+        return print_json(&answer);
+    }
+    println!(
+        "deployed {} {}",
+        answer["name"].as_str().unwrap_or(&deployable.name),
+        answer["version"].as_str().unwrap_or("(unknown version)")
+    );
+    Ok(())
+}
+
+/// Reads the invocation input from `--data`, `--file` or nothing.
+fn read_input(args: &InvokeArgs) -> anyhow::Result<Vec<u8>> {
+    if let Some(data) = &args.data {
+        return Ok(data.clone().into_bytes());
+    }
+    match &args.file {
+        None => Ok(Vec::new()),
+        Some(path) if path.as_os_str() == "-" => {
+            let mut input = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut input)
+                .context("cannot read the input from standard input")?;
+            Ok(input)
+        }
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("cannot read input file {}", path.display())),
+    }
+}
+
+/// The `--json` record of a finished synchronous invocation.
+pub fn invocation_record(id: &str, output: &[u8]) -> serde_json::Value {
+    let (text, encoded) = match std::str::from_utf8(output) {
+        Ok(text) => (Some(text.to_string()), None),
+        Err(_) => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(output)),
+        ),
+    };
+    serde_json::json!({
+        "invocation_id": id,
+        "status": "succeeded",
+        "output": text,
+        "output_base64": encoded,
+        "error": null,
+    })
+}
+
+/// `squall invoke`: prints the output, or where to find the invocation when it is not done.
+pub async fn invoke(client: &ApiClient, json: bool, args: &InvokeArgs) -> anyhow::Result<()> {
+    let input = read_input(args)?;
+    let mut request = client
+        .request(
+            Method::POST,
+            &["v1", "functions", &args.name, "invocations"],
+        )
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .body(input);
+    if args.respond_async {
+        request = request.query(&[("async", "true")]);
+    }
+    if let Some(wait) = args.wait {
+        if !wait.is_finite() || wait < 0.0 {
+            bail!("--wait must be a number of seconds of at least 0, got {wait}");
+        }
+        request = request.query(&[("wait", wait.to_string())]);
+    }
+    if let Some(key) = &args.idempotency_key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = client.send_raw(request).await?;
+    let status = response.status().as_u16();
+    match status {
+        200 => {
+            let id = response
+                .headers()
+                .get(INVOCATION_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let output = response
+                .bytes()
+                .await
+                .context("cannot read the invocation's output")?;
+            if json {
+                return print_json(&invocation_record(&id, &output));
+            }
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&output)
+                .context("cannot write to stdout")?;
+            if stdout.is_terminal() && !output.ends_with(b"\n") {
+                writeln!(stdout).context("cannot write to stdout")?;
+            }
+            stdout.flush().context("cannot write to stdout")
+        }
+        202 => {
+            let answer: serde_json::Value = response
+                .json()
+                .await
+                .context("the API's 202 answer is not valid JSON")?;
+            if json {
+                return print_json(&answer);
+            }
+            let id = answer["invocation_id"].as_str().unwrap_or_default();
+            let status = answer["status"].as_str().unwrap_or("queued");
+            println!("invocation {id} is {status}; see: squall get {id}");
+            Ok(())
+        }
+        _ => {
+            let error = error_of(response).await;
+            if json {
+                // A terminal failure is still an invocation record, so scripts get one shape.
+                if let Some(id) = error.field("invocation_id") {
+                    print_json(&serde_json::json!({
+                        "invocation_id": id,
+                        "status": error.field("status").unwrap_or("failed"),
+                        "output": null,
+                        "output_base64": null,
+                        "error": {
+                            "kind": error.field("kind").unwrap_or("error"),
+                            "message": error.message,
+                        },
+                    }))?;
+                }
+            }
+            Err(error.into())
+        }
+    }
+}
+
+/// `squall get <id>`.
+pub async fn get(client: &ApiClient, json: bool, args: &GetArgs) -> anyhow::Result<()> {
+    let view = client
+        .json(client.request(Method::GET, &["v1", "invocations", &args.id]))
+        .await?;
+    if json {
+        return print_json(&view);
+    }
+    print!("{}", render::invocation_details(&view));
+    Ok(())
+}
+
+/// `squall ls`.
+pub async fn ls(client: &ApiClient, json: bool) -> anyhow::Result<()> {
+    let list = client
+        .json(client.request(Method::GET, &["v1", "functions"]))
+        .await?;
+    if json {
+        return print_json(&list);
+    }
+    print!("{}", render::function_table(&list));
+    Ok(())
+}
+
+/// `squall rm <name>`.
+pub async fn rm(client: &ApiClient, json: bool, args: &RmArgs) -> anyhow::Result<()> {
+    client
+        .send(client.request(Method::DELETE, &["v1", "functions", &args.name]))
+        .await?;
+    if json {
+        return print_json(&serde_json::json!({ "deleted": args.name }));
+    }
+    println!("deleted {}", args.name);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invocation_record_keeps_text_or_base64() {
+        let text = invocation_record("id", b"hi");
+        assert_eq!(text["output"], "hi");
+        assert_eq!(text["output_base64"], serde_json::Value::Null);
+        let binary = invocation_record("id", &[0xff, 0x00]);
+        assert_eq!(binary["output"], serde_json::Value::Null);
+        assert_eq!(binary["output_base64"], "/wA=");
+        assert_eq!(binary["status"], "succeeded");
+    }
+
+    #[test]
+    fn a_library_file_is_deployed_under_its_derived_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let library = dir.path().join("libword_count.so");
+        std::fs::write(&library, b"not really elf").unwrap();
+        let args = DeployArgs {
+            path: library.clone(),
+            name: None,
+        };
+        let deployable = prepare_deploy(&args).unwrap();
+        assert_eq!(deployable.name, "word_count");
+        assert_eq!(deployable.library, library);
+        assert!(deployable.spec.is_none());
+    }
+
+    #[test]
+    fn a_missing_path_is_named() {
+        let args = DeployArgs {
+            path: PathBuf::from("no/such/thing"),
+            name: None,
+        };
+        let message = format!("{:#}", prepare_deploy(&args).err().unwrap());
+        assert!(message.contains("no/such/thing"), "{message}");
+    }
+}

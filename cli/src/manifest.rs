@@ -1,0 +1,268 @@
+//! `squall.toml`: a function's deploy settings, parsed and validated before anything is built.
+
+use anyhow::{bail, Context as _};
+use serde::Deserialize;
+use squall_broker::FunctionSpec;
+use std::path::{Path, PathBuf};
+
+/// The manifest's file name inside a function directory.
+pub const MANIFEST_FILE: &str = "squall.toml";
+
+/// A parsed and locally validated `squall.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// The function name from `[function] name`.
+    pub name: String,
+    /// The `[function]` table without `name`, as the deploy `config` JSON.
+    pub spec: serde_json::Value,
+    /// How to build the artifact; `None` means `cargo build --release`.
+    pub build: Option<BuildSection>,
+}
+
+/// The optional `[build]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSection {
+    /// The build command as an argv, run in the function's directory.
+    pub command: Vec<String>,
+    /// The built library, relative to the function's directory.
+    pub artifact: PathBuf,
+}
+
+/// The file as written, before `[function]` is checked against the spec.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    function: toml::Table,
+    build: Option<BuildSection>,
+}
+
+/// Reads and validates `<dir>/squall.toml`.
+pub fn load(dir: &Path) -> anyhow::Result<Manifest> {
+    let path = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    parse(&text).with_context(|| format!("invalid {}", path.display()))
+}
+
+/// Parses the text of a `squall.toml`.
+///
+/// TOML syntax errors keep the `toml` crate's message, which names the line and column.
+pub fn parse(text: &str) -> anyhow::Result<Manifest> {
+    let raw: RawManifest = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut function = raw.function;
+    let name = match function.remove("name") {
+        Some(toml::Value::String(name)) => name,
+        Some(other) => bail!(
+            "[function] name must be a string, got a {}",
+            other.type_str()
+        ),
+        None => bail!("[function] has no name; add `name = \"my-function\"`"),
+    };
+    squall_broker::validate_function_name(&name).context("[function] name")?;
+    let spec = table_to_json(function).context("[function]")?;
+    check_spec(&spec).context("[function]")?;
+    if let Some(build) = &raw.build {
+        if build.command.is_empty() {
+            bail!("[build] command is empty; give an argv such as [\"make\", \"-s\"]");
+        }
+    }
+    Ok(Manifest {
+        name,
+        spec,
+        build: raw.build,
+    })
+}
+
+/// Validates a deploy spec exactly as the dispatcher will, so mistakes are caught before a build.
+pub fn check_spec(spec: &serde_json::Value) -> anyhow::Result<FunctionSpec> {
+    let parsed: FunctionSpec =
+        serde_json::from_value(spec.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    parsed.validate()?;
+    Ok(parsed)
+}
+
+/// Converts a TOML table to JSON; dates become RFC 3339 strings.
+fn table_to_json(table: toml::Table) -> anyhow::Result<serde_json::Value> {
+    let mut map = serde_json::Map::new();
+    for (key, value) in table {
+        let value = toml_to_json(value).with_context(|| format!("field `{key}`"))?;
+        map.insert(key, value);
+    }
+    Ok(serde_json::Value::Object(map))
+}
+
+fn toml_to_json(value: toml::Value) -> anyhow::Result<serde_json::Value> {
+    Ok(match value {
+        toml::Value::String(s) => serde_json::Value::String(s),
+        toml::Value::Integer(i) => serde_json::Value::from(i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(f)
+            .map(serde_json::Value::Number)
+            .with_context(|| format!("{f} cannot be represented in JSON"))?,
+        toml::Value::Boolean(b) => serde_json::Value::Bool(b),
+        toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
+        toml::Value::Array(items) => serde_json::Value::Array(
+            items
+                .into_iter()
+                .map(toml_to_json)
+                .collect::<anyhow::Result<_>>()?,
+        ),
+        toml::Value::Table(table) => table_to_json(table)?,
+    })
+}
+
+/// The function name for a bare library: `libfoo_bar.so` → `foo_bar`.
+pub fn name_from_library(path: &Path) -> Option<String> {
+    let file = path.file_name()?.to_str()?;
+    // `libfoo.so.1` is a versioned library: the name ends at the first `.so`.
+    let stem = match file.find(".so") {
+        Some(end) => &file[..end],
+        None => path.file_stem()?.to_str()?,
+    };
+    let stem = match stem.strip_prefix("lib") {
+        Some(rest) if !rest.is_empty() => rest,
+        _ => stem,
+    };
+    (!stem.is_empty()).then(|| stem.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn good_manifest_keeps_spec_fields_and_build() {
+        let manifest = parse(
+            r#"
+            [function]
+            name = "c-hello"
+            timeout_ms = 5000
+            max_attempts = 3
+
+            [function.backoff]
+            multiplier = 1.5
+
+            [function.config]
+            greeting = "Hello"
+            limits = [1, 2]
+
+            [build]
+            command = ["make", "-s"]
+            artifact = "target/libc_hello.so"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(manifest.name, "c-hello");
+        assert_eq!(
+            manifest.spec,
+            serde_json::json!({
+                "timeout_ms": 5000,
+                "max_attempts": 3,
+                "backoff": {"multiplier": 1.5},
+                "config": {"greeting": "Hello", "limits": [1, 2]},
+            })
+        );
+        let build = manifest.build.unwrap();
+        assert_eq!(build.command, ["make", "-s"]);
+        assert_eq!(build.artifact, Path::new("target/libc_hello.so"));
+    }
+
+    #[test]
+    fn name_alone_means_default_spec_and_cargo_build() {
+        let manifest = parse("[function]\nname = \"hello\"\n").unwrap();
+        assert_eq!(manifest.spec, serde_json::json!({}));
+        assert_eq!(manifest.build, None);
+        assert_eq!(check_spec(&manifest.spec).unwrap(), FunctionSpec::default());
+    }
+
+    #[test]
+    fn examples_in_the_repository_parse() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions/examples");
+        for name in ["hello", "wordcount", "fail", "panic", "c-hello"] {
+            let manifest = load(&examples.join(name)).unwrap();
+            assert_eq!(manifest.name, name);
+        }
+    }
+
+    #[test]
+    fn unknown_function_field_is_refused_by_name() {
+        let err = parse("[function]\nname = \"hello\"\ntimeout = 5\n").unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("unknown field `timeout`"), "{message}");
+        assert!(message.contains("[function]"), "{message}");
+    }
+
+    #[test]
+    fn unknown_backoff_field_is_refused_by_name() {
+        let err =
+            parse("[function]\nname = \"hello\"\n[function.backoff]\ninitial = 5\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown field `initial`"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_value_is_refused() {
+        let err = parse("[function]\nname = \"hello\"\ntimeout_ms = 0\n").unwrap_err();
+        assert!(format!("{err:#}").contains("timeout_ms"), "{err:#}");
+    }
+
+    #[test]
+    fn unknown_top_level_table_is_refused() {
+        let err = parse("[function]\nname = \"hello\"\n[deploy]\nx = 1\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown field `deploy`"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn missing_name_is_refused() {
+        let err = parse("[function]\ntimeout_ms = 5000\n").unwrap_err();
+        assert!(format!("{err:#}").contains("has no name"), "{err:#}");
+    }
+
+    #[test]
+    fn invalid_name_is_refused() {
+        let err = parse("[function]\nname = \"a.b\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("'.'"), "{err:#}");
+    }
+
+    #[test]
+    fn missing_function_table_is_refused() {
+        let err = parse("[build]\ncommand = [\"make\"]\nartifact = \"x.so\"\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("missing field `function`"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn malformed_toml_names_the_line() {
+        let err = parse("[function]\nname = \"hello\"\ntimeout_ms = = 5\n").unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("line 3"), "{message}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MANIFEST_FILE), "[function\n").unwrap();
+        let message = format!("{:#}", load(dir.path()).unwrap_err());
+        assert!(message.contains("squall.toml"), "{message}");
+        assert!(message.contains("line 1"), "{message}");
+    }
+
+    #[test]
+    fn library_names_drop_lib_prefix_and_extension() {
+        let name = |p: &str| name_from_library(Path::new(p));
+        assert_eq!(
+            name("target/release/libfoo_bar.so").as_deref(),
+            Some("foo_bar")
+        );
+        assert_eq!(name("hello.so").as_deref(), Some("hello"));
+        assert_eq!(name("/tmp/libc_hello.so.1").as_deref(), Some("c_hello"));
+        assert_eq!(name("lib.so").as_deref(), Some("lib"));
+    }
+}

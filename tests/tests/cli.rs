@@ -1,0 +1,392 @@
+//! The `squall` CLI driving real clusters: deploy, invoke, get, ls, errors, and `squall up`.
+
+use squall_tests::{built, free_port, nats_server_binary, workspace_root, Cluster, Process};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// What one run of the CLI did.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn succeeded(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// Panics with everything the CLI said unless it exited 0.
+    fn ok(self) -> Run {
+        assert!(self.succeeded(), "squall failed: {self:#?}");
+        self
+    }
+}
+
+/// Runs `squall --url <url> <args>` from the workspace root.
+async fn squall(url: &str, args: &[&str]) -> Run {
+    let mut command = Command::new(&built().squall);
+    command
+        .current_dir(workspace_root())
+        .env_remove("SQUALL_URL")
+        .arg("--url")
+        .arg(url)
+        .args(args);
+    run(command).await
+}
+
+async fn run(mut command: Command) -> Run {
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("run squall");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn parse_json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The id in `invocation <id> is <status>; see: squall get <id>`.
+fn invocation_id(line: &str) -> String {
+    let id = line
+        .strip_prefix("invocation ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no invocation id in {line:?}"));
+    assert!(
+        line.trim_end().ends_with(&format!("see: squall get {id}")),
+        "{line:?}"
+    );
+    id.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_builds_and_deploys_a_function_directory_then_invokes_it() {
+    let cluster = Cluster::start().await;
+    let url = cluster.url.as_str();
+    let hello = workspace_root().join("functions/examples/hello");
+
+    let deployed = squall(url, &["deploy", hello.to_str().unwrap()]).await.ok();
+    assert!(
+        deployed.stdout.starts_with("deployed hello sha256:"),
+        "{deployed:#?}"
+    );
+
+    // Stdout is not a terminal here, so the output comes back byte for byte.
+    let greeting = squall(url, &["invoke", "hello", "--data", r#"{"name":"Ada"}"#])
+        .await
+        .ok();
+    assert_eq!(greeting.stdout, r#"{"greeting":"Hello, Ada!"}"#);
+
+    // `--json` wraps the output in an invocation record.
+    let json = squall(url, &["--json", "invoke", "hello"]).await.ok();
+    let record = parse_json(&json.stdout);
+    assert_eq!(record["status"], "succeeded");
+    assert_eq!(record["output"], r#"{"greeting":"Hello, world!"}"#);
+    assert!(record["invocation_id"]
+        .as_str()
+        .is_some_and(|id| !id.is_empty()));
+
+    let accepted = squall(
+        url,
+        &["invoke", "hello", "--async", "--data", r#"{"name":"Lin"}"#],
+    )
+    .await
+    .ok();
+    let id = invocation_id(&accepted.stdout);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let shown = loop {
+        let shown = squall(url, &["get", &id]).await.ok();
+        if shown.stdout.contains("status      succeeded") {
+            break shown;
+        }
+        assert!(Instant::now() < deadline, "never succeeded: {shown:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        shown.stdout.contains(&format!("invocation  {id}")),
+        "{shown:#?}"
+    );
+    assert!(shown.stdout.contains("function    hello"), "{shown:#?}");
+    assert!(shown.stdout.contains("attempts    1"), "{shown:#?}");
+    assert!(
+        shown
+            .stdout
+            .contains(r#"output      {"greeting":"Hello, Lin!"}"#),
+        "{shown:#?}"
+    );
+    let view = parse_json(&squall(url, &["--json", "get", &id]).await.ok().stdout);
+    assert_eq!(view["status"], "succeeded");
+    assert_eq!(view["function"], "hello");
+
+    let listed = squall(url, &["ls"]).await.ok();
+    let mut lines = listed.stdout.lines();
+    assert!(lines.next().unwrap().starts_with("NAME"), "{listed:#?}");
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(row[0], "hello", "{listed:#?}");
+    assert_eq!(row[1].len(), 12, "{listed:#?}");
+    let list = parse_json(&squall(url, &["ls", "--json"]).await.ok().stdout);
+    assert_eq!(list["functions"][0]["name"], "hello");
+    // The `[function.config]` of squall.toml was deployed with it.
+    assert_eq!(
+        list["functions"][0]["config"]["config"]["greeting"],
+        "Hello"
+    );
+    assert_eq!(list["functions"][0]["config"]["timeout_ms"], 30000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_deploys_a_library_file_under_the_given_name() {
+    let cluster = Cluster::start().await;
+    let url = cluster.url.as_str();
+    let library = built().library("c-hello").to_str().unwrap().to_string();
+
+    let deployed = squall(url, &["--json", "deploy", &library, "--name", "c-hello"])
+        .await
+        .ok();
+    let answer = parse_json(&deployed.stdout);
+    assert_eq!(answer["name"], "c-hello");
+    assert!(answer["version"].as_str().unwrap().starts_with("sha256:"));
+
+    let greeting = squall(url, &["invoke", "c-hello", "--data", "Grace"])
+        .await
+        .ok();
+    assert_eq!(greeting.stdout, "Hello from C, Grace!");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_reports_an_unknown_function_with_the_api_message() {
+    let cluster = Cluster::start().await;
+    let run = squall(&cluster.url, &["invoke", "nobody", "--data", "x"]).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stdout.is_empty(), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains(r#"error: function "nobody" is not deployed (function_not_found)"#),
+        "{run:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_reports_a_failed_invocation_and_exits_non_zero() {
+    let cluster = Cluster::start().await;
+    let url = cluster.url.as_str();
+    let library = built().library("fail").to_str().unwrap().to_string();
+    squall(url, &["deploy", &library]).await.ok();
+
+    let run = squall(url, &["invoke", "fail"]).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr.contains("fail: this function always fails"),
+        "{run:#?}"
+    );
+    assert!(run.stderr.contains("kind: error"), "{run:#?}");
+
+    let run = squall(url, &["--json", "invoke", "fail"]).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    let record = parse_json(&run.stdout);
+    assert_eq!(record["status"], "failed");
+    assert_eq!(record["error"]["kind"], "error");
+    let id = record["invocation_id"].as_str().unwrap();
+    let shown = squall(url, &["get", id]).await.ok();
+    assert!(shown.stdout.contains("status      failed"), "{shown:#?}");
+    assert!(
+        shown
+            .stdout
+            .contains("error       error: fail: this function always fails"),
+        "{shown:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_without_a_cluster_names_the_url_and_suggests_squall_up() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let run = squall(&url, &["ls"]).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains(&url), "{run:#?}");
+    assert!(run.stderr.contains("squall up"), "{run:#?}");
+}
+
+/// A function directory holding only `squall.toml` with `text`.
+fn function_dir(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("squall.toml"), text).expect("write squall.toml");
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_refuses_a_malformed_squall_toml_naming_the_line() {
+    let dir = function_dir("[function]\nname = \"broken\"\ntimeout_ms = = 5\n");
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let run = squall(&url, &["deploy", dir.path().to_str().unwrap()]).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("squall.toml"), "{run:#?}");
+    assert!(run.stderr.contains("line 3"), "{run:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_refuses_an_unknown_function_field_naming_it() {
+    let dir = function_dir("[function]\nname = \"typo\"\ntimeout = 5\n");
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let run = squall(&url, &["deploy", dir.path().to_str().unwrap()]).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("unknown field `timeout`"), "{run:#?}");
+}
+
+/// Processes whose command line mentions `needle`, by pid.
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .contains(needle)
+                .then_some(pid)
+        })
+        .filter(|pid| *pid != std::process::id())
+        .collect()
+}
+
+/// Kills what `squall up` started if the test fails before it stops them itself.
+struct KillLeftovers(PathBuf);
+
+impl Drop for KillLeftovers {
+    fn drop(&mut self) {
+        for pid in processes_mentioning(&self.0.to_string_lossy()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+fn wait_exit(process: &mut Process, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = process.child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn squall_up_runs_a_local_cluster_and_stops_cleanly_on_ctrl_c() {
+    let built = tokio::task::spawn_blocking(built).await.expect("build");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    let _leftovers = KillLeftovers(state.clone());
+    let http_port = free_port();
+    let nats_port = loop {
+        let port = free_port();
+        if port != http_port {
+            break port;
+        }
+    };
+    let mut command = Command::new(&built.squall);
+    command
+        .env("NATS_SERVER", nats_server_binary())
+        .env("SQUALL_DISPATCHER_BIN", &built.dispatcher)
+        .env("SQUALL_WORKER_BIN", &built.worker)
+        .arg("up")
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{http_port}"))
+        .arg("--nats-port")
+        .arg(nats_port.to_string());
+    let mut up = Process::spawn("squall up", command, dir.path().join("up.log")).expect("spawn");
+    let url = format!("http://127.0.0.1:{http_port}");
+
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Ok(response) = http.get(format!("{url}/readyz")).send().await {
+            if response.status().is_success() {
+                break;
+            }
+        }
+        if let Ok(Some(status)) = up.child.try_wait() {
+            panic!("squall up exited with {status}:\n{}", up.output());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready:\n{}\n{}",
+            up.output(),
+            logs(&state)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The banner comes after readiness; give it a moment to reach the log.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !up.output().contains("press Ctrl-C to stop") {
+        assert!(Instant::now() < deadline, "no banner:\n{}", up.output());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up.output().contains(&url), "{}", up.output());
+
+    let library = built.library("c-hello").to_str().unwrap().to_string();
+    let deployed = squall(&url, &["deploy", &library, "--name", "c-hello"]).await;
+    assert!(
+        deployed.succeeded(),
+        "{deployed:#?}\n{}\n{}",
+        up.output(),
+        logs(&state)
+    );
+    let greeting = squall(&url, &["invoke", "c-hello", "--data", "Ada"]).await;
+    assert!(greeting.succeeded(), "{greeting:#?}\n{}", logs(&state));
+    assert_eq!(greeting.stdout, "Hello from C, Ada!");
+    assert!(!processes_mentioning(&state.to_string_lossy()).is_empty());
+
+    let status = Command::new("kill")
+        .args(["-INT", &up.child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = wait_exit(&mut up, Duration::from_secs(15));
+        (status, up.output())
+    })
+    .await
+    .expect("join");
+    let (status, output) = exited;
+    let status = status.unwrap_or_else(|| panic!("squall up did not stop:\n{output}"));
+    assert!(
+        status.success(),
+        "squall up exited with {status}:\n{output}"
+    );
+    assert!(port_is_free(http_port), "the HTTP port is still taken");
+    assert!(port_is_free(nats_port), "the NATS port is still taken");
+    let left = processes_mentioning(&state.to_string_lossy());
+    assert!(left.is_empty(), "children still running: {left:?}");
+    for log in ["nats-server.log", "dispatcher.log", "worker.log"] {
+        assert!(state.join("logs").join(log).is_file(), "no {log}");
+    }
+}
+
+/// The logs of a `squall up` state folder, for failure messages.
+fn logs(state: &Path) -> String {
+    ["nats-server.log", "dispatcher.log", "worker.log"]
+        .iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(state.join("logs").join(name)).unwrap_or_default();
+            format!("--- {name} ---\n{text}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
