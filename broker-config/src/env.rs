@@ -14,6 +14,10 @@ pub const ENV_MAX_ARTIFACT: &str = "SQUALL_MAX_ARTIFACT";
 pub const ENV_URL: &str = "SQUALL_URL";
 /// Path of the nats-server binary used by `squall up` and the tests.
 pub const ENV_NATS_SERVER: &str = "NATS_SERVER";
+/// Overrides where `squall up` finds the dispatcher binary.
+pub const ENV_DISPATCHER_BIN: &str = "SQUALL_DISPATCHER_BIN";
+/// Overrides where `squall up` finds the worker binary.
+pub const ENV_WORKER_BIN: &str = "SQUALL_WORKER_BIN";
 
 /// The default NATS URL.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";

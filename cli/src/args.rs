@@ -76,9 +76,6 @@ pub struct InvokeArgs {
     /// Wait at most this many seconds for the outcome before answering with the invocation id.
     #[arg(long, value_name = "SECS")]
     pub wait: Option<f64>,
-    /// Requests with the same key return the same invocation.
-    #[arg(long, value_name = "KEY")]
-    pub idempotency_key: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Clone)]

@@ -183,9 +183,6 @@ pub async fn invoke(client: &ApiClient, json: bool, args: &InvokeArgs) -> anyhow
         }
         request = request.query(&[("wait", wait.to_string())]);
     }
-    if let Some(key) = &args.idempotency_key {
-        request = request.header("Idempotency-Key", key);
-    }
     let response = client.send_raw(request).await?;
     let status = response.status().as_u16();
     match status {

@@ -12,10 +12,6 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// The broker config shared with the tests and docker-compose.
 const NATS_CONFIG: &str = include_str!("../../broker-config/nats/default.conf");
-/// Overrides where `squall up` finds the dispatcher binary.
-pub const ENV_DISPATCHER_BIN: &str = "SQUALL_DISPATCHER_BIN";
-/// Overrides where `squall up` finds the worker binary.
-pub const ENV_WORKER_BIN: &str = "SQUALL_WORKER_BIN";
 /// The oldest nats-server with message schedules.
 const MIN_NATS_VERSION: (u64, u64) = (2, 14);
 /// How long the cluster may take to become ready.
@@ -306,8 +302,8 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
         &cwd,
     )?;
     check_nats_version(&nats_server)?;
-    let dispatcher = squall_binary("squall-dispatcher", ENV_DISPATCHER_BIN)?;
-    let worker = squall_binary("squall-worker", ENV_WORKER_BIN)?;
+    let dispatcher = squall_binary("squall-dispatcher", env::ENV_DISPATCHER_BIN)?;
+    let worker = squall_binary("squall-worker", env::ENV_WORKER_BIN)?;
 
     if args.nats_port == 0 {
         bail!("--nats-port must not be 0");

@@ -1,4 +1,261 @@
-//! The OpenAPI document.
-pub fn document() -> serde_json::Value {
-    serde_json::json!({})
+//! The OpenAPI 3.1 document of HTTP API v1, served at `GET /v1/openapi.json`.
+
+use serde_json::{json, Value};
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+    })
+}
+
+fn name_param() -> Value {
+    json!({
+        "name": "name", "in": "path", "required": true,
+        "description": "Function name: 1 to 64 ASCII letters, digits, '-' or '_'.",
+        "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" }
+    })
+}
+
+fn id_param() -> Value {
+    json!({
+        "name": "id", "in": "path", "required": true,
+        "description": "Invocation id (UUIDv7).",
+        "schema": { "type": "string", "format": "uuid" }
+    })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Squall HTTP API",
+            "version": "1",
+            "description": "Deploy native function libraries and invoke them through NATS JetStream."
+        },
+        "paths": {
+            "/healthz": { "get": {
+                "summary": "Liveness",
+                "responses": { "200": { "description": "The process is up." } }
+            }},
+            "/readyz": { "get": {
+                "summary": "Readiness: connected to NATS with the topology ensured",
+                "responses": { "200": { "description": "Ready." }, "503": error_response("Not connected to NATS.") }
+            }},
+            "/v1/openapi.json": { "get": {
+                "summary": "This document",
+                "responses": { "200": { "description": "The OpenAPI document." } }
+            }},
+            "/v1/functions": { "get": {
+                "summary": "List deployed functions",
+                "responses": {
+                    "200": { "description": "All functions, by name.", "content": { "application/json": { "schema": {
+                        "type": "object", "required": ["functions"],
+                        "properties": { "functions": { "type": "array", "items": { "$ref": "#/components/schemas/Function" } } }
+                    }}}},
+                    "503": error_response("The broker is unavailable.")
+                }
+            }},
+            "/v1/functions/{name}": {
+                "parameters": [name_param()],
+                "put": {
+                    "summary": "Deploy (create or update) a function",
+                    "description": "Either multipart/form-data with part `artifact` (the ELF shared library) and optional part `config` (a JSON FunctionSpec), or the raw library as application/octet-stream with the default spec. The artifact is validated without being loaded: an ELF shared object for this platform exporting squall_abi_version (= 1), squall_invoke and squall_free.",
+                    "requestBody": { "required": true, "content": {
+                        "multipart/form-data": { "schema": { "type": "object", "required": ["artifact"], "properties": {
+                            "artifact": { "type": "string", "format": "binary" },
+                            "config": { "$ref": "#/components/schemas/FunctionSpec" }
+                        }}},
+                        "application/octet-stream": { "schema": { "type": "string", "format": "binary" } }
+                    }},
+                    "responses": {
+                        "201": { "description": "Deployed.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Function" } } } },
+                        "400": error_response("Invalid name, or not a loadable artifact (not ELF, truncated, wrong architecture, missing symbols, wrong ABI version)."),
+                        "413": error_response("The artifact is larger than the limit."),
+                        "422": error_response("Invalid spec (unknown field, value out of range)."),
+                        "503": error_response("The broker is unavailable.")
+                    }
+                },
+                "get": {
+                    "summary": "Show a function",
+                    "responses": {
+                        "200": { "description": "The function.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Function" } } } },
+                        "400": error_response("Invalid name."),
+                        "404": error_response("Not deployed.")
+                    }
+                },
+                "delete": {
+                    "summary": "Remove a function",
+                    "responses": {
+                        "204": { "description": "Removed." },
+                        "400": error_response("Invalid name."),
+                        "404": error_response("Not deployed.")
+                    }
+                }
+            },
+            "/v1/functions/{name}/invocations": {
+                "parameters": [name_param()],
+                "post": {
+                    "summary": "Invoke a function",
+                    "description": "The body is the input bytes. Waits for the terminal outcome up to `wait` seconds (default: the function's timeout times its attempts plus backoff, capped by the dispatcher), unless `Prefer: respond-async` or `async=true` asks for an immediate 202.",
+                    "parameters": [
+                        { "name": "wait", "in": "query", "schema": { "type": "number", "minimum": 0 }, "description": "Seconds to wait for the outcome." },
+                        { "name": "async", "in": "query", "schema": { "type": "boolean" }, "description": "Return 202 at once." },
+                        { "name": "Prefer", "in": "header", "schema": { "type": "string" }, "description": "`respond-async` returns 202 at once." },
+                        { "name": "traceparent", "in": "header", "schema": { "type": "string" }, "description": "W3C trace context to continue." }
+                    ],
+                    "requestBody": { "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
+                    "responses": {
+                        "200": {
+                            "description": "Succeeded; the body is the function's output.",
+                            "headers": { "Squall-Invocation-Id": { "schema": { "type": "string" } } },
+                            "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } }
+                        },
+                        "202": {
+                            "description": "Accepted and not finished yet (async, or the wait ran out).",
+                            "headers": { "Location": { "schema": { "type": "string" } } },
+                            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Accepted" } } }
+                        },
+                        "400": error_response("Invalid name or query."),
+                        "404": error_response("Unknown function."),
+                        "413": error_response("The payload is larger than the limit (default 1 MiB)."),
+                        "500": error_response("The function failed terminally; `kind` says how."),
+                        "503": error_response("The broker did not accept the job."),
+                        "504": error_response("The function timed out terminally.")
+                    }
+                }
+            },
+            "/v1/invocations/{id}": {
+                "parameters": [id_param()],
+                "get": {
+                    "summary": "Invocation status",
+                    "responses": {
+                        "200": { "description": "The invocation.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Invocation" } } } },
+                        "400": error_response("Not a UUID."),
+                        "404": error_response("Unknown invocation.")
+                    }
+                }
+            },
+            "/v1/invocations/{id}/output": {
+                "parameters": [id_param()],
+                "get": {
+                    "summary": "Raw output bytes of a succeeded invocation",
+                    "responses": {
+                        "200": { "description": "The output.", "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
+                        "400": error_response("Not a UUID."),
+                        "404": error_response("Unknown invocation."),
+                        "409": error_response("Not finished, or ended without output.")
+                    }
+                }
+            }
+        },
+        "components": { "schemas": {
+            "Error": {
+                "type": "object", "required": ["error"],
+                "properties": { "error": {
+                    "type": "object", "required": ["code", "message"],
+                    "properties": {
+                        "code": { "type": "string" },
+                        "message": { "type": "string" },
+                        "kind": { "type": "string", "enum": ["error", "retry", "panic", "timeout", "crash", "load"] },
+                        "status": { "type": "string" },
+                        "invocation_id": { "type": "string" },
+                        "attempts": { "type": "integer" }
+                    }
+                }}
+            },
+            "Backoff": {
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "initial_ms": { "type": "integer", "minimum": 0, "default": 1000 },
+                    "multiplier": { "type": "number", "minimum": 1, "default": 2.0 },
+                    "max_ms": { "type": "integer", "minimum": 0, "default": 60000 },
+                    "jitter": { "type": "boolean", "default": true }
+                }
+            },
+            "FunctionSpec": {
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "timeout_ms": { "type": "integer", "minimum": 1, "maximum": 3600000, "default": 30000 },
+                    "max_attempts": { "type": "integer", "minimum": 1, "maximum": 100, "default": 3 },
+                    "backoff": { "$ref": "#/components/schemas/Backoff" },
+                    "concurrency": { "type": "integer", "minimum": 1, "maximum": 10000, "default": 64 },
+                    "config": { "type": "object", "description": "Values passed to the function as ctx.config." }
+                }
+            },
+            "Function": {
+                "type": "object", "required": ["name", "version", "sha256", "artifact_size", "deployed_at", "config"],
+                "properties": {
+                    "name": { "type": "string" },
+                    "version": { "type": "string", "description": "sha256:<hex> of the artifact" },
+                    "sha256": { "type": "string" },
+                    "artifact_size": { "type": "integer" },
+                    "deployed_at": { "type": "string", "format": "date-time" },
+                    "config": { "$ref": "#/components/schemas/FunctionSpec" }
+                }
+            },
+            "Accepted": {
+                "type": "object", "required": ["invocation_id", "status", "location"],
+                "properties": {
+                    "invocation_id": { "type": "string" },
+                    "status": { "type": "string" },
+                    "location": { "type": "string" }
+                }
+            },
+            "Invocation": {
+                "type": "object", "required": ["invocation_id", "function", "status", "attempts", "created_at"],
+                "properties": {
+                    "invocation_id": { "type": "string" },
+                    "function": { "type": "string" },
+                    "version": { "type": ["string", "null"] },
+                    "status": { "type": "string", "enum": ["queued", "running", "retrying", "succeeded", "failed", "timed_out", "dead_lettered"] },
+                    "attempts": { "type": "integer" },
+                    "output": { "type": ["string", "null"], "description": "The output when it is UTF-8." },
+                    "output_base64": { "type": ["string", "null"], "description": "The output when it is not UTF-8." },
+                    "error": { "type": ["object", "null"], "properties": {
+                        "kind": { "type": "string" }, "message": { "type": "string" }
+                    }},
+                    "created_at": { "type": "string", "format": "date-time" },
+                    "finished_at": { "type": ["string", "null"], "format": "date-time" },
+                    "duration_ms": { "type": ["number", "null"] },
+                    "logs": { "type": "array", "items": { "type": "object", "properties": {
+                        "level": { "type": "string" }, "message": { "type": "string" }
+                    }}},
+                    "worker": { "type": "string", "description": "The worker process that produced the result." }
+                }
+            }
+        }}
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_names_every_route_of_the_router() {
+        let doc = document();
+        let paths = doc["paths"].as_object().unwrap();
+        for route in [
+            "/healthz",
+            "/readyz",
+            "/v1/openapi.json",
+            "/v1/functions",
+            "/v1/functions/{name}",
+            "/v1/functions/{name}/invocations",
+            "/v1/invocations/{id}",
+            "/v1/invocations/{id}/output",
+        ] {
+            assert!(
+                paths.contains_key(route),
+                "{route} missing from the OpenAPI document"
+            );
+        }
+        assert_eq!(
+            paths.len(),
+            8,
+            "the document lists a route the router does not serve"
+        );
+    }
 }

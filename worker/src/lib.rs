@@ -3,6 +3,8 @@
 //! Architecture invariant: only `loader` touches `libloading` or `unsafe`; everything else here is
 //! plain async code around it.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod artifacts;
 pub mod decide;
 pub mod job;

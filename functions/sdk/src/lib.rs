@@ -24,6 +24,8 @@
 //! This crate knows nothing about NATS, tokio or how the host loads libraries: it depends on
 //! serde and serde_json only.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod abi;
 mod context;
 mod error;
