@@ -30,3 +30,5 @@ pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
 pub const SOURCE: &str = "Squall-Source";
 /// Which worker process produced a result (`<host>-<pid>`).
 pub const WORKER: &str = "Squall-Worker";
+/// On a replayed job: the invocation id of the dead letter it replays.
+pub const REPLAY_OF: &str = "Squall-Replay-Of";

@@ -23,10 +23,19 @@ pub fn results_subject(function: &str, id: &str) -> String {
     format!("results.{function}.{id}")
 }
 
-/// The subject a dead letter of `function` is published to.
-pub fn dlq_subject(function: &str) -> String {
-    format!("dlq.{function}")
+/// The subject the dead letter of `function`'s invocation `id` is published to.
+pub fn dlq_subject(function: &str, id: &str) -> String {
+    format!("dlq.{function}.{id}")
 }
+
+/// The stream that captures JetStream's MAX_DELIVERIES advisories for JOBS consumers.
+pub const ADVISORY_STREAM: &str = "SQUALL_ADVISORIES";
+/// The subjects of those advisories (one per function consumer).
+pub const MAX_DELIVERIES_SUBJECTS: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.JOBS.*";
+/// The durable consumer, shared by all dispatchers, that moves exhausted jobs to the DLQ.
+pub const DLQ_MOVER: &str = "dlq-mover";
+/// The KV bucket mapping idempotency keys to invocation ids.
+pub const IDEMPOTENCY_BUCKET: &str = "squall_idempotency";
 
 /// The durable pull consumer that serves `function`'s jobs.
 pub fn consumer_name(function: &str) -> String {

@@ -89,6 +89,17 @@ impl FunctionRecord {
     }
 }
 
+/// A stable UUIDv7 for a job that a plain NATS client published without an id: the time part
+/// is the stream's receive time and the rest is the stream sequence, so every redelivery of the
+/// same message, and every process that looks at it, gets the same id.
+pub fn derived_invocation_id(published_ms: u64, stream_sequence: u64) -> String {
+    let mut tail = [0u8; 10];
+    tail[2..].copy_from_slice(&stream_sequence.to_be_bytes());
+    uuid::Builder::from_unix_timestamp_millis(published_ms, &tail)
+        .into_uuid()
+        .to_string()
+}
+
 /// One captured function log line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
@@ -209,6 +220,15 @@ mod tests {
         let back = FunctionRecord::decode(&record.encode()).unwrap();
         assert_eq!(back, record);
         assert_eq!(back.spec(), spec);
+    }
+
+    #[test]
+    fn derived_ids_are_stable_and_time_ordered() {
+        let a = derived_invocation_id(1_700_000_000_000, 7);
+        assert_eq!(a, derived_invocation_id(1_700_000_000_000, 7));
+        let b = derived_invocation_id(1_700_000_000_001, 1);
+        assert!(a < b);
+        assert_eq!(uuid::Uuid::parse_str(&a).unwrap().get_version_num(), 7);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Creates or updates the streams, buckets and consumers Squall relies on, idempotently.
 
 use crate::names::{
-    consumer_name, jobs_subject, ARTIFACT_BUCKET, DLQ_STREAM, JOBS_STREAM, REGISTRY_BUCKET,
-    RESULTS_STREAM,
+    consumer_name, jobs_subject, ADVISORY_STREAM, ARTIFACT_BUCKET, DLQ_STREAM, IDEMPOTENCY_BUCKET,
+    JOBS_STREAM, MAX_DELIVERIES_SUBJECTS, REGISTRY_BUCKET, RESULTS_STREAM,
 };
 use crate::spec::FunctionSpec;
 use async_nats::jetstream::{self, consumer, kv, object_store, stream};
@@ -10,8 +10,10 @@ use std::time::Duration;
 
 /// How long the JetStream API may take to answer before topology setup gives up.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
-/// Slack added to a function's timeout before JetStream redelivers an unacknowledged job.
-pub const ACK_WAIT_SLACK: Duration = Duration::from_secs(30);
+/// How long a delivered job may go without an acknowledgement or a progress signal before
+/// JetStream redelivers it. Workers send progress every `ack_wait / 3` while a job runs, so a
+/// live job is never redelivered, and a job held by a dead worker comes back within this time.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// Limits of the streams; every one is configurable, the defaults follow DESIGN.md.
 #[derive(Debug, Clone)]
@@ -30,6 +32,8 @@ pub struct TopologyConfig {
     pub dlq_max_age: Duration,
     /// The largest single message (job or result) a stream accepts.
     pub max_message_size: i32,
+    /// Redelivery delay of a job whose worker went silent; see `DEFAULT_ACK_WAIT`.
+    pub ack_wait: Duration,
 }
 
 impl Default for TopologyConfig {
@@ -42,6 +46,7 @@ impl Default for TopologyConfig {
             results_max_bytes: 1 << 30,
             dlq_max_age: Duration::from_secs(14 * 24 * 3600),
             max_message_size: 8 * 1024 * 1024,
+            ack_wait: DEFAULT_ACK_WAIT,
         }
     }
 }
@@ -95,6 +100,8 @@ pub struct Topology {
     pub dlq: stream::Stream,
     pub registry: kv::Store,
     pub artifacts: object_store::ObjectStore,
+    pub advisories: stream::Stream,
+    pub idempotency: kv::Store,
 }
 
 /// The JOBS stream definition.
@@ -136,12 +143,26 @@ pub fn dlq_stream_config(cfg: &TopologyConfig) -> stream::Config {
     stream::Config {
         name: DLQ_STREAM.to_string(),
         description: Some("Squall dead letters".into()),
-        subjects: vec!["dlq.*".into()],
+        subjects: vec!["dlq.*.*".into()],
         retention: stream::RetentionPolicy::Limits,
         max_age: cfg.dlq_max_age,
         max_message_size: cfg.max_message_size,
         num_replicas: cfg.replicas,
         allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// The stream that captures MAX_DELIVERIES advisories of JOBS consumers, consumed by the
+/// dispatchers' dead-letter mover (work queue: each advisory is handled once).
+pub fn advisory_stream_config(cfg: &TopologyConfig) -> stream::Config {
+    stream::Config {
+        name: ADVISORY_STREAM.to_string(),
+        description: Some("Squall: jobs that exhausted their deliveries".into()),
+        subjects: vec![MAX_DELIVERIES_SUBJECTS.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        max_age: cfg.dlq_max_age,
+        num_replicas: cfg.replicas,
         ..Default::default()
     }
 }
@@ -170,6 +191,21 @@ pub async fn ensure_topology(
     let jobs = ensure_stream(&js, jobs_stream_config(cfg), JOBS_STREAM).await?;
     let results = ensure_stream(&js, results_stream_config(cfg), RESULTS_STREAM).await?;
     let dlq = ensure_stream(&js, dlq_stream_config(cfg), DLQ_STREAM).await?;
+    let advisories = ensure_stream(&js, advisory_stream_config(cfg), ADVISORY_STREAM).await?;
+    let idempotency = js
+        .create_or_update_key_value(kv::Config {
+            bucket: IDEMPOTENCY_BUCKET.into(),
+            description: "Squall idempotency keys → invocation ids".into(),
+            history: 1,
+            max_age: cfg.duplicate_window,
+            num_replicas: cfg.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|source| TopologyError::KeyValue {
+            name: IDEMPOTENCY_BUCKET,
+            source,
+        })?;
     let registry = js
         .create_or_update_key_value(kv::Config {
             bucket: REGISTRY_BUCKET.into(),
@@ -205,6 +241,8 @@ pub async fn ensure_topology(
         dlq,
         registry,
         artifacts,
+        advisories,
+        idempotency,
     })
 }
 
@@ -227,6 +265,14 @@ pub async fn open_topology(client: async_nats::Client) -> Result<Topology, Topol
     let jobs = get(JOBS_STREAM).await?;
     let results = get(RESULTS_STREAM).await?;
     let dlq = get(DLQ_STREAM).await?;
+    let advisories = get(ADVISORY_STREAM).await?;
+    let idempotency = js
+        .get_key_value(IDEMPOTENCY_BUCKET)
+        .await
+        .map_err(|source| TopologyError::OpenKeyValue {
+            name: IDEMPOTENCY_BUCKET,
+            source,
+        })?;
     let registry =
         js.get_key_value(REGISTRY_BUCKET)
             .await
@@ -248,6 +294,8 @@ pub async fn open_topology(client: async_nats::Client) -> Result<Topology, Topol
         dlq,
         registry,
         artifacts,
+        advisories,
+        idempotency,
     })
 }
 
@@ -255,17 +303,17 @@ pub async fn open_topology(client: async_nats::Client) -> Result<Topology, Topol
 pub fn function_consumer_config(
     function: &str,
     spec: &FunctionSpec,
-    replicas: usize,
+    cfg: &TopologyConfig,
 ) -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(consumer_name(function)),
         description: Some(format!("Squall jobs of function {function}")),
         filter_subject: jobs_subject(function),
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_millis(spec.timeout_ms) + ACK_WAIT_SLACK,
+        ack_wait: cfg.ack_wait,
         max_deliver: i64::from(spec.max_attempts),
         max_ack_pending: i64::from(spec.concurrency),
-        num_replicas: replicas,
+        num_replicas: cfg.replicas,
         ..Default::default()
     }
 }
@@ -275,9 +323,9 @@ pub async fn ensure_function_consumer(
     jobs: &stream::Stream,
     function: &str,
     spec: &FunctionSpec,
-    replicas: usize,
+    cfg: &TopologyConfig,
 ) -> Result<consumer::PullConsumer, TopologyError> {
-    jobs.create_consumer(function_consumer_config(function, spec, replicas))
+    jobs.create_consumer(function_consumer_config(function, spec, cfg))
         .await
         .map_err(|source| TopologyError::Consumer {
             name: consumer_name(function),

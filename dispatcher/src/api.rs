@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 type Shared = State<Arc<AppState>>;
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -33,7 +33,7 @@ fn checked_name(name: &str) -> Result<(), ApiError> {
         .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
 }
 
-async fn load_record(state: &AppState, name: &str) -> Result<FunctionRecord, ApiError> {
+pub(crate) async fn load_record(state: &AppState, name: &str) -> Result<FunctionRecord, ApiError> {
     checked_name(name)?;
     match state.topology.registry.get(name).await {
         Ok(Some(bytes)) => {
@@ -175,7 +175,7 @@ pub async fn deploy(
         &state.topology.jobs,
         &name,
         &spec,
-        state.config.topology.replicas,
+        &state.config.topology,
     )
     .await
     .map_err(|e| ApiError::broker("cannot create the function's consumer", e))?;
@@ -300,7 +300,7 @@ fn is_valid_traceparent(value: &str) -> bool {
         && parts[2] != "0".repeat(16)
 }
 
-fn new_traceparent() -> String {
+pub(crate) fn new_traceparent() -> String {
     let trace = uuid::Uuid::new_v4().simple().to_string();
     let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
     format!("00-{trace}-{span}-01")
@@ -353,43 +353,40 @@ pub async fn invoke(
             }
         },
     };
-    let id = uuid::Uuid::now_v7().to_string();
-    let created_at_ms = now_ms();
     let traceparent = headers
         .get(h::TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .filter(|v| is_valid_traceparent(v))
         .map(str::to_string)
         .unwrap_or_else(new_traceparent);
-    let mut job_headers = async_nats::HeaderMap::new();
-    job_headers.insert(h::INVOCATION_ID, id.as_str());
-    job_headers.insert(h::CREATED_AT, created_at_ms.to_string().as_str());
-    job_headers.insert(h::SOURCE, "http");
-    job_headers.insert(h::TRACEPARENT, traceparent.as_str());
-    job_headers.insert(h::NATS_MSG_ID, id.as_str());
-
+    let (id, created_at_ms, repeated) = match headers.get(IDEMPOTENCY_KEY) {
+        None => (uuid::Uuid::now_v7().to_string(), now_ms(), false),
+        Some(key) => claim_idempotency_key(&state, &name, key).await?,
+    };
     // Register before publishing, so the result cannot arrive unseen.
     let registration = (!respond_async).then(|| state.waiter.register(&id));
-    state
-        .topology
-        .jetstream
-        .publish_with_headers(jobs_subject(&name), job_headers, payload)
-        .await
-        .map_err(|e| ApiError::broker("the invocation was not accepted", e))?
-        .await
-        .map_err(|e| ApiError::broker("the invocation was not accepted", e))?;
-    if let Err(error) = state.index.insert(
-        &id,
-        &Accepted {
-            function: name.clone(),
-            created_at_ms,
-        },
-    ) {
-        tracing::warn!(message = "cannot index an accepted invocation", invocation_id = %id, %error);
-    }
+    let job = Job {
+        function: &name,
+        version: &record.version,
+        id: &id,
+        created_at_ms,
+        traceparent: &traceparent,
+        source: "http",
+        extra_headers: forwarded_headers(&headers),
+    };
+    // A repeated idempotency key publishes again with the same `Nats-Msg-Id`: JetStream drops it
+    // as a duplicate when the first publish happened, and accepts it when that one was lost.
+    submit(&state, job, payload).await?;
     let Some(mut registration) = registration else {
         return Ok(accepted(&id, InvocationStatus::Queued));
     };
+    if repeated {
+        if let Some(outcome) = lookup_result(&state, &id, Some(&name)).await? {
+            if outcome.meta.status.is_terminal() {
+                return Ok(terminal_response(outcome));
+            }
+        }
+    }
     let outcome = match tokio::time::timeout(wait, &mut registration.receiver).await {
         Ok(Ok(outcome)) => Some(outcome),
         _ => lookup_result(&state, &id, Some(&name))
@@ -408,7 +405,137 @@ pub async fn invoke(
     }
 }
 
-fn accepted(id: &str, status: InvocationStatus) -> Response {
+/// The request header that makes an invoke idempotent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The longest accepted idempotency key.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+/// Maps `(function, key)` to one invocation id for the idempotency window: the first request
+/// creates the mapping atomically in KV (so concurrent dispatchers agree), later ones read it.
+/// Returns the id, its creation time, and whether the key was seen before.
+async fn claim_idempotency_key(
+    state: &AppState,
+    function: &str,
+    key: &HeaderValue,
+) -> Result<(String, u64, bool), ApiError> {
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                format!(
+                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                ),
+            )
+        })?;
+    let kv_key = hex::encode(Sha256::digest(format!("{function}\n{key}").as_bytes()));
+    let id = uuid::Uuid::now_v7().to_string();
+    let created_at_ms = now_ms();
+    let store = &state.topology.idempotency;
+    match store
+        .create(&kv_key, format!("{id} {created_at_ms}").into())
+        .await
+    {
+        Ok(_) => Ok((id, created_at_ms, false)),
+        Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
+            let value = store
+                .get(&kv_key)
+                .await
+                .map_err(|e| ApiError::broker("cannot read the idempotency key", e))?
+                .ok_or_else(|| {
+                    ApiError::broker(
+                        "cannot read the idempotency key",
+                        "it expired while being read; retry",
+                    )
+                })?;
+            let text = String::from_utf8_lossy(&value);
+            let (id, created) = text.split_once(' ').unwrap_or((&text, "0"));
+            Ok((id.to_string(), created.parse().unwrap_or(0), true))
+        }
+        Err(e) => Err(ApiError::broker("cannot record the idempotency key", e)),
+    }
+}
+
+/// The most caller headers carried into a job.
+const MAX_FORWARDED_HEADERS: usize = 32;
+
+/// The caller's own `X-…` headers, which travel with the job and reach the function in
+/// `ctx.event.headers` (and are kept in a dead letter).
+fn forwarded_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-"))
+        .filter_map(|(name, value)| {
+            Some((
+                canonical_header(name.as_str()),
+                value.to_str().ok()?.to_string(),
+            ))
+        })
+        .take(MAX_FORWARDED_HEADERS)
+        .collect()
+}
+
+/// `x-tenant-id` → `X-Tenant-Id`, the spelling NATS clients usually use.
+fn canonical_header(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            match chars.next() {
+                Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// One job to publish.
+pub struct Job<'a> {
+    pub function: &'a str,
+    /// The version current at acceptance; the worker runs exactly this one.
+    pub version: &'a str,
+    pub id: &'a str,
+    pub created_at_ms: u64,
+    pub traceparent: &'a str,
+    /// What created it: `http`, `replay`, ….
+    pub source: &'a str,
+    /// Headers carried over (a replay keeps the original job's own headers).
+    pub extra_headers: Vec<(String, String)>,
+}
+
+/// Publishes a job and waits for JetStream to accept it, then records it in the local index.
+pub async fn submit(state: &AppState, job: Job<'_>, payload: bytes::Bytes) -> Result<(), ApiError> {
+    let mut job_headers = async_nats::HeaderMap::new();
+    for (name, value) in &job.extra_headers {
+        job_headers.append(name.as_str(), value.as_str());
+    }
+    job_headers.insert(h::INVOCATION_ID, job.id);
+    job_headers.insert(h::CREATED_AT, job.created_at_ms.to_string().as_str());
+    job_headers.insert(h::SOURCE, job.source);
+    job_headers.insert(h::VERSION, job.version);
+    job_headers.insert(h::TRACEPARENT, job.traceparent);
+    job_headers.insert(h::NATS_MSG_ID, job.id);
+    state
+        .topology
+        .jetstream
+        .publish_with_headers(jobs_subject(job.function), job_headers, payload)
+        .await
+        .map_err(|e| ApiError::broker("the invocation was not accepted", e))?
+        .await
+        .map_err(|e| ApiError::broker("the invocation was not accepted", e))?;
+    let accepted = Accepted {
+        function: job.function.to_string(),
+        created_at_ms: job.created_at_ms,
+    };
+    if let Err(error) = state.index.insert(job.id, &accepted) {
+        tracing::warn!(message = "cannot index an accepted invocation", invocation_id = %job.id, %error);
+    }
+    Ok(())
+}
+
+pub(crate) fn accepted(id: &str, status: InvocationStatus) -> Response {
     let location = format!("/v1/invocations/{id}");
     let mut response = (
         StatusCode::ACCEPTED,
@@ -461,7 +588,7 @@ fn terminal_response(outcome: Outcome) -> Response {
 }
 
 /// The latest result record of an invocation, if any.
-async fn lookup_result(
+pub(crate) async fn lookup_result(
     state: &AppState,
     id: &str,
     function: Option<&str>,

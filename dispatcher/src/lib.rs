@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod artifact;
+pub mod dlq;
 pub mod error;
 pub mod index;
 pub mod openapi;
@@ -67,6 +68,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             post(api::invoke).layer(DefaultBodyLimit::disable()),
         )
         .route("/v1/invocations/{id}", get(api::get_invocation))
+        .route("/v1/dlq", get(dlq::list))
+        .route("/v1/dlq/replay", post(dlq::replay_all))
+        .route("/v1/dlq/{id}", get(dlq::show).delete(dlq::remove))
+        .route("/v1/dlq/{id}/replay", post(dlq::replay))
         .route("/v1/invocations/{id}/output", get(api::get_output))
         .fallback(api::not_found)
         .with_state(state)
@@ -89,13 +94,15 @@ pub async fn connect(config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let index = index::Index::open(&config.data_dir.join("index"))?;
-    Ok(Arc::new(AppState {
+    let state = Arc::new(AppState {
         config,
         client,
         topology,
         waiter,
         index,
-    }))
+    });
+    tokio::spawn(dlq::run_mover(state.clone()));
+    Ok(state)
 }
 
 /// Serves the API until `shutdown` completes.

@@ -69,10 +69,21 @@ impl Process {
         })
     }
 
-    /// Sends SIGKILL and waits.
+    /// Sends SIGKILL to the process and everything it started, and waits.
     pub fn kill(&mut self) {
+        for pid in descendants(self.child.id()) {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The pids of this process's direct children (a supervised worker's worker process).
+    pub fn children(&self) -> Vec<u32> {
+        children(self.child.id())
     }
 
     /// Sends SIGTERM (a graceful stop) and waits up to `timeout`, then kills.
@@ -98,6 +109,24 @@ impl Process {
     }
 }
 
+/// The direct children of `pid`, from `/proc`.
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut all = Vec::new();
+    for child in children(pid) {
+        all.extend(descendants(child));
+        all.push(child);
+    }
+    all
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
@@ -109,36 +138,71 @@ pub struct NatsServer {
     pub url: String,
     pub process: Process,
     pub dir: tempfile::TempDir,
+    /// The broker config profile (`default` or `strict`, from `broker-config/nats/`).
+    pub profile: String,
 }
 
 impl NatsServer {
     /// Starts nats-server with the project's default broker config.
     pub fn start() -> NatsServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ports_dir = dir.path().join("ports");
-        std::fs::create_dir_all(&ports_dir).expect("ports dir");
-        let mut command = Command::new(nats_server_binary());
-        command
-            .arg("-c")
-            .arg(workspace_root().join("broker-config/nats/default.conf"))
-            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-            .arg(dir.path().join("jetstream"))
-            .arg("--ports_file_dir")
-            .arg(&ports_dir);
-        let process = Process::spawn("nats-server", command, dir.path().join("nats.log"))
-            .expect("start nats-server");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let url = loop {
-            if let Some(url) = read_ports_file(&ports_dir) {
-                break url;
-            }
-            if Instant::now() > deadline {
-                panic!("nats-server did not start:\n{}", process.output());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        NatsServer { url, process, dir }
+        NatsServer::start_profile("default")
     }
+
+    /// Starts nats-server with `broker-config/nats/<profile>.conf`.
+    pub fn start_profile(profile: &str) -> NatsServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (process, url) = spawn_nats(dir.path(), profile, None);
+        NatsServer {
+            url,
+            process,
+            dir,
+            profile: profile.to_string(),
+        }
+    }
+
+    /// Kills the server with SIGKILL and starts it again on the same port and store.
+    pub fn restart_after(&mut self, down_for: Duration) {
+        self.process.kill();
+        std::thread::sleep(down_for);
+        let port: u16 = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in url");
+        let (process, url) = spawn_nats(self.dir.path(), &self.profile, Some(port));
+        self.process = process;
+        assert_eq!(url, self.url, "restarted on the same address");
+    }
+}
+
+fn spawn_nats(dir: &Path, profile: &str, port: Option<u16>) -> (Process, String) {
+    let ports_dir = dir.join("ports");
+    let _ = std::fs::remove_dir_all(&ports_dir);
+    std::fs::create_dir_all(&ports_dir).expect("ports dir");
+    let mut command = Command::new(nats_server_binary());
+    command
+        .arg("-c")
+        .arg(workspace_root().join(format!("broker-config/nats/{profile}.conf")))
+        .args(["-a", "127.0.0.1", "-p"])
+        .arg(port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into()))
+        .args(["-js", "-sd"])
+        .arg(dir.join("jetstream"))
+        .arg("--ports_file_dir")
+        .arg(&ports_dir);
+    let process =
+        Process::spawn("nats-server", command, dir.join("nats.log")).expect("start nats-server");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let url = loop {
+        if let Some(url) = read_ports_file(&ports_dir) {
+            break url;
+        }
+        if Instant::now() > deadline {
+            panic!("nats-server did not start:\n{}", process.output());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (process, url)
 }
 
 fn read_ports_file(dir: &Path) -> Option<String> {
@@ -193,6 +257,8 @@ fn build() -> anyhow::Result<Built> {
         "squall-example-wordcount",
         "squall-example-fail",
         "squall-example-panic",
+        "squall-example-crash",
+        "squall-example-sleep",
     ];
     let mut command = Command::new(cargo);
     command
@@ -287,6 +353,8 @@ pub fn free_port() -> u16 {
 pub struct Cluster {
     pub nats: NatsServer,
     pub dispatcher: Process,
+    /// Dispatchers beyond the first, with their URLs.
+    pub more_dispatchers: Vec<(Process, String)>,
     pub workers: Vec<Process>,
     pub url: String,
     pub http: reqwest::Client,
@@ -297,14 +365,19 @@ pub struct Cluster {
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
     pub workers: usize,
+    pub dispatchers: usize,
     pub max_payload: Option<usize>,
+    /// The broker config profile: `default` or `strict`.
+    pub profile: &'static str,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
             workers: 1,
+            dispatchers: 1,
             max_payload: None,
+            profile: "default",
         }
     }
 }
@@ -318,7 +391,7 @@ impl Cluster {
     /// A cluster with the given options, ready to serve.
     pub async fn start_with(options: ClusterOptions) -> Cluster {
         let built = tokio::task::spawn_blocking(built).await.expect("build");
-        let nats = NatsServer::start();
+        let nats = NatsServer::start_profile(options.profile);
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let mut command = Command::new(&built.dispatcher);
@@ -338,6 +411,7 @@ impl Cluster {
         let mut cluster = Cluster {
             nats,
             dispatcher,
+            more_dispatchers: Vec::new(),
             workers: Vec::new(),
             url: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
@@ -347,7 +421,44 @@ impl Cluster {
             cluster.add_worker();
         }
         cluster.wait_ready().await;
+        for _ in 1..options.dispatchers {
+            cluster.add_dispatcher().await;
+        }
         cluster
+    }
+
+    /// Starts one more dispatcher with its own port and data directory; returns its URL.
+    pub async fn add_dispatcher(&mut self) -> String {
+        let n = self.more_dispatchers.len() + 1;
+        let port = free_port();
+        let mut command = Command::new(&built().dispatcher);
+        command
+            .env("RUST_LOG", "info")
+            .arg("--nats-url")
+            .arg(&self.nats.url)
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("dispatcher-{n}")));
+        let log = self.dir.path().join(format!("dispatcher-{n}.log"));
+        let process = Process::spawn(&format!("dispatcher-{n}"), command, log).expect("dispatcher");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.http.get(format!("{url}/readyz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dispatcher-{n} not ready:\n{}",
+                process.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.more_dispatchers.push((process, url.clone()));
+        url
     }
 
     /// Starts one more worker process.
@@ -477,6 +588,9 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("--- dispatcher log ---\n{}", self.dispatcher.output());
+            for (dispatcher, _) in &self.more_dispatchers {
+                eprintln!("--- {} log ---\n{}", dispatcher.name, dispatcher.output());
+            }
             for worker in &self.workers {
                 eprintln!("--- {} log ---\n{}", worker.name, worker.output());
             }

@@ -76,7 +76,7 @@ async fn deploy_creates_and_updates_the_function_consumer() {
     assert_eq!(info.config.filter_subject, "jobs.hello");
     assert_eq!(info.config.max_deliver, 4);
     assert_eq!(info.config.max_ack_pending, 7);
-    assert_eq!(info.config.ack_wait, Duration::from_secs(31));
+    assert_eq!(info.config.ack_wait, Duration::from_secs(5));
 
     cluster
         .deploy_example(

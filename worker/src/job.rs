@@ -8,7 +8,7 @@ use async_nats::HeaderMap;
 use futures::StreamExt;
 use squall_broker::names::{consumer_name, results_subject};
 use squall_broker::record::{LogLine, ResultMeta};
-use squall_broker::{headers as h, ErrorKind, InvocationStatus};
+use squall_broker::{dlq, headers as h, ErrorKind, InvocationStatus};
 use squall_sdk::abi;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,55 +24,85 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Serves `function` until the task is aborted: re-subscribes after any consumer error.
+/// Serves `function` until the task is aborted or the worker stops: re-subscribes after any
+/// consumer error.
 pub async fn serve_function(worker: Arc<Worker>, function: String) {
-    loop {
+    let mut stopping = worker.stopping();
+    while !*stopping.borrow() {
         if let Err(error) = pull_jobs(&worker, &function).await {
             tracing::warn!(message = "job consumer failed; resubscribing", function = %function, error = %error);
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stopping.changed() => {}
+        }
     }
 }
 
+/// Most jobs asked for in one pull request.
+const MAX_BATCH: usize = 256;
+/// How long one pull request waits for jobs before it is renewed.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+/// Pulls only as many jobs as there are free slots, so that no job waits in this process
+/// unstarted (where it could outlive its ack deadline and run twice).
 async fn pull_jobs(worker: &Arc<Worker>, function: &str) -> anyhow::Result<()> {
     let Some(state) = worker.function(function) else {
         return Ok(());
     };
-    let jobs = &worker.topology.jobs;
-    let consumer: jetstream::consumer::PullConsumer = match jobs
+    let consumer: jetstream::consumer::PullConsumer = worker
+        .topology
+        .jobs
         .get_consumer(&consumer_name(function))
         .await
-    {
-        Ok(consumer) => consumer,
-        // The dispatcher creates the consumer at deploy; create it from the record if a
-        // worker races ahead of that.
-        Err(_) => squall_broker::ensure_function_consumer(jobs, function, &state.spec, 1).await?,
-    };
-    let concurrency = state.spec.concurrency as usize;
-    let limit = Arc::new(tokio::sync::Semaphore::new(concurrency));
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(concurrency.clamp(1, 256))
-        .messages()
-        .await?;
+        .map_err(|e| anyhow::anyhow!("cannot open consumer {}: {e}", consumer_name(function)))?;
+    let progress_every =
+        (consumer.cached_info().config.ack_wait / 3).max(Duration::from_millis(100));
+    let limit = Arc::new(tokio::sync::Semaphore::new(state.spec.concurrency as usize));
+    let mut stopping = worker.stopping();
     loop {
-        let permit = limit.clone().acquire_owned().await?;
-        let Some(message) = messages.next().await else {
-            anyhow::bail!("job stream ended");
+        let first = tokio::select! {
+            permit = limit.clone().acquire_owned() => permit?,
+            _ = stopping.changed() => return Ok(()),
         };
-        let message = match message {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::debug!(message = "transient pull error", function = %function, error = %error);
-                continue;
+        let mut permits = vec![first];
+        while permits.len() < MAX_BATCH {
+            match limit.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
             }
-        };
-        let in_flight = worker.in_flight.clone().acquire_owned().await?;
-        let worker = worker.clone();
-        tokio::spawn(async move {
-            run_job(&worker, message, permit).await;
-            drop(in_flight);
-        });
+        }
+        let mut batch = consumer
+            .batch()
+            .max_messages(permits.len())
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await?;
+        loop {
+            let next = tokio::select! {
+                next = batch.next() => next,
+                _ = stopping.changed() => return Ok(()),
+            };
+            let Some(message) = next else { break };
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::debug!(message = "transient pull error", function = %function, error = %error);
+                    break;
+                }
+            };
+            let Some(permit) = permits.pop() else {
+                // The server never sends more than asked; hand back anything extra.
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+                continue;
+            };
+            let in_flight = worker.in_flight.clone().acquire_owned().await?;
+            let worker = worker.clone();
+            tokio::spawn(async move {
+                run_job(&worker, message, permit, progress_every).await;
+                drop(in_flight);
+            });
+        }
     }
 }
 
@@ -90,17 +120,6 @@ fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
     headers.and_then(|hs| hs.get(name)).map(|v| v.as_str())
 }
 
-/// A stable UUIDv7 for a job that a plain NATS client published without an id: the time part
-/// is the stream's receive time and the rest is the stream sequence, so every redelivery of the
-/// same message gets the same id.
-fn derived_invocation_id(published_ms: u64, stream_sequence: u64) -> String {
-    let mut tail = [0u8; 10];
-    tail[2..].copy_from_slice(&stream_sequence.to_be_bytes());
-    uuid::Builder::from_unix_timestamp_millis(published_ms, &tail)
-        .into_uuid()
-        .to_string()
-}
-
 fn job_meta(message: &jetstream::Message) -> JobMeta {
     let headers = message.headers.as_ref();
     let (attempt, published_ms, sequence) = match message.info() {
@@ -113,7 +132,7 @@ fn job_meta(message: &jetstream::Message) -> JobMeta {
     };
     let invocation_id = header(headers, h::INVOCATION_ID)
         .map(str::to_string)
-        .unwrap_or_else(|| derived_invocation_id(published_ms, sequence));
+        .unwrap_or_else(|| squall_broker::record::derived_invocation_id(published_ms, sequence));
     let created_at_ms = header(headers, h::CREATED_AT)
         .and_then(|v| v.parse().ok())
         .unwrap_or(published_ms);
@@ -153,6 +172,10 @@ fn job_meta(message: &jetstream::Message) -> JobMeta {
     }
 }
 
+fn state_timeout_ms(timeout: Duration) -> u128 {
+    timeout.as_millis()
+}
+
 fn level_name(level: u32) -> &'static str {
     match level {
         abi::LOG_ERROR => "error",
@@ -168,8 +191,10 @@ async fn attempt(
     worker: &Worker,
     state: &Arc<FunctionState>,
     job: &JobMeta,
-    input: bytes::Bytes,
+    message: &jetstream::Message,
+    progress_every: Duration,
 ) -> (Attempt, Vec<LogLine>, u64) {
+    let input = message.payload.clone();
     let library = match &state.library {
         Ok(library) => library.clone(),
         Err(error) => {
@@ -184,6 +209,7 @@ async fn attempt(
             return (failed, Vec::new(), 0);
         }
     };
+    let timeout = Duration::from_millis(state.spec.timeout_ms);
     let state = state.clone();
     let budget = worker.config.log_capture_bytes;
     let invocation_id = job.invocation_id.clone();
@@ -191,7 +217,7 @@ async fn attempt(
     let event = job.event.clone();
     let attempt_no = job.attempt;
     let deadline = now_ms() + state.spec.timeout_ms;
-    let call = tokio::task::spawn_blocking(move || {
+    let mut call = tokio::task::spawn_blocking(move || {
         let mut logs = LogCapture::new(budget);
         let cx = CallContext {
             function: &state.record.name,
@@ -205,8 +231,31 @@ async fn attempt(
         let started = std::time::Instant::now();
         let result = library.call(&cx, &input, &mut logs);
         (result, logs, started.elapsed().as_micros() as u64)
-    })
-    .await;
+    });
+    // While the function runs, keep telling JetStream the job is alive, so it is never
+    // redelivered however long it runs within its timeout.
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut progress =
+        tokio::time::interval_at(tokio::time::Instant::now() + progress_every, progress_every);
+    let call = loop {
+        tokio::select! {
+            done = &mut call => break done,
+            _ = &mut deadline => {
+                // The thread cannot be killed: record the timeout and replace this process.
+                worker.request_recycle("a function ran past its timeout");
+                let failed = Attempt::Failed {
+                    kind: ErrorKind::Timeout,
+                    message: format!("function did not return within its timeout of {} ms", state_timeout_ms(timeout)),
+                    retry_after_ms: 0,
+                };
+                return (failed, Vec::new(), timeout.as_micros() as u64);
+            }
+            _ = progress.tick() => {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        }
+    };
     let (result, logs, duration_us) = match call {
         Ok(done) => done,
         Err(error) => {
@@ -253,17 +302,30 @@ async fn attempt(
     (outcome, lines, duration_us)
 }
 
-async fn run_job(worker: &Worker, message: jetstream::Message, _permit: OwnedSemaphorePermit) {
+async fn run_job(
+    worker: &Worker,
+    message: jetstream::Message,
+    _permit: OwnedSemaphorePermit,
+    progress_every: Duration,
+) {
     let job = job_meta(&message);
-    let Some(state) = worker.function(&job.function) else {
+    let Some(current) = worker.function(&job.function) else {
         // Deleted while the job was buffered: leave it for whoever serves the function next.
         let _ = message
             .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
             .await;
         return;
     };
+    // A job runs the version that was current when it was accepted.
+    let state = match header(message.headers.as_ref(), h::VERSION) {
+        Some(version) if version != current.record.version => {
+            worker.pinned_version(&current, version).await
+        }
+        _ => current,
+    };
     let started_at_ms = now_ms();
-    let (outcome, logs, duration_us) = attempt(worker, &state, &job, message.payload.clone()).await;
+    let (outcome, logs, duration_us) =
+        attempt(worker, &state, &job, &message, progress_every).await;
     let jitter = (job.invocation_id.bytes().fold(job.attempt as u64, |a, b| {
         a.wrapping_mul(31).wrapping_add(b as u64)
     }) % 1000) as f64
@@ -313,6 +375,18 @@ async fn run_job(worker: &Worker, message: jetstream::Message, _permit: OwnedSem
             .await;
         return;
     }
+    if matches!(
+        decision,
+        Decision::Finish(InvocationStatus::DeadLettered | InvocationStatus::TimedOut)
+    ) {
+        if let Err(error) = dead_letter(worker, &job, &state, &message).await {
+            // Left unacknowledged, the job exhausts its deliveries and the dispatchers'
+            // dead-letter mover records it instead.
+            tracing::warn!(message = "cannot write the dead letter; leaving it to the dead-letter mover",
+                function = %job.function, invocation_id = %job.invocation_id, error = %error);
+            return;
+        }
+    }
     let ack = match decision {
         Decision::Finish(_) => message.ack().await,
         Decision::Retry { delay } => message.ack_with(AckKind::Nak(Some(delay))).await,
@@ -323,6 +397,51 @@ async fn run_job(worker: &Worker, message: jetstream::Message, _permit: OwnedSem
     }
     tracing::debug!(message = "job done", function = %job.function, invocation_id = %job.invocation_id,
         status = status.as_str(), attempt = job.attempt, duration_us);
+}
+
+/// Writes the DLQ record of a job whose last attempt failed, with every attempt's error.
+async fn dead_letter(
+    worker: &Worker,
+    job: &JobMeta,
+    state: &FunctionState,
+    message: &jetstream::Message,
+) -> anyhow::Result<()> {
+    let history =
+        dlq::result_history(&worker.topology.results, &job.function, &job.invocation_id).await;
+    let attempts: Vec<_> = history
+        .iter()
+        .filter(|(meta, _)| meta.error_kind.is_some())
+        .map(|(meta, body)| dlq::AttemptRecord::from_result(meta, body))
+        .collect();
+    let status = history
+        .last()
+        .map(|(meta, _)| meta.status)
+        .unwrap_or(InvocationStatus::DeadLettered);
+    let headers = message
+        .headers
+        .iter()
+        .flat_map(|hs| hs.iter())
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |v| (name.to_string(), v.as_str().to_string()))
+        })
+        .collect();
+    let letter = dlq::DeadLetter {
+        invocation_id: job.invocation_id.clone(),
+        function: job.function.clone(),
+        version: state.record.version.clone(),
+        status,
+        created_at_ms: job.created_at_ms,
+        dead_lettered_at_ms: now_ms(),
+        attempts: dlq::fill_crashed_attempts(attempts, job.attempt),
+        headers,
+        payload: message.payload.to_vec(),
+    };
+    dlq::publish_dead_letter(&worker.topology.jetstream, &letter).await?;
+    tracing::info!(message = "invocation dead-lettered", function = %job.function,
+        invocation_id = %job.invocation_id, status = status.as_str(), attempts = job.attempt);
+    Ok(())
 }
 
 async fn publish_result(
@@ -348,18 +467,4 @@ async fn publish_result(
         tokio::time::sleep(Duration::from_millis(100 << try_no)).await;
     }
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("result not published")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn derived_ids_are_stable_and_time_ordered() {
-        let a = derived_invocation_id(1_700_000_000_000, 7);
-        assert_eq!(a, derived_invocation_id(1_700_000_000_000, 7));
-        let b = derived_invocation_id(1_700_000_000_001, 1);
-        assert!(a < b);
-        assert_eq!(uuid::Uuid::parse_str(&a).unwrap().get_version_num(), 7);
-    }
 }

@@ -16,6 +16,7 @@ use futures::StreamExt;
 use squall_broker::{FunctionRecord, Topology};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
@@ -51,7 +52,10 @@ pub struct Worker {
     functions: Mutex<HashMap<String, Arc<FunctionState>>>,
     runners: Mutex<HashMap<String, JoinHandle<()>>>,
     artifacts: ArtifactCache,
-    shutdown: watch::Receiver<bool>,
+    /// Turns true when the worker must stop pulling jobs: at shutdown, or to recycle itself.
+    stop: watch::Sender<bool>,
+    /// Set when a stuck function thread means this process must be replaced.
+    recycle: AtomicBool,
     /// Permits held by in-flight jobs across all functions, to wait for them at shutdown.
     in_flight: Arc<Semaphore>,
 }
@@ -66,6 +70,47 @@ impl Worker {
             .expect("functions lock")
             .get(name)
             .cloned()
+    }
+
+    /// The state of `current`'s function at another `version` (`sha256:<hex>`), loading that
+    /// version's artifact once if needed. The current spec applies.
+    pub async fn pinned_version(
+        &self,
+        current: &Arc<FunctionState>,
+        version: &str,
+    ) -> Arc<FunctionState> {
+        let Some(sha) = version
+            .strip_prefix("sha256:")
+            .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        else {
+            return current.clone();
+        };
+        let mut record = current.record.clone();
+        record.version = version.to_string();
+        record.sha256 = sha.to_string();
+        let library = self.artifacts.load(&self.topology.artifacts, &record).await;
+        Arc::new(FunctionState {
+            spec: current.spec.clone(),
+            record,
+            library,
+        })
+    }
+
+    /// Asks the worker to stop taking jobs, let the others finish and exit to be restarted:
+    /// a function thread is stuck past its timeout and cannot be killed.
+    pub fn request_recycle(&self, reason: &str) {
+        if !self.recycle.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                message = "recycling this worker: no new jobs; exiting after in-flight jobs finish",
+                reason
+            );
+        }
+        let _ = self.stop.send(true);
+    }
+
+    /// A receiver that turns true when the worker stops pulling jobs.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
     }
 
     fn serves(&self, name: &str) -> bool {
@@ -122,7 +167,10 @@ impl Worker {
 
     async fn watch_registry(self: &Arc<Self>) -> anyhow::Result<()> {
         let mut entries = self.topology.registry.watch_with_history(">").await?;
-        let mut shutdown = self.shutdown.clone();
+        let mut shutdown = self.stop.subscribe();
+        if *shutdown.borrow() {
+            return Ok(());
+        }
         loop {
             let entry = tokio::select! {
                 entry = entries.next() => entry,
@@ -170,9 +218,21 @@ async fn wait_for_topology(
     }
 }
 
+/// How a worker run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop.
+    Stopped,
+    /// A function hung past its timeout; the process must be replaced.
+    Recycle,
+}
+
+/// The exit code that asks the supervisor to start a fresh worker at once.
+pub const EXIT_RECYCLE: u8 = 75;
+
 /// Connects, opens the topology and serves jobs until `shutdown` turns true; then stops
 /// pulling, waits up to the grace period for in-flight jobs, and returns.
-pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<Exit> {
     use anyhow::Context as _;
     let client = async_nats::ConnectOptions::new()
         .name("squall-worker")
@@ -194,11 +254,25 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
         topology,
         functions: Mutex::new(HashMap::new()),
         runners: Mutex::new(HashMap::new()),
-        shutdown: shutdown.clone(),
+        stop: watch::channel(false).0,
+        recycle: AtomicBool::new(false),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize)),
     });
     tracing::info!(message = "worker started", nats_url = %worker.config.nats_url, worker = %worker.id);
-    let mut stop = shutdown.clone();
+    // The caller's shutdown request becomes the worker's own stop signal.
+    let forward = {
+        let worker = worker.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            while !*shutdown.borrow() {
+                if shutdown.changed().await.is_err() {
+                    return;
+                }
+            }
+            let _ = worker.stop.send(true);
+        })
+    };
+    let mut stop = worker.stopping();
     loop {
         if *stop.borrow() {
             break;
@@ -214,18 +288,25 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
             }
         }
     }
+    forward.abort();
     // Stop pulling new jobs, then wait for the ones in flight.
     for (_, handle) in worker.runners.lock().expect("runners lock").drain() {
         handle.abort();
     }
     let grace = worker.config.shutdown_grace;
     match tokio::time::timeout(grace, worker.in_flight.acquire_many(MAX_IN_FLIGHT)).await {
-        Ok(_) => tracing::info!(message = "worker stopped cleanly"),
+        Ok(_) => tracing::info!(message = "worker stopped; no job in flight"),
         Err(_) => tracing::warn!(
             message =
                 "in-flight jobs did not finish within the grace period; they will be redelivered",
             grace_ms = grace.as_millis() as u64
         ),
     }
-    Ok(())
+    // Acks are plain publishes: make sure they left before the process ends.
+    let _ = worker.topology.jetstream.client().flush().await;
+    Ok(if worker.recycle.load(Ordering::SeqCst) {
+        Exit::Recycle
+    } else {
+        Exit::Stopped
+    })
 }

@@ -1,5 +1,7 @@
 //! The `squall-worker` binary: parses configuration and runs the worker library.
 
+mod supervisor;
+
 use clap::Parser;
 use squall_broker::env;
 use std::path::PathBuf;
@@ -27,6 +29,10 @@ struct Args {
     /// Seconds to wait for in-flight jobs at shutdown.
     #[arg(long, default_value_t = 30)]
     shutdown_grace_secs: u64,
+    /// Run the worker in this process instead of under a supervisor that restarts it when it
+    /// crashes or recycles itself (for orchestrators that restart processes themselves).
+    #[arg(long)]
+    no_supervise: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +67,9 @@ fn main() -> std::process::ExitCode {
         log_capture_bytes: args.log_capture_bytes,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
     };
+    if !args.no_supervise {
+        return runtime.block_on(supervisor::supervise(args.shutdown_grace_secs));
+    }
     let result = runtime.block_on(async move {
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -70,7 +79,10 @@ fn main() -> std::process::ExitCode {
         squall_worker::run(config, shutdown).await
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(squall_worker::Exit::Stopped) => std::process::ExitCode::SUCCESS,
+        Ok(squall_worker::Exit::Recycle) => {
+            std::process::ExitCode::from(squall_worker::EXIT_RECYCLE)
+        }
         Err(error) => {
             eprintln!("squall-worker: {error:#}");
             std::process::ExitCode::FAILURE
@@ -78,7 +90,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(term) => term,
         Err(_) => {

@@ -1,0 +1,219 @@
+//! Dead letters: the record kept for an invocation that exhausted its attempts, and how it is
+//! assembled from the attempt history in RESULTS.
+
+use crate::headers as h;
+use crate::names::{dlq_subject, results_subject};
+use crate::record::ResultMeta;
+use crate::status::{ErrorKind, InvocationStatus};
+use async_nats::jetstream::{self, stream};
+use serde::{Deserialize, Serialize};
+
+/// One attempt of an invocation, as the DLQ shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    /// `None` when the attempt succeeded.
+    pub kind: Option<ErrorKind>,
+    pub message: String,
+    pub started_at_ms: u64,
+    pub finished_at_ms: u64,
+    pub duration_us: u64,
+    pub worker: String,
+}
+
+/// What the DLQ stream holds for one dead invocation (bincode in the message body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub invocation_id: String,
+    pub function: String,
+    pub version: String,
+    /// `dead_lettered` or `timed_out`.
+    pub status: InvocationStatus,
+    pub created_at_ms: u64,
+    pub dead_lettered_at_ms: u64,
+    pub attempts: Vec<AttemptRecord>,
+    /// The original job's headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// The original job's payload.
+    pub payload: Vec<u8>,
+}
+
+/// Why a dead letter could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("corrupt dead-letter record: {0}")]
+    Decode(String),
+    #[error("cannot publish the dead letter: {0}")]
+    Publish(String),
+}
+
+impl DeadLetter {
+    /// Encodes the record for the DLQ stream.
+    pub fn encode(&self) -> Vec<u8> {
+        bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .expect("a DeadLetter always encodes")
+    }
+
+    /// Decodes a DLQ message body.
+    pub fn decode(bytes: &[u8]) -> Result<DeadLetter, DlqError> {
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map(|(record, _)| record)
+            .map_err(|e| DlqError::Decode(e.to_string()))
+    }
+
+    /// The most recent attempt's error kind.
+    pub fn last_kind(&self) -> Option<ErrorKind> {
+        self.attempts.last().and_then(|a| a.kind)
+    }
+}
+
+impl AttemptRecord {
+    /// The attempt a result record describes; `body` is the error message for failures.
+    pub fn from_result(meta: &ResultMeta, body: &[u8]) -> AttemptRecord {
+        AttemptRecord {
+            attempt: meta.attempt,
+            kind: meta.error_kind,
+            message: if meta.error_kind.is_some() {
+                String::from_utf8_lossy(body).into_owned()
+            } else {
+                String::new()
+            },
+            started_at_ms: meta.started_at_ms,
+            finished_at_ms: meta.finished_at_ms,
+            duration_us: meta.duration_us,
+            worker: meta.worker.clone(),
+        }
+    }
+}
+
+/// The message recorded for an attempt whose worker died before reporting it.
+pub const CRASH_MESSAGE: &str =
+    "the worker died during this attempt (crash, kill or lost broker connection)";
+
+/// Fills the gaps in a history up to `attempts` with crash records: an attempt that left no
+/// result record is one whose worker died while running it.
+pub fn fill_crashed_attempts(mut history: Vec<AttemptRecord>, attempts: u32) -> Vec<AttemptRecord> {
+    history.sort_by_key(|a| a.attempt);
+    history.dedup_by_key(|a| a.attempt);
+    let mut filled = Vec::with_capacity(attempts as usize);
+    let mut known = history.into_iter().peekable();
+    for n in 1..=attempts.max(1) {
+        match known.peek() {
+            Some(a) if a.attempt == n => filled.push(known.next().expect("peeked")),
+            _ => filled.push(AttemptRecord {
+                attempt: n,
+                kind: Some(ErrorKind::Crash),
+                message: CRASH_MESSAGE.to_string(),
+                started_at_ms: 0,
+                finished_at_ms: 0,
+                duration_us: 0,
+                worker: String::new(),
+            }),
+        }
+    }
+    filled.extend(known);
+    filled
+}
+
+/// Reads every result record of an invocation from RESULTS, oldest first.
+pub async fn result_history(
+    results: &stream::Stream,
+    function: &str,
+    id: &str,
+) -> Vec<(ResultMeta, Vec<u8>)> {
+    let subject = results_subject(function, id);
+    let mut out = Vec::new();
+    let mut next = results.get_first_raw_message_by_subject(&subject, 1).await;
+    // An invocation has at most a few hundred records (max_attempts ≤ 100).
+    while let Ok(message) = next {
+        if let Ok(meta) = ResultMeta::from_headers(&message.headers) {
+            out.push((meta, message.payload.to_vec()));
+        }
+        if out.len() > 1000 {
+            break;
+        }
+        // The first message on the subject at or after this sequence.
+        next = results
+            .get_first_raw_message_by_subject(&subject, message.sequence + 1)
+            .await;
+    }
+    out
+}
+
+/// Publishes a dead letter, de-duplicated by invocation id, and waits for JetStream's ack.
+pub async fn publish_dead_letter(
+    js: &jetstream::Context,
+    letter: &DeadLetter,
+) -> Result<(), DlqError> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(h::INVOCATION_ID, letter.invocation_id.as_str());
+    headers.insert(h::FUNCTION, letter.function.as_str());
+    headers.insert(h::STATUS, letter.status.as_str());
+    headers.insert(
+        h::NATS_MSG_ID,
+        format!("dlq-{}", letter.invocation_id).as_str(),
+    );
+    js.publish_with_headers(
+        dlq_subject(&letter.function, &letter.invocation_id),
+        headers,
+        letter.encode().into(),
+    )
+    .await
+    .map_err(|e| DlqError::Publish(e.to_string()))?
+    .await
+    .map_err(|e| DlqError::Publish(e.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(attempt: u32) -> AttemptRecord {
+        AttemptRecord {
+            attempt,
+            kind: Some(ErrorKind::Panic),
+            message: "boom".into(),
+            started_at_ms: 1,
+            finished_at_ms: 2,
+            duration_us: 3,
+            worker: "w".into(),
+        }
+    }
+
+    #[test]
+    fn missing_attempts_are_crashes() {
+        let filled = fill_crashed_attempts(vec![failed(2)], 3);
+        let kinds: Vec<_> = filled.iter().map(|a| (a.attempt, a.kind)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (1, Some(ErrorKind::Crash)),
+                (2, Some(ErrorKind::Panic)),
+                (3, Some(ErrorKind::Crash))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_complete_history_is_kept_as_is() {
+        let history = vec![failed(1), failed(2)];
+        assert_eq!(fill_crashed_attempts(history.clone(), 2), history);
+    }
+
+    #[test]
+    fn dead_letters_round_trip() {
+        let letter = DeadLetter {
+            invocation_id: "id".into(),
+            function: "f".into(),
+            version: "sha256:00".into(),
+            status: InvocationStatus::DeadLettered,
+            created_at_ms: 1,
+            dead_lettered_at_ms: 2,
+            attempts: vec![failed(1)],
+            headers: vec![("X-Tenant".into(), "acme".into())],
+            payload: vec![0, 1, 2],
+        };
+        assert_eq!(DeadLetter::decode(&letter.encode()).unwrap(), letter);
+    }
+}

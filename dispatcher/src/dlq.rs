@@ -1,0 +1,415 @@
+//! The dead-letter queue: the mover that records jobs which exhausted their deliveries, and the
+//! `/v1/dlq` API to list, show, replay and remove dead letters.
+
+use crate::api::{self, Job};
+use crate::error::ApiError;
+use crate::view::rfc3339;
+use crate::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use futures::StreamExt;
+use squall_broker::dlq::{self, AttemptRecord, DeadLetter, CRASH_MESSAGE};
+use squall_broker::names::{results_subject, DLQ_MOVER};
+use squall_broker::{headers as h, ErrorKind, InvocationStatus, ResultMeta};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The most dead letters one listing returns.
+pub const MAX_LISTED: usize = 1000;
+
+/// What JetStream says when a job ran out of deliveries.
+#[derive(Debug, serde::Deserialize)]
+struct MaxDeliveries {
+    stream_seq: u64,
+    deliveries: u64,
+}
+
+/// Runs the dead-letter mover until the process ends. Every dispatcher runs one; they share one
+/// durable consumer on a work-queue stream, so each exhausted job is handled once, and the DLQ
+/// record is de-duplicated by invocation id besides.
+pub async fn run_mover(state: Arc<AppState>) {
+    loop {
+        if let Err(error) = mover(&state).await {
+            tracing::warn!(message = "dead-letter mover failed; restarting", error = %error);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn mover(state: &AppState) -> anyhow::Result<()> {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    let consumer: async_nats::jetstream::consumer::PullConsumer = state
+        .topology
+        .advisories
+        .get_or_create_consumer(
+            DLQ_MOVER,
+            pull::Config {
+                durable_name: Some(DLQ_MOVER.into()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the dead-letter mover's consumer: {e}"))?;
+    let mut messages = consumer.messages().await?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+        match serde_json::from_slice::<MaxDeliveries>(&message.payload) {
+            Ok(advisory) => {
+                if let Err(error) = move_to_dlq(state, &advisory).await {
+                    // Not acknowledged: the advisory comes back and the move is retried.
+                    tracing::warn!(message = "cannot dead-letter an exhausted job; will retry",
+                        stream_seq = advisory.stream_seq, error = %error);
+                    continue;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(message = "ignoring an unreadable advisory", error = %error)
+            }
+        }
+        let _ = message.ack().await;
+    }
+    Ok(())
+}
+
+/// Records the job at `stream_seq` of JOBS as dead: its terminal result (kind `crash` when the
+/// last attempt left none), its DLQ record, then removes it from JOBS. Safe to repeat.
+async fn move_to_dlq(state: &AppState, advisory: &MaxDeliveries) -> anyhow::Result<()> {
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    let jobs = &state.topology.jobs;
+    let job = match jobs.get_raw_message(advisory.stream_seq).await {
+        Ok(job) => job,
+        // Already moved (or acknowledged at the last moment): nothing to do.
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(()),
+        Err(e) => anyhow::bail!("cannot read job {}: {e}", advisory.stream_seq),
+    };
+    let function = job
+        .subject
+        .as_str()
+        .strip_prefix("jobs.")
+        .unwrap_or_default()
+        .to_string();
+    let published_ms = (job.time.unix_timestamp_nanos() / 1_000_000) as u64;
+    let header = |name: &str| job.headers.get(name).map(|v| v.as_str().to_string());
+    let id = header(h::INVOCATION_ID).unwrap_or_else(|| {
+        squall_broker::record::derived_invocation_id(published_ms, job.sequence)
+    });
+    let created_at_ms = header(h::CREATED_AT)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(published_ms);
+    let attempts = advisory.deliveries.max(1) as u32;
+    let history = dlq::result_history(&state.topology.results, &function, &id).await;
+    let version = match history.last() {
+        Some((meta, _)) => meta.version.clone(),
+        None => match api::load_record(state, &function).await {
+            Ok(record) => record.version,
+            Err(_) => String::new(),
+        },
+    };
+    let terminal = history
+        .last()
+        .filter(|(meta, _)| meta.status.is_terminal())
+        .map(|(m, _)| m.status);
+    let status = match terminal {
+        Some(status) => status,
+        None => {
+            let now = api::now_ms();
+            let meta = ResultMeta {
+                invocation_id: id.clone(),
+                function: function.clone(),
+                version: version.clone(),
+                status: InvocationStatus::DeadLettered,
+                attempt: attempts,
+                error_kind: Some(ErrorKind::Crash),
+                created_at_ms,
+                started_at_ms: now,
+                finished_at_ms: now,
+                duration_us: 0,
+                logs: Vec::new(),
+                worker: String::new(),
+            };
+            let mut headers = meta.to_headers();
+            headers.insert(h::NATS_MSG_ID, format!("final-{id}").as_str());
+            state
+                .topology
+                .jetstream
+                .publish_with_headers(
+                    results_subject(&function, &id),
+                    headers,
+                    CRASH_MESSAGE.into(),
+                )
+                .await?
+                .await?;
+            InvocationStatus::DeadLettered
+        }
+    };
+    let failed: Vec<AttemptRecord> = history
+        .iter()
+        .filter(|(meta, _)| meta.error_kind.is_some())
+        .map(|(meta, body)| AttemptRecord::from_result(meta, body))
+        .collect();
+    let headers = job
+        .headers
+        .iter()
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |v| (name.to_string(), v.as_str().to_string()))
+        })
+        .collect();
+    let letter = DeadLetter {
+        invocation_id: id.clone(),
+        function: function.clone(),
+        version,
+        status,
+        created_at_ms,
+        dead_lettered_at_ms: api::now_ms(),
+        attempts: dlq::fill_crashed_attempts(failed, attempts),
+        headers,
+        payload: job.payload.to_vec(),
+    };
+    dlq::publish_dead_letter(&state.topology.jetstream, &letter).await?;
+    jobs.delete_message(advisory.stream_seq).await?;
+    tracing::info!(message = "exhausted job dead-lettered", function = %function, invocation_id = %id, attempts);
+    Ok(())
+}
+
+fn summary_view(letter: &DeadLetter) -> serde_json::Value {
+    serde_json::json!({
+        "id": letter.invocation_id,
+        "invocation_id": letter.invocation_id,
+        "function": letter.function,
+        "version": letter.version,
+        "status": letter.status.as_str(),
+        "kind": letter.last_kind().map(|k| k.as_str()),
+        "attempts": letter.attempts.len(),
+        "created_at": rfc3339(letter.created_at_ms),
+        "dead_lettered_at": rfc3339(letter.dead_lettered_at_ms),
+    })
+}
+
+fn full_view(letter: &DeadLetter) -> serde_json::Value {
+    let mut view = summary_view(letter);
+    let (payload, payload_base64) = match std::str::from_utf8(&letter.payload) {
+        Ok(text) => (Some(text.to_string()), None),
+        Err(_) => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(&letter.payload)),
+        ),
+    };
+    let attempts: Vec<_> = letter
+        .attempts
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "attempt": a.attempt,
+                "kind": a.kind.map(|k| k.as_str()),
+                "message": a.message,
+                "started_at": (a.started_at_ms > 0).then(|| rfc3339(a.started_at_ms)),
+                "finished_at": (a.finished_at_ms > 0).then(|| rfc3339(a.finished_at_ms)),
+                "duration_ms": a.duration_us as f64 / 1000.0,
+                "worker": a.worker,
+            })
+        })
+        .collect();
+    let headers: serde_json::Map<_, _> = letter
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    view["payload"] = payload.into();
+    view["payload_base64"] = payload_base64.into();
+    view["headers"] = headers.into();
+    view["attempt_history"] = attempts.into();
+    view
+}
+
+/// Every dead letter whose subject matches `filter`, with its stream sequence, oldest first.
+async fn scan(state: &AppState, filter: String) -> Result<Vec<(u64, DeadLetter)>, ApiError> {
+    use async_nats::jetstream::consumer::pull::OrderedConfig;
+    let broker = |e: &dyn std::fmt::Display| {
+        ApiError::broker("cannot read the dead-letter queue", e.to_string())
+    };
+    let mut consumer = state
+        .topology
+        .dlq
+        .create_consumer(OrderedConfig {
+            filter_subject: filter,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| broker(&e))?;
+    let pending = consumer.info().await.map_err(|e| broker(&e))?.num_pending as usize;
+    let mut messages = consumer.messages().await.map_err(|e| broker(&e))?;
+    let mut letters = Vec::new();
+    for _ in 0..pending.min(MAX_LISTED) {
+        let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
+        let Ok(Some(Ok(message))) = next else { break };
+        let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+        match DeadLetter::decode(&message.payload) {
+            Ok(letter) => letters.push((sequence, letter)),
+            Err(error) => tracing::warn!(message = "skipping an unreadable dead letter", %error),
+        }
+    }
+    Ok(letters)
+}
+
+/// The dead letter of invocation `id`, with its stream sequence.
+async fn find(state: &AppState, id: &str) -> Result<(u64, DeadLetter), ApiError> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    uuid::Uuid::parse_str(id).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_invocation_id",
+            format!("{id:?} is not an invocation id (a UUID)"),
+        )
+    })?;
+    let not_found = || {
+        ApiError::not_found(
+            "dead_letter_not_found",
+            format!("no dead letter for invocation {id}"),
+        )
+    };
+    match state
+        .topology
+        .dlq
+        .get_last_raw_message_by_subject(&format!("dlq.*.{id}"))
+        .await
+    {
+        Ok(message) => {
+            let letter = DeadLetter::decode(&message.payload)
+                .map_err(|e| ApiError::internal("dead letter", e))?;
+            Ok((message.sequence, letter))
+        }
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Err(not_found()),
+        Err(e) => Err(ApiError::broker("cannot read the dead-letter queue", e)),
+    }
+}
+
+fn function_filter(query: &HashMap<String, String>) -> Result<Option<String>, ApiError> {
+    match query.get("function") {
+        None => Ok(None),
+        Some(name) => {
+            squall_broker::validate_function_name(name)
+                .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
+            Ok(Some(name.clone()))
+        }
+    }
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let filter = match function_filter(&query)? {
+        Some(name) => format!("dlq.{name}.*"),
+        None => "dlq.*.*".to_string(),
+    };
+    let letters = scan(&state, filter).await?;
+    let views: Vec<_> = letters.iter().map(|(_, l)| summary_view(l)).collect();
+    Ok(Json(serde_json::json!({ "dead_letters": views })).into_response())
+}
+
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (_, letter) = find(&state, &id).await?;
+    Ok(Json(full_view(&letter)).into_response())
+}
+
+pub async fn remove(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (sequence, _) = find(&state, &id).await?;
+    state
+        .topology
+        .dlq
+        .delete_message(sequence)
+        .await
+        .map_err(|e| ApiError::broker("cannot delete the dead letter", e))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Submits a dead letter again as a new invocation linked to the original, then removes it
+/// from the DLQ. Returns the new invocation id.
+async fn replay_one(
+    state: &AppState,
+    sequence: u64,
+    letter: &DeadLetter,
+) -> Result<String, ApiError> {
+    let record = api::load_record(state, &letter.function).await?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut extra_headers: Vec<(String, String)> = letter
+        .headers
+        .iter()
+        .filter(|(name, _)| {
+            !name.starts_with("Squall-") && !name.starts_with("Nats-") && name != h::TRACEPARENT
+        })
+        .cloned()
+        .collect();
+    extra_headers.push((h::REPLAY_OF.to_string(), letter.invocation_id.clone()));
+    let traceparent = api::new_traceparent();
+    let job = Job {
+        function: &letter.function,
+        version: &record.version,
+        id: &id,
+        created_at_ms: api::now_ms(),
+        traceparent: &traceparent,
+        source: "replay",
+        extra_headers,
+    };
+    api::submit(state, job, letter.payload.clone().into()).await?;
+    if let Err(error) = state.topology.dlq.delete_message(sequence).await {
+        tracing::warn!(message = "replayed dead letter could not be removed", invocation_id = %letter.invocation_id, %error);
+    }
+    tracing::info!(message = "dead letter replayed", function = %letter.function, replay_of = %letter.invocation_id, invocation_id = %id);
+    Ok(id)
+}
+
+pub async fn replay(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (sequence, letter) = find(&state, &id).await?;
+    let new_id = replay_one(&state, sequence, &letter).await?;
+    let mut response = api::accepted(&new_id, InvocationStatus::Queued);
+    *response.body_mut() = axum::body::Body::from(
+        serde_json::json!({
+            "invocation_id": new_id,
+            "status": "queued",
+            "location": format!("/v1/invocations/{new_id}"),
+            "replay_of": id,
+        })
+        .to_string(),
+    );
+    Ok(response)
+}
+
+pub async fn replay_all(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let name = function_filter(&query)?.ok_or_else(|| {
+        ApiError::bad_request("missing_function", "bulk replay needs ?function=<name>")
+    })?;
+    api::load_record(&state, &name).await?;
+    let letters = scan(&state, format!("dlq.{name}.*")).await?;
+    let mut replayed = Vec::new();
+    for (sequence, letter) in &letters {
+        let new_id = replay_one(&state, *sequence, letter).await?;
+        replayed.push(
+            serde_json::json!({ "replay_of": letter.invocation_id, "invocation_id": new_id }),
+        );
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "replayed": replayed })),
+    )
+        .into_response())
+}

@@ -1,0 +1,225 @@
+//! Poison jobs, crashes and exhausted retries end in the dead-letter queue, exactly once, and
+//! can be inspected, replayed and removed.
+
+use squall_tests::{built, Cluster, ClusterOptions};
+use std::time::{Duration, Instant};
+
+async fn invoke_async(cluster: &Cluster, function: &str, body: &str) -> String {
+    let response = cluster
+        .http
+        .post(format!(
+            "{}/v1/functions/{function}/invocations?async=true",
+            cluster.url
+        ))
+        .header("X-Tenant", "acme")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["invocation_id"].as_str().unwrap().to_string()
+}
+
+async fn dlq_ids(cluster: &Cluster, function: &str) -> Vec<String> {
+    let (status, body) = cluster
+        .get_json(&format!("/v1/dlq?function={function}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Waits until the DLQ has a record for `id` (the worker or the mover writes it right after the
+/// terminal result).
+async fn wait_dead_letter(cluster: &Cluster, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = cluster.get_json(&format!("/v1/dlq/{id}")).await;
+        if status == 200 {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "no dead letter for {id}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_job_lands_in_dlq_once_while_a_healthy_function_keeps_completing() {
+    let mut cluster = Cluster::start_with(ClusterOptions {
+        dispatchers: 2,
+        ..Default::default()
+    })
+    .await;
+    cluster
+        .deploy_example("crash", Some(serde_json::json!({"max_attempts": 2})))
+        .await;
+    cluster.deploy_example("hello", None).await;
+    let worker_pid = cluster.workers[0].children();
+    let id = invoke_async(&cluster, "crash", "boom").await;
+
+    // The healthy function keeps completing while the poison job kills worker processes.
+    let started = Instant::now();
+    let mut completed = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        let response = cluster.invoke("hello", r#"{"name": "still here"}"#).await;
+        assert_eq!(response.status(), 200);
+        completed += 1;
+    }
+    assert!(completed > 0);
+
+    let view = cluster.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(view["status"], "dead_lettered", "{view}");
+    assert_eq!(view["error"]["kind"], "crash");
+    assert_eq!(view["attempts"], 2);
+    let letter = wait_dead_letter(&cluster, &id).await;
+    assert_eq!(letter["function"], "crash");
+    assert_eq!(letter["payload"], "boom");
+    assert_eq!(letter["headers"]["X-Tenant"], "acme");
+    assert!(letter["version"].as_str().unwrap().starts_with("sha256:"));
+    let history = letter["attempt_history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "{letter}");
+    assert!(history.iter().all(|a| a["kind"] == "crash"));
+
+    // Both dispatchers run the mover; the record exists once.
+    let (_, second) = {
+        let url = cluster.more_dispatchers[0].1.clone();
+        let r = cluster
+            .http
+            .get(format!("{url}/v1/dlq?function=crash"))
+            .send()
+            .await
+            .unwrap();
+        squall_tests::json_response(r).await
+    };
+    assert_eq!(
+        second["dead_letters"].as_array().unwrap().len(),
+        1,
+        "{second}"
+    );
+    assert_eq!(dlq_ids(&cluster, "crash").await, vec![id.clone()]);
+
+    // The supervisor restarted the worker process it lost.
+    assert_ne!(cluster.workers[0].children(), worker_pid);
+    assert!(cluster.workers[0]
+        .output()
+        .contains("worker process died; restarting it"));
+    cluster.add_worker();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_shows_between_attempts_and_exhausted_retries_are_dead_lettered() {
+    let cluster = Cluster::start().await;
+    let spec =
+        serde_json::json!({"max_attempts": 2, "backoff": {"initial_ms": 1500, "jitter": false}});
+    cluster.deploy_example("panic", Some(spec)).await;
+    let id = invoke_async(&cluster, "panic", "").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, view) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
+        if view["status"] == "retrying" {
+            assert_eq!(view["attempts"], 1);
+            assert_eq!(view["error"]["kind"], "panic");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never saw retrying: {view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let view = cluster.wait_terminal(&id, Duration::from_secs(20)).await;
+    assert_eq!(view["status"], "dead_lettered");
+    assert_eq!(view["attempts"], 2);
+    let letter = wait_dead_letter(&cluster, &id).await;
+    let history = letter["attempt_history"].as_array().unwrap();
+    assert_eq!(history.len(), 2);
+    assert!(history.iter().all(|a| a["kind"] == "panic"));
+    assert_eq!(history[0]["message"], "panic: deliberate panic for testing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_after_redeploying_a_fixed_function_succeeds() {
+    let cluster = Cluster::start().await;
+    // "flaky" is first the always-failing library, asked to retry, with one attempt.
+    cluster
+        .deploy(
+            "flaky",
+            built().library("fail"),
+            Some(serde_json::json!({"max_attempts": 1})),
+        )
+        .await;
+    let first = invoke_async(&cluster, "flaky", r#"{"retry": true}"#).await;
+    let second = invoke_async(&cluster, "flaky", r#"{"retry": true}"#).await;
+    let third = invoke_async(&cluster, "flaky", r#"{"retry": true}"#).await;
+    for id in [&first, &second, &third] {
+        let view = cluster.wait_terminal(id, Duration::from_secs(20)).await;
+        assert_eq!(view["status"], "dead_lettered");
+        wait_dead_letter(&cluster, id).await;
+    }
+
+    // Fixed: the same name now runs the hello library.
+    let (status, _) = cluster
+        .deploy("flaky", built().library("hello"), None)
+        .await;
+    assert_eq!(status, 201);
+    let response = cluster
+        .http
+        .post(format!("{}/v1/dlq/{first}/replay", cluster.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["replay_of"], first.as_str());
+    let new_id = body["invocation_id"].as_str().unwrap().to_string();
+    assert_ne!(new_id, first);
+    let view = cluster
+        .wait_terminal(&new_id, Duration::from_secs(20))
+        .await;
+    assert_eq!(view["status"], "succeeded", "{view}");
+    assert_eq!(view["output"], r#"{"greeting":"Hello, world!"}"#);
+    let (status, _) = cluster.get_json(&format!("/v1/dlq/{first}")).await;
+    assert_eq!(status, 404, "a replayed dead letter leaves the queue");
+
+    // Remove one, bulk-replay the rest.
+    let response = cluster
+        .http
+        .delete(format!("{}/v1/dlq/{second}", cluster.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(dlq_ids(&cluster, "flaky").await, vec![third.clone()]);
+    let response = cluster
+        .http
+        .post(format!("{}/v1/dlq/replay?function=flaky", cluster.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let replayed = body["replayed"].as_array().unwrap();
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0]["replay_of"], third.as_str());
+    let view = cluster
+        .wait_terminal(
+            replayed[0]["invocation_id"].as_str().unwrap(),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(view["status"], "succeeded");
+    assert!(dlq_ids(&cluster, "flaky").await.is_empty());
+
+    // Precise errors.
+    let (status, body) = cluster.get_json("/v1/dlq/not-an-id").await;
+    assert_eq!(status, 400, "{body}");
+    let response = cluster
+        .http
+        .post(format!("{}/v1/dlq/replay", cluster.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}

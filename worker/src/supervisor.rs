@@ -1,0 +1,89 @@
+//! The simplest supervisor: runs the worker as a child process and restarts it when it crashes
+//! (a function segfaulted or aborted) or recycles itself (a function hung past its timeout).
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Longest pause between restarts of a worker that keeps crashing.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A child that ran this long is healthy again: the backoff starts over.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+
+/// Runs `squall-worker --no-supervise` with this process's arguments until a stop signal.
+pub async fn supervise(grace_secs: u64) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(error) => {
+            eprintln!("squall-worker: cannot find my own executable to supervise: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut backoff = Duration::from_millis(100);
+    let signal = crate::wait_for_signal();
+    tokio::pin!(signal);
+    loop {
+        let started = Instant::now();
+        let mut child = match tokio::process::Command::new(&exe)
+            .args(&args)
+            .arg("--no-supervise")
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(error) => {
+                eprintln!("squall-worker: cannot start the worker process: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let pid = child.id().unwrap_or_default();
+        tracing::info!(message = "worker process started", pid);
+        let status = tokio::select! {
+            status = child.wait() => status,
+            _ = &mut signal => {
+                stop_child(&mut child, pid, grace_secs).await;
+                return ExitCode::SUCCESS;
+            }
+        };
+        let status = match status {
+            Ok(status) => status,
+            Err(error) => {
+                eprintln!("squall-worker: lost the worker process: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if started.elapsed() > HEALTHY_AFTER {
+            backoff = Duration::from_millis(100);
+        }
+        match status.code() {
+            Some(0) => return ExitCode::SUCCESS,
+            Some(code) if code == i32::from(squall_worker::EXIT_RECYCLE) => {
+                tracing::info!(
+                    message = "worker recycled itself; starting a fresh one",
+                    pid
+                );
+                continue;
+            }
+            _ => {
+                tracing::warn!(message = "worker process died; restarting it", pid, status = %status,
+                    restart_in_ms = backoff.as_millis() as u64);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = &mut signal => return ExitCode::SUCCESS,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Asks the child to stop gracefully, and kills it if it outlives its grace period.
+async fn stop_child(child: &mut tokio::process::Child, pid: u32, grace_secs: u64) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    let grace = Duration::from_secs(grace_secs + 5);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}
