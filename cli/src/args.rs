@@ -36,6 +36,39 @@ pub enum Command {
     Ls,
     /// Remove a deployed function.
     Rm(RmArgs),
+    /// Inspect, replay and remove dead letters.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+/// `squall dlq …`.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum DlqCommand {
+    /// List dead letters, optionally of one function.
+    Ls {
+        /// Only this function's dead letters.
+        #[arg(long)]
+        function: Option<String>,
+    },
+    /// Show a dead letter: payload, headers and every attempt's error.
+    Show {
+        /// The dead invocation's id.
+        id: String,
+    },
+    /// Submit dead letters again as new invocations: one by id, or all of `--function`.
+    Replay {
+        /// The dead invocation's id.
+        #[arg(required_unless_present = "function", conflicts_with = "function")]
+        id: Option<String>,
+        /// Replay every dead letter of this function.
+        #[arg(long)]
+        function: Option<String>,
+    },
+    /// Remove a dead letter.
+    Rm {
+        /// The dead invocation's id.
+        id: String,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]

@@ -1,7 +1,7 @@
 //! The API commands: deploy, invoke, get, ls and rm, with their human and `--json` outputs.
 
 use crate::api_client::{error_of, ApiClient};
-use crate::args::{DeployArgs, GetArgs, InvokeArgs, RmArgs};
+use crate::args::{DeployArgs, DlqCommand, GetArgs, InvokeArgs, RmArgs};
 use crate::{artifact, manifest, render};
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
@@ -277,6 +277,76 @@ pub async fn rm(client: &ApiClient, json: bool, args: &RmArgs) -> anyhow::Result
         return print_json(&serde_json::json!({ "deleted": args.name }));
     }
     println!("deleted {}", args.name);
+    Ok(())
+}
+
+/// `squall dlq ls|show|replay|rm`.
+pub async fn dlq(client: &ApiClient, json: bool, command: &DlqCommand) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::Ls { function } => {
+            let mut request = client.request(Method::GET, &["v1", "dlq"]);
+            if let Some(function) = function {
+                request = request.query(&[("function", function)]);
+            }
+            let list = client.json(request).await?;
+            if json {
+                return print_json(&list);
+            }
+            print!("{}", render::dead_letter_table(&list));
+        }
+        DlqCommand::Show { id } => {
+            let view = client
+                .json(client.request(Method::GET, &["v1", "dlq", id]))
+                .await?;
+            if json {
+                return print_json(&view);
+            }
+            print!("{}", render::dead_letter_details(&view));
+        }
+        DlqCommand::Replay { id: Some(id), .. } => {
+            let body = client
+                .json(client.request(Method::POST, &["v1", "dlq", id, "replay"]))
+                .await?;
+            if json {
+                return print_json(&body);
+            }
+            println!(
+                "replayed {id} as invocation {}",
+                body["invocation_id"].as_str().unwrap_or_default()
+            );
+        }
+        DlqCommand::Replay { id: None, function } => {
+            let function = function.as_deref().unwrap_or_default();
+            let body = client
+                .json(
+                    client
+                        .request(Method::POST, &["v1", "dlq", "replay"])
+                        .query(&[("function", function)]),
+                )
+                .await?;
+            if json {
+                return print_json(&body);
+            }
+            let replayed = body["replayed"].as_array().cloned().unwrap_or_default();
+            for item in &replayed {
+                println!(
+                    "replayed {} as invocation {}",
+                    item["replay_of"].as_str().unwrap_or_default(),
+                    item["invocation_id"].as_str().unwrap_or_default()
+                );
+            }
+            println!("{} dead letters of {function} replayed", replayed.len());
+        }
+        DlqCommand::Rm { id } => {
+            client
+                .send(client.request(Method::DELETE, &["v1", "dlq", id]))
+                .await?;
+            if json {
+                return print_json(&serde_json::json!({ "deleted": id }));
+            }
+            println!("deleted dead letter {id}");
+        }
+    }
     Ok(())
 }
 

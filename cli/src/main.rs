@@ -47,5 +47,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => commands::get(&client, cli.json, args).await,
         Command::Ls => commands::ls(&client, cli.json).await,
         Command::Rm(args) => commands::rm(&client, cli.json, args).await,
+        Command::Dlq(command) => commands::dlq(&client, cli.json, command).await,
     }
 }

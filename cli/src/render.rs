@@ -114,6 +114,77 @@ pub fn invocation_details(view: &Value) -> String {
     out
 }
 
+/// The `squall dlq ls` table.
+pub fn dead_letter_table(list: &Value) -> String {
+    let letters = list["dead_letters"].as_array().cloned().unwrap_or_default();
+    if letters.is_empty() {
+        return "no dead letters\n".to_string();
+    }
+    let mut out = format!(
+        "{:<36}  {:<20}  {:<13}  {:<8}  {:>8}  {}\n",
+        "ID", "FUNCTION", "STATUS", "KIND", "ATTEMPTS", "DEAD-LETTERED AT"
+    );
+    for letter in letters {
+        out.push_str(&format!(
+            "{:<36}  {:<20}  {:<13}  {:<8}  {:>8}  {}\n",
+            letter["id"].as_str().unwrap_or_default(),
+            letter["function"].as_str().unwrap_or_default(),
+            letter["status"].as_str().unwrap_or_default(),
+            letter["kind"].as_str().unwrap_or("-"),
+            letter["attempts"].as_u64().unwrap_or_default(),
+            letter["dead_lettered_at"].as_str().unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+/// The `squall dlq show` text.
+pub fn dead_letter_details(letter: &Value) -> String {
+    let text = |key: &str| letter[key].as_str().unwrap_or("-").to_string();
+    let mut out = String::new();
+    out.push_str(&format!("dead letter {}\n", text("id")));
+    out.push_str(&format!(
+        "  function:         {} ({})\n",
+        text("function"),
+        short_version(&text("version"))
+    ));
+    out.push_str(&format!("  status:           {}\n", text("status")));
+    out.push_str(&format!("  created at:       {}\n", text("created_at")));
+    out.push_str(&format!(
+        "  dead-lettered at: {}\n",
+        text("dead_lettered_at")
+    ));
+    match (
+        letter["payload"].as_str(),
+        letter["payload_base64"].as_str(),
+    ) {
+        (Some(payload), _) => out.push_str(&format!("  payload:          {payload}\n")),
+        (None, Some(b64)) => out.push_str(&format!("  payload (base64): {b64}\n")),
+        _ => {}
+    }
+    if let Some(headers) = letter["headers"].as_object() {
+        for (name, value) in headers {
+            out.push_str(&format!(
+                "  header:           {name}: {}\n",
+                value.as_str().unwrap_or_default()
+            ));
+        }
+    }
+    for attempt in letter["attempt_history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        out.push_str(&format!(
+            "  attempt {}:        {}: {}\n",
+            attempt["attempt"].as_u64().unwrap_or_default(),
+            attempt["kind"].as_str().unwrap_or("-"),
+            attempt["message"].as_str().unwrap_or_default()
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

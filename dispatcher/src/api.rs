@@ -274,11 +274,15 @@ async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, ()> {
     Ok(buffer.freeze())
 }
 
+/// Added to the default wait for the time a job spends queued and in transit.
+const WAIT_SLACK: Duration = Duration::from_secs(5);
+
 /// How long a synchronous invoke waits by default: every attempt's timeout plus the backoff
 /// between attempts, capped by the dispatcher's `max_wait`.
 pub fn default_wait(spec: &FunctionSpec, max_wait: Duration) -> Duration {
     let attempts = spec.max_attempts.max(1);
-    let mut total = Duration::from_millis(spec.timeout_ms) * attempts;
+    // Room for queueing and delivery on top of the function's own time.
+    let mut total = Duration::from_millis(spec.timeout_ms) * attempts + WAIT_SLACK;
     for attempt in 1..attempts {
         total += squall_broker::retry::retry_delay(&spec.backoff, attempt, 0, 1.0);
     }
@@ -707,10 +711,10 @@ mod tests {
             max_attempts: 3,
             ..FunctionSpec::default()
         };
-        // 3 × 1 s of timeouts plus backoff of about 1 s and 2 s.
+        // 3 × 1 s of timeouts, backoff of about 1 s and 2 s, and 5 s of slack.
         let wait = default_wait(&spec, Duration::from_secs(300));
         assert!(
-            wait >= Duration::from_secs(5) && wait <= Duration::from_secs(7),
+            wait >= Duration::from_secs(10) && wait <= Duration::from_secs(12),
             "{wait:?}"
         );
         assert_eq!(

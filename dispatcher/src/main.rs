@@ -28,6 +28,10 @@ struct Args {
     /// Longest a synchronous invoke waits, in seconds, before answering 202.
     #[arg(long, default_value_t = 300)]
     max_wait_secs: u64,
+    /// Seconds an Idempotency-Key keeps mapping to its first invocation (also JetStream's
+    /// duplicate window for jobs).
+    #[arg(long, default_value_t = 120)]
+    idempotency_window_secs: u64,
     /// Stream replicas (1 for a single node, 3 for a cluster).
     #[arg(long, default_value_t = 1)]
     replicas: usize,
@@ -56,8 +60,17 @@ fn main() -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(64);
     }
+    if args.idempotency_window_secs == 0 || args.idempotency_window_secs > 7 * 24 * 3600 {
+        eprintln!(
+            "squall-dispatcher: --idempotency-window-secs must be between 1 and {}, got {}",
+            7 * 24 * 3600,
+            args.idempotency_window_secs
+        );
+        return std::process::ExitCode::from(64);
+    }
     let mut topology = squall_broker::TopologyConfig {
         replicas: args.replicas,
+        duplicate_window: Duration::from_secs(args.idempotency_window_secs),
         ..Default::default()
     };
     topology.max_message_size = (args.max_payload + 64 * 1024) as i32;

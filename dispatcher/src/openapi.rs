@@ -103,7 +103,8 @@ pub fn document() -> Value {
                         { "name": "wait", "in": "query", "schema": { "type": "number", "minimum": 0 }, "description": "Seconds to wait for the outcome." },
                         { "name": "async", "in": "query", "schema": { "type": "boolean" }, "description": "Return 202 at once." },
                         { "name": "Prefer", "in": "header", "schema": { "type": "string" }, "description": "`respond-async` returns 202 at once." },
-                        { "name": "traceparent", "in": "header", "schema": { "type": "string" }, "description": "W3C trace context to continue." }
+                        { "name": "traceparent", "in": "header", "schema": { "type": "string" }, "description": "W3C trace context to continue." },
+                        { "name": "Idempotency-Key", "in": "header", "schema": { "type": "string", "minLength": 1, "maxLength": 256 }, "description": "Requests with the same key for the same function within the idempotency window map to one invocation: the same id and the same result, and the function runs once." }
                     ],
                     "requestBody": { "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
                     "responses": {
@@ -117,7 +118,7 @@ pub fn document() -> Value {
                             "headers": { "Location": { "schema": { "type": "string" } } },
                             "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Accepted" } } }
                         },
-                        "400": error_response("Invalid name or query."),
+                        "400": error_response("Invalid name, query or Idempotency-Key."),
                         "404": error_response("Unknown function."),
                         "413": error_response("The payload is larger than the limit (default 1 MiB)."),
                         "500": error_response("The function failed terminally; `kind` says how."),
@@ -148,9 +149,97 @@ pub fn document() -> Value {
                         "409": error_response("Not finished, or ended without output.")
                     }
                 }
+            },
+            "/v1/dlq": { "get": {
+                "summary": "List dead letters (at most 1000, oldest first)",
+                "parameters": [{ "name": "function", "in": "query", "schema": { "type": "string" } }],
+                "responses": {
+                    "200": { "description": "Dead letters.", "content": { "application/json": { "schema": {
+                        "type": "object", "required": ["dead_letters"],
+                        "properties": { "dead_letters": { "type": "array", "items": { "$ref": "#/components/schemas/DeadLetterSummary" } } }
+                    }}}},
+                    "400": error_response("Invalid function name.")
+                }
+            }},
+            "/v1/dlq/replay": { "post": {
+                "summary": "Replay every dead letter of a function as new invocations",
+                "parameters": [{ "name": "function", "in": "query", "required": true, "schema": { "type": "string" } }],
+                "responses": {
+                    "202": { "description": "Replayed.", "content": { "application/json": { "schema": {
+                        "type": "object", "required": ["replayed"],
+                        "properties": { "replayed": { "type": "array", "items": { "type": "object", "properties": {
+                            "replay_of": { "type": "string" }, "invocation_id": { "type": "string" }
+                        }}}}
+                    }}}},
+                    "400": error_response("Missing or invalid function."),
+                    "404": error_response("Unknown function.")
+                }
+            }},
+            "/v1/dlq/{id}": {
+                "parameters": [id_param()],
+                "get": {
+                    "summary": "Show a dead letter: payload, headers and every attempt's error and timing",
+                    "responses": {
+                        "200": { "description": "The dead letter.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/DeadLetter" } } } },
+                        "400": error_response("Not a UUID."),
+                        "404": error_response("No dead letter for this invocation.")
+                    }
+                },
+                "delete": {
+                    "summary": "Remove a dead letter",
+                    "responses": {
+                        "204": { "description": "Removed." },
+                        "400": error_response("Not a UUID."),
+                        "404": error_response("No dead letter for this invocation.")
+                    }
+                }
+            },
+            "/v1/dlq/{id}/replay": {
+                "parameters": [id_param()],
+                "post": {
+                    "summary": "Replay a dead letter as a new invocation linked to the original (header Squall-Replay-Of); the dead letter leaves the queue",
+                    "responses": {
+                        "202": { "description": "The new invocation.", "content": { "application/json": { "schema": {
+                            "type": "object", "required": ["invocation_id", "replay_of"],
+                            "properties": { "invocation_id": { "type": "string" }, "replay_of": { "type": "string" }, "status": { "type": "string" }, "location": { "type": "string" } }
+                        }}}},
+                        "400": error_response("Not a UUID."),
+                        "404": error_response("No dead letter, or its function is no longer deployed.")
+                    }
+                }
             }
         },
         "components": { "schemas": {
+            "DeadLetterSummary": {
+                "type": "object", "required": ["id", "function", "status", "attempts"],
+                "properties": {
+                    "id": { "type": "string" },
+                    "invocation_id": { "type": "string" },
+                    "function": { "type": "string" },
+                    "version": { "type": "string" },
+                    "status": { "type": "string", "enum": ["dead_lettered", "timed_out"] },
+                    "kind": { "type": ["string", "null"] },
+                    "attempts": { "type": "integer" },
+                    "created_at": { "type": "string", "format": "date-time" },
+                    "dead_lettered_at": { "type": "string", "format": "date-time" }
+                }
+            },
+            "DeadLetter": {
+                "allOf": [{ "$ref": "#/components/schemas/DeadLetterSummary" }, { "type": "object", "properties": {
+                    "payload": { "type": ["string", "null"] },
+                    "payload_base64": { "type": ["string", "null"] },
+                    "headers": { "type": "object", "additionalProperties": { "type": "string" } },
+                    "attempt_history": { "type": "array", "items": { "type": "object", "properties": {
+                        "attempt": { "type": "integer" },
+                        "kind": { "type": ["string", "null"] },
+                        "message": { "type": "string" },
+                        "started_at": { "type": ["string", "null"] },
+                        "finished_at": { "type": ["string", "null"] },
+                        "duration_ms": { "type": "number" },
+                        "worker": { "type": "string" }
+                    }}}
+                }}]
+            },
             "Error": {
                 "type": "object", "required": ["error"],
                 "properties": { "error": {
@@ -246,6 +335,10 @@ mod tests {
             "/v1/functions/{name}/invocations",
             "/v1/invocations/{id}",
             "/v1/invocations/{id}/output",
+            "/v1/dlq",
+            "/v1/dlq/replay",
+            "/v1/dlq/{id}",
+            "/v1/dlq/{id}/replay",
         ] {
             assert!(
                 paths.contains_key(route),
@@ -254,7 +347,7 @@ mod tests {
         }
         assert_eq!(
             paths.len(),
-            8,
+            12,
             "the document lists a route the router does not serve"
         );
     }

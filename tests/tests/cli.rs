@@ -390,3 +390,91 @@ fn logs(state: &Path) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_lists_shows_replays_and_removes_dead_letters() {
+    let cluster = Cluster::start().await;
+    cluster
+        .deploy(
+            "flaky",
+            built().library("fail"),
+            Some(serde_json::json!({"max_attempts": 1})),
+        )
+        .await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let run = squall(
+            &cluster.url,
+            &["--json", "invoke", "flaky", "--data", r#"{"retry": true}"#],
+        )
+        .await;
+        assert_eq!(run.code, Some(1), "{}", run.stderr);
+        ids.push(
+            parse_json(&run.stdout)["invocation_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // The worker writes the dead letter right after the terminal result.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let run = squall(
+            &cluster.url,
+            &["--json", "dlq", "ls", "--function", "flaky"],
+        )
+        .await;
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        if parse_json(&run.stdout)["dead_letters"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dead letters never listed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let table = squall(&cluster.url, &["dlq", "ls"]).await;
+    assert!(
+        table.stdout.contains(&ids[0]) && table.stdout.contains("retry"),
+        "{}",
+        table.stdout
+    );
+    let show = squall(&cluster.url, &["dlq", "show", &ids[0]]).await;
+    assert_eq!(show.code, Some(0), "{}", show.stderr);
+    assert!(
+        show.stdout.contains("attempt 1:") && show.stdout.contains("fail: asked to retry"),
+        "{}",
+        show.stdout
+    );
+
+    let rm = squall(&cluster.url, &["dlq", "rm", &ids[1]]).await;
+    assert_eq!(rm.code, Some(0), "{}", rm.stderr);
+    cluster
+        .deploy("flaky", built().library("hello"), None)
+        .await;
+    let replay = squall(&cluster.url, &["--json", "dlq", "replay", &ids[0]]).await;
+    assert_eq!(replay.code, Some(0), "{}", replay.stderr);
+    let new_id = parse_json(&replay.stdout)["invocation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let view = cluster
+        .wait_terminal(&new_id, Duration::from_secs(20))
+        .await;
+    assert_eq!(view["status"], "succeeded");
+    let empty = squall(&cluster.url, &["dlq", "ls"]).await;
+    assert_eq!(empty.stdout, "no dead letters\n");
+    let missing = squall(&cluster.url, &["dlq", "show", &ids[1]]).await;
+    assert_eq!(missing.code, Some(1));
+    assert!(
+        missing.stderr.contains("no dead letter for invocation"),
+        "{}",
+        missing.stderr
+    );
+}
