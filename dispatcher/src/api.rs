@@ -35,11 +35,17 @@ fn checked_name(name: &str) -> Result<(), ApiError> {
 
 pub(crate) async fn load_record(state: &AppState, name: &str) -> Result<FunctionRecord, ApiError> {
     checked_name(name)?;
-    match state.topology.registry.get(name).await {
-        Ok(Some(bytes)) => {
-            FunctionRecord::decode(&bytes).map_err(|e| ApiError::internal("registry", e))
+    if let Some(record) = state.registry.get(name) {
+        return Ok((*record).clone());
+    }
+    match state.topology.registry.entry(name).await {
+        Ok(Some(entry)) if entry.operation == async_nats::jetstream::kv::Operation::Put => {
+            let record = FunctionRecord::decode(&entry.value)
+                .map_err(|e| ApiError::internal("registry", e))?;
+            state.registry.put(entry.revision, record.clone());
+            Ok(record)
         }
-        Ok(None) => Err(ApiError::not_found(
+        Ok(_) => Err(ApiError::not_found(
             "function_not_found",
             format!("function {name:?} is not deployed"),
         )),
@@ -180,12 +186,13 @@ pub async fn deploy(
     .await
     .map_err(|e| ApiError::broker("cannot create the function's consumer", e))?;
     let record = FunctionRecord::new(&name, &sha, parts.artifact.len() as u64, now_ms(), &spec);
-    state
+    let revision = state
         .topology
         .registry
         .put(&name, record.encode().into())
         .await
         .map_err(|e| ApiError::broker("cannot write the function registry", e))?;
+    state.registry.put(revision, record.clone());
     tracing::info!(message = "function deployed", function = %name, version = %record.version);
     Ok((StatusCode::CREATED, Json(function_view(&record))).into_response())
 }
@@ -233,6 +240,7 @@ pub async fn delete_function(
         .delete(&name)
         .await
         .map_err(|e| ApiError::broker("cannot delete from the function registry", e))?;
+    state.registry.remove(&name, u64::MAX);
     if let Err(error) = state
         .topology
         .jobs

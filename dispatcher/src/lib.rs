@@ -9,6 +9,7 @@ pub mod dlq;
 pub mod error;
 pub mod index;
 pub mod openapi;
+pub mod registry;
 pub mod view;
 pub mod waiter;
 
@@ -45,6 +46,8 @@ pub struct AppState {
     pub topology: Topology,
     pub waiter: waiter::ResultWaiter,
     pub index: index::Index,
+    /// The registry as of the last watch event or local change.
+    pub registry: Arc<registry::RegistryCache>,
 }
 
 /// The API router over `state`, without binding a port.
@@ -100,7 +103,14 @@ pub async fn connect(config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> 
         topology,
         waiter,
         index,
+        registry: Arc::new(registry::RegistryCache::default()),
     });
+    tokio::spawn(
+        state
+            .registry
+            .clone()
+            .follow(state.topology.registry.clone()),
+    );
     tokio::spawn(dlq::run_mover(state.clone()));
     Ok(state)
 }
