@@ -36,12 +36,24 @@ impl ArtifactCache {
         if let Some(outcome) = loaded.get(&record.sha256) {
             return outcome.clone();
         }
-        let outcome = self.fetch_and_load(store, record).await;
-        loaded.insert(record.sha256.clone(), outcome.clone());
-        outcome
+        match self.fetch_and_load(store, record).await {
+            // Loading is deterministic for a given file: remember the outcome, good or bad.
+            Ok(outcome) => {
+                loaded.insert(record.sha256.clone(), outcome.clone());
+                outcome
+            }
+            // Fetching can fail for a moment (the broker restarting): try again next time.
+            Err(transient) => Err(transient),
+        }
     }
 
-    async fn fetch_and_load(&self, store: &ObjectStore, record: &FunctionRecord) -> LoadOutcome {
+    /// Fetches the artifact (an `Err` is a transient fetch or disk failure) and loads it (the
+    /// inner outcome).
+    async fn fetch_and_load(
+        &self,
+        store: &ObjectStore,
+        record: &FunctionRecord,
+    ) -> Result<LoadOutcome, String> {
         let path = self.dir.join(format!("{}.so", record.sha256));
         let cached_ok = match tokio::fs::read(&path).await {
             Ok(bytes) => hex::encode(Sha256::digest(&bytes)) == record.sha256,
@@ -77,10 +89,9 @@ impl ArtifactCache {
                 .await
                 .map_err(|e| format!("cannot write artifact cache file: {e}"))?;
         }
-        tokio::task::spawn_blocking(move || Loaded::load(&path))
+        let loaded = tokio::task::spawn_blocking(move || Loaded::load(&path))
             .await
-            .map_err(|e| format!("library loader panicked: {e}"))?
-            .map(Arc::new)
-            .map_err(|e| e.to_string())
+            .map_err(|e| format!("library loader panicked: {e}"))?;
+        Ok(loaded.map(Arc::new).map_err(|e| e.to_string()))
     }
 }

@@ -321,7 +321,7 @@ async fn run_job(
         Some(version) if version != current.record.version => {
             worker.pinned_version(&current, version).await
         }
-        _ => current,
+        _ => worker.ready(current).await,
     };
     let started_at_ms = now_ms();
     let (outcome, logs, duration_us) =

@@ -72,6 +72,23 @@ impl Worker {
             .cloned()
     }
 
+    /// The function's state for a job: `current`, with its library loaded again if an earlier
+    /// fetch failed for a transient reason.
+    pub async fn ready(&self, current: Arc<FunctionState>) -> Arc<FunctionState> {
+        if current.library.is_ok() {
+            return current;
+        }
+        let library = self
+            .artifacts
+            .load(&self.topology.artifacts, &current.record)
+            .await;
+        Arc::new(FunctionState {
+            record: current.record.clone(),
+            spec: current.spec.clone(),
+            library,
+        })
+    }
+
     /// The state of `current`'s function at another `version` (`sha256:<hex>`), loading that
     /// version's artifact once if needed. The current spec applies.
     pub async fn pinned_version(
@@ -141,13 +158,23 @@ impl Worker {
             record,
             library,
         };
-        self.functions
+        let concurrency = state.spec.concurrency;
+        let previous = self
+            .functions
             .lock()
             .expect("functions lock")
-            .insert(name.clone(), Arc::new(state));
+            .insert(name.clone(), Arc::new(state))
+            .map(|old| old.spec.concurrency);
         let mut runners = self.runners.lock().expect("runners lock");
         let running = runners.get(&name).is_some_and(|h| !h.is_finished());
-        if !running {
+        // The pull loop sizes itself from the spec's concurrency: restart it when that changes.
+        let resized = previous.is_some_and(|p| p != concurrency);
+        if resized {
+            if let Some(handle) = runners.remove(&name) {
+                handle.abort();
+            }
+        }
+        if !running || resized {
             let worker = self.clone();
             let fname = name.clone();
             runners.insert(
