@@ -233,7 +233,7 @@ pub async fn delete_function(
     State(state): Shared,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    load_record(&state, &name).await?;
+    let record = load_record(&state, &name).await?;
     state
         .topology
         .registry
@@ -241,6 +241,24 @@ pub async fn delete_function(
         .await
         .map_err(|e| ApiError::broker("cannot delete from the function registry", e))?;
     state.registry.remove(&name, u64::MAX);
+    // Workers stop pulling once they see the delete; let the jobs they are running finish (up
+    // to the function's timeout, at most 30 s) so that those end with their own result.
+    let drain = Duration::from_millis(record.timeout_ms).min(Duration::from_secs(30))
+        + Duration::from_secs(1);
+    let deadline = tokio::time::Instant::now() + drain;
+    while tokio::time::Instant::now() < deadline {
+        match state
+            .topology
+            .jobs
+            .consumer_info(consumer_name(&name))
+            .await
+        {
+            Ok(info) if info.num_ack_pending > 0 => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            _ => break,
+        }
+    }
     if let Err(error) = state
         .topology
         .jobs
@@ -248,6 +266,17 @@ pub async fn delete_function(
         .await
     {
         tracing::warn!(message = "cannot delete the function's consumer", function = %name, error = %error);
+    }
+    // Jobs still queued can no longer run: they become dead letters (replayable after a
+    // redeploy) instead of waiting forever.
+    match crate::dlq::sweep_deleted_function(&state, &name).await {
+        Ok(0) => {}
+        Ok(moved) => {
+            tracing::info!(message = "queued jobs of a deleted function dead-lettered", function = %name, moved)
+        }
+        Err(error) => {
+            tracing::warn!(message = "cannot dead-letter the deleted function's queued jobs", function = %name, %error)
+        }
     }
     tracing::info!(message = "function deleted", function = %name);
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -22,6 +22,35 @@ use std::time::Duration;
 pub const MAX_LISTED: usize = 1000;
 
 /// What JetStream says when a job ran out of deliveries.
+/// The most queued jobs a function delete dead-letters in one request.
+pub const MAX_SWEPT: usize = 100_000;
+
+/// Dead-letters every job still queued for a deleted function, so none is left without an
+/// outcome. Returns how many were moved.
+pub async fn sweep_deleted_function(state: &AppState, function: &str) -> anyhow::Result<usize> {
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    let subject = squall_broker::names::jobs_subject(function);
+    let mut next = 1;
+    let mut moved = 0;
+    while moved < MAX_SWEPT {
+        match state
+            .topology
+            .jobs
+            .get_first_raw_message_by_subject(&subject, next)
+            .await
+        {
+            Ok(job) => {
+                remove_job(state, job.sequence, Removal::FunctionDeleted).await?;
+                next = job.sequence + 1;
+                moved += 1;
+            }
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
+            Err(e) => anyhow::bail!("cannot read queued jobs of {function}: {e}"),
+        }
+    }
+    Ok(moved)
+}
+
 #[derive(Debug, serde::Deserialize)]
 struct MaxDeliveries {
     stream_seq: u64,
@@ -77,16 +106,37 @@ async fn mover(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Records the job at `stream_seq` of JOBS as dead: its terminal result (kind `crash` when the
-/// last attempt left none), its DLQ record, then removes it from JOBS. Safe to repeat.
+/// Why a job is taken out of JOBS by a dispatcher rather than acknowledged by a worker.
+#[derive(Debug, Clone, Copy)]
+pub enum Removal {
+    /// JetStream gave up after this many deliveries without an outcome: its workers died.
+    Exhausted { deliveries: u32 },
+    /// Its function was deleted before the job ran.
+    FunctionDeleted,
+}
+
 async fn move_to_dlq(state: &AppState, advisory: &MaxDeliveries) -> anyhow::Result<()> {
+    let deliveries = advisory.deliveries.clamp(1, u64::from(u32::MAX)) as u32;
+    remove_job(
+        state,
+        advisory.stream_seq,
+        Removal::Exhausted { deliveries },
+    )
+    .await
+}
+
+/// Takes the job at `stream_seq` out of JOBS so that its invocation still ends in exactly one
+/// terminal state: when it has none yet, writes one (`dead_lettered`, kind `crash` or `load`)
+/// and a dead letter; a dead letter is also written when the worker recorded a dead end but
+/// could not store the record. Safe to repeat.
+pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> anyhow::Result<()> {
     use async_nats::jetstream::stream::RawMessageErrorKind;
     let jobs = &state.topology.jobs;
-    let job = match jobs.get_raw_message(advisory.stream_seq).await {
+    let job = match jobs.get_raw_message(stream_seq).await {
         Ok(job) => job,
         // Already moved (or acknowledged at the last moment): nothing to do.
         Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(()),
-        Err(e) => anyhow::bail!("cannot read job {}: {e}", advisory.stream_seq),
+        Err(e) => anyhow::bail!("cannot read job {stream_seq}: {e}"),
     };
     let function = job
         .subject
@@ -102,8 +152,24 @@ async fn move_to_dlq(state: &AppState, advisory: &MaxDeliveries) -> anyhow::Resu
     let created_at_ms = header(h::CREATED_AT)
         .and_then(|v| v.parse().ok())
         .unwrap_or(published_ms);
-    let attempts = advisory.deliveries.max(1) as u32;
     let history = dlq::result_history(&state.topology.results, &function, &id).await;
+    let recorded = history
+        .iter()
+        .map(|(meta, _)| meta.attempt)
+        .max()
+        .unwrap_or(0);
+    let (attempts, kind, reason) = match removal {
+        Removal::Exhausted { deliveries } => (
+            deliveries.max(recorded),
+            ErrorKind::Crash,
+            CRASH_MESSAGE.to_string(),
+        ),
+        Removal::FunctionDeleted => (
+            recorded + 1,
+            ErrorKind::Load,
+            format!("function {function} was deleted before this invocation ran"),
+        ),
+    };
     let version = match history.last() {
         Some((meta, _)) => meta.version.clone(),
         None => match api::load_record(state, &function).await {
@@ -116,6 +182,11 @@ async fn move_to_dlq(state: &AppState, advisory: &MaxDeliveries) -> anyhow::Resu
         .filter(|(meta, _)| meta.status.is_terminal())
         .map(|(m, _)| m.status);
     let status = match terminal {
+        // Finished normally; only the acknowledgement was lost. Nothing to dead-letter.
+        Some(InvocationStatus::Succeeded | InvocationStatus::Failed) => {
+            jobs.delete_message(stream_seq).await?;
+            return Ok(());
+        }
         Some(status) => status,
         None => {
             let now = api::now_ms();
@@ -125,7 +196,7 @@ async fn move_to_dlq(state: &AppState, advisory: &MaxDeliveries) -> anyhow::Resu
                 version: version.clone(),
                 status: InvocationStatus::DeadLettered,
                 attempt: attempts,
-                error_kind: Some(ErrorKind::Crash),
+                error_kind: Some(kind),
                 created_at_ms,
                 started_at_ms: now,
                 finished_at_ms: now,
@@ -141,18 +212,32 @@ async fn move_to_dlq(state: &AppState, advisory: &MaxDeliveries) -> anyhow::Resu
                 .publish_with_headers(
                     results_subject(&function, &id),
                     headers,
-                    CRASH_MESSAGE.into(),
+                    reason.clone().into(),
                 )
                 .await?
                 .await?;
             InvocationStatus::DeadLettered
         }
     };
-    let failed: Vec<AttemptRecord> = history
+    let mut failed: Vec<AttemptRecord> = history
         .iter()
         .filter(|(meta, _)| meta.error_kind.is_some())
         .map(|(meta, body)| AttemptRecord::from_result(meta, body))
         .collect();
+    if terminal.is_none() {
+        if let Removal::FunctionDeleted = removal {
+            let now = api::now_ms();
+            failed.push(AttemptRecord {
+                attempt: attempts,
+                kind: Some(kind),
+                message: reason.clone(),
+                started_at_ms: now,
+                finished_at_ms: now,
+                duration_us: 0,
+                worker: String::new(),
+            });
+        }
+    }
     let headers = job
         .headers
         .iter()
@@ -174,8 +259,8 @@ async fn move_to_dlq(state: &AppState, advisory: &MaxDeliveries) -> anyhow::Resu
         payload: job.payload.to_vec(),
     };
     dlq::publish_dead_letter(&state.topology.jetstream, &letter).await?;
-    jobs.delete_message(advisory.stream_seq).await?;
-    tracing::info!(message = "exhausted job dead-lettered", function = %function, invocation_id = %id, attempts);
+    jobs.delete_message(stream_seq).await?;
+    tracing::info!(message = "job dead-lettered", function = %function, invocation_id = %id, attempts, reason = %reason);
     Ok(())
 }
 

@@ -223,3 +223,70 @@ async fn replay_after_redeploying_a_fixed_function_succeeds() {
         .unwrap();
     assert_eq!(response.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_function_dead_letters_its_queued_jobs_and_lets_running_ones_finish() {
+    let cluster = Cluster::start().await;
+    cluster
+        .deploy_example(
+            "sleep",
+            Some(serde_json::json!({"concurrency": 1, "timeout_ms": 10000})),
+        )
+        .await;
+    squall_tests::wait_workers_ready(&cluster, "sleep").await;
+    let running = invoke_async(&cluster, "sleep", "1500").await;
+    // Wait until the first job runs, so the others queue behind it (concurrency 1).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        queued.push(invoke_async(&cluster, "sleep", "10").await);
+    }
+    let response = cluster
+        .http
+        .delete(format!("{}/v1/functions/sleep", cluster.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+
+    let view = cluster
+        .wait_terminal(&running, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        view["status"], "succeeded",
+        "the running job finished: {view}"
+    );
+    for id in &queued {
+        let view = cluster.wait_terminal(id, Duration::from_secs(20)).await;
+        assert_eq!(view["status"], "dead_lettered", "{view}");
+        assert_eq!(view["error"]["kind"], "load");
+        assert_eq!(
+            view["error"]["message"],
+            "function sleep was deleted before this invocation ran"
+        );
+    }
+    let mut listed = dlq_ids(&cluster, "sleep").await;
+    listed.sort();
+    let mut expected = queued.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+
+    // After a redeploy the dead letters replay.
+    cluster.deploy_example("sleep", None).await;
+    let response = cluster
+        .http
+        .post(format!("{}/v1/dlq/replay?function=sleep", cluster.url))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = response.json().await.unwrap();
+    for item in body["replayed"].as_array().unwrap() {
+        let view = cluster
+            .wait_terminal(
+                item["invocation_id"].as_str().unwrap(),
+                Duration::from_secs(20),
+            )
+            .await;
+        assert_eq!(view["status"], "succeeded");
+    }
+}
