@@ -1,0 +1,162 @@
+//! The Squall side: a dispatcher process, worker processes, and the HTTP calls the benchmark
+//! makes to deploy functions.
+
+use crate::procs::{free_port, Environment, Proc};
+use anyhow::{bail, Context as _};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A dispatcher and its workers on the benchmark's nats-server.
+pub struct Cluster {
+    /// The dispatcher's base URL.
+    pub url: String,
+    pub http: reqwest::Client,
+    pub dispatcher: Proc,
+    pub workers: Vec<Proc>,
+    worker_binary: PathBuf,
+    nats_url: String,
+    dir: PathBuf,
+    started_workers: usize,
+}
+
+impl Cluster {
+    /// Starts a dispatcher and waits until it is ready.
+    pub async fn start(env: &Environment, nats_url: &str, dir: PathBuf) -> anyhow::Result<Cluster> {
+        let port = free_port()?;
+        let mut command = Command::new(&env.dispatcher);
+        command
+            .env("RUST_LOG", "info")
+            .arg("--nats-url")
+            .arg(nats_url)
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir.join("dispatcher"));
+        let dispatcher = Proc::spawn("dispatcher", command, dir.join("dispatcher.log"))?;
+        let mut cluster = Cluster {
+            url: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .context("cannot build the HTTP client")?,
+            dispatcher,
+            workers: Vec::new(),
+            worker_binary: env.worker.clone(),
+            nats_url: nats_url.to_string(),
+            dir,
+            started_workers: 0,
+        };
+        cluster.wait_ready().await?;
+        Ok(cluster)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = self
+                .http
+                .get(format!("{}/readyz", self.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return Ok(());
+            }
+            if let Some(status) = self.dispatcher.exited() {
+                bail!(
+                    "the dispatcher exited with {status}:\n{}",
+                    self.dispatcher.log_tail(20)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the dispatcher was not ready within 20 s:\n{}",
+                    self.dispatcher.log_tail(20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts one more worker (with its own artifact cache) and waits until it has loaded
+    /// `function`.
+    pub async fn add_worker(&mut self, function: &str) -> anyhow::Result<()> {
+        self.started_workers += 1;
+        let name = format!("worker-{}", self.started_workers);
+        let mut command = Command::new(&self.worker_binary);
+        command
+            .env("RUST_LOG", "info")
+            .arg("--nats-url")
+            .arg(&self.nats_url)
+            .arg("--data-dir")
+            .arg(self.dir.join(&name));
+        let mut worker = Proc::spawn(&name, command, self.dir.join(format!("{name}.log")))?;
+        let needle = format!("function={function} ");
+        worker
+            .wait_for_log(
+                &format!("that {function} is ready"),
+                Duration::from_secs(20),
+                |log| {
+                    log.lines()
+                        .any(|l| l.contains("function ready") && l.contains(&needle))
+                },
+            )
+            .await?;
+        self.workers.push(worker);
+        Ok(())
+    }
+
+    /// Stops every worker gracefully.
+    pub async fn stop_workers(&mut self) {
+        for mut worker in self.workers.drain(..) {
+            worker.terminate(Duration::from_secs(10)).await;
+        }
+    }
+
+    /// Deploys `artifact` as `name` with the JSON `spec`; returns the 201 answer's JSON.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        artifact: Vec<u8>,
+        spec: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "artifact",
+                reqwest::multipart::Part::bytes(artifact).file_name("libnoop.so"),
+            )
+            .part("config", reqwest::multipart::Part::text(spec.to_string()));
+        let response = self
+            .http
+            .put(format!("{}/v1/functions/{name}", self.url))
+            .multipart(form)
+            .send()
+            .await
+            .with_context(|| format!("deploy of {name} failed"))?;
+        let status = response.status();
+        let text = response.text().await?;
+        if status != reqwest::StatusCode::CREATED {
+            bail!("deploy of {name} answered {status}: {text}");
+        }
+        serde_json::from_str(&text).with_context(|| format!("deploy answer is not JSON: {text}"))
+    }
+
+    /// Removes function `name`.
+    pub async fn delete(&self, name: &str) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .delete(format!("{}/v1/functions/{name}", self.url))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("delete of {name} answered {}", response.status());
+        }
+        Ok(())
+    }
+
+    /// The URL that invokes `name`.
+    pub fn invoke_url(&self, name: &str) -> String {
+        format!("{}/v1/functions/{name}/invocations", self.url)
+    }
+}

@@ -1,0 +1,163 @@
+//! `squall-bench`: measures Squall against the bare JetStream pipeline, side by side in one run,
+//! on a private nats-server, and prints a table and writes JSON (see BENCHMARKS.md).
+
+mod bare;
+mod cluster;
+mod cold;
+mod drive;
+mod procs;
+mod report;
+mod resources;
+mod run;
+mod stats;
+
+use clap::{Parser, Subcommand};
+use run::{Phase, Settings};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Benchmarks Squall against a minimal async-nats pipeline on its own nats-server.
+#[derive(Parser, Debug)]
+#[command(name = "squall-bench", version)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// A tiny run (one repetition, few invocations) that only proves the harness works.
+    #[arg(long)]
+    smoke: bool,
+    /// Repetitions of every measurement; each figure is the median over them [default: 5].
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Invocations per throughput measurement [default: 50000].
+    #[arg(long)]
+    n: Option<usize>,
+    /// Requests per latency measurement [default: 5000].
+    #[arg(long)]
+    latency_n: Option<usize>,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "target/bench/latest.json")]
+    json: PathBuf,
+    /// Input size of every invocation, in bytes.
+    #[arg(long, default_value_t = 256)]
+    payload: usize,
+    /// The function's concurrency (its consumer's max_ack_pending); the bare pipeline gets the
+    /// same consumer settings.
+    #[arg(long, default_value_t = 64)]
+    concurrency: u32,
+    /// Concurrent HTTP clients submitting asynchronous invocations.
+    #[arg(long, default_value_t = 32)]
+    http_submitters: usize,
+    /// Concurrent clients in the concurrent latency measurements.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Parts to run (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "bare,squall,cold"
+    )]
+    phases: Vec<Phase>,
+    /// The trivial function's library [default: libnoop.so beside this program].
+    #[arg(long)]
+    artifact: Option<PathBuf>,
+    /// Also write the tables as Markdown (for BENCHMARKS.md) to this file.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// A note on what was measured (for example a commit or a change), kept in the report.
+    #[arg(long)]
+    label: Option<String>,
+    /// Keep the temporary folder with every process's log and print where it is.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The bare reference worker; the benchmark runs it as a child process.
+    #[command(hide = true)]
+    BareWorker {
+        #[arg(long)]
+        nats_url: String,
+        #[arg(long)]
+        concurrency: usize,
+    },
+}
+
+fn settings(args: Args) -> anyhow::Result<Settings> {
+    let (runs, n, latency_n) = if args.smoke {
+        (1, 300, 100)
+    } else {
+        (5, 50_000, 5_000)
+    };
+    let settings = Settings {
+        smoke: args.smoke,
+        runs: args.runs.unwrap_or(runs),
+        n: args.n.unwrap_or(n),
+        latency_n: args.latency_n.unwrap_or(latency_n),
+        payload: args.payload,
+        concurrency: args.concurrency,
+        http_submitters: args.http_submitters,
+        clients: args.clients,
+        phases: args.phases,
+        json: args.json,
+        markdown: args.markdown,
+        artifact: args.artifact,
+        keep: args.keep,
+        label: args.label,
+    };
+    if settings.runs == 0 || settings.n == 0 || settings.latency_n == 0 {
+        anyhow::bail!("--runs, --n and --latency-n must be at least 1");
+    }
+    if settings.concurrency == 0 || settings.http_submitters == 0 || settings.clients == 0 {
+        anyhow::bail!("--concurrency, --http-submitters and --clients must be at least 1");
+    }
+    Ok(settings)
+}
+
+/// Resolves on Ctrl-C or SIGTERM, so the child processes are stopped on the way out.
+async fn interrupted() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("squall-bench: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        if let Some(Command::BareWorker {
+            nats_url,
+            concurrency,
+        }) = args.command
+        {
+            return bare::worker_main(nats_url, concurrency).await;
+        }
+        let settings = settings(args)?;
+        tokio::select! {
+            result = run::run(settings) => result,
+            _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("squall-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Finding and running the processes under test: nats-server, the dispatcher, workers and the
+//! bare reference worker, each a child process with its output in a log file.
+
+use anyhow::{bail, Context as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The command that builds everything the benchmark runs.
+pub const BUILD_COMMAND: &str = "cargo build --release -p squall-dispatcher -p squall-worker \
+                                 -p squall-bench -p squall-example-noop";
+
+/// Where everything the benchmark runs lives.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// The workspace root (holds `broker-config/nats/default.conf`).
+    pub root: PathBuf,
+    pub nats_server: PathBuf,
+    pub nats_config: PathBuf,
+    /// This binary, re-run as the bare reference worker.
+    pub bench: PathBuf,
+    pub dispatcher: PathBuf,
+    pub worker: PathBuf,
+    /// The trivial function's library.
+    pub artifact: PathBuf,
+}
+
+const NATS_CONFIG: &str = "broker-config/nats/default.conf";
+
+impl Environment {
+    /// Finds the workspace, nats-server, and the binaries beside this one.
+    pub fn discover(artifact: Option<PathBuf>) -> anyhow::Result<Environment> {
+        let bench = std::env::current_exe().context("cannot find this program's path")?;
+        let bin_dir = bench
+            .parent()
+            .context("this program's path has no folder")?
+            .to_path_buf();
+        let cwd = std::env::current_dir().context("cannot read the current folder")?;
+        let root = bin_dir
+            .ancestors()
+            .chain(cwd.ancestors())
+            .find(|dir| dir.join(NATS_CONFIG).is_file())
+            .map(Path::to_path_buf)
+            .with_context(|| {
+                format!(
+                    "cannot find {NATS_CONFIG} above {} or the current folder; run the benchmark \
+                     from the Squall workspace",
+                    bin_dir.display()
+                )
+            })?;
+        let sibling = |name: &str| {
+            let path = bin_dir.join(name);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                bail!(
+                    "{} is missing; build it with: {BUILD_COMMAND}",
+                    path.display()
+                )
+            }
+        };
+        let artifact = match artifact {
+            Some(path) if path.is_file() => path,
+            Some(path) => bail!("--artifact {} is not a file", path.display()),
+            None => sibling("libnoop.so")?,
+        };
+        Ok(Environment {
+            nats_server: nats_server_binary(&root)?,
+            nats_config: root.join(NATS_CONFIG),
+            dispatcher: sibling("squall-dispatcher")?,
+            worker: sibling("squall-worker")?,
+            bench,
+            artifact,
+            root,
+        })
+    }
+}
+
+/// nats-server: `$NATS_SERVER`, then `PATH`, then the project's `.tools/bin`.
+fn nats_server_binary(root: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("NATS_SERVER").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        bail!(
+            "NATS_SERVER is set to {}, which is not a file",
+            path.display()
+        );
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file());
+    if let Some(path) = on_path {
+        return Ok(path);
+    }
+    let local = root.join(".tools/bin/nats-server");
+    if local.is_file() {
+        return Ok(local);
+    }
+    bail!(
+        "nats-server (>= 2.14) is not installed; install it with scripts/install-nats-server \
+         (it prints its path on the last line), or set NATS_SERVER to its path"
+    )
+}
+
+/// The first line `program --version` prints, or "unknown".
+pub fn version_of(program: &Path) -> String {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(|l| l.trim().to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A child process with its output in a log file; killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `command` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, mut command: Command, log: PathBuf) -> anyhow::Result<Proc> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("cannot open log file {}", log.display()))?;
+        command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            log,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the log, to explain a failure.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = self.log_text();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits until `ready` holds for the log, failing when the process exits or `timeout` passes.
+    pub async fn wait_for_log(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        ready: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if ready(&self.log_text()) {
+                return Ok(());
+            }
+            if let Some(status) = self.exited() {
+                bail!(
+                    "{} exited with {status} before {what}:\n{}",
+                    self.name,
+                    self.log_tail(20)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not report {what} within {timeout:?}:\n{}",
+                    self.name,
+                    self.log_tail(20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Asks the process to stop (SIGTERM), waits up to `timeout`, then kills it and everything
+    /// it started.
+    pub async fn terminate(&mut self, timeout: Duration) {
+        if self.exited().is_some() {
+            return;
+        }
+        let tree = crate::resources::process_tree(self.pid());
+        signal(self.pid(), "-TERM");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.exited().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for &pid in tree.iter().skip(1) {
+            signal(pid, "-KILL");
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    /// Asks the process to stop, then kills it and everything it started: a supervised worker's
+    /// child must not outlive the benchmark.
+    fn drop(&mut self) {
+        if self.exited().is_some() {
+            return;
+        }
+        let tree = crate::resources::process_tree(self.pid());
+        signal(self.pid(), "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && self.exited().is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for &pid in tree.iter().skip(1) {
+            signal(pid, "-KILL");
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `signal` (such as `-TERM`) to `pid` with kill(1); the benchmark has no unsafe code.
+fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A nats-server on a dynamic loopback port with its store in the benchmark's folder.
+pub struct NatsServer {
+    pub url: String,
+    pub process: Proc,
+}
+
+impl NatsServer {
+    /// Starts nats-server with the project's broker config and waits for its client URL.
+    pub async fn start(env: &Environment, dir: &Path) -> anyhow::Result<NatsServer> {
+        let ports = dir.join("ports");
+        std::fs::create_dir_all(&ports)?;
+        let mut command = Command::new(&env.nats_server);
+        command
+            .arg("-c")
+            .arg(&env.nats_config)
+            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
+            .arg(dir.join("jetstream"))
+            .arg("--ports_file_dir")
+            .arg(&ports);
+        let mut process = Proc::spawn("nats-server", command, dir.join("nats-server.log"))?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(url) = read_ports_file(&ports) {
+                return Ok(NatsServer { url, process });
+            }
+            if let Some(status) = process.exited() {
+                bail!(
+                    "nats-server exited with {status}:\n{}",
+                    process.log_tail(20)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("nats-server did not start:\n{}", process.log_tail(20));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The client URL from nats-server's ports file, once it exists.
+fn read_ports_file(dir: &Path) -> Option<String> {
+    for entry in std::fs::read_dir(dir).ok()? {
+        let text = std::fs::read_to_string(entry.ok()?.path()).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        if let Some(url) = json["nats"].get(0).and_then(|u| u.as_str()) {
+            return Some(url.to_string());
+        }
+    }
+    None
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind loopback")?;
+    Ok(listener.local_addr()?.port())
+}
