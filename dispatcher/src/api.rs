@@ -316,12 +316,12 @@ const WAIT_SLACK: Duration = Duration::from_secs(5);
 
 /// How long a synchronous invoke waits by default: every attempt's timeout plus the backoff
 /// between attempts, capped by the dispatcher's `max_wait`.
-pub fn default_wait(spec: &FunctionSpec, max_wait: Duration) -> Duration {
-    let attempts = spec.max_attempts.max(1);
+pub fn default_wait(record: &FunctionRecord, max_wait: Duration) -> Duration {
+    let attempts = record.max_attempts.max(1);
     // Room for queueing and delivery on top of the function's own time.
-    let mut total = Duration::from_millis(spec.timeout_ms) * attempts + WAIT_SLACK;
+    let mut total = Duration::from_millis(record.timeout_ms) * attempts + WAIT_SLACK;
     for attempt in 1..attempts {
-        total += squall_broker::retry::retry_delay(&spec.backoff, attempt, 0, 1.0);
+        total += squall_broker::retry::retry_delay(&record.backoff, attempt, 0, 1.0);
     }
     total.min(max_wait)
 }
@@ -370,7 +370,6 @@ pub async fn invoke(
         ApiError::too_large(format!("payload is larger than the limit of {limit} bytes"))
     })?;
     let record = load_record(&state, &name).await?;
-    let spec = record.spec();
     let respond_async = parse_flag(&query, "async")?
         || headers
             .get_all("prefer")
@@ -381,7 +380,7 @@ pub async fn invoke(
                     .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
             });
     let wait = match query.get("wait") {
-        None => default_wait(&spec, state.config.max_wait),
+        None => default_wait(&record, state.config.max_wait),
         Some(text) => match text.parse::<f64>() {
             Ok(secs) if secs.is_finite() && secs >= 0.0 => {
                 Duration::from_secs_f64(secs).min(state.config.max_wait)
@@ -435,7 +434,10 @@ pub async fn invoke(
             .filter(|o| o.meta.status.is_terminal()),
     };
     match outcome {
-        Some(outcome) => Ok(terminal_response(outcome)),
+        Some(outcome) => {
+            forget(&state, &id);
+            Ok(terminal_response(outcome))
+        }
         None => {
             let status = match lookup_result(&state, &id, Some(&name)).await? {
                 Some(o) => o.meta.status,
@@ -658,6 +660,13 @@ pub(crate) async fn lookup_result(
     }
 }
 
+/// Drops a finished invocation from the local index: RESULTS answers for it from now on.
+fn forget(state: &AppState, id: &str) {
+    if let Err(error) = state.index.remove(id) {
+        tracing::warn!(message = "cannot drop a finished invocation from the index", invocation_id = %id, %error);
+    }
+}
+
 fn checked_id(id: &str) -> Result<(), ApiError> {
     uuid::Uuid::parse_str(id).map(|_| ()).map_err(|_| {
         ApiError::bad_request(
@@ -678,6 +687,9 @@ async fn find_invocation(
         .map_err(|e| ApiError::internal("invocation index", e))?;
     let function = accepted.as_ref().map(|a| a.function.as_str());
     if let Some(outcome) = lookup_result(state, id, function).await? {
+        if accepted.is_some() && outcome.meta.status.is_terminal() {
+            forget(state, id);
+        }
         return Ok(Ok(outcome));
     }
     accepted.map(Err).ok_or_else(|| {
@@ -748,6 +760,7 @@ mod tests {
             max_attempts: 3,
             ..FunctionSpec::default()
         };
+        let spec = FunctionRecord::new("f", "00", 1, 0, &spec);
         // 3 × 1 s of timeouts, backoff of about 1 s and 2 s, and 5 s of slack.
         let wait = default_wait(&spec, Duration::from_secs(300));
         assert!(

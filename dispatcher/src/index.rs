@@ -6,6 +6,9 @@
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// sled's page cache: bounded, since the index is small and only a cache of JetStream.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// What the index keeps for an accepted invocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
@@ -33,10 +36,14 @@ pub struct Index {
 impl Index {
     /// Opens (or creates) the index under `dir`.
     pub fn open(dir: &Path) -> Result<Index, IndexError> {
-        let db = sled::open(dir).map_err(|source| IndexError::Open {
-            path: dir.display().to_string(),
-            source,
-        })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|source| IndexError::Open {
+                path: dir.display().to_string(),
+                source,
+            })?;
         Ok(Index {
             accepted: db.open_tree("accepted")?,
         })
@@ -50,6 +57,32 @@ impl Index {
         Ok(())
     }
 
+    /// Forgets an invocation once it has a terminal result (RESULTS answers for it from then on).
+    pub fn remove(&self, id: &str) -> Result<(), IndexError> {
+        self.accepted.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    /// Forgets every invocation accepted before `cutoff_ms`: by then its result is in RESULTS
+    /// or gone with RESULTS' retention. Returns how many were removed.
+    pub fn prune_before(&self, cutoff_ms: u64) -> Result<usize, IndexError> {
+        let mut removed = 0;
+        for entry in self.accepted.iter() {
+            let (key, value) = entry?;
+            let old = bincode::serde::decode_from_slice::<Accepted, _>(
+                &value,
+                bincode::config::standard(),
+            )
+            .map(|(a, _)| a.created_at_ms < cutoff_ms)
+            .unwrap_or(true);
+            if old {
+                self.accepted.remove(key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Looks up an accepted invocation.
     pub fn get(&self, id: &str) -> Result<Option<Accepted>, IndexError> {
         match self.accepted.get(id.as_bytes())? {
@@ -58,5 +91,27 @@ impl Index {
                 .map(|(a, _)| Some(a))
                 .map_err(|e| IndexError::Decode(e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_forgets_only_old_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let entry = |ms| Accepted {
+            function: "f".into(),
+            created_at_ms: ms,
+        };
+        index.insert("old", &entry(10)).unwrap();
+        index.insert("new", &entry(1000)).unwrap();
+        assert_eq!(index.prune_before(500).unwrap(), 1);
+        assert!(index.get("old").unwrap().is_none());
+        assert_eq!(index.get("new").unwrap(), Some(entry(1000)));
+        index.remove("new").unwrap();
+        assert!(index.get("new").unwrap().is_none());
     }
 }

@@ -112,7 +112,27 @@ pub async fn connect(config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> 
             .follow(state.topology.registry.clone()),
     );
     tokio::spawn(dlq::run_mover(state.clone()));
+    tokio::spawn(prune_index(state.clone()));
     Ok(state)
+}
+
+/// Hourly, forgets indexed invocations older than RESULTS' retention, so the index stays small
+/// even for invocations nobody asked about.
+async fn prune_index(state: Arc<AppState>) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let cutoff = now.saturating_sub(state.config.topology.results_max_age.as_millis() as u64);
+        match state.index.prune_before(cutoff) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(message = "pruned the invocation index", removed),
+            Err(error) => tracing::warn!(message = "cannot prune the invocation index", %error),
+        }
+    }
 }
 
 /// Serves the API until `shutdown` completes.

@@ -55,6 +55,13 @@ impl ResultWaiter {
         let waiters = waiter.waiters.clone();
         tokio::spawn(async move {
             while let Some(message) = subscription.next().await {
+                // The id is the subject's last token: look it up before parsing any header.
+                let Some(id) = message.subject.as_str().rsplit('.').next() else {
+                    continue;
+                };
+                if !waiters.lock().expect("waiters lock").contains_key(id) {
+                    continue;
+                }
                 let Some(headers) = message.headers.as_ref() else {
                     continue;
                 };
