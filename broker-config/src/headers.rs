@@ -32,3 +32,5 @@ pub const SOURCE: &str = "Squall-Source";
 pub const WORKER: &str = "Squall-Worker";
 /// On a replayed job: the invocation id of the dead letter it replays.
 pub const REPLAY_OF: &str = "Squall-Replay-Of";
+/// CPU time the function used on its thread, in microseconds (for metering).
+pub const CPU_US: &str = "Squall-Cpu-Us";

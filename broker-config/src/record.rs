@@ -120,6 +120,8 @@ pub struct ResultMeta {
     pub started_at_ms: u64,
     pub finished_at_ms: u64,
     pub duration_us: u64,
+    /// CPU time of the call on its thread.
+    pub cpu_us: u64,
     pub logs: Vec<LogLine>,
     /// The worker process that produced the result; empty when unknown.
     pub worker: String,
@@ -141,6 +143,7 @@ impl ResultMeta {
         headers.insert(h::STARTED_AT, self.started_at_ms.to_string().as_str());
         headers.insert(h::FINISHED_AT, self.finished_at_ms.to_string().as_str());
         headers.insert(h::DURATION_US, self.duration_us.to_string().as_str());
+        headers.insert(h::CPU_US, self.cpu_us.to_string().as_str());
         if !self.worker.is_empty() {
             headers.insert(h::WORKER, self.worker.as_str());
         }
@@ -199,6 +202,7 @@ impl ResultMeta {
             started_at_ms: number(headers, h::STARTED_AT)?,
             finished_at_ms: number(headers, h::FINISHED_AT)?,
             duration_us: number(headers, h::DURATION_US)?,
+            cpu_us: number(headers, h::CPU_US).unwrap_or(0),
             logs,
             worker: headers
                 .get(h::WORKER)
@@ -249,6 +253,7 @@ mod tests {
             started_at_ms: 2,
             finished_at_ms: 3,
             duration_us: 4,
+            cpu_us: 3,
             logs: vec![LogLine {
                 level: "info".into(),
                 message: "two\nlines".into(),

@@ -32,6 +32,8 @@ pub enum Command {
     Invoke(InvokeArgs),
     /// Show an invocation: status, attempts, error, output and timings.
     Get(GetArgs),
+    /// Print the log lines an invocation's function wrote.
+    Logs(GetArgs),
     /// List deployed functions.
     Ls,
     /// Remove a deployed function.

@@ -256,6 +256,24 @@ pub async fn get(client: &ApiClient, json: bool, args: &GetArgs) -> anyhow::Resu
     Ok(())
 }
 
+/// `squall logs <id>`: one line per log line, `LEVEL message`.
+pub async fn logs(client: &ApiClient, json: bool, args: &GetArgs) -> anyhow::Result<()> {
+    let view = client
+        .json(client.request(Method::GET, &["v1", "invocations", &args.id, "logs"]))
+        .await?;
+    if json {
+        return print_json(&view);
+    }
+    for line in view["logs"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:<5} {}",
+            line["level"].as_str().unwrap_or_default().to_uppercase(),
+            line["message"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 /// `squall ls`.
 pub async fn ls(client: &ApiClient, json: bool) -> anyhow::Result<()> {
     let list = client

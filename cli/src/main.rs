@@ -45,6 +45,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(args) => commands::deploy(&client, cli.json, args).await,
         Command::Invoke(args) => commands::invoke(&client, cli.json, args).await,
         Command::Get(args) => commands::get(&client, cli.json, args).await,
+        Command::Logs(args) => commands::logs(&client, cli.json, args).await,
         Command::Ls => commands::ls(&client, cli.json).await,
         Command::Rm(args) => commands::rm(&client, cli.json, args).await,
         Command::Dlq(command) => commands::dlq(&client, cli.json, command).await,

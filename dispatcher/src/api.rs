@@ -711,6 +711,19 @@ pub async fn get_invocation(
     Ok(Json(view).into_response())
 }
 
+pub async fn get_logs(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let (status, logs) = match find_invocation(&state, &id).await? {
+        Ok(outcome) => (outcome.meta.status, outcome.meta.logs),
+        Err(_) => (InvocationStatus::Queued, Vec::new()),
+    };
+    Ok(Json(serde_json::json!({
+        "invocation_id": id,
+        "status": status.as_str(),
+        "logs": logs,
+    }))
+    .into_response())
+}
+
 pub async fn get_output(
     State(state): Shared,
     Path(id): Path<String>,

@@ -201,6 +201,7 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
                 started_at_ms: now,
                 finished_at_ms: now,
                 duration_us: 0,
+                cpu_us: 0,
                 logs: Vec::new(),
                 worker: String::new(),
             };

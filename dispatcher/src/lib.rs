@@ -76,6 +76,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/dlq/{id}", get(dlq::show).delete(dlq::remove))
         .route("/v1/dlq/{id}/replay", post(dlq::replay))
         .route("/v1/invocations/{id}/output", get(api::get_output))
+        .route("/v1/invocations/{id}/logs", get(api::get_logs))
         .fallback(api::not_found)
         .with_state(state)
 }

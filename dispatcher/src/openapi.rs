@@ -150,6 +150,26 @@ pub fn document() -> Value {
                     }
                 }
             },
+            "/v1/invocations/{id}/logs": {
+                "parameters": [id_param()],
+                "get": {
+                    "summary": "The log lines the function wrote through the host during its latest attempt (at most 16 KiB per attempt)",
+                    "responses": {
+                        "200": { "description": "The lines, oldest first.", "content": { "application/json": { "schema": {
+                            "type": "object", "required": ["invocation_id", "status", "logs"],
+                            "properties": {
+                                "invocation_id": { "type": "string" },
+                                "status": { "type": "string" },
+                                "logs": { "type": "array", "items": { "type": "object", "properties": {
+                                    "level": { "type": "string" }, "message": { "type": "string" }
+                                }}}
+                            }
+                        }}}},
+                        "400": error_response("Not a UUID."),
+                        "404": error_response("Unknown invocation.")
+                    }
+                }
+            },
             "/v1/dlq": { "get": {
                 "summary": "List dead letters (at most 1000, oldest first)",
                 "parameters": [{ "name": "function", "in": "query", "schema": { "type": "string" } }],
@@ -308,6 +328,7 @@ pub fn document() -> Value {
                     "created_at": { "type": "string", "format": "date-time" },
                     "finished_at": { "type": ["string", "null"], "format": "date-time" },
                     "duration_ms": { "type": ["number", "null"] },
+                    "cpu_ms": { "type": ["number", "null"], "description": "CPU time of the call on its thread." },
                     "logs": { "type": "array", "items": { "type": "object", "properties": {
                         "level": { "type": "string" }, "message": { "type": "string" }
                     }}},
@@ -335,6 +356,7 @@ mod tests {
             "/v1/functions/{name}/invocations",
             "/v1/invocations/{id}",
             "/v1/invocations/{id}/output",
+            "/v1/invocations/{id}/logs",
             "/v1/dlq",
             "/v1/dlq/replay",
             "/v1/dlq/{id}",
@@ -347,7 +369,7 @@ mod tests {
         }
         assert_eq!(
             paths.len(),
-            12,
+            13,
             "the document lists a route the router does not serve"
         );
     }

@@ -55,6 +55,7 @@ pub fn invocation_view(meta: &ResultMeta, body: &[u8]) -> serde_json::Value {
         "created_at": rfc3339(meta.created_at_ms),
         "finished_at": if terminal { Some(rfc3339(meta.finished_at_ms)) } else { None },
         "duration_ms": meta.duration_us as f64 / 1000.0,
+        "cpu_ms": meta.cpu_us as f64 / 1000.0,
         "logs": meta.logs,
         "worker": meta.worker,
     })
@@ -74,6 +75,7 @@ pub fn queued_view(id: &str, function: &str, created_at_ms: u64) -> serde_json::
         "created_at": rfc3339(created_at_ms),
         "finished_at": null,
         "duration_ms": null,
+        "cpu_ms": null,
         "logs": [],
     })
 }
@@ -95,6 +97,7 @@ mod tests {
             started_at_ms: 0,
             finished_at_ms: 1500,
             duration_us: 420,
+            cpu_us: 400,
             logs: vec![],
             worker: String::new(),
         }

@@ -478,3 +478,27 @@ async fn cli_lists_shows_replays_and_removes_dead_letters() {
         missing.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_prints_an_invocations_function_logs() {
+    let cluster = Cluster::start().await;
+    cluster.deploy_example("hello", None).await;
+    let run = squall(
+        &cluster.url,
+        &["--json", "invoke", "hello", "--data", r#"{"name":"Logs"}"#],
+    )
+    .await
+    .ok();
+    let id = parse_json(&run.stdout)["invocation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let logs = squall(&cluster.url, &["logs", &id]).await.ok();
+    assert_eq!(logs.stdout, "INFO  hello: greeting Logs\n");
+    let missing = squall(
+        &cluster.url,
+        &["logs", "0193a5c2-0000-7000-8000-000000000000"],
+    )
+    .await;
+    assert_eq!(missing.code, Some(1));
+}

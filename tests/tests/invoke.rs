@@ -22,7 +22,26 @@ async fn invoke_sync_returns_hello_greeting() {
     assert_eq!(view["function"], "hello");
     assert!(view["version"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(view["logs"][0]["message"], "hello: greeting Ada");
+    assert!(view["cpu_ms"].as_f64().unwrap() >= 0.0);
+    assert!(view["duration_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(uuid_version(&id), 7);
+
+    let (status, logs) = cluster
+        .get_json(&format!("/v1/invocations/{id}/logs"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        logs["logs"],
+        serde_json::json!([{"level": "info", "message": "hello: greeting Ada"}])
+    );
+    // The worker's own log carries the line with the invocation id.
+    let worker_log = cluster.workers[0].output();
+    assert!(
+        worker_log.lines().any(|l| l.contains("function log")
+            && l.contains(&id)
+            && l.contains("hello: greeting Ada")),
+        "{worker_log}"
+    );
 }
 
 fn uuid_version(id: &str) -> u32 {

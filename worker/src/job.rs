@@ -193,7 +193,7 @@ async fn attempt(
     job: &JobMeta,
     message: &jetstream::Message,
     progress_every: Duration,
-) -> (Attempt, Vec<LogLine>, u64) {
+) -> (Attempt, Vec<LogLine>, Timing) {
     let input = message.payload.clone();
     let library = match &state.library {
         Ok(library) => library.clone(),
@@ -206,7 +206,7 @@ async fn attempt(
                 ),
                 retry_after_ms: 0,
             };
-            return (failed, Vec::new(), 0);
+            return (failed, Vec::new(), Timing::default());
         }
     };
     let timeout = Duration::from_millis(state.spec.timeout_ms);
@@ -229,8 +229,12 @@ async fn attempt(
             deadline_unix_ms: deadline,
         };
         let started = std::time::Instant::now();
+        let cpu_before = crate::loader::thread_cpu_time();
         let result = library.call(&cx, &input, &mut logs);
-        (result, logs, started.elapsed().as_micros() as u64)
+        let cpu_us = crate::loader::thread_cpu_time()
+            .saturating_sub(cpu_before)
+            .as_micros() as u64;
+        (result, logs, (started.elapsed().as_micros() as u64, cpu_us))
     });
     // While the function runs, keep telling JetStream the job is alive, so it is never
     // redelivered however long it runs within its timeout.
@@ -249,14 +253,15 @@ async fn attempt(
                     message: format!("function did not return within its timeout of {} ms", state_timeout_ms(timeout)),
                     retry_after_ms: 0,
                 };
-                return (failed, Vec::new(), timeout.as_micros() as u64);
+                let timing = Timing { wall_us: timeout.as_micros() as u64, cpu_us: 0 };
+                return (failed, Vec::new(), timing);
             }
             _ = progress.tick() => {
                 let _ = message.ack_with(AckKind::Progress).await;
             }
         }
     };
-    let (result, logs, duration_us) = match call {
+    let (result, logs, (wall_us, cpu_us)) = match call {
         Ok(done) => done,
         Err(error) => {
             let failed = Attempt::Failed {
@@ -264,9 +269,10 @@ async fn attempt(
                 message: format!("function call did not complete: {error}"),
                 retry_after_ms: 0,
             };
-            return (failed, Vec::new(), 0);
+            return (failed, Vec::new(), Timing::default());
         }
     };
+    let timing = Timing { wall_us, cpu_us };
     let lines = logs
         .lines
         .into_iter()
@@ -299,7 +305,14 @@ async fn attempt(
             retry_after_ms: 0,
         },
     };
-    (outcome, lines, duration_us)
+    (outcome, lines, timing)
+}
+
+/// How long a call took: wall time, and CPU time on its thread (for metering).
+#[derive(Debug, Clone, Copy, Default)]
+struct Timing {
+    wall_us: u64,
+    cpu_us: u64,
 }
 
 async fn run_job(
@@ -324,8 +337,7 @@ async fn run_job(
         _ => worker.ready(current).await,
     };
     let started_at_ms = now_ms();
-    let (outcome, logs, duration_us) =
-        attempt(worker, &state, &job, &message, progress_every).await;
+    let (outcome, logs, timing) = attempt(worker, &state, &job, &message, progress_every).await;
     let jitter = (job.invocation_id.bytes().fold(job.attempt as u64, |a, b| {
         a.wrapping_mul(31).wrapping_add(b as u64)
     }) % 1000) as f64
@@ -337,8 +349,28 @@ async fn run_job(
         &state.spec.backoff,
         jitter,
     );
+    // The function's own log lines also become this process's log events, with the ids that
+    // tie them to the invocation and its trace.
+    let trace_id = job.traceparent.split('-').nth(1).unwrap_or_default();
     for line in &logs {
-        tracing::info!(message = "function log", function = %job.function, invocation_id = %job.invocation_id, level = %line.level, text = %line.message);
+        let (function, id, text) = (&job.function, &job.invocation_id, &line.message);
+        match line.level.as_str() {
+            "error" => {
+                tracing::error!(message = "function log", function = %function, invocation_id = %id, trace_id, text = %text)
+            }
+            "warn" => {
+                tracing::warn!(message = "function log", function = %function, invocation_id = %id, trace_id, text = %text)
+            }
+            "info" => {
+                tracing::info!(message = "function log", function = %function, invocation_id = %id, trace_id, text = %text)
+            }
+            "debug" => {
+                tracing::debug!(message = "function log", function = %function, invocation_id = %id, trace_id, text = %text)
+            }
+            _ => {
+                tracing::trace!(message = "function log", function = %function, invocation_id = %id, trace_id, text = %text)
+            }
+        }
     }
     let (status, kind, body) = match (&decision, outcome) {
         (Decision::Finish(status), Attempt::Succeeded(output)) => (*status, None, output),
@@ -362,7 +394,8 @@ async fn run_job(
         created_at_ms: job.created_at_ms,
         started_at_ms,
         finished_at_ms: now_ms(),
-        duration_us,
+        duration_us: timing.wall_us,
+        cpu_us: timing.cpu_us,
         logs,
         worker: worker.id.clone(),
     };
@@ -396,7 +429,7 @@ async fn run_job(
             function = %job.function, invocation_id = %job.invocation_id, error = %error);
     }
     tracing::debug!(message = "job done", function = %job.function, invocation_id = %job.invocation_id,
-        status = status.as_str(), attempt = job.attempt, duration_us);
+        status = status.as_str(), attempt = job.attempt, duration_us = timing.wall_us);
 }
 
 /// Writes the DLQ record of a job whose last attempt failed, with every attempt's error.

@@ -52,6 +52,20 @@ pub struct CallResult {
     pub retry_after_ms: u64,
 }
 
+/// CPU time the calling thread has used so far (its thread CPU clock), for metering.
+pub fn thread_cpu_time() -> std::time::Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes one `timespec` to the valid, exclusively borrowed `now`.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if status != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
 /// One log line a function sent through the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostLog {
