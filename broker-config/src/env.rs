@@ -10,6 +10,8 @@ pub const ENV_DATA_DIR: &str = "SQUALL_DATA_DIR";
 pub const ENV_MAX_PAYLOAD: &str = "SQUALL_MAX_PAYLOAD";
 /// Largest accepted function artifact, in bytes.
 pub const ENV_MAX_ARTIFACT: &str = "SQUALL_MAX_ARTIFACT";
+/// Where a worker serves its Prometheus metrics.
+pub const ENV_METRICS_ADDR: &str = "SQUALL_METRICS_ADDR";
 /// The dispatcher URL the CLI talks to.
 pub const ENV_URL: &str = "SQUALL_URL";
 /// Path of the nats-server binary used by `squall up` and the tests.

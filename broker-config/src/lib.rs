@@ -6,6 +6,7 @@
 pub mod dlq;
 pub mod env;
 pub mod headers;
+pub mod metrics;
 pub mod names;
 pub mod record;
 pub mod retry;

@@ -71,6 +71,58 @@ pub async fn readyz(State(state): Shared) -> Response {
     }
 }
 
+/// Invocations this dispatcher accepted, by function and source.
+pub const ACCEPTED: &str = "squall_dispatcher_invocations_accepted_total";
+/// Synchronous invocations answered with a terminal outcome, by function and status.
+pub const SYNC_OUTCOMES: &str = "squall_dispatcher_sync_outcomes_total";
+/// Jobs of a function waiting in JOBS (read from its consumer at scrape time).
+pub const BACKLOG: &str = "squall_function_backlog";
+/// Jobs of a function delivered to workers and not yet acknowledged.
+pub const IN_FLIGHT: &str = "squall_function_in_flight";
+
+/// A registry with every dispatcher metric described.
+pub fn metrics_registry() -> squall_broker::metrics::Metrics {
+    use squall_broker::metrics::Kind;
+    let m = squall_broker::metrics::Metrics::default();
+    m.describe(ACCEPTED, Kind::Counter, "Invocations accepted by this dispatcher (their job stored in JOBS), by function and source.");
+    m.describe(SYNC_OUTCOMES, Kind::Counter, "Synchronous invocations this dispatcher answered with a terminal outcome, by function and status.");
+    m.describe(
+        BACKLOG,
+        Kind::Gauge,
+        "Jobs waiting for a worker, per function (JetStream consumer pending).",
+    );
+    m.describe(
+        IN_FLIGHT,
+        Kind::Gauge,
+        "Jobs delivered to a worker and not yet acknowledged, per function.",
+    );
+    m
+}
+
+/// `GET /metrics`: this dispatcher's counters, and per-function backlog and in-flight work read
+/// from JetStream as it is scraped.
+pub async fn metrics(State(state): Shared) -> Response {
+    for name in state.registry.names() {
+        if let Ok(info) = state
+            .topology
+            .jobs
+            .consumer_info(consumer_name(&name))
+            .await
+        {
+            let label = [("function", name.as_str())];
+            state.metrics.set(BACKLOG, &label, info.num_pending as f64);
+            state
+                .metrics
+                .set(IN_FLIGHT, &label, info.num_ack_pending as f64);
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
 pub async fn openapi() -> impl IntoResponse {
     Json(crate::openapi::document())
 }
@@ -436,6 +488,11 @@ pub async fn invoke(
     match outcome {
         Some(outcome) => {
             forget(&state, &id);
+            let labels = [
+                ("function", name.as_str()),
+                ("status", outcome.meta.status.as_str()),
+            ];
+            state.metrics.add(SYNC_OUTCOMES, &labels, 1.0);
             Ok(terminal_response(outcome))
         }
         None => {
@@ -572,6 +629,11 @@ pub async fn submit(state: &AppState, job: Job<'_>, payload: bytes::Bytes) -> Re
         function: job.function.to_string(),
         created_at_ms: job.created_at_ms,
     };
+    state.metrics.add(
+        ACCEPTED,
+        &[("function", job.function), ("source", job.source)],
+        1.0,
+    );
     if let Err(error) = state.index.insert(job.id, &accepted) {
         tracing::warn!(message = "cannot index an accepted invocation", invocation_id = %job.id, %error);
     }

@@ -48,6 +48,8 @@ pub struct AppState {
     pub index: index::Index,
     /// The registry as of the last watch event or local change.
     pub registry: Arc<registry::RegistryCache>,
+    /// This process's metrics.
+    pub metrics: Arc<squall_broker::metrics::Metrics>,
 }
 
 /// The API router over `state`, without binding a port.
@@ -58,6 +60,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/v1/openapi.json", get(api::openapi))
+        .route("/metrics", get(api::metrics))
         .route("/v1/functions", get(api::list_functions))
         .route(
             "/v1/functions/{name}",
@@ -105,6 +108,7 @@ pub async fn connect(config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> 
         waiter,
         index,
         registry: Arc::new(registry::RegistryCache::default()),
+        metrics: Arc::new(api::metrics_registry()),
     });
     tokio::spawn(
         state

@@ -43,6 +43,10 @@ pub fn document() -> Value {
                 "summary": "Readiness: connected to NATS with the topology ensured",
                 "responses": { "200": { "description": "Ready." }, "503": error_response("Not connected to NATS.") }
             }},
+            "/metrics": { "get": {
+                "summary": "Prometheus metrics of this dispatcher, and per-function backlog and in-flight jobs (open, like the probes)",
+                "responses": { "200": { "description": "Prometheus text format.", "content": { "text/plain": { "schema": { "type": "string" } } } } }
+            }},
             "/v1/openapi.json": { "get": {
                 "summary": "This document",
                 "responses": { "200": { "description": "The OpenAPI document." } }
@@ -350,6 +354,7 @@ mod tests {
         for route in [
             "/healthz",
             "/readyz",
+            "/metrics",
             "/v1/openapi.json",
             "/v1/functions",
             "/v1/functions/{name}",
@@ -369,7 +374,7 @@ mod tests {
         }
         assert_eq!(
             paths.len(),
-            13,
+            14,
             "the document lists a route the router does not serve"
         );
     }

@@ -25,6 +25,16 @@ impl RegistryCache {
             .map(|(_, record)| record.clone())
     }
 
+    /// The names of every cached function.
+    pub fn names(&self) -> Vec<String> {
+        self.records
+            .read()
+            .expect("registry cache lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Records `record` at `revision`, unless a newer revision is already known.
     pub fn put(&self, revision: u64, record: FunctionRecord) {
         let mut records = self.records.write().expect("registry cache lock");

@@ -356,6 +356,8 @@ pub struct Cluster {
     /// Dispatchers beyond the first, with their URLs.
     pub more_dispatchers: Vec<(Process, String)>,
     pub workers: Vec<Process>,
+    /// Each worker's metrics URL (`http://…/metrics`), in the order of `workers`.
+    pub worker_metrics: Vec<String>,
     pub url: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
@@ -413,6 +415,7 @@ impl Cluster {
             dispatcher,
             more_dispatchers: Vec::new(),
             workers: Vec::new(),
+            worker_metrics: Vec::new(),
             url: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
             dir,
@@ -464,9 +467,14 @@ impl Cluster {
     /// Starts one more worker process.
     pub fn add_worker(&mut self) {
         let n = self.workers.len();
+        let metrics = format!("127.0.0.1:{}", free_port());
+        self.worker_metrics
+            .push(format!("http://{metrics}/metrics"));
         let mut command = Command::new(&built().worker);
         command
             .env("RUST_LOG", "info")
+            .arg("--metrics-addr")
+            .arg(&metrics)
             .arg("--nats-url")
             .arg(&self.nats.url)
             .arg("--data-dir")

@@ -18,6 +18,8 @@ pub type LoadOutcome = Result<Arc<Loaded>, String>;
 /// The local artifact cache. Each version (sha256) is fetched and loaded at most once per process.
 pub struct ArtifactCache {
     dir: PathBuf,
+    /// Where loads are counted, if anywhere.
+    pub metrics: Option<std::sync::Arc<squall_broker::metrics::Metrics>>,
     loaded: Mutex<HashMap<String, LoadOutcome>>,
 }
 
@@ -26,6 +28,7 @@ impl ArtifactCache {
     pub fn new(dir: PathBuf) -> Self {
         ArtifactCache {
             dir,
+            metrics: None,
             loaded: Mutex::new(HashMap::new()),
         }
     }
@@ -39,6 +42,14 @@ impl ArtifactCache {
         match self.fetch_and_load(store, record).await {
             // Loading is deterministic for a given file: remember the outcome, good or bad.
             Ok(outcome) => {
+                let result = if outcome.is_ok() { "ok" } else { "error" };
+                if let Some(metrics) = &self.metrics {
+                    metrics.add(
+                        crate::metrics::ARTIFACT_LOADS,
+                        &[("function", record.name.as_str()), ("outcome", result)],
+                        1.0,
+                    );
+                }
                 loaded.insert(record.sha256.clone(), outcome.clone());
                 outcome
             }

@@ -2,7 +2,7 @@
 
 use crate::decide::{decide, Attempt, Decision};
 use crate::loader::{CallContext, LogCapture};
-use crate::{FunctionState, Worker};
+use crate::{metrics, FunctionState, Worker};
 use async_nats::jetstream::{self, AckKind};
 use async_nats::HeaderMap;
 use futures::StreamExt;
@@ -337,7 +337,16 @@ async fn run_job(
         _ => worker.ready(current).await,
     };
     let started_at_ms = now_ms();
+    let m = &worker.metrics;
+    let fn_label = [("function", job.function.as_str())];
+    if job.attempt == 1 {
+        let waited = started_at_ms.saturating_sub(job.created_at_ms) as f64 / 1000.0;
+        m.observe(metrics::QUEUE_WAIT, &fn_label, waited);
+    }
+    m.add(metrics::IN_FLIGHT, &fn_label, 1.0);
     let (outcome, logs, timing) = attempt(worker, &state, &job, &message, progress_every).await;
+    m.add(metrics::IN_FLIGHT, &fn_label, -1.0);
+    m.observe(metrics::EXECUTION, &fn_label, timing.wall_us as f64 / 1e6);
     let jitter = (job.invocation_id.bytes().fold(job.attempt as u64, |a, b| {
         a.wrapping_mul(31).wrapping_add(b as u64)
     }) % 1000) as f64
@@ -384,6 +393,25 @@ async fn run_job(
             (InvocationStatus::Succeeded, None, output)
         }
     };
+    m.add(
+        metrics::INVOCATIONS,
+        &[
+            ("function", job.function.as_str()),
+            ("status", status.as_str()),
+        ],
+        1.0,
+    );
+    match (&decision, kind) {
+        (Decision::Retry { .. }, Some(kind)) => m.add(
+            metrics::RETRIES,
+            &[("function", job.function.as_str()), ("kind", kind.as_str())],
+            1.0,
+        ),
+        (Decision::Finish(InvocationStatus::DeadLettered | InvocationStatus::TimedOut), _) => {
+            m.add(metrics::DEAD_LETTERS, &fn_label, 1.0)
+        }
+        _ => {}
+    }
     let meta = ResultMeta {
         invocation_id: job.invocation_id.clone(),
         function: job.function.clone(),

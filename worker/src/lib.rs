@@ -9,6 +9,7 @@ pub mod artifacts;
 pub mod decide;
 pub mod job;
 pub mod loader;
+pub mod metrics;
 
 use crate::artifacts::ArtifactCache;
 use async_nats::jetstream::kv;
@@ -34,6 +35,8 @@ pub struct WorkerConfig {
     pub log_capture_bytes: usize,
     /// How long to wait for in-flight jobs at shutdown.
     pub shutdown_grace: Duration,
+    /// Where to serve Prometheus metrics (`GET /metrics`); none by default.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// A deployed function as this worker knows it: its record and its loaded library, if loading worked.
@@ -58,6 +61,8 @@ pub struct Worker {
     recycle: AtomicBool,
     /// Permits held by in-flight jobs across all functions, to wait for them at shutdown.
     in_flight: Arc<Semaphore>,
+    /// This process's metrics.
+    pub metrics: Arc<squall_broker::metrics::Metrics>,
 }
 
 const MAX_IN_FLIGHT: u32 = 1 << 20;
@@ -274,8 +279,11 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
             config.cache_dir.display()
         )
     })?;
+    let metrics = Arc::new(metrics::registry());
+    let mut artifacts = ArtifactCache::new(config.cache_dir.clone());
+    artifacts.metrics = Some(metrics.clone());
     let worker = Arc::new(Worker {
-        artifacts: ArtifactCache::new(config.cache_dir.clone()),
+        artifacts,
         id: worker_id(),
         config,
         topology,
@@ -284,7 +292,11 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
         stop: watch::channel(false).0,
         recycle: AtomicBool::new(false),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize)),
+        metrics,
     });
+    if let Some(addr) = worker.config.metrics_addr {
+        metrics::serve(addr, worker.metrics.clone()).await?;
+    }
     tracing::info!(message = "worker started", nats_url = %worker.config.nats_url, worker = %worker.id);
     // The caller's shutdown request becomes the worker's own stop signal.
     let forward = {

@@ -29,6 +29,9 @@ struct Args {
     /// Seconds to wait for in-flight jobs at shutdown.
     #[arg(long, default_value_t = 30)]
     shutdown_grace_secs: u64,
+    /// Serve Prometheus metrics at `http://<addr>/metrics` (one port per worker; off by default).
+    #[arg(long, env = env::ENV_METRICS_ADDR)]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Run the worker in this process instead of under a supervisor that restarts it when it
     /// crashes or recycles itself (for orchestrators that restart processes themselves).
     #[arg(long)]
@@ -66,6 +69,7 @@ fn main() -> std::process::ExitCode {
         functions: args.functions,
         log_capture_bytes: args.log_capture_bytes,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        metrics_addr: args.metrics_addr,
     };
     if !args.no_supervise {
         return runtime.block_on(supervisor::supervise(args.shutdown_grace_secs));
