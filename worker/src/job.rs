@@ -172,10 +172,6 @@ fn job_meta(message: &jetstream::Message) -> JobMeta {
     }
 }
 
-fn state_timeout_ms(timeout: Duration) -> u128 {
-    timeout.as_millis()
-}
-
 fn level_name(level: u32) -> &'static str {
     match level {
         abi::LOG_ERROR => "error",
@@ -250,7 +246,7 @@ async fn attempt(
                 worker.request_recycle("a function ran past its timeout");
                 let failed = Attempt::Failed {
                     kind: ErrorKind::Timeout,
-                    message: format!("function did not return within its timeout of {} ms", state_timeout_ms(timeout)),
+                    message: format!("function did not return within its timeout of {} ms", timeout.as_millis()),
                     retry_after_ms: 0,
                 };
                 let timing = Timing { wall_us: timeout.as_micros() as u64, cpu_us: 0 };
@@ -330,12 +326,8 @@ async fn run_job(
         return;
     };
     // A job runs the version that was current when it was accepted.
-    let state = match header(message.headers.as_ref(), h::VERSION) {
-        Some(version) if version != current.record.version => {
-            worker.pinned_version(&current, version).await
-        }
-        _ => worker.ready(current).await,
-    };
+    let version = header(message.headers.as_ref(), h::VERSION);
+    let state = worker.for_job(current, version).await;
     let started_at_ms = now_ms();
     let m = &worker.metrics;
     let fn_label = [("function", job.function.as_str())];

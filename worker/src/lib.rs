@@ -77,39 +77,27 @@ impl Worker {
             .cloned()
     }
 
-    /// The function's state for a job: `current`, with its library loaded again if an earlier
-    /// fetch failed for a transient reason.
-    pub async fn ready(&self, current: Arc<FunctionState>) -> Arc<FunctionState> {
-        if current.library.is_ok() {
-            return current;
-        }
-        let library = self
-            .artifacts
-            .load(&self.topology.artifacts, &current.record)
-            .await;
-        Arc::new(FunctionState {
-            record: current.record.clone(),
-            spec: current.spec.clone(),
-            library,
-        })
-    }
-
-    /// The state of `current`'s function at another `version` (`sha256:<hex>`), loading that
-    /// version's artifact once if needed. The current spec applies.
-    pub async fn pinned_version(
+    /// The function's state for a job stamped with `version` (`sha256:<hex>`; none on plain
+    /// NATS jobs): `current` when it is that version and loaded; otherwise that version's
+    /// library, loaded once (a transient fetch failure is retried here). The current spec applies.
+    pub async fn for_job(
         &self,
-        current: &Arc<FunctionState>,
-        version: &str,
+        current: Arc<FunctionState>,
+        version: Option<&str>,
     ) -> Arc<FunctionState> {
-        let Some(sha) = version
-            .strip_prefix("sha256:")
-            .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-        else {
-            return current.clone();
+        let sha = version
+            .and_then(|v| v.strip_prefix("sha256:"))
+            .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()));
+        let record = match sha {
+            Some(sha) if sha != current.record.sha256 => {
+                let mut record = current.record.clone();
+                record.version = format!("sha256:{sha}");
+                record.sha256 = sha.to_string();
+                record
+            }
+            _ if current.library.is_ok() => return current,
+            _ => current.record.clone(),
         };
-        let mut record = current.record.clone();
-        record.version = version.to_string();
-        record.sha256 = sha.to_string();
         let library = self.artifacts.load(&self.topology.artifacts, &record).await;
         Arc::new(FunctionState {
             spec: current.spec.clone(),
