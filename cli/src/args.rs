@@ -38,6 +38,12 @@ pub enum Command {
     Ls,
     /// Remove a deployed function.
     Rm(RmArgs),
+    /// List invocations (newest first), optionally filtered.
+    Invocations(InvocationsArgs),
+    /// Show a function's count, error rate and duration percentiles over a window.
+    Stats(StatsArgs),
+    /// Show metered usage (invocations, CPU-ms, wall-ms) by function or by hour.
+    Usage(UsageArgs),
     /// Inspect, replay and remove dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -117,6 +123,50 @@ pub struct InvokeArgs {
 pub struct GetArgs {
     /// The invocation id.
     pub id: String,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct InvocationsArgs {
+    /// Only this function's invocations.
+    #[arg(long)]
+    pub function: Option<String>,
+    /// Only invocations in this status (retrying, succeeded, failed, timed_out, dead_lettered).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Created at or after (RFC 3339 or Unix milliseconds).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Created before (RFC 3339 or Unix milliseconds).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Most invocations to show per page (1 to 1000).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// Start after this cursor (printed by the previous page).
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct StatsArgs {
+    /// The function.
+    pub name: String,
+    /// The window: this many seconds back from now.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub window: u64,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct UsageArgs {
+    /// Created at or after (RFC 3339 or Unix milliseconds).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Created before (RFC 3339 or Unix milliseconds).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Group by function or by hour.
+    #[arg(long, default_value = "function", value_parser = ["function", "hour"])]
+    pub group_by: String,
 }
 
 #[derive(clap::Args, Debug, Clone)]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 const INVOCATION_ID_HEADER: &str = "squall-invocation-id";
 
 /// Prints a JSON value for scripts.
-fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value).context("cannot write to stdout")?;
     writeln!(out).context("cannot write to stdout")

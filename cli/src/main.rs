@@ -5,6 +5,7 @@ mod args;
 mod artifact;
 mod commands;
 mod manifest;
+mod queries;
 mod render;
 mod up;
 
@@ -48,6 +49,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => commands::logs(&client, cli.json, args).await,
         Command::Ls => commands::ls(&client, cli.json).await,
         Command::Rm(args) => commands::rm(&client, cli.json, args).await,
+        Command::Invocations(args) => queries::invocations(&client, cli.json, args).await,
+        Command::Stats(args) => queries::stats(&client, cli.json, args).await,
+        Command::Usage(args) => queries::usage(&client, cli.json, args).await,
         Command::Dlq(command) => commands::dlq(&client, cli.json, command).await,
     }
 }

@@ -76,6 +76,8 @@ pub const ACCEPTED: &str = "squall_dispatcher_invocations_accepted_total";
 /// Synchronous invocations answered with a terminal outcome, by function and status.
 pub const SYNC_OUTCOMES: &str = "squall_dispatcher_sync_outcomes_total";
 /// Jobs of a function waiting in JOBS (read from its consumer at scrape time).
+/// RESULTS messages applied to the query index.
+pub const INDEXED: &str = "squall_dispatcher_index_applied_total";
 pub const BACKLOG: &str = "squall_function_backlog";
 /// Jobs of a function delivered to workers and not yet acknowledged.
 pub const IN_FLIGHT: &str = "squall_function_in_flight";
@@ -86,6 +88,11 @@ pub fn metrics_registry() -> squall_broker::metrics::Metrics {
     let m = squall_broker::metrics::Metrics::default();
     m.describe(ACCEPTED, Kind::Counter, "Invocations accepted by this dispatcher (their job stored in JOBS), by function and source.");
     m.describe(SYNC_OUTCOMES, Kind::Counter, "Synchronous invocations this dispatcher answered with a terminal outcome, by function and status.");
+    m.describe(
+        INDEXED,
+        Kind::Counter,
+        "RESULTS messages this dispatcher applied to its query index since it started.",
+    );
     m.describe(
         BACKLOG,
         Kind::Gauge,

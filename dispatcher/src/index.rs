@@ -1,7 +1,8 @@
-//! The dispatcher's local sled index of invocations it accepted.
+//! The dispatcher's local sled database: invocations it accepted, and the query index.
 //!
-//! JetStream is the source of truth; this index only answers "was this id accepted, and for
-//! which function" while no result exists yet. One process owns a sled directory.
+//! JetStream is the source of truth; the `accepted` tree only answers "was this id accepted,
+//! and for which function" while no result exists yet, and the query trees (`query`) are a
+//! rebuildable view of RESULTS. One process owns a sled directory.
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -31,6 +32,8 @@ pub enum IndexError {
 #[derive(Clone)]
 pub struct Index {
     accepted: sled::Tree,
+    /// Every invocation RESULTS reported, for listing, stats and usage.
+    pub query: crate::query::QueryIndex,
 }
 
 impl Index {
@@ -46,6 +49,7 @@ impl Index {
             })?;
         Ok(Index {
             accepted: db.open_tree("accepted")?,
+            query: crate::query::QueryIndex::open(&db)?,
         })
     }
 

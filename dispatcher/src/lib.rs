@@ -9,6 +9,8 @@ pub mod dlq;
 pub mod error;
 pub mod index;
 pub mod openapi;
+pub mod queries;
+pub mod query;
 pub mod registry;
 pub mod view;
 pub mod waiter;
@@ -37,6 +39,8 @@ pub struct DispatcherConfig {
     /// Longest a synchronous invoke waits before answering 202.
     pub max_wait: Duration,
     pub topology: TopologyConfig,
+    /// Drop the query index at startup and replay RESULTS into it.
+    pub rebuild_index: bool,
 }
 
 /// State shared by every request.
@@ -73,7 +77,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/v1/functions/{name}/invocations",
             post(api::invoke).layer(DefaultBodyLimit::disable()),
         )
+        .route("/v1/invocations", get(queries::list))
         .route("/v1/invocations/{id}", get(api::get_invocation))
+        .route("/v1/functions/{name}/stats", get(queries::stats))
+        .route("/v1/usage", get(queries::usage))
         .route("/v1/dlq", get(dlq::list))
         .route("/v1/dlq/replay", post(dlq::replay_all))
         .route("/v1/dlq/{id}", get(dlq::show).delete(dlq::remove))
@@ -101,6 +108,10 @@ pub async fn connect(config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let index = index::Index::open(&config.data_dir.join("index"))?;
+    if config.rebuild_index {
+        index.query.clear()?;
+        tracing::info!(message = "query index cleared; rebuilding it from RESULTS");
+    }
     let state = Arc::new(AppState {
         config,
         client,
@@ -118,6 +129,7 @@ pub async fn connect(config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> 
     );
     tokio::spawn(dlq::run_mover(state.clone()));
     tokio::spawn(prune_index(state.clone()));
+    tokio::spawn(queries::run_indexer(state.clone()));
     Ok(state)
 }
 
@@ -132,7 +144,11 @@ async fn prune_index(state: Arc<AppState>) {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let cutoff = now.saturating_sub(state.config.topology.results_max_age.as_millis() as u64);
-        match state.index.prune_before(cutoff) {
+        let pruned = state
+            .index
+            .prune_before(cutoff)
+            .and_then(|a| Ok(a + state.index.query.prune_before(cutoff)?));
+        match pruned {
             Ok(0) => {}
             Ok(removed) => tracing::info!(message = "pruned the invocation index", removed),
             Err(error) => tracing::warn!(message = "cannot prune the invocation index", %error),
@@ -151,8 +167,12 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {addr}"))?;
     let state = connect(config).await?;
     tracing::info!(message = "dispatcher listening", addr = %listener.local_addr()?);
-    axum::serve(listener, app(state))
+    let served = axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await
-        .context("HTTP server failed")
+        .context("HTTP server failed");
+    if let Err(error) = state.index.query.flush() {
+        tracing::warn!(message = "cannot flush the query index", %error);
+    }
+    served
 }

@@ -32,6 +32,9 @@ struct Args {
     /// duplicate window for jobs).
     #[arg(long, default_value_t = 120)]
     idempotency_window_secs: u64,
+    /// Drop the local query index and rebuild it from the RESULTS stream.
+    #[arg(long)]
+    rebuild_index: bool,
     /// Stream replicas (1 for a single node, 3 for a cluster).
     #[arg(long, default_value_t = 1)]
     replicas: usize,
@@ -82,6 +85,7 @@ fn main() -> std::process::ExitCode {
         max_artifact: args.max_artifact,
         max_wait: Duration::from_secs(args.max_wait_secs),
         topology,
+        rebuild_index: args.rebuild_index,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

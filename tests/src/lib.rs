@@ -361,6 +361,33 @@ pub struct Cluster {
     pub url: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
+    pub options: ClusterOptions,
+}
+
+/// Starts the first dispatcher on `port` with its data in `dir/dispatcher`.
+fn spawn_dispatcher(
+    nats_url: &str,
+    port: u16,
+    dir: &Path,
+    options: &ClusterOptions,
+    extra_args: &[&str],
+) -> Process {
+    let mut command = Command::new(&built().dispatcher);
+    command
+        .env("RUST_LOG", "info")
+        .envs(options.env.iter().map(|(k, v)| (k, v)))
+        .arg("--nats-url")
+        .arg(nats_url)
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.join("dispatcher"))
+        .args(extra_args);
+    if let Some(max) = options.max_payload {
+        command.arg("--max-payload").arg(max.to_string());
+    }
+    // Append, so a restarted dispatcher's log follows the first one's.
+    Process::spawn("dispatcher", command, dir.join("dispatcher.log")).expect("dispatcher")
 }
 
 /// Options for `Cluster::start_with`.
@@ -371,6 +398,8 @@ pub struct ClusterOptions {
     pub max_payload: Option<usize>,
     /// The broker config profile: `default` or `strict`.
     pub profile: &'static str,
+    /// Extra environment of every dispatcher and worker process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -380,6 +409,7 @@ impl Default for ClusterOptions {
             dispatchers: 1,
             max_payload: None,
             profile: "default",
+            env: Vec::new(),
         }
     }
 }
@@ -392,24 +422,11 @@ impl Cluster {
 
     /// A cluster with the given options, ready to serve.
     pub async fn start_with(options: ClusterOptions) -> Cluster {
-        let built = tokio::task::spawn_blocking(built).await.expect("build");
+        tokio::task::spawn_blocking(built).await.expect("build");
         let nats = NatsServer::start_profile(options.profile);
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let mut command = Command::new(&built.dispatcher);
-        command
-            .env("RUST_LOG", "info")
-            .arg("--nats-url")
-            .arg(&nats.url)
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(dir.path().join("dispatcher"));
-        if let Some(max) = options.max_payload {
-            command.arg("--max-payload").arg(max.to_string());
-        }
-        let dispatcher = Process::spawn("dispatcher", command, dir.path().join("dispatcher.log"))
-            .expect("dispatcher");
+        let dispatcher = spawn_dispatcher(&nats.url, port, dir.path(), &options, &[]);
         let mut cluster = Cluster {
             nats,
             dispatcher,
@@ -419,6 +436,7 @@ impl Cluster {
             url: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
             dir,
+            options: options.clone(),
         };
         for _ in 0..options.workers {
             cluster.add_worker();
@@ -430,6 +448,26 @@ impl Cluster {
         cluster
     }
 
+    /// Stops the first dispatcher (SIGTERM) and starts it again on the same port and data
+    /// directory, with `extra_args`; waits until it is ready.
+    pub async fn restart_dispatcher(&mut self, extra_args: &[&str]) {
+        self.dispatcher.terminate(Duration::from_secs(10));
+        let port: u16 = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port of the dispatcher URL");
+        self.dispatcher = spawn_dispatcher(
+            &self.nats.url,
+            port,
+            self.dir.path(),
+            &self.options,
+            extra_args,
+        );
+        self.wait_ready().await;
+    }
+
     /// Starts one more dispatcher with its own port and data directory; returns its URL.
     pub async fn add_dispatcher(&mut self) -> String {
         let n = self.more_dispatchers.len() + 1;
@@ -437,6 +475,7 @@ impl Cluster {
         let mut command = Command::new(&built().dispatcher);
         command
             .env("RUST_LOG", "info")
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .arg("--nats-url")
             .arg(&self.nats.url)
             .arg("--http-addr")
@@ -473,6 +512,7 @@ impl Cluster {
         let mut command = Command::new(&built().worker);
         command
             .env("RUST_LOG", "info")
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .arg("--metrics-addr")
             .arg(&metrics)
             .arg("--nats-url")

@@ -1,0 +1,338 @@
+//! Invocation queries, function stats and usage over the query index, and the task that feeds
+//! the index from RESULTS.
+
+use crate::api::{load_record, now_ms};
+use crate::error::ApiError;
+use crate::query::{self, Entry, Filter, GroupBy, GroupKey};
+use crate::view::rfc3339;
+use crate::AppState;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use squall_broker::{InvocationStatus, ResultMeta};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+type Shared = State<Arc<AppState>>;
+
+/// Most invocations one page returns.
+pub const MAX_LIMIT: usize = 1000;
+/// Invocations per page when `limit` is not given.
+pub const DEFAULT_LIMIT: usize = 50;
+/// The stats window when neither `window` nor `since` is given.
+pub const DEFAULT_STATS_WINDOW_SECS: u64 = 3600;
+
+/// Keeps the query index up to date with RESULTS, forever; restarts after broker errors.
+pub async fn run_indexer(state: Arc<AppState>) {
+    loop {
+        if let Err(error) = index_results(&state).await {
+            tracing::warn!(message = "result indexer failed; restarting", error = %error);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn index_results(state: &AppState) -> anyhow::Result<()> {
+    use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+    let index = &state.index.query;
+    let mut results = state.topology.results.clone();
+    let last_in_stream = results.info().await?.state.last_sequence;
+    let mut applied = index.sequence()?;
+    if applied > last_in_stream {
+        // RESULTS was recreated: its sequences start over, so the index must too.
+        tracing::warn!(
+            message = "RESULTS is behind the query index; rebuilding the index",
+            index_sequence = applied,
+            stream_sequence = last_in_stream
+        );
+        index.clear()?;
+        applied = 0;
+    }
+    let deliver_policy = match applied {
+        0 => DeliverPolicy::All,
+        n => DeliverPolicy::ByStartSequence {
+            start_sequence: n + 1,
+        },
+    };
+    let consumer = results
+        .create_consumer(OrderedConfig {
+            deliver_policy,
+            headers_only: true,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    while let Some(message) = messages.next().await {
+        let message = message?;
+        let sequence = message
+            .info()
+            .map_err(|e| anyhow::anyhow!("result without stream info: {e}"))?
+            .stream_sequence;
+        let Some(headers) = message.headers.as_ref() else {
+            continue;
+        };
+        match ResultMeta::from_headers(headers) {
+            Ok(meta) => {
+                index.apply(sequence, &meta)?;
+                state.metrics.add(crate::api::INDEXED, &[], 1.0);
+            }
+            Err(error) => {
+                tracing::warn!(message = "skipping an unreadable result", sequence, error = %error)
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses a time bound: RFC 3339 or Unix milliseconds.
+fn parse_time(name: &str, value: &str) -> Result<u64, ApiError> {
+    if let Ok(ms) = value.parse::<u64>() {
+        return Ok(ms);
+    }
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_time",
+                format!("{name}={value:?} is neither an RFC 3339 time nor Unix milliseconds"),
+            )
+        })
+}
+
+fn time_bound(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+    query.get(name).map(|v| parse_time(name, v)).transpose()
+}
+
+/// `since` and `until` of a query, checked to be in order.
+fn window(query: &HashMap<String, String>, default_since: u64) -> Result<(u64, u64), ApiError> {
+    let since = time_bound(query, "since")?.unwrap_or(default_since);
+    let until = time_bound(query, "until")?.unwrap_or(u64::MAX);
+    if since >= until {
+        return Err(ApiError::bad_request(
+            "invalid_time",
+            "since must be before until",
+        ));
+    }
+    Ok((since, until))
+}
+
+fn reject_unknown(query: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+    match query.keys().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(key) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "unknown query parameter {key:?}; known: {}",
+                known.join(", ")
+            ),
+        )),
+    }
+}
+
+fn summary_view(id: &str, entry: &Entry) -> serde_json::Value {
+    let terminal = entry.status.is_terminal();
+    serde_json::json!({
+        "invocation_id": id,
+        "function": entry.function,
+        "version": entry.version,
+        "status": entry.status.as_str(),
+        "attempts": entry.attempts,
+        "error_kind": entry.error_kind,
+        "created_at": rfc3339(entry.created_at_ms),
+        "finished_at": if terminal { Some(rfc3339(entry.finished_at_ms)) } else { None },
+        "duration_ms": entry.duration_us as f64 / 1000.0,
+        "cpu_ms": entry.cpu_us_total as f64 / 1000.0,
+        "wall_ms": entry.wall_us_total as f64 / 1000.0,
+    })
+}
+
+fn internal(e: crate::index::IndexError) -> ApiError {
+    ApiError::internal("query index", e)
+}
+
+/// `GET /v1/invocations`: invocations with a result, newest first, a page at a time.
+pub async fn list(
+    State(state): Shared,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    reject_unknown(
+        &query,
+        &["function", "status", "since", "until", "limit", "cursor"],
+    )?;
+    let function = match query.get("function") {
+        Some(name) => {
+            squall_broker::validate_function_name(name)
+                .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
+            Some(name.clone())
+        }
+        None => None,
+    };
+    let status = match query.get("status") {
+        Some(s) => Some(InvocationStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_status",
+                format!("status={s:?} is not one of retrying, succeeded, failed, timed_out, dead_lettered"),
+            )
+        })?),
+        None => None,
+    };
+    let (since, until) = window(&query, 0)?;
+    let limit = match query.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit={l:?} must be a number from 1 to {MAX_LIMIT}"),
+                )
+            })?,
+    };
+    let cursor = match query.get("cursor") {
+        None => None,
+        Some(c) => Some(query::decode_cursor(c).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                "cursor must be a next_cursor value from an earlier page",
+            )
+        })?),
+    };
+    let filter = Filter {
+        function,
+        status,
+        since_ms: Some(since),
+        until_ms: Some(until),
+    };
+    let index = state.index.query.clone();
+    let page = tokio::task::spawn_blocking(move || index.list(&filter, limit, cursor.as_deref()))
+        .await
+        .map_err(|e| ApiError::internal("query index", e))?
+        .map_err(internal)?;
+    let items: Vec<_> = page
+        .items
+        .iter()
+        .map(|(id, entry)| summary_view(id, entry))
+        .collect();
+    Ok(
+        Json(serde_json::json!({ "items": items, "next_cursor": page.next_cursor }))
+            .into_response(),
+    )
+}
+
+/// `GET /v1/functions/{name}/stats`: count, error rate and duration percentiles over a window.
+pub async fn stats(
+    State(state): Shared,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    reject_unknown(&query, &["window", "since", "until"])?;
+    let now = now_ms();
+    let default_since = match query.get("window") {
+        None => now.saturating_sub(DEFAULT_STATS_WINDOW_SECS * 1000),
+        Some(_) if query.contains_key("since") => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "give either window or since, not both",
+            ))
+        }
+        Some(w) => {
+            let secs = w
+                .parse::<u64>()
+                .ok()
+                .filter(|s| (1..=366 * 24 * 3600).contains(s))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_window",
+                        format!("window={w:?} must be a number of seconds from 1 to 31622400"),
+                    )
+                })?;
+            now.saturating_sub(secs * 1000)
+        }
+    };
+    let (since, until) = window(&query, default_since)?;
+    load_record(&state, &name).await?;
+    let index = state.index.query.clone();
+    let function = name.clone();
+    let entries = tokio::task::spawn_blocking(move || index.collect(Some(&function), since, until))
+        .await
+        .map_err(|e| ApiError::internal("query index", e))?
+        .map_err(internal)?;
+    let stats = query::stats(&entries);
+    let mut view = serde_json::to_value(&stats).map_err(|e| ApiError::internal("stats", e))?;
+    view["function"] = name.into();
+    view["since"] = rfc3339(since).into();
+    view["until"] = if until == u64::MAX {
+        rfc3339(now).into()
+    } else {
+        rfc3339(until).into()
+    };
+    Ok(Json(view).into_response())
+}
+
+/// `GET /v1/usage`: invocations, CPU-ms and wall-ms, grouped by function or by hour.
+pub async fn usage(
+    State(state): Shared,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    reject_unknown(&query, &["since", "until", "group_by"])?;
+    let group_by = match query.get("group_by").map(String::as_str) {
+        None | Some("function") => GroupBy::Function,
+        Some("hour") => GroupBy::Hour,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_group_by",
+                format!("group_by={other:?} must be function or hour"),
+            ))
+        }
+    };
+    let (since, until) = window(&query, 0)?;
+    let index = state.index.query.clone();
+    let entries = tokio::task::spawn_blocking(move || index.collect(None, since, until))
+        .await
+        .map_err(|e| ApiError::internal("query index", e))?
+        .map_err(internal)?;
+    let groups = query::usage(&entries, group_by);
+    let mut total = query::Usage::default();
+    let rows: Vec<_> = groups
+        .iter()
+        .map(|(key, usage)| {
+            total.invocations += usage.invocations;
+            total.attempts += usage.attempts;
+            total.cpu_ms += usage.cpu_ms;
+            total.wall_ms += usage.wall_ms;
+            let mut row = serde_json::to_value(usage).unwrap_or_default();
+            match key {
+                GroupKey::Function(f) => row["function"] = f.as_str().into(),
+                GroupKey::Hour(ms) => row["hour"] = rfc3339(*ms).into(),
+            }
+            row
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "group_by": if group_by == GroupBy::Hour { "hour" } else { "function" },
+        "since": rfc3339(since),
+        "until": if until == u64::MAX { rfc3339(now_ms()) } else { rfc3339(until) },
+        "groups": rows,
+        "total": total,
+    }))
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_or_unix_ms() {
+        assert_eq!(parse_time("since", "1500").unwrap(), 1500);
+        assert_eq!(parse_time("since", "1970-01-01T00:00:01.5Z").unwrap(), 1500);
+        let e = parse_time("since", "yesterday").unwrap_err();
+        assert_eq!(e.code, "invalid_time");
+        assert!(e.message.contains("yesterday"));
+    }
+}
