@@ -18,6 +18,7 @@ use squall_broker::{headers as h, FunctionRecord, FunctionSpec, InvocationStatus
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::Instrument as _;
 
 type Shared = State<Arc<AppState>>;
 
@@ -417,9 +418,50 @@ fn parse_flag(query: &HashMap<String, String>, key: &str) -> Result<bool, ApiErr
     }
 }
 
+/// `POST /v1/functions/{name}/invocations`, inside its `squall.invoke` span (which continues
+/// the caller's trace when the request carries a valid `traceparent`).
 pub async fn invoke(
-    State(state): Shared,
+    state: Shared,
     Path(name): Path<String>,
+    query: Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let span = tracing::info_span!(
+        "squall.invoke",
+        otel.kind = "server",
+        squall.function = %name,
+        squall.invocation_id = tracing::field::Empty,
+        squall.outcome = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let client_trace = headers.get(h::TRACEPARENT).and_then(|v| v.to_str().ok());
+    squall_telemetry::set_parent(
+        &span,
+        squall_telemetry::context_from_traceparent(client_trace),
+    );
+    let response = invoke_traced(state, name, query, headers, body)
+        .instrument(span.clone())
+        .await;
+    let status = match &response {
+        Ok(r) => r.status(),
+        Err(e) => e.status,
+    };
+    span.record("http.response.status_code", status.as_u16());
+    if let Some(outcome) = response
+        .as_ref()
+        .ok()
+        .and_then(|r| r.headers().get(h::STATUS))
+        .and_then(|v| v.to_str().ok())
+    {
+        span.record("squall.outcome", outcome);
+    }
+    response
+}
+
+async fn invoke_traced(
+    State(state): Shared,
+    name: String,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
@@ -462,6 +504,7 @@ pub async fn invoke(
         None => (uuid::Uuid::now_v7().to_string(), now_ms(), false),
         Some(key) => claim_idempotency_key(&state, &name, key).await?,
     };
+    tracing::Span::current().record("squall.invocation_id", id.as_str());
     // Register before publishing, so the result cannot arrive unseen.
     let registration = (!respond_async).then(|| state.waiter.register(&id));
     let job = Job {
@@ -613,7 +656,28 @@ pub struct Job<'a> {
 }
 
 /// Publishes a job and waits for JetStream to accept it, then records it in the local index.
+/// With span export on, the job carries the trace context of its `squall.publish` span.
 pub async fn submit(state: &AppState, job: Job<'_>, payload: bytes::Bytes) -> Result<(), ApiError> {
+    let span = tracing::info_span!(
+        "squall.publish",
+        otel.kind = "producer",
+        squall.function = %job.function,
+        squall.invocation_id = %job.id,
+        squall.source = %job.source,
+    );
+    let traceparent =
+        squall_telemetry::traceparent_of(&span).unwrap_or_else(|| job.traceparent.to_string());
+    submit_traced(state, job, &traceparent, payload)
+        .instrument(span)
+        .await
+}
+
+async fn submit_traced(
+    state: &AppState,
+    job: Job<'_>,
+    traceparent: &str,
+    payload: bytes::Bytes,
+) -> Result<(), ApiError> {
     let mut job_headers = async_nats::HeaderMap::new();
     for (name, value) in &job.extra_headers {
         job_headers.append(name.as_str(), value.as_str());
@@ -622,7 +686,7 @@ pub async fn submit(state: &AppState, job: Job<'_>, payload: bytes::Bytes) -> Re
     job_headers.insert(h::CREATED_AT, job.created_at_ms.to_string().as_str());
     job_headers.insert(h::SOURCE, job.source);
     job_headers.insert(h::VERSION, job.version);
-    job_headers.insert(h::TRACEPARENT, job.traceparent);
+    job_headers.insert(h::TRACEPARENT, traceparent);
     job_headers.insert(h::NATS_MSG_ID, job.id);
     state
         .topology

@@ -42,14 +42,6 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     // Stream messages must hold the payload plus headers; the broker config allows 8 MiB.
     const MAX_PAYLOAD_LIMIT: usize = 7 * 1024 * 1024;
     if args.max_payload == 0 || args.max_payload > MAX_PAYLOAD_LIMIT {
@@ -94,7 +86,19 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(squall_dispatcher::serve(config, shutdown_signal())) {
+    let telemetry = {
+        let _runtime = runtime.enter();
+        match squall_telemetry::init("squall-dispatcher") {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("squall-dispatcher: {error}");
+                return std::process::ExitCode::from(64);
+            }
+        }
+    };
+    let served = runtime.block_on(squall_dispatcher::serve(config, shutdown_signal()));
+    telemetry.shutdown();
+    match served {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("squall-dispatcher: {error:#}");

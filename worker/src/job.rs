@@ -6,13 +6,16 @@ use crate::{metrics, FunctionState, Worker};
 use async_nats::jetstream::{self, AckKind};
 use async_nats::HeaderMap;
 use futures::StreamExt;
+use sha2::Digest as _;
 use squall_broker::names::{consumer_name, results_subject};
 use squall_broker::record::{LogLine, ResultMeta};
 use squall_broker::{dlq, headers as h, ErrorKind, InvocationStatus};
 use squall_sdk::abi;
+use squall_telemetry::KeyValue;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument as _;
 
 /// How often publishing a result is tried before the job is left for redelivery.
 const PUBLISH_TRIES: u32 = 5;
@@ -161,15 +164,24 @@ fn job_meta(message: &jetstream::Message) -> JobMeta {
         .unwrap_or_default()
         .to_string();
     JobMeta {
-        invocation_id,
         function,
         attempt,
         created_at_ms,
         traceparent: header(headers, h::TRACEPARENT)
-            .unwrap_or_default()
-            .to_string(),
+            .filter(|t| squall_telemetry::context_is_valid(t))
+            .map(str::to_string)
+            .unwrap_or_else(|| derived_traceparent(&invocation_id)),
+        invocation_id,
         event: event.to_string().into_bytes(),
     }
+}
+
+/// A trace context for a job published without one, derived from its invocation id so that
+/// every attempt of the invocation lands in the same trace.
+fn derived_traceparent(invocation_id: &str) -> String {
+    let digest = sha2::Sha256::digest(invocation_id.as_bytes());
+    let hex = hex::encode(digest);
+    format!("00-{}-{}-01", &hex[..32], &hex[32..48])
 }
 
 fn level_name(level: u32) -> &'static str {
@@ -209,7 +221,9 @@ async fn attempt(
     let state = state.clone();
     let budget = worker.config.log_capture_bytes;
     let invocation_id = job.invocation_id.clone();
-    let traceparent = job.traceparent.clone();
+    // The function continues the trace under this attempt's span when spans are exported.
+    let traceparent = squall_telemetry::traceparent_of(&tracing::Span::current())
+        .unwrap_or_else(|| job.traceparent.clone());
     let event = job.event.clone();
     let attempt_no = job.attempt;
     let deadline = now_ms() + state.spec.timeout_ms;
@@ -314,10 +328,48 @@ struct Timing {
 async fn run_job(
     worker: &Worker,
     message: jetstream::Message,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
     progress_every: Duration,
 ) {
     let job = job_meta(&message);
+    let parent = squall_telemetry::context_from_traceparent(Some(&job.traceparent));
+    if job.attempt == 1 {
+        let created = UNIX_EPOCH + Duration::from_millis(job.created_at_ms);
+        squall_telemetry::record_past_span(
+            "squall.queue_wait",
+            &parent,
+            created,
+            SystemTime::now(),
+            vec![
+                KeyValue::new("squall.function", job.function.clone()),
+                KeyValue::new("squall.invocation_id", job.invocation_id.clone()),
+            ],
+        );
+    }
+    let span = tracing::info_span!(
+        "squall.attempt",
+        otel.kind = "consumer",
+        squall.function = %job.function,
+        squall.invocation_id = %job.invocation_id,
+        squall.attempt = job.attempt,
+        squall.version = tracing::field::Empty,
+        squall.outcome = tracing::field::Empty,
+        squall.error_kind = tracing::field::Empty,
+    );
+    squall_telemetry::set_parent(&span, parent);
+    run_attempt(worker, job, message, permit, progress_every)
+        .instrument(span)
+        .await
+}
+
+/// One attempt of a job, inside its `squall.attempt` span.
+async fn run_attempt(
+    worker: &Worker,
+    job: JobMeta,
+    message: jetstream::Message,
+    _permit: OwnedSemaphorePermit,
+    progress_every: Duration,
+) {
     let Some(current) = worker.function(&job.function) else {
         // Deleted while the job was buffered: leave it for whoever serves the function next.
         let _ = message
@@ -328,6 +380,7 @@ async fn run_job(
     // A job runs the version that was current when it was accepted.
     let version = header(message.headers.as_ref(), h::VERSION);
     let state = worker.for_job(current, version).await;
+    tracing::Span::current().record("squall.version", state.record.version.as_str());
     let started_at_ms = now_ms();
     let m = &worker.metrics;
     let fn_label = [("function", job.function.as_str())];
@@ -393,6 +446,11 @@ async fn run_job(
         ],
         1.0,
     );
+    let span = tracing::Span::current();
+    span.record("squall.outcome", status.as_str());
+    if let Some(kind) = kind {
+        span.record("squall.error_kind", kind.as_str());
+    }
     match (&decision, kind) {
         (Decision::Retry { .. }, Some(kind)) => m.add(
             metrics::RETRIES,
@@ -419,7 +477,14 @@ async fn run_job(
         logs,
         worker: worker.id.clone(),
     };
-    if let Err(error) = publish_result(&worker.topology.jetstream, &meta, body).await {
+    let published = publish_result(&worker.topology.jetstream, &meta, body)
+        .instrument(tracing::info_span!(
+            "squall.result",
+            otel.kind = "producer",
+            squall.outcome = status.as_str()
+        ))
+        .await;
+    if let Err(error) = published {
         // Without a recorded outcome the job must run again rather than vanish.
         tracing::warn!(message = "cannot publish result; job left for redelivery",
             function = %job.function, invocation_id = %job.invocation_id, error = %error);
@@ -432,7 +497,13 @@ async fn run_job(
         decision,
         Decision::Finish(InvocationStatus::DeadLettered | InvocationStatus::TimedOut)
     ) {
-        if let Err(error) = dead_letter(worker, &job, &state, &message).await {
+        let dead = dead_letter(worker, &job, &state, &message)
+            .instrument(tracing::info_span!(
+                "squall.dead_letter",
+                otel.kind = "producer"
+            ))
+            .await;
+        if let Err(error) = dead {
             // Left unacknowledged, the job exhausts its deliveries and the dispatchers'
             // dead-letter mover records it instead.
             tracing::warn!(message = "cannot write the dead letter; leaving it to the dead-letter mover",

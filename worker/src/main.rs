@@ -40,14 +40,6 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     if args.max_threads == 0 {
         eprintln!("squall-worker: --max-threads must be at least 1");
         return std::process::ExitCode::from(64);
@@ -63,6 +55,16 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let telemetry = {
+        let _runtime = runtime.enter();
+        match squall_telemetry::init("squall-worker") {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("squall-worker: {error}");
+                return std::process::ExitCode::from(64);
+            }
+        }
+    };
     let config = squall_worker::WorkerConfig {
         nats_url: args.nats_url,
         cache_dir: args.data_dir.join("artifacts"),
@@ -72,7 +74,9 @@ fn main() -> std::process::ExitCode {
         metrics_addr: args.metrics_addr,
     };
     if !args.no_supervise {
-        return runtime.block_on(supervisor::supervise(args.shutdown_grace_secs));
+        let code = runtime.block_on(supervisor::supervise(args.shutdown_grace_secs));
+        telemetry.shutdown();
+        return code;
     }
     let result = runtime.block_on(async move {
         let (stop, shutdown) = tokio::sync::watch::channel(false);
@@ -82,6 +86,7 @@ fn main() -> std::process::ExitCode {
         });
         squall_worker::run(config, shutdown).await
     });
+    telemetry.shutdown();
     match result {
         Ok(squall_worker::Exit::Stopped) => std::process::ExitCode::SUCCESS,
         Ok(squall_worker::Exit::Recycle) => {

@@ -23,7 +23,8 @@ pub fn sleep(ctx: &Context, input: &[u8]) -> Result<Vec<u8>, FnError> {
             "sleep: {ms} ms is longer than {MAX_MS} ms"
         )));
     }
-    ctx.debug(&format!("sleep: sleeping {ms} ms"));
+    let trace = ctx.traceparent().unwrap_or("none");
+    ctx.debug(&format!("sleep: sleeping {ms} ms (trace {trace})"));
     std::thread::sleep(Duration::from_millis(ms));
     Ok(format!("slept {ms} ms").into_bytes())
 }
