@@ -32,5 +32,15 @@ pub const SOURCE: &str = "Squall-Source";
 pub const WORKER: &str = "Squall-Worker";
 /// On a replayed job: the invocation id of the dead letter it replays.
 pub const REPLAY_OF: &str = "Squall-Replay-Of";
+/// On a job made from a cron tick: the schedule's name.
+pub const SCHEDULE: &str = "Squall-Schedule";
+/// On a job made from a trigger: the trigger's name.
+pub const TRIGGER: &str = "Squall-Trigger";
+/// On a job made from an event: the subject the event was published to.
+pub const EVENT_SUBJECT: &str = "Squall-Event-Subject";
+/// On a job made from a key-value change: the bucket, key and operation (`put`, `delete`).
+pub const KV_BUCKET: &str = "Squall-Kv-Bucket";
+pub const KV_KEY: &str = "Squall-Kv-Key";
+pub const KV_OP: &str = "Squall-Kv-Op";
 /// CPU time the function used on its thread, in microseconds (for metering).
 pub const CPU_US: &str = "Squall-Cpu-Us";

@@ -5,6 +5,8 @@
 
 pub mod dlq;
 pub mod env;
+pub mod events;
+pub mod fleet;
 pub mod headers;
 pub mod metrics;
 pub mod names;

@@ -37,6 +37,35 @@ pub const DLQ_MOVER: &str = "dlq-mover";
 /// The KV bucket mapping idempotency keys to invocation ids.
 pub const IDEMPOTENCY_BUCKET: &str = "squall_idempotency";
 
+/// The stream holding schedules (`schedules.<name>`, fired by the broker) and their ticks
+/// (`cron.<name>`).
+pub const SCHEDULES_STREAM: &str = "SCHEDULES";
+/// The durable consumer, shared by all dispatchers, that turns ticks into invocations.
+pub const CRON_DISPATCH: &str = "cron-dispatch";
+/// The stream that captures the subjects bound by subject triggers.
+pub const EVENTS_STREAM: &str = "EVENTS";
+/// A subject EVENTS always holds, so it has one before any trigger exists.
+pub const EVENTS_PLACEHOLDER_SUBJECT: &str = "squall.events.unbound";
+/// The KV bucket of triggers (name → JSON `TriggerRecord`).
+pub const TRIGGERS_BUCKET: &str = "squall_triggers";
+/// The KV bucket where fleet supervisors keep their heartbeats and the shared allocation.
+pub const FLEET_BUCKET: &str = "squall_fleet";
+
+/// The subject holding schedule `name`.
+pub fn schedule_subject(name: &str) -> String {
+    format!("schedules.{name}")
+}
+
+/// The subject schedule `name`'s ticks are stored on.
+pub fn tick_subject(name: &str) -> String {
+    format!("cron.{name}")
+}
+
+/// The durable consumer that turns trigger `name`'s events into invocations.
+pub fn trigger_consumer_name(name: &str) -> String {
+    format!("trigger-{name}")
+}
+
 /// The durable pull consumer that serves `function`'s jobs.
 pub fn consumer_name(function: &str) -> String {
     format!("fn-{function}")

@@ -35,6 +35,7 @@ pub struct FunctionRecord {
     pub backoff: Backoff,
     pub concurrency: u32,
     pub config_json: String,
+    pub max_concurrency: Option<u32>,
 }
 
 impl FunctionRecord {
@@ -57,6 +58,7 @@ impl FunctionRecord {
             backoff: spec.backoff.clone(),
             concurrency: spec.concurrency,
             config_json: serde_json::Value::Object(spec.config.clone()).to_string(),
+            max_concurrency: spec.max_concurrency,
         }
     }
 
@@ -71,6 +73,7 @@ impl FunctionRecord {
             max_attempts: self.max_attempts,
             backoff: self.backoff.clone(),
             concurrency: self.concurrency,
+            max_concurrency: self.max_concurrency,
             config,
         }
     }
@@ -92,6 +95,23 @@ impl FunctionRecord {
 /// A stable UUIDv7 for a job that a plain NATS client published without an id: the time part
 /// is the stream's receive time and the rest is the stream sequence, so every redelivery of the
 /// same message, and every process that looks at it, gets the same id.
+/// A stable UUIDv7 for the invocation made from an event (a cron tick, a trigger message):
+/// the time is the event's and the rest is a hash of where it came from (`origin`, e.g. the
+/// trigger's name) and its stream sequence, so redelivered events map to the same invocation.
+pub fn event_invocation_id(published_ms: u64, origin: &str, stream_sequence: u64) -> String {
+    // FNV-1a over the origin and the sequence: stable across processes and versions.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in origin.bytes().chain(stream_sequence.to_be_bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut tail = [0u8; 10];
+    tail[..2].copy_from_slice(&[0x5c, 0x11]);
+    tail[2..].copy_from_slice(&hash.to_be_bytes());
+    uuid::Builder::from_unix_timestamp_millis(published_ms, &tail)
+        .into_uuid()
+        .to_string()
+}
+
 pub fn derived_invocation_id(published_ms: u64, stream_sequence: u64) -> String {
     let mut tail = [0u8; 10];
     tail[2..].copy_from_slice(&stream_sequence.to_be_bytes());

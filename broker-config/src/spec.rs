@@ -38,6 +38,9 @@ pub struct FunctionSpec {
     pub max_attempts: u32,
     pub backoff: Backoff,
     pub concurrency: u32,
+    /// Most attempts running at once across the whole fleet (the consumer's `max_ack_pending`);
+    /// unlimited when absent.
+    pub max_concurrency: Option<u32>,
     /// Values passed to the function as `ctx.config`.
     pub config: serde_json::Map<String, serde_json::Value>,
 }
@@ -49,6 +52,7 @@ impl Default for FunctionSpec {
             max_attempts: 3,
             backoff: Backoff::default(),
             concurrency: 64,
+            max_concurrency: None,
             config: serde_json::Map::new(),
         }
     }
@@ -65,6 +69,8 @@ pub enum SpecError {
     Attempts(u32),
     #[error("concurrency must be between 1 and {MAX_CONCURRENCY}, got {0}")]
     Concurrency(u32),
+    #[error("max_concurrency must be between 1 and {MAX_CONCURRENCY}, got {0}")]
+    MaxConcurrency(u32),
     #[error("backoff.multiplier must be a finite number of at least 1.0, got {0}")]
     Multiplier(f64),
     #[error("backoff.max_ms ({max}) must be at least backoff.initial_ms ({initial})")]
@@ -93,6 +99,11 @@ impl FunctionSpec {
         }
         if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
             return Err(SpecError::Concurrency(self.concurrency));
+        }
+        if let Some(max) = self.max_concurrency {
+            if max == 0 || max > MAX_CONCURRENCY {
+                return Err(SpecError::MaxConcurrency(max));
+            }
         }
         let m = self.backoff.multiplier;
         if !m.is_finite() || m < 1.0 {

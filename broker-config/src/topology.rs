@@ -1,8 +1,9 @@
 //! Creates or updates the streams, buckets and consumers Squall relies on, idempotently.
 
 use crate::names::{
-    consumer_name, jobs_subject, ADVISORY_STREAM, ARTIFACT_BUCKET, DLQ_STREAM, IDEMPOTENCY_BUCKET,
-    JOBS_STREAM, MAX_DELIVERIES_SUBJECTS, REGISTRY_BUCKET, RESULTS_STREAM,
+    consumer_name, jobs_subject, ADVISORY_STREAM, ARTIFACT_BUCKET, DLQ_STREAM,
+    EVENTS_PLACEHOLDER_SUBJECT, EVENTS_STREAM, FLEET_BUCKET, IDEMPOTENCY_BUCKET, JOBS_STREAM,
+    MAX_DELIVERIES_SUBJECTS, REGISTRY_BUCKET, RESULTS_STREAM, SCHEDULES_STREAM, TRIGGERS_BUCKET,
 };
 use crate::spec::FunctionSpec;
 use async_nats::jetstream::{self, consumer, kv, object_store, stream};
@@ -102,6 +103,49 @@ pub struct Topology {
     pub artifacts: object_store::ObjectStore,
     pub advisories: stream::Stream,
     pub idempotency: kv::Store,
+    /// Schedules and their ticks.
+    pub schedules: stream::Stream,
+    /// Messages on subjects bound by subject triggers.
+    pub events: stream::Stream,
+    pub triggers: kv::Store,
+    /// Fleet supervisors' heartbeats and their shared worker allocation.
+    pub fleet: kv::Store,
+}
+
+/// How long a fleet supervisor's heartbeat counts as alive.
+pub const FLEET_HEARTBEAT_TTL: Duration = Duration::from_secs(10);
+
+/// The SCHEDULES stream: schedule messages fired by the broker (`schedules.<name>`, the last
+/// message of a subject is the schedule) and the ticks they produce (`cron.<name>`).
+pub fn schedules_stream_config(cfg: &TopologyConfig) -> stream::Config {
+    stream::Config {
+        name: SCHEDULES_STREAM.to_string(),
+        description: Some("Squall schedules and their ticks".into()),
+        subjects: vec!["schedules.*".into(), "cron.*".into()],
+        retention: stream::RetentionPolicy::Limits,
+        allow_message_schedules: true,
+        allow_message_ttl: true,
+        allow_rollup: true,
+        max_message_size: cfg.max_message_size,
+        duplicate_window: cfg.duplicate_window,
+        num_replicas: cfg.replicas,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// The EVENTS stream with no trigger bound yet; triggers add their subjects to it.
+pub fn events_stream_config(cfg: &TopologyConfig) -> stream::Config {
+    stream::Config {
+        name: EVENTS_STREAM.to_string(),
+        description: Some("Squall: messages on subjects bound by subject triggers".into()),
+        subjects: vec![EVENTS_PLACEHOLDER_SUBJECT.into()],
+        retention: stream::RetentionPolicy::Limits,
+        max_age: cfg.results_max_age,
+        max_message_size: cfg.max_message_size,
+        num_replicas: cfg.replicas,
+        ..Default::default()
+    }
 }
 
 /// The JOBS stream definition.
@@ -192,6 +236,40 @@ pub async fn ensure_topology(
     let results = ensure_stream(&js, results_stream_config(cfg), RESULTS_STREAM).await?;
     let dlq = ensure_stream(&js, dlq_stream_config(cfg), DLQ_STREAM).await?;
     let advisories = ensure_stream(&js, advisory_stream_config(cfg), ADVISORY_STREAM).await?;
+    let schedules = ensure_stream(&js, schedules_stream_config(cfg), SCHEDULES_STREAM).await?;
+    // EVENTS' subjects are the triggers' patterns: create it, never reset it.
+    let events = match js.get_stream(EVENTS_STREAM).await {
+        Ok(stream) => stream,
+        Err(_) => ensure_stream(&js, events_stream_config(cfg), EVENTS_STREAM).await?,
+    };
+    let triggers = js
+        .create_or_update_key_value(kv::Config {
+            bucket: TRIGGERS_BUCKET.into(),
+            description: "Squall triggers: subject and key-value bindings".into(),
+            history: 1,
+            num_replicas: cfg.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|source| TopologyError::KeyValue {
+            name: TRIGGERS_BUCKET,
+            source,
+        })?;
+    let fleet = js
+        .create_or_update_key_value(kv::Config {
+            bucket: FLEET_BUCKET.into(),
+            description: "Squall fleet supervisors and their worker allocation".into(),
+            history: 1,
+            // Stale heartbeats of vanished supervisors go away on their own.
+            max_age: Duration::from_secs(24 * 3600),
+            num_replicas: cfg.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|source| TopologyError::KeyValue {
+            name: FLEET_BUCKET,
+            source,
+        })?;
     let idempotency = js
         .create_or_update_key_value(kv::Config {
             bucket: IDEMPOTENCY_BUCKET.into(),
@@ -243,6 +321,10 @@ pub async fn ensure_topology(
         artifacts,
         advisories,
         idempotency,
+        schedules,
+        events,
+        triggers,
+        fleet,
     })
 }
 
@@ -266,6 +348,18 @@ pub async fn open_topology(client: async_nats::Client) -> Result<Topology, Topol
     let results = get(RESULTS_STREAM).await?;
     let dlq = get(DLQ_STREAM).await?;
     let advisories = get(ADVISORY_STREAM).await?;
+    let schedules = get(SCHEDULES_STREAM).await?;
+    let events = get(EVENTS_STREAM).await?;
+    let open_kv = |name: &'static str| {
+        let js = js.clone();
+        async move {
+            js.get_key_value(name)
+                .await
+                .map_err(|source| TopologyError::OpenKeyValue { name, source })
+        }
+    };
+    let triggers = open_kv(TRIGGERS_BUCKET).await?;
+    let fleet = open_kv(FLEET_BUCKET).await?;
     let idempotency = js
         .get_key_value(IDEMPOTENCY_BUCKET)
         .await
@@ -296,6 +390,10 @@ pub async fn open_topology(client: async_nats::Client) -> Result<Topology, Topol
         artifacts,
         advisories,
         idempotency,
+        schedules,
+        events,
+        triggers,
+        fleet,
     })
 }
 
@@ -312,7 +410,8 @@ pub fn function_consumer_config(
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: cfg.ack_wait,
         max_deliver: i64::from(spec.max_attempts),
-        max_ack_pending: i64::from(spec.concurrency),
+        // Fleet-wide cap; each worker also caps itself at `concurrency`.
+        max_ack_pending: spec.max_concurrency.map_or(-1, i64::from),
         num_replicas: cfg.replicas,
         ..Default::default()
     }

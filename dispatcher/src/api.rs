@@ -77,6 +77,8 @@ pub const ACCEPTED: &str = "squall_dispatcher_invocations_accepted_total";
 /// Synchronous invocations answered with a terminal outcome, by function and status.
 pub const SYNC_OUTCOMES: &str = "squall_dispatcher_sync_outcomes_total";
 /// Jobs of a function waiting in JOBS (read from its consumer at scrape time).
+/// Live worker processes.
+pub const WORKERS: &str = "squall_workers";
 /// RESULTS messages applied to the query index.
 pub const INDEXED: &str = "squall_dispatcher_index_applied_total";
 pub const BACKLOG: &str = "squall_function_backlog";
@@ -89,6 +91,11 @@ pub fn metrics_registry() -> squall_broker::metrics::Metrics {
     let m = squall_broker::metrics::Metrics::default();
     m.describe(ACCEPTED, Kind::Counter, "Invocations accepted by this dispatcher (their job stored in JOBS), by function and source.");
     m.describe(SYNC_OUTCOMES, Kind::Counter, "Synchronous invocations this dispatcher answered with a terminal outcome, by function and status.");
+    m.describe(
+        WORKERS,
+        Kind::Gauge,
+        "Worker processes with a live heartbeat in the fleet bucket.",
+    );
     m.describe(
         INDEXED,
         Kind::Counter,
@@ -123,6 +130,9 @@ pub async fn metrics(State(state): Shared) -> Response {
                 .metrics
                 .set(IN_FLIGHT, &label, info.num_ack_pending as f64);
         }
+    }
+    if let Ok(fleet) = crate::fleet::read(&state).await {
+        state.metrics.set(WORKERS, &[], fleet.workers.len() as f64);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -401,7 +411,7 @@ fn is_valid_traceparent(value: &str) -> bool {
         && parts[2] != "0".repeat(16)
 }
 
-pub(crate) fn new_traceparent() -> String {
+pub fn new_traceparent() -> String {
     let trace = uuid::Uuid::new_v4().simple().to_string();
     let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
     format!("00-{trace}-{span}-01")

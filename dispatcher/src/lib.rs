@@ -7,11 +7,14 @@ pub mod api;
 pub mod artifact;
 pub mod dlq;
 pub mod error;
+pub mod fleet;
 pub mod index;
 pub mod openapi;
 pub mod queries;
 pub mod query;
 pub mod registry;
+pub mod schedules;
+pub mod triggers;
 pub mod view;
 pub mod waiter;
 
@@ -87,6 +90,21 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/dlq/{id}/replay", post(dlq::replay))
         .route("/v1/invocations/{id}/output", get(api::get_output))
         .route("/v1/invocations/{id}/logs", get(api::get_logs))
+        .route("/v1/schedules", get(schedules::list))
+        .route(
+            "/v1/schedules/{name}",
+            put(schedules::put)
+                .get(schedules::get)
+                .delete(schedules::delete),
+        )
+        .route("/v1/fleet", get(fleet::get))
+        .route("/v1/triggers", get(triggers::list))
+        .route(
+            "/v1/triggers/{name}",
+            put(triggers::put)
+                .get(triggers::get)
+                .delete(triggers::delete),
+        )
         .fallback(api::not_found)
         .with_state(state)
 }
@@ -130,6 +148,8 @@ pub async fn connect(config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> 
     tokio::spawn(dlq::run_mover(state.clone()));
     tokio::spawn(prune_index(state.clone()));
     tokio::spawn(queries::run_indexer(state.clone()));
+    tokio::spawn(schedules::run_ticks(state.clone()));
+    tokio::spawn(triggers::run(state.clone()));
     Ok(state)
 }
 

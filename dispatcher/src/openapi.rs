@@ -35,10 +35,187 @@ fn id_param() -> Value {
 /// The whole document.
 pub fn document() -> Value {
     let mut doc = base_document();
-    if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), query_paths()) {
-        paths.extend(more);
+    for more in [query_paths(), event_paths()] {
+        if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), more) {
+            paths.extend(more);
+        }
+    }
+    if let (Some(schemas), Value::Object(more)) = (
+        doc["components"]["schemas"].as_object_mut(),
+        event_schemas(),
+    ) {
+        schemas.extend(more);
     }
     doc
+}
+
+fn json_body(schema: &str) -> Value {
+    json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
+}
+
+fn json_ok(description: &str, schema: Value) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": schema } } })
+}
+
+fn named_param(what: &str) -> Value {
+    json!({
+        "name": "name", "in": "path", "required": true,
+        "description": format!("{what} name: 1 to 64 ASCII letters, digits, '-' or '_'."),
+        "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" }
+    })
+}
+
+/// Schedules, triggers and the fleet.
+fn event_paths() -> Value {
+    let schedule = json!({ "$ref": "#/components/schemas/Schedule" });
+    let trigger = json!({ "$ref": "#/components/schemas/Trigger" });
+    json!({
+        "/v1/schedules": { "get": {
+            "summary": "List schedules",
+            "responses": { "200": json_ok("All schedules, by name.", json!({
+                "type": "object", "required": ["schedules"],
+                "properties": { "schedules": { "type": "array", "items": schedule } }
+            })) }
+        }},
+        "/v1/schedules/{name}": {
+            "parameters": [named_param("Schedule")],
+            "put": {
+                "summary": "Create or replace a schedule; the broker fires its ticks on cron.<name>, each one invocation of the function",
+                "requestBody": json_body("ScheduleRequest"),
+                "responses": {
+                    "200": json_ok("The schedule with its next five fire times.", schedule.clone()),
+                    "400": error_response("Invalid name, body, cron expression or time zone."),
+                    "404": error_response("Unknown function.")
+                }
+            },
+            "get": {
+                "summary": "Show a schedule and its next five fire times",
+                "responses": {
+                    "200": json_ok("The schedule.", schedule),
+                    "400": error_response("Invalid name."),
+                    "404": error_response("Unknown schedule.")
+                }
+            },
+            "delete": {
+                "summary": "Delete a schedule: its ticks stop",
+                "responses": {
+                    "204": { "description": "Deleted." },
+                    "400": error_response("Invalid name."),
+                    "404": error_response("Unknown schedule.")
+                }
+            }
+        },
+        "/v1/triggers": { "get": {
+            "summary": "List triggers",
+            "responses": { "200": json_ok("All triggers, by name.", json!({
+                "type": "object", "required": ["triggers"],
+                "properties": { "triggers": { "type": "array", "items": trigger } }
+            })) }
+        }},
+        "/v1/triggers/{name}": {
+            "parameters": [named_param("Trigger")],
+            "put": {
+                "summary": "Bind a NATS subject pattern, or a key-value bucket's keys, to a function: every message or change becomes an invocation",
+                "requestBody": json_body("TriggerRequest"),
+                "responses": {
+                    "200": json_ok("The trigger.", trigger.clone()),
+                    "400": error_response("Invalid name, body, subject or key pattern."),
+                    "404": error_response("Unknown function or bucket."),
+                    "409": error_response("The pattern overlaps another trigger's, or another stream's subjects.")
+                }
+            },
+            "get": {
+                "summary": "Show a trigger",
+                "responses": {
+                    "200": json_ok("The trigger.", trigger),
+                    "400": error_response("Invalid name."),
+                    "404": error_response("Unknown trigger.")
+                }
+            },
+            "delete": {
+                "summary": "Delete a trigger",
+                "responses": {
+                    "204": { "description": "Deleted." },
+                    "400": error_response("Invalid name."),
+                    "404": error_response("Unknown trigger.")
+                }
+            }
+        },
+        "/v1/fleet": { "get": {
+            "summary": "Fleet supervisors and their workers, live worker processes, and per-function backlog and in-flight jobs",
+            "responses": { "200": json_ok("The fleet.", json!({ "$ref": "#/components/schemas/Fleet" })) }
+        }}
+    })
+}
+
+fn event_schemas() -> Value {
+    json!({
+        "ScheduleRequest": {
+            "type": "object", "required": ["function", "cron"], "additionalProperties": false,
+            "properties": {
+                "function": { "type": "string" },
+                "cron": { "type": "string", "description": "5 fields, or 6 with seconds first; or @hourly, @daily, @weekly, @monthly, @yearly." },
+                "timezone": { "type": ["string", "null"], "description": "IANA name; UTC by default." },
+                "payload": { "description": "Input of each invocation, sent as JSON; none when absent." }
+            }
+        },
+        "Schedule": {
+            "type": "object", "required": ["name", "function", "cron", "timezone", "subject", "next"],
+            "properties": {
+                "name": { "type": "string" },
+                "function": { "type": "string" },
+                "cron": { "type": "string", "description": "The 6-field expression the broker fires." },
+                "timezone": { "type": "string" },
+                "payload": {},
+                "subject": { "type": "string", "description": "Where ticks are stored: cron.<name>." },
+                "next": { "type": "array", "items": { "type": "string", "format": "date-time" } }
+            }
+        },
+        "TriggerRequest": {
+            "type": "object", "required": ["function"], "additionalProperties": false,
+            "description": "Either subject, or bucket with an optional key pattern (default '>').",
+            "properties": {
+                "function": { "type": "string" },
+                "subject": { "type": "string" },
+                "bucket": { "type": "string" },
+                "key": { "type": "string" }
+            }
+        },
+        "Trigger": {
+            "type": "object", "required": ["name", "function", "kind", "created_at"],
+            "properties": {
+                "name": { "type": "string" },
+                "function": { "type": "string" },
+                "kind": { "type": "string", "enum": ["subject", "kv"] },
+                "subject": { "type": "string" },
+                "bucket": { "type": "string" },
+                "key": { "type": "string" },
+                "created_at": { "type": "string", "format": "date-time" }
+            }
+        },
+        "Fleet": {
+            "type": "object", "required": ["supervisors", "workers", "functions", "allocation"],
+            "properties": {
+                "supervisors": { "type": "array", "items": { "type": "object", "properties": {
+                    "id": { "type": "string" }, "host": { "type": "string" }, "pid": { "type": "integer" },
+                    "functions": { "type": "array", "items": { "type": "string" } },
+                    "min": { "type": "integer" }, "max": { "type": "integer" },
+                    "desired": { "type": "integer" },
+                    "workers": { "type": "array", "items": { "type": "integer" } },
+                    "updated_at": { "type": "string", "format": "date-time" }
+                }}},
+                "workers": { "type": "array", "items": { "type": "object", "properties": {
+                    "id": { "type": "string" }, "host": { "type": "string" }, "pid": { "type": "integer" },
+                    "in_flight": { "type": "integer" },
+                    "updated_at": { "type": "string", "format": "date-time" }
+                }}},
+                "functions": { "type": "array", "items": { "type": "object", "properties": {
+                    "name": { "type": "string" }, "backlog": { "type": "integer" }, "in_flight": { "type": "integer" }
+                }}},
+                "allocation": { "type": "object", "additionalProperties": { "type": "integer" } }
+            }
+        }
+    })
 }
 
 /// The routes over the query index: listing, stats and usage.

@@ -259,6 +259,7 @@ fn build() -> anyhow::Result<Built> {
         "squall-example-panic",
         "squall-example-crash",
         "squall-example-sleep",
+        "squall-example-echo",
     ];
     let mut command = Command::new(cargo);
     command

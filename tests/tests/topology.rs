@@ -67,7 +67,7 @@ async fn deploy_creates_and_updates_the_function_consumer() {
     cluster
         .deploy_example(
             "hello",
-            Some(serde_json::json!({"max_attempts": 4, "concurrency": 7, "timeout_ms": 1000})),
+            Some(serde_json::json!({"max_attempts": 4, "concurrency": 7, "max_concurrency": 9, "timeout_ms": 1000})),
         )
         .await;
     let js = async_nats::jetstream::new(cluster.nats_client().await);
@@ -75,7 +75,10 @@ async fn deploy_creates_and_updates_the_function_consumer() {
     let info = stream.consumer_info("fn-hello").await.unwrap();
     assert_eq!(info.config.filter_subject, "jobs.hello");
     assert_eq!(info.config.max_deliver, 4);
-    assert_eq!(info.config.max_ack_pending, 7);
+    assert_eq!(
+        info.config.max_ack_pending, 9,
+        "max_concurrency caps the fleet"
+    );
     assert_eq!(info.config.ack_wait, Duration::from_secs(5));
 
     cluster
@@ -86,7 +89,10 @@ async fn deploy_creates_and_updates_the_function_consumer() {
         .await;
     let info = stream.consumer_info("fn-hello").await.unwrap();
     assert_eq!(info.config.max_deliver, 2);
-    assert_eq!(info.config.max_ack_pending, 3);
+    assert_eq!(
+        info.config.max_ack_pending, -1,
+        "no fleet-wide cap without max_concurrency"
+    );
 
     let response = cluster
         .http

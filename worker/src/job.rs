@@ -20,7 +20,7 @@ use tracing::Instrument as _;
 /// How often publishing a result is tried before the job is left for redelivery.
 const PUBLISH_TRIES: u32 = 5;
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -152,11 +152,23 @@ fn job_meta(message: &jetstream::Message) -> JobMeta {
             }
         }
     }
-    let event = serde_json::json!({
+    let mut event = serde_json::json!({
         "source": source,
-        "subject": message.subject.as_str(),
+        "subject": header(headers, h::EVENT_SUBJECT).unwrap_or(message.subject.as_str()),
         "headers": user_headers,
     });
+    // What made the job: a schedule, a trigger, a key-value change.
+    for (name, field) in [
+        (h::SCHEDULE, "schedule"),
+        (h::TRIGGER, "trigger"),
+        (h::KV_BUCKET, "bucket"),
+        (h::KV_KEY, "key"),
+        (h::KV_OP, "op"),
+    ] {
+        if let Some(value) = header(headers, name) {
+            event[field] = value.into();
+        }
+    }
     let function = message
         .subject
         .as_str()

@@ -10,6 +10,7 @@ pub mod decide;
 pub mod job;
 pub mod loader;
 pub mod metrics;
+pub mod scale;
 
 use crate::artifacts::ArtifactCache;
 use async_nats::jetstream::kv;
@@ -208,11 +209,17 @@ impl Worker {
     }
 }
 
-fn worker_id() -> String {
+/// This machine's host name and this process's id.
+pub fn host_and_pid() -> (String, u32) {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "worker".into());
-    format!("{host}-{}", std::process::id())
+    (host, std::process::id())
+}
+
+fn worker_id() -> String {
+    let (host, pid) = host_and_pid();
+    format!("{host}-{pid}")
 }
 
 /// Opens the topology, waiting for a dispatcher to create it if it does not exist yet.
@@ -252,6 +259,28 @@ pub const EXIT_RECYCLE: u8 = 75;
 
 /// Connects, opens the topology and serves jobs until `shutdown` turns true; then stops
 /// pulling, waits up to the grace period for in-flight jobs, and returns.
+/// Tells the fleet bucket this process is alive and how busy it is, every few seconds.
+async fn heartbeat(worker: Arc<Worker>) {
+    use squall_broker::fleet::{encode, worker_key, WorkerBeat, HEARTBEAT_EVERY_MS};
+    let key = worker_key(&worker.id);
+    let (host, pid) = host_and_pid();
+    let mut every = tokio::time::interval(Duration::from_millis(HEARTBEAT_EVERY_MS));
+    loop {
+        every.tick().await;
+        let beat = WorkerBeat {
+            id: worker.id.clone(),
+            host: host.clone(),
+            pid,
+            functions: worker.config.functions.clone(),
+            in_flight: MAX_IN_FLIGHT - worker.in_flight.available_permits() as u32,
+            updated_at_ms: job::now_ms(),
+        };
+        if let Err(error) = worker.topology.fleet.put(&key, encode(&beat).into()).await {
+            tracing::debug!(message = "cannot write the worker heartbeat", %error);
+        }
+    }
+}
+
 pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<Exit> {
     use anyhow::Context as _;
     let client = async_nats::ConnectOptions::new()
@@ -286,6 +315,7 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
         metrics::serve(addr, worker.metrics.clone()).await?;
     }
     tracing::info!(message = "worker started", nats_url = %worker.config.nats_url, worker = %worker.id);
+    let heartbeat = tokio::spawn(heartbeat(worker.clone()));
     // The caller's shutdown request becomes the worker's own stop signal.
     let forward = {
         let worker = worker.clone();
@@ -329,6 +359,12 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
             grace_ms = grace.as_millis() as u64
         ),
     }
+    heartbeat.abort();
+    let _ = worker
+        .topology
+        .fleet
+        .delete(squall_broker::fleet::worker_key(&worker.id))
+        .await;
     // Acks are plain publishes: make sure they left before the process ends.
     let _ = worker.topology.jetstream.client().flush().await;
     Ok(if worker.recycle.load(Ordering::SeqCst) {

@@ -1,5 +1,6 @@
 //! The `squall-worker` binary: parses configuration and runs the worker library.
 
+mod fleet;
 mod supervisor;
 
 use clap::Parser;
@@ -11,23 +12,25 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(name = "squall-worker", version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// NATS server URL.
-    #[arg(long, env = env::ENV_NATS_URL, default_value = env::DEFAULT_NATS_URL)]
+    #[arg(long, global = true, env = env::ENV_NATS_URL, default_value = env::DEFAULT_NATS_URL)]
     nats_url: String,
     /// Folder for local state; the artifact cache lives in `<data-dir>/artifacts`.
-    #[arg(long, env = env::ENV_DATA_DIR, default_value = ".squall/worker")]
+    #[arg(long, global = true, env = env::ENV_DATA_DIR, default_value = ".squall/worker")]
     data_dir: PathBuf,
     /// Serve only these functions (repeatable); all by default.
-    #[arg(long = "function")]
+    #[arg(long = "function", global = true)]
     functions: Vec<String>,
     /// Most threads running function code at once.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, global = true, default_value_t = 256)]
     max_threads: usize,
     /// Bytes of function log lines kept per invocation.
-    #[arg(long, default_value_t = 16 * 1024)]
+    #[arg(long, global = true, default_value_t = 16 * 1024)]
     log_capture_bytes: usize,
     /// Seconds to wait for in-flight jobs at shutdown.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, global = true, default_value_t = 30)]
     shutdown_grace_secs: u64,
     /// Serve Prometheus metrics at `http://<addr>/metrics` (one port per worker; off by default).
     #[arg(long, env = env::ENV_METRICS_ADDR)]
@@ -38,11 +41,50 @@ struct Args {
     no_supervise: bool,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// Run an autoscaling fleet of worker processes on this host, sized from the backlog of the
+    /// functions it serves; several hosts' fleets share `--max` through the broker.
+    Fleet(FleetArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct FleetArgs {
+    /// Workers this host keeps running even when there is no work (0 scales to zero).
+    #[arg(long, default_value_t = 1)]
+    min: u32,
+    /// Workers the whole fleet may run, shared with the other hosts' fleets.
+    #[arg(long, default_value_t = 4)]
+    max: u32,
+    /// Seconds the work must stay below the running workers before the fleet scales down.
+    #[arg(long, default_value_t = 60)]
+    idle_secs: u64,
+    /// Milliseconds between two readings of the backlog.
+    #[arg(long, default_value_t = 500)]
+    interval_ms: u64,
+}
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if args.max_threads == 0 {
         eprintln!("squall-worker: --max-threads must be at least 1");
         return std::process::ExitCode::from(64);
+    }
+    if let Some(Sub::Fleet(fleet)) = &args.command {
+        if fleet.max == 0 || fleet.min > fleet.max {
+            eprintln!(
+                "squall-worker fleet: need 0 <= --min <= --max and --max >= 1, got --min {} --max {}",
+                fleet.min, fleet.max
+            );
+            return std::process::ExitCode::from(64);
+        }
+        if fleet.interval_ms < 50 {
+            eprintln!(
+                "squall-worker fleet: --interval-ms must be at least 50, got {}",
+                fleet.interval_ms
+            );
+            return std::process::ExitCode::from(64);
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -73,6 +115,31 @@ fn main() -> std::process::ExitCode {
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         metrics_addr: args.metrics_addr,
     };
+    if let Some(Sub::Fleet(fleet)) = args.command {
+        let config = fleet::FleetConfig {
+            nats_url: config.nats_url.clone(),
+            data_dir: args.data_dir.clone(),
+            functions: config.functions.clone(),
+            policy: squall_worker::scale::Policy {
+                min: fleet.min,
+                max: fleet.max,
+                idle_ms: fleet.idle_secs * 1000,
+            },
+            interval: Duration::from_millis(fleet.interval_ms),
+            worker_args: vec![
+                "--max-threads".into(),
+                args.max_threads.to_string(),
+                "--log-capture-bytes".into(),
+                args.log_capture_bytes.to_string(),
+                "--shutdown-grace-secs".into(),
+                args.shutdown_grace_secs.to_string(),
+            ],
+            grace_secs: args.shutdown_grace_secs,
+        };
+        let code = runtime.block_on(fleet::run(config));
+        telemetry.shutdown();
+        return code;
+    }
     if !args.no_supervise {
         let code = runtime.block_on(supervisor::supervise(args.shutdown_grace_secs));
         telemetry.shutdown();

@@ -1,0 +1,498 @@
+//! Triggers: `/v1/triggers`, binding a NATS subject pattern or a KV bucket's keys to a
+//! function, and the task that turns each event into an invocation.
+//!
+//! A subject trigger adds its pattern to the EVENTS stream, so messages any client publishes
+//! there are stored even while no worker (or no dispatcher) runs. A KV trigger reads the
+//! bucket's own stream. Each trigger has one durable consumer shared by every dispatcher, so
+//! each event becomes one invocation (its id is derived from the event, and the job's
+//! `Nats-Msg-Id` drops a re-submission after a redelivery).
+
+use crate::api::{load_record, new_traceparent, now_ms, submit, Job};
+use crate::error::ApiError;
+use crate::view::rfc3339;
+use crate::AppState;
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::{kv, AckKind};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use serde::Deserialize;
+use squall_broker::events::{
+    subjects_overlap, validate_subject_pattern, TriggerRecord, TriggerSource,
+};
+use squall_broker::headers as h;
+use squall_broker::names::{trigger_consumer_name, EVENTS_PLACEHOLDER_SUBJECT};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+type Shared = State<Arc<AppState>>;
+
+/// The body of `PUT /v1/triggers/{name}`: `subject`, or `bucket` and `key`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerBody {
+    pub function: String,
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub bucket: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+fn trigger_view(record: &TriggerRecord) -> serde_json::Value {
+    let mut view = serde_json::json!({
+        "name": record.name,
+        "function": record.function,
+        "created_at": rfc3339(record.created_at_ms),
+    });
+    match &record.source {
+        TriggerSource::Subject { subject } => {
+            view["kind"] = "subject".into();
+            view["subject"] = subject.as_str().into();
+        }
+        TriggerSource::Kv { bucket, key } => {
+            view["kind"] = "kv".into();
+            view["bucket"] = bucket.as_str().into();
+            view["key"] = key.as_str().into();
+        }
+    }
+    view
+}
+
+fn checked_trigger_name(name: &str) -> Result<(), ApiError> {
+    squall_broker::validate_function_name(name).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_name",
+            e.to_string().replace("function name", "trigger name"),
+        )
+    })
+}
+
+/// Every trigger in the bucket.
+async fn all_triggers(state: &AppState) -> Result<Vec<TriggerRecord>, ApiError> {
+    let mut keys = state
+        .topology
+        .triggers
+        .keys()
+        .await
+        .map_err(|e| ApiError::broker("cannot list triggers", e))?;
+    let mut records = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| ApiError::broker("cannot list triggers", e))?;
+        if let Some(record) = read_trigger(state, &key).await? {
+            records.push(record);
+        }
+    }
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(records)
+}
+
+async fn read_trigger(state: &AppState, name: &str) -> Result<Option<TriggerRecord>, ApiError> {
+    match state.topology.triggers.get(name).await {
+        Ok(Some(bytes)) => TriggerRecord::decode(&bytes)
+            .map(Some)
+            .map_err(|e| ApiError::internal("trigger record", e)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(ApiError::broker("cannot read the trigger", e)),
+    }
+}
+
+/// Checks a KV key pattern: subject tokens, wildcards allowed.
+fn validate_key_pattern(key: &str) -> Result<(), ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_trigger",
+            format!("key pattern {key:?} must be dot-separated tokens, with '*' for one token and '>' for the rest"),
+        )
+    };
+    // The same token rules as a subject, without Squall's reserved prefixes.
+    match validate_subject_pattern(&format!("kv.{key}")) {
+        Ok(()) => Ok(()),
+        Err(_) => Err(bad()),
+    }
+}
+
+/// The stream and consumer config that carry a trigger's events.
+fn consumer_config(record: &TriggerRecord) -> pull::Config {
+    pull::Config {
+        durable_name: Some(trigger_consumer_name(&record.name)),
+        description: Some(format!(
+            "Squall trigger {} → function {}",
+            record.name, record.function
+        )),
+        filter_subject: record.filter_subject(),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        deliver_policy: match record.source {
+            // Only changes made after the binding.
+            TriggerSource::Kv { .. } => DeliverPolicy::New,
+            // The subject was just added to EVENTS: whatever it holds came after the binding.
+            TriggerSource::Subject { .. } => DeliverPolicy::All,
+        },
+        ..Default::default()
+    }
+}
+
+async fn event_stream(
+    state: &AppState,
+    record: &TriggerRecord,
+) -> Result<async_nats::jetstream::stream::Stream, ApiError> {
+    match &record.source {
+        TriggerSource::Subject { .. } => Ok(state.topology.events.clone()),
+        TriggerSource::Kv { bucket, .. } => state
+            .topology
+            .jetstream
+            .get_stream(format!("KV_{bucket}"))
+            .await
+            .map_err(|_| {
+                ApiError::not_found(
+                    "bucket_not_found",
+                    format!("no key-value bucket named {bucket:?}"),
+                )
+            }),
+    }
+}
+
+/// Sets EVENTS' subjects to the placeholder plus every subject trigger's pattern.
+async fn sync_event_subjects(state: &AppState, patterns: Vec<String>) -> Result<(), ApiError> {
+    let mut events = state.topology.events.clone();
+    let mut config = events
+        .info()
+        .await
+        .map_err(|e| ApiError::broker("cannot read the EVENTS stream", e))?
+        .config
+        .clone();
+    let mut subjects = vec![EVENTS_PLACEHOLDER_SUBJECT.to_string()];
+    subjects.extend(patterns);
+    subjects.sort();
+    subjects.dedup();
+    if config.subjects == subjects {
+        return Ok(());
+    }
+    config.subjects = subjects;
+    state
+        .topology
+        .jetstream
+        .update_stream(config)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "subject_in_use",
+                format!("the broker refused the subjects: {e} (another stream may capture them)"),
+            )
+        })
+}
+
+fn subject_patterns(records: &[TriggerRecord], except: &str) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r.name != except)
+        .filter_map(|r| match &r.source {
+            TriggerSource::Subject { subject } => Some(subject.clone()),
+            TriggerSource::Kv { .. } => None,
+        })
+        .collect()
+}
+
+/// `PUT /v1/triggers/{name}`: binds a subject pattern or a bucket's keys to a function.
+pub async fn put(
+    State(state): Shared,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    checked_trigger_name(&name)?;
+    let body: TriggerBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_trigger",
+            format!(
+                "trigger body must be JSON {{function, subject}} or {{function, bucket, key}}: {e}"
+            ),
+        )
+    })?;
+    let source = match (body.subject, body.bucket, body.key) {
+        (Some(subject), None, None) => {
+            validate_subject_pattern(&subject)
+                .map_err(|e| ApiError::bad_request("invalid_subject", e.to_string()))?;
+            TriggerSource::Subject { subject }
+        }
+        (None, Some(bucket), key) => {
+            let key = key.unwrap_or_else(|| ">".into());
+            validate_key_pattern(&key)?;
+            TriggerSource::Kv { bucket, key }
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_trigger",
+                "give either subject, or bucket (and optionally key), not both",
+            ))
+        }
+    };
+    load_record(&state, &body.function).await?;
+    let record = TriggerRecord {
+        name: name.clone(),
+        function: body.function,
+        source,
+        created_at_ms: now_ms(),
+    };
+    let existing = all_triggers(&state).await?;
+    if let Some(old) = existing.iter().find(|r| r.name == name) {
+        if old.function == record.function && old.source == record.source {
+            return Ok(Json(trigger_view(old)).into_response());
+        }
+    }
+    for other in existing.iter().filter(|r| r.name != name) {
+        let overlap = match (&record.source, &other.source) {
+            (TriggerSource::Subject { subject: a }, TriggerSource::Subject { subject: b }) => {
+                subjects_overlap(a, b)
+            }
+            (
+                TriggerSource::Kv { bucket: a, key: ka },
+                TriggerSource::Kv { bucket: b, key: kb },
+            ) => a == b && subjects_overlap(ka, kb),
+            _ => false,
+        };
+        if overlap {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "trigger_overlap",
+                format!(
+                    "trigger {name:?} would overlap trigger {:?} ({}); an event must belong to one trigger",
+                    other.name,
+                    other.filter_subject()
+                ),
+            )
+            .with("overlaps", other.name.as_str()));
+        }
+    }
+    let stream = event_stream(&state, &record).await?;
+    if let TriggerSource::Subject { subject } = &record.source {
+        let mut patterns = subject_patterns(&existing, &name);
+        patterns.push(subject.clone());
+        sync_event_subjects(&state, patterns).await?;
+    }
+    // A changed binding gets a fresh consumer.
+    let _ = stream.delete_consumer(&trigger_consumer_name(&name)).await;
+    stream
+        .create_consumer(consumer_config(&record))
+        .await
+        .map_err(|e| ApiError::broker("cannot create the trigger's consumer", e))?;
+    state
+        .topology
+        .triggers
+        .put(&name, record.encode().into())
+        .await
+        .map_err(|e| ApiError::broker("cannot store the trigger", e))?;
+    tracing::info!(message = "trigger set", trigger = %name, function = %record.function, filter = %record.filter_subject());
+    Ok((StatusCode::OK, Json(trigger_view(&record))).into_response())
+}
+
+/// `GET /v1/triggers/{name}`.
+pub async fn get(State(state): Shared, Path(name): Path<String>) -> Result<Response, ApiError> {
+    checked_trigger_name(&name)?;
+    match read_trigger(&state, &name).await? {
+        Some(record) => Ok(Json(trigger_view(&record)).into_response()),
+        None => Err(not_found(&name)),
+    }
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::not_found("trigger_not_found", format!("no trigger named {name:?}"))
+}
+
+/// `GET /v1/triggers`.
+pub async fn list(State(state): Shared) -> Result<Response, ApiError> {
+    let views: Vec<_> = all_triggers(&state)
+        .await?
+        .iter()
+        .map(trigger_view)
+        .collect();
+    Ok(Json(serde_json::json!({ "triggers": views })).into_response())
+}
+
+/// `DELETE /v1/triggers/{name}`: unbinds; events already turned into invocations still run.
+pub async fn delete(State(state): Shared, Path(name): Path<String>) -> Result<Response, ApiError> {
+    checked_trigger_name(&name)?;
+    let Some(record) = read_trigger(&state, &name).await? else {
+        return Err(not_found(&name));
+    };
+    state
+        .topology
+        .triggers
+        .delete(&name)
+        .await
+        .map_err(|e| ApiError::broker("cannot delete the trigger", e))?;
+    if let Ok(stream) = event_stream(&state, &record).await {
+        let _ = stream.delete_consumer(&trigger_consumer_name(&name)).await;
+    }
+    if let TriggerSource::Subject { subject } = &record.source {
+        let existing = all_triggers(&state).await?;
+        sync_event_subjects(&state, subject_patterns(&existing, &name)).await?;
+        // Events of the old binding must not fire a later one on the same subject.
+        let _ = state.topology.events.purge().filter(subject.as_str()).await;
+    }
+    tracing::info!(message = "trigger deleted", trigger = %name);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Runs every trigger's event loop, following the triggers bucket, forever.
+pub async fn run(state: Arc<AppState>) {
+    loop {
+        if let Err(error) = follow(&state).await {
+            tracing::warn!(message = "trigger runner failed; restarting", error = %error);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn follow(state: &Arc<AppState>) -> anyhow::Result<()> {
+    let mut running: HashMap<String, (TriggerRecord, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let mut watch = state.topology.triggers.watch_with_history(">").await?;
+    let result = async {
+        while let Some(entry) = watch.next().await {
+            let entry = entry?;
+            match entry.operation {
+                kv::Operation::Put => {
+                    let Ok(record) = TriggerRecord::decode(&entry.value) else {
+                        tracing::warn!(message = "ignoring an unreadable trigger record", trigger = %entry.key);
+                        continue;
+                    };
+                    if running.get(&entry.key).is_some_and(|(r, _)| r == &record) {
+                        continue;
+                    }
+                    if let Some((_, task)) = running.remove(&entry.key) {
+                        task.abort();
+                    }
+                    let task = tokio::spawn(serve_trigger(state.clone(), record.clone()));
+                    running.insert(entry.key.clone(), (record, task));
+                }
+                kv::Operation::Delete | kv::Operation::Purge => {
+                    if let Some((_, task)) = running.remove(&entry.key) {
+                        task.abort();
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    for (_, (_, task)) in running {
+        task.abort();
+    }
+    result
+}
+
+/// Turns one trigger's events into invocations until aborted.
+async fn serve_trigger(state: Arc<AppState>, record: TriggerRecord) {
+    loop {
+        if let Err(error) = serve_events(&state, &record).await {
+            tracing::warn!(message = "trigger event loop failed; restarting", trigger = %record.name, error = %error);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn serve_events(state: &AppState, record: &TriggerRecord) -> anyhow::Result<()> {
+    let stream = event_stream(state, record)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let consumer: PullConsumer = stream
+        .get_or_create_consumer(
+            &trigger_consumer_name(&record.name),
+            consumer_config(record),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the trigger's consumer: {e}"))?;
+    let mut messages = consumer.messages().await?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ack = match submit_event(state, record, &message).await {
+            Ok(()) => AckKind::Ack,
+            Err(error) => {
+                // Kept: it comes back and is tried again.
+                tracing::warn!(message = "cannot turn an event into an invocation; will retry",
+                    trigger = %record.name, error = %error.message);
+                AckKind::Nak(Some(Duration::from_secs(2)))
+            }
+        };
+        let _ = message.ack_with(ack).await;
+    }
+    Ok(())
+}
+
+async fn submit_event(
+    state: &AppState,
+    record: &TriggerRecord,
+    message: &async_nats::jetstream::Message,
+) -> Result<(), ApiError> {
+    let info = message
+        .info()
+        .map_err(|e| ApiError::internal("event without stream info", e))?;
+    let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as u64;
+    let function = load_record(state, &record.function).await?;
+    let subject = message.subject.as_str();
+    let mut extra = vec![(h::TRIGGER.to_string(), record.name.clone())];
+    let (source, payload) = match &record.source {
+        TriggerSource::Subject { .. } => {
+            if let Some(headers) = &message.headers {
+                for (name, values) in headers.iter() {
+                    let name = name.to_string();
+                    if name.starts_with("Nats-") || name.starts_with("Squall-") {
+                        continue;
+                    }
+                    for value in values {
+                        extra.push((name.clone(), value.as_str().to_string()));
+                    }
+                }
+            }
+            extra.push((h::EVENT_SUBJECT.to_string(), subject.to_string()));
+            ("nats", message.payload.clone())
+        }
+        TriggerSource::Kv { bucket, .. } => {
+            let key = subject
+                .strip_prefix(&format!("$KV.{bucket}."))
+                .unwrap_or(subject)
+                .to_string();
+            let op = match message
+                .headers
+                .as_ref()
+                .and_then(|hs| hs.get("KV-Operation"))
+                .map(|v| v.as_str())
+            {
+                Some("DEL") => "delete",
+                Some("PURGE") => "purge",
+                _ => "put",
+            };
+            extra.push((h::KV_BUCKET.to_string(), bucket.clone()));
+            extra.push((h::KV_KEY.to_string(), key));
+            extra.push((h::KV_OP.to_string(), op.to_string()));
+            ("kv", message.payload.clone())
+        }
+    };
+    let origin = format!("trigger.{}.{}", record.name, record.created_at_ms);
+    let id =
+        squall_broker::record::event_invocation_id(published_ms, &origin, info.stream_sequence);
+    let traceparent = message
+        .headers
+        .as_ref()
+        .and_then(|hs| hs.get(h::TRACEPARENT))
+        .map(|v| v.as_str().to_string())
+        .filter(|t| squall_telemetry::context_is_valid(t))
+        .unwrap_or_else(new_traceparent);
+    let job = Job {
+        function: &record.function,
+        version: &function.version,
+        id: &id,
+        created_at_ms: published_ms,
+        traceparent: &traceparent,
+        source,
+        extra_headers: extra,
+    };
+    submit(state, job, payload).await
+}

@@ -1,0 +1,437 @@
+//! Schedules fired by the broker, subject and key-value triggers fed by plain NATS clients,
+//! and fleet-wide max concurrency, against a real cluster.
+
+use squall_tests::{Cluster, ClusterOptions};
+use std::time::{Duration, Instant};
+
+async fn put_json(
+    cluster: &Cluster,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = cluster
+        .http
+        .put(format!("{}{path}", cluster.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    squall_tests::json_response(response).await
+}
+
+async fn delete(cluster: &Cluster, path: &str) -> u16 {
+    cluster
+        .http
+        .delete(format!("{}{path}", cluster.url))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Every invocation of `function` in the query index, oldest first, with its full view.
+async fn invocations_of(cluster: &Cluster, function: &str) -> Vec<serde_json::Value> {
+    let (status, page) = cluster
+        .get_json(&format!("/v1/invocations?function={function}&limit=1000"))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let mut items = page["items"].as_array().cloned().unwrap_or_default();
+    items.reverse();
+    items
+}
+
+/// Polls until `function` has `count` succeeded invocations; returns their full views.
+async fn wait_succeeded(cluster: &Cluster, function: &str, count: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let items = invocations_of(cluster, function).await;
+        let done: Vec<_> = items
+            .iter()
+            .filter(|i| i["status"] == "succeeded")
+            .collect();
+        if done.len() >= count {
+            let mut views = Vec::new();
+            for item in done {
+                let id = item["invocation_id"].as_str().unwrap();
+                let (_, view) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
+                views.push(view);
+            }
+            return views;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{function}: {} of {count} succeeded: {items:#?}",
+            done.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn output(view: &serde_json::Value) -> serde_json::Value {
+    serde_json::from_str(view["output"].as_str().unwrap_or("null")).unwrap()
+}
+
+/// How many ticks the broker stored on `cron.<name>`.
+async fn ticks(cluster: &Cluster, name: &str) -> usize {
+    let js = async_nats::jetstream::new(cluster.nats_client().await);
+    let stream = js.get_stream("SCHEDULES").await.unwrap();
+    let subject = format!("cron.{name}");
+    match stream.get_last_raw_message_by_subject(&subject).await {
+        Err(_) => 0,
+        Ok(_) => {
+            let mut info = stream.info_with_subjects(subject.as_str()).await.unwrap();
+            use futures::StreamExt as _;
+            let mut total = 0;
+            while let Some(Ok((_, n))) = info.next().await {
+                total += n;
+            }
+            total
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_second_schedule_fires_once_per_tick_with_two_dispatchers() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        dispatchers: 2,
+        ..Default::default()
+    })
+    .await;
+    cluster.deploy_example("echo", None).await;
+    let (status, view) = put_json(
+        &cluster,
+        "/v1/schedules/every-second",
+        serde_json::json!({"function": "echo", "cron": "* * * * * *", "payload": {"hi": 1}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["cron"], "* * * * * *");
+    assert_eq!(view["timezone"], "UTC");
+    assert_eq!(view["subject"], "cron.every-second");
+    let next = view["next"].as_array().unwrap();
+    assert_eq!(next.len(), 5);
+    let (_, listed) = cluster.get_json("/v1/schedules").await;
+    assert_eq!(listed["schedules"][0]["name"], "every-second");
+
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert_eq!(delete(&cluster, "/v1/schedules/every-second").await, 204);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let fired = ticks(&cluster, "every-second").await;
+    assert!((3..=6).contains(&fired), "{fired} ticks in about 4.5 s");
+    // Each tick is exactly one invocation, whichever dispatcher took it.
+    let views = wait_succeeded(&cluster, "echo", fired).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        invocations_of(&cluster, "echo").await.len(),
+        fired,
+        "one invocation per tick"
+    );
+    for view in &views {
+        let out = output(view);
+        assert_eq!(out["input"], r#"{"hi":1}"#);
+        assert_eq!(out["event"]["source"], "cron");
+        assert_eq!(out["event"]["schedule"], "every-second");
+    }
+    // Deleted: no more ticks.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        ticks(&cluster, "every-second").await,
+        fired,
+        "ticks stopped"
+    );
+    let (status, _) = cluster.get_json("/v1/schedules/every-second").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_schedules_and_triggers_are_refused_with_precise_errors() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    cluster.deploy_example("echo", None).await;
+    let js = async_nats::jetstream::new(cluster.nats_client().await);
+    js.create_key_value(async_nats::jetstream::kv::Config {
+        bucket: "config".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (status, _) = put_json(
+        &cluster,
+        "/v1/triggers/orders",
+        serde_json::json!({"function": "echo", "subject": "events.orders.>"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let cases = [
+        (
+            "/v1/schedules/s",
+            serde_json::json!({"function": "echo", "cron": "61 * * * *"}),
+            400,
+            "invalid_cron",
+        ),
+        (
+            "/v1/schedules/s",
+            serde_json::json!({"function": "echo", "cron": "* * *"}),
+            400,
+            "invalid_cron",
+        ),
+        (
+            "/v1/schedules/s",
+            serde_json::json!({"function": "echo", "cron": "* * * * *", "timezone": "Mars/Base"}),
+            400,
+            "invalid_timezone",
+        ),
+        (
+            "/v1/schedules/s",
+            serde_json::json!({"function": "nope", "cron": "* * * * *"}),
+            404,
+            "function_not_found",
+        ),
+        (
+            "/v1/schedules/s",
+            serde_json::json!({"function": "echo", "cron": "* * * * *", "when": 1}),
+            400,
+            "invalid_schedule",
+        ),
+        (
+            "/v1/schedules/bad%20name",
+            serde_json::json!({"function": "echo", "cron": "* * * * *"}),
+            400,
+            "invalid_name",
+        ),
+        (
+            "/v1/triggers/all",
+            serde_json::json!({"function": "echo", "subject": "events.>"}),
+            409,
+            "trigger_overlap",
+        ),
+        (
+            "/v1/triggers/mine",
+            serde_json::json!({"function": "echo", "subject": "jobs.echo"}),
+            400,
+            "invalid_subject",
+        ),
+        (
+            "/v1/triggers/t",
+            serde_json::json!({"function": "echo", "subject": "a..b"}),
+            400,
+            "invalid_subject",
+        ),
+        (
+            "/v1/triggers/t",
+            serde_json::json!({"function": "nope", "subject": "x.y"}),
+            404,
+            "function_not_found",
+        ),
+        (
+            "/v1/triggers/t",
+            serde_json::json!({"function": "echo", "bucket": "missing"}),
+            404,
+            "bucket_not_found",
+        ),
+        (
+            "/v1/triggers/t",
+            serde_json::json!({"function": "echo", "subject": "x.y", "bucket": "config"}),
+            400,
+            "invalid_trigger",
+        ),
+    ];
+    for (path, body, code, error) in cases {
+        let (status, answer) = put_json(&cluster, path, body.clone()).await;
+        assert_eq!(status, code, "{path} {body}: {answer}");
+        assert_eq!(answer["error"]["code"], error, "{path} {body}: {answer}");
+    }
+    let (_, answer) = put_json(
+        &cluster,
+        "/v1/triggers/all",
+        serde_json::json!({"function": "echo", "subject": "events.>"}),
+    )
+    .await;
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("orders"),
+        "{answer}"
+    );
+    assert_eq!(delete(&cluster, "/v1/triggers/nope").await, 404);
+    assert_eq!(delete(&cluster, "/v1/schedules/nope").await, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_and_kv_triggers_fire_for_plain_nats_clients_even_with_no_worker_running() {
+    let mut cluster = Cluster::start_with(ClusterOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    cluster.deploy_example("echo", None).await;
+    let (status, view) = put_json(
+        &cluster,
+        "/v1/triggers/orders",
+        serde_json::json!({"function": "echo", "subject": "events.orders.>"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["kind"], "subject");
+    let client = cluster.nats_client().await;
+    let js = async_nats::jetstream::new(client.clone());
+    let kv = js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: "config".into(),
+            history: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (status, view) = put_json(
+        &cluster,
+        "/v1/triggers/settings",
+        serde_json::json!({"function": "echo", "bucket": "config", "key": "app.*"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["kind"], "kv");
+
+    // A plain core-NATS publish, with a header, while no worker runs.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("X-Tenant", "acme");
+    client
+        .publish_with_headers("events.orders.created", headers, "order 1".into())
+        .await
+        .unwrap();
+    client
+        .publish("events.orders.paid", "order 2".into())
+        .await
+        .unwrap();
+    client
+        .publish("events.users.created", "not bound".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    kv.put("app.color", "blue".into()).await.unwrap();
+    kv.delete("app.color").await.unwrap();
+    kv.put("other.key", "ignored".into()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        invocations_of(&cluster, "echo").await.is_empty(),
+        "nothing ran without a worker"
+    );
+
+    // A worker arrives: every kept event runs.
+    cluster.add_worker();
+    let views = wait_succeeded(&cluster, "echo", 4).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(invocations_of(&cluster, "echo").await.len(), 4);
+    let outputs: Vec<serde_json::Value> = views.iter().map(output).collect();
+    let find = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+        outputs
+            .iter()
+            .find(|o| pred(o))
+            .unwrap_or_else(|| panic!("missing in {outputs:#?}"))
+            .clone()
+    };
+    let created = find(&|o| o["event"]["subject"] == "events.orders.created");
+    assert_eq!(created["input"], "order 1");
+    assert_eq!(created["event"]["source"], "nats");
+    assert_eq!(created["event"]["trigger"], "orders");
+    assert_eq!(created["event"]["headers"]["X-Tenant"], "acme");
+    find(&|o| o["event"]["subject"] == "events.orders.paid" && o["input"] == "order 2");
+    let put = find(&|o| o["event"]["op"] == "put");
+    assert_eq!(put["input"], "blue");
+    assert_eq!(put["event"]["key"], "app.color");
+    assert_eq!(put["event"]["bucket"], "config");
+    assert_eq!(put["event"]["source"], "kv");
+    let deleted = find(&|o| o["event"]["op"] == "delete");
+    assert_eq!(deleted["event"]["key"], "app.color");
+    assert_eq!(deleted["input"], "");
+
+    let (_, listed) = cluster.get_json("/v1/triggers").await;
+    assert_eq!(listed["triggers"].as_array().unwrap().len(), 2);
+    assert_eq!(delete(&cluster, "/v1/triggers/orders").await, 204);
+    client
+        .publish("events.orders.late", "after".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        invocations_of(&cluster, "echo").await.len(),
+        4,
+        "unbound: no more invocations"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrency_holds_across_the_whole_fleet() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        workers: 2,
+        ..Default::default()
+    })
+    .await;
+    cluster
+        .deploy_example(
+            "sleep",
+            Some(serde_json::json!({"concurrency": 4, "max_concurrency": 2})),
+        )
+        .await;
+    squall_tests::wait_workers_ready(&cluster, "sleep").await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let response = cluster
+            .http
+            .post(format!(
+                "{}/v1/functions/sleep/invocations?async=true",
+                cluster.url
+            ))
+            .body("400")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        ids.push(
+            response.headers()["squall-invocation-id"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let mut spans = Vec::new();
+    for id in &ids {
+        let view = cluster.wait_terminal(id, Duration::from_secs(30)).await;
+        assert_eq!(view["status"], "succeeded", "{view}");
+        let (_, page) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
+        let finished = time_ms(page["finished_at"].as_str().unwrap());
+        let started = finished - page["duration_ms"].as_f64().unwrap();
+        spans.push((started, finished));
+    }
+    let most = spans
+        .iter()
+        .map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count())
+        .max()
+        .unwrap();
+    assert!(
+        most <= 2,
+        "at most 2 at once across both workers, saw {most}: {spans:?}"
+    );
+    assert_eq!(most, 2, "the cap is reached, not undercut");
+}
+
+/// Unix ms of an RFC 3339 UTC time like `2026-01-01T00:00:01.5Z`.
+fn time_ms(text: &str) -> f64 {
+    let (date, time) = text.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let t: Vec<f64> = time.split(':').map(|x| x.parse().unwrap()).collect();
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m, day) = (if d[1] <= 2 { d[0] - 1 } else { d[0] }, d[1], d[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    (days as f64 * 86_400.0 + t[0] * 3600.0 + t[1] * 60.0 + t[2]) * 1000.0
+}
