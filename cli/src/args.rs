@@ -47,6 +47,72 @@ pub enum Command {
     /// Inspect, replay and remove dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Set, list and remove cron schedules that invoke a function.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// Bind NATS subjects or key-value keys to a function; list and remove bindings.
+    #[command(subcommand)]
+    Trigger(TriggerCommand),
+    /// Show the fleet: supervisors, worker processes, per-function backlog and in-flight jobs.
+    Fleet,
+}
+
+/// `squall schedule …`.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum ScheduleCommand {
+    /// Create or replace a schedule.
+    Set {
+        /// The schedule's name (its ticks go to `cron.<name>`).
+        name: String,
+        /// The function each tick invokes.
+        #[arg(long)]
+        function: String,
+        /// Cron expression: 5 fields, or 6 with seconds first, or @hourly, @daily, ….
+        #[arg(long)]
+        cron: String,
+        /// IANA time zone the expression is read in (default UTC).
+        #[arg(long)]
+        timezone: Option<String>,
+        /// Input of each invocation, as JSON.
+        #[arg(long)]
+        payload: Option<String>,
+    },
+    /// List schedules with their next fire time.
+    Ls,
+    /// Delete a schedule: its ticks stop.
+    Rm {
+        /// The schedule's name.
+        name: String,
+    },
+}
+
+/// `squall trigger …`.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum TriggerCommand {
+    /// Create or replace a trigger: `--subject`, or `--bucket` with an optional `--key`.
+    Set {
+        /// The trigger's name.
+        name: String,
+        /// The function each event invokes.
+        #[arg(long)]
+        function: String,
+        /// NATS subject pattern, e.g. `events.orders.>`.
+        #[arg(long, required_unless_present = "bucket", conflicts_with_all = ["bucket", "key"])]
+        subject: Option<String>,
+        /// Key-value bucket whose puts and deletes invoke the function.
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Key pattern inside the bucket (default: every key).
+        #[arg(long, requires = "bucket")]
+        key: Option<String>,
+    },
+    /// List triggers.
+    Ls,
+    /// Delete a trigger.
+    Rm {
+        /// The trigger's name.
+        name: String,
+    },
 }
 
 /// `squall dlq …`.
@@ -90,6 +156,9 @@ pub struct UpArgs {
     /// Port nats-server listens on (on 127.0.0.1).
     #[arg(long, default_value_t = 4222)]
     pub nats_port: u16,
+    /// Most worker processes the fleet scales up to (it keeps one when idle).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_workers: u32,
 }
 
 #[derive(clap::Args, Debug, Clone)]

@@ -24,6 +24,9 @@ struct Deployable {
     name: String,
     library: PathBuf,
     spec: Option<serde_json::Value>,
+    /// Schedules and triggers from `squall.toml`, set after the deploy.
+    schedules: Vec<(String, serde_json::Value)>,
+    triggers: Vec<(String, serde_json::Value)>,
 }
 
 /// Works out what to deploy from a directory (building it) or a library file.
@@ -45,7 +48,19 @@ fn prepare_deploy(args: &DeployArgs) -> anyhow::Result<Deployable> {
         let name = args.name.clone().unwrap_or_else(|| manifest.name.clone());
         squall_broker::validate_function_name(&name).context("--name")?;
         let library = artifact::build(&dir, &manifest)?;
+        // Bindings go to the function under the name it is deployed as.
+        let bind = |entries: Vec<(String, serde_json::Value)>| {
+            entries
+                .into_iter()
+                .map(|(n, mut body)| {
+                    body["function"] = name.as_str().into();
+                    (n, body)
+                })
+                .collect::<Vec<_>>()
+        };
         return Ok(Deployable {
+            schedules: bind(manifest.schedules),
+            triggers: bind(manifest.triggers),
             name,
             library,
             spec: Some(manifest.spec),
@@ -81,6 +96,8 @@ fn prepare_deploy(args: &DeployArgs) -> anyhow::Result<Deployable> {
         name,
         library: path.clone(),
         spec: None,
+        schedules: Vec::new(),
+        triggers: Vec::new(),
     })
 }
 
@@ -115,15 +132,38 @@ pub async fn deploy(client: &ApiClient, json: bool, args: &DeployArgs) -> anyhow
     let request = client
         .request(Method::PUT, &["v1", "functions", &deployable.name])
         .multipart(form);
-    let answer = client.json(request).await?;
+    let mut answer = client.json(request).await?;
+    if !json {
+        println!(
+            "deployed {} {}",
+            answer["name"].as_str().unwrap_or(&deployable.name),
+            answer["version"].as_str().unwrap_or("(unknown version)")
+        );
+    }
+    for (kind, path, entries) in [
+        ("schedule", "schedules", &deployable.schedules),
+        ("trigger", "triggers", &deployable.triggers),
+    ] {
+        let mut set = Vec::new();
+        for (name, body) in entries {
+            let view = client
+                .json(client.request(Method::PUT, &["v1", path, name]).json(body))
+                .await
+                .with_context(|| {
+                    format!("deployed, but {kind} {name} from squall.toml was refused")
+                })?;
+            if !json {
+                println!("{kind} {name} set");
+            }
+            set.push(view);
+        }
+        if !set.is_empty() {
+            answer[path] = set.into();
+        }
+    }
     if json {
         return print_json(&answer);
     }
-    println!(
-        "deployed {} {}",
-        answer["name"].as_str().unwrap_or(&deployable.name),
-        answer["version"].as_str().unwrap_or("(unknown version)")
-    );
     Ok(())
 }
 

@@ -4,6 +4,7 @@ mod api_client;
 mod args;
 mod artifact;
 mod commands;
+mod events;
 mod manifest;
 mod queries;
 mod render;
@@ -52,6 +53,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Invocations(args) => queries::invocations(&client, cli.json, args).await,
         Command::Stats(args) => queries::stats(&client, cli.json, args).await,
         Command::Usage(args) => queries::usage(&client, cli.json, args).await,
+        Command::Schedule(command) => events::schedule(&client, cli.json, command).await,
+        Command::Trigger(command) => events::trigger(&client, cli.json, command).await,
+        Command::Fleet => events::fleet(&client, cli.json).await,
         Command::Dlq(command) => commands::dlq(&client, cli.json, command).await,
     }
 }

@@ -17,6 +17,30 @@ pub struct Manifest {
     pub spec: serde_json::Value,
     /// How to build the artifact; `None` means `cargo build --release`.
     pub build: Option<BuildSection>,
+    /// `[[schedules]]`: (name, body of `PUT /v1/schedules/{name}`), set after the deploy.
+    pub schedules: Vec<(String, serde_json::Value)>,
+    /// `[[triggers]]`: (name, body of `PUT /v1/triggers/{name}`), set after the deploy.
+    pub triggers: Vec<(String, serde_json::Value)>,
+}
+
+/// One `[[schedules]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleSection {
+    name: String,
+    cron: String,
+    timezone: Option<String>,
+    payload: Option<toml::Value>,
+}
+
+/// One `[[triggers]]` entry: `subject`, or `bucket` and an optional `key`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerSection {
+    name: String,
+    subject: Option<String>,
+    bucket: Option<String>,
+    key: Option<String>,
 }
 
 /// The optional `[build]` table.
@@ -35,6 +59,10 @@ pub struct BuildSection {
 struct RawManifest {
     function: toml::Table,
     build: Option<BuildSection>,
+    #[serde(default)]
+    schedules: Vec<ScheduleSection>,
+    #[serde(default)]
+    triggers: Vec<TriggerSection>,
 }
 
 /// Reads and validates `<dir>/squall.toml`.
@@ -67,10 +95,46 @@ pub fn parse(text: &str) -> anyhow::Result<Manifest> {
             bail!("[build] command is empty; give an argv such as [\"make\", \"-s\"]");
         }
     }
+    let mut schedules = Vec::new();
+    for s in raw.schedules {
+        squall_broker::validate_function_name(&s.name)
+            .with_context(|| format!("[[schedules]] name {:?}", s.name))?;
+        let mut body = serde_json::json!({ "function": name, "cron": s.cron });
+        if let Some(tz) = s.timezone {
+            body["timezone"] = tz.into();
+        }
+        if let Some(payload) = s.payload {
+            body["payload"] = toml_to_json(payload)
+                .with_context(|| format!("[[schedules]] {} payload", s.name))?;
+        }
+        schedules.push((s.name, body));
+    }
+    let mut triggers = Vec::new();
+    for t in raw.triggers {
+        squall_broker::validate_function_name(&t.name)
+            .with_context(|| format!("[[triggers]] name {:?}", t.name))?;
+        let mut body = serde_json::json!({ "function": name });
+        match (t.subject, t.bucket) {
+            (Some(subject), None) if t.key.is_none() => body["subject"] = subject.into(),
+            (None, Some(bucket)) => {
+                body["bucket"] = bucket.into();
+                if let Some(key) = t.key {
+                    body["key"] = key.into();
+                }
+            }
+            _ => bail!(
+                "[[triggers]] {}: give either subject, or bucket (and optionally key)",
+                t.name
+            ),
+        }
+        triggers.push((t.name, body));
+    }
     Ok(Manifest {
         name,
         spec,
         build: raw.build,
+        schedules,
+        triggers,
     })
 }
 
@@ -165,6 +229,45 @@ mod tests {
         let build = manifest.build.unwrap();
         assert_eq!(build.command, ["make", "-s"]);
         assert_eq!(build.artifact, Path::new("target/libc_hello.so"));
+    }
+
+    #[test]
+    fn schedules_and_triggers_become_api_bodies() {
+        let manifest = parse(
+            r#"
+            [function]
+            name = "report"
+
+            [[schedules]]
+            name = "nightly"
+            cron = "0 3 * * *"
+            timezone = "Europe/Paris"
+            payload = { kind = "daily" }
+
+            [[triggers]]
+            name = "orders"
+            subject = "events.orders.>"
+
+            [[triggers]]
+            name = "settings"
+            bucket = "config"
+            key = "app.*"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            manifest.schedules,
+            vec![(
+                "nightly".to_string(),
+                serde_json::json!({"function": "report", "cron": "0 3 * * *",
+                    "timezone": "Europe/Paris", "payload": {"kind": "daily"}})
+            )]
+        );
+        assert_eq!(manifest.triggers[0].1["subject"], "events.orders.>");
+        assert_eq!(manifest.triggers[1].1["bucket"], "config");
+        assert_eq!(manifest.triggers[1].1["key"], "app.*");
+        let err = parse("[function]\nname = \"f\"\n[[triggers]]\nname = \"t\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("either subject"), "{err:#}");
     }
 
     #[test]

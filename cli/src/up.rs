@@ -1,4 +1,5 @@
-//! `squall up`: a local cluster on one machine (nats-server, a dispatcher and a worker).
+//! `squall up`: a local cluster on one machine (nats-server, a dispatcher and an autoscaling
+//! worker fleet).
 
 use crate::args::UpArgs;
 use anyhow::{bail, Context as _};
@@ -291,6 +292,7 @@ struct Plan {
     http_addr: SocketAddr,
     api_url: String,
     nats_url: String,
+    max_workers: u32,
 }
 
 /// Runs the local cluster until Ctrl-C or SIGTERM (exit 0) or until a child dies (an error).
@@ -345,6 +347,7 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
         logs,
         nats_addr,
         http_addr: args.http_addr,
+        max_workers: args.max_workers,
     };
     let mut signals = Signals::install()?;
     let mut children = Vec::new();
@@ -453,6 +456,11 @@ async fn start(
         plan.logs.join("dispatcher.log"),
     )?);
     let worker_args: Vec<OsString> = vec![
+        "fleet".into(),
+        "--min".into(),
+        "1".into(),
+        "--max".into(),
+        plan.max_workers.to_string().into(),
         "--nats-url".into(),
         plan.nats_url.clone().into(),
         "--data-dir".into(),

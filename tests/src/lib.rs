@@ -525,6 +525,22 @@ impl Cluster {
             .push(Process::spawn(&format!("worker-{n}"), command, log).expect("worker"));
     }
 
+    /// Starts an autoscaling fleet supervisor (`squall-worker fleet <args>`) for this cluster.
+    pub fn start_fleet(&self, name: &str, args: &[&str]) -> Process {
+        let mut command = Command::new(&built().worker);
+        command
+            .env("RUST_LOG", "info")
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
+            .arg("fleet")
+            .arg("--nats-url")
+            .arg(&self.nats.url)
+            .arg("--data-dir")
+            .arg(self.dir.path().join(name))
+            .args(args);
+        let log = self.dir.path().join(format!("{name}.log"));
+        Process::spawn(name, command, log).expect("fleet supervisor")
+    }
+
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

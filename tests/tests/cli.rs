@@ -502,3 +502,124 @@ async fn cli_prints_an_invocations_function_logs() {
     .await;
     assert_eq!(missing.code, Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_deploys_schedules_and_triggers_from_squall_toml_and_manages_them() {
+    let cluster = Cluster::start().await;
+    let url = cluster.url.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let library = built().library("echo");
+    std::fs::write(
+        dir.path().join("squall.toml"),
+        format!(
+            r#"
+[function]
+name = "echo"
+
+[[schedules]]
+name = "hourly-echo"
+cron = "0 * * * *"
+timezone = "Europe/Paris"
+payload = {{ from = "toml" }}
+
+[[triggers]]
+name = "orders"
+subject = "events.orders.>"
+
+[build]
+command = ["cp", "{}", "libecho.so"]
+artifact = "libecho.so"
+"#,
+            library.display()
+        ),
+    )
+    .unwrap();
+    let deployed = squall(url, &["deploy", dir.path().to_str().unwrap()])
+        .await
+        .ok();
+    assert!(
+        deployed.stdout.starts_with("deployed echo sha256:"),
+        "{deployed:#?}"
+    );
+    assert!(
+        deployed.stdout.contains("schedule hourly-echo set"),
+        "{deployed:#?}"
+    );
+    assert!(
+        deployed.stdout.contains("trigger orders set"),
+        "{deployed:#?}"
+    );
+
+    let schedules = squall(url, &["schedule", "ls"]).await.ok();
+    assert!(schedules.stdout.contains("hourly-echo"), "{schedules:#?}");
+    assert!(schedules.stdout.contains("0 0 * * * *"), "{schedules:#?}");
+    assert!(schedules.stdout.contains("Europe/Paris"), "{schedules:#?}");
+    let set = squall(
+        url,
+        &[
+            "--json",
+            "schedule",
+            "set",
+            "minutely",
+            "--function",
+            "echo",
+            "--cron",
+            "* * * * *",
+        ],
+    )
+    .await
+    .ok();
+    let view = parse_json(&set.stdout);
+    assert_eq!(view["next"].as_array().unwrap().len(), 5);
+    let bad = squall(
+        url,
+        &[
+            "schedule",
+            "set",
+            "x",
+            "--function",
+            "echo",
+            "--cron",
+            "99 * * * *",
+        ],
+    )
+    .await;
+    assert!(!bad.succeeded());
+    assert!(bad.stderr.contains("invalid_cron"), "{bad:#?}");
+
+    let triggers = squall(url, &["trigger", "ls"]).await.ok();
+    assert!(triggers.stdout.contains("events.orders.>"), "{triggers:#?}");
+    let overlap = squall(
+        url,
+        &[
+            "trigger",
+            "set",
+            "all",
+            "--function",
+            "echo",
+            "--subject",
+            "events.>",
+        ],
+    )
+    .await;
+    assert!(!overlap.succeeded());
+    assert!(overlap.stderr.contains("trigger_overlap"), "{overlap:#?}");
+
+    let fleet = squall(url, &["fleet"]).await.ok();
+    assert!(fleet.stdout.contains("worker processes"), "{fleet:#?}");
+    assert!(fleet.stdout.contains("echo"), "{fleet:#?}");
+
+    squall(url, &["schedule", "rm", "hourly-echo"]).await.ok();
+    squall(url, &["schedule", "rm", "minutely"]).await.ok();
+    squall(url, &["trigger", "rm", "orders"]).await.ok();
+    assert!(squall(url, &["schedule", "ls"])
+        .await
+        .ok()
+        .stdout
+        .contains("no schedules"));
+    assert!(squall(url, &["trigger", "ls"])
+        .await
+        .ok()
+        .stdout
+        .contains("no triggers"));
+}

@@ -120,25 +120,65 @@ async fn run_fleet(config: FleetConfig) -> anyhow::Result<()> {
     let signal = crate::wait_for_signal();
     tokio::pin!(signal);
     let mut every = tokio::time::interval(state.config.interval);
+    // At zero workers, a job's publish wakes the supervisor at once instead of at the next tick:
+    // the subscription exists only while no worker runs, so busy fleets pay nothing for it.
+    let mut wake: Option<async_nats::Subscriber> = None;
     loop {
-        tokio::select! {
-            _ = every.tick() => {
-                if let Err(error) = state.tick().await {
-                    tracing::warn!(message = "fleet tick failed", error = %error);
-                }
+        if state.running.is_empty() && wake.is_none() {
+            wake = subscribe_jobs(&client, &state.config.functions).await;
+        } else if !state.running.is_empty() {
+            wake = None;
+        }
+        let woken = async {
+            match wake.as_mut() {
+                Some(subscriber) => subscriber.next().await,
+                None => std::future::pending().await,
             }
+        };
+        // A job seen on the wire needs a worker even before the consumer counts it.
+        let at_least = tokio::select! {
+            _ = every.tick() => 0,
+            _ = woken => 1,
             _ = &mut signal => break,
+        };
+        if let Err(error) = state.tick(at_least).await {
+            tracing::warn!(message = "fleet tick failed", error = %error);
         }
     }
     state.shutdown().await;
     Ok(())
 }
 
+/// A core-NATS subscription that sees every job published for the served functions.
+async fn subscribe_jobs(
+    client: &async_nats::Client,
+    functions: &[String],
+) -> Option<async_nats::Subscriber> {
+    let subject = match functions {
+        [one] => squall_broker::names::jobs_subject(one),
+        _ => "jobs.*".to_string(),
+    };
+    match client.subscribe(subject).await {
+        Ok(subscriber) => Some(subscriber),
+        Err(error) => {
+            tracing::warn!(message = "cannot watch for new jobs; relying on the interval", %error);
+            None
+        }
+    }
+}
+
 impl Fleet {
-    async fn tick(&mut self) -> anyhow::Result<()> {
+    /// One decision: read the work, take or give back slots, start or stop workers.
+    async fn tick(&mut self, at_least: u32) -> anyhow::Result<()> {
         self.reap();
+        // First say we are alive: others treat grants without a live heartbeat as free, so
+        // a grant must never exist before its holder's heartbeat.
+        self.heartbeat().await;
+        if self.last_heartbeat.is_none() {
+            anyhow::bail!("no heartbeat written yet; not scaling");
+        }
         let loads = self.loads().await?;
-        let needed = scale::needed(&loads);
+        let needed = scale::needed(&loads).max(at_least);
         let alive = self.alive_supervisors().await?;
         let (allocation, revision) = self.allocation().await?;
         let others: u32 = allocation
@@ -182,7 +222,6 @@ impl Fleet {
         while self.running.len() as u32 > target.workers {
             self.stop_newest();
         }
-        self.heartbeat().await;
         Ok(())
     }
 

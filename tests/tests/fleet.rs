@@ -1,0 +1,210 @@
+//! The autoscaling fleet (`squall-worker fleet`) against a real cluster: scaling up with the
+//! backlog, down after the idle time, from zero, and two supervisors sharing one maximum.
+
+use squall_tests::{Cluster, ClusterOptions, Process};
+use std::time::{Duration, Instant};
+
+/// Worker processes a supervisor runs now (exited but unreaped ones do not count).
+fn live_workers(supervisor: &Process) -> usize {
+    supervisor
+        .children()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+                })
+                == Some(false)
+        })
+        .count()
+}
+
+/// Waits until `count(supervisors)` equals `want`, checking it never exceeds `max`.
+async fn wait_workers(
+    supervisors: &[&Process],
+    want: usize,
+    max: usize,
+    within: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let now: usize = supervisors.iter().map(|s| live_workers(s)).sum();
+        assert!(now <= max, "{now} workers, more than the max {max}");
+        if now == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{now} workers, not {want}, after {within:?}:\n{}",
+            supervisors
+                .iter()
+                .map(|s| s.output())
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn submit(cluster: &Cluster, function: &str, input: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let response = cluster
+            .http
+            .post(format!(
+                "{}/v1/functions/{function}/invocations?async=true",
+                cluster.url
+            ))
+            .body(input.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        ids.push(
+            response.headers()["squall-invocation-id"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    ids
+}
+
+fn no_workers() -> ClusterOptions {
+    ClusterOptions {
+        workers: 0,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_scales_the_fleet_to_max_and_back_to_min_after_the_idle_time() {
+    let cluster = Cluster::start_with(no_workers()).await;
+    cluster
+        .deploy_example(
+            "sleep",
+            Some(serde_json::json!({"concurrency": 1, "timeout_ms": 10000})),
+        )
+        .await;
+    let fleet = cluster.start_fleet(
+        "fleet",
+        &[
+            "--min",
+            "1",
+            "--max",
+            "3",
+            "--idle-secs",
+            "2",
+            "--interval-ms",
+            "200",
+        ],
+    );
+    wait_workers(&[&fleet], 1, 3, Duration::from_secs(15)).await;
+    let ids = submit(&cluster, "sleep", "1500", 9).await;
+    let reaction = wait_workers(&[&fleet], 3, 3, Duration::from_secs(10)).await;
+    eprintln!("scale-up 1 -> 3 took {reaction:?}");
+    let (_, view) = cluster.get_json("/v1/fleet").await;
+    let supervisor = &view["supervisors"][0];
+    assert_eq!(supervisor["max"], 3, "{view}");
+    assert!(
+        view["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "sleep"),
+        "{view}"
+    );
+    for id in &ids {
+        let done = cluster.wait_terminal(id, Duration::from_secs(60)).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+    }
+    // Idle for 2 s: back to the minimum, never below it.
+    wait_workers(&[&fleet], 1, 3, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(live_workers(&fleet), 1, "min is kept");
+    let (_, view) = cluster.get_json("/v1/fleet").await;
+    assert_eq!(view["workers"].as_array().unwrap().len(), 1, "{view}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_scaled_to_zero_cold_starts_and_completes_the_first_job() {
+    let cluster = Cluster::start_with(no_workers()).await;
+    cluster.deploy_example("hello", None).await;
+    let fleet = cluster.start_fleet(
+        "fleet",
+        &[
+            "--min",
+            "0",
+            "--max",
+            "2",
+            "--idle-secs",
+            "1",
+            "--interval-ms",
+            "200",
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(live_workers(&fleet), 0, "nothing runs without work");
+    let started = Instant::now();
+    let response = cluster.invoke("hello", r#"{"name": "cold"}"#).await;
+    let cold = started.elapsed();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["greeting"], "Hello, cold!");
+    eprintln!("scale-from-zero first call took {cold:?}");
+    // And back to zero once idle.
+    wait_workers(&[&fleet], 0, 2, Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_supervisors_together_never_exceed_the_shared_max() {
+    let cluster = Cluster::start_with(no_workers()).await;
+    cluster
+        .deploy_example(
+            "sleep",
+            Some(serde_json::json!({"concurrency": 1, "timeout_ms": 10000})),
+        )
+        .await;
+    let args = [
+        "--min",
+        "0",
+        "--max",
+        "3",
+        "--idle-secs",
+        "2",
+        "--interval-ms",
+        "100",
+    ];
+    let a = cluster.start_fleet("fleet-a", &args);
+    let b = cluster.start_fleet("fleet-b", &args);
+    let ids = submit(&cluster, "sleep", "1000", 12).await;
+    // Sampled every 50 ms while the backlog drains: never more than 3 between the two.
+    let reached = wait_workers(&[&a, &b], 3, 3, Duration::from_secs(15)).await;
+    eprintln!("two supervisors reached 3 workers in {reached:?}");
+    let drain = Instant::now();
+    let deadline = drain + Duration::from_secs(60);
+    for id in &ids {
+        loop {
+            let total = live_workers(&a) + live_workers(&b);
+            assert!(total <= 3, "{total} workers across both supervisors");
+            let (_, view) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
+            if view["status"] == "succeeded" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} did not finish: {view}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    eprintln!("drained in {:?}", drain.elapsed());
+    let (_, view) = cluster.get_json("/v1/fleet").await;
+    assert_eq!(view["supervisors"].as_array().unwrap().len(), 2, "{view}");
+    let granted: u64 = view["allocation"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(granted <= 3, "{view}");
+}
