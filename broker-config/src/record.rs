@@ -36,6 +36,8 @@ pub struct FunctionRecord {
     pub concurrency: u32,
     pub config_json: String,
     pub max_concurrency: Option<u32>,
+    /// The function's secrets, a JSON object of strings; never shown by the API.
+    pub secrets_json: String,
 }
 
 impl FunctionRecord {
@@ -59,6 +61,7 @@ impl FunctionRecord {
             concurrency: spec.concurrency,
             config_json: serde_json::Value::Object(spec.config.clone()).to_string(),
             max_concurrency: spec.max_concurrency,
+            secrets_json: String::new(),
         }
     }
 
@@ -76,6 +79,36 @@ impl FunctionRecord {
             max_concurrency: self.max_concurrency,
             config,
         }
+    }
+
+    /// The secrets' names, sorted.
+    pub fn secret_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.secrets().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The secrets as a JSON object (empty when none).
+    pub fn secrets(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::from_str(&self.secrets_json) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    /// The config JSON a function receives: its config values, plus its secrets under
+    /// `"secrets"` when it has any.
+    pub fn call_config(&self) -> String {
+        let secrets = self.secrets();
+        if secrets.is_empty() {
+            return self.config_json.clone();
+        }
+        let mut config = match serde_json::from_str(&self.config_json) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        config.insert("secrets".into(), serde_json::Value::Object(secrets));
+        serde_json::Value::Object(config).to_string()
     }
 
     /// Encodes the record for the registry.

@@ -74,8 +74,9 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    /// A client for the API at `base` (e.g. `http://127.0.0.1:8080`).
-    pub fn new(base: &str) -> anyhow::Result<ApiClient> {
+    /// A client for the API at `base` (e.g. `http://127.0.0.1:8080`), sending `api_key` as a
+    /// bearer token when given.
+    pub fn new(base: &str, api_key: Option<&str>) -> anyhow::Result<ApiClient> {
         let base = Url::parse(base).with_context(|| format!("invalid API URL {base:?}"))?;
         if base.scheme() != "http" {
             bail!("invalid API URL {base}: only http:// URLs are supported");
@@ -83,7 +84,15 @@ impl ApiClient {
         if base.cannot_be_a_base() {
             bail!("invalid API URL {base}");
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = api_key {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .context("the API key has characters an HTTP header cannot carry")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(Duration::from_secs(10))
             .build()
             .context("cannot build the HTTP client")?;
@@ -211,12 +220,12 @@ mod tests {
 
     #[test]
     fn urls_are_built_from_encoded_segments() {
-        let client = ApiClient::new("http://127.0.0.1:8080/").unwrap();
+        let client = ApiClient::new("http://127.0.0.1:8080/", None).unwrap();
         assert_eq!(
             client.url(&["v1", "invocations", "a/b"]).as_str(),
             "http://127.0.0.1:8080/v1/invocations/a%2Fb"
         );
-        let prefixed = ApiClient::new("http://example.test/squall").unwrap();
+        let prefixed = ApiClient::new("http://example.test/squall", None).unwrap();
         assert_eq!(
             prefixed.url(&["v1", "functions"]).as_str(),
             "http://example.test/squall/v1/functions"
@@ -226,7 +235,7 @@ mod tests {
 
     #[test]
     fn only_http_urls_are_accepted() {
-        assert!(ApiClient::new("https://example.test").is_err());
-        assert!(ApiClient::new("not a url").is_err());
+        assert!(ApiClient::new("https://example.test", None).is_err());
+        assert!(ApiClient::new("not a url", None).is_err());
     }
 }

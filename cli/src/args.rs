@@ -15,6 +15,10 @@ pub struct Cli {
     /// The dispatcher's API URL.
     #[arg(long, global = true, env = env::ENV_URL, default_value = DEFAULT_URL)]
     pub url: String,
+    /// API key sent as `Authorization: Bearer`; without one, `.squall/admin.key` (written by
+    /// `squall up`) is used when it exists.
+    #[arg(long, global = true, env = "SQUALL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Print the API's JSON instead of human-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -47,6 +51,12 @@ pub enum Command {
     /// Inspect, replay and remove dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Set, list and remove a function's secrets (it reads them in ctx.config.secrets).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Set, list and remove cron schedules that invoke a function.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
@@ -55,6 +65,49 @@ pub enum Command {
     Trigger(TriggerCommand),
     /// Show the fleet: supervisors, worker processes, per-function backlog and in-flight jobs.
     Fleet,
+}
+
+/// `squall keys …`.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum KeysCommand {
+    /// Create a key; it is printed once.
+    Create {
+        /// The key's name.
+        name: String,
+        /// A scope: admin, invoke or read (repeatable).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+    },
+    /// List keys: names and scopes.
+    Ls,
+    /// Revoke a key.
+    Rm {
+        /// The key's name.
+        name: String,
+    },
+}
+
+/// `squall secrets …`.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum SecretsCommand {
+    /// Replace a function's secrets with NAME=VALUE pairs (VALUE `@path` reads a file).
+    Set {
+        /// The function.
+        function: String,
+        /// NAME=VALUE, or NAME=@path to read the value from a file.
+        #[arg(required = true)]
+        pairs: Vec<String>,
+    },
+    /// List a function's secret names.
+    Ls {
+        /// The function.
+        function: String,
+    },
+    /// Remove all of a function's secrets.
+    Rm {
+        /// The function.
+        function: String,
+    },
 }
 
 /// `squall schedule …`.

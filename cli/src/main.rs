@@ -1,5 +1,6 @@
 //! The `squall` command: parses the command line and runs one command.
 
+mod access;
 mod api_client;
 mod args;
 mod artifact;
@@ -41,7 +42,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Up(args) = &cli.command {
         return up::up(args).await;
     }
-    let client = ApiClient::new(&cli.url)?;
+    let api_key = cli.api_key.clone().or_else(|| {
+        std::fs::read_to_string(up::ADMIN_KEY_PATH)
+            .ok()
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty())
+    });
+    let client = ApiClient::new(&cli.url, api_key.as_deref())?;
     match &cli.command {
         Command::Up(_) => unreachable!("handled above"),
         Command::Deploy(args) => commands::deploy(&client, cli.json, args).await,
@@ -55,6 +62,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Usage(args) => queries::usage(&client, cli.json, args).await,
         Command::Schedule(command) => events::schedule(&client, cli.json, command).await,
         Command::Trigger(command) => events::trigger(&client, cli.json, command).await,
+        Command::Keys(command) => access::keys(&client, cli.json, command).await,
+        Command::Secrets(command) => access::secrets(&client, cli.json, command).await,
         Command::Fleet => events::fleet(&client, cli.json).await,
         Command::Dlq(command) => commands::dlq(&client, cli.json, command).await,
     }

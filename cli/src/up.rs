@@ -21,6 +21,32 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lines of a log shown when something fails.
 const LOG_TAIL_LINES: usize = 30;
+/// Where `squall up` (with the default state folder) keeps the admin key it generated; the CLI
+/// sends it when no other key is given.
+pub const ADMIN_KEY_PATH: &str = ".squall/admin.key";
+
+/// Returns the admin key file in `state`, creating it (owner-only, 256 random bits) if missing.
+fn ensure_admin_key(state: &Path) -> anyhow::Result<PathBuf> {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = state.join("admin.key");
+    if path.exists() {
+        return Ok(path);
+    }
+    let mut random = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .context("cannot read random bytes for the admin key")?;
+    let key: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(file, "sq_{key}").with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
 
 /// Where to look for nats-server: `$NATS_SERVER`, then `PATH`, then `.tools/bin` under `cwd`.
 pub fn find_nats_server(
@@ -172,12 +198,14 @@ impl Child {
         name: &'static str,
         program: &Path,
         args: &[OsString],
+        envs: &[(&str, &Path)],
         log: PathBuf,
     ) -> anyhow::Result<Child> {
         let file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create log file {}", log.display()))?;
         let process = tokio::process::Command::new(program)
             .args(args)
+            .envs(envs.iter().copied())
             // Log files are read as plain text, without terminal colours.
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -293,6 +321,8 @@ struct Plan {
     api_url: String,
     nats_url: String,
     max_workers: u32,
+    /// The generated admin key's file, given to the dispatcher.
+    admin_key: PathBuf,
 }
 
 /// Runs the local cluster until Ctrl-C or SIGTERM (exit 0) or until a child dies (an error).
@@ -340,6 +370,7 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
     std::fs::write(&config, NATS_CONFIG)
         .with_context(|| format!("cannot write {}", config.display()))?;
 
+    let admin_key = ensure_admin_key(&state)?;
     let plan = Plan {
         api_url: format!("http://{}", client_addr(args.http_addr)),
         nats_url: format!("nats://{nats_addr}"),
@@ -348,6 +379,7 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
         nats_addr,
         http_addr: args.http_addr,
         max_workers: args.max_workers,
+        admin_key,
     };
     let mut signals = Signals::install()?;
     let mut children = Vec::new();
@@ -374,6 +406,11 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
     println!(
         "  logs: {} (nats-server.log, dispatcher.log, worker.log)",
         plan.logs.display()
+    );
+    println!(
+        "  admin key: {} (the CLI uses it from this folder; elsewhere: export SQUALL_API_KEY=$(cat {}))",
+        plan.admin_key.display(),
+        plan.admin_key.display()
     );
     if plan.api_url != crate::args::DEFAULT_URL {
         println!("  use it with: export {}={}", env::ENV_URL, plan.api_url);
@@ -419,6 +456,7 @@ async fn start(
         "nats-server",
         nats_server,
         &nats_args,
+        &[],
         plan.logs.join("nats-server.log"),
     )?);
     // Wait for the broker first, so a broken broker is reported with its own log.
@@ -453,6 +491,7 @@ async fn start(
         "dispatcher",
         dispatcher,
         &dispatcher_args,
+        &[("SQUALL_ADMIN_KEY_FILE", plan.admin_key.as_path())],
         plan.logs.join("dispatcher.log"),
     )?);
     let worker_args: Vec<OsString> = vec![
@@ -470,6 +509,7 @@ async fn start(
         "worker",
         worker,
         &worker_args,
+        &[],
         plan.logs.join("worker.log"),
     )?);
 

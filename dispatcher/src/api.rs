@@ -255,7 +255,11 @@ pub async fn deploy(
     )
     .await
     .map_err(|e| ApiError::broker("cannot create the function's consumer", e))?;
-    let record = FunctionRecord::new(&name, &sha, parts.artifact.len() as u64, now_ms(), &spec);
+    let mut record = FunctionRecord::new(&name, &sha, parts.artifact.len() as u64, now_ms(), &spec);
+    // A redeploy keeps the function's secrets.
+    if let Ok(previous) = load_record(&state, &name).await {
+        record.secrets_json = previous.secrets_json;
+    }
     let revision = state
         .topology
         .registry

@@ -5,15 +5,18 @@
 
 pub mod api;
 pub mod artifact;
+pub mod auth;
 pub mod dlq;
 pub mod error;
 pub mod fleet;
 pub mod index;
+pub mod limits;
 pub mod openapi;
 pub mod queries;
 pub mod query;
 pub mod registry;
 pub mod schedules;
+pub mod secrets;
 pub mod triggers;
 pub mod view;
 pub mod waiter;
@@ -32,6 +35,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
     pub nats_url: String,
+    /// NATS credentials and TLS.
+    pub nats_auth: squall_broker::connect::NatsAuth,
     pub http_addr: SocketAddr,
     /// Folder of the local sled index.
     pub data_dir: PathBuf,
@@ -44,6 +49,10 @@ pub struct DispatcherConfig {
     pub topology: TopologyConfig,
     /// Drop the query index at startup and replay RESULTS into it.
     pub rebuild_index: bool,
+    /// The admin API key; `None` leaves the API open (loopback only, unless allowed).
+    pub admin_key: Option<String>,
+    /// Serve `/metrics` without a key even when keys are required.
+    pub metrics_open: bool,
 }
 
 /// State shared by every request.
@@ -57,6 +66,9 @@ pub struct AppState {
     pub registry: Arc<registry::RegistryCache>,
     /// This process's metrics.
     pub metrics: Arc<squall_broker::metrics::Metrics>,
+    /// The API keys this dispatcher accepts.
+    pub keys: auth::Keys,
+    pub keys_bucket: async_nats::jetstream::kv::Store,
 }
 
 /// The API router over `state`, without binding a port.
@@ -83,6 +95,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/invocations", get(queries::list))
         .route("/v1/invocations/{id}", get(api::get_invocation))
         .route("/v1/functions/{name}/stats", get(queries::stats))
+        .route(
+            "/v1/functions/{name}/secrets",
+            put(secrets::put).get(secrets::get).delete(secrets::delete),
+        )
         .route("/v1/usage", get(queries::usage))
         .route("/v1/dlq", get(dlq::list))
         .route("/v1/dlq/replay", post(dlq::replay_all))
@@ -105,14 +121,23 @@ pub fn app(state: Arc<AppState>) -> Router {
                 .get(triggers::get)
                 .delete(triggers::delete),
         )
+        .route("/v1/keys", post(auth::create).get(auth::list))
+        .route("/v1/keys/{name}", axum::routing::delete(auth::delete))
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ))
+        .layer(axum::middleware::from_fn(limits::headers))
         .with_state(state)
 }
 
 /// Connects to NATS, ensures the topology, opens the index and builds the shared state.
 pub async fn connect(config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> {
-    let client = async_nats::ConnectOptions::new()
-        .name("squall-dispatcher")
+    let client = config
+        .nats_auth
+        .options("squall-dispatcher")
+        .await?
         .retry_on_initial_connect()
         .connect(config.nats_url.as_str())
         .await
@@ -126,6 +151,8 @@ pub async fn connect(config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let index = index::Index::open(&config.data_dir.join("index"))?;
+    let keys_bucket = auth::open_bucket(&topology.jetstream, config.topology.replicas).await?;
+    let keys = auth::Keys::new(config.admin_key.as_deref(), config.metrics_open);
     if config.rebuild_index {
         index.query.clear()?;
         tracing::info!(message = "query index cleared; rebuilding it from RESULTS");
@@ -138,7 +165,10 @@ pub async fn connect(config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> 
         index,
         registry: Arc::new(registry::RegistryCache::default()),
         metrics: Arc::new(api::metrics_registry()),
+        keys,
+        keys_bucket,
     });
+    tokio::spawn(auth::follow(state.clone()));
     tokio::spawn(
         state
             .registry

@@ -13,6 +13,8 @@ struct Args {
     /// NATS server URL.
     #[arg(long, env = env::ENV_NATS_URL, default_value = env::DEFAULT_NATS_URL)]
     nats_url: String,
+    #[command(flatten)]
+    nats_auth: squall_broker::connect::NatsAuth,
     /// Address to listen on.
     #[arg(long, env = env::ENV_HTTP_ADDR, default_value = env::DEFAULT_HTTP_ADDR)]
     http_addr: SocketAddr,
@@ -35,6 +37,12 @@ struct Args {
     /// Drop the local query index and rebuild it from the RESULTS stream.
     #[arg(long)]
     rebuild_index: bool,
+    /// Serve the API without keys even on a non-loopback address (no SQUALL_ADMIN_KEY).
+    #[arg(long)]
+    allow_anonymous: bool,
+    /// Require a key with the `read` scope for /metrics (open by default, like the probes).
+    #[arg(long)]
+    metrics_auth: bool,
     /// Stream replicas (1 for a single node, 3 for a cluster).
     #[arg(long, default_value_t = 1)]
     replicas: usize,
@@ -63,6 +71,23 @@ fn main() -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(64);
     }
+    let admin_key = match admin_key() {
+        Ok(key) => key,
+        Err(message) => {
+            eprintln!("squall-dispatcher: {message}");
+            return std::process::ExitCode::from(64);
+        }
+    };
+    if admin_key.is_none() && !args.http_addr.ip().is_loopback() && !args.allow_anonymous {
+        eprintln!(
+            "squall-dispatcher: refusing to serve the API without keys on {}, a non-loopback address: \
+             anyone who reaches it could deploy native code to every worker. Either configure an admin key \
+             (SQUALL_ADMIN_KEY, or SQUALL_ADMIN_KEY_FILE naming a file that holds it), or pass --allow-anonymous \
+             to serve it open on purpose.",
+            args.http_addr
+        );
+        return std::process::ExitCode::from(64);
+    }
     let mut topology = squall_broker::TopologyConfig {
         replicas: args.replicas,
         duplicate_window: Duration::from_secs(args.idempotency_window_secs),
@@ -71,6 +96,7 @@ fn main() -> std::process::ExitCode {
     topology.max_message_size = (args.max_payload + 64 * 1024) as i32;
     let config = squall_dispatcher::DispatcherConfig {
         nats_url: args.nats_url,
+        nats_auth: args.nats_auth,
         http_addr: args.http_addr,
         data_dir: args.data_dir,
         max_payload: args.max_payload,
@@ -78,6 +104,8 @@ fn main() -> std::process::ExitCode {
         max_wait: Duration::from_secs(args.max_wait_secs),
         topology,
         rebuild_index: args.rebuild_index,
+        admin_key,
+        metrics_open: !args.metrics_auth,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -104,6 +132,40 @@ fn main() -> std::process::ExitCode {
             eprintln!("squall-dispatcher: {error:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The admin key from SQUALL_ADMIN_KEY or the file SQUALL_ADMIN_KEY_FILE names.
+fn admin_key() -> Result<Option<String>, String> {
+    let from_env = std::env::var("SQUALL_ADMIN_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
+    let from_file = match std::env::var_os("SQUALL_ADMIN_KEY_FILE") {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .map(|k| k.trim().to_string())
+                .map_err(|e| {
+                    format!(
+                        "cannot read SQUALL_ADMIN_KEY_FILE {}: {e}",
+                        path.to_string_lossy()
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let key = match (from_env, from_file) {
+        (Some(_), Some(_)) => {
+            return Err("set SQUALL_ADMIN_KEY or SQUALL_ADMIN_KEY_FILE, not both".into())
+        }
+        (key, None) | (None, key) => key,
+    };
+    match key {
+        Some(key) if key.len() < squall_dispatcher::auth::MIN_KEY_LEN => Err(format!(
+            "the admin key is {} characters long; use at least {} (for example `openssl rand -hex 32`)",
+            key.len(),
+            squall_dispatcher::auth::MIN_KEY_LEN
+        )),
+        key => Ok(key),
     }
 }
 

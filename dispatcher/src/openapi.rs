@@ -35,7 +35,7 @@ fn id_param() -> Value {
 /// The whole document.
 pub fn document() -> Value {
     let mut doc = base_document();
-    for more in [query_paths(), event_paths()] {
+    for more in [query_paths(), event_paths(), security_paths()] {
         if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), more) {
             paths.extend(more);
         }
@@ -45,6 +45,21 @@ pub fn document() -> Value {
         event_schemas(),
     ) {
         schemas.extend(more);
+    }
+    // Every route needs a key when keys are configured, but for the probes, metrics and this
+    // document, which stay open.
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": { "type": "http", "scheme": "bearer", "description": "An API key: SQUALL_ADMIN_KEY or one made by POST /v1/keys. Required only when the dispatcher has an admin key." }
+    });
+    doc["security"] = json!([{ "bearer": [] }]);
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for open in ["/healthz", "/readyz", "/metrics", "/v1/openapi.json"] {
+            if let Some(Value::Object(operation)) =
+                paths.get_mut(open).and_then(|p| p.get_mut("get"))
+            {
+                operation.insert("security".into(), json!([]));
+            }
+        }
     }
     doc
 }
@@ -145,6 +160,101 @@ fn event_paths() -> Value {
             "summary": "Fleet supervisors and their workers, live worker processes, and per-function backlog and in-flight jobs",
             "responses": { "200": json_ok("The fleet.", json!({ "$ref": "#/components/schemas/Fleet" })) }
         }}
+    })
+}
+
+/// API keys and function secrets.
+fn security_paths() -> Value {
+    let key = json!({
+        "type": "object", "required": ["name", "scopes", "created_at"],
+        "properties": {
+            "name": { "type": "string" },
+            "scopes": { "type": "array", "items": { "type": "string", "enum": ["admin", "invoke", "read"] } },
+            "created_at": { "type": "string", "format": "date-time" }
+        }
+    });
+    let secrets = json!({
+        "type": "object", "required": ["function", "secrets"],
+        "properties": {
+            "function": { "type": "string" },
+            "secrets": { "type": "object", "description": "Names; every value reads [redacted].",
+                "additionalProperties": { "type": "string", "const": "[redacted]" } }
+        }
+    });
+    json!({
+        "/v1/keys": {
+            "post": {
+                "summary": "Create an API key with scopes (admin, invoke, read); the key is answered once, only its hash is kept",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["name", "scopes"], "additionalProperties": false,
+                    "properties": {
+                        "name": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" },
+                        "scopes": { "type": "array", "minItems": 1, "items": { "type": "string", "enum": ["admin", "invoke", "read"] } }
+                    }
+                }}}},
+                "responses": {
+                    "201": json_ok("The key, shown this once.", json!({
+                        "type": "object", "required": ["name", "scopes", "key", "created_at"],
+                        "properties": {
+                            "name": { "type": "string" }, "key": { "type": "string" },
+                            "scopes": { "type": "array", "items": { "type": "string" } },
+                            "created_at": { "type": "string", "format": "date-time" }
+                        }
+                    })),
+                    "400": error_response("Invalid name, body or scope."),
+                    "409": error_response("A key with this name exists.")
+                }
+            },
+            "get": {
+                "summary": "List keys: names and scopes, never the keys",
+                "responses": { "200": json_ok("The keys.", json!({
+                    "type": "object", "required": ["keys"],
+                    "properties": { "keys": { "type": "array", "items": key } }
+                })) }
+            }
+        },
+        "/v1/keys/{name}": {
+            "parameters": [named_param("Key")],
+            "delete": {
+                "summary": "Revoke a key, on every dispatcher",
+                "responses": {
+                    "204": { "description": "Revoked." },
+                    "400": error_response("Invalid name."),
+                    "404": error_response("Unknown key.")
+                }
+            }
+        },
+        "/v1/functions/{name}/secrets": {
+            "parameters": [name_param()],
+            "put": {
+                "summary": "Replace a function's secrets; the function reads them in ctx.config.secrets",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "maxProperties": 64,
+                    "additionalProperties": { "type": "string", "maxLength": 16384 }
+                }}}},
+                "responses": {
+                    "200": json_ok("The secrets' names.", secrets.clone()),
+                    "400": error_response("Invalid name or secrets."),
+                    "404": error_response("Unknown function.")
+                }
+            },
+            "get": {
+                "summary": "A function's secret names (values are never shown)",
+                "responses": {
+                    "200": json_ok("The secrets' names.", secrets),
+                    "400": error_response("Invalid name."),
+                    "404": error_response("Unknown function.")
+                }
+            },
+            "delete": {
+                "summary": "Remove all of a function's secrets",
+                "responses": {
+                    "204": { "description": "Removed." },
+                    "400": error_response("Invalid name."),
+                    "404": error_response("Unknown function.")
+                }
+            }
+        }
     })
 }
 

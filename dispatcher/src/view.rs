@@ -22,6 +22,7 @@ pub fn function_view(record: &FunctionRecord) -> serde_json::Value {
         "artifact_size": record.artifact_size,
         "deployed_at": rfc3339(record.deployed_at_ms),
         "config": record.spec(),
+        "secrets": record.secret_names(),
     })
 }
 

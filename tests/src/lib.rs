@@ -140,6 +140,8 @@ pub struct NatsServer {
     pub dir: tempfile::TempDir,
     /// The broker config profile (`default` or `strict`, from `broker-config/nats/`).
     pub profile: String,
+    /// Extra environment of the nats-server process (kept for restarts).
+    pub env: Vec<(String, String)>,
 }
 
 impl NatsServer {
@@ -150,13 +152,20 @@ impl NatsServer {
 
     /// Starts nats-server with `broker-config/nats/<profile>.conf`.
     pub fn start_profile(profile: &str) -> NatsServer {
+        NatsServer::start_profile_with_env(profile, &[])
+    }
+
+    /// Starts nats-server with `broker-config/nats/<profile>.conf` and extra environment (the
+    /// `auth` profile reads its users' passwords from it; see `auth_env`).
+    pub fn start_profile_with_env(profile: &str, env: &[(String, String)]) -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (process, url) = spawn_nats(dir.path(), profile, None);
+        let (process, url) = spawn_nats(dir.path(), profile, None, env);
         NatsServer {
             url,
             process,
             dir,
             profile: profile.to_string(),
+            env: env.to_vec(),
         }
     }
 
@@ -170,18 +179,24 @@ impl NatsServer {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("port in url");
-        let (process, url) = spawn_nats(self.dir.path(), &self.profile, Some(port));
+        let (process, url) = spawn_nats(self.dir.path(), &self.profile, Some(port), &self.env);
         self.process = process;
         assert_eq!(url, self.url, "restarted on the same address");
     }
 }
 
-fn spawn_nats(dir: &Path, profile: &str, port: Option<u16>) -> (Process, String) {
+fn spawn_nats(
+    dir: &Path,
+    profile: &str,
+    port: Option<u16>,
+    env: &[(String, String)],
+) -> (Process, String) {
     let ports_dir = dir.join("ports");
     let _ = std::fs::remove_dir_all(&ports_dir);
     std::fs::create_dir_all(&ports_dir).expect("ports dir");
     let mut command = Command::new(nats_server_binary());
     command
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .arg("-c")
         .arg(workspace_root().join(format!("broker-config/nats/{profile}.conf")))
         .args(["-a", "127.0.0.1", "-p"])
@@ -365,6 +380,28 @@ pub struct Cluster {
     pub options: ClusterOptions,
 }
 
+/// The cluster's HTTP client: it sends the admin key when the dispatchers have one
+/// (`SQUALL_ADMIN_KEY` in `env` or `dispatcher_env`).
+fn api_client(options: &ClusterOptions) -> reqwest::Client {
+    let key = options
+        .env
+        .iter()
+        .chain(&options.dispatcher_env)
+        .find(|(k, _)| k == "SQUALL_ADMIN_KEY")
+        .map(|(_, v)| v.clone());
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().expect("key as a header"),
+        );
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("HTTP client")
+}
+
 /// Starts the first dispatcher on `port` with its data in `dir/dispatcher`.
 fn spawn_dispatcher(
     nats_url: &str,
@@ -377,6 +414,7 @@ fn spawn_dispatcher(
     command
         .env("RUST_LOG", "info")
         .envs(options.env.iter().map(|(k, v)| (k, v)))
+        .envs(options.dispatcher_env.iter().map(|(k, v)| (k, v)))
         .arg("--nats-url")
         .arg(nats_url)
         .arg("--http-addr")
@@ -401,6 +439,12 @@ pub struct ClusterOptions {
     pub profile: &'static str,
     /// Extra environment of every dispatcher and worker process.
     pub env: Vec<(String, String)>,
+    /// Extra environment of the dispatchers only, after `env`.
+    pub dispatcher_env: Vec<(String, String)>,
+    /// Extra environment of the workers and fleet supervisors only, after `env`.
+    pub worker_env: Vec<(String, String)>,
+    /// Extra environment of the nats-server process.
+    pub nats_env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -411,6 +455,69 @@ impl Default for ClusterOptions {
             max_payload: None,
             profile: "default",
             env: Vec::new(),
+            dispatcher_env: Vec::new(),
+            worker_env: Vec::new(),
+            nats_env: Vec::new(),
+        }
+    }
+}
+
+/// A user of the `auth` broker profile (`broker-config/nats/auth.conf`) with its test password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthUser {
+    pub user: &'static str,
+    pub password: &'static str,
+    /// The variable nats-server reads the password from.
+    pub password_env: &'static str,
+}
+
+/// The `auth` profile's dispatcher user (throwaway test password).
+pub const AUTH_DISPATCHER: AuthUser = AuthUser {
+    user: "dispatcher",
+    password: "dispatcher-test-password",
+    password_env: "SQUALL_DISPATCHER_PASSWORD",
+};
+/// The `auth` profile's worker user (throwaway test password).
+pub const AUTH_WORKER: AuthUser = AuthUser {
+    user: "worker",
+    password: "worker-test-password",
+    password_env: "SQUALL_WORKER_PASSWORD",
+};
+/// The `auth` profile's plain-client user (throwaway test password).
+pub const AUTH_CLIENT: AuthUser = AuthUser {
+    user: "client",
+    password: "client-test-password",
+    password_env: "SQUALL_CLIENT_PASSWORD",
+};
+
+impl AuthUser {
+    /// The environment a Squall binary logs in as this user with.
+    pub fn login_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("SQUALL_NATS_USER".into(), self.user.into()),
+            ("SQUALL_NATS_PASSWORD".into(), self.password.into()),
+        ]
+    }
+}
+
+/// The environment nats-server needs for the `auth` profile: every user's password.
+pub fn auth_env() -> Vec<(String, String)> {
+    [AUTH_DISPATCHER, AUTH_WORKER, AUTH_CLIENT]
+        .iter()
+        .map(|u| (u.password_env.to_string(), u.password.to_string()))
+        .collect()
+}
+
+impl ClusterOptions {
+    /// The `auth` broker profile, with the dispatchers logged in as `dispatcher` and the
+    /// workers and fleet supervisors as `worker`.
+    pub fn with_auth(self) -> ClusterOptions {
+        ClusterOptions {
+            profile: "auth",
+            dispatcher_env: AUTH_DISPATCHER.login_env(),
+            worker_env: AUTH_WORKER.login_env(),
+            nats_env: auth_env(),
+            ..self
         }
     }
 }
@@ -424,7 +531,7 @@ impl Cluster {
     /// A cluster with the given options, ready to serve.
     pub async fn start_with(options: ClusterOptions) -> Cluster {
         tokio::task::spawn_blocking(built).await.expect("build");
-        let nats = NatsServer::start_profile(options.profile);
+        let nats = NatsServer::start_profile_with_env(options.profile, &options.nats_env);
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let dispatcher = spawn_dispatcher(&nats.url, port, dir.path(), &options, &[]);
@@ -435,7 +542,7 @@ impl Cluster {
             workers: Vec::new(),
             worker_metrics: Vec::new(),
             url: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            http: api_client(&options),
             dir,
             options: options.clone(),
         };
@@ -477,6 +584,7 @@ impl Cluster {
         command
             .env("RUST_LOG", "info")
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.options.dispatcher_env.iter().map(|(k, v)| (k, v)))
             .arg("--nats-url")
             .arg(&self.nats.url)
             .arg("--http-addr")
@@ -514,6 +622,7 @@ impl Cluster {
         command
             .env("RUST_LOG", "info")
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.options.worker_env.iter().map(|(k, v)| (k, v)))
             .arg("--metrics-addr")
             .arg(&metrics)
             .arg("--nats-url")
@@ -531,6 +640,7 @@ impl Cluster {
         command
             .env("RUST_LOG", "info")
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.options.worker_env.iter().map(|(k, v)| (k, v)))
             .arg("fleet")
             .arg("--nats-url")
             .arg(&self.nats.url)

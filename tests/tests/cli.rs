@@ -31,6 +31,7 @@ async fn squall(url: &str, args: &[&str]) -> Run {
     command
         .current_dir(workspace_root())
         .env_remove("SQUALL_URL")
+        .env_remove("SQUALL_API_KEY")
         .arg("--url")
         .arg(url)
         .args(args);
@@ -340,15 +341,39 @@ async fn squall_up_runs_a_local_cluster_and_stops_cleanly_on_ctrl_c() {
     }
     assert!(up.output().contains(&url), "{}", up.output());
 
+    // `squall up` made an admin key: the API refuses callers without it.
+    let key_file = state.join("admin.key");
+    assert!(
+        up.output().contains(&key_file.display().to_string()),
+        "{}",
+        up.output()
+    );
+    let key = std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let refused = squall(&url, &["--api-key", "wrong-key", "ls"]).await;
+    assert!(
+        !refused.succeeded() && refused.stderr.contains("unauthorized"),
+        "{refused:#?}"
+    );
     let library = built.library("c-hello").to_str().unwrap().to_string();
-    let deployed = squall(&url, &["deploy", &library, "--name", "c-hello"]).await;
+    let deployed = squall(
+        &url,
+        &["--api-key", &key, "deploy", &library, "--name", "c-hello"],
+    )
+    .await;
     assert!(
         deployed.succeeded(),
         "{deployed:#?}\n{}\n{}",
         up.output(),
         logs(&state)
     );
-    let greeting = squall(&url, &["invoke", "c-hello", "--data", "Ada"]).await;
+    let greeting = squall(
+        &url,
+        &["--api-key", &key, "invoke", "c-hello", "--data", "Ada"],
+    )
+    .await;
     assert!(greeting.succeeded(), "{greeting:#?}\n{}", logs(&state));
     assert_eq!(greeting.stdout, "Hello from C, Ada!");
     assert!(!processes_mentioning(&state.to_string_lossy()).is_empty());

@@ -26,6 +26,8 @@ use tokio::process::{Child, Command};
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
     pub nats_url: String,
+    /// NATS credentials and TLS; workers get them through their environment.
+    pub nats_auth: squall_broker::connect::NatsAuth,
     pub data_dir: PathBuf,
     /// Functions served; empty means all.
     pub functions: Vec<String>,
@@ -83,8 +85,10 @@ pub async fn run(config: FleetConfig) -> ExitCode {
 
 async fn run_fleet(config: FleetConfig) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find my own executable")?;
-    let client = async_nats::ConnectOptions::new()
-        .name("squall-fleet")
+    let client = config
+        .nats_auth
+        .options("squall-fleet")
+        .await?
         .retry_on_initial_connect()
         .connect(config.nats_url.as_str())
         .await
@@ -366,6 +370,7 @@ impl Fleet {
             .arg("--data-dir")
             .arg(self.config.data_dir.join(format!("slot-{slot}")))
             .args(&self.config.worker_args)
+            .envs(self.config.nats_auth.to_env())
             .kill_on_drop(true);
         for function in &self.config.functions {
             command.arg("--function").arg(function);

@@ -245,7 +245,7 @@ async fn attempt(
             function: &state.record.name,
             invocation_id: &invocation_id,
             traceparent: &traceparent,
-            config: state.record.config_json.as_bytes(),
+            config: state.call_config.as_bytes(),
             event: &event,
             attempt: attempt_no,
             deadline_unix_ms: deadline,

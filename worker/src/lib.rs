@@ -28,6 +28,8 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub nats_url: String,
+    /// NATS credentials and TLS.
+    pub nats_auth: squall_broker::connect::NatsAuth,
     /// Where fetched artifacts are cached, one file per version.
     pub cache_dir: PathBuf,
     /// Functions this worker serves; empty means all.
@@ -45,6 +47,8 @@ pub struct FunctionState {
     pub record: FunctionRecord,
     pub spec: squall_broker::FunctionSpec,
     pub library: Result<Arc<loader::Loaded>, String>,
+    /// The config JSON the function receives, with its secrets under `"secrets"`.
+    pub call_config: String,
 }
 
 /// Shared state of a running worker.
@@ -102,6 +106,7 @@ impl Worker {
         let library = self.artifacts.load(&self.topology.artifacts, &record).await;
         Arc::new(FunctionState {
             spec: current.spec.clone(),
+            call_config: current.call_config.clone(),
             record,
             library,
         })
@@ -149,6 +154,7 @@ impl Worker {
         let name = record.name.clone();
         let state = FunctionState {
             spec: record.spec(),
+            call_config: record.call_config(),
             record,
             library,
         };
@@ -283,8 +289,10 @@ async fn heartbeat(worker: Arc<Worker>) {
 
 pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<Exit> {
     use anyhow::Context as _;
-    let client = async_nats::ConnectOptions::new()
-        .name("squall-worker")
+    let client = config
+        .nats_auth
+        .options("squall-worker")
+        .await?
         .retry_on_initial_connect()
         .connect(config.nats_url.as_str())
         .await

@@ -17,6 +17,8 @@ struct Args {
     /// NATS server URL.
     #[arg(long, global = true, env = env::ENV_NATS_URL, default_value = env::DEFAULT_NATS_URL)]
     nats_url: String,
+    #[command(flatten)]
+    nats_auth: squall_broker::connect::NatsAuth,
     /// Folder for local state; the artifact cache lives in `<data-dir>/artifacts`.
     #[arg(long, global = true, env = env::ENV_DATA_DIR, default_value = ".squall/worker")]
     data_dir: PathBuf,
@@ -109,6 +111,7 @@ fn main() -> std::process::ExitCode {
     };
     let config = squall_worker::WorkerConfig {
         nats_url: args.nats_url,
+        nats_auth: args.nats_auth,
         cache_dir: args.data_dir.join("artifacts"),
         functions: args.functions,
         log_capture_bytes: args.log_capture_bytes,
@@ -118,6 +121,7 @@ fn main() -> std::process::ExitCode {
     if let Some(Sub::Fleet(fleet)) = args.command {
         let config = fleet::FleetConfig {
             nats_url: config.nats_url.clone(),
+            nats_auth: config.nats_auth.clone(),
             data_dir: args.data_dir.clone(),
             functions: config.functions.clone(),
             policy: squall_worker::scale::Policy {

@@ -1,0 +1,178 @@
+//! How a Squall process authenticates to NATS and secures the connection: the usual NATS
+//! options (user and password, token, nkey seed, creds file; TLS), as flags and environment.
+//!
+//! Invariant: at most one authentication method is given, and a secret given as a flag can
+//! always be given through the environment or a file instead (so it stays out of `ps`).
+
+use async_nats::ConnectOptions;
+use std::path::PathBuf;
+
+/// The NATS credential and TLS flags every Squall binary accepts.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NatsAuth {
+    /// NATS user name (with --nats-password).
+    #[arg(long, global = true, env = "SQUALL_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password.
+    #[arg(
+        long,
+        global = true,
+        env = "SQUALL_NATS_PASSWORD",
+        hide_env_values = true
+    )]
+    pub nats_password: Option<String>,
+    /// NATS token.
+    #[arg(long, global = true, env = "SQUALL_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+    /// File holding an nkey seed (`SU…`).
+    #[arg(long, global = true, env = "SQUALL_NATS_NKEY_FILE")]
+    pub nats_nkey_file: Option<PathBuf>,
+    /// NATS credentials file (JWT and nkey seed).
+    #[arg(long, global = true, env = "SQUALL_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the NATS server with; turns TLS on.
+    #[arg(long, global = true, env = "SQUALL_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with --nats-key.
+    #[arg(long, global = true, env = "SQUALL_NATS_CERT", requires = "nats_key")]
+    pub nats_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, global = true, env = "SQUALL_NATS_KEY", requires = "nats_cert")]
+    pub nats_key: Option<PathBuf>,
+}
+
+/// Why the NATS connection options are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("give only one NATS authentication method; got {0}")]
+    Several(String),
+    #[error("--nats-user needs --nats-password (or SQUALL_NATS_PASSWORD)")]
+    MissingPassword,
+    #[error("--nats-password was given without --nats-user")]
+    MissingUser,
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl NatsAuth {
+    /// Checks the combination of flags.
+    pub fn validate(&self) -> Result<(), AuthError> {
+        let given: Vec<&str> = [
+            ("user/password", self.nats_user.is_some()),
+            ("token", self.nats_token.is_some()),
+            ("nkey", self.nats_nkey_file.is_some()),
+            ("creds", self.nats_creds.is_some()),
+        ]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| *name)
+        .collect();
+        if given.len() > 1 {
+            return Err(AuthError::Several(given.join(" and ")));
+        }
+        match (&self.nats_user, &self.nats_password) {
+            (Some(_), None) => Err(AuthError::MissingPassword),
+            (None, Some(_)) => Err(AuthError::MissingUser),
+            _ => Ok(()),
+        }
+    }
+
+    /// Connect options named `name` with these credentials and TLS settings.
+    pub async fn options(&self, name: &str) -> Result<ConnectOptions, AuthError> {
+        self.validate()?;
+        let mut options = ConnectOptions::new().name(name);
+        if let (Some(user), Some(password)) = (&self.nats_user, &self.nats_password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &self.nats_token {
+            options = options.token(token.clone());
+        }
+        if let Some(path) = &self.nats_nkey_file {
+            let seed = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
+                what: "nkey seed file",
+                path: path.display().to_string(),
+                source,
+            })?;
+            options = options.nkey(seed.trim().to_string());
+        }
+        if let Some(path) = &self.nats_creds {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|source| AuthError::Read {
+                    what: "NATS credentials file",
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        }
+        if let Some(ca) = &self.nats_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (&self.nats_cert, &self.nats_key) {
+            options = options
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        Ok(options)
+    }
+
+    /// The same settings as environment variables, for child processes.
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        [
+            ("SQUALL_NATS_USER", self.nats_user.clone()),
+            ("SQUALL_NATS_PASSWORD", self.nats_password.clone()),
+            ("SQUALL_NATS_TOKEN", self.nats_token.clone()),
+            ("SQUALL_NATS_NKEY_FILE", path(&self.nats_nkey_file)),
+            ("SQUALL_NATS_CREDS", path(&self.nats_creds)),
+            ("SQUALL_NATS_CA", path(&self.nats_ca)),
+            ("SQUALL_NATS_CERT", path(&self.nats_cert)),
+            ("SQUALL_NATS_KEY", path(&self.nats_key)),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_method_at_a_time_and_user_needs_password() {
+        let both = NatsAuth {
+            nats_user: Some("u".into()),
+            nats_password: Some("p".into()),
+            nats_token: Some("t".into()),
+            ..Default::default()
+        };
+        assert!(matches!(both.validate(), Err(AuthError::Several(_))));
+        let user = NatsAuth {
+            nats_user: Some("u".into()),
+            ..Default::default()
+        };
+        assert!(matches!(user.validate(), Err(AuthError::MissingPassword)));
+        assert!(NatsAuth::default().validate().is_ok());
+    }
+
+    #[test]
+    fn settings_travel_as_environment() {
+        let auth = NatsAuth {
+            nats_token: Some("t".into()),
+            nats_ca: Some("/ca.pem".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            auth.to_env(),
+            vec![
+                ("SQUALL_NATS_TOKEN", "t".into()),
+                ("SQUALL_NATS_CA", "/ca.pem".into())
+            ]
+        );
+    }
+}

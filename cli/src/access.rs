@@ -1,0 +1,146 @@
+//! `squall keys` and `squall secrets`: API keys and function secrets.
+
+use crate::api_client::ApiClient;
+use crate::args::{KeysCommand, SecretsCommand};
+use crate::commands::print_json;
+use anyhow::{bail, Context as _};
+use reqwest::Method;
+
+/// Parses `NAME=VALUE` pairs; a value `@path` is read from that file (trailing newline dropped).
+pub fn parse_pairs(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let mut map = serde_json::Map::new();
+    for pair in pairs {
+        let Some((name, value)) = pair.split_once('=') else {
+            bail!("{pair:?} is not NAME=VALUE");
+        };
+        let value = match value.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the value of {name} from {path}"))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+            None => value.to_string(),
+        };
+        map.insert(name.to_string(), value.into());
+    }
+    Ok(map)
+}
+
+/// `squall keys create|ls|rm`.
+pub async fn keys(client: &ApiClient, json: bool, command: &KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create { name, scopes } => {
+            let body = serde_json::json!({ "name": name, "scopes": scopes });
+            let created = client
+                .json(client.request(Method::POST, &["v1", "keys"]).json(&body))
+                .await?;
+            if json {
+                return print_json(&created);
+            }
+            println!("{}", created["key"].as_str().unwrap_or_default());
+            eprintln!("key {name} created; it is shown only this once");
+        }
+        KeysCommand::Ls => {
+            let list = client
+                .json(client.request(Method::GET, &["v1", "keys"]))
+                .await?;
+            if json {
+                return print_json(&list);
+            }
+            let keys = list["keys"].as_array().cloned().unwrap_or_default();
+            if keys.is_empty() {
+                println!("no keys (besides the admin key from the dispatcher's environment)");
+            }
+            for key in keys {
+                let scopes: Vec<&str> = key["scopes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.as_str())
+                    .collect();
+                println!(
+                    "{:<24}  {:<20}  {}",
+                    key["name"].as_str().unwrap_or_default(),
+                    scopes.join(","),
+                    key["created_at"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        KeysCommand::Rm { name } => {
+            client
+                .send(client.request(Method::DELETE, &["v1", "keys", name]))
+                .await?;
+            if json {
+                return print_json(&serde_json::json!({ "revoked": name }));
+            }
+            println!("key {name} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// `squall secrets set|ls|rm`.
+pub async fn secrets(
+    client: &ApiClient,
+    json: bool,
+    command: &SecretsCommand,
+) -> anyhow::Result<()> {
+    let (function, view) = match command {
+        SecretsCommand::Set { function, pairs } => {
+            let body = serde_json::Value::Object(parse_pairs(pairs)?);
+            let view = client
+                .json(
+                    client
+                        .request(Method::PUT, &["v1", "functions", function, "secrets"])
+                        .json(&body),
+                )
+                .await?;
+            (function, view)
+        }
+        SecretsCommand::Ls { function } => {
+            let view = client
+                .json(client.request(Method::GET, &["v1", "functions", function, "secrets"]))
+                .await?;
+            (function, view)
+        }
+        SecretsCommand::Rm { function } => {
+            client
+                .send(client.request(Method::DELETE, &["v1", "functions", function, "secrets"]))
+                .await?;
+            if json {
+                return print_json(&serde_json::json!({ "function": function, "secrets": {} }));
+            }
+            println!("secrets of {function} removed");
+            return Ok(());
+        }
+    };
+    if json {
+        return print_json(&view);
+    }
+    let names: Vec<&String> = view["secrets"]
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    if names.is_empty() {
+        println!("{function} has no secrets");
+    }
+    for name in names {
+        println!("{name}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_read_values_inline_or_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let map = parse_pairs(&["A=1=2".into(), format!("B=@{}", file.display())]).unwrap();
+        assert_eq!(map["A"], "1=2");
+        assert_eq!(map["B"], "from-file");
+        assert!(parse_pairs(&["novalue".into()]).is_err());
+    }
+}

@@ -1,0 +1,431 @@
+//! API keys and scopes, secure defaults, function secrets and request limits, against real
+//! dispatchers and workers.
+
+use squall_tests::{built, free_port, json_response, Cluster, ClusterOptions, Process};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "admin-key-for-tests-0123456789";
+
+fn with_admin_key(workers: usize, dispatchers: usize) -> ClusterOptions {
+    ClusterOptions {
+        workers,
+        dispatchers,
+        dispatcher_env: vec![("SQUALL_ADMIN_KEY".into(), ADMIN.into())],
+        ..Default::default()
+    }
+}
+
+/// Sends `method path` to `base` with an optional key; returns status and JSON.
+async fn call(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new().request(method, format!("{base}{path}"));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    json_response(request.send().await.unwrap()).await
+}
+
+async fn create_key(base: &str, name: &str, scopes: &[&str]) -> String {
+    let (status, body) = call(
+        base,
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(ADMIN),
+        Some(serde_json::json!({"name": name, "scopes": scopes})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body["key"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_scopes_guard_every_route_and_revocation_reaches_every_dispatcher() {
+    let mut cluster = Cluster::start_with(with_admin_key(1, 1)).await;
+    let other = cluster.add_dispatcher().await;
+    let url = cluster.url.clone();
+    cluster.deploy_example("hello", None).await;
+    use reqwest::Method as M;
+
+    // Probes, metrics and the document stay open; everything else needs a key.
+    for path in ["/healthz", "/readyz", "/metrics", "/v1/openapi.json"] {
+        assert_eq!(call(&url, M::GET, path, None, None).await.0, 200, "{path}");
+    }
+    for (method, path) in [
+        (M::GET, "/v1/functions"),
+        (M::POST, "/v1/functions/hello/invocations"),
+        (M::GET, "/v1/keys"),
+        (M::GET, "/v1/nowhere"),
+    ] {
+        let (status, body) = call(&url, method.clone(), path, None, None).await;
+        assert_eq!(status, 401, "{method} {path}: {body}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+        let (status, _) = call(&url, method.clone(), path, Some("not-a-key"), None).await;
+        assert_eq!(status, 401, "{method} {path} with a wrong key");
+    }
+    assert_eq!(
+        call(&url, M::GET, "/v1/nowhere", Some(ADMIN), None).await.0,
+        404
+    );
+
+    // Scoped keys: each does only its part.
+    let invoke = create_key(&url, "ci", &["invoke"]).await;
+    let read = create_key(&url, "dashboard", &["read"]).await;
+    let (status, _) = call(
+        &url,
+        M::POST,
+        "/v1/functions/hello/invocations",
+        Some(&invoke),
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for (key, method, path, scope) in [
+        (&invoke, M::GET, "/v1/functions", "read"),
+        (&invoke, M::DELETE, "/v1/functions/hello", "admin"),
+        (&invoke, M::GET, "/v1/keys", "admin"),
+        (&read, M::POST, "/v1/functions/hello/invocations", "invoke"),
+        (&read, M::PUT, "/v1/schedules/s", "admin"),
+        (&read, M::GET, "/v1/dlq", "admin"),
+    ] {
+        let (status, body) = call(&url, method.clone(), path, Some(key), None).await;
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden");
+        assert_eq!(body["error"]["scope"], scope, "{body}");
+    }
+    assert_eq!(
+        call(&url, M::GET, "/v1/functions", Some(&read), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(&url, M::GET, "/v1/fleet", Some(&read), None).await.0,
+        200
+    );
+
+    // Listing shows names and scopes, never keys or their hashes.
+    let (status, listed) = call(&url, M::GET, "/v1/keys", Some(ADMIN), None).await;
+    assert_eq!(status, 200);
+    let text = listed.to_string();
+    assert!(text.contains("\"ci\"") && text.contains("invoke"), "{text}");
+    assert!(
+        !text.contains(&invoke) && !text.contains(&invoke[3..20]),
+        "{text}"
+    );
+    assert!(!text.contains("sha256"), "{text}");
+
+    // Bad requests are named.
+    let (status, body) = call(
+        &url,
+        M::POST,
+        "/v1/keys",
+        Some(ADMIN),
+        Some(serde_json::json!({"name": "ci", "scopes": ["read"]})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("key_exists"))
+    );
+    let (status, body) = call(
+        &url,
+        M::POST,
+        "/v1/keys",
+        Some(ADMIN),
+        Some(serde_json::json!({"name": "x", "scopes": ["root"]})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_scope"))
+    );
+
+    // The other dispatcher knows the new key, and forgets it when it is revoked.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while call(&other, M::GET, "/v1/functions", Some(&read), None)
+        .await
+        .0
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "key never reached the other dispatcher"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        call(&url, M::DELETE, "/v1/keys/dashboard", Some(ADMIN), None)
+            .await
+            .0,
+        204
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while call(&other, M::GET, "/v1/functions", Some(&read), None)
+        .await
+        .0
+        != 401
+    {
+        assert!(
+            Instant::now() < deadline,
+            "revocation never reached the other dispatcher"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        call(&url, M::DELETE, "/v1/keys/dashboard", Some(ADMIN), None)
+            .await
+            .0,
+        404
+    );
+
+    // /metrics behind `read` when asked.
+    cluster.restart_dispatcher(&["--metrics-auth"]).await;
+    let url = cluster.url.clone();
+    assert_eq!(call(&url, M::GET, "/metrics", None, None).await.0, 401);
+    let reader = create_key(&url, "scraper", &["read"]).await;
+    let metrics = reqwest::Client::new()
+        .get(format!("{url}/metrics"))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+}
+
+/// Starts a dispatcher with `args` and `env` against a fresh nats-server; returns it and its
+/// exit status if it exits within a few seconds.
+fn dispatcher_alone(
+    nats: &squall_tests::NatsServer,
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Process, Option<std::process::ExitStatus>) {
+    let mut command = Command::new(&built().dispatcher);
+    command
+        .env_remove("SQUALL_ADMIN_KEY")
+        .env_remove("SQUALL_ADMIN_KEY_FILE")
+        .envs(env.iter().copied())
+        .arg("--nats-url")
+        .arg(&nats.url)
+        .arg("--data-dir")
+        .arg(dir.join(format!("d-{}", free_port())))
+        .args(args);
+    let mut process = Process::spawn("dispatcher", command, dir.join("alone.log")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = process.child.try_wait() {
+            return (process, Some(status));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (process, None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keys_the_dispatcher_refuses_a_non_loopback_address_unless_told() {
+    tokio::task::spawn_blocking(built).await.unwrap();
+    let nats = squall_tests::NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let open = format!("0.0.0.0:{}", free_port());
+    let (process, status) = dispatcher_alone(&nats, dir.path(), &["--http-addr", &open], &[]);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(64),
+        "{}",
+        process.output()
+    );
+    let said = process.output();
+    assert!(
+        said.contains("SQUALL_ADMIN_KEY") && said.contains("--allow-anonymous"),
+        "{said}"
+    );
+
+    let short = format!("0.0.0.0:{}", free_port());
+    let (process, status) = dispatcher_alone(
+        &nats,
+        dir.path(),
+        &["--http-addr", &short],
+        &[("SQUALL_ADMIN_KEY", "short")],
+    );
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(64),
+        "{}",
+        process.output()
+    );
+    assert!(
+        process.output().contains("at least 16"),
+        "{}",
+        process.output()
+    );
+
+    for (args, env) in [
+        (vec!["--allow-anonymous"], vec![]),
+        (vec![], vec![("SQUALL_ADMIN_KEY", ADMIN)]),
+    ] {
+        let addr = format!("0.0.0.0:{}", free_port());
+        let mut all = vec!["--http-addr", addr.as_str()];
+        all.extend(args);
+        let (mut process, status) = dispatcher_alone(&nats, dir.path(), &all, &env);
+        assert!(status.is_none(), "it should run: {}", process.output());
+        process.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_reach_the_function_and_never_show_in_responses_or_logs() {
+    let cluster = Cluster::start_with(with_admin_key(1, 1)).await;
+    cluster.deploy_example("echo", None).await;
+    let secret = "s3cr3t-value-that-must-not-leak";
+    let (status, body) = json_response(
+        cluster
+            .http
+            .put(format!("{}/v1/functions/echo/secrets", cluster.url))
+            .json(&serde_json::json!({"API_TOKEN": secret}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["secrets"]["API_TOKEN"], "[redacted]");
+    squall_tests::wait_workers_ready(&cluster, "echo").await;
+
+    // The function sees it (echo reports each secret's length, never its value).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let response = cluster.invoke("echo", "hi").await;
+        let id = response.headers()["squall-invocation-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let out: serde_json::Value = response.json().await.unwrap();
+        if out["secret_lengths"]["API_TOKEN"] == secret.len() {
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never saw the secret: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // A redeploy keeps it.
+    cluster.deploy_example("echo", None).await;
+    let (_, function) = cluster.get_json("/v1/functions/echo").await;
+    assert_eq!(function["secrets"], serde_json::json!(["API_TOKEN"]));
+
+    let mut seen = vec![function.to_string(), body.to_string()];
+    for path in [
+        "/v1/functions".to_string(),
+        "/v1/functions/echo/secrets".to_string(),
+        format!("/v1/invocations/{id}"),
+        format!("/v1/invocations/{id}/logs"),
+        "/v1/invocations".to_string(),
+    ] {
+        let (status, body) = cluster.get_json(&path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        seen.push(body.to_string());
+    }
+    seen.push(cluster.dispatcher.output());
+    seen.push(cluster.workers[0].output());
+    for text in seen {
+        assert!(!text.contains(secret), "the secret leaked: {text}");
+    }
+    assert_eq!(
+        json_response(
+            cluster
+                .http
+                .delete(format!("{}/v1/functions/echo/secrets", cluster.url))
+                .send()
+                .await
+                .unwrap()
+        )
+        .await
+        .0,
+        204
+    );
+    let (_, after) = cluster.get_json("/v1/functions/echo/secrets").await;
+    assert_eq!(after["secrets"], serde_json::json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_limit_refuses_a_request_just_over_it() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        workers: 0,
+        max_payload: Some(1000),
+        ..Default::default()
+    })
+    .await;
+    cluster.deploy_example("hello", None).await;
+    let url = &cluster.url;
+    // Body: the payload limit.
+    let response = cluster.invoke("hello", vec![b'x'; 1001]).await;
+    assert_eq!(response.status(), 413);
+    // Headers: 16 KiB in total.
+    let big = "v".repeat(16 * 1024);
+    let response = reqwest::Client::new()
+        .get(format!("{url}/v1/functions"))
+        .header("x-big", big)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_response(response).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (431, Some("headers_too_large")),
+        "{body}"
+    );
+    // Headers: 64 at most.
+    let mut request = reqwest::Client::new().get(format!("{url}/v1/functions"));
+    for i in 0..70 {
+        request = request.header(format!("x-h{i}"), "1");
+    }
+    assert_eq!(request.send().await.unwrap().status(), 431);
+    // Names: 64 characters.
+    let long = "f".repeat(65);
+    let (status, body) = cluster.get_json(&format!("/v1/functions/{long}")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_name")),
+        "{body}"
+    );
+    // JSON depth: 128 levels.
+    let deep = format!("{}1{}", "[".repeat(129), "]".repeat(129));
+    let response = cluster
+        .http
+        .put(format!("{url}/v1/schedules/deep"))
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"function": "hello", "cron": "* * * * *", "payload": {deep}}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_response(response).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("recursion limit"),
+        "{body}"
+    );
+    // Just under each limit is fine.
+    let response = cluster
+        .http
+        .post(format!("{url}/v1/functions/hello/invocations?async=true"))
+        .body(vec![b' '; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+}
