@@ -498,7 +498,8 @@ async fn invoke_traced(
         None => default_wait(&record, state.config.max_wait),
         Some(text) => match text.parse::<f64>() {
             Ok(secs) if secs.is_finite() && secs >= 0.0 => {
-                Duration::from_secs_f64(secs).min(state.config.max_wait)
+                // Clamp before converting: a huge number of seconds does not fit a Duration.
+                Duration::from_secs_f64(secs.min(state.config.max_wait.as_secs_f64()))
             }
             _ => {
                 return Err(ApiError::bad_request(

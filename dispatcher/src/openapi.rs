@@ -52,12 +52,36 @@ pub fn document() -> Value {
         "bearer": { "type": "http", "scheme": "bearer", "description": "An API key: SQUALL_ADMIN_KEY or one made by POST /v1/keys. Required only when the dispatcher has an admin key." }
     });
     doc["security"] = json!([{ "bearer": [] }]);
+    const OPEN: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/v1/openapi.json"];
     if let Some(paths) = doc["paths"].as_object_mut() {
-        for open in ["/healthz", "/readyz", "/metrics", "/v1/openapi.json"] {
-            if let Some(Value::Object(operation)) =
-                paths.get_mut(open).and_then(|p| p.get_mut("get"))
-            {
-                operation.insert("security".into(), json!([]));
+        for (path, item) in paths.iter_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for (method, operation) in item.iter_mut() {
+                if method == "parameters" {
+                    continue;
+                }
+                if let Some(responses) = operation["responses"].as_object_mut() {
+                    // Every operation can meet the header limits.
+                    responses.insert(
+                        "431".into(),
+                        error_response("Too many or too large request headers."),
+                    );
+                    if !OPEN.contains(&path.as_str()) {
+                        responses.insert(
+                            "401".into(),
+                            error_response("No valid API key (only when the dispatcher has keys)."),
+                        );
+                        responses.insert(
+                            "403".into(),
+                            error_response("The key lacks the scope this route needs."),
+                        );
+                    }
+                }
+                if OPEN.contains(&path.as_str()) {
+                    operation["security"] = json!([]);
+                }
             }
         }
     }
@@ -703,7 +727,8 @@ fn base_document() -> Value {
                     "timeout_ms": { "type": "integer", "minimum": 1, "maximum": 3600000, "default": 30000 },
                     "max_attempts": { "type": "integer", "minimum": 1, "maximum": 100, "default": 3 },
                     "backoff": { "$ref": "#/components/schemas/Backoff" },
-                    "concurrency": { "type": "integer", "minimum": 1, "maximum": 10000, "default": 64 },
+                    "concurrency": { "type": "integer", "minimum": 1, "maximum": 10000, "default": 64, "description": "Attempts one worker runs at once." },
+                    "max_concurrency": { "type": ["integer", "null"], "minimum": 1, "maximum": 10000, "description": "Attempts running at once across the fleet; unlimited when absent." },
                     "config": { "type": "object", "description": "Values passed to the function as ctx.config." }
                 }
             },
@@ -715,7 +740,8 @@ fn base_document() -> Value {
                     "sha256": { "type": "string" },
                     "artifact_size": { "type": "integer" },
                     "deployed_at": { "type": "string", "format": "date-time" },
-                    "config": { "$ref": "#/components/schemas/FunctionSpec" }
+                    "config": { "$ref": "#/components/schemas/FunctionSpec" },
+                    "secrets": { "type": "array", "items": { "type": "string" }, "description": "Names of its secrets; values are never shown." }
                 }
             },
             "Accepted": {
@@ -766,6 +792,16 @@ mod tests {
             .filter_map(|rest| rest.trim_start().strip_prefix('"')?.split('"').next())
             .map(str::to_string)
             .collect()
+    }
+
+    #[test]
+    fn secured_operations_document_401_and_403_and_open_ones_need_no_key() {
+        let doc = document();
+        let fleet = &doc["paths"]["/v1/fleet"]["get"];
+        assert!(fleet["responses"]["401"].is_object() && fleet["responses"]["403"].is_object());
+        let health = &doc["paths"]["/healthz"]["get"];
+        assert_eq!(health["security"], json!([]));
+        assert!(health["responses"]["401"].is_null());
     }
 
     #[test]
