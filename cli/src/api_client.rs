@@ -75,11 +75,15 @@ pub struct ApiClient {
 
 impl ApiClient {
     /// A client for the API at `base` (e.g. `http://127.0.0.1:8080`), sending `api_key` as a
-    /// bearer token when given.
-    pub fn new(base: &str, api_key: Option<&str>) -> anyhow::Result<ApiClient> {
+    /// bearer token when given and trusting the PEM certificate(s) in `ca` for https:// URLs.
+    pub fn new(
+        base: &str,
+        api_key: Option<&str>,
+        ca: Option<&std::path::Path>,
+    ) -> anyhow::Result<ApiClient> {
         let base = Url::parse(base).with_context(|| format!("invalid API URL {base:?}"))?;
-        if base.scheme() != "http" {
-            bail!("invalid API URL {base}: only http:// URLs are supported");
+        if base.scheme() != "http" && base.scheme() != "https" {
+            bail!("invalid API URL {base}: use an http:// or https:// URL");
         }
         if base.cannot_be_a_base() {
             bail!("invalid API URL {base}");
@@ -91,7 +95,17 @@ impl ApiClient {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("invalid PEM in {}", ca.display()))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
             .default_headers(headers)
             .connect_timeout(Duration::from_secs(10))
             .build()
@@ -220,12 +234,12 @@ mod tests {
 
     #[test]
     fn urls_are_built_from_encoded_segments() {
-        let client = ApiClient::new("http://127.0.0.1:8080/", None).unwrap();
+        let client = ApiClient::new("http://127.0.0.1:8080/", None, None).unwrap();
         assert_eq!(
             client.url(&["v1", "invocations", "a/b"]).as_str(),
             "http://127.0.0.1:8080/v1/invocations/a%2Fb"
         );
-        let prefixed = ApiClient::new("http://example.test/squall", None).unwrap();
+        let prefixed = ApiClient::new("http://example.test/squall", None, None).unwrap();
         assert_eq!(
             prefixed.url(&["v1", "functions"]).as_str(),
             "http://example.test/squall/v1/functions"
@@ -235,7 +249,8 @@ mod tests {
 
     #[test]
     fn only_http_urls_are_accepted() {
-        assert!(ApiClient::new("https://example.test", None).is_err());
-        assert!(ApiClient::new("not a url", None).is_err());
+        assert!(ApiClient::new("https://example.test", None, None).is_ok());
+        assert!(ApiClient::new("ftp://example.test", None, None).is_err());
+        assert!(ApiClient::new("not a url", None, None).is_err());
     }
 }

@@ -19,6 +19,9 @@ pub struct Cli {
     /// `squall up`) is used when it exists.
     #[arg(long, global = true, env = "SQUALL_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// CA certificate (PEM) to trust for an https:// API URL, besides the system's.
+    #[arg(long, global = true, env = "SQUALL_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// Print the API's JSON instead of human-readable output.
     #[arg(long, global = true)]
     pub json: bool,

@@ -48,7 +48,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .map(|k| k.trim().to_string())
             .filter(|k| !k.is_empty())
     });
-    let client = ApiClient::new(&cli.url, api_key.as_deref())?;
+    let client = ApiClient::new(&cli.url, api_key.as_deref(), cli.ca_cert.as_deref())?;
     match &cli.command {
         Command::Up(_) => unreachable!("handled above"),
         Command::Deploy(args) => commands::deploy(&client, cli.json, args).await,

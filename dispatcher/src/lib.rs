@@ -17,6 +17,7 @@ pub mod query;
 pub mod registry;
 pub mod schedules;
 pub mod secrets;
+pub mod tls;
 pub mod triggers;
 pub mod view;
 pub mod waiter;
@@ -53,6 +54,8 @@ pub struct DispatcherConfig {
     pub admin_key: Option<String>,
     /// Serve `/metrics` without a key even when keys are required.
     pub metrics_open: bool,
+    /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// State shared by every request.
@@ -215,12 +218,27 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls::server_config(cert, key)?),
+        None => None,
+    };
     let state = connect(config).await?;
-    tracing::info!(message = "dispatcher listening", addr = %listener.local_addr()?);
-    let served = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server failed");
+    let local = listener.local_addr()?;
+    let served = match tls {
+        None => {
+            tracing::info!(message = "dispatcher listening", addr = %local, scheme = "http");
+            axum::serve(listener, app(state.clone()))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(config) => {
+            tracing::info!(message = "dispatcher listening", addr = %local, scheme = "https");
+            axum::serve(tls::TlsListener::new(listener, config)?, app(state.clone()))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+    .context("HTTP server failed");
     if let Err(error) = state.index.query.flush() {
         tracing::warn!(message = "cannot flush the query index", %error);
     }

@@ -43,6 +43,12 @@ struct Args {
     /// Require a key with the `read` scope for /metrics (open by default, like the probes).
     #[arg(long)]
     metrics_auth: bool,
+    /// PEM certificate chain: serve the API over HTTPS (with --tls-key).
+    #[arg(long, env = "SQUALL_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SQUALL_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Stream replicas (1 for a single node, 3 for a cluster).
     #[arg(long, default_value_t = 1)]
     replicas: usize,
@@ -106,6 +112,7 @@ fn main() -> std::process::ExitCode {
         rebuild_index: args.rebuild_index,
         admin_key,
         metrics_open: !args.metrics_auth,
+        tls: args.tls_cert.zip(args.tls_key),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -510,15 +510,13 @@ pub fn auth_env() -> Vec<(String, String)> {
 
 impl ClusterOptions {
     /// The `auth` broker profile, with the dispatchers logged in as `dispatcher` and the
-    /// workers and fleet supervisors as `worker`.
-    pub fn with_auth(self) -> ClusterOptions {
-        ClusterOptions {
-            profile: "auth",
-            dispatcher_env: AUTH_DISPATCHER.login_env(),
-            worker_env: AUTH_WORKER.login_env(),
-            nats_env: auth_env(),
-            ..self
-        }
+    /// workers and fleet supervisors as `worker` (added to any environment already set).
+    pub fn with_auth(mut self) -> ClusterOptions {
+        self.profile = "auth";
+        self.dispatcher_env.extend(AUTH_DISPATCHER.login_env());
+        self.worker_env.extend(AUTH_WORKER.login_env());
+        self.nats_env.extend(auth_env());
+        self
     }
 }
 

@@ -422,7 +422,9 @@ async fn each_request_limit_refuses_a_request_just_over_it() {
     // Just under each limit is fine (and an absurd wait is clamped, not a crash).
     let response = cluster
         .http
-        .post(format!("{url}/v1/functions/hello/invocations?async=true&wait=1e300"))
+        .post(format!(
+            "{url}/v1/functions/hello/invocations?async=true&wait=1e300"
+        ))
         .body(vec![b' '; 1000])
         .send()
         .await
