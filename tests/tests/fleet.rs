@@ -2,6 +2,7 @@
 //! backlog, down after the idle time, from zero, and two supervisors sharing one maximum.
 
 use squall_tests::{Cluster, ClusterOptions, Process};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Worker processes a supervisor runs now (exited but unreaped ones do not count).
@@ -102,6 +103,22 @@ async fn a_backlog_scales_the_fleet_to_max_and_back_to_min_after_the_idle_time()
         ],
     );
     wait_workers(&[&fleet], 1, 3, Duration::from_secs(15)).await;
+    // A crashed worker is replaced.
+    let victim = fleet.children()[0];
+    assert!(Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while live_workers(&fleet) != 1 || fleet.children().contains(&victim) {
+        assert!(
+            Instant::now() < deadline,
+            "the killed worker was not replaced:\n{}",
+            fleet.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let ids = submit(&cluster, "sleep", "1500", 9).await;
     let reaction = wait_workers(&[&fleet], 3, 3, Duration::from_secs(10)).await;
     eprintln!("scale-up 1 -> 3 took {reaction:?}");

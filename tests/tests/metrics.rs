@@ -45,6 +45,12 @@ async fn dispatcher_and_worker_metrics_count_invocations_by_function_and_status(
         "{dispatcher}"
     );
     assert!(dispatcher.contains("# TYPE squall_function_in_flight gauge"));
+    // Live worker processes, from their heartbeats in the fleet bucket.
+    assert_eq!(
+        sample(&dispatcher, "squall_workers"),
+        Some(1.0),
+        "{dispatcher}"
+    );
 
     // The worker counts after publishing the result; give it a moment to settle.
     let url = cluster.worker_metrics[0].clone();
