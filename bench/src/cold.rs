@@ -259,7 +259,7 @@ pub async fn measure(bench: &mut Bench) -> anyhow::Result<()> {
         "cold.zero",
         "scale-from-zero → first result",
         "ms",
-        "n/a, needs the autoscaling fleet",
+        "n/a here; measured by the fleet tests (BENCHMARKS.md, \"The fleet\")",
     );
     bench.cluster.delete(VERSIONED).await?;
     drive::quiesce(
