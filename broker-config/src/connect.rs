@@ -39,6 +39,10 @@ pub struct NatsAuth {
     /// Client private key (PEM) for mutual TLS.
     #[arg(long, global = true, env = "SQUALL_NATS_KEY", requires = "nats_cert")]
     pub nats_key: Option<PathBuf>,
+    /// Inbox prefix for replies (default `_INBOX`); a per-role prefix keeps other users from
+    /// reading this process's replies (see broker-config/nats/auth.conf).
+    #[arg(long, global = true, env = "SQUALL_NATS_INBOX_PREFIX")]
+    pub nats_inbox_prefix: Option<String>,
 }
 
 /// Why the NATS connection options are unusable.
@@ -109,6 +113,9 @@ impl NatsAuth {
                     source,
                 })?;
         }
+        if let Some(prefix) = &self.nats_inbox_prefix {
+            options = options.custom_inbox_prefix(prefix.clone());
+        }
         if let Some(ca) = &self.nats_ca {
             options = options.add_root_certificates(ca.clone()).require_tls(true);
         }
@@ -132,6 +139,7 @@ impl NatsAuth {
             ("SQUALL_NATS_CA", path(&self.nats_ca)),
             ("SQUALL_NATS_CERT", path(&self.nats_cert)),
             ("SQUALL_NATS_KEY", path(&self.nats_key)),
+            ("SQUALL_NATS_INBOX_PREFIX", self.nats_inbox_prefix.clone()),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))

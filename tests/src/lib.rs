@@ -469,6 +469,8 @@ pub struct AuthUser {
     pub password: &'static str,
     /// The variable nats-server reads the password from.
     pub password_env: &'static str,
+    /// The inbox prefix this role's replies use (the only inbox it may subscribe to).
+    pub inbox: &'static str,
 }
 
 /// The `auth` profile's dispatcher user (throwaway test password).
@@ -476,18 +478,21 @@ pub const AUTH_DISPATCHER: AuthUser = AuthUser {
     user: "dispatcher",
     password: "dispatcher-test-password",
     password_env: "SQUALL_DISPATCHER_PASSWORD",
+    inbox: "_INBOX_dispatcher",
 };
 /// The `auth` profile's worker user (throwaway test password).
 pub const AUTH_WORKER: AuthUser = AuthUser {
     user: "worker",
     password: "worker-test-password",
     password_env: "SQUALL_WORKER_PASSWORD",
+    inbox: "_INBOX_worker",
 };
 /// The `auth` profile's plain-client user (throwaway test password).
 pub const AUTH_CLIENT: AuthUser = AuthUser {
     user: "client",
     password: "client-test-password",
     password_env: "SQUALL_CLIENT_PASSWORD",
+    inbox: "_INBOX_client",
 };
 
 impl AuthUser {
@@ -496,6 +501,7 @@ impl AuthUser {
         vec![
             ("SQUALL_NATS_USER".into(), self.user.into()),
             ("SQUALL_NATS_PASSWORD".into(), self.password.into()),
+            ("SQUALL_NATS_INBOX_PREFIX".into(), self.inbox.into()),
         ]
     }
 }
