@@ -648,3 +648,94 @@ artifact = "libecho.so"
         .stdout
         .contains("no triggers"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_manages_keys_and_secrets_and_sends_its_key() {
+    let admin = "cli-admin-key-0123456789abcdef";
+    let cluster = Cluster::start_with(squall_tests::ClusterOptions {
+        dispatcher_env: vec![("SQUALL_ADMIN_KEY".into(), admin.into())],
+        ..Default::default()
+    })
+    .await;
+    let url = cluster.url.as_str();
+    cluster.deploy_example("echo", None).await;
+
+    let refused = squall(url, &["ls"]).await;
+    assert!(
+        !refused.succeeded() && refused.stderr.contains("unauthorized"),
+        "{refused:#?}"
+    );
+    let created = squall(
+        url,
+        &[
+            "--api-key",
+            admin,
+            "keys",
+            "create",
+            "reader",
+            "--scope",
+            "read",
+        ],
+    )
+    .await
+    .ok();
+    let key = created.stdout.trim().to_string();
+    assert!(key.starts_with("sq_"), "{created:#?}");
+    let listed = squall(url, &["--api-key", &key, "ls"]).await.ok();
+    assert!(listed.stdout.contains("echo"), "{listed:#?}");
+    let forbidden = squall(url, &["--api-key", &key, "rm", "echo"]).await;
+    assert!(forbidden.stderr.contains("forbidden"), "{forbidden:#?}");
+    let keys = squall(url, &["--api-key", admin, "keys", "ls"]).await.ok();
+    assert!(
+        keys.stdout.contains("reader") && keys.stdout.contains("read"),
+        "{keys:#?}"
+    );
+    assert!(!keys.stdout.contains(&key), "{keys:#?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "from-a-file\n").unwrap();
+    let set = squall(
+        url,
+        &[
+            "--api-key",
+            admin,
+            "secrets",
+            "set",
+            "echo",
+            "PLAIN=abc",
+            &format!("FILED=@{}", file.display()),
+        ],
+    )
+    .await
+    .ok();
+    assert_eq!(set.stdout, "FILED\nPLAIN\n", "{set:#?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = squall(url, &["--api-key", admin, "invoke", "echo"])
+            .await
+            .ok();
+        let view = parse_json(&out.stdout);
+        if view["secret_lengths"]["FILED"] == "from-a-file".len() {
+            assert_eq!(view["secret_lengths"]["PLAIN"], 3);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "secrets never reached echo: {out:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    squall(url, &["--api-key", admin, "secrets", "rm", "echo"])
+        .await
+        .ok();
+    let none = squall(url, &["--api-key", admin, "secrets", "ls", "echo"])
+        .await
+        .ok();
+    assert_eq!(none.stdout, "echo has no secrets\n");
+    squall(url, &["--api-key", admin, "keys", "rm", "reader"])
+        .await
+        .ok();
+    let revoked = squall(url, &["--api-key", &key, "ls"]).await;
+    assert!(revoked.stderr.contains("unauthorized"), "{revoked:#?}");
+}
