@@ -103,6 +103,22 @@ impl Process {
         None
     }
 
+    /// Its child processes that are running (exited but unreaped ones do not count).
+    pub fn live_children(&self) -> Vec<u32> {
+        self.children()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        s.rsplit_once(')')
+                            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+                    })
+                    == Some(false)
+            })
+            .collect()
+    }
+
     /// The process's output so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -715,6 +731,30 @@ impl Cluster {
             .send()
             .await
             .expect("invoke request")
+    }
+
+    /// Submits `n` asynchronous invocations of `function` with `input`; returns their ids.
+    pub async fn submit_async(&self, function: &str, input: &str, n: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let response = self
+                .http
+                .post(format!(
+                    "{}/v1/functions/{function}/invocations?async=true",
+                    self.url
+                ))
+                .body(input.to_string())
+                .send()
+                .await
+                .expect("invoke request");
+            assert_eq!(response.status(), 202, "async invoke of {function}");
+            let id = response.headers()["squall-invocation-id"]
+                .to_str()
+                .expect("invocation id")
+                .to_string();
+            ids.push(id);
+        }
+        ids
     }
 
     /// GETs `path` and returns status and JSON body.

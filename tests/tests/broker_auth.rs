@@ -9,7 +9,7 @@ use squall_broker::names::{
 };
 use squall_broker::record::FunctionRecord;
 use squall_tests::{
-    built, AuthUser, Cluster, ClusterOptions, Process, AUTH_CLIENT, AUTH_DISPATCHER, AUTH_WORKER,
+    built, AuthUser, Cluster, ClusterOptions, AUTH_CLIENT, AUTH_DISPATCHER, AUTH_WORKER,
 };
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -762,23 +762,6 @@ async fn unknown_users_and_wrong_passwords_cannot_connect() {
     worker.no_errors().await;
 }
 
-/// Worker processes a supervisor runs now.
-fn live_workers(supervisor: &Process) -> usize {
-    supervisor
-        .children()
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-                })
-                == Some(false)
-        })
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_supervisor_logged_in_as_worker_scales_a_worker_that_completes_a_job() {
     let cluster = Cluster::start_with(auth_cluster(0)).await;
@@ -801,13 +784,13 @@ async fn a_fleet_supervisor_logged_in_as_worker_scales_a_worker_that_completes_a
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(live_workers(&fleet), 0, "min 0 starts no worker");
+    assert_eq!(fleet.live_children().len(), 0, "min 0 starts no worker");
 
     let id = invoke_async(&cluster, "hello", r#"{"name": "Fleet"}"#).await;
     let view = cluster.wait_terminal(&id, Duration::from_secs(60)).await;
     assert_eq!(view["status"], "succeeded", "{view}\n{}", fleet.output());
     assert_eq!(view["output"], r#"{"greeting":"Hello, Fleet!"}"#);
-    assert_eq!(live_workers(&fleet), 1, "{}", fleet.output());
+    assert_eq!(fleet.live_children().len(), 1, "{}", fleet.output());
     assert_eq!(
         violations(&cluster),
         Vec::<String>::new(),

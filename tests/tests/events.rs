@@ -380,26 +380,7 @@ async fn max_concurrency_holds_across_the_whole_fleet() {
         )
         .await;
     squall_tests::wait_workers_ready(&cluster, "sleep").await;
-    let mut ids = Vec::new();
-    for _ in 0..6 {
-        let response = cluster
-            .http
-            .post(format!(
-                "{}/v1/functions/sleep/invocations?async=true",
-                cluster.url
-            ))
-            .body("400")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-        ids.push(
-            response.headers()["squall-invocation-id"]
-                .to_str()
-                .unwrap()
-                .to_string(),
-        );
-    }
+    let ids = cluster.submit_async("sleep", "400", 6).await;
     let mut spans = Vec::new();
     for id in &ids {
         let view = cluster.wait_terminal(id, Duration::from_secs(30)).await;

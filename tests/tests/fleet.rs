@@ -5,23 +5,6 @@ use squall_tests::{Cluster, ClusterOptions, Process};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Worker processes a supervisor runs now (exited but unreaped ones do not count).
-fn live_workers(supervisor: &Process) -> usize {
-    supervisor
-        .children()
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-                })
-                == Some(false)
-        })
-        .count()
-}
-
 /// Waits until `count(supervisors)` equals `want`, checking it never exceeds `max`.
 async fn wait_workers(
     supervisors: &[&Process],
@@ -31,7 +14,7 @@ async fn wait_workers(
 ) -> Duration {
     let start = Instant::now();
     loop {
-        let now: usize = supervisors.iter().map(|s| live_workers(s)).sum();
+        let now: usize = supervisors.iter().map(|s| s.live_children().len()).sum();
         assert!(now <= max, "{now} workers, more than the max {max}");
         if now == want {
             return start.elapsed();
@@ -47,30 +30,6 @@ async fn wait_workers(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn submit(cluster: &Cluster, function: &str, input: &str, n: usize) -> Vec<String> {
-    let mut ids = Vec::new();
-    for _ in 0..n {
-        let response = cluster
-            .http
-            .post(format!(
-                "{}/v1/functions/{function}/invocations?async=true",
-                cluster.url
-            ))
-            .body(input.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-        ids.push(
-            response.headers()["squall-invocation-id"]
-                .to_str()
-                .unwrap()
-                .to_string(),
-        );
-    }
-    ids
 }
 
 fn no_workers() -> ClusterOptions {
@@ -111,7 +70,7 @@ async fn a_backlog_scales_the_fleet_to_max_and_back_to_min_after_the_idle_time()
         .unwrap()
         .success());
     let deadline = Instant::now() + Duration::from_secs(15);
-    while live_workers(&fleet) != 1 || fleet.children().contains(&victim) {
+    while fleet.live_children().len() != 1 || fleet.children().contains(&victim) {
         assert!(
             Instant::now() < deadline,
             "the killed worker was not replaced:\n{}",
@@ -119,7 +78,7 @@ async fn a_backlog_scales_the_fleet_to_max_and_back_to_min_after_the_idle_time()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let ids = submit(&cluster, "sleep", "1500", 9).await;
+    let ids = cluster.submit_async("sleep", "1500", 9).await;
     let reaction = wait_workers(&[&fleet], 3, 3, Duration::from_secs(10)).await;
     eprintln!("scale-up 1 -> 3 took {reaction:?}");
     let (_, view) = cluster.get_json("/v1/fleet").await;
@@ -140,9 +99,17 @@ async fn a_backlog_scales_the_fleet_to_max_and_back_to_min_after_the_idle_time()
     // Idle for 2 s: back to the minimum, never below it.
     wait_workers(&[&fleet], 1, 3, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(live_workers(&fleet), 1, "min is kept");
-    let (_, view) = cluster.get_json("/v1/fleet").await;
-    assert_eq!(view["workers"].as_array().unwrap().len(), 1, "{view}");
+    assert_eq!(fleet.live_children().len(), 1, "min is kept");
+    // The killed worker's heartbeat counts until it is older than the heartbeat TTL (10 s).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, view) = cluster.get_json("/v1/fleet").await;
+        if view["workers"].as_array().unwrap().len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "stale workers listed: {view}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +130,7 @@ async fn a_fleet_scaled_to_zero_cold_starts_and_completes_the_first_job() {
         ],
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(live_workers(&fleet), 0, "nothing runs without work");
+    assert_eq!(fleet.live_children().len(), 0, "nothing runs without work");
     let started = Instant::now();
     let response = cluster.invoke("hello", r#"{"name": "cold"}"#).await;
     let cold = started.elapsed();
@@ -196,7 +163,7 @@ async fn two_supervisors_together_never_exceed_the_shared_max() {
     ];
     let a = cluster.start_fleet("fleet-a", &args);
     let b = cluster.start_fleet("fleet-b", &args);
-    let ids = submit(&cluster, "sleep", "1000", 12).await;
+    let ids = cluster.submit_async("sleep", "1000", 12).await;
     // Sampled every 50 ms while the backlog drains: never more than 3 between the two.
     let reached = wait_workers(&[&a, &b], 3, 3, Duration::from_secs(15)).await;
     eprintln!("two supervisors reached 3 workers in {reached:?}");
@@ -204,7 +171,7 @@ async fn two_supervisors_together_never_exceed_the_shared_max() {
     let deadline = drain + Duration::from_secs(60);
     for id in &ids {
         loop {
-            let total = live_workers(&a) + live_workers(&b);
+            let total = a.live_children().len() + b.live_children().len();
             assert!(total <= 3, "{total} workers across both supervisors");
             let (_, view) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
             if view["status"] == "succeeded" {
