@@ -172,8 +172,8 @@ impl QueryIndex {
                 true
             }
         };
-        self.meta
-            .insert(SEQUENCE_KEY, &sequence.max(self.sequence()?).to_be_bytes())?;
+        // Messages arrive in stream order (one ordered consumer), so this only moves forward.
+        self.meta.insert(SEQUENCE_KEY, &sequence.to_be_bytes())?;
         Ok(changed)
     }
 

@@ -757,6 +757,18 @@ impl Cluster {
         ids
     }
 
+    /// PUTs `body` as JSON to `path` and returns status and JSON body.
+    pub async fn put_json(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .put(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("PUT");
+        json_response(response).await
+    }
+
     /// GETs `path` and returns status and JSON body.
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let response = self

@@ -573,15 +573,9 @@ async fn the_dispatcher_user_cannot_delete_streams_or_write_the_fleet_bucket() {
     assert!(entry.get("allocation").await.expect("fleet get").is_none());
 }
 
+/// PUTs JSON to `path`, which must succeed.
 async fn put_json(cluster: &Cluster, path: &str, body: serde_json::Value) -> u16 {
-    let response = cluster
-        .http
-        .put(format!("{}{path}", cluster.url))
-        .json(&body)
-        .send()
-        .await
-        .expect("PUT");
-    let (status, answer) = squall_tests::json_response(response).await;
+    let (status, answer) = cluster.put_json(path, body).await;
     assert!(status < 300, "PUT {path}: {status} {answer}");
     status
 }

@@ -4,21 +4,6 @@
 use squall_tests::{Cluster, ClusterOptions};
 use std::time::{Duration, Instant};
 
-async fn put_json(
-    cluster: &Cluster,
-    path: &str,
-    body: serde_json::Value,
-) -> (u16, serde_json::Value) {
-    let response = cluster
-        .http
-        .put(format!("{}{path}", cluster.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    squall_tests::json_response(response).await
-}
-
 async fn delete(cluster: &Cluster, path: &str) -> u16 {
     cluster
         .http
@@ -99,12 +84,12 @@ async fn a_per_second_schedule_fires_once_per_tick_with_two_dispatchers() {
     })
     .await;
     cluster.deploy_example("echo", None).await;
-    let (status, view) = put_json(
-        &cluster,
-        "/v1/schedules/every-second",
-        serde_json::json!({"function": "echo", "cron": "* * * * * *", "payload": {"hi": 1}}),
-    )
-    .await;
+    let (status, view) = cluster
+        .put_json(
+            "/v1/schedules/every-second",
+            serde_json::json!({"function": "echo", "cron": "* * * * * *", "payload": {"hi": 1}}),
+        )
+        .await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["cron"], "* * * * * *");
     assert_eq!(view["timezone"], "UTC");
@@ -159,12 +144,12 @@ async fn bad_schedules_and_triggers_are_refused_with_precise_errors() {
     })
     .await
     .unwrap();
-    let (status, _) = put_json(
-        &cluster,
-        "/v1/triggers/orders",
-        serde_json::json!({"function": "echo", "subject": "events.orders.>"}),
-    )
-    .await;
+    let (status, _) = cluster
+        .put_json(
+            "/v1/triggers/orders",
+            serde_json::json!({"function": "echo", "subject": "events.orders.>"}),
+        )
+        .await;
     assert_eq!(status, 200);
     let cases = [
         (
@@ -241,16 +226,16 @@ async fn bad_schedules_and_triggers_are_refused_with_precise_errors() {
         ),
     ];
     for (path, body, code, error) in cases {
-        let (status, answer) = put_json(&cluster, path, body.clone()).await;
+        let (status, answer) = cluster.put_json(path, body.clone()).await;
         assert_eq!(status, code, "{path} {body}: {answer}");
         assert_eq!(answer["error"]["code"], error, "{path} {body}: {answer}");
     }
-    let (_, answer) = put_json(
-        &cluster,
-        "/v1/triggers/all",
-        serde_json::json!({"function": "echo", "subject": "events.>"}),
-    )
-    .await;
+    let (_, answer) = cluster
+        .put_json(
+            "/v1/triggers/all",
+            serde_json::json!({"function": "echo", "subject": "events.>"}),
+        )
+        .await;
     assert!(
         answer["error"]["message"]
             .as_str()
@@ -270,12 +255,12 @@ async fn subject_and_kv_triggers_fire_for_plain_nats_clients_even_with_no_worker
     })
     .await;
     cluster.deploy_example("echo", None).await;
-    let (status, view) = put_json(
-        &cluster,
-        "/v1/triggers/orders",
-        serde_json::json!({"function": "echo", "subject": "events.orders.>"}),
-    )
-    .await;
+    let (status, view) = cluster
+        .put_json(
+            "/v1/triggers/orders",
+            serde_json::json!({"function": "echo", "subject": "events.orders.>"}),
+        )
+        .await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["kind"], "subject");
     let client = cluster.nats_client().await;
@@ -288,12 +273,12 @@ async fn subject_and_kv_triggers_fire_for_plain_nats_clients_even_with_no_worker
         })
         .await
         .unwrap();
-    let (status, view) = put_json(
-        &cluster,
-        "/v1/triggers/settings",
-        serde_json::json!({"function": "echo", "bucket": "config", "key": "app.*"}),
-    )
-    .await;
+    let (status, view) = cluster
+        .put_json(
+            "/v1/triggers/settings",
+            serde_json::json!({"function": "echo", "bucket": "config", "key": "app.*"}),
+        )
+        .await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["kind"], "kv");
 
