@@ -44,3 +44,6 @@ pub const KV_KEY: &str = "Squall-Kv-Key";
 pub const KV_OP: &str = "Squall-Kv-Op";
 /// CPU time the function used on its thread, in microseconds (for metering).
 pub const CPU_US: &str = "Squall-Cpu-Us";
+/// On a synchronous job: the subject of the dispatcher waiting for it, under that dispatcher's
+/// own inbox prefix. The worker sends the terminal result there as well as storing it.
+pub const REPLY_TO: &str = "Squall-Reply-To";

@@ -23,6 +23,29 @@ pub fn results_subject(function: &str, id: &str) -> String {
     format!("results.{function}.{id}")
 }
 
+/// The token that marks a direct-reply subject: `<inbox prefix>.squall-reply.<waiter>.<id>`.
+pub const REPLY_TOKEN: &str = "squall-reply";
+
+/// The subjects one waiting dispatcher receives direct replies on (its subscription is
+/// `<root>.*`), under its own inbox prefix so that only its role may read them.
+pub fn reply_root(inbox_prefix: &str, waiter: &str) -> String {
+    format!("{inbox_prefix}.{REPLY_TOKEN}.{waiter}")
+}
+
+/// Whether a worker may send invocation `id`'s terminal result to `subject`: only a direct
+/// reply subject for that id, never a system, JetStream API or wildcard subject (a plain NATS
+/// client sets this header too, and must not steer a worker's publishes elsewhere).
+pub fn is_reply_subject(subject: &str, id: &str) -> bool {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    tokens.len() >= 4
+        && !subject.starts_with('$')
+        && tokens[tokens.len() - 1] == id
+        && tokens[tokens.len() - 3] == REPLY_TOKEN
+        && tokens
+            .iter()
+            .all(|t| !t.is_empty() && *t != "*" && *t != ">" && !t.contains(char::is_whitespace))
+}
+
 /// The subject the dead letter of `function`'s invocation `id` is published to.
 pub fn dlq_subject(function: &str, id: &str) -> String {
     format!("dlq.{function}.{id}")
@@ -111,6 +134,17 @@ pub fn validate_function_name(name: &str) -> Result<(), NameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_direct_reply_subjects_for_the_same_invocation_are_replied_to() {
+        let root = reply_root("_INBOX_dispatcher", "abc");
+        assert!(is_reply_subject(&format!("{root}.id1"), "id1"));
+        assert!(!is_reply_subject(&format!("{root}.id1"), "id2"));
+        assert!(!is_reply_subject("$JS.API.squall-reply.x.id1", "id1"));
+        assert!(!is_reply_subject("_INBOX.squall-reply.*.id1", "id1"));
+        assert!(!is_reply_subject("jobs.hello", "hello"));
+        assert!(!is_reply_subject("squall-reply.x.id1", "id1"));
+    }
 
     #[test]
     fn plain_names_are_accepted() {

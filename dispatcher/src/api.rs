@@ -523,6 +523,7 @@ async fn invoke_traced(
     // Register before publishing, so the result cannot arrive unseen.
     let registration = (!respond_async).then(|| state.waiter.register(&id));
     let job = Job {
+        reply_to: registration.as_ref().map(|r| r.reply_to.as_str()),
         function: &name,
         version: &record.version,
         id: &id,
@@ -537,16 +538,20 @@ async fn invoke_traced(
     let Some(mut registration) = registration else {
         return Ok(accepted(&id, InvocationStatus::Queued));
     };
+    // A repeated key's job carries the first request's reply subject: follow the result
+    // subject instead, then look at what RESULTS already holds.
+    let mut followed = None;
     if repeated {
+        followed = state.waiter.follow(&name, &id).await;
         if let Some(outcome) = lookup_result(&state, &id, Some(&name)).await? {
             if outcome.meta.status.is_terminal() {
                 return Ok(terminal_response(outcome));
             }
         }
     }
-    let outcome = match tokio::time::timeout(wait, &mut registration.receiver).await {
-        Ok(Ok(outcome)) => Some(outcome),
-        _ => lookup_result(&state, &id, Some(&name))
+    let outcome = match state.waiter.wait(&mut registration, followed, wait).await {
+        Some(outcome) => Some(outcome),
+        None => lookup_result(&state, &id, Some(&name))
             .await?
             .filter(|o| o.meta.status.is_terminal()),
     };
@@ -668,6 +673,8 @@ pub struct Job<'a> {
     pub source: &'a str,
     /// Headers carried over (a replay keeps the original job's own headers).
     pub extra_headers: Vec<(String, String)>,
+    /// The waiting dispatcher's direct-reply subject, on a synchronous job.
+    pub reply_to: Option<&'a str>,
 }
 
 /// Publishes a job and waits for JetStream to accept it, then records it in the local index.
@@ -703,6 +710,9 @@ async fn submit_traced(
     job_headers.insert(h::VERSION, job.version);
     job_headers.insert(h::TRACEPARENT, traceparent);
     job_headers.insert(h::NATS_MSG_ID, job.id);
+    if let Some(reply_to) = job.reply_to {
+        job_headers.insert(h::REPLY_TO, reply_to);
+    }
     state
         .topology
         .jetstream

@@ -207,6 +207,9 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
             };
             let mut headers = meta.to_headers();
             headers.insert(h::NATS_MSG_ID, format!("final-{id}").as_str());
+            let reply = header(h::REPLY_TO)
+                .filter(|to| squall_broker::names::is_reply_subject(to, &id))
+                .map(|to| (to, headers.clone()));
             state
                 .topology
                 .jetstream
@@ -217,6 +220,13 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
                 )
                 .await?
                 .await?;
+            // A synchronous caller still waiting hears of the crash at once.
+            if let Some((to, headers)) = reply {
+                let _ = state
+                    .client
+                    .publish_with_headers(to, headers, reason.clone().into())
+                    .await;
+            }
             InvocationStatus::DeadLettered
         }
     };
@@ -449,6 +459,7 @@ async fn replay_one(
         traceparent: &traceparent,
         source: "replay",
         extra_headers,
+        reply_to: None,
     };
     api::submit(state, job, letter.payload.clone().into()).await?;
     if let Err(error) = state.topology.dlq.delete_message(sequence).await {

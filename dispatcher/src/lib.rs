@@ -10,6 +10,7 @@ pub mod dlq;
 pub mod error;
 pub mod fleet;
 pub mod index;
+pub mod index_service;
 pub mod limits;
 pub mod openapi;
 pub mod queries;
@@ -50,6 +51,9 @@ pub struct DispatcherConfig {
     pub topology: TopologyConfig,
     /// Drop the query index at startup and replay RESULTS into it.
     pub rebuild_index: bool,
+    /// Hold the query index (feed it from RESULTS and serve it to every dispatcher); without
+    /// it, queries are asked of the processes that hold one.
+    pub query_index: bool,
     /// The admin API key; `None` leaves the API open (loopback only, unless allowed).
     pub admin_key: Option<String>,
     /// Serve `/metrics` without a key even when keys are required.
@@ -72,6 +76,13 @@ pub struct AppState {
     /// The API keys this dispatcher accepts.
     pub keys: auth::Keys,
     pub keys_bucket: async_nats::jetstream::kv::Store,
+}
+
+impl AppState {
+    /// The query index, when this process holds that role.
+    pub fn query_index(&self) -> Option<&query::QueryIndex> {
+        self.config.query_index.then_some(&self.index.query)
+    }
 }
 
 /// The API router over `state`, without binding a port.
@@ -148,7 +159,12 @@ pub async fn connect(config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> 
     let topology = squall_broker::ensure_topology(client.clone(), &config.topology)
         .await
         .context("cannot set up the JetStream topology")?;
-    let waiter = waiter::ResultWaiter::start(&client)
+    let inbox_prefix = config
+        .nats_auth
+        .nats_inbox_prefix
+        .clone()
+        .unwrap_or_else(|| "_INBOX".to_string());
+    let waiter = waiter::ResultWaiter::start(&client, &inbox_prefix)
         .await
         .context("cannot subscribe to results")?;
     std::fs::create_dir_all(&config.data_dir)
@@ -156,7 +172,7 @@ pub async fn connect(config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> 
     let index = index::Index::open(&config.data_dir.join("index"))?;
     let keys_bucket = auth::open_bucket(&topology.jetstream, config.topology.replicas).await?;
     let keys = auth::Keys::new(config.admin_key.as_deref(), config.metrics_open);
-    if config.rebuild_index {
+    if config.rebuild_index && config.query_index {
         index.query.clear()?;
         tracing::info!(message = "query index cleared; rebuilding it from RESULTS");
     }
@@ -180,7 +196,10 @@ pub async fn connect(config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> 
     );
     tokio::spawn(dlq::run_mover(state.clone()));
     tokio::spawn(prune_index(state.clone()));
-    tokio::spawn(queries::run_indexer(state.clone()));
+    if state.config.query_index {
+        tokio::spawn(queries::run_indexer(state.clone()));
+        tokio::spawn(index_service::serve(state.clone()));
+    }
     tokio::spawn(schedules::run_ticks(state.clone()));
     tokio::spawn(triggers::run(state.clone()));
     Ok(state)

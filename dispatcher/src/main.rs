@@ -37,6 +37,11 @@ struct Args {
     /// Drop the local query index and rebuild it from the RESULTS stream.
     #[arg(long)]
     rebuild_index: bool,
+    /// Hold the query index: feed it from RESULTS and answer every dispatcher's queries
+    /// (`/v1/invocations`, stats, usage) as the `squall-index` NATS service. With `false`, this
+    /// dispatcher asks the processes that hold it and does no work per result.
+    #[arg(long, env = "SQUALL_QUERY_INDEX", default_value_t = true, action = clap::ArgAction::Set)]
+    query_index: bool,
     /// Serve the API without keys even on a non-loopback address (no SQUALL_ADMIN_KEY).
     #[arg(long)]
     allow_anonymous: bool,
@@ -110,6 +115,7 @@ fn main() -> std::process::ExitCode {
         max_wait: Duration::from_secs(args.max_wait_secs),
         topology,
         rebuild_index: args.rebuild_index,
+        query_index: args.query_index,
         admin_key,
         metrics_open: !args.metrics_auth,
         tls: args.tls_cert.zip(args.tls_key),

@@ -1,9 +1,10 @@
-//! Invocation queries, function stats and usage over the query index, and the task that feeds
-//! the index from RESULTS.
+//! Invocation queries, function stats and usage (validated here, answered by the query index
+//! role in `index_service`), and the task that feeds this process's index from RESULTS.
 
 use crate::api::{load_record, now_ms};
 use crate::error::ApiError;
-use crate::query::{self, Entry, Filter, GroupBy, GroupKey};
+use crate::index_service::{ask, IndexQuery};
+use crate::query::{self, Entry};
 use crate::view::rfc3339;
 use crate::AppState;
 use axum::extract::{Path, Query, State};
@@ -36,7 +37,9 @@ pub async fn run_indexer(state: Arc<AppState>) {
 
 async fn index_results(state: &AppState) -> anyhow::Result<()> {
     use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
-    let index = &state.index.query;
+    let Some(index) = state.query_index() else {
+        return Ok(());
+    };
     let mut results = state.topology.results.clone();
     let last_in_stream = results.info().await?.state.last_sequence;
     let mut applied = index.sequence()?;
@@ -132,7 +135,7 @@ fn reject_unknown(query: &HashMap<String, String>, known: &[&str]) -> Result<(),
     }
 }
 
-fn summary_view(id: &str, entry: &Entry) -> serde_json::Value {
+pub(crate) fn summary_view(id: &str, entry: &Entry) -> serde_json::Value {
     let terminal = entry.status.is_terminal();
     serde_json::json!({
         "invocation_id": id,
@@ -147,10 +150,6 @@ fn summary_view(id: &str, entry: &Entry) -> serde_json::Value {
         "cpu_ms": entry.cpu_us_total as f64 / 1000.0,
         "wall_ms": entry.wall_us_total as f64 / 1000.0,
     })
-}
-
-fn internal(e: crate::index::IndexError) -> ApiError {
-    ApiError::internal("query index", e)
 }
 
 /// `GET /v1/invocations`: invocations with a result, newest first, a page at a time.
@@ -202,26 +201,15 @@ pub async fn list(
             )
         })?),
     };
-    let filter = Filter {
+    let query = IndexQuery::List {
         function,
         status,
-        since_ms: Some(since),
-        until_ms: Some(until),
+        since_ms: since,
+        until_ms: until,
+        limit,
+        cursor,
     };
-    let index = state.index.query.clone();
-    let page = tokio::task::spawn_blocking(move || index.list(&filter, limit, cursor.as_deref()))
-        .await
-        .map_err(|e| ApiError::internal("query index", e))?
-        .map_err(internal)?;
-    let items: Vec<_> = page
-        .items
-        .iter()
-        .map(|(id, entry)| summary_view(id, entry))
-        .collect();
-    Ok(
-        Json(serde_json::json!({ "items": items, "next_cursor": page.next_cursor }))
-            .into_response(),
-    )
+    Ok(Json(ask(&state, query).await?).into_response())
 }
 
 /// `GET /v1/functions/{name}/stats`: count, error rate and duration percentiles over a window.
@@ -256,22 +244,12 @@ pub async fn stats(
     };
     let (since, until) = window(&query, default_since)?;
     load_record(&state, &name).await?;
-    let index = state.index.query.clone();
-    let function = name.clone();
-    let entries = tokio::task::spawn_blocking(move || index.collect(Some(&function), since, until))
-        .await
-        .map_err(|e| ApiError::internal("query index", e))?
-        .map_err(internal)?;
-    let stats = query::stats(&entries);
-    let mut view = serde_json::to_value(&stats).map_err(|e| ApiError::internal("stats", e))?;
-    view["function"] = name.into();
-    view["since"] = rfc3339(since).into();
-    view["until"] = if until == u64::MAX {
-        rfc3339(now).into()
-    } else {
-        rfc3339(until).into()
+    let query = IndexQuery::Stats {
+        function: name,
+        since_ms: since,
+        until_ms: until,
     };
-    Ok(Json(view).into_response())
+    Ok(Json(ask(&state, query).await?).into_response())
 }
 
 /// `GET /v1/usage`: invocations, CPU-ms and wall-ms, grouped by function or by hour.
@@ -280,9 +258,9 @@ pub async fn usage(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     reject_unknown(&query, &["since", "until", "group_by"])?;
-    let group_by = match query.get("group_by").map(String::as_str) {
-        None | Some("function") => GroupBy::Function,
-        Some("hour") => GroupBy::Hour,
+    let by_hour = match query.get("group_by").map(String::as_str) {
+        None | Some("function") => false,
+        Some("hour") => true,
         Some(other) => {
             return Err(ApiError::bad_request(
                 "invalid_group_by",
@@ -291,36 +269,12 @@ pub async fn usage(
         }
     };
     let (since, until) = window(&query, 0)?;
-    let index = state.index.query.clone();
-    let entries = tokio::task::spawn_blocking(move || index.collect(None, since, until))
-        .await
-        .map_err(|e| ApiError::internal("query index", e))?
-        .map_err(internal)?;
-    let groups = query::usage(&entries, group_by);
-    let mut total = query::Usage::default();
-    let rows: Vec<_> = groups
-        .iter()
-        .map(|(key, usage)| {
-            total.invocations += usage.invocations;
-            total.attempts += usage.attempts;
-            total.cpu_ms += usage.cpu_ms;
-            total.wall_ms += usage.wall_ms;
-            let mut row = serde_json::to_value(usage).unwrap_or_default();
-            match key {
-                GroupKey::Function(f) => row["function"] = f.as_str().into(),
-                GroupKey::Hour(ms) => row["hour"] = rfc3339(*ms).into(),
-            }
-            row
-        })
-        .collect();
-    Ok(Json(serde_json::json!({
-        "group_by": if group_by == GroupBy::Hour { "hour" } else { "function" },
-        "since": rfc3339(since),
-        "until": if until == u64::MAX { rfc3339(now_ms()) } else { rfc3339(until) },
-        "groups": rows,
-        "total": total,
-    }))
-    .into_response())
+    let query = IndexQuery::Usage {
+        since_ms: since,
+        until_ms: until,
+        by_hour,
+    };
+    Ok(Json(ask(&state, query).await?).into_response())
 }
 
 #[cfg(test)]

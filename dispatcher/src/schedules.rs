@@ -401,6 +401,7 @@ async fn dispatch_ticks(state: &AppState) -> anyhow::Result<()> {
             traceparent: &traceparent,
             source: "cron",
             extra_headers: vec![(h::SCHEDULE.to_string(), name.clone())],
+            reply_to: None,
         };
         match submit(state, job, message.payload.clone()).await {
             Ok(()) => {

@@ -493,6 +493,7 @@ async fn submit_event(
         traceparent: &traceparent,
         source,
         extra_headers: extra,
+        reply_to: None,
     };
     submit(state, job, payload).await
 }

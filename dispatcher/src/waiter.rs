@@ -1,14 +1,21 @@
 //! Delivers terminal results to the requests waiting for them.
 //!
-//! One wildcard subscription on `results.>` feeds a map of invocation id → waiters. A waiter is
-//! registered before its job is published, so a result can never slip past it; the caller also
-//! checks the RESULTS stream once when its wait ends, which covers a subscription that fell behind.
+//! Each dispatcher subscribes once to its own direct-reply subjects
+//! (`<inbox prefix>.squall-reply.<waiter>.*`); a synchronous job names its reply subject in
+//! `Squall-Reply-To`, and the worker sends the terminal result there after storing it. So a
+//! dispatcher receives only the results it waits for, whatever the fleet's total traffic.
+//! A waiter is registered before its job is published, so a reply can never slip past it; the
+//! caller reads the RESULTS stream once when its wait ends, which covers a lost reply, a
+//! restarted dispatcher and a redelivered job. A second request for an invocation that another
+//! request submitted (a repeated idempotency key) follows that invocation's own result subject.
 
 use bytes::Bytes;
 use futures::StreamExt;
+use squall_broker::names::{reply_root, results_subject};
 use squall_broker::ResultMeta;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// A terminal result: its metadata and body (output, or error message).
@@ -21,16 +28,21 @@ pub struct Outcome {
 type Waiters = Arc<Mutex<HashMap<String, Vec<oneshot::Sender<Outcome>>>>>;
 
 /// Registry of in-progress synchronous invocations.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ResultWaiter {
     waiters: Waiters,
+    /// This dispatcher's reply subjects, without the invocation id.
+    root: String,
+    client: async_nats::Client,
 }
 
 /// Removes its waiter when dropped, so an abandoned request leaves nothing behind.
 pub struct Registration {
     id: String,
     waiters: Waiters,
-    pub receiver: oneshot::Receiver<Outcome>,
+    receiver: oneshot::Receiver<Outcome>,
+    /// Where the worker sends the terminal result: the job's `Squall-Reply-To`.
+    pub reply_to: String,
 }
 
 impl Drop for Registration {
@@ -45,48 +57,53 @@ impl Drop for Registration {
     }
 }
 
+/// Reads a terminal result out of a reply or result message, if it is one.
+fn terminal(message: &async_nats::Message) -> Option<Outcome> {
+    let meta = ResultMeta::from_headers(message.headers.as_ref()?).ok()?;
+    meta.status.is_terminal().then(|| Outcome {
+        meta,
+        body: message.payload.clone(),
+    })
+}
+
 impl ResultWaiter {
-    /// Subscribes to all results on `client` and starts delivering them.
+    /// Subscribes to this dispatcher's direct replies under `inbox_prefix` and starts
+    /// delivering them.
     pub async fn start(
         client: &async_nats::Client,
+        inbox_prefix: &str,
     ) -> Result<ResultWaiter, async_nats::SubscribeError> {
-        let mut subscription = client.subscribe("results.>").await?;
-        let waiter = ResultWaiter::default();
+        let root = reply_root(inbox_prefix, &uuid::Uuid::new_v4().simple().to_string());
+        let mut subscription = client.subscribe(format!("{root}.*")).await?;
+        let waiter = ResultWaiter {
+            waiters: Waiters::default(),
+            root,
+            client: client.clone(),
+        };
         let waiters = waiter.waiters.clone();
         tokio::spawn(async move {
             while let Some(message) = subscription.next().await {
-                // The id is the subject's last token: look it up before parsing any header.
-                let Some(id) = message.subject.as_str().rsplit('.').next() else {
+                let Some(outcome) = terminal(&message) else {
                     continue;
                 };
-                if !waiters.lock().expect("waiters lock").contains_key(id) {
-                    continue;
-                }
-                let Some(headers) = message.headers.as_ref() else {
-                    continue;
-                };
-                let Ok(meta) = ResultMeta::from_headers(headers) else {
-                    continue;
-                };
-                if !meta.status.is_terminal() {
+                // Only the id the subject names, so a reply cannot complete another's wait.
+                if message.subject.as_str().rsplit('.').next() != Some(&outcome.meta.invocation_id)
+                {
                     continue;
                 }
                 let senders = waiters
                     .lock()
                     .expect("waiters lock")
-                    .remove(&meta.invocation_id);
+                    .remove(&outcome.meta.invocation_id);
                 for sender in senders.into_iter().flatten() {
-                    let _ = sender.send(Outcome {
-                        meta: meta.clone(),
-                        body: message.payload.clone(),
-                    });
+                    let _ = sender.send(outcome.clone());
                 }
             }
         });
         Ok(waiter)
     }
 
-    /// Registers interest in `id`'s terminal result.
+    /// Registers interest in `id`'s terminal result, before its job is published.
     pub fn register(&self, id: &str) -> Registration {
         let (sender, receiver) = oneshot::channel();
         self.waiters
@@ -99,6 +116,50 @@ impl ResultWaiter {
             id: id.to_string(),
             waiters: self.waiters.clone(),
             receiver,
+            reply_to: format!("{}.{id}", self.root),
         }
+    }
+
+    /// Follows invocation `id`'s own result subject: for a request that waits on an
+    /// invocation another request submitted (possibly through another dispatcher), whose job
+    /// carries that request's reply subject. Check RESULTS after this, not before.
+    pub async fn follow(&self, function: &str, id: &str) -> Option<async_nats::Subscriber> {
+        self.client
+            .subscribe(results_subject(function, id))
+            .await
+            .ok()
+    }
+
+    /// Waits up to `wait` for the terminal result of `registration`'s invocation, from a
+    /// direct reply or from `followed`.
+    pub async fn wait(
+        &self,
+        registration: &mut Registration,
+        mut followed: Option<async_nats::Subscriber>,
+        wait: Duration,
+    ) -> Option<Outcome> {
+        let from_results = async {
+            if let Some(results) = followed.as_mut() {
+                while let Some(message) = results.next().await {
+                    if let Some(outcome) = terminal(&message) {
+                        return outcome;
+                    }
+                }
+            }
+            std::future::pending().await
+        };
+        let outcome = tokio::time::timeout(wait, async {
+            tokio::select! {
+                replied = &mut registration.receiver => replied.ok(),
+                followed = from_results => Some(followed),
+            }
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(mut results) = followed {
+            let _ = results.unsubscribe().await;
+        }
+        outcome
     }
 }

@@ -1,6 +1,7 @@
 //! Pulls a function's jobs and runs each one: call, publish the result, then ack or nak.
 
 use crate::decide::{decide, Attempt, Decision};
+use crate::executor::Executor;
 use crate::loader::{CallContext, LogCapture};
 use crate::{metrics, FunctionState, Worker};
 use async_nats::jetstream::{self, AckKind};
@@ -62,6 +63,10 @@ async fn pull_jobs(worker: &Arc<Worker>, function: &str) -> anyhow::Result<()> {
     let progress_every =
         (consumer.cached_info().config.ack_wait / 3).max(Duration::from_millis(100));
     let limit = Arc::new(tokio::sync::Semaphore::new(state.spec.concurrency as usize));
+    let serving = Arc::new(Serving {
+        executor: Executor::new(function, state.spec.concurrency as usize),
+        progress_every,
+    });
     let mut stopping = worker.stopping();
     loop {
         let first = tokio::select! {
@@ -101,12 +106,21 @@ async fn pull_jobs(worker: &Arc<Worker>, function: &str) -> anyhow::Result<()> {
             };
             let in_flight = worker.in_flight.clone().acquire_owned().await?;
             let worker = worker.clone();
+            let serving = serving.clone();
             tokio::spawn(async move {
-                run_job(&worker, message, permit, progress_every).await;
+                run_job(&worker, &serving, message, permit).await;
                 drop(in_flight);
             });
         }
     }
+}
+
+/// What a function's pull loop shares with its jobs.
+struct Serving {
+    /// The function's call threads, at most its concurrency.
+    executor: Executor,
+    /// How often a running job's progress is acknowledged.
+    progress_every: Duration,
 }
 
 /// The identity and timing of a job, read from its headers or derived from its delivery.
@@ -206,14 +220,15 @@ fn level_name(level: u32) -> &'static str {
     }
 }
 
-/// Runs the function on the blocking pool and classifies what happened.
+/// Runs the function on one of its call threads and classifies what happened.
 async fn attempt(
     worker: &Worker,
+    serving: &Serving,
     state: &Arc<FunctionState>,
     job: &JobMeta,
     message: &jetstream::Message,
-    progress_every: Duration,
 ) -> (Attempt, Vec<LogLine>, Timing) {
+    let (executor, progress_every) = (&serving.executor, serving.progress_every);
     let input = message.payload.clone();
     let library = match &state.library {
         Ok(library) => library.clone(),
@@ -239,7 +254,8 @@ async fn attempt(
     let event = job.event.clone();
     let attempt_no = job.attempt;
     let deadline = now_ms() + state.spec.timeout_ms;
-    let mut call = tokio::task::spawn_blocking(move || {
+    let (done, mut call) = tokio::sync::oneshot::channel();
+    let ticket = executor.submit(move || {
         let mut logs = LogCapture::new(budget);
         let cx = CallContext {
             function: &state.record.name,
@@ -256,7 +272,7 @@ async fn attempt(
         let cpu_us = crate::loader::thread_cpu_time()
             .saturating_sub(cpu_before)
             .as_micros() as u64;
-        (result, logs, (started.elapsed().as_micros() as u64, cpu_us))
+        let _ = done.send((result, logs, (started.elapsed().as_micros() as u64, cpu_us)));
     });
     // While the function runs, keep telling JetStream the job is alive, so it is never
     // redelivered however long it runs within its timeout.
@@ -269,6 +285,7 @@ async fn attempt(
             done = &mut call => break done,
             _ = &mut deadline => {
                 // The thread cannot be killed: record the timeout and replace this process.
+                ticket.abandon();
                 worker.request_recycle("a function ran past its timeout");
                 let failed = Attempt::Failed {
                     kind: ErrorKind::Timeout,
@@ -288,7 +305,7 @@ async fn attempt(
         Err(error) => {
             let failed = Attempt::Failed {
                 kind: ErrorKind::Crash,
-                message: format!("function call did not complete: {error}"),
+                message: format!("function call did not complete: {error} (it panicked in the host)"),
                 retry_after_ms: 0,
             };
             return (failed, Vec::new(), Timing::default());
@@ -339,9 +356,9 @@ struct Timing {
 
 async fn run_job(
     worker: &Worker,
+    serving: &Serving,
     message: jetstream::Message,
     permit: OwnedSemaphorePermit,
-    progress_every: Duration,
 ) {
     let job = job_meta(&message);
     let parent = squall_telemetry::context_from_traceparent(Some(&job.traceparent));
@@ -369,7 +386,7 @@ async fn run_job(
         squall.error_kind = tracing::field::Empty,
     );
     squall_telemetry::set_parent(&span, parent);
-    run_attempt(worker, job, message, permit, progress_every)
+    run_attempt(worker, serving, job, message, permit)
         .instrument(span)
         .await
 }
@@ -377,10 +394,10 @@ async fn run_job(
 /// One attempt of a job, inside its `squall.attempt` span.
 async fn run_attempt(
     worker: &Worker,
+    serving: &Serving,
     job: JobMeta,
     message: jetstream::Message,
     _permit: OwnedSemaphorePermit,
-    progress_every: Duration,
 ) {
     let Some(current) = worker.function(&job.function) else {
         // Deleted while the job was buffered: leave it for whoever serves the function next.
@@ -401,7 +418,7 @@ async fn run_attempt(
         m.observe(metrics::QUEUE_WAIT, &fn_label, waited);
     }
     m.add(metrics::IN_FLIGHT, &fn_label, 1.0);
-    let (outcome, logs, timing) = attempt(worker, &state, &job, &message, progress_every).await;
+    let (outcome, logs, timing) = attempt(worker, serving, &state, &job, &message).await;
     m.add(metrics::IN_FLIGHT, &fn_label, -1.0);
     m.observe(metrics::EXECUTION, &fn_label, timing.wall_us as f64 / 1e6);
     let jitter = (job.invocation_id.bytes().fold(job.attempt as u64, |a, b| {
@@ -489,7 +506,9 @@ async fn run_attempt(
         logs,
         worker: worker.id.clone(),
     };
-    let published = publish_result(&worker.topology.jetstream, &meta, body)
+    let reply = header(message.headers.as_ref(), h::REPLY_TO)
+        .filter(|to| squall_broker::names::is_reply_subject(to, &job.invocation_id));
+    let published = publish_result(&worker.topology.jetstream, &meta, body, reply)
         .instrument(tracing::info_span!(
             "squall.result",
             otel.kind = "producer",
@@ -580,24 +599,45 @@ async fn dead_letter(
     Ok(())
 }
 
+/// Stores a result in RESULTS, retrying a few times; a terminal result of a synchronous job
+/// then goes to the waiting dispatcher's reply subject too (a plain publish: if it is lost, the
+/// dispatcher reads RESULTS when its wait ends).
 async fn publish_result(
     js: &jetstream::Context,
     meta: &ResultMeta,
     body: Vec<u8>,
+    reply: Option<&str>,
 ) -> anyhow::Result<()> {
     let subject = results_subject(&meta.function, &meta.invocation_id);
-    let headers = meta.to_headers();
     let body = bytes::Bytes::from(body);
+    let mut headers = Some(meta.to_headers());
+    let reply = reply
+        .filter(|_| meta.status.is_terminal())
+        .and_then(|to| Some((to, headers.as_ref()?.clone())));
     let mut last_error = None;
     for try_no in 0..PUBLISH_TRIES {
+        // The first try moves the headers built above; a retry builds them again.
+        let try_headers = headers.take().unwrap_or_else(|| meta.to_headers());
         let published = async {
-            js.publish_with_headers(subject.clone(), headers.clone(), body.clone())
+            js.publish_with_headers(subject.clone(), try_headers, body.clone())
                 .await?
                 .await?;
             anyhow::Ok(())
         };
         match published.await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                if let Some((to, reply_headers)) = reply {
+                    let sent = js
+                        .client()
+                        .publish_with_headers(to.to_string(), reply_headers, body)
+                        .await;
+                    if let Err(error) = sent {
+                        tracing::debug!(message = "cannot send the direct reply; the waiter reads RESULTS",
+                            invocation_id = %meta.invocation_id, %error);
+                    }
+                }
+                return Ok(());
+            }
             Err(error) => last_error = Some(error),
         }
         tokio::time::sleep(Duration::from_millis(100 << try_no)).await;

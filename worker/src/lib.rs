@@ -7,6 +7,7 @@
 
 pub mod artifacts;
 pub mod decide;
+pub mod executor;
 pub mod job;
 pub mod loader;
 pub mod metrics;
