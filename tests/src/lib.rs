@@ -211,10 +211,16 @@ fn spawn_nats(
     let _ = std::fs::remove_dir_all(&ports_dir);
     std::fs::create_dir_all(&ports_dir).expect("ports dir");
     let mut command = Command::new(nats_server_binary());
+    // A profile is a config of the project's, or a path to a config a test wrote.
+    let config = match profile.contains('/') {
+        true => PathBuf::from(profile),
+        false => workspace_root().join(format!("broker-config/nats/{profile}.conf")),
+    };
     command
         .envs(env.iter().map(|(k, v)| (k, v)))
         .arg("-c")
-        .arg(workspace_root().join(format!("broker-config/nats/{profile}.conf")))
+        .arg(config)
+        .args(["-m", "-1"])
         .args(["-a", "127.0.0.1", "-p"])
         .arg(port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into()))
         .args(["-js", "-sd"])
@@ -234,6 +240,25 @@ fn spawn_nats(
         std::thread::sleep(Duration::from_millis(20));
     };
     (process, url)
+}
+
+impl NatsServer {
+    /// The server's HTTP monitoring endpoint (`http://127.0.0.1:<port>`), on a dynamic port.
+    pub fn monitoring_url(&self) -> String {
+        let ports_dir = self.dir.path().join("ports");
+        for entry in std::fs::read_dir(&ports_dir).expect("ports dir").flatten() {
+            let Ok(text) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            if let Some(url) = json["monitoring"][0].as_str() {
+                return url.to_string();
+            }
+        }
+        panic!("nats-server reported no monitoring port");
+    }
 }
 
 fn read_ports_file(dir: &Path) -> Option<String> {
@@ -598,6 +623,11 @@ impl Cluster {
 
     /// Starts one more dispatcher with its own port and data directory; returns its URL.
     pub async fn add_dispatcher(&mut self) -> String {
+        self.add_dispatcher_with(&[]).await
+    }
+
+    /// Starts one more dispatcher with `extra_args`; returns its URL once it is ready.
+    pub async fn add_dispatcher_with(&mut self, extra_args: &[&str]) -> String {
         let n = self.more_dispatchers.len() + 1;
         let port = free_port();
         let mut command = Command::new(&built().dispatcher);
@@ -610,7 +640,8 @@ impl Cluster {
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
-            .arg(self.dir.path().join(format!("dispatcher-{n}")));
+            .arg(self.dir.path().join(format!("dispatcher-{n}")))
+            .args(extra_args);
         let log = self.dir.path().join(format!("dispatcher-{n}.log"));
         let process = Process::spawn(&format!("dispatcher-{n}"), command, log).expect("dispatcher");
         let url = format!("http://127.0.0.1:{port}");

@@ -792,3 +792,90 @@ async fn a_fleet_supervisor_logged_in_as_worker_scales_a_worker_that_completes_a
         fleet.output()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_replies_reach_only_the_waiting_dispatcher_and_the_index_answers_other_dispatchers()
+{
+    let mut cluster = Cluster::start_with(auth_cluster(1)).await;
+    let gateway = cluster
+        .add_dispatcher_with(&["--query-index", "false"])
+        .await;
+    cluster.deploy_example("hello", None).await;
+
+    // Neither the worker nor a plain client may listen where results are sent directly.
+    let mut worker = login(&cluster, &AUTH_WORKER).await;
+    let _snoop = worker
+        .client
+        .subscribe("_INBOX_dispatcher.squall-reply.>")
+        .await
+        .expect("subscribe");
+    worker
+        .refused("Subscription", "_INBOX_dispatcher.squall-reply.>")
+        .await;
+    let mut client = login(&cluster, &AUTH_CLIENT).await;
+    let _snoop = client
+        .client
+        .subscribe("_INBOX_dispatcher.squall-reply.>")
+        .await
+        .expect("subscribe");
+    client
+        .refused("Subscription", "_INBOX_dispatcher.squall-reply.>")
+        .await;
+    // Nor may a client forge a reply, or ask the query index itself.
+    client
+        .client
+        .publish("_INBOX_dispatcher.squall-reply.x.y", "forged".into())
+        .await
+        .expect("publish");
+    client
+        .refused("Publish", "_INBOX_dispatcher.squall-reply.x.y")
+        .await;
+    client
+        .client
+        .publish("squall.index.query", "{}".into())
+        .await
+        .expect("publish");
+    client.refused("Publish", "squall.index.query").await;
+
+    // Through either dispatcher, the sync answer comes at once (a lost reply would take the
+    // whole wait, 2 s, before RESULTS is read).
+    for url in [cluster.url.clone(), gateway.clone()] {
+        let started = Instant::now();
+        let response = cluster
+            .http
+            .post(format!("{url}/v1/functions/hello/invocations?wait=2"))
+            .body("{}")
+            .send()
+            .await
+            .expect("invoke");
+        assert_eq!(response.status(), 200);
+        assert!(started.elapsed() < Duration::from_millis(1500));
+    }
+    // The gateway without the index asks the index holder over NATS.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let usage: serde_json::Value = cluster
+            .http
+            .get(format!("{gateway}/v1/usage"))
+            .send()
+            .await
+            .expect("usage")
+            .json()
+            .await
+            .expect("json");
+        if usage["total"]["invocations"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{usage}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Only the refusals provoked above were logged (the test's own connections carry no
+    // client name): the roles cover everything the Squall processes did.
+    let all = violations(&cluster);
+    let unexpected: Vec<_> = all
+        .iter()
+        .filter(|v| !v.contains(":rust\" - \"$G/user:"))
+        .collect();
+    assert_eq!(unexpected, Vec::<&String>::new());
+    assert_eq!(all.len(), 4, "{all:?}");
+}

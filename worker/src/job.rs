@@ -305,7 +305,9 @@ async fn attempt(
         Err(error) => {
             let failed = Attempt::Failed {
                 kind: ErrorKind::Crash,
-                message: format!("function call did not complete: {error} (it panicked in the host)"),
+                message: format!(
+                    "function call did not complete: {error} (it panicked in the host)"
+                ),
                 retry_after_ms: 0,
             };
             return (failed, Vec::new(), Timing::default());
