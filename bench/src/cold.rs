@@ -254,13 +254,6 @@ pub async fn measure(bench: &mut Bench) -> anyhow::Result<()> {
         bench.cluster.delete(&new_name).await?;
         bench.cluster.delete(&cached_name).await?;
     }
-    bench.report.missing(
-        S4,
-        "cold.zero",
-        "scale-from-zero → first result",
-        "ms",
-        "n/a here; measured by the fleet tests (BENCHMARKS.md, \"The fleet\")",
-    );
     bench.cluster.delete(VERSIONED).await?;
     drive::quiesce(
         &bench.nats,

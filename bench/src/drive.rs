@@ -35,7 +35,29 @@ pub enum Submit {
         url: String,
         submitters: usize,
     },
+    /// `POST …/batch` of NDJSON bodies of up to `lines` copies of `line` (one JSON input, no
+    /// newline), from `submitters` concurrent HTTP clients.
+    HttpBatch {
+        http: reqwest::Client,
+        url: String,
+        submitters: usize,
+        lines: usize,
+        line: Bytes,
+    },
 }
+
+/// The dispatcher answered the first batch with 404 or 405: it has no batch endpoint, so the
+/// batch measurement is skipped rather than failed.
+#[derive(Debug)]
+pub struct NoBatchEndpoint(pub reqwest::StatusCode);
+
+impl std::fmt::Display for NoBatchEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the dispatcher has no batch endpoint ({})", self.0)
+    }
+}
+
+impl std::error::Error for NoBatchEndpoint {}
 
 /// Which result messages count as a completed invocation.
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +127,13 @@ pub async fn throughput(
             url,
             submitters,
         } => post_async(http, url, *submitters, payload, n, deadline).await,
+        Submit::HttpBatch {
+            http,
+            url,
+            submitters,
+            lines,
+            line,
+        } => post_batches(http, url, *submitters, line, *lines, n, deadline).await,
     };
     let submitted_in = started.elapsed();
     if let Err(error) = submitted {
@@ -185,6 +214,105 @@ async fn post_async(
         done.context("a submitter panicked")??;
     }
     Ok(())
+}
+
+/// An NDJSON body of `lines` copies of `line`.
+pub fn ndjson(line: &[u8], lines: usize) -> Bytes {
+    let mut body = Vec::with_capacity((line.len() + 1) * lines);
+    for _ in 0..lines {
+        body.extend_from_slice(line);
+        body.push(b'\n');
+    }
+    Bytes::from(body)
+}
+
+/// Posts `n` invocations as batches of at most `lines` from `submitters` concurrent clients;
+/// each batch must get 202 with one invocation id per line. A 404 or 405 is
+/// [`NoBatchEndpoint`].
+async fn post_batches(
+    http: &reqwest::Client,
+    url: &str,
+    submitters: usize,
+    line: &Bytes,
+    lines: usize,
+    n: usize,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<()> {
+    let lines = lines.max(1);
+    let batches = n.div_ceil(lines);
+    // Every batch but the last is full: build that body once and share it.
+    let full = ndjson(line, lines);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..submitters.max(1) {
+        let (http, url, full, line, next) = (
+            http.clone(),
+            url.to_string(),
+            full.clone(),
+            line.clone(),
+            next.clone(),
+        );
+        tasks.spawn(async move {
+            loop {
+                let batch = next.fetch_add(1, Ordering::Relaxed);
+                if batch >= batches {
+                    return Ok(());
+                }
+                if tokio::time::Instant::now() > deadline {
+                    bail!("submitting took longer than the measurement's limit");
+                }
+                let count = lines.min(n - batch * lines);
+                let body = if count == lines {
+                    full.clone()
+                } else {
+                    ndjson(&line, count)
+                };
+                let response = http
+                    .post(&url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+                    .body(body)
+                    .send()
+                    .await
+                    .context("batch request failed")?;
+                let status = response.status();
+                let body = response.bytes().await?;
+                if matches!(
+                    status,
+                    reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::METHOD_NOT_ALLOWED
+                ) {
+                    return Err(NoBatchEndpoint(status).into());
+                }
+                if status != reqwest::StatusCode::ACCEPTED {
+                    bail!(
+                        "batch of {count} answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+                let ids = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["invocation_ids"].as_array().map(Vec::len));
+                if ids != Some(count) {
+                    bail!(
+                        "batch of {count} answered 202 without {count} invocation ids: {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+            }
+        });
+    }
+    let mut failure = None;
+    while let Some(done) = tasks.join_next().await {
+        if let Err(error) = done.context("a submitter panicked").and_then(|r| r) {
+            // A missing endpoint is what every submitter sees; keep that one over the others.
+            if failure.is_none() || error.is::<NoBatchEndpoint>() {
+                failure = Some(error);
+            }
+        }
+    }
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
 }
 
 /// Distinguishes bare job ids across measurements, so a late result cannot match a new waiter.

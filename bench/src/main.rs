@@ -2,6 +2,7 @@
 //! on a private nats-server, and prints a table and writes JSON (see BENCHMARKS.md).
 
 mod bare;
+mod baseline;
 mod cluster;
 mod cold;
 mod drive;
@@ -10,6 +11,7 @@ mod report;
 mod resources;
 mod run;
 mod stats;
+mod zero;
 
 use clap::{Parser, Subcommand};
 use run::{Phase, Settings};
@@ -55,9 +57,20 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "bare,squall,cold"
+        default_value = "bare,squall,batch,cold,zero"
     )]
     phases: Vec<Phase>,
+    /// Invocations per request in the HTTP batch measurement (`POST …/batch`, NDJSON).
+    #[arg(long, default_value_t = 500)]
+    batch_lines: usize,
+    /// Compare every figure with this earlier JSON report [default: bench/baseline.json in the
+    /// workspace]; a missing file means no comparison.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Also write the JSON report to this file as the new baseline (for example
+    /// bench/baseline.json when BENCHMARKS.md is refreshed); not with --smoke.
+    #[arg(long)]
+    write_baseline: Option<PathBuf>,
     /// The trivial function's library [default: libnoop.so beside this program].
     #[arg(long)]
     artifact: Option<PathBuf>,
@@ -105,12 +118,24 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
         artifact: args.artifact,
         keep: args.keep,
         label: args.label,
+        batch_lines: args.batch_lines,
+        baseline: args.baseline,
+        write_baseline: args.write_baseline,
     };
     if settings.runs == 0 || settings.n == 0 || settings.latency_n == 0 {
         anyhow::bail!("--runs, --n and --latency-n must be at least 1");
     }
-    if settings.concurrency == 0 || settings.http_submitters == 0 || settings.clients == 0 {
-        anyhow::bail!("--concurrency, --http-submitters and --clients must be at least 1");
+    if settings.concurrency == 0
+        || settings.http_submitters == 0
+        || settings.clients == 0
+        || settings.batch_lines == 0
+    {
+        anyhow::bail!(
+            "--concurrency, --http-submitters, --clients and --batch-lines must be at least 1"
+        );
+    }
+    if settings.smoke && settings.write_baseline.is_some() {
+        anyhow::bail!("a --smoke run's figures mean nothing: it cannot --write-baseline");
     }
     Ok(settings)
 }

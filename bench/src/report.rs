@@ -1,6 +1,7 @@
 //! The results: figures with their per-run values, the targets, the machine they ran on, a
 //! printed table and a JSON document.
 
+use crate::baseline::{format_change, Baseline};
 use crate::stats::Summary;
 use serde_json::json;
 use std::fmt::Write as _;
@@ -15,11 +16,23 @@ pub struct Figure {
     pub values: Vec<f64>,
     /// Why there is no value, for a figure that could not be measured.
     pub missing: Option<String>,
+    /// Print every run's value beside the median: for figures with few, telling runs (a
+    /// first-ever cold start differs from the later ones).
+    pub listed: bool,
 }
 
 impl Figure {
     pub fn summary(&self) -> Option<Summary> {
         Summary::of(&self.values)
+    }
+
+    /// Every run's value, as `a, b, c` with the unit's precision.
+    fn values_text(&self) -> String {
+        self.values
+            .iter()
+            .map(|&v| format_value(v, self.unit))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -118,6 +131,8 @@ pub struct Report {
     pub figures: Vec<Figure>,
     pub targets: Vec<Target>,
     pub settings: serde_json::Value,
+    /// The report each figure is compared with, if any.
+    pub baseline: Option<Baseline>,
 }
 
 impl Report {
@@ -139,6 +154,7 @@ impl Report {
                 unit,
                 values: vec![value],
                 missing: None,
+                listed: false,
             }),
         }
     }
@@ -159,22 +175,84 @@ impl Report {
             unit,
             values: Vec::new(),
             missing: Some(why.to_string()),
+            listed: false,
         });
+    }
+
+    /// Prints every run's value of figure `key` beside its median.
+    pub fn list_values(&mut self, key: &str) {
+        if let Some(figure) = self.figures.iter_mut().find(|f| f.key == key) {
+            figure.listed = true;
+        }
+    }
+
+    /// The change of a figure's median against the baseline, as printed.
+    fn change(&self, figure: &Figure) -> String {
+        match (&self.baseline, figure.summary()) {
+            (Some(baseline), Some(s)) => baseline
+                .change_pct(&figure.key, s.median)
+                .map(format_change)
+                .unwrap_or_default(),
+            _ => String::new(),
+        }
+    }
+
+    /// The line naming the baseline, or why there is none.
+    fn baseline_line(&self) -> String {
+        match &self.baseline {
+            Some(b) => {
+                let differing = b.differing_settings(&self.settings);
+                let caveat = if differing.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; NOT COMPARABLE, settings differ: {}",
+                        differing.join(", ")
+                    )
+                };
+                let date = if b.date.is_empty() {
+                    "undated"
+                } else {
+                    &b.date
+                };
+                format!(
+                    "vs baseline: {} ({date}), from {}{caveat}",
+                    b.describe(),
+                    b.path.display()
+                )
+            }
+            None => "vs baseline: no baseline given or found, no comparison".to_string(),
+        }
     }
 
     /// Adds a target: met when `ok(median)` holds for figure `key`.
     pub fn target(&mut self, goal: &str, key: &str, ok: impl Fn(f64) -> bool) {
+        self.target_in(goal, key, None, ok);
+    }
+
+    /// Adds a target on figure `key` expressed in another unit: `Some((factor, unit))` converts
+    /// the median (`median × factor` in `unit`) before `ok` sees it and before it is printed.
+    pub fn target_in(
+        &mut self,
+        goal: &str,
+        key: &str,
+        unit: Option<(f64, &'static str)>,
+        ok: impl Fn(f64) -> bool,
+    ) {
         let figure = self.figures.iter().find(|f| f.key == key);
         let (measured, met) = match figure.and_then(|f| f.summary().map(|s| (f, s))) {
-            Some((f, s)) => (
-                format!(
-                    "{} {} (median of {})",
-                    format_value(s.median, f.unit),
-                    f.unit,
-                    f.values.len()
-                ),
-                Some(ok(s.median)),
-            ),
+            Some((f, s)) => {
+                let (factor, unit) = unit.unwrap_or((1.0, f.unit));
+                let value = s.median * factor;
+                (
+                    format!(
+                        "{} {unit} (median of {})",
+                        format_value(value, unit),
+                        f.values.len()
+                    ),
+                    Some(ok(value)),
+                )
+            }
             None => (
                 figure
                     .and_then(|f| f.missing.clone())
@@ -214,6 +292,8 @@ impl Report {
             machine.load_before, machine.load_after
         );
         let _ = writeln!(out, "settings: {}", self.settings);
+        let _ = writeln!(out, "{}", self.baseline_line());
+        let compare = self.baseline.is_some();
         let width = self
             .figures
             .iter()
@@ -231,15 +311,30 @@ impl Report {
                 let _ = writeln!(out, "\n{section}");
                 let _ = writeln!(
                     out,
-                    "  {:<width$}  {:>9}  {:>10}  {:>10}  {:>10}  runs",
-                    "figure", "unit", "median", "min", "max"
+                    "  {:<width$}  {:>9}  {:>10}  {:>10}  {:>10}  {}runs",
+                    "figure",
+                    "unit",
+                    "median",
+                    "min",
+                    "max",
+                    if compare { "vs baseline  " } else { "" }
                 );
             }
             match figure.summary() {
                 Some(s) => {
+                    let change = if compare {
+                        format!("{:>11}  ", self.change(figure))
+                    } else {
+                        String::new()
+                    };
+                    let values = if figure.listed {
+                        format!(" ({})", figure.values_text())
+                    } else {
+                        String::new()
+                    };
                     let _ = writeln!(
                         out,
-                        "  {:<width$}  {:>9}  {:>10}  {:>10}  {:>10}  {}",
+                        "  {:<width$}  {:>9}  {:>10}  {:>10}  {:>10}  {change}{}{values}",
                         figure.label,
                         figure.unit,
                         format_value(s.median, figure.unit),
@@ -285,6 +380,20 @@ impl Report {
             machine.load_before,
         );
         let _ = writeln!(out, "Settings: `{}`", self.settings);
+        let compare = self.baseline.is_some();
+        if let Some(b) = &self.baseline {
+            let differing = b.differing_settings(&self.settings);
+            let _ = writeln!(
+                out,
+                "\nThe \"vs baseline\" column compares each median with {}{}.",
+                b.describe(),
+                if differing.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (not comparable: {})", differing.join(", "))
+                }
+            );
+        }
         let mut figures: Vec<&Figure> = self.figures.iter().collect();
         figures.sort_by_key(|f| f.section);
         let mut section = "";
@@ -292,15 +401,30 @@ impl Report {
             if figure.section != section {
                 section = figure.section;
                 let _ = writeln!(out, "\n**{section}**\n");
-                let _ = writeln!(out, "| figure | unit | median | min | max |");
-                let _ = writeln!(out, "|---|---|---:|---:|---:|");
+                if compare {
+                    let _ = writeln!(out, "| figure | unit | median | min | max | vs baseline |");
+                    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|");
+                } else {
+                    let _ = writeln!(out, "| figure | unit | median | min | max |");
+                    let _ = writeln!(out, "|---|---|---:|---:|---:|");
+                }
             }
             let label = figure.label.trim_start();
+            let values = if figure.listed && !figure.values.is_empty() {
+                format!(" (runs: {})", figure.values_text())
+            } else {
+                String::new()
+            };
+            let change = if compare {
+                format!(" {} |", self.change(figure))
+            } else {
+                String::new()
+            };
             match figure.summary() {
                 Some(s) => {
                     let _ = writeln!(
                         out,
-                        "| {label} | {} | {} | {} | {} |",
+                        "| {label}{values} | {} | {} | {} | {} |{change}",
                         figure.unit,
                         format_value(s.median, figure.unit),
                         format_value(s.min, figure.unit),
@@ -309,7 +433,7 @@ impl Report {
                 }
                 None => {
                     let why = figure.missing.as_deref().unwrap_or("not measured");
-                    let _ = writeln!(out, "| {label} | {} | {why} | | |", figure.unit);
+                    let _ = writeln!(out, "| {label} | {} | {why} | | |{change}", figure.unit);
                 }
             }
         }
@@ -334,6 +458,12 @@ impl Report {
             .iter()
             .map(|f| {
                 let s = f.summary();
+                let base = self.baseline.as_ref().and_then(|b| b.median(&f.key));
+                let change = self
+                    .baseline
+                    .as_ref()
+                    .zip(s)
+                    .and_then(|(b, s)| b.change_pct(&f.key, s.median));
                 json!({
                     "section": f.section,
                     "key": f.key,
@@ -344,6 +474,8 @@ impl Report {
                     "max": s.map(|s| s.max),
                     "runs": f.values,
                     "missing": f.missing,
+                    "baseline_median": base,
+                    "change_pct": change,
                 })
             })
             .collect();
@@ -366,6 +498,11 @@ impl Report {
                 "load_average_after": machine.load_after,
             },
             "settings": self.settings,
+            "baseline": self.baseline.as_ref().map(|b| json!({
+                "label": b.label,
+                "commit": b.commit,
+                "date": b.date,
+            })),
             "figures": figures,
             "targets": targets,
         })
@@ -376,7 +513,7 @@ impl Report {
 pub fn format_value(value: f64, unit: &str) -> String {
     match unit {
         "inv/s" | "jobs/s" | "req/s" | "µs" => group_thousands(value.round() as i64),
-        "ms" | "MiB" | "ms/1k" => format!("{value:.2}"),
+        "ms" | "MiB" | "ms/1k" | "µs/inv" => format!("{value:.2}"),
         "%" => format!("{value:.1}"),
         // Ratios sit next to thresholds such as 2×: show enough digits to tell which side.
         "×" => format!("{value:.3}"),
@@ -450,5 +587,53 @@ mod tests {
             markdown.contains("| scale-from-zero | ms | n/a | | |"),
             "{markdown}"
         );
+    }
+
+    #[test]
+    fn a_baseline_adds_each_figures_change() {
+        let mut report = Report::default();
+        report.add("s", "a", "A", "ms", 110.0);
+        report.add("s", "b", "B", "ms", 1.0);
+        let baseline = r#"{"machine": {"commit": "abc"}, "settings": {"label": null},
+            "figures": [{"key": "a", "median": 100.0}]}"#;
+        report.baseline =
+            Some(Baseline::parse(baseline, std::path::Path::new("base.json")).unwrap());
+        let table = report.table(&Machine::default());
+        assert!(table.contains("+10.0 %"), "{table}");
+        assert!(table.contains("vs baseline: commit abc"), "{table}");
+        let markdown = report.markdown(&Machine::default());
+        assert!(
+            markdown.contains("| A | ms | 110.00 | 110.00 | 110.00 | +10.0 % |"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| B | ms | 1.00 | 1.00 | 1.00 |  |"),
+            "{markdown}"
+        );
+        let json = report.json(&Machine::default());
+        assert_eq!(json["figures"][0]["change_pct"], 10.0);
+        assert_eq!(json["figures"][1]["change_pct"], serde_json::Value::Null);
+        assert_eq!(json["baseline"]["commit"], "abc");
+    }
+
+    #[test]
+    fn listed_figures_show_every_run() {
+        let mut report = Report::default();
+        for v in [230.0, 45.5, 44.25] {
+            report.add("s", "zero", "zero", "ms", v);
+        }
+        report.list_values("zero");
+        let table = report.table(&Machine::default());
+        assert!(table.contains("(230.00, 45.50, 44.25)"), "{table}");
+        assert!(!table.contains("vs baseline  runs"), "{table}");
+    }
+
+    #[test]
+    fn a_target_may_convert_its_figure() {
+        let mut report = Report::default();
+        report.add("s", "cpu", "cpu", "ms/1k", 10.8);
+        report.target_in("<= 2 µs", "cpu", Some((1.0, "µs/inv")), |v| v <= 2.0);
+        assert_eq!(report.targets[0].met, Some(false));
+        assert_eq!(report.targets[0].measured, "10.80 µs/inv (median of 1)");
     }
 }
