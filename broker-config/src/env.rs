@@ -8,6 +8,10 @@ pub const ENV_HTTP_ADDR: &str = "SQUALL_HTTP_ADDR";
 pub const ENV_DATA_DIR: &str = "SQUALL_DATA_DIR";
 /// Largest accepted invocation payload, in bytes.
 pub const ENV_MAX_PAYLOAD: &str = "SQUALL_MAX_PAYLOAD";
+/// Most lines (invocations) of one batch request to the dispatcher.
+pub const ENV_MAX_BATCH_LINES: &str = "SQUALL_MAX_BATCH_LINES";
+/// Largest batch request body the dispatcher accepts, in bytes.
+pub const ENV_MAX_BATCH_BYTES: &str = "SQUALL_MAX_BATCH_BYTES";
 /// Largest accepted function artifact, in bytes.
 pub const ENV_MAX_ARTIFACT: &str = "SQUALL_MAX_ARTIFACT";
 /// Where a worker serves its Prometheus metrics.

@@ -242,6 +242,17 @@ pub struct InvokeArgs {
     /// Wait at most this many seconds for the outcome before answering with the invocation id.
     #[arg(long, value_name = "SECS")]
     pub wait: Option<f64>,
+    /// Submit each line of this NDJSON file (`-` for standard input) as one asynchronous
+    /// invocation; prints the invocation ids in line order.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["data", "file", "respond_async", "wait"])]
+    pub batch: Option<PathBuf>,
+    /// Lines sent per request with --batch.
+    #[arg(long, value_name = "LINES", requires = "batch", default_value_t = crate::batch::DEFAULT_CHUNK_LINES)]
+    pub batch_size: usize,
+    /// Idempotency-Key of the request: the same key runs the function once. With --batch, the
+    /// Nth request (from 0) sends `KEY-N`, so rerunning the same command is safe.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -314,6 +325,30 @@ mod tests {
     fn data_and_file_are_exclusive() {
         let parsed = Cli::try_parse_from(["squall", "invoke", "f", "--data", "x", "--file", "y"]);
         assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn batch_excludes_single_input_and_waiting() {
+        for extra in [["--data", "x"], ["--file", "y"], ["--wait", "1"]] {
+            let mut args = vec!["squall", "invoke", "f", "--batch", "in.ndjson"];
+            args.extend(extra);
+            assert!(Cli::try_parse_from(args).is_err(), "{extra:?}");
+        }
+        let cli = Cli::try_parse_from([
+            "squall",
+            "invoke",
+            "f",
+            "--batch",
+            "-",
+            "--idempotency-key",
+            "k",
+        ])
+        .unwrap();
+        let Command::Invoke(args) = cli.command else {
+            panic!("not invoke");
+        };
+        assert_eq!(args.batch.as_deref(), Some(std::path::Path::new("-")));
+        assert_eq!(args.batch_size, crate::batch::DEFAULT_CHUNK_LINES);
     }
 
     #[test]

@@ -206,6 +206,11 @@ pub fn invocation_record(id: &str, output: &[u8]) -> serde_json::Value {
 
 /// `squall invoke`: prints the output, or where to find the invocation when it is not done.
 pub async fn invoke(client: &ApiClient, json: bool, args: &InvokeArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.batch {
+        let key = args.idempotency_key.as_deref();
+        return crate::batch::invoke_batch(client, json, &args.name, path, args.batch_size, key)
+            .await;
+    }
     let input = read_input(args)?;
     let mut request = client
         .request(
@@ -216,6 +221,9 @@ pub async fn invoke(client: &ApiClient, json: bool, args: &InvokeArgs) -> anyhow
         .body(input);
     if args.respond_async {
         request = request.query(&[("async", "true")]);
+    }
+    if let Some(key) = &args.idempotency_key {
+        request = request.header("idempotency-key", key);
     }
     if let Some(wait) = args.wait {
         if !wait.is_finite() || wait < 0.0 {

@@ -4,6 +4,7 @@ mod access;
 mod api_client;
 mod args;
 mod artifact;
+mod batch;
 mod commands;
 mod events;
 mod manifest;

@@ -362,7 +362,7 @@ const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Reads a body of at most `limit` bytes. A larger body is drained (up to `DRAIN_LIMIT`, for a
 /// few seconds at most) and refused.
-async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, ()> {
+pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, ()> {
     let mut stream = body.into_data_stream();
     let mut buffer = bytes::BytesMut::new();
     while let Some(chunk) = stream.next().await {
@@ -400,7 +400,7 @@ pub fn default_wait(record: &FunctionRecord, max_wait: Duration) -> Duration {
     total.min(max_wait)
 }
 
-fn is_valid_traceparent(value: &str) -> bool {
+pub(crate) fn is_valid_traceparent(value: &str) -> bool {
     let parts: Vec<&str> = value.split('-').collect();
     parts.len() == 4
         && parts[0].len() == 2
@@ -588,8 +588,18 @@ async fn claim_idempotency_key(
     function: &str,
     key: &HeaderValue,
 ) -> Result<(String, u64, bool), ApiError> {
-    let key = key
-        .to_str()
+    let key = checked_idempotency_key(key)?;
+    let kv_key = hex::encode(Sha256::digest(format!("{function}\n{key}").as_bytes()));
+    let id = uuid::Uuid::now_v7().to_string();
+    let (value, repeated) =
+        claim_idempotency_value(state, &kv_key, format!("{id} {}", now_ms())).await?;
+    let (id, created) = value.split_once(' ').unwrap_or((&value, "0"));
+    Ok((id.to_string(), created.parse().unwrap_or(0), repeated))
+}
+
+/// The `Idempotency-Key` header's text, or the 400 that explains what a key may be.
+pub(crate) fn checked_idempotency_key(key: &HeaderValue) -> Result<&str, ApiError> {
+    key.to_str()
         .ok()
         .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
         .ok_or_else(|| {
@@ -599,19 +609,22 @@ async fn claim_idempotency_key(
                     "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
                 ),
             )
-        })?;
-    let kv_key = hex::encode(Sha256::digest(format!("{function}\n{key}").as_bytes()));
-    let id = uuid::Uuid::now_v7().to_string();
-    let created_at_ms = now_ms();
+        })
+}
+
+/// Creates `kv_key` holding `value` in the idempotency bucket unless it exists; returns the value
+/// it holds and whether it existed.
+pub(crate) async fn claim_idempotency_value(
+    state: &AppState,
+    kv_key: &str,
+    value: String,
+) -> Result<(String, bool), ApiError> {
     let store = &state.topology.idempotency;
-    match store
-        .create(&kv_key, format!("{id} {created_at_ms}").into())
-        .await
-    {
-        Ok(_) => Ok((id, created_at_ms, false)),
+    match store.create(kv_key, value.clone().into()).await {
+        Ok(_) => Ok((value, false)),
         Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
             let value = store
-                .get(&kv_key)
+                .get(kv_key)
                 .await
                 .map_err(|e| ApiError::broker("cannot read the idempotency key", e))?
                 .ok_or_else(|| {
@@ -620,9 +633,7 @@ async fn claim_idempotency_key(
                         "it expired while being read; retry",
                     )
                 })?;
-            let text = String::from_utf8_lossy(&value);
-            let (id, created) = text.split_once(' ').unwrap_or((&text, "0"));
-            Ok((id.to_string(), created.parse().unwrap_or(0), true))
+            Ok((String::from_utf8_lossy(&value).into_owned(), true))
         }
         Err(e) => Err(ApiError::broker("cannot record the idempotency key", e)),
     }
@@ -633,7 +644,7 @@ const MAX_FORWARDED_HEADERS: usize = 32;
 
 /// The caller's own `X-…` headers, which travel with the job and reach the function in
 /// `ctx.event.headers` (and are kept in a dead letter).
-fn forwarded_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+pub(crate) fn forwarded_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
         .filter(|(name, _)| name.as_str().starts_with("x-"))
@@ -700,6 +711,25 @@ async fn submit_traced(
     traceparent: &str,
     payload: bytes::Bytes,
 ) -> Result<(), ApiError> {
+    state
+        .topology
+        .jetstream
+        .publish_with_headers(
+            jobs_subject(job.function),
+            job_headers(&job, traceparent),
+            payload,
+        )
+        .await
+        .map_err(|e| ApiError::broker("the invocation was not accepted", e))?
+        .await
+        .map_err(|e| ApiError::broker("the invocation was not accepted", e))?;
+    record_accepted(state, &job);
+    Ok(())
+}
+
+/// The NATS headers of a job: its carried-over headers, then Squall's own, with the invocation id
+/// as `Nats-Msg-Id` so a repeated publish is dropped as a duplicate.
+pub(crate) fn job_headers(job: &Job<'_>, traceparent: &str) -> async_nats::HeaderMap {
     let mut job_headers = async_nats::HeaderMap::new();
     for (name, value) in &job.extra_headers {
         job_headers.append(name.as_str(), value.as_str());
@@ -713,14 +743,11 @@ async fn submit_traced(
     if let Some(reply_to) = job.reply_to {
         job_headers.insert(h::REPLY_TO, reply_to);
     }
-    state
-        .topology
-        .jetstream
-        .publish_with_headers(jobs_subject(job.function), job_headers, payload)
-        .await
-        .map_err(|e| ApiError::broker("the invocation was not accepted", e))?
-        .await
-        .map_err(|e| ApiError::broker("the invocation was not accepted", e))?;
+    job_headers
+}
+
+/// Counts a job JetStream stored and records it in the local index as queued.
+pub(crate) fn record_accepted(state: &AppState, job: &Job<'_>) {
     let accepted = Accepted {
         function: job.function.to_string(),
         created_at_ms: job.created_at_ms,
@@ -733,7 +760,6 @@ async fn submit_traced(
     if let Err(error) = state.index.insert(job.id, &accepted) {
         tracing::warn!(message = "cannot index an accepted invocation", invocation_id = %job.id, %error);
     }
-    Ok(())
 }
 
 pub(crate) fn accepted(id: &str, status: InvocationStatus) -> Response {

@@ -71,7 +71,9 @@ pub fn access(method: &Method, path: &str, metrics_open: bool) -> Access {
         ["v1", "functions", _] if method == Method::GET => Access::Scope(Scope::Read),
         ["v1", "functions", _] => Access::Scope(Scope::Admin),
         ["v1", "functions", _, "stats"] => Access::Scope(Scope::Read),
-        ["v1", "functions", _, "invocations"] => Access::Scope(Scope::Invoke),
+        ["v1", "functions", _, "invocations"] | ["v1", "functions", _, "batch"] => {
+            Access::Scope(Scope::Invoke)
+        }
         ["v1", "functions", _, "secrets"] => Access::Scope(Scope::Admin),
         ["v1", "invocations", ..] => Access::Scope(Scope::Invoke),
         ["v1", "fleet"] | ["v1", "usage"] => Access::Scope(Scope::Read),
@@ -421,6 +423,11 @@ mod tests {
             (
                 Method::POST,
                 "/v1/functions/f/invocations",
+                Scope(self::Scope::Invoke),
+            ),
+            (
+                Method::POST,
+                "/v1/functions/f/batch",
                 Scope(self::Scope::Invoke),
             ),
             (

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod artifact;
 pub mod auth;
+pub mod batch;
 pub mod dlq;
 pub mod error;
 pub mod fleet;
@@ -46,6 +47,8 @@ pub struct DispatcherConfig {
     pub max_payload: usize,
     /// Largest artifact, in bytes.
     pub max_artifact: usize,
+    /// Most lines and bytes of one batch request.
+    pub batch: batch::BatchLimits,
     /// Longest a synchronous invoke waits before answering 202.
     pub max_wait: Duration,
     pub topology: TopologyConfig,
@@ -105,6 +108,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/v1/functions/{name}/invocations",
             post(api::invoke).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v1/functions/{name}/batch",
+            post(batch::submit).layer(DefaultBodyLimit::disable()),
         )
         .route("/v1/invocations", get(queries::list))
         .route("/v1/invocations/{id}", get(api::get_invocation))

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use squall_broker::env;
+use squall_dispatcher::batch;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,6 +28,12 @@ struct Args {
     /// Largest function artifact, in bytes.
     #[arg(long, env = env::ENV_MAX_ARTIFACT, default_value_t = env::DEFAULT_MAX_ARTIFACT)]
     max_artifact: usize,
+    /// Most lines (invocations) of one batch request.
+    #[arg(long, env = env::ENV_MAX_BATCH_LINES, default_value_t = batch::DEFAULT_MAX_BATCH_LINES)]
+    max_batch_lines: usize,
+    /// Largest batch request body, in bytes.
+    #[arg(long, env = env::ENV_MAX_BATCH_BYTES, default_value_t = batch::DEFAULT_MAX_BATCH_BYTES)]
+    max_batch_bytes: usize,
     /// Longest a synchronous invoke waits, in seconds, before answering 202.
     #[arg(long, default_value_t = 300)]
     max_wait_secs: u64,
@@ -65,6 +72,22 @@ fn main() -> std::process::ExitCode {
     const MAX_PAYLOAD_LIMIT: usize = 7 * 1024 * 1024;
     if args.max_payload == 0 || args.max_payload > MAX_PAYLOAD_LIMIT {
         eprintln!("squall-dispatcher: --max-payload must be between 1 and {MAX_PAYLOAD_LIMIT} bytes, got {}", args.max_payload);
+        return std::process::ExitCode::from(64);
+    }
+    if args.max_batch_lines == 0 || args.max_batch_lines > batch::MAX_BATCH_LINES_LIMIT {
+        eprintln!(
+            "squall-dispatcher: --max-batch-lines must be between 1 and {}, got {}",
+            batch::MAX_BATCH_LINES_LIMIT,
+            args.max_batch_lines
+        );
+        return std::process::ExitCode::from(64);
+    }
+    if args.max_batch_bytes == 0 || args.max_batch_bytes > batch::MAX_BATCH_BYTES_LIMIT {
+        eprintln!(
+            "squall-dispatcher: --max-batch-bytes must be between 1 and {} bytes, got {}",
+            batch::MAX_BATCH_BYTES_LIMIT,
+            args.max_batch_bytes
+        );
         return std::process::ExitCode::from(64);
     }
     if args.replicas == 0 || args.replicas > 5 {
@@ -112,6 +135,10 @@ fn main() -> std::process::ExitCode {
         data_dir: args.data_dir,
         max_payload: args.max_payload,
         max_artifact: args.max_artifact,
+        batch: batch::BatchLimits {
+            max_lines: args.max_batch_lines,
+            max_bytes: args.max_batch_bytes,
+        },
         max_wait: Duration::from_secs(args.max_wait_secs),
         topology,
         rebuild_index: args.rebuild_index,

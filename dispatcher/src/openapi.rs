@@ -35,7 +35,12 @@ fn id_param() -> Value {
 /// The whole document.
 pub fn document() -> Value {
     let mut doc = base_document();
-    for more in [query_paths(), event_paths(), security_paths()] {
+    for more in [
+        query_paths(),
+        event_paths(),
+        security_paths(),
+        batch_paths(),
+    ] {
         if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), more) {
             paths.extend(more);
         }
@@ -347,6 +352,44 @@ fn event_schemas() -> Value {
                     "name": { "type": "string" }, "backlog": { "type": "integer" }, "in_flight": { "type": "integer" }
                 }}},
                 "allocation": { "type": "object", "additionalProperties": { "type": "integer" } }
+            }
+        }
+    })
+}
+
+/// Batch submission.
+fn batch_paths() -> Value {
+    // The body is NDJSON; any content type is read the same way, and fuzzers that cannot write
+    // NDJSON may send it as octet-stream.
+    let lines = json!({ "type": "string", "description": "One JSON value per line; lines end in \\n or \\r\\n." });
+    json!({
+        "/v1/functions/{name}/batch": {
+            "parameters": [name_param()],
+            "post": {
+                "summary": "Submit many asynchronous invocations at once: one JSON input per line",
+                "description": "The body is NDJSON: each line is one invocation's input, passed to the function exactly as written (without its line ending); a final line ending is optional. The whole body is checked before anything is published: a blank line, a line that is not JSON or a line over the payload limit refuses the batch, naming the line, and no invocation is created. Jobs are published with pipelined acknowledgements. Ids come back in line order. With an Idempotency-Key the batch maps to the same ids for the idempotency window: a repeat publishes the same jobs again and JetStream drops the duplicates, so after a 503 (the broker failed part-way) the client retries with the same key safely.",
+                "parameters": [
+                    { "name": "traceparent", "in": "header", "schema": { "type": "string" }, "description": "W3C trace context to continue." },
+                    { "name": "Idempotency-Key", "in": "header", "schema": { "type": "string", "minLength": 1, "maxLength": 256 }, "description": "The same key, function and body within the idempotency window answer the same ids, and each line runs once." }
+                ],
+                "requestBody": { "required": true, "content": {
+                    "application/x-ndjson": { "schema": lines },
+                    "application/octet-stream": { "schema": { "type": "string", "format": "binary" } }
+                }},
+                "responses": {
+                    "202": json_ok("Accepted: every line is one queued invocation.", json!({
+                        "type": "object", "required": ["invocation_ids", "count"],
+                        "properties": {
+                            "invocation_ids": { "type": "array", "items": { "type": "string", "format": "uuid" }, "description": "One id per line, in line order." },
+                            "count": { "type": "integer" }
+                        }
+                    })),
+                    "400": error_response("Invalid name or Idempotency-Key; an empty batch (empty_batch); a blank line or a line that is not JSON (invalid_line, with its 1-based `line`)."),
+                    "404": error_response("Unknown function."),
+                    "413": error_response("The body is larger than the batch limit (default 16 MiB); more lines than the line limit (too_many_lines, default 10000); or a line larger than the payload limit (line_too_large, with its `line`)."),
+                    "422": error_response("The Idempotency-Key was used for a different batch of this function."),
+                    "503": error_response("The broker did not accept every job; retry with the same Idempotency-Key.")
+                }
             }
         }
     })
@@ -708,7 +751,9 @@ fn base_document() -> Value {
                         "kind": { "type": "string", "enum": ["error", "retry", "panic", "timeout", "crash", "load"] },
                         "status": { "type": "string" },
                         "invocation_id": { "type": "string" },
-                        "attempts": { "type": "integer" }
+                        "attempts": { "type": "integer" },
+                        "line": { "type": "integer", "description": "The 1-based line of a batch the error is about." },
+                        "limit": { "type": "integer", "description": "The limit that was exceeded." }
                     }
                 }}
             },
