@@ -1,7 +1,8 @@
 //! A small metrics registry rendered in the Prometheus text format (counters, gauges and
 //! histograms with labels). Pure bookkeeping: serving it over HTTP is each binary's business.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash as _, Hasher as _};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
@@ -30,10 +31,55 @@ enum Value {
 
 type Labels = Vec<(String, String)>;
 
+/// One metric's series, found by a hash of their labels so that updating an existing series
+/// allocates nothing (this runs for every job).
+type Series = HashMap<u64, Vec<(Labels, Value)>>;
+
 #[derive(Default)]
 struct Inner {
     help: BTreeMap<String, (Kind, String)>,
-    values: BTreeMap<(String, Labels), Value>,
+    values: HashMap<String, Series>,
+}
+
+fn label_hash(pairs: &[(&str, &str)]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for (k, v) in pairs {
+        k.hash(&mut hasher);
+        v.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+fn same_labels(labels: &Labels, pairs: &[(&str, &str)]) -> bool {
+    labels.len() == pairs.len()
+        && labels
+            .iter()
+            .zip(pairs)
+            .all(|((k, v), (pk, pv))| k == pk && v == pv)
+}
+
+impl Inner {
+    /// The series of `name` with `pairs`, made with `initial` when it does not exist yet.
+    fn series(
+        &mut self,
+        name: &str,
+        pairs: &[(&str, &str)],
+        initial: impl FnOnce() -> Value,
+    ) -> &mut Value {
+        if !self.values.contains_key(name) {
+            self.values.insert(name.to_string(), Series::new());
+        }
+        let series = self.values.get_mut(name).expect("inserted above");
+        let list = series.entry(label_hash(pairs)).or_default();
+        let at = match list.iter().position(|(l, _)| same_labels(l, pairs)) {
+            Some(at) => at,
+            None => {
+                list.push((labels(pairs), initial()));
+                list.len() - 1
+            }
+        };
+        &mut list[at].1
+    }
 }
 
 /// A registry of labelled metrics.
@@ -83,10 +129,7 @@ impl Metrics {
     /// Adds `by` to a counter or gauge.
     pub fn add(&self, name: &str, pairs: &[(&str, &str)], by: f64) {
         let mut inner = self.inner.lock().expect("metrics lock");
-        let entry = inner
-            .values
-            .entry((name.to_string(), labels(pairs)))
-            .or_insert(Value::Number(0.0));
+        let entry = inner.series(name, pairs, || Value::Number(0.0));
         if let Value::Number(n) = entry {
             *n += by;
         }
@@ -95,22 +138,17 @@ impl Metrics {
     /// Sets a gauge.
     pub fn set(&self, name: &str, pairs: &[(&str, &str)], value: f64) {
         let mut inner = self.inner.lock().expect("metrics lock");
-        inner
-            .values
-            .insert((name.to_string(), labels(pairs)), Value::Number(value));
+        *inner.series(name, pairs, || Value::Number(0.0)) = Value::Number(value);
     }
 
     /// Records one observation, in seconds, in a duration histogram.
     pub fn observe(&self, name: &str, pairs: &[(&str, &str)], seconds: f64) {
         let mut inner = self.inner.lock().expect("metrics lock");
-        let entry = inner
-            .values
-            .entry((name.to_string(), labels(pairs)))
-            .or_insert_with(|| Value::Histogram {
-                buckets: vec![0; DURATION_BUCKETS.len()],
-                sum: 0.0,
-                count: 0,
-            });
+        let entry = inner.series(name, pairs, || Value::Histogram {
+            buckets: vec![0; DURATION_BUCKETS.len()],
+            sum: 0.0,
+            count: 0,
+        });
         if let Value::Histogram {
             buckets,
             sum,
@@ -139,10 +177,14 @@ impl Metrics {
             };
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind_text}");
-            for ((metric, labels), value) in inner.values.range((name.clone(), Vec::new())..) {
-                if metric != name {
-                    break;
-                }
+            let mut series: Vec<&(Labels, Value)> = inner
+                .values
+                .get(name)
+                .into_iter()
+                .flat_map(|s| s.values().flatten())
+                .collect();
+            series.sort_by(|a, b| a.0.cmp(&b.0));
+            for (labels, value) in series {
                 match value {
                     Value::Number(n) => {
                         let _ = writeln!(out, "{name}{} {n}", render_labels(labels, None));

@@ -67,27 +67,40 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
         })
         .await?;
     let mut messages = consumer.messages().await?;
-    while let Some(message) = messages.next().await {
-        let message = message?;
-        let sequence = message
-            .info()
-            .map_err(|e| anyhow::anyhow!("result without stream info: {e}"))?
-            .stream_sequence;
-        let Some(headers) = message.headers.as_ref() else {
-            continue;
-        };
-        match ResultMeta::from_headers(headers) {
-            Ok(meta) => {
-                index.apply(sequence, &meta)?;
-                state.metrics.add(crate::api::INDEXED, &[], 1.0);
+    let mut batch = Vec::with_capacity(INDEX_BATCH);
+    while let Some(first) = messages.next().await {
+        // Take whatever else has already arrived, and apply it all in one write per tree.
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            let message = message?;
+            let sequence = message
+                .info()
+                .map_err(|e| anyhow::anyhow!("result without stream info: {e}"))?
+                .stream_sequence;
+            match message.headers.as_ref().map(ResultMeta::from_headers) {
+                Some(Ok(meta)) => batch.push((sequence, meta)),
+                Some(Err(error)) => {
+                    tracing::warn!(message = "skipping an unreadable result", sequence, error = %error)
+                }
+                None => {}
             }
-            Err(error) => {
-                tracing::warn!(message = "skipping an unreadable result", sequence, error = %error)
+            if batch.len() < INDEX_BATCH {
+                next = futures::FutureExt::now_or_never(messages.next()).flatten();
             }
+        }
+        if !batch.is_empty() {
+            index.apply_all(&batch)?;
+            state
+                .metrics
+                .add(crate::api::INDEXED, &[], batch.len() as f64);
+            batch.clear();
         }
     }
     Ok(())
 }
+
+/// Most results applied to the index in one batch.
+const INDEX_BATCH: usize = 1024;
 
 /// Parses a time bound: RFC 3339 or Unix milliseconds.
 fn parse_time(name: &str, value: &str) -> Result<u64, ApiError> {

@@ -8,7 +8,7 @@
 use crate::index::IndexError;
 use serde::{Deserialize, Serialize};
 use squall_broker::{InvocationStatus, ResultMeta};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The stream sequence of the last RESULTS message applied.
 const SEQUENCE_KEY: &[u8] = b"results_sequence";
@@ -153,27 +153,51 @@ impl QueryIndex {
 
     /// Applies the result at `sequence`. Returns whether the entry changed.
     pub fn apply(&self, sequence: u64, meta: &ResultMeta) -> Result<bool, IndexError> {
-        let id = meta.invocation_id.as_str();
-        let previous = match self.entries.get(id.as_bytes())? {
-            Some(bytes) => Some(decode::<Entry>(&bytes)?),
-            None => None,
+        Ok(self.apply_all(&[(sequence, meta.clone())])? == 1)
+    }
+
+    /// Applies results in stream order, in one sled batch per tree (what the indexer does with
+    /// whatever arrived together). Returns how many entries changed.
+    pub fn apply_all(&self, results: &[(u64, ResultMeta)]) -> Result<usize, IndexError> {
+        let Some((last_sequence, _)) = results.last() else {
+            return Ok(0);
         };
-        let changed = match Entry::apply(previous.as_ref(), sequence, meta) {
-            None => false,
-            Some(entry) => {
-                // Secondary keys first: a crash between the writes leaves an entry that the
-                // replay of this message completes, never a key without an entry to find.
-                let key = time_key(entry.created_at_ms, id);
-                self.by_time.insert(&key, entry.function.as_bytes())?;
-                let mut fkey = function_prefix(&entry.function);
-                fkey.extend_from_slice(&key);
-                self.by_function.insert(fkey, &[])?;
-                self.entries.insert(id.as_bytes(), encode(&entry)?)?;
-                true
-            }
-        };
+        // Entries as of this batch, so an invocation's retries within it accumulate.
+        let mut latest: HashMap<&str, Entry> = HashMap::new();
+        let (mut by_time, mut by_function) = (sled::Batch::default(), sled::Batch::default());
+        let mut changed = 0;
+        for (sequence, meta) in results {
+            let id = meta.invocation_id.as_str();
+            let previous = match latest.remove(id) {
+                Some(entry) => Some(entry),
+                None => self.entry(id.as_bytes())?,
+            };
+            let Some(entry) = Entry::apply(previous.as_ref(), *sequence, meta) else {
+                if let Some(previous) = previous {
+                    latest.insert(id, previous);
+                }
+                continue;
+            };
+            let key = time_key(entry.created_at_ms, id);
+            by_time.insert(key.as_slice(), entry.function.as_bytes());
+            let mut fkey = function_prefix(&entry.function);
+            fkey.extend_from_slice(&key);
+            by_function.insert(fkey, &[]);
+            latest.insert(id, entry);
+            changed += 1;
+        }
+        let mut entries = sled::Batch::default();
+        for (id, entry) in &latest {
+            entries.insert(id.as_bytes(), encode(entry)?);
+        }
+        // Secondary keys first: a crash between the writes leaves an entry that the replay of
+        // these messages completes, never a key without an entry to find.
+        self.by_time.apply_batch(by_time)?;
+        self.by_function.apply_batch(by_function)?;
+        self.entries.apply_batch(entries)?;
         // Messages arrive in stream order (one ordered consumer), so this only moves forward.
-        self.meta.insert(SEQUENCE_KEY, &sequence.to_be_bytes())?;
+        self.meta
+            .insert(SEQUENCE_KEY, &last_sequence.to_be_bytes())?;
         Ok(changed)
     }
 
@@ -447,6 +471,39 @@ mod tests {
         assert_eq!(second.status, InvocationStatus::Succeeded);
         assert!(Entry::apply(Some(&second), 2, &m).is_none());
         assert!(Entry::apply(Some(&second), 1, &m).is_none());
+    }
+
+    #[test]
+    fn a_batch_applies_like_one_result_at_a_time() {
+        let (_d1, one) = index();
+        let (_d2, all) = index();
+        let mut retry = meta("a", "f", InvocationStatus::Retrying, 10);
+        retry.duration_us = 100;
+        let mut done = meta("a", "f", InvocationStatus::Succeeded, 10);
+        done.attempt = 2;
+        done.duration_us = 50;
+        let results = vec![
+            (1, retry),
+            (2, meta("b", "g", InvocationStatus::Failed, 20)),
+            (3, done),
+        ];
+        for (sequence, m) in &results {
+            one.apply(*sequence, m).unwrap();
+        }
+        assert_eq!(all.apply_all(&results).unwrap(), 3);
+        // A replay of the same batch changes nothing.
+        assert_eq!(all.apply_all(&results).unwrap(), 0);
+        for id in ["a", "b"] {
+            assert_eq!(all.entry(id.as_bytes()).unwrap(), one.entry(id.as_bytes()).unwrap());
+        }
+        let a = all.entry(b"a").unwrap().unwrap();
+        assert_eq!((a.attempts, a.wall_us_total), (2, 150));
+        assert_eq!(all.sequence().unwrap(), 3);
+        let filter = Filter::default();
+        assert_eq!(
+            all.list(&filter, 10, None).unwrap().items,
+            one.list(&filter, 10, None).unwrap().items
+        );
     }
 
     #[test]

@@ -49,6 +49,14 @@ impl Telemetry {
     }
 }
 
+/// Set once `init` installed span export.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process exports spans: without export, callers skip building span data.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether the environment asks for OTLP export.
 pub fn export_configured() -> bool {
     [
@@ -69,9 +77,21 @@ pub fn init(service_name: &'static str) -> Result<Telemetry, TelemetryError> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if !export_configured() {
-        tracing_subscriber::registry().with(filter).with(fmt).init();
+        // Without export no span is ever looked at: disable them all, so a span costs the
+        // hot path nothing (no field formatting, no span storage) and logs carry their own
+        // fields.
+        let no_spans = tracing_subscriber::filter::filter_fn(|meta| !meta.is_span());
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        tracing_subscriber::registry()
+            .with(no_spans)
+            .with(filter)
+            .with(fmt)
+            .init();
         return Ok(Telemetry { provider: None });
     }
+    EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let exporter = opentelemetry_otlp::SpanExporter::builder().build()?;
     let resource = opentelemetry_sdk::Resource::builder()

@@ -363,6 +363,10 @@ async fn run_job(
     permit: OwnedSemaphorePermit,
 ) {
     let job = job_meta(&message);
+    if !squall_telemetry::exporting() {
+        // No span is exported: skip the trace context and the spans' data altogether.
+        return run_attempt(worker, serving, job, message, permit).await;
+    }
     let parent = squall_telemetry::context_from_traceparent(Some(&job.traceparent));
     if job.attempt == 1 {
         let created = UNIX_EPOCH + Duration::from_millis(job.created_at_ms);
