@@ -1,9 +1,10 @@
-//! The Squall side: a dispatcher process, worker processes, and the HTTP calls the benchmark
-//! makes to deploy functions.
+//! The Squall side: a dispatcher process (the one that holds the query index), a gateway
+//! dispatcher without the index when a measurement asks for one, worker processes, and the
+//! HTTP calls the benchmark makes to deploy functions.
 
 use crate::procs::{free_port, Environment, Proc};
 use anyhow::{bail, Context as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -12,71 +13,119 @@ pub struct Cluster {
     /// The dispatcher's base URL.
     pub url: String,
     pub http: reqwest::Client,
+    /// The dispatcher every HTTP measurement talks to; it holds the query index (the default).
     pub dispatcher: Proc,
     pub workers: Vec<Proc>,
+    dispatcher_binary: PathBuf,
     worker_binary: PathBuf,
     nats_url: String,
     dir: PathBuf,
     started_workers: usize,
 }
 
+/// Whether a dispatcher's log says it predates `--query-index` (and so cannot be a gateway).
+pub fn lacks_query_index_flag(log: &str) -> bool {
+    log.contains("unexpected argument '--query-index'")
+}
+
+/// Starts a dispatcher serving on a free loopback port with its data in `data_dir` and its log
+/// in `log`; `extra` comes after the flags every dispatcher of the benchmark gets.
+fn spawn_dispatcher(
+    binary: &Path,
+    name: &str,
+    nats_url: &str,
+    data_dir: PathBuf,
+    log: PathBuf,
+    extra: &[&str],
+) -> anyhow::Result<(Proc, String)> {
+    let port = free_port()?;
+    let mut command = Command::new(binary);
+    command
+        .env("RUST_LOG", "info")
+        .arg("--nats-url")
+        .arg(nats_url)
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra);
+    let process = Proc::spawn(name, command, log)?;
+    Ok((process, format!("http://127.0.0.1:{port}")))
+}
+
+/// Waits until the dispatcher at `url` answers `/readyz`, failing when it exits or after 20 s.
+async fn wait_ready(http: &reqwest::Client, url: &str, process: &mut Proc) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = http
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            return Ok(());
+        }
+        if let Some(status) = process.exited() {
+            bail!(
+                "the {} exited with {status}:\n{}",
+                process.name,
+                process.log_tail(20)
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the {} was not ready within 20 s:\n{}",
+                process.name,
+                process.log_tail(20)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl Cluster {
     /// Starts a dispatcher and waits until it is ready.
     pub async fn start(env: &Environment, nats_url: &str, dir: PathBuf) -> anyhow::Result<Cluster> {
-        let port = free_port()?;
-        let mut command = Command::new(&env.dispatcher);
-        command
-            .env("RUST_LOG", "info")
-            .arg("--nats-url")
-            .arg(nats_url)
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(dir.join("dispatcher"));
-        let dispatcher = Proc::spawn("dispatcher", command, dir.join("dispatcher.log"))?;
-        let mut cluster = Cluster {
-            url: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .context("cannot build the HTTP client")?,
+        let (mut dispatcher, url) = spawn_dispatcher(
+            &env.dispatcher,
+            "dispatcher",
+            nats_url,
+            dir.join("dispatcher"),
+            dir.join("dispatcher.log"),
+            &[],
+        )?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .context("cannot build the HTTP client")?;
+        wait_ready(&http, &url, &mut dispatcher).await?;
+        Ok(Cluster {
+            url,
+            http,
             dispatcher,
             workers: Vec::new(),
+            dispatcher_binary: env.dispatcher.clone(),
             worker_binary: env.worker.clone(),
             nats_url: nats_url.to_string(),
             dir,
             started_workers: 0,
-        };
-        cluster.wait_ready().await?;
-        Ok(cluster)
+        })
     }
 
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = self
-                .http
-                .get(format!("{}/readyz", self.url))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                return Ok(());
-            }
-            if let Some(status) = self.dispatcher.exited() {
-                bail!(
-                    "the dispatcher exited with {status}:\n{}",
-                    self.dispatcher.log_tail(20)
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the dispatcher was not ready within 20 s:\n{}",
-                    self.dispatcher.log_tail(20)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    /// Starts a gateway dispatcher beside the first one: `--query-index false`, so it does no
+    /// work per result and asks the index holder for queries; its own port, data folder and log
+    /// (`name`), the same other flags. Waits until it is ready.
+    pub async fn start_gateway(&self, name: &str) -> anyhow::Result<Proc> {
+        let (mut process, url) = spawn_dispatcher(
+            &self.dispatcher_binary,
+            "gateway dispatcher",
+            &self.nats_url,
+            self.dir.join(name),
+            self.dir.join(format!("{name}.log")),
+            &["--query-index", "false"],
+        )?;
+        wait_ready(&self.http, &url, &mut process).await?;
+        Ok(process)
     }
 
     /// Starts one more worker (with its own artifact cache) and waits until it has loaded

@@ -267,6 +267,26 @@ impl Report {
         });
     }
 
+    /// Appends figure `key`'s median to the last target's measurement, as `; {what}: {median}`:
+    /// a figure that belongs beside the target without deciding it.
+    pub fn beside_last_target(&mut self, what: &str, key: &str) {
+        let figure = self.figures.iter().find(|f| f.key == key);
+        let text = match figure.and_then(|f| f.summary().map(|s| (f, s))) {
+            Some((f, s)) => format!(
+                "{} {} (median of {})",
+                format_value(s.median, f.unit),
+                f.unit,
+                f.values.len()
+            ),
+            None => figure
+                .and_then(|f| f.missing.clone())
+                .unwrap_or_else(|| "not measured".into()),
+        };
+        if let Some(target) = self.targets.last_mut() {
+            let _ = write!(target.measured, "; {what}: {text}");
+        }
+    }
+
     /// The human-readable table.
     pub fn table(&self, machine: &Machine) -> String {
         let mut out = String::new();
@@ -626,6 +646,22 @@ mod tests {
         let table = report.table(&Machine::default());
         assert!(table.contains("(230.00, 45.50, 44.25)"), "{table}");
         assert!(!table.contains("vs baseline  runs"), "{table}");
+    }
+
+    #[test]
+    fn a_figure_may_be_printed_beside_a_target() {
+        let mut report = Report::default();
+        report.add("s", "gateway", "gateway", "µs/inv", 0.5);
+        report.add("s", "holder", "holder", "µs/inv", 9.5);
+        report.target("<= 2 µs", "gateway", |v| v <= 2.0);
+        report.beside_last_target("the holder's cost", "holder");
+        report.beside_last_target("absent", "nothing");
+        assert_eq!(report.targets[0].met, Some(true));
+        assert_eq!(
+            report.targets[0].measured,
+            "0.50 µs/inv (median of 1); the holder's cost: 9.50 µs/inv (median of 1); absent: \
+             not measured"
+        );
     }
 
     #[test]
