@@ -2,8 +2,8 @@
 //! histograms with labels). Pure bookkeeping: serving it over HTTP is each binary's business.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash as _, Hasher as _};
 use std::fmt::Write as _;
+use std::hash::{Hash as _, Hasher as _};
 use std::sync::Mutex;
 
 /// Upper bounds, in seconds, of the duration histograms' buckets.

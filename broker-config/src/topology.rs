@@ -344,12 +344,6 @@ pub async fn open_topology(client: async_nats::Client) -> Result<Topology, Topol
                 .map_err(|source| TopologyError::GetStream { name, source })
         }
     };
-    let jobs = get(JOBS_STREAM).await?;
-    let results = get(RESULTS_STREAM).await?;
-    let dlq = get(DLQ_STREAM).await?;
-    let advisories = get(ADVISORY_STREAM).await?;
-    let schedules = get(SCHEDULES_STREAM).await?;
-    let events = get(EVENTS_STREAM).await?;
     let open_kv = |name: &'static str| {
         let js = js.clone();
         async move {
@@ -358,29 +352,37 @@ pub async fn open_topology(client: async_nats::Client) -> Result<Topology, Topol
                 .map_err(|source| TopologyError::OpenKeyValue { name, source })
         }
     };
-    let triggers = open_kv(TRIGGERS_BUCKET).await?;
-    let fleet = open_kv(FLEET_BUCKET).await?;
-    let idempotency = js
-        .get_key_value(IDEMPOTENCY_BUCKET)
-        .await
-        .map_err(|source| TopologyError::OpenKeyValue {
-            name: IDEMPOTENCY_BUCKET,
-            source,
-        })?;
-    let registry =
-        js.get_key_value(REGISTRY_BUCKET)
+    // Every lookup at once: a worker starting from zero waits for one round trip, not eleven.
+    let streams = futures::future::try_join3(
+        futures::future::try_join3(get(JOBS_STREAM), get(RESULTS_STREAM), get(DLQ_STREAM)),
+        futures::future::try_join3(
+            get(ADVISORY_STREAM),
+            get(SCHEDULES_STREAM),
+            get(EVENTS_STREAM),
+        ),
+        futures::future::try_join4(
+            open_kv(TRIGGERS_BUCKET),
+            open_kv(FLEET_BUCKET),
+            open_kv(IDEMPOTENCY_BUCKET),
+            open_kv(REGISTRY_BUCKET),
+        ),
+    );
+    let artifacts = async {
+        js.get_object_store(ARTIFACT_BUCKET)
             .await
-            .map_err(|source| TopologyError::OpenKeyValue {
-                name: REGISTRY_BUCKET,
+            .map_err(|source| TopologyError::OpenObjectStore {
+                name: ARTIFACT_BUCKET,
                 source,
-            })?;
-    let artifacts = js
-        .get_object_store(ARTIFACT_BUCKET)
-        .await
-        .map_err(|source| TopologyError::OpenObjectStore {
-            name: ARTIFACT_BUCKET,
-            source,
-        })?;
+            })
+    };
+    let (
+        (
+            (jobs, results, dlq),
+            (advisories, schedules, events),
+            (triggers, fleet, idempotency, registry),
+        ),
+        artifacts,
+    ) = futures::future::try_join(streams, artifacts).await?;
     Ok(Topology {
         jetstream: js,
         jobs,

@@ -494,7 +494,10 @@ mod tests {
         // A replay of the same batch changes nothing.
         assert_eq!(all.apply_all(&results).unwrap(), 0);
         for id in ["a", "b"] {
-            assert_eq!(all.entry(id.as_bytes()).unwrap(), one.entry(id.as_bytes()).unwrap());
+            assert_eq!(
+                all.entry(id.as_bytes()).unwrap(),
+                one.entry(id.as_bytes()).unwrap()
+            );
         }
         let a = all.entry(b"a").unwrap().unwrap();
         assert_eq!((a.attempts, a.wall_us_total), (2, 150));

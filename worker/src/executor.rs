@@ -246,10 +246,7 @@ fn monitor(shared: Arc<Shared>) {
         if queue.closed {
             break;
         }
-        let stalled = queue
-            .calls
-            .front()
-            .map(|oldest| oldest.queued_at.elapsed());
+        let stalled = queue.calls.front().map(|oldest| oldest.queued_at.elapsed());
         match stalled {
             Some(waited) if queue.idle == 0 && serving(&queue) < shared.max => {
                 if waited >= STALL {
