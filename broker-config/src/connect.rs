@@ -45,6 +45,41 @@ pub struct NatsAuth {
     pub nats_inbox_prefix: Option<String>,
 }
 
+/// The NATS servers to connect to, from `--nats-url` / `SQUALL_NATS_URL`: one URL, or a
+/// comma-separated list of a cluster's nodes (the client connects to any of them and moves to
+/// another when its node goes away). Every entry is checked; the first bad one is named.
+pub fn servers(list: &str) -> Result<Vec<async_nats::ServerAddr>, ServerListError> {
+    let entries: Vec<&str> = list.split(',').map(str::trim).collect();
+    if entries.iter().all(|e| e.is_empty()) {
+        return Err(ServerListError::Empty);
+    }
+    entries
+        .iter()
+        .map(|entry| {
+            if entry.is_empty() {
+                return Err(ServerListError::EmptyEntry(list.to_string()));
+            }
+            entry
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| ServerListError::Invalid {
+                    entry: entry.to_string(),
+                    reason: e.to_string(),
+                })
+        })
+        .collect()
+}
+
+/// Why a server list is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerListError {
+    #[error("--nats-url (SQUALL_NATS_URL) is empty; give a NATS URL such as nats://127.0.0.1:4222, or several separated by commas")]
+    Empty,
+    #[error("--nats-url (SQUALL_NATS_URL) {0:?} has an empty entry between commas")]
+    EmptyEntry(String),
+    #[error("--nats-url (SQUALL_NATS_URL) entry {entry:?} is not a NATS server URL: {reason}")]
+    Invalid { entry: String, reason: String },
+}
+
 /// Why the NATS connection options are unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -150,6 +185,20 @@ impl NatsAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_lists_take_every_node_and_name_a_bad_entry() {
+        let nodes = servers("nats://a:4222, nats://b:4223,c:4224").unwrap();
+        assert_eq!(nodes.len(), 3);
+        assert_eq!(servers("nats://127.0.0.1:4222").unwrap().len(), 1);
+        assert_eq!(servers(" "), Err(ServerListError::Empty));
+        assert!(matches!(
+            servers("nats://a:4222,,nats://b:4222"),
+            Err(ServerListError::EmptyEntry(_))
+        ));
+        let bad = servers("nats://a:4222,nats://b:notaport").unwrap_err();
+        assert!(bad.to_string().contains("\"nats://b:notaport\""), "{bad}");
+    }
 
     #[test]
     fn one_method_at_a_time_and_user_needs_password() {

@@ -160,7 +160,7 @@ pub async fn connect(config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> 
         .options("squall-dispatcher")
         .await?
         .retry_on_initial_connect()
-        .connect(config.nats_url.as_str())
+        .connect(squall_broker::connect::servers(&config.nats_url)?)
         .await
         .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
     let topology = squall_broker::ensure_topology(client.clone(), &config.topology)

@@ -68,6 +68,10 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Err(error) = squall_broker::connect::servers(&args.nats_url) {
+        eprintln!("squall-dispatcher: {error}");
+        return std::process::ExitCode::from(64);
+    }
     // Stream messages must hold the payload plus headers; the broker config allows 8 MiB.
     const MAX_PAYLOAD_LIMIT: usize = 7 * 1024 * 1024;
     if args.max_payload == 0 || args.max_payload > MAX_PAYLOAD_LIMIT {

@@ -457,7 +457,7 @@ fn spawn_dispatcher(
         .envs(options.env.iter().map(|(k, v)| (k, v)))
         .envs(options.dispatcher_env.iter().map(|(k, v)| (k, v)))
         .arg("--nats-url")
-        .arg(nats_url)
+        .arg(server_list(nats_url, options))
         .arg("--http-addr")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
@@ -486,6 +486,16 @@ pub struct ClusterOptions {
     pub worker_env: Vec<(String, String)>,
     /// Extra environment of the nats-server process.
     pub nats_env: Vec<(String, String)>,
+    /// Server URLs listed before the real one in every process's `--nats-url` (for example
+    /// an address where no server runs).
+    pub extra_servers: Vec<String>,
+}
+
+/// The `--nats-url` value of a cluster's processes: the extra servers, then the real one.
+fn server_list(nats_url: &str, options: &ClusterOptions) -> String {
+    let mut list = options.extra_servers.clone();
+    list.push(nats_url.to_string());
+    list.join(",")
 }
 
 impl Default for ClusterOptions {
@@ -499,6 +509,7 @@ impl Default for ClusterOptions {
             dispatcher_env: Vec::new(),
             worker_env: Vec::new(),
             nats_env: Vec::new(),
+            extra_servers: Vec::new(),
         }
     }
 }
@@ -636,7 +647,7 @@ impl Cluster {
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .envs(self.options.dispatcher_env.iter().map(|(k, v)| (k, v)))
             .arg("--nats-url")
-            .arg(&self.nats.url)
+            .arg(server_list(&self.nats.url, &self.options))
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
@@ -677,7 +688,7 @@ impl Cluster {
             .arg("--metrics-addr")
             .arg(&metrics)
             .arg("--nats-url")
-            .arg(&self.nats.url)
+            .arg(server_list(&self.nats.url, &self.options))
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("worker-{n}")));
         let log = self.dir.path().join(format!("worker-{n}.log"));
@@ -694,7 +705,7 @@ impl Cluster {
             .envs(self.options.worker_env.iter().map(|(k, v)| (k, v)))
             .arg("fleet")
             .arg("--nats-url")
-            .arg(&self.nats.url)
+            .arg(server_list(&self.nats.url, &self.options))
             .arg("--data-dir")
             .arg(self.dir.path().join(name))
             .args(args);

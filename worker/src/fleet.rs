@@ -90,7 +90,7 @@ async fn run_fleet(config: FleetConfig) -> anyhow::Result<()> {
         .options("squall-fleet")
         .await?
         .retry_on_initial_connect()
-        .connect(config.nats_url.as_str())
+        .connect(squall_broker::connect::servers(&config.nats_url)?)
         .await
         .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
     let topology = loop {

@@ -295,7 +295,7 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
         .options("squall-worker")
         .await?
         .retry_on_initial_connect()
-        .connect(config.nats_url.as_str())
+        .connect(squall_broker::connect::servers(&config.nats_url)?)
         .await
         .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
     let topology = wait_for_topology(client, &shutdown).await?;

@@ -68,6 +68,10 @@ struct FleetArgs {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Err(error) = squall_broker::connect::servers(&args.nats_url) {
+        eprintln!("squall-worker: {error}");
+        return std::process::ExitCode::from(64);
+    }
     if args.max_threads == 0 {
         eprintln!("squall-worker: --max-threads must be at least 1");
         return std::process::ExitCode::from(64);
