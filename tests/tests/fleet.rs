@@ -192,3 +192,48 @@ async fn two_supervisors_together_never_exceed_the_shared_max() {
         .sum();
     assert!(granted <= 3, "{view}");
 }
+
+/// Whether a process is gone: not running, or only a zombie nobody reaped yet.
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+async fn wait_gone(pids: &[u32], within: Duration) {
+    let start = Instant::now();
+    while !pids.iter().all(|pid| gone(*pid)) {
+        assert!(
+            start.elapsed() < within,
+            "orphaned worker processes still run: {pids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_processes_die_with_a_supervisor_killed_by_sigkill() {
+    let mut cluster = Cluster::start_with(ClusterOptions {
+        workers: 1,
+        ..Default::default()
+    })
+    .await;
+    let fleet = cluster.start_fleet("fleet", &["--min", "2", "--max", "2"]);
+    wait_workers(&[&fleet], 2, 2, Duration::from_secs(20)).await;
+
+    // A supervised worker: the supervisor's child goes with it.
+    let supervised = cluster.workers[0].live_children();
+    assert_eq!(supervised.len(), 1);
+    cluster.workers[0].kill();
+    wait_gone(&supervised, Duration::from_secs(3)).await;
+
+    // A fleet supervisor: both of its workers go with it.
+    let mut fleet = fleet;
+    let fleet_workers = fleet.live_children();
+    assert_eq!(fleet_workers.len(), 2);
+    fleet.kill();
+    wait_gone(&fleet_workers, Duration::from_secs(3)).await;
+}

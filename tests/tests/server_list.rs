@@ -33,7 +33,11 @@ fn an_invalid_server_list_entry_is_an_exit_64_naming_it() {
             .output()
             .expect("run");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(64), "{binary:?} {args:?}: {stderr}");
+        assert_eq!(
+            output.status.code(),
+            Some(64),
+            "{binary:?} {args:?}: {stderr}"
+        );
         assert!(stderr.contains("\"nats://[::1:bad\""), "{stderr}");
         let output = Command::new(binary)
             .args(&args)

@@ -375,6 +375,7 @@ impl Fleet {
         for function in &self.config.functions {
             command.arg("--function").arg(function);
         }
+        squall_worker::process::die_with_parent(&mut command);
         let child = command.spawn().context("cannot start a worker process")?;
         tracing::info!(
             message = "worker process started",

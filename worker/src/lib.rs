@@ -1,7 +1,8 @@
 //! The Squall worker: watches the registry, loads function libraries and runs their jobs.
 //!
-//! Architecture invariant: only `loader` touches `libloading` or `unsafe`; everything else here is
-//! plain async code around it.
+//! Architecture invariant: only `loader` touches `libloading` or `unsafe` (besides the one
+//! `pre_exec` hook in `process` that ties child processes to their parent); everything else
+//! here is plain async code around it.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -11,6 +12,7 @@ pub mod executor;
 pub mod job;
 pub mod loader;
 pub mod metrics;
+pub mod process;
 pub mod scale;
 
 use crate::artifacts::ArtifactCache;

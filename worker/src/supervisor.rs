@@ -24,12 +24,10 @@ pub async fn supervise(grace_secs: u64) -> ExitCode {
     tokio::pin!(signal);
     loop {
         let started = Instant::now();
-        let mut child = match tokio::process::Command::new(&exe)
-            .args(&args)
-            .arg("--no-supervise")
-            .kill_on_drop(true)
-            .spawn()
-        {
+        let mut command = tokio::process::Command::new(&exe);
+        command.args(&args).arg("--no-supervise").kill_on_drop(true);
+        squall_worker::process::die_with_parent(&mut command);
+        let mut child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
                 eprintln!("squall-worker: cannot start the worker process: {error}");
