@@ -237,3 +237,47 @@ async fn worker_processes_die_with_a_supervisor_killed_by_sigkill() {
     fleet.kill();
     wait_gone(&fleet_workers, Duration::from_secs(3)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_without_a_reachable_broker_exits_within_its_grace() {
+    let mut cluster = Cluster::start_with(ClusterOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    cluster.deploy_example("sleep", None).await;
+    let mut worker = cluster.start_fleet(
+        "grace",
+        &["--min", "1", "--max", "1", "--shutdown-grace-secs", "3"],
+    );
+    wait_workers(&[&worker], 1, 1, Duration::from_secs(20)).await;
+    squall_tests::wait_workers_ready(&cluster, "sleep").await;
+    // A job in flight whose result can never be delivered, then no broker at all.
+    let response = cluster
+        .http
+        .post(format!(
+            "{}/v1/functions/sleep/invocations?async=true",
+            cluster.url
+        ))
+        .body("1000")
+        .send()
+        .await
+        .expect("invoke");
+    assert_eq!(response.status(), 202);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.nats.process.kill();
+    let started = Instant::now();
+    let status = worker.terminate(Duration::from_secs(20));
+    let took = started.elapsed();
+    assert!(
+        status.is_some(),
+        "the fleet did not exit:\n{}",
+        worker.output()
+    );
+    // Within the grace (3 s): nothing that can no longer be delivered is waited for.
+    assert!(
+        took < Duration::from_secs(3),
+        "{took:?}:\n{}",
+        worker.output()
+    );
+}

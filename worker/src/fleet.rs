@@ -455,21 +455,34 @@ impl Fleet {
                 let _ = worker.child.kill().await;
             }
         }
-        for _ in 0..10 {
-            let Ok((allocation, revision)) = self.allocation().await else {
-                break;
-            };
-            let mut next = allocation.clone();
-            next.granted.remove(&self.id);
-            if next == allocation || self.store_allocation(&next, revision).await {
-                break;
+        // Without a broker the slots free themselves when the heartbeat expires: do not wait
+        // for one that is gone.
+        let give_back = async {
+            for _ in 0..10 {
+                let Ok((allocation, revision)) = self.allocation().await else {
+                    break;
+                };
+                let mut next = allocation.clone();
+                next.granted.remove(&self.id);
+                if next == allocation || self.store_allocation(&next, revision).await {
+                    break;
+                }
             }
+            let _ = self
+                .topology
+                .fleet
+                .delete(fleet::heartbeat_key(&self.id))
+                .await;
+        };
+        let connected = self.topology.jetstream.client().connection_state()
+            == async_nats::connection::State::Connected;
+        if !connected
+            || tokio::time::timeout(Duration::from_secs(2), give_back)
+                .await
+                .is_err()
+        {
+            tracing::warn!(message = "the broker is unreachable; leaving this supervisor's slots to expire with its heartbeat");
         }
-        let _ = self
-            .topology
-            .fleet
-            .delete(fleet::heartbeat_key(&self.id))
-            .await;
         tracing::info!(message = "fleet supervisor stopped", supervisor = %self.id);
     }
 }

@@ -263,6 +263,12 @@ pub enum Exit {
     Recycle,
 }
 
+/// How long the broker must stay unreachable before a stopping worker gives up on its jobs.
+const BROKER_GONE: Duration = Duration::from_millis(500);
+
+/// How long a stopping worker tries to remove its heartbeat and flush its last acks.
+const FAREWELL: Duration = Duration::from_secs(1);
+
 /// The exit code that asks the supervisor to start a fresh worker at once.
 pub const EXIT_RECYCLE: u8 = 75;
 
@@ -362,22 +368,54 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
         handle.abort();
     }
     let grace = worker.config.shutdown_grace;
-    match tokio::time::timeout(grace, worker.in_flight.acquire_many(MAX_IN_FLIGHT)).await {
-        Ok(_) => tracing::info!(message = "worker stopped; no job in flight"),
-        Err(_) => tracing::warn!(
-            message =
-                "in-flight jobs did not finish within the grace period; they will be redelivered",
-            grace_ms = grace.as_millis() as u64
+    // A job that cannot reach the broker cannot be acknowledged either: it will be redelivered
+    // whatever this process does, so without a broker there is nothing to wait for.
+    let client = worker.topology.jetstream.client();
+    let broker_gone = async {
+        let mut away_since: Option<tokio::time::Instant> = None;
+        loop {
+            let connected = client.connection_state() == async_nats::connection::State::Connected;
+            match (connected, away_since) {
+                (true, _) => away_since = None,
+                (false, None) => away_since = Some(tokio::time::Instant::now()),
+                (false, Some(at)) if at.elapsed() >= BROKER_GONE => return,
+                (false, Some(_)) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        finished = tokio::time::timeout(grace, worker.in_flight.acquire_many(MAX_IN_FLIGHT)) => {
+            match finished {
+            Ok(_) => tracing::info!(message = "worker stopped; no job in flight"),
+            Err(_) => tracing::warn!(
+                message =
+                    "in-flight jobs did not finish within the grace period; they will be redelivered",
+                grace_ms = grace.as_millis() as u64
+            ),
+            }
+        }
+        _ = broker_gone => tracing::warn!(
+            message = "stopping without the broker: jobs in flight will be redelivered"
         ),
     }
     heartbeat.abort();
-    let _ = worker
-        .topology
-        .fleet
-        .delete(squall_broker::fleet::worker_key(&worker.id))
-        .await;
-    // Acks are plain publishes: make sure they left before the process ends.
-    let _ = worker.topology.jetstream.client().flush().await;
+    // With the broker gone these would wait for it: give them a moment, not the grace again.
+    let farewell = async {
+        let _ = worker
+            .topology
+            .fleet
+            .delete(squall_broker::fleet::worker_key(&worker.id))
+            .await;
+        // Acks are plain publishes: make sure they left before the process ends.
+        let _ = worker.topology.jetstream.client().flush().await;
+    };
+    let connected = client.connection_state() == async_nats::connection::State::Connected;
+    if !connected || tokio::time::timeout(FAREWELL, farewell).await.is_err() {
+        tracing::warn!(
+            message = "the broker is unreachable; exiting without removing this worker's heartbeat"
+        );
+    }
     Ok(if worker.recycle.load(Ordering::SeqCst) {
         Exit::Recycle
     } else {

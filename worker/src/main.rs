@@ -145,11 +145,13 @@ fn main() -> std::process::ExitCode {
             grace_secs: args.shutdown_grace_secs,
         };
         let code = runtime.block_on(fleet::run(config));
+        runtime.shutdown_timeout(Duration::from_millis(500));
         telemetry.shutdown();
         return code;
     }
     if !args.no_supervise {
         let code = runtime.block_on(supervisor::supervise(args.shutdown_grace_secs));
+        runtime.shutdown_timeout(Duration::from_millis(500));
         telemetry.shutdown();
         return code;
     }
@@ -161,6 +163,8 @@ fn main() -> std::process::ExitCode {
         });
         squall_worker::run(config, shutdown).await
     });
+    // A call thread or a blocking task still waiting for the broker must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(500));
     telemetry.shutdown();
     match result {
         Ok(squall_worker::Exit::Stopped) => std::process::ExitCode::SUCCESS,
