@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 /// sled's page cache: bounded, since the index is small and only a cache of JetStream.
@@ -37,7 +37,6 @@ pub enum IndexError {
 #[derive(Default)]
 struct Pending {
     state: Mutex<PendingState>,
-    wake: Condvar,
 }
 
 #[derive(Default)]
@@ -87,12 +86,10 @@ impl Index {
     /// Records that `id` was accepted for `function`. Costs the request a map insert: the
     /// entry reaches sled within `WRITE_EVERY`, unless it is removed first.
     pub fn insert(&self, id: &str, accepted: &Accepted) -> Result<(), IndexError> {
+        // No wake-up: the writer looks every `WRITE_EVERY`, so a request costs no thread
+        // hand-off, and an invocation that finishes within that time never reaches sled.
         let mut state = self.pending.state.lock().expect("index lock");
-        let was_empty = state.new.is_empty();
         state.new.insert(id.to_string(), accepted.clone());
-        if was_empty {
-            self.pending.wake.notify_one();
-        }
         Ok(())
     }
 
@@ -167,22 +164,17 @@ fn write_batch(tree: &sled::Tree, entries: &HashMap<String, Accepted>) -> Result
     Ok(())
 }
 
-/// The writer thread: waits for pending entries, gathers them for `WRITE_EVERY`, writes them
-/// in one batch; ends when the index is dropped.
+/// The writer thread: every `WRITE_EVERY`, writes what is pending in one batch; ends when the
+/// index is dropped.
 fn write_pending(tree: sled::Tree, pending: Weak<Pending>) {
     loop {
+        std::thread::sleep(WRITE_EVERY);
         let Some(shared) = pending.upgrade() else {
             return;
         };
-        {
-            let state = shared.state.lock().expect("index lock");
-            if state.new.is_empty() {
-                // Woken by an insert, or now and then to see whether the index is gone.
-                let _ = shared.wake.wait_timeout(state, Duration::from_secs(1));
-                continue;
-            }
+        if shared.state.lock().expect("index lock").new.is_empty() {
+            continue;
         }
-        std::thread::sleep(WRITE_EVERY);
         let batch = {
             let mut state = shared.state.lock().expect("index lock");
             let taken = std::mem::take(&mut state.new);
