@@ -156,15 +156,16 @@ impl QueryIndex {
         Ok(self.apply_all(&[(sequence, meta.clone())])? == 1)
     }
 
-    /// Applies results in stream order, in one sled batch per tree (what the indexer does with
-    /// whatever arrived together). Returns how many entries changed.
+    /// Applies results in stream order (what the indexer does with whatever arrived together),
+    /// writing each entry and the applied sequence once. Returns how many entries changed.
     pub fn apply_all(&self, results: &[(u64, ResultMeta)]) -> Result<usize, IndexError> {
         let Some((last_sequence, _)) = results.last() else {
             return Ok(0);
         };
-        // Entries as of this batch, so an invocation's retries within it accumulate.
+        // Entries as of this batch, so an invocation's retries within it accumulate. Plain
+        // inserts: a sled batch costs more than it saves for the few results that usually
+        // arrive together (it made the dispatcher switch threads dozens of times per result).
         let mut latest: HashMap<&str, Entry> = HashMap::new();
-        let (mut by_time, mut by_function) = (sled::Batch::default(), sled::Batch::default());
         let mut changed = 0;
         for (sequence, meta) in results {
             let id = meta.invocation_id.as_str();
@@ -178,23 +179,20 @@ impl QueryIndex {
                 }
                 continue;
             };
+            // Secondary keys first: a crash between the writes leaves an entry that the replay
+            // of these messages completes, never a key without an entry to find.
             let key = time_key(entry.created_at_ms, id);
-            by_time.insert(key.as_slice(), entry.function.as_bytes());
+            self.by_time
+                .insert(key.as_slice(), entry.function.as_bytes())?;
             let mut fkey = function_prefix(&entry.function);
             fkey.extend_from_slice(&key);
-            by_function.insert(fkey, &[]);
+            self.by_function.insert(fkey, &[])?;
             latest.insert(id, entry);
             changed += 1;
         }
-        let mut entries = sled::Batch::default();
         for (id, entry) in &latest {
-            entries.insert(id.as_bytes(), encode(entry)?);
+            self.entries.insert(id.as_bytes(), encode(entry)?)?;
         }
-        // Secondary keys first: a crash between the writes leaves an entry that the replay of
-        // these messages completes, never a key without an entry to find.
-        self.by_time.apply_batch(by_time)?;
-        self.by_function.apply_batch(by_function)?;
-        self.entries.apply_batch(entries)?;
         // Messages arrive in stream order (one ordered consumer), so this only moves forward.
         self.meta
             .insert(SEQUENCE_KEY, &last_sequence.to_be_bytes())?;
