@@ -153,6 +153,15 @@ pub fn derived_invocation_id(published_ms: u64, stream_sequence: u64) -> String 
         .to_string()
 }
 
+/// The invocation id a job names: its `Squall-Invocation-Id`, else its `Nats-Msg-Id` when that
+/// is a UUID (the dispatcher's jobs carry the id only there, since JetStream needs it for
+/// de-duplication anyway). `None` means the id is derived from the delivery.
+pub fn job_invocation_id(header: impl Fn(&str) -> Option<String>) -> Option<String> {
+    header(h::INVOCATION_ID).or_else(|| {
+        header(h::NATS_MSG_ID).filter(|id| id.len() == 36 && uuid::Uuid::try_parse(id).is_ok())
+    })
+}
+
 /// One captured function log line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
@@ -268,6 +277,24 @@ impl ResultMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_names_its_id_in_either_header() {
+        let id = "0193a5c2-2222-7000-8000-000000000001";
+        let only_msg_id = |name: &str| (name == h::NATS_MSG_ID).then(|| id.to_string());
+        assert_eq!(job_invocation_id(only_msg_id).as_deref(), Some(id));
+        let both = |name: &str| match name {
+            h::INVOCATION_ID => Some("0193a5c2-2222-7000-8000-000000000002".to_string()),
+            _ => Some(id.to_string()),
+        };
+        assert_eq!(
+            job_invocation_id(both).as_deref(),
+            Some("0193a5c2-2222-7000-8000-000000000002")
+        );
+        // A client's own de-duplication key that is not a UUID is not an invocation id.
+        let own_key = |name: &str| (name == h::NATS_MSG_ID).then(|| "order-17".to_string());
+        assert_eq!(job_invocation_id(own_key), None);
+    }
 
     #[test]
     fn function_record_round_trips_with_config() {

@@ -728,13 +728,13 @@ async fn submit_traced(
 }
 
 /// The NATS headers of a job: its carried-over headers, then Squall's own, with the invocation id
-/// as `Nats-Msg-Id` so a repeated publish is dropped as a duplicate.
+/// as `Nats-Msg-Id` only (so a repeated publish is dropped as a duplicate).
 pub(crate) fn job_headers(job: &Job<'_>, traceparent: &str) -> async_nats::HeaderMap {
     let mut job_headers = async_nats::HeaderMap::new();
     for (name, value) in &job.extra_headers {
         job_headers.append(name.as_str(), value.as_str());
     }
-    job_headers.insert(h::INVOCATION_ID, job.id);
+    // The id travels once, as `Nats-Msg-Id` (below): workers read it from there.
     job_headers.insert(h::CREATED_AT, job.created_at_ms.to_string().as_str());
     job_headers.insert(h::SOURCE, job.source);
     job_headers.insert(h::VERSION, job.version);

@@ -146,7 +146,7 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
         .to_string();
     let published_ms = (job.time.unix_timestamp_nanos() / 1_000_000) as u64;
     let header = |name: &str| job.headers.get(name).map(|v| v.as_str().to_string());
-    let id = header(h::INVOCATION_ID).unwrap_or_else(|| {
+    let id = squall_broker::record::job_invocation_id(header).unwrap_or_else(|| {
         squall_broker::record::derived_invocation_id(published_ms, job.sequence)
     });
     let created_at_ms = header(h::CREATED_AT)

@@ -147,9 +147,11 @@ fn job_meta(message: &jetstream::Message) -> JobMeta {
         ),
         Err(_) => (1, now_ms(), 0),
     };
-    let invocation_id = header(headers, h::INVOCATION_ID)
-        .map(str::to_string)
-        .unwrap_or_else(|| squall_broker::record::derived_invocation_id(published_ms, sequence));
+    let invocation_id =
+        squall_broker::record::job_invocation_id(|name| header(headers, name).map(str::to_string))
+            .unwrap_or_else(|| {
+                squall_broker::record::derived_invocation_id(published_ms, sequence)
+            });
     let created_at_ms = header(headers, h::CREATED_AT)
         .and_then(|v| v.parse().ok())
         .unwrap_or(published_ms);
