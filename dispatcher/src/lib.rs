@@ -265,6 +265,10 @@ pub async fn serve(
         }
     }
     .context("HTTP server failed");
+    // Accepted invocations still waiting for the index writer would be forgotten otherwise.
+    if let Err(error) = state.index.flush_pending() {
+        tracing::warn!(message = "cannot store the last accepted invocations", %error);
+    }
     if let Err(error) = state.index.query.flush() {
         tracing::warn!(message = "cannot flush the query index", %error);
     }
