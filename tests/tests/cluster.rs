@@ -197,6 +197,22 @@ async fn killing_the_jobs_leader_under_load_refuses_nothing_and_loses_nothing() 
     // workers' in-flight window, far below the load.
     assert!(repeated <= 64, "{repeated} invocations ran more than once");
 
+    // The query index's feed (an ordered consumer, on whichever node) lost nothing either.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, stats) = cluster.get_json("/v1/functions/hello/stats").await;
+        assert_eq!(status, 200, "{stats}");
+        if stats["count"].as_u64() == Some(total as u64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the index holds {} of {total}",
+            stats["count"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // The killed node comes back and catches up: its JOBS replica is current again.
     cluster.nats_nodes()[leader].start_again();
     cluster.nats_nodes()[leader].wait_healthy(Duration::from_secs(60));
@@ -273,4 +289,55 @@ async fn a_lost_quorum_is_a_503_with_retry_after_and_service_resumes_by_itself()
     ids.extend(after.lock().unwrap().iter().cloned());
     let (statuses, _) = outcomes(&cluster, &ids).await;
     assert_eq!(statuses.get("succeeded"), Some(&ids.len()), "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_in_lame_duck_mode_is_left_at_once_and_invocations_go_on() {
+    let mut cluster = Cluster::start_with(three_nodes(1)).await;
+    cluster.deploy_example("hello", None).await;
+    wait_workers_ready(&cluster, "hello").await;
+    // The node the dispatcher is connected to, from its own log line.
+    let log = cluster.dispatcher.output();
+    let server = log
+        .lines()
+        .filter_map(|l| l.split("server=node-").nth(1))
+        .next_back()
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the dispatcher names its server");
+    let node: usize = server.parse::<usize>().expect("node number") - 1;
+    let pid = cluster.nats_nodes()[node].process.child.id();
+    let signalled = std::process::Command::new("kill")
+        .args(["-USR2", &pid.to_string()])
+        .status()
+        .expect("kill -USR2");
+    assert!(signalled.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cluster
+        .dispatcher
+        .output()
+        .contains("lame-duck mode; moving to another")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the dispatcher did not notice lame-duck mode:\n{}",
+            cluster.dispatcher.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Well before the node's 30 s lame-duck period ends, the dispatcher serves from another node.
+    let response = cluster.invoke("hello", r#"{"name": "duck"}"#).await;
+    assert_eq!(response.status(), 200);
+    let reconnected = cluster.dispatcher.output();
+    let last_server = reconnected
+        .lines()
+        .filter(|l| l.contains("connected to NATS"))
+        .filter_map(|l| l.split("server=node-").nth(1))
+        .next_back()
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    assert_ne!(
+        last_server, server,
+        "still on the lame-duck node:\n{reconnected}"
+    );
 }
