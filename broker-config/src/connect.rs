@@ -6,6 +6,8 @@
 
 use async_nats::ConnectOptions;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 /// The NATS credential and TLS flags every Squall binary accepts.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -78,6 +80,92 @@ pub enum ServerListError {
     EmptyEntry(String),
     #[error("--nats-url (SQUALL_NATS_URL) entry {entry:?} is not a NATS server URL: {reason}")]
     Invalid { entry: String, reason: String },
+}
+
+/// How often a Squall process pings its NATS server: with two pings unanswered the connection
+/// counts as dead, so a vanished node is noticed within about three intervals, and the client
+/// moves to another node of the list.
+pub const PING_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Why a process could not connect to NATS.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Servers(#[from] ServerListError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+}
+
+/// Connects to any server of `url` (a comma-separated list) as `name`, with these credentials:
+/// retrying the first connection until a server answers, pinging every `PING_INTERVAL`,
+/// reconnecting to any node of the cluster, and leaving a node in lame-duck mode at once (the
+/// server announces it before it stops; a client that waits would be cut off later anyway).
+pub async fn connect(
+    auth: &NatsAuth,
+    name: &str,
+    url: &str,
+) -> Result<async_nats::Client, ConnectError> {
+    let servers = servers(url)?;
+    let handle: Arc<OnceLock<async_nats::Client>> = Arc::new(OnceLock::new());
+    let events = handle.clone();
+    let client = auth
+        .options(name)
+        .await?
+        .ping_interval(PING_INTERVAL)
+        .retry_on_initial_connect()
+        .event_callback(move |event| {
+            let client = events.get().cloned();
+            async move { on_event(event, client).await }
+        })
+        .connect(servers)
+        .await
+        .map_err(|source| ConnectError::Connect {
+            url: url.to_string(),
+            source,
+        })?;
+    let _ = handle.set(client.clone());
+    Ok(client)
+}
+
+/// Logs connection events, and moves off a server that enters lame-duck mode.
+async fn on_event(event: async_nats::Event, client: Option<async_nats::Client>) {
+    use async_nats::Event;
+    match event {
+        Event::Connected => {
+            let server = client
+                .map(|c| c.server_info().server_name)
+                .unwrap_or_default();
+            tracing::info!(message = "connected to NATS", server = %server);
+        }
+        Event::Disconnected => {
+            tracing::warn!(message = "disconnected from NATS; reconnecting to any server")
+        }
+        Event::LameDuckMode => {
+            tracing::info!(
+                message = "the NATS server is entering lame-duck mode; moving to another"
+            );
+            if let Some(client) = client {
+                if let Err(error) = client.force_reconnect().await {
+                    tracing::warn!(message = "cannot reconnect to another NATS server", error = %error);
+                }
+            }
+        }
+        Event::SlowConsumer(sid) => {
+            tracing::warn!(message = "a NATS subscription falls behind", sid)
+        }
+        Event::ServerError(error) => {
+            tracing::warn!(message = "the NATS server reported an error", error = %error)
+        }
+        Event::ClientError(error) => {
+            tracing::warn!(message = "NATS client error", error = %error)
+        }
+        Event::Draining | Event::Closed => {}
+    }
 }
 
 /// Why the NATS connection options are unusable.

@@ -140,7 +140,8 @@ pub async fn result_history(
     out
 }
 
-/// Publishes a dead letter, de-duplicated by invocation id, and waits for JetStream's ack.
+/// Publishes a dead letter, de-duplicated by invocation id, and waits for JetStream's ack,
+/// trying again through a leader election.
 pub async fn publish_dead_letter(
     js: &jetstream::Context,
     letter: &DeadLetter,
@@ -153,13 +154,13 @@ pub async fn publish_dead_letter(
         h::NATS_MSG_ID,
         format!("dlq-{}", letter.invocation_id).as_str(),
     );
-    js.publish_with_headers(
-        dlq_subject(&letter.function, &letter.invocation_id),
+    crate::publish::publish_acked(
+        js,
+        &dlq_subject(&letter.function, &letter.invocation_id),
         headers,
         letter.encode().into(),
+        &crate::publish::PublishPolicy::default(),
     )
-    .await
-    .map_err(|e| DlqError::Publish(e.to_string()))?
     .await
     .map_err(|e| DlqError::Publish(e.to_string()))?;
     Ok(())

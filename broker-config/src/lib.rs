@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod headers;
 pub mod metrics;
 pub mod names;
+pub mod publish;
 pub mod record;
 pub mod retry;
 pub mod spec;

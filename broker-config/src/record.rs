@@ -190,6 +190,17 @@ pub struct ResultMeta {
 }
 
 impl ResultMeta {
+    /// The `Nats-Msg-Id` of this status message: one per invocation, attempt and status, so a
+    /// publish tried again after a lost acknowledgement is stored once.
+    pub fn message_id(&self) -> String {
+        format!(
+            "r:{}:{}:{}",
+            self.invocation_id,
+            self.attempt,
+            self.status.as_str()
+        )
+    }
+
     /// Writes the metadata as NATS headers.
     pub fn to_headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();

@@ -112,6 +112,52 @@ pub struct Topology {
     pub fleet: kv::Store,
 }
 
+/// The most replicas Squall asks for on its own: three survive the loss of any one node.
+const MAX_DEFAULT_REPLICAS: usize = 3;
+/// How long a dispatcher waits for a forming cluster to show all its members before it
+/// creates the streams with the replicas it can see.
+const CLUSTER_FORMING_WAIT: Duration = Duration::from_secs(5);
+
+/// The number of servers in the broker's cluster, from what the connected server reports: a
+/// clustered server lists the client URL of every member it has a route to, itself included.
+pub fn cluster_size(info: &async_nats::ServerInfo) -> usize {
+    if info.cluster.as_deref().unwrap_or_default().is_empty() {
+        return 1;
+    }
+    let members: std::collections::BTreeSet<&str> =
+        info.connect_urls.iter().map(String::as_str).collect();
+    members.len().max(1)
+}
+
+/// The replicas to use when none are configured: min(3, the cluster's size), and never fewer
+/// than the JOBS stream already has (a dispatcher started while a node is down must not shrink
+/// the streams). On a cluster still forming, waits briefly for its members to show.
+pub async fn default_replicas(client: &async_nats::Client) -> usize {
+    let js = jetstream::ContextBuilder::new()
+        .timeout(API_TIMEOUT)
+        .build(client.clone());
+    let existing = match js.get_stream(JOBS_STREAM).await {
+        Ok(mut stream) => match stream.info().await {
+            Ok(info) => info.config.num_replicas,
+            Err(_) => 0,
+        },
+        Err(_) => 0,
+    };
+    let deadline = tokio::time::Instant::now() + CLUSTER_FORMING_WAIT;
+    loop {
+        let seen = cluster_size(&client.server_info()).min(MAX_DEFAULT_REPLICAS);
+        let clustered = client.server_info().cluster.is_some_and(|c| !c.is_empty());
+        if seen >= MAX_DEFAULT_REPLICAS
+            || existing >= seen && existing > 0
+            || !clustered
+            || tokio::time::Instant::now() >= deadline
+        {
+            return seen.max(existing).max(1);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// How long a fleet supervisor's heartbeat counts as alive.
 pub const FLEET_HEARTBEAT_TTL: Duration = Duration::from_secs(10);
 

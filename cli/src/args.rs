@@ -215,6 +215,12 @@ pub struct UpArgs {
     /// Most worker processes the fleet scales up to (it keeps one when idle).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_workers: u32,
+    /// nats-servers to run as one JetStream cluster on this machine: node N listens on
+    /// --nats-port + N - 1, its routes 2000 and its monitoring 4000 ports above that (6222 and
+    /// 8222 for node 1 by default). With 3, every stream, bucket and durable consumer is
+    /// replicated three ways and survives the loss of one node.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=5))]
+    pub cluster: u16,
 }
 
 #[derive(clap::Args, Debug, Clone)]

@@ -19,6 +19,8 @@ const MIN_NATS_VERSION: (u64, u64) = (2, 14);
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a child gets to stop after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a dead node of a local cluster stays down before it is started again.
+const NODE_RESTART_DELAY: Duration = Duration::from_secs(2);
 /// Lines of a log shown when something fails.
 const LOG_TAIL_LINES: usize = 30;
 /// Where `squall up` (with the default state folder) keeps the admin key it generated; the CLI
@@ -201,7 +203,11 @@ impl Child {
         envs: &[(&str, &Path)],
         log: PathBuf,
     ) -> anyhow::Result<Child> {
-        let file = std::fs::File::create(&log)
+        // A child started again (a restarted node) appends to the log of its first run.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
             .with_context(|| format!("cannot create log file {}", log.display()))?;
         let process = tokio::process::Command::new(program)
             .args(args)
@@ -312,11 +318,101 @@ async fn stop_all(children: &mut [Child], signals: &mut Signals) {
     }
 }
 
+/// Child names of the broker nodes (a child's name is static).
+const NODE_NAMES: [&str; 5] = [
+    "nats-server-1",
+    "nats-server-2",
+    "nats-server-3",
+    "nats-server-4",
+    "nats-server-5",
+];
+/// How far a node's route and monitoring ports are from its client port.
+const ROUTE_PORT_OFFSET: u16 = 2000;
+const MONITOR_PORT_OFFSET: u16 = 4000;
+
+/// One nats-server of the local broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Node {
+    name: &'static str,
+    client: SocketAddr,
+    route: SocketAddr,
+    monitor: SocketAddr,
+    store: PathBuf,
+}
+
+/// The broker's nodes: one plain server, or `count` servers that route to each other, with
+/// ports counted up from `port` (`count` is at most `NODE_NAMES.len()`).
+fn plan_nodes(port: u16, count: u16, state: &Path) -> anyhow::Result<Vec<Node>> {
+    let at = |port: u32| -> anyhow::Result<SocketAddr> {
+        let port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p != 0)
+            .with_context(|| {
+                format!("--nats-port {port} leaves no room for the cluster's ports")
+            })?;
+        Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+    };
+    (0..count)
+        .map(|i| {
+            let client = u32::from(port) + u32::from(i);
+            Ok(Node {
+                name: NODE_NAMES[usize::from(i)],
+                client: at(client)?,
+                route: at(client + u32::from(ROUTE_PORT_OFFSET))?,
+                monitor: at(client + u32::from(MONITOR_PORT_OFFSET))?,
+                store: match count {
+                    1 => state.join("nats"),
+                    _ => state.join(format!("nats-{}", i + 1)),
+                },
+            })
+        })
+        .collect()
+}
+
+/// The nats-server flags of `node` beyond the shared config: its address, store and, in a
+/// cluster, its name, routes and monitoring port.
+fn node_args(node: &Node, nodes: &[Node], config: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "-c".into(),
+        config.into(),
+        "-a".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        node.client.port().to_string().into(),
+        "-js".into(),
+        "-sd".into(),
+        node.store.clone().into(),
+    ];
+    if nodes.len() > 1 {
+        let routes = nodes
+            .iter()
+            .map(|n| format!("nats-route://{}", n.route))
+            .collect::<Vec<_>>()
+            .join(",");
+        args.extend(
+            [
+                "--name".to_string(),
+                format!("squall-{}", node.name.trim_start_matches("nats-server-")),
+                "--cluster_name".into(),
+                "squall-local".into(),
+                "--cluster".into(),
+                format!("nats://{}", node.route),
+                "--routes".into(),
+                routes,
+                "-m".into(),
+                node.monitor.port().to_string(),
+            ]
+            .map(OsString::from),
+        );
+    }
+    args
+}
+
 /// Paths and addresses of one `squall up`.
 struct Plan {
     state: PathBuf,
     logs: PathBuf,
-    nats_addr: SocketAddr,
+    nodes: Vec<Node>,
     http_addr: SocketAddr,
     api_url: String,
     nats_url: String,
@@ -343,17 +439,29 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
     if args.http_addr.port() == 0 {
         bail!("--http-addr needs a port other than 0");
     }
-    let nats_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.nats_port));
-    if client_addr(args.http_addr).port() == args.nats_port
-        && (args.http_addr.ip().is_unspecified() || args.http_addr.ip().is_loopback())
-    {
-        bail!(
-            "--http-addr {} and --nats-port {} use the same port",
-            args.http_addr,
-            args.nats_port
-        );
+    // The state folder is resolved below; the node plan's ports are checked first.
+    let nodes = plan_nodes(args.nats_port, args.cluster, Path::new(""))?;
+    let http_local = args.http_addr.ip().is_unspecified() || args.http_addr.ip().is_loopback();
+    for node in &nodes {
+        for (addr, what, flag) in [
+            (node.client, "the NATS", "--nats-port"),
+            (node.route, "a NATS cluster route", "--nats-port"),
+            (node.monitor, "a NATS monitoring", "--nats-port"),
+        ] {
+            if nodes.len() == 1 && addr != node.client {
+                continue;
+            }
+            if http_local && client_addr(args.http_addr).port() == addr.port() {
+                bail!(
+                    "--http-addr {} and {what} port {} of {} are the same port",
+                    args.http_addr,
+                    addr.port(),
+                    node.name
+                );
+            }
+            check_free(addr, what, flag)?;
+        }
     }
-    check_free(nats_addr, "the NATS", "--nats-port")?;
     check_free(args.http_addr, "the HTTP API", "--http-addr")?;
 
     std::fs::create_dir_all(&args.state_dir)
@@ -363,8 +471,15 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", args.state_dir.display()))?;
     let logs = state.join("logs");
-    for dir in [&logs, &state.join("nats")] {
+    let nodes = plan_nodes(args.nats_port, args.cluster, &state)?;
+    for dir in std::iter::once(&logs).chain(nodes.iter().map(|n| &n.store)) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // Each run starts its logs afresh.
+    for entry in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "log") {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
     let config = state.join("nats.conf");
     std::fs::write(&config, NATS_CONFIG)
@@ -373,10 +488,14 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
     let admin_key = ensure_admin_key(&state)?;
     let plan = Plan {
         api_url: format!("http://{}", client_addr(args.http_addr)),
-        nats_url: format!("nats://{nats_addr}"),
+        nats_url: nodes
+            .iter()
+            .map(|n| format!("nats://{}", n.client))
+            .collect::<Vec<_>>()
+            .join(","),
         state,
         logs,
-        nats_addr,
+        nodes,
         http_addr: args.http_addr,
         max_workers: args.max_workers,
         admin_key,
@@ -403,9 +522,25 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
     println!("squall is up");
     println!("  API:  {}", plan.api_url);
     println!("  NATS: {}", plan.nats_url);
+    if plan.nodes.len() > 1 {
+        println!(
+            "  NATS cluster: {} nodes, every stream replicated {} ways; monitoring on {}",
+            plan.nodes.len(),
+            plan.nodes.len().min(3),
+            plan.nodes
+                .iter()
+                .map(|n| format!("http://{}", n.monitor))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     println!(
-        "  logs: {} (nats-server.log, dispatcher.log, worker.log)",
-        plan.logs.display()
+        "  logs: {} ({}.log, dispatcher.log, worker.log)",
+        plan.logs.display(),
+        match plan.nodes.len() {
+            1 => "nats-server".to_string(),
+            n => format!("nats-server-1..{n}"),
+        }
     );
     println!(
         "  admin key: {} (the CLI uses it from this folder; elsewhere: export SQUALL_API_KEY=$(cat {}))",
@@ -417,9 +552,41 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
     }
     println!("press Ctrl-C to stop");
 
-    let stop = tokio::select! {
-        _ = signals.next() => Stop::Signal,
-        (i, status) = first_exit(&mut children) => Stop::Died(i, status),
+    let stop = loop {
+        let stop = tokio::select! {
+            _ = signals.next() => Stop::Signal,
+            (i, status) = first_exit(&mut children) => Stop::Died(i, status),
+        };
+        // In a cluster a dead node is what replication is for: say so and start it again (it
+        // catches up from the others); anything else that dies stops the whole cluster.
+        match stop {
+            Stop::Died(i, status) if i < plan.nodes.len() && plan.nodes.len() > 1 => {
+                eprintln!(
+                    "{} exited ({status}); the cluster goes on with the others; restarting it in {} s",
+                    children[i].name,
+                    NODE_RESTART_DELAY.as_secs()
+                );
+                tokio::select! {
+                    _ = signals.next() => break Stop::Signal,
+                    _ = tokio::time::sleep(NODE_RESTART_DELAY) => {}
+                }
+                let node = &plan.nodes[i];
+                match Child::spawn(
+                    children[i].name,
+                    &nats_server,
+                    &node_args(node, &plan.nodes, &config),
+                    &[],
+                    children[i].log.clone(),
+                ) {
+                    Ok(child) => children[i] = child,
+                    Err(error) => {
+                        stop_all(&mut children, &mut signals).await;
+                        return Err(error);
+                    }
+                }
+            }
+            stop => break stop,
+        }
     };
     stop_all(&mut children, &mut signals).await;
     match stop {
@@ -441,42 +608,45 @@ async fn start(
     children: &mut Vec<Child>,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
-    let nats_args: Vec<OsString> = vec![
-        "-c".into(),
-        config.into(),
-        "-a".into(),
-        "127.0.0.1".into(),
-        "-p".into(),
-        plan.nats_addr.port().to_string().into(),
-        "-js".into(),
-        "-sd".into(),
-        plan.state.join("nats").into(),
-    ];
-    children.push(Child::spawn(
-        "nats-server",
-        nats_server,
-        &nats_args,
-        &[],
-        plan.logs.join("nats-server.log"),
-    )?);
+    for node in &plan.nodes {
+        let log = match plan.nodes.len() {
+            1 => plan.logs.join("nats-server.log"),
+            _ => plan.logs.join(format!("{}.log", node.name)),
+        };
+        let name = if plan.nodes.len() == 1 {
+            "nats-server"
+        } else {
+            node.name
+        };
+        children.push(Child::spawn(
+            name,
+            nats_server,
+            &node_args(node, &plan.nodes, config),
+            &[],
+            log,
+        )?);
+    }
     // Wait for the broker first, so a broken broker is reported with its own log.
-    loop {
-        if let Some(status) = children[0].exited() {
-            return Err(children[0].died(status));
+    for (i, node) in plan.nodes.iter().enumerate() {
+        loop {
+            if let Some(status) = children[i].exited() {
+                return Err(children[i].died(status));
+            }
+            if tokio::net::TcpStream::connect(node.client).await.is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not accept connections on {} within {} s; its log is {}:\n{}",
+                    children[i].name,
+                    node.client,
+                    READY_TIMEOUT.as_secs(),
+                    children[i].log.display(),
+                    log_tail(&children[i].log, LOG_TAIL_LINES)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if tokio::net::TcpStream::connect(plan.nats_addr).await.is_ok() {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "nats-server did not accept connections on {} within {} s; its log is {}:\n{}",
-                plan.nats_addr,
-                READY_TIMEOUT.as_secs(),
-                children[0].log.display(),
-                log_tail(&children[0].log, LOG_TAIL_LINES)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     let dispatcher_args: Vec<OsString> = vec![
@@ -530,7 +700,7 @@ async fn start(
             }
         }
         if Instant::now() > deadline {
-            let dispatcher = &children[1];
+            let dispatcher = &children[plan.nodes.len()];
             bail!(
                 "the dispatcher was not ready at {readyz} within {} s; its log is {}:\n{}",
                 READY_TIMEOUT.as_secs(),

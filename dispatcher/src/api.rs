@@ -689,6 +689,8 @@ pub struct Job<'a> {
 }
 
 /// Publishes a job and waits for JetStream to accept it, then records it in the local index.
+/// Through a leader election the same job is sent again (the stream drops the duplicates)
+/// until the publish budget ends; only then is the answer a 503 with `Retry-After`.
 /// With span export on, the job carries the trace context of its `squall.publish` span.
 pub async fn submit(state: &AppState, job: Job<'_>, payload: bytes::Bytes) -> Result<(), ApiError> {
     let span = tracing::info_span!(
@@ -711,18 +713,15 @@ async fn submit_traced(
     traceparent: &str,
     payload: bytes::Bytes,
 ) -> Result<(), ApiError> {
-    state
-        .topology
-        .jetstream
-        .publish_with_headers(
-            jobs_subject(job.function),
-            job_headers(&job, traceparent),
-            payload,
-        )
-        .await
-        .map_err(|e| ApiError::broker("the invocation was not accepted", e))?
-        .await
-        .map_err(|e| ApiError::broker("the invocation was not accepted", e))?;
+    squall_broker::publish::publish_acked(
+        &state.topology.jetstream,
+        &jobs_subject(job.function),
+        job_headers(&job, traceparent),
+        payload,
+        &state.config.publish,
+    )
+    .await
+    .map_err(|e| ApiError::publish("the invocation was not accepted", e))?;
     record_accepted(state, &job);
     Ok(())
 }

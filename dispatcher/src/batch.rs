@@ -322,20 +322,36 @@ async fn publish(
         let jetstream = &state.topology.jetstream;
         let subject = async_nats::Subject::from(jobs_subject(template.function));
         let mut pending = VecDeque::with_capacity(ACK_WINDOW);
-        let mut failure: Option<String> = None;
+        let mut failure: Option<squall_broker::publish::PublishError> = None;
         let mut stored = 0usize;
+        // A job whose pipelined publish failed is sent again on its own, with the same id,
+        // through the publish policy (an election delays the batch instead of cutting it).
+        let resend = |index: usize| {
+            let headers = job_headers(&job(index), &traceparent);
+            squall_broker::publish::publish_acked(
+                jetstream,
+                &subject,
+                headers,
+                lines[index].clone(),
+                &state.config.publish,
+            )
+        };
         for (index, payload) in lines.iter().enumerate() {
             if pending.len() >= ACK_WINDOW {
                 let Some((done, ack)) = pending.pop_front() else {
                     break;
                 };
-                match ack.await {
-                    Ok(_) => {
+                let acked = match ack.await {
+                    Ok(_) => Ok(()),
+                    Err(_) => resend(done).await.map(|_| ()),
+                };
+                match acked {
+                    Ok(()) => {
                         record_accepted(state, &job(done));
                         stored += 1;
                     }
                     Err(error) => {
-                        failure = Some(format!("{error}"));
+                        failure = Some(error);
                         break;
                     }
                 }
@@ -346,26 +362,41 @@ async fn publish(
                 .await
             {
                 Ok(ack) => pending.push_back((index, ack)),
-                Err(error) => {
-                    failure = Some(format!("{error}"));
-                    break;
-                }
+                Err(_) => match resend(index).await {
+                    Ok(_) => {
+                        record_accepted(state, &job(index));
+                        stored += 1;
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                },
             }
         }
         for (done, ack) in pending {
-            match ack.await {
-                Ok(_) => {
+            let acked = match ack.await {
+                Ok(_) => Ok(()),
+                Err(_) if failure.is_none() => resend(done).await.map(|_| ()),
+                Err(error) => Err(squall_broker::publish::PublishError::Unacknowledged {
+                    budget: std::time::Duration::ZERO,
+                    tries: 1,
+                    last: error.to_string(),
+                }),
+            };
+            match acked {
+                Ok(()) => {
                     record_accepted(state, &job(done));
                     stored += 1;
                 }
                 Err(error) => {
-                    failure.get_or_insert_with(|| format!("{error}"));
+                    failure.get_or_insert(error);
                 }
             }
         }
         match failure {
             None => Ok(()),
-            Some(error) => Err(ApiError::broker(
+            Some(error) => Err(ApiError::publish(
                 &format!(
                     "the batch was accepted only in part ({stored} of {} jobs stored; \
                      retry with the same Idempotency-Key to submit the rest without duplicates)",

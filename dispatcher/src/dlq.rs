@@ -210,16 +210,14 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
             let reply = header(h::REPLY_TO)
                 .filter(|to| squall_broker::names::is_reply_subject(to, &id))
                 .map(|to| (to, headers.clone()));
-            state
-                .topology
-                .jetstream
-                .publish_with_headers(
-                    results_subject(&function, &id),
-                    headers,
-                    reason.clone().into(),
-                )
-                .await?
-                .await?;
+            squall_broker::publish::publish_acked(
+                &state.topology.jetstream,
+                &results_subject(&function, &id),
+                headers,
+                reason.clone().into(),
+                &squall_broker::publish::PublishPolicy::default(),
+            )
+            .await?;
             // A synchronous caller still waiting hears of the crash at once.
             if let Some((to, headers)) = reply {
                 let _ = state

@@ -12,6 +12,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra fields merged into the `error` object (e.g. `kind`, `invocation_id`).
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// Seconds a client should wait before trying again (the `Retry-After` header).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -22,6 +24,7 @@ impl ApiError {
             code,
             message: message.into(),
             extra: serde_json::Map::new(),
+            retry_after: None,
         }
     }
 
@@ -53,6 +56,34 @@ impl ApiError {
         )
     }
 
+    /// A job publish the broker did not acknowledge: a 503 with `Retry-After` when trying
+    /// again later may work (no quorum, a full queue), a plain 503 otherwise.
+    pub fn publish(context: &str, error: squall_broker::publish::PublishError) -> Self {
+        use squall_broker::publish::PublishError;
+        let retry_after = squall_broker::publish::RETRY_AFTER.as_secs();
+        match &error {
+            PublishError::Full(_) => {
+                tracing::warn!(message = "the job queue is full", context, error = %error);
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "queue_full",
+                    format!("{context}: {error}; it frees up as workers take jobs"),
+                )
+                .retry_after(retry_after)
+            }
+            PublishError::Unacknowledged { .. } => {
+                Self::broker(context, &error).retry_after(retry_after)
+            }
+            PublishError::Refused(_) => Self::broker(context, &error),
+        }
+    }
+
+    /// Sets the `Retry-After` header of the answer.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
     /// An unexpected server-side failure.
     pub fn internal(context: &str, error: impl std::fmt::Display) -> Self {
         tracing::error!(message = "internal error", context, error = %error);
@@ -70,6 +101,13 @@ impl IntoResponse for ApiError {
         error.insert("code".into(), self.code.into());
         error.insert("message".into(), self.message.into());
         error.extend(self.extra);
-        (self.status, Json(serde_json::json!({ "error": error }))).into_response()
+        let mut response =
+            (self.status, Json(serde_json::json!({ "error": error }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

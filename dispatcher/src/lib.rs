@@ -51,6 +51,11 @@ pub struct DispatcherConfig {
     pub batch: batch::BatchLimits,
     /// Longest a synchronous invoke waits before answering 202.
     pub max_wait: Duration,
+    /// How long a job publish keeps trying through a leader election before a 503.
+    pub publish: squall_broker::publish::PublishPolicy,
+    /// Replicas of everything in JetStream; `None`: min(3, the broker cluster's size).
+    pub replicas: Option<usize>,
+    /// The streams' definitions; `replicas` there is set from `replicas` at connect.
     pub topology: TopologyConfig,
     /// Drop the query index at startup and replay RESULTS into it.
     pub rebuild_index: bool,
@@ -154,15 +159,19 @@ pub fn app(state: Arc<AppState>) -> Router {
 }
 
 /// Connects to NATS, ensures the topology, opens the index and builds the shared state.
-pub async fn connect(config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> {
-    let client = config
-        .nats_auth
-        .options("squall-dispatcher")
-        .await?
-        .retry_on_initial_connect()
-        .connect(squall_broker::connect::servers(&config.nats_url)?)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
+pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> {
+    let client =
+        squall_broker::connect::connect(&config.nats_auth, "squall-dispatcher", &config.nats_url)
+            .await?;
+    config.topology.replicas = match config.replicas {
+        Some(replicas) => replicas,
+        None => squall_broker::topology::default_replicas(&client).await,
+    };
+    tracing::info!(
+        message = "connected to NATS",
+        server = %client.server_info().server_name,
+        replicas = config.topology.replicas
+    );
     let topology = squall_broker::ensure_topology(client.clone(), &config.topology)
         .await
         .context("cannot set up the JetStream topology")?;

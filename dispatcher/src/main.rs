@@ -61,9 +61,14 @@ struct Args {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "SQUALL_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Stream replicas (1 for a single node, 3 for a cluster).
-    #[arg(long, default_value_t = 1)]
-    replicas: usize,
+    /// Replicas of every stream, bucket and durable consumer; by default min(3, the number of
+    /// nodes in the broker's cluster as the server reports it), so 1 on a single node.
+    #[arg(long, env = "SQUALL_REPLICAS")]
+    replicas: Option<usize>,
+    /// How long a job publish keeps trying through a broker leader election or reconnect
+    /// before the invocation is refused with 503 and Retry-After.
+    #[arg(long, env = "SQUALL_PUBLISH_BUDGET_MS", default_value_t = 15_000)]
+    publish_budget_ms: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -94,10 +99,14 @@ fn main() -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(64);
     }
-    if args.replicas == 0 || args.replicas > 5 {
+    if let Some(replicas @ (0 | 6..)) = args.replicas {
+        eprintln!("squall-dispatcher: --replicas must be between 1 and 5, got {replicas}");
+        return std::process::ExitCode::from(64);
+    }
+    if !(100..=120_000).contains(&args.publish_budget_ms) {
         eprintln!(
-            "squall-dispatcher: --replicas must be between 1 and 5, got {}",
-            args.replicas
+            "squall-dispatcher: --publish-budget-ms must be between 100 and 120000, got {}",
+            args.publish_budget_ms
         );
         return std::process::ExitCode::from(64);
     }
@@ -127,7 +136,6 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(64);
     }
     let mut topology = squall_broker::TopologyConfig {
-        replicas: args.replicas,
         duplicate_window: Duration::from_secs(args.idempotency_window_secs),
         ..Default::default()
     };
@@ -144,6 +152,10 @@ fn main() -> std::process::ExitCode {
             max_bytes: args.max_batch_bytes,
         },
         max_wait: Duration::from_secs(args.max_wait_secs),
+        publish: squall_broker::publish::PublishPolicy::with_budget(Duration::from_millis(
+            args.publish_budget_ms,
+        )),
+        replicas: args.replicas,
         topology,
         rebuild_index: args.rebuild_index,
         query_index: args.query_index,

@@ -9,6 +9,18 @@ fn error_response(description: &str) -> Value {
     })
 }
 
+/// A 503 of a job publish: `Retry-After` says when trying again may work.
+fn unavailable_response(description: &str) -> Value {
+    let mut response = error_response(description);
+    response["headers"] = json!({
+        "Retry-After": {
+            "description": "Seconds to wait before trying again (no quorum, or a full queue).",
+            "schema": { "type": "integer" }
+        }
+    });
+    response
+}
+
 fn name_param() -> Value {
     json!({
         "name": "name", "in": "path", "required": true,
@@ -388,7 +400,7 @@ fn batch_paths() -> Value {
                     "404": error_response("Unknown function."),
                     "413": error_response("The body is larger than the batch limit (default 16 MiB); more lines than the line limit (too_many_lines, default 10000); or a line larger than the payload limit (line_too_large, with its `line`)."),
                     "422": error_response("The Idempotency-Key was used for a different batch of this function."),
-                    "503": error_response("The broker did not accept every job; retry with the same Idempotency-Key.")
+                    "503": unavailable_response("The broker did not accept every job; retry with the same Idempotency-Key.")
                 }
             }
         }
@@ -577,7 +589,7 @@ fn base_document() -> Value {
                         "404": error_response("Unknown function."),
                         "413": error_response("The payload is larger than the limit (default 1 MiB)."),
                         "500": error_response("The function failed terminally; `kind` says how."),
-                        "503": error_response("The broker did not accept the job."),
+                        "503": unavailable_response("The broker did not acknowledge the job within the publish budget (code `broker_unavailable`: no quorum), or the queue is full (`queue_full`). The invocation was not accepted."),
                         "504": error_response("The function timed out terminally.")
                     }
                 }

@@ -158,6 +158,8 @@ pub struct NatsServer {
     pub profile: String,
     /// Extra environment of the nats-server process (kept for restarts).
     pub env: Vec<(String, String)>,
+    /// Extra flags (a cluster node's name, routes and ports; kept for restarts).
+    pub args: Vec<String>,
 }
 
 impl NatsServer {
@@ -175,14 +177,105 @@ impl NatsServer {
     /// `auth` profile reads its users' passwords from it; see `auth_env`).
     pub fn start_profile_with_env(profile: &str, env: &[(String, String)]) -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (process, url) = spawn_nats(dir.path(), profile, None, env);
+        let (process, url) = spawn_nats(dir.path(), profile, None, env, &[]);
         NatsServer {
             url,
             process,
             dir,
             profile: profile.to_string(),
             env: env.to_vec(),
+            args: Vec::new(),
         }
+    }
+
+    /// Starts `nodes` nats-servers on loopback that form one JetStream cluster (`squall-test`),
+    /// each with its own client, route and monitoring ports and store, the way
+    /// `broker-config/nats/cluster/` sets up three hosts. Returns once every node is ready.
+    pub fn start_cluster(nodes: usize, profile: &str, env: &[(String, String)]) -> Vec<NatsServer> {
+        let ports: Vec<(u16, u16, u16)> = (0..nodes)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let routes = ports
+            .iter()
+            .map(|(_, route, _)| format!("nats-route://127.0.0.1:{route}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let servers: Vec<NatsServer> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, route, http))| {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let args = vec![
+                    "--name".to_string(),
+                    format!("node-{}", i + 1),
+                    "--cluster_name".into(),
+                    "squall-test".into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{route}"),
+                    "--routes".into(),
+                    routes.clone(),
+                    "-m".into(),
+                    http.to_string(),
+                ];
+                let (process, url) = spawn_nats(dir.path(), profile, Some(*client), env, &args);
+                NatsServer {
+                    url,
+                    process,
+                    dir,
+                    profile: profile.to_string(),
+                    env: env.to_vec(),
+                    args,
+                }
+            })
+            .collect();
+        for server in &servers {
+            server.wait_healthy(Duration::from_secs(30));
+        }
+        servers
+    }
+
+    /// Waits until the node's `/healthz` says its JetStream is ready (in a cluster: a meta
+    /// leader is known and the node is current).
+    pub fn wait_healthy(&self, timeout: Duration) {
+        let url = format!("{}/healthz", self.monitoring_url());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((200, _)) = http_get_blocking(&url) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "nats-server {} not healthy:\n{}",
+                    self.url,
+                    self.process.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the server with SIGKILL (start it again with `start_again`).
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts a killed server again on the same port, store and flags.
+    pub fn start_again(&mut self) {
+        let port: u16 = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in url");
+        let (process, url) = spawn_nats(
+            self.dir.path(),
+            &self.profile,
+            Some(port),
+            &self.env,
+            &self.args,
+        );
+        self.process = process;
+        assert_eq!(url, self.url, "restarted on the same address");
     }
 
     /// Kills the server with SIGKILL and starts it again on the same port and store.
@@ -195,7 +288,13 @@ impl NatsServer {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("port in url");
-        let (process, url) = spawn_nats(self.dir.path(), &self.profile, Some(port), &self.env);
+        let (process, url) = spawn_nats(
+            self.dir.path(),
+            &self.profile,
+            Some(port),
+            &self.env,
+            &self.args,
+        );
         self.process = process;
         assert_eq!(url, self.url, "restarted on the same address");
     }
@@ -206,6 +305,7 @@ fn spawn_nats(
     profile: &str,
     port: Option<u16>,
     env: &[(String, String)],
+    args: &[String],
 ) -> (Process, String) {
     let ports_dir = dir.join("ports");
     let _ = std::fs::remove_dir_all(&ports_dir);
@@ -226,7 +326,8 @@ fn spawn_nats(
         .args(["-js", "-sd"])
         .arg(dir.join("jetstream"))
         .arg("--ports_file_dir")
-        .arg(&ports_dir);
+        .arg(&ports_dir)
+        .args(args);
     let process =
         Process::spawn("nats-server", command, dir.join("nats.log")).expect("start nats-server");
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -259,6 +360,23 @@ impl NatsServer {
         }
         panic!("nats-server reported no monitoring port");
     }
+}
+
+/// A plain HTTP/1.0 GET of `url` (`http://host:port/path`), for the monitoring endpoints in
+/// code that is not async: the status and the body.
+pub fn http_get_blocking(url: &str) -> Option<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut stream = std::net::TcpStream::connect(authority).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
 }
 
 fn read_ports_file(dir: &Path) -> Option<String> {
@@ -408,7 +526,10 @@ pub fn free_port() -> u16 {
 
 /// A whole local cluster: nats-server, one dispatcher and some workers.
 pub struct Cluster {
+    /// The (first) nats-server.
     pub nats: NatsServer,
+    /// The other nodes of a clustered broker (`ClusterOptions::nats_nodes` > 1).
+    pub nats_peers: Vec<NatsServer>,
     pub dispatcher: Process,
     /// Dispatchers beyond the first, with their URLs.
     pub more_dispatchers: Vec<(Process, String)>,
@@ -489,6 +610,9 @@ pub struct ClusterOptions {
     /// Server URLs listed before the real one in every process's `--nats-url` (for example
     /// an address where no server runs).
     pub extra_servers: Vec<String>,
+    /// nats-servers of the broker: 1, or a loopback cluster of this many nodes (every process
+    /// gets all of them in `--nats-url`).
+    pub nats_nodes: usize,
 }
 
 /// The `--nats-url` value of a cluster's processes: the extra servers, then the real one.
@@ -510,6 +634,7 @@ impl Default for ClusterOptions {
             worker_env: Vec::new(),
             nats_env: Vec::new(),
             extra_servers: Vec::new(),
+            nats_nodes: 1,
         }
     }
 }
@@ -587,12 +712,33 @@ impl Cluster {
     /// A cluster with the given options, ready to serve.
     pub async fn start_with(options: ClusterOptions) -> Cluster {
         tokio::task::spawn_blocking(built).await.expect("build");
-        let nats = NatsServer::start_profile_with_env(options.profile, &options.nats_env);
+        let (nats, nats_peers) = match options.nats_nodes {
+            0 | 1 => (
+                NatsServer::start_profile_with_env(options.profile, &options.nats_env),
+                Vec::new(),
+            ),
+            n => {
+                let (profile, env) = (options.profile, options.nats_env.clone());
+                let mut nodes = tokio::task::spawn_blocking(move || {
+                    NatsServer::start_cluster(n, profile, &env)
+                })
+                .await
+                .expect("start the nats cluster");
+                let first = nodes.remove(0);
+                (first, nodes)
+            }
+        };
+        let list = std::iter::once(&nats)
+            .chain(&nats_peers)
+            .map(|n| n.url.clone())
+            .collect::<Vec<_>>()
+            .join(",");
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let dispatcher = spawn_dispatcher(&nats.url, port, dir.path(), &options, &[]);
+        let dispatcher = spawn_dispatcher(&list, port, dir.path(), &options, &[]);
         let mut cluster = Cluster {
             nats,
+            nats_peers,
             dispatcher,
             more_dispatchers: Vec::new(),
             workers: Vec::new(),
@@ -623,7 +769,7 @@ impl Cluster {
             .and_then(|p| p.parse().ok())
             .expect("port of the dispatcher URL");
         self.dispatcher = spawn_dispatcher(
-            &self.nats.url,
+            &self.broker_list(),
             port,
             self.dir.path(),
             &self.options,
@@ -647,7 +793,7 @@ impl Cluster {
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .envs(self.options.dispatcher_env.iter().map(|(k, v)| (k, v)))
             .arg("--nats-url")
-            .arg(server_list(&self.nats.url, &self.options))
+            .arg(server_list(&self.broker_list(), &self.options))
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
@@ -688,7 +834,7 @@ impl Cluster {
             .arg("--metrics-addr")
             .arg(&metrics)
             .arg("--nats-url")
-            .arg(server_list(&self.nats.url, &self.options))
+            .arg(server_list(&self.broker_list(), &self.options))
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("worker-{n}")));
         let log = self.dir.path().join(format!("worker-{n}.log"));
@@ -705,7 +851,7 @@ impl Cluster {
             .envs(self.options.worker_env.iter().map(|(k, v)| (k, v)))
             .arg("fleet")
             .arg("--nats-url")
-            .arg(server_list(&self.nats.url, &self.options))
+            .arg(server_list(&self.broker_list(), &self.options))
             .arg("--data-dir")
             .arg(self.dir.path().join(name))
             .args(args);
@@ -839,11 +985,29 @@ impl Cluster {
         }
     }
 
+    /// Every nats-server's URL, comma-separated (what the processes get in `--nats-url`).
+    pub fn broker_list(&self) -> String {
+        std::iter::once(&self.nats)
+            .chain(&self.nats_peers)
+            .map(|n| n.url.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The nats-servers of the broker, the first one first.
+    pub fn nats_nodes(&mut self) -> Vec<&mut NatsServer> {
+        std::iter::once(&mut self.nats)
+            .chain(self.nats_peers.iter_mut())
+            .collect()
+    }
+
     /// A plain NATS client connected to this cluster's server.
     pub async fn nats_client(&self) -> async_nats::Client {
-        async_nats::connect(&self.nats.url)
-            .await
-            .expect("connect to nats")
+        let servers: Vec<async_nats::ServerAddr> = std::iter::once(&self.nats)
+            .chain(&self.nats_peers)
+            .map(|n| n.url.parse().expect("server address"))
+            .collect();
+        async_nats::connect(servers).await.expect("connect to nats")
     }
 }
 

@@ -739,3 +739,122 @@ async fn cli_manages_keys_and_secrets_and_sends_its_key() {
     let revoked = squall(url, &["--api-key", &key, "ls"]).await;
     assert!(revoked.stderr.contains("unauthorized"), "{revoked:#?}");
 }
+
+/// A base port whose three client, route (+2000) and monitoring (+4000) ports are all free.
+fn free_cluster_base(avoid: u16) -> u16 {
+    let mut candidate = 21000 + (std::process::id() % 8000) as u16;
+    loop {
+        let ports: Vec<u16> = (0..3)
+            .flat_map(|i| [candidate + i, candidate + 2000 + i, candidate + 4000 + i])
+            .collect();
+        if !ports.contains(&avoid) && ports.iter().all(|p| port_is_free(*p)) {
+            return candidate;
+        }
+        candidate += 7;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn squall_up_cluster_3_runs_three_replicating_nodes_that_survive_losing_one() {
+    let built = tokio::task::spawn_blocking(built).await.expect("build");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    let _leftovers = KillLeftovers(state.clone());
+    let http_port = free_port();
+    let nats_port = free_cluster_base(http_port);
+    let mut command = Command::new(&built.squall);
+    command
+        .env("NATS_SERVER", nats_server_binary())
+        .env("SQUALL_DISPATCHER_BIN", &built.dispatcher)
+        .env("SQUALL_WORKER_BIN", &built.worker)
+        .args(["up", "--cluster", "3", "--state-dir"])
+        .arg(&state)
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{http_port}"))
+        .arg("--nats-port")
+        .arg(nats_port.to_string());
+    let mut up = Process::spawn("squall up", command, dir.path().join("up.log")).expect("spawn");
+    let url = format!("http://127.0.0.1:{http_port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !up.output().contains("press Ctrl-C to stop") {
+        if let Ok(Some(status)) = up.child.try_wait() {
+            panic!("squall up exited with {status}:\n{}", up.output());
+        }
+        assert!(Instant::now() < deadline, "not up:\n{}", up.output());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up.output().contains("3 nodes"), "{}", up.output());
+    let key = std::fs::read_to_string(state.join("admin.key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let library = built.library("c-hello").to_str().unwrap().to_string();
+    let deployed = squall(
+        &url,
+        &["--api-key", &key, "deploy", &library, "--name", "c-hello"],
+    )
+    .await;
+    assert!(deployed.succeeded(), "{deployed:#?}");
+
+    // The dispatcher chose three replicas on its own, as the servers report three nodes.
+    let servers: Vec<async_nats::ServerAddr> = (0..3)
+        .map(|i| {
+            format!("nats://127.0.0.1:{}", nats_port + i)
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let js = async_nats::jetstream::new(async_nats::connect(servers).await.expect("connect"));
+    let mut jobs = js.get_stream("JOBS").await.expect("JOBS");
+    let info = jobs.info().await.expect("JOBS info");
+    assert_eq!(info.config.num_replicas, 3);
+
+    // Losing node 2 leaves a quorum: invocations go on.
+    let node_2 = state.join("nats-2");
+    for pid in processes_mentioning(&node_2.to_string_lossy()) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    let greeting = squall(
+        &url,
+        &["--api-key", &key, "invoke", "c-hello", "--data", "Ada"],
+    )
+    .await;
+    assert!(greeting.succeeded(), "{greeting:#?}");
+    assert_eq!(greeting.stdout, "Hello from C, Ada!");
+
+    // The dead node is started again and catches up; Ctrl-C then stops everything.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !up.output().contains("nats-server-2 exited") {
+        assert!(
+            Instant::now() < deadline,
+            "no restart notice:\n{}",
+            up.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while processes_mentioning(&node_2.to_string_lossy()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "node 2 not restarted:\n{}",
+            up.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Command::new("kill")
+        .args(["-INT", &up.child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = wait_exit(&mut up, Duration::from_secs(30));
+        (status, up.output())
+    })
+    .await
+    .expect("join");
+    let (status, output) = exited;
+    let status = status.unwrap_or_else(|| panic!("squall up did not stop:\n{output}"));
+    assert!(status.success(), "{output}");
+    let left = processes_mentioning(&state.to_string_lossy());
+    assert!(left.is_empty(), "children still running: {left:?}");
+}

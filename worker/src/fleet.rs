@@ -85,14 +85,9 @@ pub async fn run(config: FleetConfig) -> ExitCode {
 
 async fn run_fleet(config: FleetConfig) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find my own executable")?;
-    let client = config
-        .nats_auth
-        .options("squall-fleet")
-        .await?
-        .retry_on_initial_connect()
-        .connect(squall_broker::connect::servers(&config.nats_url)?)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
+    let client =
+        squall_broker::connect::connect(&config.nats_auth, "squall-fleet", &config.nats_url)
+            .await?;
     let topology = loop {
         match squall_broker::open_topology(client.clone()).await {
             Ok(topology) => break topology,

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use sha2::Digest as _;
 use squall_broker::names::{consumer_name, results_subject};
 use squall_broker::record::{LogLine, ResultMeta};
-use squall_broker::{dlq, headers as h, ErrorKind, InvocationStatus};
+use squall_broker::{dlq, headers as h, publish, ErrorKind, InvocationStatus};
 use squall_sdk::abi;
 use squall_telemetry::KeyValue;
 use std::sync::Arc;
@@ -18,8 +18,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument as _;
 
-/// How often publishing a result is tried before the job is left for redelivery.
-const PUBLISH_TRIES: u32 = 5;
+/// How long storing a result may keep trying before the job is left for redelivery: a
+/// leader election of RESULTS, with the job kept alive by progress signals meanwhile.
+const RESULT_PUBLISH: publish::PublishPolicy = publish::PublishPolicy {
+    budget: Duration::from_secs(30),
+    ack_timeout: publish::ACK_TIMEOUT,
+};
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -516,13 +520,14 @@ async fn run_attempt(
     };
     let reply = header(message.headers.as_ref(), h::REPLY_TO)
         .filter(|to| squall_broker::names::is_reply_subject(to, &job.invocation_id));
-    let published = publish_result(&worker.topology.jetstream, &meta, body, reply)
-        .instrument(tracing::info_span!(
+    let published = publish_result(&worker.topology.jetstream, &meta, body, reply).instrument(
+        tracing::info_span!(
             "squall.result",
             otel.kind = "producer",
             squall.outcome = status.as_str()
-        ))
-        .await;
+        ),
+    );
+    let published = keep_alive(&message, serving.progress_every, published).await;
     if let Err(error) = published {
         // Without a recorded outcome the job must run again rather than vanish.
         tracing::warn!(message = "cannot publish result; job left for redelivery",
@@ -536,12 +541,11 @@ async fn run_attempt(
         decision,
         Decision::Finish(InvocationStatus::DeadLettered | InvocationStatus::TimedOut)
     ) {
-        let dead = dead_letter(worker, &job, &state, &message)
-            .instrument(tracing::info_span!(
-                "squall.dead_letter",
-                otel.kind = "producer"
-            ))
-            .await;
+        let dead = dead_letter(worker, &job, &state, &message).instrument(tracing::info_span!(
+            "squall.dead_letter",
+            otel.kind = "producer"
+        ));
+        let dead = keep_alive(&message, serving.progress_every, dead).await;
         if let Err(error) = dead {
             // Left unacknowledged, the job exhausts its deliveries and the dispatchers'
             // dead-letter mover records it instead.
@@ -607,9 +611,29 @@ async fn dead_letter(
     Ok(())
 }
 
-/// Stores a result in RESULTS, retrying a few times; a terminal result of a synchronous job
-/// then goes to the waiting dispatcher's reply subject too (a plain publish: if it is lost, the
-/// dispatcher reads RESULTS when its wait ends).
+/// Runs `work` while telling JetStream every `every` that the job is alive, so a result or
+/// dead letter that takes a leader election to store does not get the job redelivered meanwhile.
+async fn keep_alive<T>(
+    message: &jetstream::Message,
+    every: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = progress.tick() => {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        }
+    }
+}
+
+/// Stores a result in RESULTS, trying again with the same message id through a leader
+/// election (see `squall_broker::publish`); a terminal result of a synchronous job then goes to
+/// the waiting dispatcher's reply subject too (a plain publish: if it is lost, the dispatcher
+/// reads RESULTS when its wait ends).
 async fn publish_result(
     js: &jetstream::Context,
     meta: &ResultMeta,
@@ -618,37 +642,21 @@ async fn publish_result(
 ) -> anyhow::Result<()> {
     let subject = results_subject(&meta.function, &meta.invocation_id);
     let body = bytes::Bytes::from(body);
-    let mut headers = Some(meta.to_headers());
+    let mut headers = meta.to_headers();
+    headers.insert(h::NATS_MSG_ID, meta.message_id().as_str());
     let reply = reply
         .filter(|_| meta.status.is_terminal())
-        .and_then(|to| Some((to, headers.as_ref()?.clone())));
-    let mut last_error = None;
-    for try_no in 0..PUBLISH_TRIES {
-        // The first try moves the headers built above; a retry builds them again.
-        let try_headers = headers.take().unwrap_or_else(|| meta.to_headers());
-        let published = async {
-            js.publish_with_headers(subject.clone(), try_headers, body.clone())
-                .await?
-                .await?;
-            anyhow::Ok(())
-        };
-        match published.await {
-            Ok(()) => {
-                if let Some((to, reply_headers)) = reply {
-                    let sent = js
-                        .client()
-                        .publish_with_headers(to.to_string(), reply_headers, body)
-                        .await;
-                    if let Err(error) = sent {
-                        tracing::debug!(message = "cannot send the direct reply; the waiter reads RESULTS",
-                            invocation_id = %meta.invocation_id, %error);
-                    }
-                }
-                return Ok(());
-            }
-            Err(error) => last_error = Some(error),
+        .map(|to| (to, headers.clone()));
+    publish::publish_acked(js, &subject, headers, body.clone(), &RESULT_PUBLISH).await?;
+    if let Some((to, reply_headers)) = reply {
+        let sent = js
+            .client()
+            .publish_with_headers(to.to_string(), reply_headers, body)
+            .await;
+        if let Err(error) = sent {
+            tracing::debug!(message = "cannot send the direct reply; the waiter reads RESULTS",
+                invocation_id = %meta.invocation_id, %error);
         }
-        tokio::time::sleep(Duration::from_millis(100 << try_no)).await;
     }
-    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("result not published")))
+    Ok(())
 }

@@ -298,14 +298,9 @@ async fn heartbeat(worker: Arc<Worker>) {
 
 pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<Exit> {
     use anyhow::Context as _;
-    let client = config
-        .nats_auth
-        .options("squall-worker")
-        .await?
-        .retry_on_initial_connect()
-        .connect(squall_broker::connect::servers(&config.nats_url)?)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
+    let client =
+        squall_broker::connect::connect(&config.nats_auth, "squall-worker", &config.nats_url)
+            .await?;
     let topology = wait_for_topology(client, &shutdown).await?;
     std::fs::create_dir_all(&config.cache_dir).with_context(|| {
         format!(
