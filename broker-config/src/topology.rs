@@ -152,6 +152,13 @@ pub async fn default_replicas(client: &async_nats::Client) -> usize {
             || !clustered
             || tokio::time::Instant::now() >= deadline
         {
+            if clustered && client.server_info().connect_urls.is_empty() {
+                // `no_advertise` hides the members: the size cannot be read.
+                tracing::warn!(
+                    message = "the NATS cluster does not advertise its members (no_advertise);                                give --replicas to replicate streams",
+                    replicas = existing.max(1)
+                );
+            }
             return seen.max(existing).max(1);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,0 +1,859 @@
+//! The Kubernetes manifests in deploy/kubernetes/: a function's lag read the way KEDA's
+//! nats-jetstream scaler reads it, on a real three-node cluster, and cheap checks that the
+//! manifests are well formed and name what Squall really creates.
+
+use squall_broker::names::{consumer_name, JOBS_STREAM};
+use squall_tests::{
+    nats_server_binary, wait_workers_ready, workspace_root, Cluster, ClusterOptions,
+};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// A reader for the manifests: just enough YAML for these files, without a YAML library.
+
+/// One YAML document of a manifest file, flattened to (path, scalar) pairs such as
+/// `spec.triggers[0].metadata.stream` = `JOBS`. Block maps and lists, plain and quoted scalars
+/// and flow lists of scalars are read; a `|` block is kept whole under its key.
+#[derive(Debug, Clone)]
+struct Doc {
+    file: String,
+    entries: Vec<(String, String)>,
+}
+
+impl Doc {
+    /// The value at `path`, where `[*]` stands for any list index.
+    fn get(&self, path: &str) -> Option<&str> {
+        self.all(path).into_iter().next()
+    }
+
+    /// Every value at `path` (`[*]` for any list index), in file order.
+    fn all(&self, path: &str) -> Vec<&str> {
+        self.entries
+            .iter()
+            .filter(|(p, _)| wildcard(p) == path || p == path)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The entries under `prefix.` (an exact path, indices included), with the prefix removed.
+    fn under(&self, prefix: &str) -> Vec<(&str, &str)> {
+        self.entries
+            .iter()
+            .filter_map(|(p, v)| {
+                p.strip_prefix(prefix)
+                    .and_then(|rest| rest.strip_prefix('.'))
+                    .map(|rest| (rest, v.as_str()))
+            })
+            .collect()
+    }
+
+    /// The exact paths (indices included) whose wildcard form is `path`.
+    fn paths(&self, path: &str) -> Vec<&str> {
+        self.entries
+            .iter()
+            .filter(|(p, _)| wildcard(p) == path)
+            .map(|(p, _)| p.as_str())
+            .collect()
+    }
+
+    fn kind(&self) -> &str {
+        self.get("kind").unwrap_or_default()
+    }
+
+    fn name(&self) -> &str {
+        self.get("metadata.name").unwrap_or_default()
+    }
+
+    /// The labels at `prefix` (a map of scalars) as `key=value` strings.
+    fn labels(&self, prefix: &str) -> BTreeSet<String> {
+        self.under(prefix)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
+    }
+
+    /// `field` of the item of the list at `list` (`[*]` allowed) whose `name` is `name`, as
+    /// in `env` and `ports` lists.
+    fn item_field(&self, list: &str, name: &str, field: &str) -> Option<&str> {
+        self.paths(&format!("{list}[*].name"))
+            .into_iter()
+            .filter(|p| self.get(p) == Some(name))
+            .find_map(|p| self.get(&format!("{}.{field}", p.strip_suffix(".name")?)))
+    }
+}
+
+/// `a.b[3].c[0]` → `a.b[*].c[*]`.
+fn wildcard(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                out.push_str("[*]");
+            }
+            ']' => in_index = false,
+            _ if in_index => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A scalar without its quotes or trailing comment.
+fn scalar(raw: &str) -> String {
+    let raw = raw.trim();
+    for quote in ['"', '\''] {
+        if let Some(rest) = raw.strip_prefix(quote) {
+            return rest.split(quote).next().unwrap_or_default().to_string();
+        }
+    }
+    raw.split(" #")
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// `key: value` or `key:` → (key, value); anything else (a plain scalar) → None.
+fn split_key(text: &str) -> Option<(&str, &str)> {
+    if text.starts_with(['"', '\'', '[', '{']) {
+        return None;
+    }
+    if let Some(key) = text.strip_suffix(':') {
+        return Some((key, ""));
+    }
+    text.split_once(": ").map(|(k, v)| (k, v.trim()))
+}
+
+/// Flattens one YAML document (see `Doc`).
+fn flatten(text: &str) -> Vec<(String, String)> {
+    // Open keys and list items: (indent, path up to and including this level).
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    // The next index of each open list, by the list's path.
+    let mut next_index: std::collections::HashMap<String, usize> = Default::default();
+    let mut out = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        i += 1;
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let mut indent = line.len() - trimmed.len();
+        while stack.last().is_some_and(|(open, _)| *open >= indent) {
+            stack.pop();
+        }
+        let mut parent = stack.last().map(|(_, p)| p.clone()).unwrap_or_default();
+        let mut rest = trimmed;
+        if let Some(item) = rest.strip_prefix("- ").or((rest == "-").then_some("")) {
+            let n = next_index.entry(parent.clone()).or_insert(0);
+            let path = format!("{parent}[{n}]");
+            *n += 1;
+            stack.push((indent, path.clone()));
+            parent = path;
+            indent += 2 + (item.len() - item.trim_start().len());
+            rest = item.trim_start();
+            if rest.is_empty() {
+                continue;
+            }
+        }
+        let Some((key, value)) = split_key(rest) else {
+            out.push((parent, scalar(rest)));
+            continue;
+        };
+        let path = match parent.is_empty() {
+            true => key.to_string(),
+            false => format!("{parent}.{key}"),
+        };
+        // A new map or list under this key starts over.
+        next_index.remove(&path);
+        if value.starts_with('|') || value.starts_with('>') {
+            let mut block = Vec::new();
+            while i < lines.len() {
+                let next = lines[i];
+                let depth = next.len() - next.trim_start().len();
+                if !next.trim().is_empty() && depth <= indent {
+                    break;
+                }
+                block.push(next);
+                i += 1;
+            }
+            let cut = block
+                .iter()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.len() - l.trim_start().len())
+                .min()
+                .unwrap_or(0);
+            let text: Vec<&str> = block.iter().map(|l| l.get(cut..).unwrap_or("")).collect();
+            out.push((path, text.join("\n")));
+            continue;
+        }
+        if let Some(list) = value.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
+            for (n, item) in list.split(',').filter(|s| !s.trim().is_empty()).enumerate() {
+                out.push((format!("{path}[{n}]"), scalar(item)));
+            }
+        } else if !value.is_empty() {
+            out.push((path.clone(), scalar(value)));
+        }
+        stack.push((indent, path));
+    }
+    out
+}
+
+/// The folder of the manifests.
+fn manifest_dir() -> PathBuf {
+    workspace_root().join("deploy/kubernetes")
+}
+
+/// Every `.yaml` file of the manifest folder, by file name.
+fn manifest_files() -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(manifest_dir())
+        .expect("deploy/kubernetes exists")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&p).expect("read manifest");
+            (name, text)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The documents of one file, split at `---` lines (empty ones dropped).
+fn documents(file: &str, text: &str) -> Vec<Doc> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    for line in text.lines().chain(std::iter::once("---")) {
+        if line.trim_end() == "---" {
+            let entries = flatten(&current);
+            if !entries.is_empty() {
+                docs.push(Doc {
+                    file: file.to_string(),
+                    entries,
+                });
+            }
+            current.clear();
+        } else {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    docs
+}
+
+/// Every Kubernetes object of the manifests (the kustomization is not one).
+fn objects() -> Vec<Doc> {
+    manifest_files()
+        .iter()
+        .filter(|(name, _)| name != "kustomization.yaml")
+        .flat_map(|(name, text)| documents(name, text))
+        .collect()
+}
+
+fn kustomization() -> Doc {
+    let text = std::fs::read_to_string(manifest_dir().join("kustomization.yaml"))
+        .expect("deploy/kubernetes/kustomization.yaml");
+    documents("kustomization.yaml", &text).remove(0)
+}
+
+/// The object of `kind` named `name`.
+fn object<'a>(objects: &'a [Doc], kind: &str, name: &str) -> &'a Doc {
+    objects
+        .iter()
+        .find(|d| d.kind() == kind && d.name() == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in deploy/kubernetes"))
+}
+
+/// The label on ScaledObjects and worker Deployments naming the function they serve.
+const FUNCTION_LABEL: &str = "squall-function";
+
+/// What a ScaledObject's nats-jetstream trigger tells KEDA to read.
+#[derive(Debug, Clone)]
+struct Trigger {
+    endpoint: String,
+    account: String,
+    stream: String,
+    consumer: String,
+}
+
+fn trigger(scaled: &Doc) -> Trigger {
+    let types = scaled.all("spec.triggers[*].type");
+    assert_eq!(types, ["nats-jetstream"], "{}: one trigger", scaled.file);
+    let field = |name: &str| {
+        scaled
+            .get(&format!("spec.triggers[*].metadata.{name}"))
+            .unwrap_or_else(|| panic!("{}: the trigger has no {name}", scaled.file))
+            .to_string()
+    };
+    Trigger {
+        endpoint: field("natsServerMonitoringEndpoint"),
+        account: field("account"),
+        stream: field("stream"),
+        consumer: field("consumer"),
+    }
+}
+
+/// The ScaledObject of `function`.
+fn scaled_object_of(objects: &[Doc], function: &str) -> Doc {
+    let label = format!("metadata.labels.{FUNCTION_LABEL}");
+    objects
+        .iter()
+        .find(|d| d.kind() == "ScaledObject" && d.get(&label) == Some(function))
+        .unwrap_or_else(|| panic!("no ScaledObject labelled {FUNCTION_LABEL}: {function}"))
+        .clone()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks of the manifests themselves.
+
+#[test]
+fn the_manifest_reader_flattens_maps_lists_and_quoted_scalars() {
+    let text = "\
+a:
+  b: \"x # not a comment\"   # a comment
+  list:
+    - name: one
+      value: '1'
+    - name: two
+  flow: [\"--function\", hello]
+  conf: |
+    port: 4222
+    cluster {
+      name: squall
+    }
+  after: yes
+";
+    let doc = Doc {
+        file: "t".into(),
+        entries: flatten(text),
+    };
+    assert_eq!(doc.get("a.b"), Some("x # not a comment"));
+    assert_eq!(doc.get("a.list[0].name"), Some("one"));
+    assert_eq!(doc.get("a.list[0].value"), Some("1"));
+    assert_eq!(doc.get("a.list[1].name"), Some("two"));
+    assert_eq!(doc.all("a.list[*].name"), ["one", "two"]);
+    assert_eq!(doc.all("a.flow[*]"), ["--function", "hello"]);
+    assert_eq!(
+        doc.get("a.conf"),
+        Some("port: 4222\ncluster {\n  name: squall\n}")
+    );
+    assert_eq!(doc.get("a.after"), Some("yes"));
+    assert_eq!(doc.get("a.conf.port"), None, "a block is not parsed");
+}
+
+#[test]
+fn every_manifest_document_has_an_api_version_a_kind_and_a_name() {
+    let files = manifest_files();
+    assert!(files.len() >= 4, "deploy/kubernetes has its manifests");
+    for (name, text) in &files {
+        assert!(
+            text.starts_with('#'),
+            "{name} opens with a comment saying what it is for"
+        );
+        assert!(
+            !text.contains('\t'),
+            "{name}: YAML indents with spaces only"
+        );
+        let docs = documents(name, text);
+        assert!(!docs.is_empty(), "{name} holds no document");
+        for doc in &docs {
+            let api = doc.get("apiVersion").unwrap_or_default();
+            assert!(!api.is_empty(), "{name}: a document without apiVersion");
+            assert!(!doc.kind().is_empty(), "{name}: a document without kind");
+            if doc.kind() != "Kustomization" {
+                assert!(
+                    !doc.name().is_empty(),
+                    "{name}: a {} without metadata.name",
+                    doc.kind()
+                );
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for doc in objects() {
+        assert!(
+            seen.insert((doc.kind().to_string(), doc.name().to_string())),
+            "{} {} is defined twice",
+            doc.kind(),
+            doc.name()
+        );
+    }
+}
+
+#[test]
+fn the_kustomization_lists_every_manifest_file() {
+    let listed: BTreeSet<String> = kustomization()
+        .all("resources[*]")
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let present: BTreeSet<String> = manifest_files()
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name != "kustomization.yaml")
+        .collect();
+    assert_eq!(listed, present, "kustomization.yaml resources");
+}
+
+#[test]
+fn every_selector_matches_the_labels_of_a_pod_template() {
+    let objects = objects();
+    let workloads: Vec<&Doc> = objects
+        .iter()
+        .filter(|d| ["Deployment", "StatefulSet"].contains(&d.kind()))
+        .collect();
+    assert!(workloads.len() >= 3, "the broker, the dispatcher, a worker");
+    for workload in &workloads {
+        let selector = workload.labels("spec.selector.matchLabels");
+        let labels = workload.labels("spec.template.metadata.labels");
+        assert!(!selector.is_empty(), "{} selects nothing", workload.name());
+        assert!(
+            selector.is_subset(&labels),
+            "{}: selector {selector:?} is not within its pod labels {labels:?}",
+            workload.name()
+        );
+    }
+    let selects_a_pod = |selector: &BTreeSet<String>| {
+        workloads
+            .iter()
+            .any(|w| selector.is_subset(&w.labels("spec.template.metadata.labels")))
+    };
+    for service in objects.iter().filter(|d| d.kind() == "Service") {
+        let selector = service.labels("spec.selector");
+        assert!(
+            !selector.is_empty() && selects_a_pod(&selector),
+            "Service {} selects no pod template",
+            service.name()
+        );
+        // A named target port must be a port of the selected containers.
+        for target in service.all("spec.ports[*].targetPort") {
+            let named = workloads
+                .iter()
+                .filter(|w| selector.is_subset(&w.labels("spec.template.metadata.labels")))
+                .flat_map(|w| w.all("spec.template.spec.containers[*].ports[*].name"))
+                .any(|port| port == target);
+            assert!(
+                target.parse::<u16>().is_ok() || named,
+                "Service {}: no container port named {target}",
+                service.name()
+            );
+        }
+    }
+    for pdb in objects.iter().filter(|d| d.kind() == "PodDisruptionBudget") {
+        assert!(
+            selects_a_pod(&pdb.labels("spec.selector.matchLabels")),
+            "PodDisruptionBudget {} selects no pod template",
+            pdb.name()
+        );
+    }
+}
+
+/// The nats-server configuration in the broker's ConfigMap.
+fn broker_config(objects: &[Doc]) -> String {
+    let statefulset = object(objects, "StatefulSet", "squall-nats");
+    let map = statefulset
+        .get("spec.template.spec.volumes[*].configMap.name")
+        .expect("the broker mounts a ConfigMap");
+    let args = statefulset.all("spec.template.spec.containers[*].args[*]");
+    let file = args
+        .iter()
+        .find_map(|a| a.strip_prefix("/etc/nats/"))
+        .expect("the broker is started with a config under /etc/nats");
+    object(objects, "ConfigMap", map)
+        .get(&format!("data.{file}"))
+        .unwrap_or_else(|| panic!("ConfigMap {map} has no {file}"))
+        .to_string()
+}
+
+#[test]
+fn the_broker_config_map_holds_the_cluster_profile_and_nats_server_accepts_it() {
+    let objects = objects();
+    let config = broker_config(&objects);
+    let lines: BTreeSet<&str> = config.lines().map(str::trim).collect();
+    // Every setting of the cluster profile is here too; only the routes name other hosts.
+    for profile in ["common.conf", "jetstream.conf"] {
+        let path = workspace_root()
+            .join("broker-config/nats/cluster")
+            .join(profile);
+        let text = std::fs::read_to_string(&path).expect("read the cluster profile");
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') || line.starts_with("nats-route://") {
+                continue;
+            }
+            assert!(
+                lines.contains(line),
+                "the broker ConfigMap lacks `{line}` of broker-config/nats/cluster/{profile}"
+            );
+        }
+    }
+    // The server name is the pod's name, which the StatefulSet puts in POD_NAME.
+    assert!(lines.contains("server_name: $POD_NAME"));
+    let statefulset = object(&objects, "StatefulSet", "squall-nats");
+    assert_eq!(
+        statefulset.item_field(
+            "spec.template.spec.containers[*].env",
+            "POD_NAME",
+            "valueFrom.fieldRef.fieldPath"
+        ),
+        Some("metadata.name"),
+        "the broker container's POD_NAME is the pod's name"
+    );
+
+    // nats-server itself accepts the file (`-t` parses it and exits; an unknown or misspelled
+    // setting fails it).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("nats.conf");
+    std::fs::write(&file, &config).expect("write the config");
+    let output = std::process::Command::new(nats_server_binary())
+        .env("POD_NAME", "squall-nats-0")
+        .arg("-t")
+        .arg("-c")
+        .arg(&file)
+        .output()
+        .expect("run nats-server -t");
+    assert!(
+        output.status.success(),
+        "nats-server refuses the ConfigMap's config: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The broker pods' client URLs, from the StatefulSet and its headless Service.
+fn broker_pod_urls(objects: &[Doc]) -> Vec<String> {
+    let statefulset = object(objects, "StatefulSet", "squall-nats");
+    let service = statefulset.get("spec.serviceName").expect("serviceName");
+    let headless = object(objects, "Service", service);
+    assert_eq!(headless.get("spec.clusterIP"), Some("None"), "{service}");
+    let replicas: usize = statefulset
+        .get("spec.replicas")
+        .and_then(|r| r.parse().ok())
+        .expect("replicas");
+    (0..replicas)
+        .map(|i| format!("nats://{}-{i}.{service}:4222", statefulset.name()))
+        .collect()
+}
+
+#[test]
+fn every_squall_process_lists_every_broker_pod() {
+    let objects = objects();
+    let pods = broker_pod_urls(&objects);
+    assert_eq!(pods.len(), 3);
+    let config = broker_config(&objects);
+    for pod in &pods {
+        let route = pod
+            .replace("nats://", "nats-route://")
+            .replace(":4222", ":6222");
+        assert!(
+            config.contains(&route),
+            "the broker config routes to {route}"
+        );
+    }
+    let squall: Vec<&Doc> = objects
+        .iter()
+        .filter(|d| d.kind() == "Deployment")
+        .collect();
+    assert!(squall.len() >= 2, "the dispatcher and a worker");
+    for deployment in squall {
+        let url = deployment
+            .item_field(
+                "spec.template.spec.containers[*].env",
+                "SQUALL_NATS_URL",
+                "value",
+            )
+            .unwrap_or_else(|| panic!("{} sets no SQUALL_NATS_URL", deployment.name()));
+        let listed: Vec<&str> = url.split(',').collect();
+        assert_eq!(listed, pods, "{}: SQUALL_NATS_URL", deployment.name());
+    }
+}
+
+#[test]
+fn every_scaled_object_reads_the_jobs_consumer_of_the_function_its_workers_serve() {
+    let objects = objects();
+    let namespace = kustomization()
+        .get("namespace")
+        .expect("the kustomization sets a namespace")
+        .to_string();
+    let headless = object(&objects, "StatefulSet", "squall-nats")
+        .get("spec.serviceName")
+        .expect("serviceName")
+        .to_string();
+    let monitor_port = object(&objects, "Service", &headless)
+        .item_field("spec.ports", "monitor", "port")
+        .expect("the headless Service has a monitor port")
+        .to_string();
+    let scaled: Vec<&Doc> = objects
+        .iter()
+        .filter(|d| d.kind() == "ScaledObject")
+        .collect();
+    assert!(!scaled.is_empty(), "a ScaledObject for hello at least");
+    let mut functions = BTreeSet::new();
+    for so in scaled {
+        let function = so
+            .get(&format!("metadata.labels.{FUNCTION_LABEL}"))
+            .unwrap_or_else(|| panic!("{}: no {FUNCTION_LABEL} label", so.file));
+        squall_broker::validate_function_name(function).expect("a valid function name");
+        assert!(functions.insert(function.to_string()), "{function} twice");
+        assert_eq!(so.get("apiVersion"), Some("keda.sh/v1alpha1"));
+        let t = trigger(so);
+        assert_eq!(t.stream, JOBS_STREAM, "{}", so.file);
+        assert_eq!(t.consumer, consumer_name(function), "{}", so.file);
+        assert_eq!(t.account, "$G", "{}: the broker has no accounts", so.file);
+        assert_eq!(
+            t.endpoint,
+            format!("{headless}.{namespace}.svc.cluster.local:{monitor_port}"),
+            "{}: the headless Service, so KEDA reaches each node by its pod name",
+            so.file
+        );
+        assert_eq!(so.get("spec.triggers[*].metadata.useHttps"), Some("false"));
+        for number in ["lagThreshold", "activationLagThreshold"] {
+            let value = so
+                .get(&format!("spec.triggers[*].metadata.{number}"))
+                .unwrap_or_else(|| panic!("{}: no {number}", so.file));
+            assert!(
+                value.parse::<u64>().is_ok(),
+                "{}: {number} {value}",
+                so.file
+            );
+        }
+        for count in ["minReplicaCount", "maxReplicaCount", "cooldownPeriod"] {
+            let value = so.get(&format!("spec.{count}")).unwrap_or_default();
+            assert!(
+                value.parse::<u32>().is_ok(),
+                "{}: {count} {value:?}",
+                so.file
+            );
+        }
+        // It scales a Deployment whose workers serve this function only, and nothing else
+        // sets that Deployment's size.
+        let target = so.get("spec.scaleTargetRef.name").expect("scaleTargetRef");
+        let workers = object(&objects, "Deployment", target);
+        assert_eq!(
+            workers.all("spec.template.spec.containers[*].args[*]"),
+            ["--function", function],
+            "Deployment {target}"
+        );
+        assert_eq!(
+            workers.get("spec.template.spec.containers[*].command[*]"),
+            Some("squall-worker")
+        );
+        assert_eq!(
+            workers.get("spec.replicas"),
+            None,
+            "Deployment {target}: KEDA owns the replica count"
+        );
+    }
+    assert!(functions.contains("hello"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The lag KEDA sees, on a real cluster.
+
+/// What one reading of KEDA's scaler found.
+#[derive(Debug, Clone)]
+struct LagReading {
+    num_pending: u64,
+    num_ack_pending: u64,
+    /// The consumer's leader, as the servers report it.
+    leader: String,
+    /// The nodes asked, in order: the entry node, then the leader when it was another one.
+    asked: Vec<String>,
+}
+
+impl LagReading {
+    /// KEDA's lag: pending plus unacknowledged jobs.
+    fn lag(&self) -> u64 {
+        self.num_pending + self.num_ack_pending
+    }
+}
+
+/// Percent-encodes a query value (`$G` → `%24G`).
+fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One node's `/jsz` answer for the trigger's consumer: the consumer's details and the size of
+/// the cluster as the node reports it, or None when the node does not list the consumer.
+async fn jsz_consumer(
+    http: &reqwest::Client,
+    monitoring_url: &str,
+    trigger: &Trigger,
+) -> Option<(serde_json::Value, u64)> {
+    // The request KEDA's scaler sends, word for word.
+    let url = format!(
+        "{monitoring_url}/jsz?acc={}&consumers=true&config=true",
+        query_value(&trigger.account)
+    );
+    let body: serde_json::Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+    let cluster_size = body["meta_cluster"]["cluster_size"].as_u64().unwrap_or(1);
+    let consumer = body["account_details"]
+        .as_array()?
+        .iter()
+        .filter(|a| a["name"] == trigger.account.as_str())
+        .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+        .filter(|s| s["name"] == trigger.stream.as_str())
+        .flat_map(|s| s["consumer_detail"].as_array().cloned().unwrap_or_default())
+        .find(|c| c["name"] == trigger.consumer.as_str())?;
+    Some((consumer, cluster_size))
+}
+
+/// Reads the trigger's lag as KEDA does, entering at `nodes[entry]` (name, monitoring URL):
+/// when that node says another one leads the consumer, it asks the leader, whose numbers are
+/// current (in Kubernetes KEDA reaches it as `<server name>.<the headless Service>`).
+async fn keda_lag(
+    http: &reqwest::Client,
+    nodes: &[(String, String)],
+    entry: usize,
+    trigger: &Trigger,
+) -> Option<LagReading> {
+    let (name, url) = &nodes[entry];
+    let mut asked = vec![name.clone()];
+    let (mut consumer, cluster_size) = jsz_consumer(http, url, trigger).await?;
+    let leader = consumer["cluster"]["leader"].as_str()?.to_string();
+    if cluster_size > 1 && leader != *name {
+        let (_, leader_url) = nodes.iter().find(|(n, _)| *n == leader)?;
+        asked.push(leader.clone());
+        (consumer, _) = jsz_consumer(http, leader_url, trigger).await?;
+        // The leader must say it is the leader; during an election, read again later.
+        if consumer["cluster"]["leader"].as_str() != Some(leader.as_str()) {
+            return None;
+        }
+    }
+    Some(LagReading {
+        num_pending: consumer["num_pending"].as_u64()?,
+        num_ack_pending: consumer["num_ack_pending"].as_u64()?,
+        leader,
+        asked,
+    })
+}
+
+/// Polls `keda_lag` from every entry node until each reading satisfies `done`, for at most
+/// `timeout`; returns the last reading of each entry node and every lag seen on the way.
+async fn wait_for_lag(
+    http: &reqwest::Client,
+    nodes: &[(String, String)],
+    trigger: &Trigger,
+    timeout: Duration,
+    done: impl Fn(&LagReading) -> bool,
+) -> (Vec<LagReading>, Vec<u64>) {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    loop {
+        let mut readings = Vec::new();
+        for entry in 0..nodes.len() {
+            if let Some(reading) = keda_lag(http, nodes, entry, trigger).await {
+                if seen.last() != Some(&reading.lag()) {
+                    seen.push(reading.lag());
+                }
+                readings.push(reading);
+            }
+        }
+        if readings.len() == nodes.len() && readings.iter().all(&done) {
+            return (readings, seen);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lag KEDA reads did not settle within {timeout:?}; lags seen {seen:?}, last \
+             readings {readings:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_keda_lag_of_a_function_rises_with_its_backlog_and_falls_as_workers_drain_it() {
+    let started = Instant::now();
+    // What the manifests tell KEDA to read for hello.
+    let trigger = trigger(&scaled_object_of(&objects(), "hello"));
+    let mut cluster = Cluster::start_with(ClusterOptions {
+        nats_nodes: 3,
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    // Each node's server name and monitoring endpoint: the loopback stand-in for KEDA's
+    // `<server name>.squall-nats-headless...:8222`.
+    let nodes: Vec<(String, String)> = cluster
+        .nats_nodes()
+        .iter()
+        .map(|node| {
+            let name = node
+                .args
+                .iter()
+                .skip_while(|a| *a != "--name")
+                .nth(1)
+                .expect("a cluster node has a name")
+                .clone();
+            (name, node.monitoring_url())
+        })
+        .collect();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("HTTP client");
+
+    // Deployed with no worker running: the consumer exists, with nothing to do.
+    cluster.deploy_example("hello", None).await;
+    let (idle, _) = wait_for_lag(&http, &nodes, &trigger, Duration::from_secs(20), |r| {
+        r.lag() == 0
+    })
+    .await;
+    let leader = idle[0].leader.clone();
+    for (reading, (name, _)) in idle.iter().zip(&nodes) {
+        assert_eq!(reading.leader, leader, "every node names the same leader");
+        // Entering at a follower, the reading comes from the leader, as KEDA's does.
+        let expected = match *name == leader {
+            true => vec![leader.clone()],
+            false => vec![name.clone(), leader.clone()],
+        };
+        assert_eq!(reading.asked, expected);
+    }
+
+    // A backlog of 40 jobs and nobody to run them: KEDA's lag is 40, all of it pending.
+    let ids = cluster
+        .submit_async("hello", r#"{"name": "keda"}"#, 40)
+        .await;
+    let (backlog, rising) = wait_for_lag(&http, &nodes, &trigger, Duration::from_secs(20), |r| {
+        r.lag() == 40
+    })
+    .await;
+    assert!(rising.iter().all(|&lag| lag <= 40), "lags {rising:?}");
+    for reading in &backlog {
+        assert_eq!((reading.num_pending, reading.num_ack_pending), (40, 0));
+    }
+
+    // A worker starts, as the one KEDA would activate, and drains the backlog to zero.
+    cluster.add_worker();
+    wait_workers_ready(&cluster, "hello").await;
+    let (_, falling) = wait_for_lag(&http, &nodes, &trigger, Duration::from_secs(60), |r| {
+        r.lag() == 0
+    })
+    .await;
+    assert!(falling.iter().all(|&lag| lag <= 40), "lags {falling:?}");
+    for id in &ids {
+        let result = cluster.wait_terminal(id, Duration::from_secs(30)).await;
+        assert_eq!(result["status"], "succeeded", "{result}");
+    }
+    println!(
+        "consumer {} led by {leader}; lags seen while the backlog built: {rising:?}, while it \
+         drained: {falling:?}; {:.1?} in all",
+        trigger.consumer,
+        started.elapsed()
+    );
+}
