@@ -119,9 +119,11 @@ pub async fn spawn_worker(
 /// job, a task per job, result published and acknowledged before the job is acked), minus
 /// everything Squall adds around the call.
 pub async fn worker_main(nats_url: String, concurrency: usize) -> anyhow::Result<()> {
+    // One URL, or a cluster's nodes separated by commas.
+    let servers = squall_broker::connect::servers(&nats_url)?;
     let client = async_nats::ConnectOptions::new()
         .name("squall-bench-bare-worker")
-        .connect(nats_url.as_str())
+        .connect(servers)
         .await
         .with_context(|| format!("cannot connect to {nats_url}"))?;
     let js = jetstream::new(client);

@@ -86,13 +86,25 @@ async fn wait_ready(http: &reqwest::Client, url: &str, process: &mut Proc) -> an
 impl Cluster {
     /// Starts a dispatcher and waits until it is ready.
     pub async fn start(env: &Environment, nats_url: &str, dir: PathBuf) -> anyhow::Result<Cluster> {
+        Cluster::start_with(env, nats_url, dir, &[]).await
+    }
+
+    /// Starts a dispatcher with `extra` flags (such as `--replicas 3`) after the usual ones and
+    /// waits until it is ready. `nats_url` may list several servers, comma-separated: the
+    /// workers get the same list.
+    pub async fn start_with(
+        env: &Environment,
+        nats_url: &str,
+        dir: PathBuf,
+        extra: &[&str],
+    ) -> anyhow::Result<Cluster> {
         let (mut dispatcher, url) = spawn_dispatcher(
             &env.dispatcher,
             "dispatcher",
             nats_url,
             dir.join("dispatcher"),
             dir.join("dispatcher.log"),
-            &[],
+            extra,
         )?;
         let http = reqwest::Client::builder()
             .no_proxy()

@@ -1,5 +1,6 @@
 //! `squall-bench`: measures Squall against the bare JetStream pipeline, side by side in one run,
-//! on a private nats-server, and prints a table and writes JSON (see BENCHMARKS.md).
+//! on a private nats-server (or, in the cluster phase, a private three-node cluster), and prints
+//! a table and writes JSON (see BENCHMARKS.md).
 
 mod bare;
 mod baseline;
@@ -7,6 +8,7 @@ mod cluster;
 mod cold;
 mod drive;
 mod procs;
+mod replicated;
 mod report;
 mod resources;
 mod run;
@@ -52,7 +54,8 @@ struct Args {
     /// Concurrent clients in the concurrent latency measurements.
     #[arg(long, default_value_t = 16)]
     clients: usize,
-    /// Parts to run (comma-separated).
+    /// Parts to run (comma-separated). `cluster` (raw-NATS throughput on a three-node loopback
+    /// cluster, R3 against R1) is not in the default set: ask for it by name.
     #[arg(
         long,
         value_enum,

@@ -1,5 +1,6 @@
-//! Finding and running the processes under test: nats-server, the dispatcher, workers and the
-//! bare reference worker, each a child process with its output in a log file.
+//! Finding and running the processes under test: nats-server (one, or a loopback cluster of
+//! several), the dispatcher, workers and the bare reference worker, each a child process with its
+//! output in a log file.
 
 use anyhow::{bail, Context as _};
 use std::path::{Path, PathBuf};
@@ -287,6 +288,120 @@ impl NatsServer {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// One node of a loopback JetStream cluster: its client URL, monitoring URL and process.
+pub struct ClusterNode {
+    /// The node's server name (`node-1` …), as stream and consumer infos name their leader.
+    pub name: String,
+    pub url: String,
+    pub monitor: String,
+    pub process: Proc,
+}
+
+/// nats-servers on loopback that form one JetStream cluster (`squall-bench`): each node with
+/// its own client, route and monitoring port and store folder, and the project's broker config.
+pub struct NatsCluster {
+    pub nodes: Vec<ClusterNode>,
+}
+
+impl NatsCluster {
+    /// Starts `count` nodes with their folders under `dir` and waits until every node's
+    /// `/healthz` answers 200 (its JetStream is ready and, in a cluster, current with a known
+    /// meta leader).
+    pub async fn start(
+        env: &Environment,
+        dir: &Path,
+        count: usize,
+        http: &reqwest::Client,
+    ) -> anyhow::Result<NatsCluster> {
+        let ports = (0..count)
+            .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
+            .collect::<anyhow::Result<Vec<(u16, u16, u16)>>>()?;
+        let routes = ports
+            .iter()
+            .map(|(_, route, _)| format!("nats-route://127.0.0.1:{route}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::with_capacity(count);
+        for (i, &(client, route, monitor)) in ports.iter().enumerate() {
+            let name = format!("node-{}", i + 1);
+            let store = dir.join(&name);
+            std::fs::create_dir_all(&store)
+                .with_context(|| format!("cannot create {}", store.display()))?;
+            let mut command = Command::new(&env.nats_server);
+            command
+                .arg("-c")
+                .arg(&env.nats_config)
+                .args(["--name", &name, "--cluster_name", "squall-bench"])
+                .arg("--cluster")
+                .arg(format!("nats://127.0.0.1:{route}"))
+                .arg("--routes")
+                .arg(&routes)
+                .arg("-m")
+                .arg(monitor.to_string())
+                .args(["-js", "-sd"])
+                .arg(&store)
+                .args(["-a", "127.0.0.1", "-p"])
+                .arg(client.to_string());
+            let process = Proc::spawn(&name, command, dir.join(format!("{name}.log")))?;
+            nodes.push(ClusterNode {
+                url: format!("nats://127.0.0.1:{client}"),
+                monitor: format!("http://127.0.0.1:{monitor}"),
+                name,
+                process,
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &mut nodes {
+            let healthz = format!("{}/healthz", node.monitor);
+            loop {
+                let healthy = http
+                    .get(&healthz)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == reqwest::StatusCode::OK);
+                if healthy {
+                    break;
+                }
+                if let Some(status) = node.process.exited() {
+                    bail!(
+                        "{} exited with {status}:\n{}",
+                        node.name,
+                        node.process.log_tail(20)
+                    );
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{} was not healthy within 30 s:\n{}",
+                        node.name,
+                        node.process.log_tail(20)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(NatsCluster { nodes })
+    }
+
+    /// Every node's client URL, comma-separated: the `--nats-url` of a clustered process.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Stops every node at once (SIGTERM, then SIGKILL after `timeout`).
+    pub async fn stop(&mut self, timeout: Duration) {
+        futures::future::join_all(
+            self.nodes
+                .iter_mut()
+                .map(|node| node.process.terminate(timeout)),
+        )
+        .await;
     }
 }
 

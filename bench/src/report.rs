@@ -369,7 +369,9 @@ impl Report {
                 }
             }
         }
-        let _ = writeln!(out, "\ntargets");
+        if !self.targets.is_empty() {
+            let _ = writeln!(out, "\ntargets");
+        }
         for target in &self.targets {
             let verdict = match target.met {
                 Some(true) => "met   ",
@@ -457,9 +459,11 @@ impl Report {
                 }
             }
         }
-        let _ = writeln!(out, "\n**Targets**\n");
-        let _ = writeln!(out, "| target | measured | verdict |");
-        let _ = writeln!(out, "|---|---|---|");
+        if !self.targets.is_empty() {
+            let _ = writeln!(out, "\n**Targets**\n");
+            let _ = writeln!(out, "| target | measured | verdict |");
+            let _ = writeln!(out, "|---|---|---|");
+        }
         for target in &self.targets {
             let verdict = match target.met {
                 Some(true) => "met",
@@ -646,6 +650,16 @@ mod tests {
         let table = report.table(&Machine::default());
         assert!(table.contains("(230.00, 45.50, 44.25)"), "{table}");
         assert!(!table.contains("vs baseline  runs"), "{table}");
+    }
+
+    #[test]
+    fn a_report_without_targets_has_no_targets_table() {
+        let mut report = Report::default();
+        report.add("s", "a", "A", "ms", 1.0);
+        let table = report.table(&Machine::default());
+        assert!(!table.contains("targets"), "{table}");
+        let markdown = report.markdown(&Machine::default());
+        assert!(!markdown.contains("Targets"), "{markdown}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The benchmark's order of work: set up one nats-server and dispatcher, then in every run
 //! measure the bare reference, Squall (with a gateway dispatcher without the query index beside
 //! the first during raw NATS) and its batch submission back to back, then the cold paths and
-//! scale-from-zero, then report (with each figure's change against the baseline).
+//! scale-from-zero; then, when asked for, the cluster phase on clusters of its own
+//! (`replicated`); then report (with each figure's change against the baseline).
 
 use crate::bare;
 use crate::baseline::{self, Baseline};
@@ -9,6 +10,7 @@ use crate::cluster::{lacks_query_index_flag, Cluster};
 use crate::cold;
 use crate::drive::{self, Completion, Nats, NoBatchEndpoint, Submit, Throughput};
 use crate::procs::{version_of, Environment, NatsServer, Proc};
+use crate::replicated;
 use crate::report::{Machine, Report};
 use crate::resources::{clock_ticks_per_second, process_tree, CpuMeter, RssSampler, Usage, Watch};
 use crate::stats::Latency;
@@ -68,6 +70,16 @@ pub enum Phase {
     Cold,
     /// Scale-from-zero through a fleet supervisor with `--min 0`.
     Zero,
+    /// Raw-NATS throughput on a three-node loopback cluster, R3 against R1 (opt-in: not in
+    /// the default set; it starts clusters of its own).
+    Cluster,
+}
+
+impl Phase {
+    /// Whether the phase runs on the benchmark's single nats-server.
+    fn single_node(self) -> bool {
+        self != Phase::Cluster
+    }
 }
 
 /// The benchmark's settings after `--smoke` and the defaults are applied.
@@ -99,7 +111,7 @@ pub struct Settings {
 
 impl Settings {
     /// Warm-up invocations before each throughput measurement.
-    fn warmup(&self) -> usize {
+    pub fn warmup(&self) -> usize {
         (self.n / 10).clamp(50, 2000)
     }
 
@@ -109,7 +121,7 @@ impl Settings {
     }
 
     /// The longest one throughput measurement may take.
-    fn limit(&self) -> Duration {
+    pub fn limit(&self) -> Duration {
         Duration::from_secs(60) + Duration::from_millis(self.n as u64 * 5)
     }
 
@@ -156,10 +168,15 @@ pub struct Bench {
     started: Instant,
 }
 
+/// Prints a progress line to stderr, with the time since the benchmark `started`.
+pub fn progress(started: Instant, what: &str) {
+    eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
+}
+
 impl Bench {
     /// Prints a progress line to stderr.
     pub fn progress(&self, what: &str) {
-        eprintln!("[{:>6.1}s] {what}", self.started.elapsed().as_secs_f64());
+        progress(self.started, what);
     }
 
     /// The bare figures of one run, for its ratios.
@@ -212,7 +229,65 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .context("cannot create a temporary folder")?;
     let dir = tmp.path().to_path_buf();
     let started = Instant::now();
-    let nats_server = NatsServer::start(&env, &dir).await?;
+    let artifact = std::fs::read(&env.artifact)
+        .with_context(|| format!("cannot read {}", env.artifact.display()))?;
+    let mut machine = Machine::describe(version_of(&env.nats_server), &env.root);
+    let mut report = Report {
+        settings: settings.to_json(),
+        baseline,
+        ..Default::default()
+    };
+    let single_node = settings.phases.iter().any(|p| p.single_node());
+    let measured = async {
+        if single_node {
+            single_node_phases(&settings, &env, &dir, &artifact, started, &mut report).await?;
+        }
+        if settings.runs_phase(Phase::Cluster) {
+            replicated::measure(&settings, &env, &dir, &artifact, started, &mut report)
+                .await
+                .context("cluster")?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(error) = measured {
+        // Keep every log for the post-mortem.
+        let kept = tmp.keep();
+        return Err(error.context(format!("logs kept in {}", kept.display())));
+    }
+    machine.load_after = crate::report::load_average();
+    if single_node {
+        add_targets(&mut report);
+    }
+    print!("{}", report.table(&machine));
+    write_json(&settings.json, &report.json(&machine))?;
+    println!("\nJSON written to {}", settings.json.display());
+    if let Some(path) = &settings.write_baseline {
+        write_json(path, &report.json(&machine))?;
+        println!("baseline written to {}", path.display());
+    }
+    if let Some(path) = &settings.markdown {
+        write_text(path, &report.markdown(&machine))?;
+        println!("Markdown written to {}", path.display());
+    }
+    if settings.keep {
+        let kept = tmp.keep();
+        println!("logs kept in {}", kept.display());
+    }
+    Ok(())
+}
+
+/// The phases on one nats-server: starts it and the dispatcher, deploys the function, runs
+/// every selected phase and stops them all again, adding the figures to `report`.
+async fn single_node_phases(
+    settings: &Settings,
+    env: &Environment,
+    dir: &Path,
+    artifact: &[u8],
+    started: Instant,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let nats_server = NatsServer::start(env, dir).await?;
     let client = async_nats::ConnectOptions::new()
         .name("squall-bench")
         .connect(nats_server.url.as_str())
@@ -222,29 +297,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         js: async_nats::jetstream::new(client.clone()),
         client,
     };
-    let cluster = Cluster::start(&env, &nats_server.url, dir.clone()).await?;
-    let artifact = std::fs::read(&env.artifact)
-        .with_context(|| format!("cannot read {}", env.artifact.display()))?;
+    let cluster = Cluster::start(env, &nats_server.url, dir.to_path_buf()).await?;
     let spec = json!({ "concurrency": settings.concurrency });
-    cluster.deploy(FUNCTION, artifact.clone(), &spec).await?;
+    cluster.deploy(FUNCTION, artifact.to_vec(), &spec).await?;
     bare::setup(&nats.js, FUNCTION).await?;
-    let mut machine = Machine::describe(version_of(&env.nats_server), &env.root);
     let mut bench = Bench {
-        report: Report {
-            settings: settings.to_json(),
-            baseline,
-            ..Default::default()
-        },
+        report: std::mem::take(report),
         payload: Bytes::from(vec![b'x'; settings.payload]),
         ticks_per_second: clock_ticks_per_second(),
         nats_url: nats_server.url.clone(),
         nats_pid: nats_server.process.pid(),
-        settings,
-        env,
-        dir,
+        settings: settings.clone(),
+        env: env.clone(),
+        dir: dir.to_path_buf(),
         nats,
         cluster,
-        artifact,
+        artifact: artifact.to_vec(),
         batch_skipped: false,
         gateway_skipped: false,
         started,
@@ -253,16 +321,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "nats-server at {}, dispatcher at {}; {} run(s) of n={}",
         bench.nats_url, bench.cluster.url, bench.settings.runs, bench.settings.n
     ));
-    let dispatcher_idle = mib(Watch::process(bench.cluster.dispatcher.pid()).rss_kib()?);
-    bench.report.add(
-        S5,
-        "res.dispatcher.rss.idle",
-        "dispatcher RSS, idle (started, one function deployed)",
-        "MiB",
-        dispatcher_idle,
-    );
-    if let Err(error) = measure_all(&mut bench).await {
-        // Keep every log for the post-mortem and show the end of the Squall processes' logs.
+    let measured = async {
+        let dispatcher_idle = mib(Watch::process(bench.cluster.dispatcher.pid()).rss_kib()?);
+        bench.report.add(
+            S5,
+            "res.dispatcher.rss.idle",
+            "dispatcher RSS, idle (started, one function deployed)",
+            "MiB",
+            dispatcher_idle,
+        );
+        measure_all(&mut bench).await
+    }
+    .await;
+    if measured.is_err() {
+        // Show the end of the Squall processes' logs.
         eprintln!(
             "--- dispatcher log (end) ---\n{}",
             bench.cluster.dispatcher.log_tail(15)
@@ -270,30 +342,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         for worker in &bench.cluster.workers {
             eprintln!("--- {} log (end) ---\n{}", worker.name, worker.log_tail(15));
         }
-        bench.cluster.stop_workers().await;
-        let kept = tmp.keep();
-        return Err(error.context(format!("logs kept in {}", kept.display())));
     }
     bench.cluster.stop_workers().await;
-    machine.load_after = crate::report::load_average();
-    add_targets(&mut bench.report);
-    print!("{}", bench.report.table(&machine));
-    write_json(&bench.settings.json, &bench.report.json(&machine))?;
-    println!("\nJSON written to {}", bench.settings.json.display());
-    if let Some(path) = &bench.settings.write_baseline {
-        write_json(path, &bench.report.json(&machine))?;
-        println!("baseline written to {}", path.display());
-    }
-    if let Some(path) = &bench.settings.markdown {
-        write_text(path, &bench.report.markdown(&machine))?;
-        println!("Markdown written to {}", path.display());
-    }
-    if bench.settings.keep {
-        let kept = tmp.keep();
-        println!("logs kept in {}", kept.display());
-    }
+    bench
+        .cluster
+        .dispatcher
+        .terminate(Duration::from_secs(10))
+        .await;
+    *report = std::mem::take(&mut bench.report);
     drop(nats_server);
-    Ok(())
+    measured
 }
 
 async fn measure_all(bench: &mut Bench) -> anyhow::Result<()> {

@@ -423,25 +423,16 @@ pub fn built() -> &'static Built {
 fn build() -> anyhow::Result<Built> {
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let packages = [
-        "squall-dispatcher",
-        "squall-worker",
-        "squall-cli",
-        "squall-example-hello",
-        "squall-example-wordcount",
-        "squall-example-fail",
-        "squall-example-panic",
-        "squall-example-crash",
-        "squall-example-sleep",
-        "squall-example-echo",
-    ];
+    // The same selection as `scripts/test` and nextest (the whole workspace, every target), so
+    // features unify alike and this build is a no-op after theirs, instead of rebuilding the
+    // dependencies with another feature set (and making their next build rebuild them back).
     let mut command = Command::new(cargo);
-    command
-        .current_dir(&root)
-        .args(["build", "--message-format=json-render-diagnostics"]);
-    for p in packages {
-        command.args(["-p", p]);
-    }
+    command.current_dir(&root).args([
+        "build",
+        "--workspace",
+        "--all-targets",
+        "--message-format=json-render-diagnostics",
+    ]);
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -454,7 +445,8 @@ fn build() -> anyhow::Result<Built> {
         let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
-        if message["reason"] != "compiler-artifact" {
+        // Test harnesses of bins share the bins' names; only the real artifacts count.
+        if message["reason"] != "compiler-artifact" || message["profile"]["test"] == true {
             continue;
         }
         let name = message["target"]["name"]
