@@ -158,6 +158,43 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// How long a starting dispatcher keeps trying to set up the topology: a cluster that is still
+/// electing its metadata leader, or another dispatcher creating the same streams at the same
+/// moment, makes JetStream requests time out for a while.
+const TOPOLOGY_SETUP_BUDGET: Duration = Duration::from_secs(120);
+
+/// Creates or updates the streams, buckets and the keys bucket, trying again until
+/// `TOPOLOGY_SETUP_BUDGET` has passed (every step is idempotent).
+async fn set_up_topology(
+    client: &async_nats::Client,
+    config: &TopologyConfig,
+) -> anyhow::Result<(Topology, async_nats::jetstream::kv::Store)> {
+    let deadline = tokio::time::Instant::now() + TOPOLOGY_SETUP_BUDGET;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let attempt = async {
+            let topology = squall_broker::ensure_topology(client.clone(), config)
+                .await
+                .context("cannot set up the JetStream topology")?;
+            let keys = auth::open_bucket(&topology.jetstream, config.replicas).await?;
+            anyhow::Ok((topology, keys))
+        };
+        match attempt.await {
+            Ok(done) => return Ok(done),
+            Err(error) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(
+                    message = "the JetStream topology is not ready yet; trying again",
+                    error = format!("{error:#}"),
+                    retry_in_ms = pause.as_millis() as u64
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(4));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Connects to NATS, ensures the topology, opens the index and builds the shared state.
 pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> {
     let client =
@@ -172,9 +209,7 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
         server = %client.server_info().server_name,
         replicas = config.topology.replicas
     );
-    let topology = squall_broker::ensure_topology(client.clone(), &config.topology)
-        .await
-        .context("cannot set up the JetStream topology")?;
+    let (topology, keys_bucket) = set_up_topology(&client, &config.topology).await?;
     let inbox_prefix = config
         .nats_auth
         .nats_inbox_prefix
@@ -186,7 +221,6 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let index = index::Index::open(&config.data_dir.join("index"))?;
-    let keys_bucket = auth::open_bucket(&topology.jetstream, config.topology.replicas).await?;
     let keys = auth::Keys::new(config.admin_key.as_deref(), config.metrics_open);
     if config.rebuild_index && config.query_index {
         index.query.clear()?;
