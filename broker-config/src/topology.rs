@@ -16,6 +16,10 @@ const API_TIMEOUT: Duration = Duration::from_secs(10);
 /// live job is never redelivered, and a job held by a dead worker comes back within this time.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(5);
 
+/// How long RESULTS remembers a result's `Nats-Msg-Id`: longer than a worker keeps trying to
+/// store one result (30 s).
+pub const RESULTS_DUPLICATE_WINDOW: Duration = Duration::from_secs(40);
+
 /// Limits of the streams; every one is configurable, the defaults follow DESIGN.md.
 #[derive(Debug, Clone)]
 pub struct TopologyConfig {
@@ -229,6 +233,10 @@ pub fn results_stream_config(cfg: &TopologyConfig) -> stream::Config {
         max_age: cfg.results_max_age,
         max_bytes: cfg.results_max_bytes,
         max_message_size: cfg.max_message_size,
+        // Results carry a `Nats-Msg-Id` only so that a retried publish is stored once: the
+        // window needs to cover a result's publish budget and no more (the server's cost of
+        // deduplication grows with the ids it keeps).
+        duplicate_window: RESULTS_DUPLICATE_WINDOW,
         num_replicas: cfg.replicas,
         allow_direct: true,
         ..Default::default()
