@@ -20,6 +20,8 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The pause before the second try; it doubles up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// JetStream's answer to a message whose id is already being stored (`409`, 10158).
+const DUPLICATE_IN_PROCESS: jetstream::ErrorCode = jetstream::ErrorCode(10158);
 /// What a refused client is told to wait before trying again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(2);
 
@@ -101,6 +103,9 @@ pub fn classify(error: &NatsPublishError) -> Failure {
                 .and_then(|source| source.downcast_ref::<jetstream::Error>());
             match api {
                 Some(api) if api.code() == 503 => classify_unavailable(&api.to_string()),
+                // The first copy of this message is still being replicated (no quorum yet):
+                // its outcome is unknown, so the same message is sent again later.
+                Some(api) if api.error_code() == DUPLICATE_IN_PROCESS => Failure::Transient,
                 Some(_) => Failure::Permanent,
                 // Not an API answer (for example a reply that did not parse): try again.
                 None => Failure::Transient,

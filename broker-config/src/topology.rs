@@ -89,6 +89,11 @@ pub enum TopologyError {
         name: &'static str,
         source: jetstream::context::ObjectStoreError,
     },
+    #[error("cannot raise the replicas of {name}: {source}")]
+    UpdateStream {
+        name: &'static str,
+        source: jetstream::context::UpdateStreamError,
+    },
     #[error("cannot open stream {name}: {source}")]
     GetStream {
         name: &'static str,
@@ -285,6 +290,35 @@ async fn ensure_stream(
         .map_err(|source| TopologyError::GetStream { name, source })
 }
 
+/// Raises a stream that is kept as it is (EVENTS, the artifact store's) to `replicas` when it
+/// has fewer: a deployment that grows from one node to a cluster gets everything replicated.
+async fn raise_replicas(
+    js: &jetstream::Context,
+    mut stream: stream::Stream,
+    replicas: usize,
+    name: &'static str,
+) -> Result<stream::Stream, TopologyError> {
+    // Unreadable now: left as it is; the next start tries again.
+    let current = match stream.info().await {
+        Ok(info) => info.config.clone(),
+        Err(_) => return Ok(stream),
+    };
+    if current.num_replicas >= replicas {
+        return Ok(stream);
+    }
+    let config = stream::Config {
+        num_replicas: replicas,
+        ..current
+    };
+    js.update_stream(config)
+        .await
+        .map_err(|source| TopologyError::UpdateStream { name, source })?;
+    tracing::info!(message = "stream replicas raised", stream = name, replicas);
+    js.get_stream(stream.cached_info().config.name.clone())
+        .await
+        .map_err(|source| TopologyError::GetStream { name, source })
+}
+
 /// Creates or updates JOBS, RESULTS, DLQ, the registry bucket and the artifact store.
 pub async fn ensure_topology(
     client: async_nats::Client,
@@ -298,9 +332,10 @@ pub async fn ensure_topology(
     let dlq = ensure_stream(&js, dlq_stream_config(cfg), DLQ_STREAM).await?;
     let advisories = ensure_stream(&js, advisory_stream_config(cfg), ADVISORY_STREAM).await?;
     let schedules = ensure_stream(&js, schedules_stream_config(cfg), SCHEDULES_STREAM).await?;
-    // EVENTS' subjects are the triggers' patterns: create it, never reset it.
+    // EVENTS' subjects are the triggers' patterns: create it, never reset it (only its
+    // replicas follow the configuration).
     let events = match js.get_stream(EVENTS_STREAM).await {
-        Ok(stream) => stream,
+        Ok(stream) => raise_replicas(&js, stream, cfg.replicas, EVENTS_STREAM).await?,
         Err(_) => ensure_stream(&js, events_stream_config(cfg), EVENTS_STREAM).await?,
     };
     let triggers = js
@@ -359,7 +394,14 @@ pub async fn ensure_topology(
             source,
         })?;
     let artifacts = match js.get_object_store(ARTIFACT_BUCKET).await {
-        Ok(store) => store,
+        Ok(store) => {
+            // The store's settings are fixed at creation; its stream's replicas can grow.
+            let name = format!("OBJ_{ARTIFACT_BUCKET}");
+            if let Ok(stream) = js.get_stream(&name).await {
+                raise_replicas(&js, stream, cfg.replicas, ARTIFACT_BUCKET).await?;
+            }
+            store
+        }
         Err(_) => js
             .create_object_store(object_store::Config {
                 bucket: ARTIFACT_BUCKET.into(),

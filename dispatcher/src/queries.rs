@@ -68,7 +68,24 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
         .await?;
     let mut messages = consumer.messages().await?;
     let mut batch = Vec::with_capacity(INDEX_BATCH);
-    while let Some(first) = messages.next().await {
+    let mut last_seen = applied;
+    loop {
+        // The feed is an unreplicated consumer: when the node holding it dies it can go
+        // silent. Quiet while RESULTS has moved on means stalled, so start it again from the
+        // last applied sequence (on whichever node answers).
+        let first = match tokio::time::timeout(FEED_QUIET, messages.next()).await {
+            Ok(Some(first)) => first,
+            Ok(None) => break,
+            Err(_) => {
+                let last = results.info().await?.state.last_sequence;
+                if last > last_seen {
+                    anyhow::bail!(
+                        "the RESULTS feed went quiet at sequence {last_seen} while the stream is at {last}"
+                    );
+                }
+                continue;
+            }
+        };
         // Take whatever else has already arrived, and apply it all in one write per tree.
         let mut next = Some(first);
         while let Some(message) = next.take() {
@@ -77,6 +94,7 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
                 .info()
                 .map_err(|e| anyhow::anyhow!("result without stream info: {e}"))?
                 .stream_sequence;
+            last_seen = sequence;
             match message.headers.as_ref().map(ResultMeta::from_headers) {
                 Some(Ok(meta)) => batch.push((sequence, meta)),
                 Some(Err(error)) => {
@@ -98,6 +116,9 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// How long the RESULTS feed may stay quiet before the stream is asked whether it is behind.
+const FEED_QUIET: Duration = Duration::from_secs(3);
 
 /// Most results applied to the index in one batch.
 const INDEX_BATCH: usize = 1024;

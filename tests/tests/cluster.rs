@@ -89,13 +89,35 @@ async fn submit_to(
     refused
 }
 
+/// Polls an invocation until it is terminal, taking a 503 (its RESULTS read fell into an
+/// election while the cluster heals) as "not yet".
+async fn wait_terminal_through_elections(cluster: &Cluster, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (status, body) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
+        let state = body["status"].as_str().unwrap_or_default();
+        match status {
+            200 if ["succeeded", "failed", "timed_out", "dead_lettered"].contains(&state) => {
+                return body
+            }
+            200 | 503 => {}
+            _ => panic!("invocation {id}: {status} {body}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "invocation {id} not terminal: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until every id is terminal; returns how many ended in each status and how many ran
 /// more than once.
 async fn outcomes(cluster: &Cluster, ids: &[String]) -> (HashMap<String, usize>, usize) {
     let mut statuses = HashMap::new();
     let mut repeated = 0;
     for id in ids {
-        let view = cluster.wait_terminal(id, Duration::from_secs(90)).await;
+        let view = wait_terminal_through_elections(cluster, id).await;
         *statuses
             .entry(view["status"].as_str().unwrap_or_default().to_string())
             .or_insert(0) += 1;
@@ -340,4 +362,27 @@ async fn a_node_in_lame_duck_mode_is_left_at_once_and_invocations_go_on() {
         last_server, server,
         "still on the lame-duck node:\n{reconnected}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deployment_made_at_one_replica_is_raised_to_three_by_the_default() {
+    let mut options = three_nodes(1);
+    options.dispatcher_env = vec![("SQUALL_REPLICAS".into(), "1".into())];
+    let mut cluster = Cluster::start_with(options).await;
+    cluster.deploy_example("hello", None).await;
+    let js = async_nats::jetstream::new(cluster.nats_client().await);
+    let mut events = js.get_stream("EVENTS").await.expect("EVENTS");
+    assert_eq!(events.info().await.expect("info").config.num_replicas, 1);
+
+    // The same dispatcher started again without a replica count sees three nodes.
+    cluster.options.dispatcher_env.clear();
+    cluster.restart_dispatcher(&[]).await;
+    let names: Vec<String> = js.stream_names().map(|n| n.expect("name")).collect().await;
+    for name in &names {
+        let mut stream = js.get_stream(name).await.expect("stream");
+        let info = stream.info().await.expect("stream info");
+        assert_eq!(info.config.num_replicas, 3, "stream {name}");
+    }
+    let response = cluster.invoke("hello", r#"{"name": "grown"}"#).await;
+    assert_eq!(response.status(), 200);
 }
