@@ -137,10 +137,9 @@ async fn on_event(event: async_nats::Event, client: Option<async_nats::Client>) 
     use async_nats::Event;
     match event {
         Event::Connected => {
-            let server = client
-                .map(|c| c.server_info().server_name)
-                .unwrap_or_default();
-            tracing::info!(message = "connected to NATS", server = %server);
+            // The new server's INFO may not have arrived yet, so no name here (async-nats logs
+            // the address it connected to).
+            tracing::info!(message = "NATS connection established");
         }
         Event::Disconnected => {
             tracing::warn!(message = "disconnected from NATS; reconnecting to any server")
