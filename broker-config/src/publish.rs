@@ -72,14 +72,6 @@ pub enum PublishError {
     Refused(String),
 }
 
-impl PublishError {
-    /// Whether trying again later may succeed (the refusal is about the broker's state, not
-    /// about the message).
-    pub fn is_transient(&self) -> bool {
-        !matches!(self, PublishError::Refused(_))
-    }
-}
-
 /// What a failed try means for the publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {

@@ -376,22 +376,20 @@ async fn publish(
         }
         for (done, ack) in pending {
             let acked = match ack.await {
-                Ok(_) => Ok(()),
-                Err(_) if failure.is_none() => resend(done).await.map(|_| ()),
-                Err(error) => Err(squall_broker::publish::PublishError::Unacknowledged {
-                    budget: std::time::Duration::ZERO,
-                    tries: 1,
-                    last: error.to_string(),
-                }),
+                Ok(_) => true,
+                // After a failure nothing is sent again; what was stored is still indexed.
+                Err(_) if failure.is_some() => false,
+                Err(_) => match resend(done).await {
+                    Ok(_) => true,
+                    Err(error) => {
+                        failure = Some(error);
+                        false
+                    }
+                },
             };
-            match acked {
-                Ok(()) => {
-                    record_accepted(state, &job(done));
-                    stored += 1;
-                }
-                Err(error) => {
-                    failure.get_or_insert(error);
-                }
+            if acked {
+                record_accepted(state, &job(done));
+                stored += 1;
             }
         }
         match failure {

@@ -280,23 +280,9 @@ impl NatsServer {
 
     /// Kills the server with SIGKILL and starts it again on the same port and store.
     pub fn restart_after(&mut self, down_for: Duration) {
-        self.process.kill();
+        self.kill();
         std::thread::sleep(down_for);
-        let port: u16 = self
-            .url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port in url");
-        let (process, url) = spawn_nats(
-            self.dir.path(),
-            &self.profile,
-            Some(port),
-            &self.env,
-            &self.args,
-        );
-        self.process = process;
-        assert_eq!(url, self.url, "restarted on the same address");
+        self.start_again();
     }
 }
 
