@@ -14,13 +14,13 @@ pub mod names;
 pub mod publish;
 pub mod record;
 pub mod retry;
-pub mod spec;
-pub mod status;
+pub mod time;
 pub mod topology;
 
 pub use names::{validate_function_name, NameError};
 pub use record::{FunctionRecord, RecordError, ResultMeta};
 pub use spec::{Backoff, FunctionSpec, SpecError};
+pub use squall_api::{spec, status};
 pub use status::{ErrorKind, InvocationStatus};
 pub use topology::{
     ensure_function_consumer, ensure_topology, open_topology, Topology, TopologyConfig,

@@ -5,19 +5,21 @@
 //! with every known hash in constant time; when no admin key is configured, the API is open
 //! (and `main` refuses to listen beyond loopback unless anonymous access was asked for).
 
-use crate::api::now_ms;
 use crate::error::ApiError;
+use crate::extract::{ApiJson, Name, OfKey};
 use crate::AppState;
 use async_nats::jetstream::kv;
-use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use squall_api::operations::{CreatedKey, KeyInfo, KeyList, NewKey};
+use squall_api::ErrorBody;
+use squall_broker::time::now_ms;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -27,27 +29,7 @@ pub const KEYS_BUCKET: &str = "squall_keys";
 /// The shortest admin key accepted from the environment.
 pub const MIN_KEY_LEN: usize = 16;
 
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    /// Deploy, delete, schedules, triggers, dead letters, secrets, keys; and everything else.
-    Admin,
-    /// Invoke, and read invocations and results.
-    Invoke,
-    /// List and show functions, fleet, stats, usage.
-    Read,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Admin => "admin",
-            Scope::Invoke => "invoke",
-            Scope::Read => "read",
-        }
-    }
-}
+pub use squall_api::operations::Scope;
 
 /// What a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,31 +40,6 @@ pub enum Access {
     AnyKey,
     /// A key with this scope, or `admin`.
     Scope(Scope),
-}
-
-/// The access rule of `method path`. `metrics_open` keeps `/metrics` open.
-pub fn access(method: &Method, path: &str, metrics_open: bool) -> Access {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    match segments.as_slice() {
-        ["healthz"] | ["readyz"] | ["v1", "openapi.json"] => Access::Open,
-        ["metrics"] if metrics_open => Access::Open,
-        ["metrics"] => Access::Scope(Scope::Read),
-        ["v1", "functions"] => Access::Scope(Scope::Read),
-        ["v1", "functions", _] if method == Method::GET => Access::Scope(Scope::Read),
-        ["v1", "functions", _] => Access::Scope(Scope::Admin),
-        ["v1", "functions", _, "stats"] => Access::Scope(Scope::Read),
-        ["v1", "functions", _, "invocations"] | ["v1", "functions", _, "batch"] => {
-            Access::Scope(Scope::Invoke)
-        }
-        ["v1", "functions", _, "secrets"] => Access::Scope(Scope::Admin),
-        ["v1", "invocations", ..] => Access::Scope(Scope::Invoke),
-        ["v1", "fleet"] | ["v1", "usage"] => Access::Scope(Scope::Read),
-        ["v1", "schedules", ..]
-        | ["v1", "triggers", ..]
-        | ["v1", "dlq", ..]
-        | ["v1", "keys", ..] => Access::Scope(Scope::Admin),
-        _ => Access::AnyKey,
-    }
 }
 
 /// What the keys bucket holds per key.
@@ -221,39 +178,32 @@ fn bearer(request: &Request) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
-/// Refuses a request without a key (401) or without the route's scope (403).
-pub async fn require_key(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if !state.keys.enabled() {
-        return next.run(request).await;
-    }
-    let needed = access(
-        request.method(),
-        request.uri().path(),
-        state.keys.metrics_open,
-    );
-    if needed == Access::Open {
-        return next.run(request).await;
-    }
-    let Some(scopes) = bearer(&request).and_then(|key| state.keys.scopes_of(key)) else {
-        let mut response = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this route needs an API key: send Authorization: Bearer <key>",
-        )
-        .into_response();
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        return response;
-    };
-    if let Access::Scope(scope) = needed {
-        if !scopes.contains(&scope) && !scopes.contains(&Scope::Admin) {
-            return ApiError::new(
+/// Why a request may not use a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No valid key: 401.
+    NoKey,
+    /// A valid key without this scope: 403.
+    MissingScope(Scope),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::NoKey => {
+                let mut response = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "this route needs an API key: send Authorization: Bearer <key>",
+                )
+                .into_response();
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+                response
+            }
+            Refusal::MissingScope(scope) => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 format!(
@@ -262,38 +212,51 @@ pub async fn require_key(
                 ),
             )
             .with("scope", scope.as_str())
-            .into_response();
+            .into_response(),
         }
     }
-    next.run(request).await
 }
 
-/// The body of `POST /v1/keys`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewKey {
-    pub name: String,
-    pub scopes: Vec<String>,
+/// Whether `request` may use a route that needs `needed`.
+pub fn check(state: &AppState, request: &Request, needed: Access) -> Result<(), Refusal> {
+    if !state.keys.enabled() || needed == Access::Open {
+        return Ok(());
+    }
+    let scopes = bearer(request)
+        .and_then(|key| state.keys.scopes_of(key))
+        .ok_or(Refusal::NoKey)?;
+    match needed {
+        Access::Scope(scope) if !scopes.contains(&scope) && !scopes.contains(&Scope::Admin) => {
+            Err(Refusal::MissingScope(scope))
+        }
+        _ => Ok(()),
+    }
 }
 
-fn checked_key_name(name: &str) -> Result<(), ApiError> {
-    squall_broker::validate_function_name(name).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_name",
-            e.to_string().replace("function name", "key name"),
-        )
-    })
+/// The layer of a group of routes that need `access` (see `routes`).
+pub async fn require(
+    State((state, access)): State<(Arc<AppState>, Access)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match check(&state, &request, access) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
 }
 
-/// `POST /v1/keys`: creates a key and answers it once; only its hash is kept.
-pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
-    let body: NewKey = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_key",
-            format!("key body must be JSON {{name, scopes}}: {e}"),
-        )
-    })?;
-    checked_key_name(&body.name)?;
+/// Create an API key with scopes (admin, invoke, read); the key is answered once, only its
+/// hash is kept.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = NewKey, responses(
+    (status = 201, description = "The key, shown this once.", body = CreatedKey),
+    (status = 400, description = "Invalid name, body or scope.", body = ErrorBody),
+    (status = 409, description = "A key with this name exists.", body = ErrorBody),
+    (status = 413, description = "The body is too large.", body = ErrorBody)))]
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    ApiJson(body): ApiJson<NewKey>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    Name::<OfKey>::parse(body.name.clone())?;
     if body.scopes.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_scope",
@@ -302,17 +265,12 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<R
     }
     let mut scopes = Vec::new();
     for scope in &body.scopes {
-        let parsed = match scope.as_str() {
-            "admin" => Scope::Admin,
-            "invoke" => Scope::Invoke,
-            "read" => Scope::Read,
-            other => {
-                return Err(ApiError::bad_request(
-                    "invalid_scope",
-                    format!("unknown scope {other:?}; the scopes are admin, invoke and read"),
-                ))
-            }
-        };
+        let parsed = Scope::parse(scope).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_scope",
+                format!("unknown scope {scope:?}; the scopes are admin, invoke and read"),
+            )
+        })?;
         if !scopes.contains(&parsed) {
             scopes.push(parsed);
         }
@@ -339,18 +297,19 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<R
     tracing::info!(message = "API key created", key_name = %record.name);
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({
-            "name": record.name,
-            "scopes": record.scopes,
-            "key": key,
-            "created_at": crate::view::rfc3339(record.created_at_ms),
-        })),
-    )
-        .into_response())
+        Json(CreatedKey {
+            created_at: crate::view::rfc3339(record.created_at_ms),
+            name: record.name,
+            scopes: record.scopes,
+            key,
+        }),
+    ))
 }
 
-/// `GET /v1/keys`: names and scopes, never the keys.
-pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+/// List keys: names and scopes, never the keys.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", responses(
+    (status = 200, description = "The keys.", body = KeyList)))]
+pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<KeyList>, ApiError> {
     let mut keys = state
         .keys_bucket
         .keys()
@@ -361,25 +320,31 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, ApiErr
         let name = name.map_err(|e| ApiError::broker("cannot list keys", e))?;
         if let Ok(Some(value)) = state.keys_bucket.get(&name).await {
             if let Ok(record) = serde_json::from_slice::<KeyRecord>(&value) {
-                views.push(serde_json::json!({
-                    "name": record.name,
-                    "scopes": record.scopes,
-                    "created_at": crate::view::rfc3339(record.created_at_ms),
-                }));
+                views.push(KeyInfo {
+                    created_at: crate::view::rfc3339(record.created_at_ms),
+                    name: record.name,
+                    scopes: record.scopes,
+                });
             }
         }
     }
-    views.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    Ok(Json(serde_json::json!({ "keys": views })).into_response())
+    views.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(KeyList { keys: views }))
 }
 
-/// `DELETE /v1/keys/{name}`: revokes a key on every dispatcher.
+/// Revoke a key, on every dispatcher.
+#[utoipa::path(delete, path = "/v1/keys/{name}", tag = "keys",
+    params(("name" = String, Path, description = "Key name.", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 400, description = "Invalid name.", body = ErrorBody),
+        (status = 404, description = "Unknown key.", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    checked_key_name(&name)?;
-    match state.keys_bucket.get(&name).await {
+    name: Name<OfKey>,
+) -> Result<StatusCode, ApiError> {
+    let name = name.as_str();
+    match state.keys_bucket.get(name).await {
         Ok(Some(_)) => {}
         Ok(None) => {
             return Err(ApiError::not_found(
@@ -391,69 +356,16 @@ pub async fn delete(
     }
     state
         .keys_bucket
-        .delete(&name)
+        .delete(name)
         .await
         .map_err(|e| ApiError::broker("cannot delete the key", e))?;
     tracing::info!(message = "API key revoked", key_name = %name);
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_route_has_the_scope_the_issue_names() {
-        use Access::*;
-        let get = Method::GET;
-        let cases = [
-            (Method::GET, "/healthz", Open),
-            (get.clone(), "/readyz", Open),
-            (get.clone(), "/v1/openapi.json", Open),
-            (get.clone(), "/metrics", Open),
-            (Method::PUT, "/v1/functions/f", Scope(self::Scope::Admin)),
-            (Method::DELETE, "/v1/functions/f", Scope(self::Scope::Admin)),
-            (get.clone(), "/v1/functions/f", Scope(self::Scope::Read)),
-            (get.clone(), "/v1/functions", Scope(self::Scope::Read)),
-            (
-                get.clone(),
-                "/v1/functions/f/stats",
-                Scope(self::Scope::Read),
-            ),
-            (
-                Method::POST,
-                "/v1/functions/f/invocations",
-                Scope(self::Scope::Invoke),
-            ),
-            (
-                Method::POST,
-                "/v1/functions/f/batch",
-                Scope(self::Scope::Invoke),
-            ),
-            (
-                get.clone(),
-                "/v1/invocations/x/output",
-                Scope(self::Scope::Invoke),
-            ),
-            (get.clone(), "/v1/invocations", Scope(self::Scope::Invoke)),
-            (get.clone(), "/v1/fleet", Scope(self::Scope::Read)),
-            (get.clone(), "/v1/usage", Scope(self::Scope::Read)),
-            (get.clone(), "/v1/schedules", Scope(self::Scope::Admin)),
-            (Method::PUT, "/v1/triggers/t", Scope(self::Scope::Admin)),
-            (Method::POST, "/v1/dlq/x/replay", Scope(self::Scope::Admin)),
-            (Method::POST, "/v1/keys", Scope(self::Scope::Admin)),
-            (
-                Method::PUT,
-                "/v1/functions/f/secrets",
-                Scope(self::Scope::Admin),
-            ),
-            (get.clone(), "/nowhere", AnyKey),
-        ];
-        for (method, path, want) in cases {
-            assert_eq!(access(&method, path, true), want, "{method} {path}");
-        }
-        assert_eq!(access(&get, "/metrics", false), Scope(self::Scope::Read));
-    }
 
     #[test]
     fn keys_match_by_hash_and_scopes_follow_the_record() {

@@ -1,12 +1,14 @@
 //! `POST /v1/functions/{name}/batch`: many invocations from one NDJSON body (one JSON input per
 //! line), validated whole before any job is published, then published with pipelined acks.
 
-use crate::api::{
-    checked_idempotency_key, claim_idempotency_value, forwarded_headers, is_valid_traceparent,
-    job_headers, load_record, new_traceparent, now_ms, read_limited, record_accepted, Job,
-    IDEMPOTENCY_KEY,
-};
 use crate::error::ApiError;
+use crate::extract::FunctionName;
+use crate::limits::read_limited;
+use crate::registry::load_record;
+use crate::submit::{
+    checked_idempotency_key, claim_idempotency_value, forwarded_headers, is_valid_traceparent,
+    job_headers, new_traceparent, record_accepted, Job, IDEMPOTENCY_KEY,
+};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -15,8 +17,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use squall_api::invocations::BatchAccepted;
+use squall_api::ErrorBody;
 use squall_broker::headers as h;
 use squall_broker::names::jobs_subject;
+use squall_broker::time::now_ms;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tracing::Instrument as _;
@@ -176,8 +181,20 @@ fn line_id(salt: &[u8], created_at_ms: u64, index: usize) -> uuid::Uuid {
     uuid::Builder::from_unix_timestamp_millis(created_at_ms, &bytes).into_uuid()
 }
 
-/// `POST /v1/functions/{name}/batch`, inside its `squall.batch` span (which continues the
-/// caller's trace when the request carries a valid `traceparent`).
+/// Submit many asynchronous invocations at once: one JSON input per line (NDJSON), validated
+/// whole before any is queued. Runs inside the `squall.batch` span, which continues the
+/// caller's trace when the request carries a valid `traceparent`.
+#[utoipa::path(post, path = "/v1/functions/{name}/batch", tag = "invocations",
+    params(("name" = String, Path, description = crate::functions::NAME, pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key and body, same invocations.")),
+    request_body(content = String, content_type = "application/x-ndjson", description = "One JSON input per line."),
+    responses(
+        (status = 202, description = "Accepted: every line is one queued invocation.", body = BatchAccepted),
+        (status = 400, description = "Invalid name or Idempotency-Key; an empty batch (empty_batch), or a line that is not JSON (invalid_line, with its number).", body = ErrorBody),
+        (status = 404, description = "Unknown function.", body = ErrorBody),
+        (status = 413, description = "The body is larger than the batch limit (default 16 MiB); more lines than the line limit; a line larger than the payload limit.", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used for a different batch of this function.", body = ErrorBody),
+        (status = 503, description = "The broker did not accept every job; retry with the same Idempotency-Key.", body = ErrorBody)))]
 pub async fn submit(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -220,7 +237,10 @@ async fn submit_traced(
             limits.max_bytes
         ))
     })?;
-    let record = load_record(state, name).await?;
+    // The body is read before the name is judged, so a client still sending gets an answer.
+    let name = FunctionName::parse(name.to_string())?;
+    let record = load_record(state, &name).await?;
+    let name = name.as_str();
     let lines = split_lines(&body, &limits, state.config.max_payload)?;
     tracing::Span::current().record("squall.batch_size", lines.len());
     let (batch, created_at_ms) = match headers.get(IDEMPOTENCY_KEY) {
@@ -247,7 +267,10 @@ async fn submit_traced(
     publish(state, &template, &lines, &ids).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "count": ids.len(), "invocation_ids": ids })),
+        Json(BatchAccepted {
+            count: ids.len(),
+            invocation_ids: ids.iter().map(ToString::to_string).collect(),
+        }),
     )
         .into_response())
 }

@@ -1,20 +1,29 @@
 //! The dead-letter queue: the mover that records jobs which exhausted their deliveries, and the
 //! `/v1/dlq` API to list, show, replay and remove dead letters.
 
-use crate::api::{self, Job};
 use crate::error::ApiError;
+use crate::extract::{ApiQuery, FunctionName, InvocationId};
+use crate::invocations::accepted;
+use crate::registry::load_record;
+use crate::submit::{new_traceparent, submit, Job};
 use crate::view::rfc3339;
 use crate::AppState;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use base64::Engine;
 use futures::StreamExt;
+use squall_api::invocations::Accepted;
+use squall_api::operations::{
+    Attempt, DeadLetter as DeadLetterView, DeadLetterList, DeadLetterSummary, DlqParams, Replay,
+    ReplayedAll,
+};
+use squall_api::ErrorBody;
 use squall_broker::dlq::{self, AttemptRecord, DeadLetter, CRASH_MESSAGE};
 use squall_broker::names::{results_subject, DLQ_MOVER};
+use squall_broker::time::now_ms;
 use squall_broker::{headers as h, ErrorKind, InvocationStatus, ResultMeta};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,8 +181,11 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
     };
     let version = match history.last() {
         Some((meta, _)) => meta.version.clone(),
-        None => match api::load_record(state, &function).await {
-            Ok(record) => record.version,
+        None => match FunctionName::parse(function.clone()) {
+            Ok(name) => load_record(state, &name)
+                .await
+                .map(|record| record.version)
+                .unwrap_or_default(),
             Err(_) => String::new(),
         },
     };
@@ -189,7 +201,7 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
         }
         Some(status) => status,
         None => {
-            let now = api::now_ms();
+            let now = now_ms();
             let meta = ResultMeta {
                 invocation_id: id.clone(),
                 function: function.clone(),
@@ -235,7 +247,7 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
         .collect();
     if terminal.is_none() {
         if let Removal::FunctionDeleted = removal {
-            let now = api::now_ms();
+            let now = now_ms();
             failed.push(AttemptRecord {
                 attempt: attempts,
                 kind: Some(kind),
@@ -262,7 +274,7 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
         version,
         status,
         created_at_ms,
-        dead_lettered_at_ms: api::now_ms(),
+        dead_lettered_at_ms: now_ms(),
         attempts: dlq::fill_crashed_attempts(failed, attempts),
         headers,
         payload: job.payload.to_vec(),
@@ -273,22 +285,21 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
     Ok(())
 }
 
-fn summary_view(letter: &DeadLetter) -> serde_json::Value {
-    serde_json::json!({
-        "id": letter.invocation_id,
-        "invocation_id": letter.invocation_id,
-        "function": letter.function,
-        "version": letter.version,
-        "status": letter.status.as_str(),
-        "kind": letter.last_kind().map(|k| k.as_str()),
-        "attempts": letter.attempts.len(),
-        "created_at": rfc3339(letter.created_at_ms),
-        "dead_lettered_at": rfc3339(letter.dead_lettered_at_ms),
-    })
+fn summary_view(letter: &DeadLetter) -> DeadLetterSummary {
+    DeadLetterSummary {
+        id: letter.invocation_id.clone(),
+        invocation_id: letter.invocation_id.clone(),
+        function: letter.function.clone(),
+        version: letter.version.clone(),
+        status: letter.status,
+        kind: letter.last_kind(),
+        attempts: letter.attempts.len(),
+        created_at: rfc3339(letter.created_at_ms),
+        dead_lettered_at: rfc3339(letter.dead_lettered_at_ms),
+    }
 }
 
-fn full_view(letter: &DeadLetter) -> serde_json::Value {
-    let mut view = summary_view(letter);
+fn full_view(letter: &DeadLetter) -> DeadLetterView {
     let (payload, payload_base64) = match std::str::from_utf8(&letter.payload) {
         Ok(text) => (Some(text.to_string()), None),
         Err(_) => (
@@ -296,31 +307,25 @@ fn full_view(letter: &DeadLetter) -> serde_json::Value {
             Some(base64::engine::general_purpose::STANDARD.encode(&letter.payload)),
         ),
     };
-    let attempts: Vec<_> = letter
-        .attempts
-        .iter()
-        .map(|a| {
-            serde_json::json!({
-                "attempt": a.attempt,
-                "kind": a.kind.map(|k| k.as_str()),
-                "message": a.message,
-                "started_at": (a.started_at_ms > 0).then(|| rfc3339(a.started_at_ms)),
-                "finished_at": (a.finished_at_ms > 0).then(|| rfc3339(a.finished_at_ms)),
-                "duration_ms": a.duration_us as f64 / 1000.0,
-                "worker": a.worker,
+    DeadLetterView {
+        summary: summary_view(letter),
+        payload,
+        payload_base64,
+        headers: letter.headers.iter().cloned().collect(),
+        attempt_history: letter
+            .attempts
+            .iter()
+            .map(|a| Attempt {
+                attempt: a.attempt,
+                kind: a.kind,
+                message: a.message.clone(),
+                started_at: (a.started_at_ms > 0).then(|| rfc3339(a.started_at_ms)),
+                finished_at: (a.finished_at_ms > 0).then(|| rfc3339(a.finished_at_ms)),
+                duration_ms: a.duration_us as f64 / 1000.0,
+                worker: a.worker.clone(),
             })
-        })
-        .collect();
-    let headers: serde_json::Map<_, _> = letter
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    view["payload"] = payload.into();
-    view["payload_base64"] = payload_base64.into();
-    view["headers"] = headers.into();
-    view["attempt_history"] = attempts.into();
-    view
+            .collect(),
+    }
 }
 
 /// Every dead letter whose subject matches `filter`, with its stream sequence, oldest first.
@@ -356,12 +361,6 @@ async fn scan(state: &AppState, filter: String) -> Result<Vec<(u64, DeadLetter)>
 /// The dead letter of invocation `id`, with its stream sequence.
 async fn find(state: &AppState, id: &str) -> Result<(u64, DeadLetter), ApiError> {
     use async_nats::jetstream::stream::LastRawMessageErrorKind;
-    uuid::Uuid::parse_str(id).map_err(|_| {
-        ApiError::bad_request(
-            "invalid_invocation_id",
-            format!("{id:?} is not an invocation id (a UUID)"),
-        )
-    })?;
     let not_found = || {
         ApiError::not_found(
             "dead_letter_not_found",
@@ -384,42 +383,57 @@ async fn find(state: &AppState, id: &str) -> Result<(u64, DeadLetter), ApiError>
     }
 }
 
-fn function_filter(query: &HashMap<String, String>) -> Result<Option<String>, ApiError> {
-    match query.get("function") {
-        None => Ok(None),
-        Some(name) => {
-            squall_broker::validate_function_name(name)
-                .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
-            Ok(Some(name.clone()))
-        }
-    }
+/// The `function` filter of `params`, checked.
+fn function_filter(params: DlqParams) -> Result<Option<FunctionName>, ApiError> {
+    params.function.map(FunctionName::parse).transpose()
 }
 
+const ID: &str = "Invocation id (UUIDv7) of the dead-lettered invocation.";
+
+/// List dead letters (at most 1000, oldest first).
+#[utoipa::path(get, path = "/v1/dlq", tag = "dead letters", params(DlqParams), responses(
+    (status = 200, description = "Dead letters.", body = DeadLetterList),
+    (status = 400, description = "Invalid function name or parameter.", body = ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    let filter = match function_filter(&query)? {
+    ApiQuery(params): ApiQuery<DlqParams>,
+) -> Result<Json<DeadLetterList>, ApiError> {
+    let filter = match function_filter(params)? {
         Some(name) => format!("dlq.{name}.*"),
         None => "dlq.*.*".to_string(),
     };
     let letters = scan(&state, filter).await?;
-    let views: Vec<_> = letters.iter().map(|(_, l)| summary_view(l)).collect();
-    Ok(Json(serde_json::json!({ "dead_letters": views })).into_response())
+    Ok(Json(DeadLetterList {
+        dead_letters: letters.iter().map(|(_, l)| summary_view(l)).collect(),
+    }))
 }
 
+/// Show a dead letter: payload, headers and every attempt's error and timing.
+#[utoipa::path(get, path = "/v1/dlq/{id}", tag = "dead letters",
+    params(("id" = String, Path, description = ID, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    responses(
+        (status = 200, description = "The dead letter.", body = DeadLetterView),
+        (status = 400, description = "Not a UUID.", body = ErrorBody),
+        (status = 404, description = "No dead letter for this invocation.", body = ErrorBody)))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+    id: InvocationId,
+) -> Result<Json<DeadLetterView>, ApiError> {
     let (_, letter) = find(&state, &id).await?;
-    Ok(Json(full_view(&letter)).into_response())
+    Ok(Json(full_view(&letter)))
 }
 
+/// Remove a dead letter.
+#[utoipa::path(delete, path = "/v1/dlq/{id}", tag = "dead letters",
+    params(("id" = String, Path, description = ID, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, description = "Not a UUID.", body = ErrorBody),
+        (status = 404, description = "No dead letter for this invocation.", body = ErrorBody)))]
 pub async fn remove(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+    id: InvocationId,
+) -> Result<StatusCode, ApiError> {
     let (sequence, _) = find(&state, &id).await?;
     state
         .topology
@@ -427,7 +441,7 @@ pub async fn remove(
         .delete_message(sequence)
         .await
         .map_err(|e| ApiError::broker("cannot delete the dead letter", e))?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Submits a dead letter again as a new invocation linked to the original, then removes it
@@ -437,7 +451,7 @@ async fn replay_one(
     sequence: u64,
     letter: &DeadLetter,
 ) -> Result<String, ApiError> {
-    let record = api::load_record(state, &letter.function).await?;
+    let record = load_record(state, &FunctionName::parse(letter.function.clone())?).await?;
     let id = uuid::Uuid::now_v7().to_string();
     let mut extra_headers: Vec<(String, String)> = letter
         .headers
@@ -448,18 +462,18 @@ async fn replay_one(
         .cloned()
         .collect();
     extra_headers.push((h::REPLAY_OF.to_string(), letter.invocation_id.clone()));
-    let traceparent = api::new_traceparent();
+    let traceparent = new_traceparent();
     let job = Job {
         function: &letter.function,
         version: &record.version,
         id: &id,
-        created_at_ms: api::now_ms(),
+        created_at_ms: now_ms(),
         traceparent: &traceparent,
         source: "replay",
         extra_headers,
         reply_to: None,
     };
-    api::submit(state, job, letter.payload.clone().into()).await?;
+    submit(state, job, letter.payload.clone().into()).await?;
     if let Err(error) = state.topology.dlq.delete_message(sequence).await {
         tracing::warn!(message = "replayed dead letter could not be removed", invocation_id = %letter.invocation_id, %error);
     }
@@ -467,44 +481,44 @@ async fn replay_one(
     Ok(id)
 }
 
+/// Replay a dead letter as a new invocation linked to the original (header
+/// `Squall-Replay-Of`); the dead letter is removed.
+#[utoipa::path(post, path = "/v1/dlq/{id}/replay", tag = "dead letters",
+    params(("id" = String, Path, description = ID, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    responses(
+        (status = 202, description = "The new invocation.", body = Accepted),
+        (status = 400, description = "Not a UUID.", body = ErrorBody),
+        (status = 404, description = "No dead letter, or its function is no longer deployed.", body = ErrorBody)))]
 pub async fn replay(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    id: InvocationId,
 ) -> Result<Response, ApiError> {
     let (sequence, letter) = find(&state, &id).await?;
     let new_id = replay_one(&state, sequence, &letter).await?;
-    let mut response = api::accepted(&new_id, InvocationStatus::Queued);
-    *response.body_mut() = axum::body::Body::from(
-        serde_json::json!({
-            "invocation_id": new_id,
-            "status": "queued",
-            "location": format!("/v1/invocations/{new_id}"),
-            "replay_of": id,
-        })
-        .to_string(),
-    );
-    Ok(response)
+    Ok(accepted(&new_id, InvocationStatus::Queued, Some(&id)))
 }
 
+/// Replay every dead letter of a function as new invocations.
+#[utoipa::path(post, path = "/v1/dlq/replay", tag = "dead letters", params(DlqParams), responses(
+    (status = 202, description = "Replayed.", body = ReplayedAll),
+    (status = 400, description = "Missing or invalid function.", body = ErrorBody),
+    (status = 404, description = "Unknown function.", body = ErrorBody)))]
 pub async fn replay_all(
     State(state): State<Arc<AppState>>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    let name = function_filter(&query)?.ok_or_else(|| {
+    ApiQuery(params): ApiQuery<DlqParams>,
+) -> Result<(StatusCode, Json<ReplayedAll>), ApiError> {
+    let name = function_filter(params)?.ok_or_else(|| {
         ApiError::bad_request("missing_function", "bulk replay needs ?function=<name>")
     })?;
-    api::load_record(&state, &name).await?;
+    load_record(&state, &name).await?;
     let letters = scan(&state, format!("dlq.{name}.*")).await?;
     let mut replayed = Vec::new();
     for (sequence, letter) in &letters {
         let new_id = replay_one(&state, *sequence, letter).await?;
-        replayed.push(
-            serde_json::json!({ "replay_of": letter.invocation_id, "invocation_id": new_id }),
-        );
+        replayed.push(Replay {
+            replay_of: letter.invocation_id.clone(),
+            invocation_id: new_id,
+        });
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "replayed": replayed })),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, Json(ReplayedAll { replayed })))
 }

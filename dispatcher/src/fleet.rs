@@ -1,18 +1,18 @@
 //! `GET /v1/fleet`: the fleet supervisors, the live worker processes, and per-function backlog
 //! and in-flight work, read from the fleet bucket and the function consumers.
 
-use crate::api::now_ms;
 use crate::error::ApiError;
 use crate::view::rfc3339;
 use crate::AppState;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt as _;
+use squall_api::operations::{Fleet, FleetWorker, FunctionLoad, Supervisor};
 use squall_broker::fleet::{
     self, Allocation, Heartbeat, WorkerBeat, ALLOCATION_KEY, HEARTBEAT_PREFIX, WORKER_PREFIX,
 };
 use squall_broker::names::consumer_name;
+use squall_broker::time::now_ms;
 use squall_broker::topology::FLEET_HEARTBEAT_TTL;
 use std::sync::Arc;
 
@@ -60,8 +60,11 @@ pub async fn read(state: &AppState) -> Result<FleetView, ApiError> {
     Ok(view)
 }
 
-/// `GET /v1/fleet`.
-pub async fn get(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+/// Fleet supervisors and their workers, live worker processes, and per-function backlog and
+/// in-flight jobs.
+#[utoipa::path(get, path = "/v1/fleet", tag = "fleet", responses(
+    (status = 200, description = "The fleet.", body = Fleet)))]
+pub async fn get(State(state): State<Arc<AppState>>) -> Result<Json<Fleet>, ApiError> {
     let view = read(&state).await?;
     let mut functions = Vec::new();
     let mut names = state.registry.names();
@@ -73,39 +76,44 @@ pub async fn get(State(state): State<Arc<AppState>>) -> Result<Response, ApiErro
             .consumer_info(consumer_name(&name))
             .await
         {
-            functions.push(serde_json::json!({
-                "name": name,
-                "backlog": info.num_pending,
-                "in_flight": info.num_ack_pending,
-            }));
+            functions.push(FunctionLoad {
+                name,
+                backlog: info.num_pending,
+                in_flight: info.num_ack_pending as u64,
+            });
         }
     }
-    let supervisors: Vec<_> = view
+    let supervisors = view
         .supervisors
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "id": s.id, "host": s.host, "pid": s.pid, "functions": s.functions,
-                "min": s.min, "max": s.max, "desired": s.desired, "workers": s.workers,
-                "updated_at": rfc3339(s.updated_at_ms),
-            })
+        .into_iter()
+        .map(|s| Supervisor {
+            updated_at: rfc3339(s.updated_at_ms),
+            id: s.id,
+            host: s.host,
+            pid: s.pid,
+            functions: s.functions,
+            min: s.min,
+            max: s.max,
+            desired: s.desired,
+            workers: s.workers,
         })
         .collect();
-    let workers: Vec<_> = view
+    let workers = view
         .workers
-        .iter()
-        .map(|w| {
-            serde_json::json!({
-                "id": w.id, "host": w.host, "pid": w.pid, "functions": w.functions,
-                "in_flight": w.in_flight, "updated_at": rfc3339(w.updated_at_ms),
-            })
+        .into_iter()
+        .map(|w| FleetWorker {
+            updated_at: rfc3339(w.updated_at_ms),
+            id: w.id,
+            host: w.host,
+            pid: w.pid,
+            functions: w.functions,
+            in_flight: w.in_flight,
         })
         .collect();
-    Ok(Json(serde_json::json!({
-        "supervisors": supervisors,
-        "workers": workers,
-        "functions": functions,
-        "allocation": view.allocation.granted,
+    Ok(Json(Fleet {
+        supervisors,
+        workers,
+        functions,
+        allocation: view.allocation.granted,
     }))
-    .into_response())
 }

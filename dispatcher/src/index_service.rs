@@ -56,7 +56,7 @@ pub enum IndexQuery {
 /// The end of a window as shown: now when it is open.
 fn shown_until(until_ms: u64) -> String {
     if until_ms == u64::MAX {
-        rfc3339(crate::api::now_ms())
+        rfc3339(squall_broker::time::now_ms())
     } else {
         rfc3339(until_ms)
     }

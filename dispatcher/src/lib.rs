@@ -3,31 +3,35 @@
 //! Architecture invariant: the dispatcher never loads a function; it reads artifacts as data
 //! (`artifact`) and talks to workers only through the broker.
 
-pub mod api;
 pub mod artifact;
 pub mod auth;
 pub mod batch;
 pub mod dlq;
 pub mod error;
+pub mod extract;
 pub mod fleet;
+pub mod functions;
+pub mod health;
 pub mod index;
 pub mod index_service;
+pub mod invocations;
 pub mod limits;
-pub mod openapi;
+pub mod metrics;
 pub mod queries;
 pub mod query;
 pub mod registry;
+pub mod routes;
 pub mod schedules;
 pub mod secrets;
+pub mod submit;
 pub mod tls;
 pub mod triggers;
 pub mod view;
 pub mod waiter;
 
+pub use routes::app;
+
 use anyhow::Context as _;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
-use axum::Router;
 use squall_broker::{Topology, TopologyConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -84,6 +88,8 @@ pub struct AppState {
     /// The API keys this dispatcher accepts.
     pub keys: auth::Keys,
     pub keys_bucket: async_nats::jetstream::kv::Store,
+    /// The OpenAPI document this dispatcher serves, rendered once.
+    pub openapi: bytes::Bytes,
 }
 
 impl AppState {
@@ -91,71 +97,6 @@ impl AppState {
     pub fn query_index(&self) -> Option<&query::QueryIndex> {
         self.config.query_index.then_some(&self.index.query)
     }
-}
-
-/// The API router over `state`, without binding a port.
-pub fn app(state: Arc<AppState>) -> Router {
-    // Room for multipart framing and the config part beside the artifact.
-    let deploy_limit = state.config.max_artifact + 1024 * 1024;
-    Router::new()
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/v1/openapi.json", get(api::openapi))
-        .route("/metrics", get(api::metrics))
-        .route("/v1/functions", get(api::list_functions))
-        .route(
-            "/v1/functions/{name}",
-            put(api::deploy)
-                .get(api::get_function)
-                .delete(api::delete_function)
-                .layer(DefaultBodyLimit::max(deploy_limit)),
-        )
-        .route(
-            "/v1/functions/{name}/invocations",
-            post(api::invoke).layer(DefaultBodyLimit::disable()),
-        )
-        .route(
-            "/v1/functions/{name}/batch",
-            post(batch::submit).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/v1/invocations", get(queries::list))
-        .route("/v1/invocations/{id}", get(api::get_invocation))
-        .route("/v1/functions/{name}/stats", get(queries::stats))
-        .route(
-            "/v1/functions/{name}/secrets",
-            put(secrets::put).get(secrets::get).delete(secrets::delete),
-        )
-        .route("/v1/usage", get(queries::usage))
-        .route("/v1/dlq", get(dlq::list))
-        .route("/v1/dlq/replay", post(dlq::replay_all))
-        .route("/v1/dlq/{id}", get(dlq::show).delete(dlq::remove))
-        .route("/v1/dlq/{id}/replay", post(dlq::replay))
-        .route("/v1/invocations/{id}/output", get(api::get_output))
-        .route("/v1/invocations/{id}/logs", get(api::get_logs))
-        .route("/v1/schedules", get(schedules::list))
-        .route(
-            "/v1/schedules/{name}",
-            put(schedules::put)
-                .get(schedules::get)
-                .delete(schedules::delete),
-        )
-        .route("/v1/fleet", get(fleet::get))
-        .route("/v1/triggers", get(triggers::list))
-        .route(
-            "/v1/triggers/{name}",
-            put(triggers::put)
-                .get(triggers::get)
-                .delete(triggers::delete),
-        )
-        .route("/v1/keys", post(auth::create).get(auth::list))
-        .route("/v1/keys/{name}", axum::routing::delete(auth::delete))
-        .fallback(api::not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key,
-        ))
-        .layer(axum::middleware::from_fn(limits::headers))
-        .with_state(state)
 }
 
 /// How long a starting dispatcher keeps trying to set up the topology: a cluster that is still
@@ -233,7 +174,10 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
         waiter,
         index,
         registry: Arc::new(registry::RegistryCache::default()),
-        metrics: Arc::new(api::metrics_registry()),
+        metrics: Arc::new(metrics::metrics_registry()),
+        openapi: serde_json::to_vec(&routes::document(keys.metrics_open))
+            .context("cannot render the OpenAPI document")?
+            .into(),
         keys,
         keys_bucket,
     });
@@ -261,10 +205,7 @@ async fn prune_index(state: Arc<AppState>) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every.tick().await;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = squall_broker::time::now_ms();
         let cutoff = now.saturating_sub(state.config.topology.results_max_age.as_millis() as u64);
         let pruned = state
             .index

@@ -2,10 +2,13 @@
 //! route, names by their validators, and JSON nesting by serde_json's depth limit of 128.)
 
 use crate::error::ApiError;
+use axum::body::Body;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
+use std::time::Duration;
 
 /// Most request headers accepted.
 pub const MAX_HEADERS: usize = 64;
@@ -33,4 +36,33 @@ pub async fn headers(request: Request, next: Next) -> Response {
         .into_response();
     }
     next.run(request).await
+}
+
+/// How many bytes of an oversized body are read and discarded so that the client, still
+/// sending, receives the 413 instead of a reset connection.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Reads a body of at most `limit` bytes. A larger body is drained (up to `DRAIN_LIMIT`, for a
+/// few seconds at most) and refused.
+pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, ()> {
+    let mut stream = body.into_data_stream();
+    let mut buffer = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ())?;
+        if buffer.len() + chunk.len() > limit {
+            let mut seen = buffer.len() + chunk.len();
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(Ok(chunk)) = stream.next().await {
+                    seen += chunk.len();
+                    if seen > DRAIN_LIMIT {
+                        break;
+                    }
+                }
+            })
+            .await;
+            return Err(());
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
 }

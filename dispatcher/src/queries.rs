@@ -1,29 +1,27 @@
 //! Invocation queries, function stats and usage (validated here, answered by the query index
 //! role in `index_service`), and the task that feeds this process's index from RESULTS.
 
-use crate::api::{load_record, now_ms};
 use crate::error::ApiError;
+use crate::extract::{ApiQuery, FunctionName};
 use crate::index_service::{ask, IndexQuery};
 use crate::query::{self, Entry};
+use crate::registry::load_record;
 use crate::view::rfc3339;
 use crate::AppState;
-use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
 use axum::Json;
 use futures::StreamExt;
-use squall_broker::{InvocationStatus, ResultMeta};
-use std::collections::HashMap;
+use squall_api::queries::{
+    FunctionStats, InvocationPage, InvocationSummary, ListParams, StatsParams, UsageParams,
+    UsageReport, DEFAULT_LIMIT, DEFAULT_STATS_WINDOW_SECS, MAX_LIMIT, MAX_STATS_WINDOW_SECS,
+};
+use squall_api::ErrorBody;
+use squall_broker::time::now_ms;
+use squall_broker::{ErrorKind, InvocationStatus, ResultMeta};
 use std::sync::Arc;
 use std::time::Duration;
 
 type Shared = State<Arc<AppState>>;
-
-/// Most invocations one page returns.
-pub const MAX_LIMIT: usize = 1000;
-/// Invocations per page when `limit` is not given.
-pub const DEFAULT_LIMIT: usize = 50;
-/// The stats window when neither `window` nor `since` is given.
-pub const DEFAULT_STATS_WINDOW_SECS: u64 = 3600;
 
 /// Keeps the query index up to date with RESULTS, forever; restarts after broker errors.
 pub async fn run_indexer(state: Arc<AppState>) {
@@ -110,7 +108,7 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
             index.apply_all(&batch)?;
             state
                 .metrics
-                .add(crate::api::INDEXED, &[], batch.len() as f64);
+                .add(crate::metrics::INDEXED, &[], batch.len() as f64);
             batch.clear();
         }
     }
@@ -139,14 +137,18 @@ fn parse_time(name: &str, value: &str) -> Result<u64, ApiError> {
         })
 }
 
-fn time_bound(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
-    query.get(name).map(|v| parse_time(name, v)).transpose()
+fn time_bound(value: Option<&str>, name: &str) -> Result<Option<u64>, ApiError> {
+    value.map(|v| parse_time(name, v)).transpose()
 }
 
 /// `since` and `until` of a query, checked to be in order.
-fn window(query: &HashMap<String, String>, default_since: u64) -> Result<(u64, u64), ApiError> {
-    let since = time_bound(query, "since")?.unwrap_or(default_since);
-    let until = time_bound(query, "until")?.unwrap_or(u64::MAX);
+fn window(
+    since: Option<&str>,
+    until: Option<&str>,
+    default_since: u64,
+) -> Result<(u64, u64), ApiError> {
+    let since = time_bound(since, "since")?.unwrap_or(default_since);
+    let until = time_bound(until, "until")?.unwrap_or(u64::MAX);
     if since >= until {
         return Err(ApiError::bad_request(
             "invalid_time",
@@ -156,54 +158,53 @@ fn window(query: &HashMap<String, String>, default_since: u64) -> Result<(u64, u
     Ok((since, until))
 }
 
-fn reject_unknown(query: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
-    match query.keys().find(|k| !known.contains(&k.as_str())) {
-        None => Ok(()),
-        Some(key) => Err(ApiError::bad_request(
-            "invalid_query",
-            format!(
-                "unknown query parameter {key:?}; known: {}",
-                known.join(", ")
-            ),
-        )),
+/// One row of a page of invocations.
+pub(crate) fn summary_view(id: &str, entry: &Entry) -> InvocationSummary {
+    InvocationSummary {
+        invocation_id: id.to_string(),
+        function: entry.function.clone(),
+        version: entry.version.clone(),
+        status: entry.status,
+        attempts: entry.attempts,
+        error_kind: entry.error_kind.as_deref().and_then(ErrorKind::parse),
+        created_at: rfc3339(entry.created_at_ms),
+        finished_at: entry
+            .status
+            .is_terminal()
+            .then(|| rfc3339(entry.finished_at_ms)),
+        duration_ms: entry.duration_us as f64 / 1000.0,
+        cpu_ms: entry.cpu_us_total as f64 / 1000.0,
+        wall_ms: entry.wall_us_total as f64 / 1000.0,
     }
 }
 
-pub(crate) fn summary_view(id: &str, entry: &Entry) -> serde_json::Value {
-    let terminal = entry.status.is_terminal();
-    serde_json::json!({
-        "invocation_id": id,
-        "function": entry.function,
-        "version": entry.version,
-        "status": entry.status.as_str(),
-        "attempts": entry.attempts,
-        "error_kind": entry.error_kind,
-        "created_at": rfc3339(entry.created_at_ms),
-        "finished_at": if terminal { Some(rfc3339(entry.finished_at_ms)) } else { None },
-        "duration_ms": entry.duration_us as f64 / 1000.0,
-        "cpu_ms": entry.cpu_us_total as f64 / 1000.0,
-        "wall_ms": entry.wall_us_total as f64 / 1000.0,
-    })
+/// The index's answer as the API type `T`.
+async fn ask_typed<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    query: IndexQuery,
+) -> Result<Json<T>, ApiError> {
+    let answer = ask(state, query).await?;
+    serde_json::from_value(answer)
+        .map(Json)
+        .map_err(|e| ApiError::internal("query index answer", e))
 }
 
-/// `GET /v1/invocations`: invocations with a result, newest first, a page at a time.
+/// Invocations that have a result (retrying or terminal), newest first by creation time, a
+/// page at a time.
+#[utoipa::path(get, path = "/v1/invocations", tag = "queries", params(ListParams), responses(
+    (status = 200, description = "One page.", body = InvocationPage),
+    (status = 400, description = "An invalid parameter.", body = ErrorBody),
+    (status = 503, description = "No query index answered.", body = ErrorBody)))]
 pub async fn list(
     State(state): Shared,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    reject_unknown(
-        &query,
-        &["function", "status", "since", "until", "limit", "cursor"],
-    )?;
-    let function = match query.get("function") {
-        Some(name) => {
-            squall_broker::validate_function_name(name)
-                .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
-            Some(name.clone())
-        }
-        None => None,
-    };
-    let status = match query.get("status") {
+    ApiQuery(query): ApiQuery<ListParams>,
+) -> Result<Json<InvocationPage>, ApiError> {
+    let function = query
+        .function
+        .map(FunctionName::parse)
+        .transpose()?
+        .map(FunctionName::into_string);
+    let status = match query.status.as_deref() {
         Some(s) => Some(InvocationStatus::parse(s).ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_status",
@@ -212,8 +213,8 @@ pub async fn list(
         })?),
         None => None,
     };
-    let (since, until) = window(&query, 0)?;
-    let limit = match query.get("limit") {
+    let (since, until) = window(query.since.as_deref(), query.until.as_deref(), 0)?;
+    let limit = match query.limit.as_deref() {
         None => DEFAULT_LIMIT,
         Some(l) => l
             .parse::<usize>()
@@ -226,7 +227,7 @@ pub async fn list(
                 )
             })?,
     };
-    let cursor = match query.get("cursor") {
+    let cursor = match query.cursor.as_deref() {
         None => None,
         Some(c) => Some(query::decode_cursor(c).ok_or_else(|| {
             ApiError::bad_request(
@@ -243,20 +244,27 @@ pub async fn list(
         limit,
         cursor,
     };
-    Ok(Json(ask(&state, query).await?).into_response())
+    ask_typed(&state, query).await
 }
 
-/// `GET /v1/functions/{name}/stats`: count, error rate and duration percentiles over a window.
+/// Count, error rate and latest-attempt duration percentiles of a function's invocations
+/// created in a window (the last hour by default).
+#[utoipa::path(get, path = "/v1/functions/{name}/stats", tag = "queries",
+    params(("name" = String, Path, description = crate::functions::NAME, pattern = "^[A-Za-z0-9_-]{1,64}$"), StatsParams),
+    responses(
+        (status = 200, description = "The stats.", body = FunctionStats),
+        (status = 400, description = "An invalid parameter.", body = ErrorBody),
+        (status = 404, description = "Unknown function.", body = ErrorBody),
+        (status = 503, description = "No query index answered.", body = ErrorBody)))]
 pub async fn stats(
     State(state): Shared,
-    Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    reject_unknown(&query, &["window", "since", "until"])?;
+    name: FunctionName,
+    ApiQuery(query): ApiQuery<StatsParams>,
+) -> Result<Json<FunctionStats>, ApiError> {
     let now = now_ms();
-    let default_since = match query.get("window") {
+    let default_since = match query.window.as_deref() {
         None => now.saturating_sub(DEFAULT_STATS_WINDOW_SECS * 1000),
-        Some(_) if query.contains_key("since") => {
+        Some(_) if query.since.is_some() => {
             return Err(ApiError::bad_request(
                 "invalid_query",
                 "give either window or since, not both",
@@ -266,33 +274,41 @@ pub async fn stats(
             let secs = w
                 .parse::<u64>()
                 .ok()
-                .filter(|s| (1..=366 * 24 * 3600).contains(s))
+                .filter(|s| (1..=MAX_STATS_WINDOW_SECS).contains(s))
                 .ok_or_else(|| {
                     ApiError::bad_request(
                         "invalid_window",
-                        format!("window={w:?} must be a number of seconds from 1 to 31622400"),
+                        format!("window={w:?} must be a number of seconds from 1 to {MAX_STATS_WINDOW_SECS}"),
                     )
                 })?;
             now.saturating_sub(secs * 1000)
         }
     };
-    let (since, until) = window(&query, default_since)?;
+    let (since, until) = window(
+        query.since.as_deref(),
+        query.until.as_deref(),
+        default_since,
+    )?;
     load_record(&state, &name).await?;
     let query = IndexQuery::Stats {
-        function: name,
+        function: name.into_string(),
         since_ms: since,
         until_ms: until,
     };
-    Ok(Json(ask(&state, query).await?).into_response())
+    ask_typed(&state, query).await
 }
 
-/// `GET /v1/usage`: invocations, CPU-ms and wall-ms, grouped by function or by hour.
+/// Metered usage of invocations created in a window: invocations, attempts, CPU-ms and
+/// wall-ms, grouped by function or by hour.
+#[utoipa::path(get, path = "/v1/usage", tag = "queries", params(UsageParams), responses(
+    (status = 200, description = "Usage per group and in total.", body = UsageReport),
+    (status = 400, description = "An invalid parameter.", body = ErrorBody),
+    (status = 503, description = "No query index answered.", body = ErrorBody)))]
 pub async fn usage(
     State(state): Shared,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    reject_unknown(&query, &["since", "until", "group_by"])?;
-    let by_hour = match query.get("group_by").map(String::as_str) {
+    ApiQuery(query): ApiQuery<UsageParams>,
+) -> Result<Json<UsageReport>, ApiError> {
+    let by_hour = match query.group_by.as_deref() {
         None | Some("function") => false,
         Some("hour") => true,
         Some(other) => {
@@ -302,13 +318,13 @@ pub async fn usage(
             ))
         }
     };
-    let (since, until) = window(&query, 0)?;
+    let (since, until) = window(query.since.as_deref(), query.until.as_deref(), 0)?;
     let query = IndexQuery::Usage {
         since_ms: since,
         until_ms: until,
         by_hour,
     };
-    Ok(Json(ask(&state, query).await?).into_response())
+    ask_typed(&state, query).await
 }
 
 #[cfg(test)]

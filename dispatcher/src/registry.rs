@@ -1,7 +1,10 @@
-//! An in-memory copy of the function registry, kept current by a KV watch, so an invoke does
-//! not pay a registry round trip. The KV bucket stays the source of truth: a miss falls back to
-//! reading it.
+//! Registry reads: an in-memory copy of the function registry, kept current by a KV watch, so an
+//! invoke does not pay a registry round trip. The KV bucket stays the source of truth: a miss
+//! falls back to reading it.
 
+use crate::error::ApiError;
+use crate::extract::FunctionName;
+use crate::AppState;
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use squall_broker::FunctionRecord;
@@ -84,6 +87,31 @@ impl RegistryCache {
             }
         }
         anyhow::bail!("registry watch ended")
+    }
+}
+
+/// The deployed record of `name`: from the cache, else from the bucket; `404
+/// function_not_found` when it is not deployed.
+pub async fn load_record(
+    state: &AppState,
+    name: &FunctionName,
+) -> Result<FunctionRecord, ApiError> {
+    let name = name.as_str();
+    if let Some(record) = state.registry.get(name) {
+        return Ok((*record).clone());
+    }
+    match state.topology.registry.entry(name).await {
+        Ok(Some(entry)) if entry.operation == async_nats::jetstream::kv::Operation::Put => {
+            let record = FunctionRecord::decode(&entry.value)
+                .map_err(|e| ApiError::internal("registry", e))?;
+            state.registry.put(entry.revision, record.clone());
+            Ok(record)
+        }
+        Ok(_) => Err(ApiError::not_found(
+            "function_not_found",
+            format!("function {name:?} is not deployed"),
+        )),
+        Err(e) => Err(ApiError::broker("cannot read the function registry", e)),
     }
 }
 

@@ -6,19 +6,22 @@
 //! cluster fires exactly one tick each time, and any JetStream consumer can read the ticks).
 //! One durable consumer, shared by every dispatcher, turns each tick into one invocation.
 
-use crate::api::{load_record, new_traceparent, now_ms, submit, Job};
 use crate::error::ApiError;
+use crate::extract::{ApiJson, FunctionName, Name, OfSchedule};
+use crate::registry::load_record;
+use crate::submit::{new_traceparent, submit, Job};
 use crate::view::rfc3339;
 use crate::AppState;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use serde::Deserialize;
+use squall_api::operations::{Schedule, ScheduleList, ScheduleRequest};
+use squall_api::ErrorBody;
 use squall_broker::headers as h;
 use squall_broker::names::{schedule_subject, tick_subject, CRON_DISPATCH};
+use squall_broker::time::now_ms;
 use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,21 +32,6 @@ type Shared = State<Arc<AppState>>;
 pub const TICK_TTL: &str = "24h";
 /// How many upcoming fire times a schedule view shows.
 pub const PREVIEW: usize = 5;
-
-/// The body of `PUT /v1/schedules/{name}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleBody {
-    pub function: String,
-    /// Cron expression: 5 fields, or 6 with seconds first; or `@hourly`, `@daily`, ….
-    pub cron: String,
-    /// IANA time zone the expression is read in; UTC by default.
-    #[serde(default)]
-    pub timezone: Option<String>,
-    /// The input of each invocation, as JSON; no input when absent.
-    #[serde(default)]
-    pub payload: Option<serde_json::Value>,
-}
 
 /// Why a cron expression or time zone was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,36 +134,24 @@ impl CronSpec {
     }
 }
 
-fn schedule_view(name: &str, function: &str, spec: &CronSpec, payload: &[u8]) -> serde_json::Value {
-    let payload = if payload.is_empty() {
-        serde_json::Value::Null
-    } else {
+fn schedule_view(name: &str, function: &str, spec: &CronSpec, payload: &[u8]) -> Schedule {
+    let payload = (!payload.is_empty()).then(|| {
         serde_json::from_slice(payload)
             .unwrap_or_else(|_| String::from_utf8_lossy(payload).into_owned().into())
-    };
-    let next: Vec<String> = spec
-        .next_fires(now_ms(), PREVIEW)
-        .into_iter()
-        .map(rfc3339)
-        .collect();
-    serde_json::json!({
-        "name": name,
-        "function": function,
-        "cron": spec.expression,
-        "timezone": spec.timezone.name(),
-        "payload": payload,
-        "subject": tick_subject(name),
-        "next": next,
-    })
-}
-
-fn checked_schedule_name(name: &str) -> Result<(), ApiError> {
-    squall_broker::validate_function_name(name).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_name",
-            e.to_string().replace("function name", "schedule name"),
-        )
-    })
+    });
+    Schedule {
+        name: name.to_string(),
+        function: function.to_string(),
+        cron: spec.expression.clone(),
+        timezone: spec.timezone.name().to_string(),
+        payload,
+        subject: tick_subject(name),
+        next: spec
+            .next_fires(now_ms(), PREVIEW)
+            .into_iter()
+            .map(rfc3339)
+            .collect(),
+    }
 }
 
 fn cron_error(e: CronError) -> ApiError {
@@ -211,28 +187,33 @@ async fn read_schedule(
     Ok(Some((function, spec, message.payload)))
 }
 
-/// `PUT /v1/schedules/{name}`: creates or replaces a schedule.
+const NAME: &str = "Schedule name: 1 to 64 ASCII letters, digits, '-' or '_'.";
+
+/// Create or replace a schedule; the broker fires its ticks on `cron.<name>`, each one
+/// invocation of the function.
+#[utoipa::path(put, path = "/v1/schedules/{name}", tag = "schedules",
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    request_body = ScheduleRequest,
+    responses(
+        (status = 200, description = "The schedule with its next five fire times.", body = Schedule),
+        (status = 400, description = "Invalid name, body, cron expression or time zone.", body = ErrorBody),
+        (status = 404, description = "Unknown function.", body = ErrorBody),
+        (status = 413, description = "The body is too large.", body = ErrorBody)))]
 pub async fn put(
     State(state): Shared,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    checked_schedule_name(&name)?;
-    let body: ScheduleBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_schedule",
-            format!("schedule body must be JSON {{function, cron, timezone?, payload?}}: {e}"),
-        )
-    })?;
+    name: Name<OfSchedule>,
+    ApiJson(body): ApiJson<ScheduleRequest>,
+) -> Result<Json<Schedule>, ApiError> {
+    let name = name.as_str();
     let spec = CronSpec::parse(&body.cron, body.timezone.as_deref()).map_err(cron_error)?;
-    load_record(&state, &body.function).await?;
+    load_record(&state, &FunctionName::parse(body.function.clone())?).await?;
     let payload = body
         .payload
         .as_ref()
         .map(|p| p.to_string().into_bytes())
         .unwrap_or_default();
     // Re-publishing an unchanged schedule would restart its timer: skip it.
-    let unchanged = match read_schedule(&state, &name).await? {
+    let unchanged = match read_schedule(&state, name).await? {
         Some((function, old, old_payload)) => {
             function == body.function
                 && old.expression == spec.expression
@@ -244,17 +225,17 @@ pub async fn put(
     if !unchanged {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Schedule", spec.expression.as_str());
-        headers.insert("Nats-Schedule-Target", tick_subject(&name).as_str());
+        headers.insert("Nats-Schedule-Target", tick_subject(name).as_str());
         headers.insert("Nats-Schedule-Time-Zone", spec.timezone.name());
         headers.insert("Nats-Schedule-TTL", TICK_TTL);
         // Only the newest schedule message of the subject is kept.
         headers.insert("Nats-Rollup", "sub");
         headers.insert(h::FUNCTION, body.function.as_str());
-        headers.insert(h::SCHEDULE, name.as_str());
+        headers.insert(h::SCHEDULE, name);
         state
             .topology
             .jetstream
-            .publish_with_headers(schedule_subject(&name), headers, payload.clone().into())
+            .publish_with_headers(schedule_subject(name), headers, payload.clone().into())
             .await
             .map_err(|e| ApiError::broker("cannot store the schedule", e))?
             .await
@@ -266,15 +247,20 @@ pub async fn put(
             })?;
         tracing::info!(message = "schedule set", schedule = %name, function = %body.function, cron = %spec.expression);
     }
-    Ok(Json(schedule_view(&name, &body.function, &spec, &payload)).into_response())
+    Ok(Json(schedule_view(name, &body.function, &spec, &payload)))
 }
 
-/// `GET /v1/schedules/{name}`.
-pub async fn get(State(state): Shared, Path(name): Path<String>) -> Result<Response, ApiError> {
-    checked_schedule_name(&name)?;
+/// Show a schedule and its next five fire times.
+#[utoipa::path(get, path = "/v1/schedules/{name}", tag = "schedules",
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    responses(
+        (status = 200, description = "The schedule.", body = Schedule),
+        (status = 400, description = "Invalid name.", body = ErrorBody),
+        (status = 404, description = "Unknown schedule.", body = ErrorBody)))]
+pub async fn get(State(state): Shared, name: Name<OfSchedule>) -> Result<Json<Schedule>, ApiError> {
     match read_schedule(&state, &name).await? {
         Some((function, spec, payload)) => {
-            Ok(Json(schedule_view(&name, &function, &spec, &payload)).into_response())
+            Ok(Json(schedule_view(&name, &function, &spec, &payload)))
         }
         None => Err(not_found(&name)),
     }
@@ -284,8 +270,10 @@ fn not_found(name: &str) -> ApiError {
     ApiError::not_found("schedule_not_found", format!("no schedule named {name:?}"))
 }
 
-/// `GET /v1/schedules`: every schedule, by name.
-pub async fn list(State(state): Shared) -> Result<Response, ApiError> {
+/// List schedules.
+#[utoipa::path(get, path = "/v1/schedules", tag = "schedules", responses(
+    (status = 200, description = "All schedules, by name.", body = ScheduleList)))]
+pub async fn list(State(state): Shared) -> Result<Json<ScheduleList>, ApiError> {
     let schedules = state.topology.schedules.clone();
     let info = schedules
         .info_with_subjects("schedules.*")
@@ -306,12 +294,17 @@ pub async fn list(State(state): Shared) -> Result<Response, ApiError> {
             views.push(schedule_view(&name, &function, &spec, &payload));
         }
     }
-    Ok(Json(serde_json::json!({ "schedules": views })).into_response())
+    Ok(Json(ScheduleList { schedules: views }))
 }
 
-/// `DELETE /v1/schedules/{name}`: stops its ticks.
-pub async fn delete(State(state): Shared, Path(name): Path<String>) -> Result<Response, ApiError> {
-    checked_schedule_name(&name)?;
+/// Delete a schedule: its ticks stop.
+#[utoipa::path(delete, path = "/v1/schedules/{name}", tag = "schedules",
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "Invalid name.", body = ErrorBody),
+        (status = 404, description = "Unknown schedule.", body = ErrorBody)))]
+pub async fn delete(State(state): Shared, name: Name<OfSchedule>) -> Result<StatusCode, ApiError> {
     if read_schedule(&state, &name).await?.is_none() {
         return Err(not_found(&name));
     }
@@ -323,7 +316,7 @@ pub async fn delete(State(state): Shared, Path(name): Path<String>) -> Result<Re
         .await
         .map_err(|e| ApiError::broker("cannot delete the schedule", e))?;
     tracing::info!(message = "schedule deleted", schedule = %name);
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Turns ticks into invocations, forever; restarts after broker errors.
@@ -377,7 +370,11 @@ async fn dispatch_ticks(state: &AppState) -> anyhow::Result<()> {
             .and_then(|hs| hs.get(h::FUNCTION))
             .map(|v| v.as_str().to_string())
             .unwrap_or_default();
-        let record = match load_record(state, &function).await {
+        let loaded = match FunctionName::parse(function.clone()) {
+            Ok(checked) => load_record(state, &checked).await,
+            Err(error) => Err(error),
+        };
+        let record = match loaded {
             Ok(record) => record,
             Err(error) => {
                 // A tick of a function that is gone has nothing to run.

@@ -1,14 +1,15 @@
 //! Function secrets: `/v1/functions/{name}/secrets`. Values travel to workers in the registry
 //! record and reach the function as `ctx.config.secrets`; the API only ever shows their names.
 
-use crate::api::load_record;
 use crate::error::ApiError;
+use crate::extract::{ApiJson, FunctionName};
+use crate::registry::load_record;
 use crate::AppState;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
+use squall_api::functions::{SecretValues, Secrets};
+use squall_api::ErrorBody;
 use squall_broker::FunctionRecord;
 use std::sync::Arc;
 
@@ -20,30 +21,20 @@ pub const MAX_SECRET_BYTES: usize = 16 * 1024;
 pub const REDACTED: &str = "[redacted]";
 
 /// The API's view of a function's secrets: names only.
-pub fn redacted(record: &FunctionRecord) -> serde_json::Value {
-    let names = record.secret_names();
-    let map: serde_json::Map<String, serde_json::Value> =
-        names.into_iter().map(|n| (n, REDACTED.into())).collect();
-    serde_json::Value::Object(map)
+fn view(record: &FunctionRecord) -> Json<Secrets> {
+    Json(Secrets {
+        function: record.name.clone(),
+        secrets: record
+            .secret_names()
+            .into_iter()
+            .map(|n| (n, REDACTED.to_string()))
+            .collect(),
+    })
 }
 
-fn view(record: &FunctionRecord) -> Response {
-    Json(serde_json::json!({ "function": record.name, "secrets": redacted(record) }))
-        .into_response()
-}
-
-/// Validates a secrets body: a JSON object of at most `MAX_SECRETS` string values.
-fn parse(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+/// Checks a secrets body: at most `MAX_SECRETS` values, plain names, bounded values.
+fn checked(map: SecretValues) -> Result<SecretValues, ApiError> {
     let invalid = |m: String| ApiError::bad_request("invalid_secrets", m);
-    let map = match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(map)) => map,
-        Ok(_) => {
-            return Err(invalid(
-                "secrets must be a JSON object of name → string".into(),
-            ))
-        }
-        Err(e) => return Err(invalid(format!("secrets must be JSON: {e}"))),
-    };
     if map.len() > MAX_SECRETS {
         return Err(invalid(format!(
             "{} secrets; the limit is {MAX_SECRETS}",
@@ -61,14 +52,10 @@ fn parse(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiE
                 "secret name {name:?} must be 1 to 128 ASCII letters, digits, '_' or '-'"
             )));
         }
-        match value.as_str() {
-            Some(v) if v.len() <= MAX_SECRET_BYTES => {}
-            Some(_) => {
-                return Err(invalid(format!(
-                    "secret {name} is longer than {MAX_SECRET_BYTES} bytes"
-                )))
-            }
-            None => return Err(invalid(format!("secret {name} must be a string"))),
+        if value.len() > MAX_SECRET_BYTES {
+            return Err(invalid(format!(
+                "secret {name} is longer than {MAX_SECRET_BYTES} bytes"
+            )));
         }
     }
     Ok(map)
@@ -85,53 +72,83 @@ async fn store(state: &AppState, record: FunctionRecord) -> Result<FunctionRecor
     Ok(record)
 }
 
-/// `PUT /v1/functions/{name}/secrets`: replaces the function's secrets.
+const NAME: &str = crate::functions::NAME;
+
+/// Replace a function's secrets; the function reads them in `ctx.config.secrets`.
+#[utoipa::path(put, path = "/v1/functions/{name}/secrets", tag = "functions",
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    request_body = SecretValues,
+    responses(
+        (status = 200, description = "The secrets' names.", body = Secrets),
+        (status = 400, description = "Invalid name or secrets.", body = ErrorBody),
+        (status = 404, description = "Unknown function.", body = ErrorBody),
+        (status = 413, description = "The body is too large.", body = ErrorBody)))]
 pub async fn put(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let secrets = parse(&body)?;
+    name: FunctionName,
+    ApiJson(secrets): ApiJson<SecretValues>,
+) -> Result<Json<Secrets>, ApiError> {
+    let secrets = checked(secrets)?;
     let mut record = load_record(&state, &name).await?;
-    record.secrets_json = serde_json::Value::Object(secrets).to_string();
+    record.secrets_json =
+        serde_json::to_string(&secrets).map_err(|e| ApiError::internal("secrets", e))?;
     let record = store(&state, record).await?;
     tracing::info!(message = "secrets set", function = %name, count = record.secret_names().len());
     Ok(view(&record))
 }
 
-/// `GET /v1/functions/{name}/secrets`: the names, values redacted.
+/// A function's secret names (values are never shown).
+#[utoipa::path(get, path = "/v1/functions/{name}/secrets", tag = "functions",
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    responses(
+        (status = 200, description = "The secrets' names.", body = Secrets),
+        (status = 400, description = "Invalid name.", body = ErrorBody),
+        (status = 404, description = "Unknown function.", body = ErrorBody)))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
+    name: FunctionName,
+) -> Result<Json<Secrets>, ApiError> {
     Ok(view(&load_record(&state, &name).await?))
 }
 
-/// `DELETE /v1/functions/{name}/secrets`: removes them all.
+/// Remove all of a function's secrets.
+#[utoipa::path(delete, path = "/v1/functions/{name}/secrets", tag = "functions",
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, description = "Invalid name.", body = ErrorBody),
+        (status = 404, description = "Unknown function.", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
+    name: FunctionName,
+) -> Result<StatusCode, ApiError> {
     let mut record = load_record(&state, &name).await?;
     record.secrets_json = String::new();
     store(&state, record).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn values(pairs: &[(&str, &str)]) -> SecretValues {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
-    fn secrets_are_string_maps_with_plain_names() {
-        assert!(parse(br#"{"API_TOKEN": "x"}"#).is_ok());
+    fn secrets_have_plain_names_and_bounded_values() {
+        assert!(checked(values(&[("API_TOKEN", "x")])).is_ok());
+        let long = "x".repeat(MAX_SECRET_BYTES + 1);
         for bad in [
-            &br#"["x"]"#[..],
-            br#"{"A": 1}"#,
-            br#"{"a b": "x"}"#,
-            b"nope",
+            values(&[("a b", "x")]),
+            values(&[("", "x")]),
+            values(&[("A", &long)]),
         ] {
-            assert_eq!(parse(bad).unwrap_err().code, "invalid_secrets");
+            assert_eq!(checked(bad).unwrap_err().code, "invalid_secrets");
         }
     }
 
@@ -139,7 +156,7 @@ mod tests {
     fn views_show_names_never_values() {
         let mut record = FunctionRecord::new("f", "00", 1, 0, &Default::default());
         record.secrets_json = r#"{"TOKEN": "s3cret"}"#.into();
-        let shown = redacted(&record).to_string();
+        let shown = serde_json::to_string(&view(&record).0).unwrap();
         assert!(
             shown.contains("TOKEN") && !shown.contains("s3cret"),
             "{shown}"

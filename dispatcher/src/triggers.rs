@@ -7,70 +7,53 @@
 //! each event becomes one invocation (its id is derived from the event, and the job's
 //! `Nats-Msg-Id` drops a re-submission after a redelivery).
 
-use crate::api::{load_record, new_traceparent, now_ms, submit, Job};
 use crate::error::ApiError;
+use crate::extract::{ApiJson, FunctionName, Name, OfTrigger};
+use crate::registry::load_record;
+use crate::submit::{new_traceparent, submit, Job};
 use crate::view::rfc3339;
 use crate::AppState;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{kv, AckKind};
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use serde::Deserialize;
+use squall_api::operations::{Trigger, TriggerKind, TriggerList, TriggerRequest};
+use squall_api::ErrorBody;
 use squall_broker::events::{
     subjects_overlap, validate_subject_pattern, TriggerRecord, TriggerSource,
 };
 use squall_broker::headers as h;
 use squall_broker::names::{trigger_consumer_name, EVENTS_PLACEHOLDER_SUBJECT};
+use squall_broker::time::now_ms;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 type Shared = State<Arc<AppState>>;
 
-/// The body of `PUT /v1/triggers/{name}`: `subject`, or `bucket` and `key`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TriggerBody {
-    pub function: String,
-    #[serde(default)]
-    pub subject: Option<String>,
-    #[serde(default)]
-    pub bucket: Option<String>,
-    #[serde(default)]
-    pub key: Option<String>,
-}
-
-fn trigger_view(record: &TriggerRecord) -> serde_json::Value {
-    let mut view = serde_json::json!({
-        "name": record.name,
-        "function": record.function,
-        "created_at": rfc3339(record.created_at_ms),
-    });
-    match &record.source {
+fn trigger_view(record: &TriggerRecord) -> Trigger {
+    let (kind, subject, bucket, key) = match &record.source {
         TriggerSource::Subject { subject } => {
-            view["kind"] = "subject".into();
-            view["subject"] = subject.as_str().into();
+            (TriggerKind::Subject, Some(subject.clone()), None, None)
         }
-        TriggerSource::Kv { bucket, key } => {
-            view["kind"] = "kv".into();
-            view["bucket"] = bucket.as_str().into();
-            view["key"] = key.as_str().into();
-        }
+        TriggerSource::Kv { bucket, key } => (
+            TriggerKind::Kv,
+            None,
+            Some(bucket.clone()),
+            Some(key.clone()),
+        ),
+    };
+    Trigger {
+        name: record.name.clone(),
+        function: record.function.clone(),
+        created_at: rfc3339(record.created_at_ms),
+        kind,
+        subject,
+        bucket,
+        key,
     }
-    view
-}
-
-fn checked_trigger_name(name: &str) -> Result<(), ApiError> {
-    squall_broker::validate_function_name(name).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_name",
-            e.to_string().replace("function name", "trigger name"),
-        )
-    })
 }
 
 /// Every trigger in the bucket.
@@ -201,21 +184,25 @@ fn subject_patterns(records: &[TriggerRecord], except: &str) -> Vec<String> {
         .collect()
 }
 
-/// `PUT /v1/triggers/{name}`: binds a subject pattern or a bucket's keys to a function.
+const NAME: &str = "Trigger name: 1 to 64 ASCII letters, digits, '-' or '_'.";
+
+/// Bind a NATS subject pattern, or a key-value bucket's keys, to a function: every message or
+/// change is one invocation.
+#[utoipa::path(put, path = "/v1/triggers/{name}", tag = "triggers",
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    request_body = TriggerRequest,
+    responses(
+        (status = 200, description = "The trigger.", body = Trigger),
+        (status = 400, description = "Invalid name, body, subject or key pattern.", body = ErrorBody),
+        (status = 404, description = "Unknown function or bucket.", body = ErrorBody),
+        (status = 409, description = "The pattern overlaps another trigger's, or another stream's subjects.", body = ErrorBody),
+        (status = 413, description = "The body is too large.", body = ErrorBody)))]
 pub async fn put(
     State(state): Shared,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    checked_trigger_name(&name)?;
-    let body: TriggerBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_trigger",
-            format!(
-                "trigger body must be JSON {{function, subject}} or {{function, bucket, key}}: {e}"
-            ),
-        )
-    })?;
+    name: Name<OfTrigger>,
+    ApiJson(body): ApiJson<TriggerRequest>,
+) -> Result<Json<Trigger>, ApiError> {
+    let name = name.into_string();
     let source = match (body.subject, body.bucket, body.key) {
         (Some(subject), None, None) => {
             validate_subject_pattern(&subject)
@@ -234,7 +221,7 @@ pub async fn put(
             ))
         }
     };
-    load_record(&state, &body.function).await?;
+    load_record(&state, &FunctionName::parse(body.function.clone())?).await?;
     let record = TriggerRecord {
         name: name.clone(),
         function: body.function,
@@ -244,7 +231,7 @@ pub async fn put(
     let existing = all_triggers(&state).await?;
     if let Some(old) = existing.iter().find(|r| r.name == name) {
         if old.function == record.function && old.source == record.source {
-            return Ok(Json(trigger_view(old)).into_response());
+            return Ok(Json(trigger_view(old)));
         }
     }
     for other in existing.iter().filter(|r| r.name != name) {
@@ -290,14 +277,19 @@ pub async fn put(
         .await
         .map_err(|e| ApiError::broker("cannot store the trigger", e))?;
     tracing::info!(message = "trigger set", trigger = %name, function = %record.function, filter = %record.filter_subject());
-    Ok((StatusCode::OK, Json(trigger_view(&record))).into_response())
+    Ok(Json(trigger_view(&record)))
 }
 
-/// `GET /v1/triggers/{name}`.
-pub async fn get(State(state): Shared, Path(name): Path<String>) -> Result<Response, ApiError> {
-    checked_trigger_name(&name)?;
+/// Show a trigger.
+#[utoipa::path(get, path = "/v1/triggers/{name}", tag = "triggers",
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    responses(
+        (status = 200, description = "The trigger.", body = Trigger),
+        (status = 400, description = "Invalid name.", body = ErrorBody),
+        (status = 404, description = "Unknown trigger.", body = ErrorBody)))]
+pub async fn get(State(state): Shared, name: Name<OfTrigger>) -> Result<Json<Trigger>, ApiError> {
     match read_trigger(&state, &name).await? {
-        Some(record) => Ok(Json(trigger_view(&record)).into_response()),
+        Some(record) => Ok(Json(trigger_view(&record))),
         None => Err(not_found(&name)),
     }
 }
@@ -306,19 +298,27 @@ fn not_found(name: &str) -> ApiError {
     ApiError::not_found("trigger_not_found", format!("no trigger named {name:?}"))
 }
 
-/// `GET /v1/triggers`.
-pub async fn list(State(state): Shared) -> Result<Response, ApiError> {
-    let views: Vec<_> = all_triggers(&state)
+/// List triggers.
+#[utoipa::path(get, path = "/v1/triggers", tag = "triggers", responses(
+    (status = 200, description = "All triggers, by name.", body = TriggerList)))]
+pub async fn list(State(state): Shared) -> Result<Json<TriggerList>, ApiError> {
+    let triggers = all_triggers(&state)
         .await?
         .iter()
         .map(trigger_view)
         .collect();
-    Ok(Json(serde_json::json!({ "triggers": views })).into_response())
+    Ok(Json(TriggerList { triggers }))
 }
 
-/// `DELETE /v1/triggers/{name}`: unbinds; events already turned into invocations still run.
-pub async fn delete(State(state): Shared, Path(name): Path<String>) -> Result<Response, ApiError> {
-    checked_trigger_name(&name)?;
+/// Delete a trigger; events already turned into invocations still run.
+#[utoipa::path(delete, path = "/v1/triggers/{name}", tag = "triggers",
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "Invalid name.", body = ErrorBody),
+        (status = 404, description = "Unknown trigger.", body = ErrorBody)))]
+pub async fn delete(State(state): Shared, name: Name<OfTrigger>) -> Result<StatusCode, ApiError> {
+    let name = name.into_string();
     let Some(record) = read_trigger(&state, &name).await? else {
         return Err(not_found(&name));
     };
@@ -338,7 +338,7 @@ pub async fn delete(State(state): Shared, Path(name): Path<String>) -> Result<Re
         let _ = state.topology.events.purge().filter(subject.as_str()).await;
     }
     tracing::info!(message = "trigger deleted", trigger = %name);
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Runs every trigger's event loop, following the triggers bucket, forever.
@@ -435,7 +435,7 @@ async fn submit_event(
         .info()
         .map_err(|e| ApiError::internal("event without stream info", e))?;
     let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as u64;
-    let function = load_record(state, &record.function).await?;
+    let function = load_record(state, &FunctionName::parse(record.function.clone())?).await?;
     let subject = message.subject.as_str();
     let mut extra = vec![(h::TRIGGER.to_string(), record.name.clone())];
     let (source, payload) = match &record.source {

@@ -1,6 +1,8 @@
-//! Pure conversions from broker records to the API's JSON views.
+//! Pure conversions from broker records to the API's views (`squall-api` types).
 
 use base64::Engine;
+use squall_api::functions::Function;
+use squall_api::invocations::{Invocation, InvocationError, LogLine};
 use squall_broker::{FunctionRecord, InvocationStatus, ResultMeta};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -13,21 +15,29 @@ pub fn rfc3339(ms: u64) -> String {
         .unwrap_or_default()
 }
 
-/// The JSON view of a deployed function.
-pub fn function_view(record: &FunctionRecord) -> serde_json::Value {
-    serde_json::json!({
-        "name": record.name,
-        "version": record.version,
-        "sha256": record.sha256,
-        "artifact_size": record.artifact_size,
-        "deployed_at": rfc3339(record.deployed_at_ms),
-        "config": record.spec(),
-        "secrets": record.secret_names(),
-    })
+/// The API view of a deployed function.
+pub fn function_view(record: &FunctionRecord) -> Function {
+    Function {
+        name: record.name.clone(),
+        version: record.version.clone(),
+        sha256: record.sha256.clone(),
+        artifact_size: record.artifact_size,
+        deployed_at: rfc3339(record.deployed_at_ms),
+        config: record.spec(),
+        secrets: record.secret_names(),
+    }
 }
 
-/// The JSON view of an invocation that has a result (terminal or `retrying`).
-pub fn invocation_view(meta: &ResultMeta, body: &[u8]) -> serde_json::Value {
+/// A captured log line as the API shows it.
+pub fn log_line(line: squall_broker::record::LogLine) -> LogLine {
+    LogLine {
+        level: line.level,
+        message: line.message,
+    }
+}
+
+/// The API view of an invocation that has a result (terminal or `retrying`).
+pub fn invocation_view(meta: &ResultMeta, body: &[u8]) -> Invocation {
     let succeeded = meta.status == InvocationStatus::Succeeded;
     let (output, output_base64) = if succeeded {
         match std::str::from_utf8(body) {
@@ -40,45 +50,49 @@ pub fn invocation_view(meta: &ResultMeta, body: &[u8]) -> serde_json::Value {
     } else {
         (None, None)
     };
-    let error = meta.error_kind.map(|kind| {
-        serde_json::json!({ "kind": kind.as_str(), "message": String::from_utf8_lossy(body) })
+    let error = meta.error_kind.map(|kind| InvocationError {
+        kind,
+        message: String::from_utf8_lossy(body).into_owned(),
     });
-    let terminal = meta.status.is_terminal();
-    serde_json::json!({
-        "invocation_id": meta.invocation_id,
-        "function": meta.function,
-        "version": meta.version,
-        "status": meta.status.as_str(),
-        "attempts": meta.attempt,
-        "output": output,
-        "output_base64": output_base64,
-        "error": error,
-        "created_at": rfc3339(meta.created_at_ms),
-        "finished_at": if terminal { Some(rfc3339(meta.finished_at_ms)) } else { None },
-        "duration_ms": meta.duration_us as f64 / 1000.0,
-        "cpu_ms": meta.cpu_us as f64 / 1000.0,
-        "logs": meta.logs,
-        "worker": meta.worker,
-    })
+    Invocation {
+        invocation_id: meta.invocation_id.clone(),
+        function: meta.function.clone(),
+        version: Some(meta.version.clone()),
+        status: meta.status,
+        attempts: meta.attempt,
+        output,
+        output_base64,
+        error,
+        created_at: rfc3339(meta.created_at_ms),
+        finished_at: meta
+            .status
+            .is_terminal()
+            .then(|| rfc3339(meta.finished_at_ms)),
+        duration_ms: Some(meta.duration_us as f64 / 1000.0),
+        cpu_ms: Some(meta.cpu_us as f64 / 1000.0),
+        logs: meta.logs.iter().cloned().map(log_line).collect(),
+        worker: Some(meta.worker.clone()),
+    }
 }
 
-/// The JSON view of an accepted invocation that has no result yet.
-pub fn queued_view(id: &str, function: &str, created_at_ms: u64) -> serde_json::Value {
-    serde_json::json!({
-        "invocation_id": id,
-        "function": function,
-        "version": null,
-        "status": InvocationStatus::Queued.as_str(),
-        "attempts": 0,
-        "output": null,
-        "output_base64": null,
-        "error": null,
-        "created_at": rfc3339(created_at_ms),
-        "finished_at": null,
-        "duration_ms": null,
-        "cpu_ms": null,
-        "logs": [],
-    })
+/// The API view of an accepted invocation that has no result yet.
+pub fn queued_view(id: &str, function: &str, created_at_ms: u64) -> Invocation {
+    Invocation {
+        invocation_id: id.to_string(),
+        function: function.to_string(),
+        version: None,
+        status: InvocationStatus::Queued,
+        attempts: 0,
+        output: None,
+        output_base64: None,
+        error: None,
+        created_at: rfc3339(created_at_ms),
+        finished_at: None,
+        duration_ms: None,
+        cpu_ms: None,
+        logs: Vec::new(),
+        worker: None,
+    }
 }
 
 #[cfg(test)]
@@ -107,9 +121,9 @@ mod tests {
     #[test]
     fn binary_output_is_base64() {
         let v = invocation_view(&meta(InvocationStatus::Succeeded, None), &[0xff, 0x00]);
-        assert_eq!(v["output"], serde_json::Value::Null);
-        assert_eq!(v["output_base64"], "/wA=");
-        assert_eq!(v["duration_ms"], 0.42);
+        assert_eq!(v.output, None);
+        assert_eq!(v.output_base64.as_deref(), Some("/wA="));
+        assert_eq!(v.duration_ms, Some(0.42));
     }
 
     #[test]
@@ -118,9 +132,24 @@ mod tests {
             &meta(InvocationStatus::Failed, Some(ErrorKind::Error)),
             b"boom",
         );
-        assert_eq!(v["error"]["kind"], "error");
-        assert_eq!(v["error"]["message"], "boom");
-        assert_eq!(v["output"], serde_json::Value::Null);
-        assert_eq!(v["finished_at"], "1970-01-01T00:00:01.5Z");
+        let error = v.error.expect("an error");
+        assert_eq!(error.kind, ErrorKind::Error);
+        assert_eq!(error.message, "boom");
+        assert_eq!(v.output, None);
+        assert_eq!(v.finished_at.as_deref(), Some("1970-01-01T00:00:01.5Z"));
+    }
+
+    #[test]
+    fn a_queued_invocation_has_every_field_of_a_finished_one() {
+        let queued = serde_json::to_value(queued_view("id", "f", 0)).unwrap();
+        let done = serde_json::to_value(invocation_view(
+            &meta(InvocationStatus::Succeeded, None),
+            b"ok",
+        ))
+        .unwrap();
+        let keys =
+            |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&queued), keys(&done));
+        assert_eq!(queued["worker"], serde_json::Value::Null);
     }
 }

@@ -1,6 +1,8 @@
 //! Test harness: a real nats-server per test, real dispatcher and worker processes, and the
 //! example function libraries built once per test run.
 
+pub mod in_process;
+
 use anyhow::{bail, Context as _};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

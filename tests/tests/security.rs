@@ -55,28 +55,8 @@ async fn keys_and_scopes_guard_every_route_and_revocation_reaches_every_dispatch
     cluster.deploy_example("hello", None).await;
     use reqwest::Method as M;
 
-    // Probes, metrics and the document stay open; everything else needs a key.
-    for path in ["/healthz", "/readyz", "/metrics", "/v1/openapi.json"] {
-        assert_eq!(call(&url, M::GET, path, None, None).await.0, 200, "{path}");
-    }
-    for (method, path) in [
-        (M::GET, "/v1/functions"),
-        (M::POST, "/v1/functions/hello/invocations"),
-        (M::GET, "/v1/keys"),
-        (M::GET, "/v1/nowhere"),
-    ] {
-        let (status, body) = call(&url, method.clone(), path, None, None).await;
-        assert_eq!(status, 401, "{method} {path}: {body}");
-        assert_eq!(body["error"]["code"], "unauthorized", "{body}");
-        let (status, _) = call(&url, method.clone(), path, Some("not-a-key"), None).await;
-        assert_eq!(status, 401, "{method} {path} with a wrong key");
-    }
-    assert_eq!(
-        call(&url, M::GET, "/v1/nowhere", Some(ADMIN), None).await.0,
-        404
-    );
-
-    // Scoped keys: each does only its part.
+    // Scoped keys work across processes: an invoke key runs a function on a worker. (Which
+    // route needs which scope is tested in process, in api.rs.)
     let invoke = create_key(&url, "ci", &["invoke"]).await;
     let read = create_key(&url, "dashboard", &["read"]).await;
     let (status, _) = call(
@@ -88,29 +68,8 @@ async fn keys_and_scopes_guard_every_route_and_revocation_reaches_every_dispatch
     )
     .await;
     assert_eq!(status, 200);
-    for (key, method, path, scope) in [
-        (&invoke, M::GET, "/v1/functions", "read"),
-        (&invoke, M::DELETE, "/v1/functions/hello", "admin"),
-        (&invoke, M::GET, "/v1/keys", "admin"),
-        (&read, M::POST, "/v1/functions/hello/invocations", "invoke"),
-        (&read, M::PUT, "/v1/schedules/s", "admin"),
-        (&read, M::GET, "/v1/dlq", "admin"),
-    ] {
-        let (status, body) = call(&url, method.clone(), path, Some(key), None).await;
-        assert_eq!(status, 403, "{method} {path}: {body}");
-        assert_eq!(body["error"]["code"], "forbidden");
-        assert_eq!(body["error"]["scope"], scope, "{body}");
-    }
-    assert_eq!(
-        call(&url, M::GET, "/v1/functions", Some(&read), None)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        call(&url, M::GET, "/v1/fleet", Some(&read), None).await.0,
-        200
-    );
+    let (status, _) = call(&url, M::GET, "/v1/functions", None, None).await;
+    assert_eq!(status, 401);
 
     // Listing shows names and scopes, never keys or their hashes.
     let (status, listed) = call(&url, M::GET, "/v1/keys", Some(ADMIN), None).await;
@@ -122,32 +81,6 @@ async fn keys_and_scopes_guard_every_route_and_revocation_reaches_every_dispatch
         "{text}"
     );
     assert!(!text.contains("sha256"), "{text}");
-
-    // Bad requests are named.
-    let (status, body) = call(
-        &url,
-        M::POST,
-        "/v1/keys",
-        Some(ADMIN),
-        Some(serde_json::json!({"name": "ci", "scopes": ["read"]})),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (409, Some("key_exists"))
-    );
-    let (status, body) = call(
-        &url,
-        M::POST,
-        "/v1/keys",
-        Some(ADMIN),
-        Some(serde_json::json!({"name": "x", "scopes": ["root"]})),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("invalid_scope"))
-    );
 
     // The other dispatcher knows the new key, and forgets it when it is revoked.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -186,19 +119,6 @@ async fn keys_and_scopes_guard_every_route_and_revocation_reaches_every_dispatch
             .0,
         404
     );
-
-    // /metrics behind `read` when asked.
-    cluster.restart_dispatcher(&["--metrics-auth"]).await;
-    let url = cluster.url.clone();
-    assert_eq!(call(&url, M::GET, "/metrics", None, None).await.0, 401);
-    let reader = create_key(&url, "scraper", &["read"]).await;
-    let metrics = reqwest::Client::new()
-        .get(format!("{url}/metrics"))
-        .bearer_auth(&reader)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(metrics.status(), 200);
 }
 
 /// Starts a dispatcher with `args` and `env` against a fresh nats-server; returns it and its

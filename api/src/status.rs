@@ -1,9 +1,10 @@
 //! Invocation statuses and error kinds, as they travel in headers and appear in the API.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Where an invocation is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InvocationStatus {
     Queued,
@@ -53,7 +54,7 @@ impl InvocationStatus {
 }
 
 /// Why an attempt did not succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The function reported a permanent error.

@@ -1,6 +1,8 @@
 //! The function spec: the deploy-time settings shared by the deploy `config` part and `squall.toml`.
 
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::ToSchema;
 
 /// The longest accepted timeout: one hour.
 pub const MAX_TIMEOUT_MS: u64 = 60 * 60 * 1000;
@@ -9,13 +11,62 @@ pub const MAX_ATTEMPTS: u32 = 100;
 /// The highest per-function concurrency.
 pub const MAX_CONCURRENCY: u32 = 10_000;
 
+/// An integer schema bounded by `[min, max]`, for limits that live in this module's constants.
+fn bounded(min: u64, max: u64, description: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(min as f64))
+        .maximum(Some(max as f64))
+        .description(Some(description))
+        .build()
+}
+
+fn timeout_schema() -> Object {
+    bounded(1, MAX_TIMEOUT_MS, "Longest an attempt may run, in ms.")
+}
+
+fn attempts_schema() -> Object {
+    bounded(
+        1,
+        u64::from(MAX_ATTEMPTS),
+        "Attempts before the invocation is given up.",
+    )
+}
+
+fn concurrency_schema() -> Object {
+    bounded(
+        1,
+        u64::from(MAX_CONCURRENCY),
+        "Attempts one worker runs at once.",
+    )
+}
+
+fn max_concurrency_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::Integer,
+            Type::Null,
+        ]))
+        .minimum(Some(1.0))
+        .maximum(Some(f64::from(MAX_CONCURRENCY)))
+        .description(Some(
+            "Most attempts running at once across the whole fleet; unlimited when absent.",
+        ))
+        .build()
+}
+
 /// Retry backoff between attempts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Backoff {
+    /// The first pause, in ms.
     pub initial_ms: u64,
+    /// Each further pause is the previous one times this (at least 1.0).
+    #[schema(minimum = 1.0)]
     pub multiplier: f64,
+    /// The longest pause, in ms (at least `initial_ms`).
     pub max_ms: u64,
+    /// Pauses vary at random by up to half, so retries of many invocations spread out.
     pub jitter: bool,
 }
 
@@ -31,17 +82,22 @@ impl Default for Backoff {
 }
 
 /// A function's deploy-time settings. Unknown fields are an error.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct FunctionSpec {
+    #[schema(schema_with = timeout_schema)]
     pub timeout_ms: u64,
+    #[schema(schema_with = attempts_schema)]
     pub max_attempts: u32,
     pub backoff: Backoff,
+    #[schema(schema_with = concurrency_schema)]
     pub concurrency: u32,
     /// Most attempts running at once across the whole fleet (the consumer's `max_ack_pending`);
     /// unlimited when absent.
+    #[schema(schema_with = max_concurrency_schema)]
     pub max_concurrency: Option<u32>,
     /// Values passed to the function as `ctx.config`.
+    #[schema(value_type = Object)]
     pub config: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -59,23 +115,56 @@ impl Default for FunctionSpec {
 }
 
 /// Why a spec was refused.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SpecError {
-    #[error("invalid spec: {0}")]
     Parse(String),
-    #[error("timeout_ms must be between 1 and {MAX_TIMEOUT_MS}, got {0}")]
     Timeout(u64),
-    #[error("max_attempts must be between 1 and {MAX_ATTEMPTS}, got {0}")]
     Attempts(u32),
-    #[error("concurrency must be between 1 and {MAX_CONCURRENCY}, got {0}")]
     Concurrency(u32),
-    #[error("max_concurrency must be between 1 and {MAX_CONCURRENCY}, got {0}")]
     MaxConcurrency(u32),
-    #[error("backoff.multiplier must be a finite number of at least 1.0, got {0}")]
     Multiplier(f64),
-    #[error("backoff.max_ms ({max}) must be at least backoff.initial_ms ({initial})")]
     BackoffRange { initial: u64, max: u64 },
 }
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpecError::Parse(e) => write!(f, "invalid spec: {e}"),
+            SpecError::Timeout(v) => {
+                write!(
+                    f,
+                    "timeout_ms must be between 1 and {MAX_TIMEOUT_MS}, got {v}"
+                )
+            }
+            SpecError::Attempts(v) => {
+                write!(
+                    f,
+                    "max_attempts must be between 1 and {MAX_ATTEMPTS}, got {v}"
+                )
+            }
+            SpecError::Concurrency(v) => {
+                write!(
+                    f,
+                    "concurrency must be between 1 and {MAX_CONCURRENCY}, got {v}"
+                )
+            }
+            SpecError::MaxConcurrency(v) => write!(
+                f,
+                "max_concurrency must be between 1 and {MAX_CONCURRENCY}, got {v}"
+            ),
+            SpecError::Multiplier(v) => write!(
+                f,
+                "backoff.multiplier must be a finite number of at least 1.0, got {v}"
+            ),
+            SpecError::BackoffRange { initial, max } => write!(
+                f,
+                "backoff.max_ms ({max}) must be at least backoff.initial_ms ({initial})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
 
 impl FunctionSpec {
     /// Parses and validates a JSON spec; an empty document means all defaults.

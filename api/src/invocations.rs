@@ -1,0 +1,98 @@
+//! Invocations: what an invoke answers, and an invocation's state, logs and batch answer.
+
+use crate::status::{ErrorKind, InvocationStatus};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// An invocation, as `GET /v1/invocations/{id}` answers it. Fields may be added, not renamed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Invocation {
+    pub invocation_id: String,
+    pub function: String,
+    /// The version that ran; null while queued.
+    pub version: Option<String>,
+    pub status: InvocationStatus,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// The output when the invocation succeeded and it is UTF-8.
+    pub output: Option<String>,
+    /// The output, base64, when it succeeded and is not UTF-8.
+    pub output_base64: Option<String>,
+    pub error: Option<InvocationError>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; null until terminal.
+    pub finished_at: Option<String>,
+    /// Wall time of the latest attempt; null while queued.
+    pub duration_ms: Option<f64>,
+    /// CPU time of the latest attempt; null while queued.
+    pub cpu_ms: Option<f64>,
+    /// What the function logged in its latest attempt.
+    pub logs: Vec<LogLine>,
+    /// The worker process of the latest attempt; null while queued.
+    pub worker: Option<String>,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InvocationError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// One line a function logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LogLine {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: String,
+    pub message: String,
+}
+
+/// An accepted invocation that has no terminal outcome yet (202), or a replayed dead letter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    pub invocation_id: String,
+    pub status: InvocationStatus,
+    /// Where to read it: `/v1/invocations/{id}`.
+    pub location: String,
+    /// The dead letter this invocation replays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<String>,
+}
+
+/// `GET /v1/invocations/{id}/logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InvocationLogs {
+    pub invocation_id: String,
+    pub status: InvocationStatus,
+    pub logs: Vec<LogLine>,
+}
+
+/// `POST /v1/functions/{name}/batch` (202): one invocation per line, in line order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BatchAccepted {
+    pub count: usize,
+    pub invocation_ids: Vec<String>,
+}
+
+/// The answer of the probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok` (`/healthz`) or `ready` (`/readyz`).
+    pub status: String,
+}
+
+/// `POST /v1/functions/{name}/invocations` parameters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct InvokeParams {
+    /// Seconds to wait for the outcome before answering 202 (default: the function's timeout
+    /// times its attempts, capped by the dispatcher).
+    #[param(value_type = Option<f64>, minimum = 0)]
+    pub wait: Option<String>,
+    /// `true`: answer 202 at once, like `Prefer: respond-async`.
+    #[serde(rename = "async")]
+    #[param(value_type = Option<bool>)]
+    pub respond_async: Option<String>,
+}

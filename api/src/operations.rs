@@ -1,0 +1,276 @@
+//! The platform's operations: dead letters, schedules, triggers, the fleet and API keys.
+
+use crate::status::{ErrorKind, InvocationStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+
+/// `GET /v1/dlq` and `POST /v1/dlq/replay` parameters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DlqParams {
+    /// Only this function's dead letters.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub function: Option<String>,
+}
+
+/// A dead letter in a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetterSummary {
+    /// The invocation id (the dead letter's id).
+    pub id: String,
+    pub invocation_id: String,
+    pub function: String,
+    pub version: String,
+    /// `timed_out` or `dead_lettered`.
+    pub status: InvocationStatus,
+    /// The kind of the last attempt's failure.
+    pub kind: Option<ErrorKind>,
+    /// Attempts made.
+    pub attempts: usize,
+    pub created_at: String,
+    pub dead_lettered_at: String,
+}
+
+/// A dead letter with its payload, headers and every attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetter {
+    #[serde(flatten)]
+    pub summary: DeadLetterSummary,
+    /// The input, when UTF-8.
+    pub payload: Option<String>,
+    /// The input, base64, when not UTF-8.
+    pub payload_base64: Option<String>,
+    /// The job's headers.
+    pub headers: BTreeMap<String, String>,
+    pub attempt_history: Vec<Attempt>,
+}
+
+/// One attempt of a dead-lettered invocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub kind: Option<ErrorKind>,
+    pub message: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: f64,
+    pub worker: String,
+}
+
+/// `GET /v1/dlq`: oldest first, at most 1000.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetterList {
+    pub dead_letters: Vec<DeadLetterSummary>,
+}
+
+/// One replay of `POST /v1/dlq/replay`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Replay {
+    pub replay_of: String,
+    pub invocation_id: String,
+}
+
+/// `POST /v1/dlq/replay` (202).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReplayedAll {
+    pub replayed: Vec<Replay>,
+}
+
+/// The body of `PUT /v1/schedules/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRequest {
+    pub function: String,
+    /// Cron expression: 5 fields, or 6 with seconds first; or `@hourly`, `@daily`, ….
+    pub cron: String,
+    /// IANA time zone the expression is read in; UTC by default.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// The input of each invocation, as JSON; no input when absent.
+    #[serde(default)]
+    pub payload: Option<serde_json::Value>,
+}
+
+/// A schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Schedule {
+    pub name: String,
+    pub function: String,
+    pub cron: String,
+    pub timezone: String,
+    /// The input of each invocation: JSON, or text when it is not JSON.
+    pub payload: Option<serde_json::Value>,
+    /// The broker subject its ticks arrive on.
+    pub subject: String,
+    /// The next fire times, RFC 3339.
+    pub next: Vec<String>,
+}
+
+/// `GET /v1/schedules`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleList {
+    pub schedules: Vec<Schedule>,
+}
+
+/// The body of `PUT /v1/triggers/{name}`: `subject`, or `bucket` and `key`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerRequest {
+    pub function: String,
+    /// A NATS subject (wildcards allowed): each message is one invocation.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// A KV bucket whose changes are invocations; with `key`.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// A key or key pattern of `bucket`.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// What a trigger listens to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerKind {
+    Subject,
+    Kv,
+}
+
+/// A trigger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Trigger {
+    pub name: String,
+    pub function: String,
+    pub created_at: String,
+    pub kind: TriggerKind,
+    /// Set for `subject` triggers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Set for `kv` triggers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// Set for `kv` triggers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// `GET /v1/triggers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TriggerList {
+    pub triggers: Vec<Trigger>,
+}
+
+/// `GET /v1/fleet`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Fleet {
+    pub supervisors: Vec<Supervisor>,
+    pub workers: Vec<FleetWorker>,
+    pub functions: Vec<FunctionLoad>,
+    /// Worker slots granted per supervisor id.
+    pub allocation: BTreeMap<String, u32>,
+}
+
+/// A fleet supervisor that is alive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Supervisor {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    /// Functions served; empty means all.
+    pub functions: Vec<String>,
+    pub min: u32,
+    pub max: u32,
+    /// What its last scaling decision asked for.
+    pub desired: u32,
+    /// Process ids of its running workers.
+    pub workers: Vec<u32>,
+    pub updated_at: String,
+}
+
+/// A worker process that is alive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FleetWorker {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub functions: Vec<String>,
+    /// Jobs running now.
+    pub in_flight: u32,
+    pub updated_at: String,
+}
+
+/// A function's queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FunctionLoad {
+    pub name: String,
+    /// Jobs waiting.
+    pub backlog: u64,
+    /// Jobs delivered and not yet acknowledged.
+    pub in_flight: u64,
+}
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Deploy, delete, schedules, triggers, dead letters, secrets, keys; and everything else.
+    Admin,
+    /// Invoke, and read invocations and results.
+    Invoke,
+    /// List and show functions, fleet, stats, usage.
+    Read,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Invoke => "invoke",
+            Scope::Read => "read",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Some(match s {
+            "admin" => Scope::Admin,
+            "invoke" => Scope::Invoke,
+            "read" => Scope::Read,
+            _ => return None,
+        })
+    }
+}
+
+/// The body of `POST /v1/keys`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    pub name: String,
+    /// `admin`, `invoke` or `read`.
+    #[schema(value_type = Vec<Scope>)]
+    pub scopes: Vec<String>,
+}
+
+/// A key as listed: never the key itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct KeyInfo {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub created_at: String,
+}
+
+/// `POST /v1/keys` (201): the key, shown this once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedKey {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub key: String,
+    pub created_at: String,
+}
+
+/// `GET /v1/keys`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyInfo>,
+}
