@@ -16,6 +16,7 @@ pub mod record;
 pub mod retry;
 pub mod spec;
 pub mod status;
+pub mod time;
 pub mod topology;
 
 pub use names::{validate_function_name, NameError};

@@ -14,20 +14,14 @@ use axum::Json;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use squall_broker::names::{artifact_key, consumer_name, jobs_subject, results_subject};
+use squall_broker::time::now_ms;
 use squall_broker::{headers as h, FunctionRecord, FunctionSpec, InvocationStatus, ResultMeta};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tracing::Instrument as _;
 
 type Shared = State<Arc<AppState>>;
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn checked_name(name: &str) -> Result<(), ApiError> {
     squall_broker::validate_function_name(name)

@@ -5,7 +5,6 @@
 //! with every known hash in constant time; when no admin key is configured, the API is open
 //! (and `main` refuses to listen beyond loopback unless anonymous access was asked for).
 
-use crate::api::now_ms;
 use crate::error::ApiError;
 use crate::AppState;
 use async_nats::jetstream::kv;
@@ -18,6 +17,7 @@ use axum::Json;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use squall_broker::time::now_ms;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

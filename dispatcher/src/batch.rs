@@ -3,8 +3,7 @@
 
 use crate::api::{
     checked_idempotency_key, claim_idempotency_value, forwarded_headers, is_valid_traceparent,
-    job_headers, load_record, new_traceparent, now_ms, read_limited, record_accepted, Job,
-    IDEMPOTENCY_KEY,
+    job_headers, load_record, new_traceparent, read_limited, record_accepted, Job, IDEMPOTENCY_KEY,
 };
 use crate::error::ApiError;
 use crate::AppState;
@@ -17,6 +16,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use squall_broker::headers as h;
 use squall_broker::names::jobs_subject;
+use squall_broker::time::now_ms;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tracing::Instrument as _;

@@ -13,6 +13,7 @@ use base64::Engine;
 use futures::StreamExt;
 use squall_broker::dlq::{self, AttemptRecord, DeadLetter, CRASH_MESSAGE};
 use squall_broker::names::{results_subject, DLQ_MOVER};
+use squall_broker::time::now_ms;
 use squall_broker::{headers as h, ErrorKind, InvocationStatus, ResultMeta};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -189,7 +190,7 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
         }
         Some(status) => status,
         None => {
-            let now = api::now_ms();
+            let now = now_ms();
             let meta = ResultMeta {
                 invocation_id: id.clone(),
                 function: function.clone(),
@@ -235,7 +236,7 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
         .collect();
     if terminal.is_none() {
         if let Removal::FunctionDeleted = removal {
-            let now = api::now_ms();
+            let now = now_ms();
             failed.push(AttemptRecord {
                 attempt: attempts,
                 kind: Some(kind),
@@ -262,7 +263,7 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
         version,
         status,
         created_at_ms,
-        dead_lettered_at_ms: api::now_ms(),
+        dead_lettered_at_ms: now_ms(),
         attempts: dlq::fill_crashed_attempts(failed, attempts),
         headers,
         payload: job.payload.to_vec(),
@@ -453,7 +454,7 @@ async fn replay_one(
         function: &letter.function,
         version: &record.version,
         id: &id,
-        created_at_ms: api::now_ms(),
+        created_at_ms: now_ms(),
         traceparent: &traceparent,
         source: "replay",
         extra_headers,

@@ -1,7 +1,6 @@
 //! `GET /v1/fleet`: the fleet supervisors, the live worker processes, and per-function backlog
 //! and in-flight work, read from the fleet bucket and the function consumers.
 
-use crate::api::now_ms;
 use crate::error::ApiError;
 use crate::view::rfc3339;
 use crate::AppState;
@@ -13,6 +12,7 @@ use squall_broker::fleet::{
     self, Allocation, Heartbeat, WorkerBeat, ALLOCATION_KEY, HEARTBEAT_PREFIX, WORKER_PREFIX,
 };
 use squall_broker::names::consumer_name;
+use squall_broker::time::now_ms;
 use squall_broker::topology::FLEET_HEARTBEAT_TTL;
 use std::sync::Arc;
 

@@ -261,10 +261,7 @@ async fn prune_index(state: Arc<AppState>) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every.tick().await;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = squall_broker::time::now_ms();
         let cutoff = now.saturating_sub(state.config.topology.results_max_age.as_millis() as u64);
         let pruned = state
             .index

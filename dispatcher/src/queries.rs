@@ -1,7 +1,7 @@
 //! Invocation queries, function stats and usage (validated here, answered by the query index
 //! role in `index_service`), and the task that feeds this process's index from RESULTS.
 
-use crate::api::{load_record, now_ms};
+use crate::api::load_record;
 use crate::error::ApiError;
 use crate::index_service::{ask, IndexQuery};
 use crate::query::{self, Entry};
@@ -11,6 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
+use squall_broker::time::now_ms;
 use squall_broker::{InvocationStatus, ResultMeta};
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 //! cluster fires exactly one tick each time, and any JetStream consumer can read the ticks).
 //! One durable consumer, shared by every dispatcher, turns each tick into one invocation.
 
-use crate::api::{load_record, new_traceparent, now_ms, submit, Job};
+use crate::api::{load_record, new_traceparent, submit, Job};
 use crate::error::ApiError;
 use crate::view::rfc3339;
 use crate::AppState;
@@ -19,6 +19,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use squall_broker::headers as h;
 use squall_broker::names::{schedule_subject, tick_subject, CRON_DISPATCH};
+use squall_broker::time::now_ms;
 use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;

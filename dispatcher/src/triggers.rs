@@ -7,7 +7,7 @@
 //! each event becomes one invocation (its id is derived from the event, and the job's
 //! `Nats-Msg-Id` drops a re-submission after a redelivery).
 
-use crate::api::{load_record, new_traceparent, now_ms, submit, Job};
+use crate::api::{load_record, new_traceparent, submit, Job};
 use crate::error::ApiError;
 use crate::view::rfc3339;
 use crate::AppState;
@@ -25,6 +25,7 @@ use squall_broker::events::{
 };
 use squall_broker::headers as h;
 use squall_broker::names::{trigger_consumer_name, EVENTS_PLACEHOLDER_SUBJECT};
+use squall_broker::time::now_ms;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
