@@ -443,9 +443,7 @@ async fn replay_one(
     let mut extra_headers: Vec<(String, String)> = letter
         .headers
         .iter()
-        .filter(|(name, _)| {
-            !name.starts_with("Squall-") && !name.starts_with("Nats-") && name != h::TRACEPARENT
-        })
+        .filter(|(name, _)| !h::is_reserved(name) && name != h::TRACEPARENT)
         .cloned()
         .collect();
     extra_headers.push((h::REPLAY_OF.to_string(), letter.invocation_id.clone()));

@@ -444,7 +444,7 @@ async fn submit_event(
             if let Some(headers) = &message.headers {
                 for (name, values) in headers.iter() {
                     let name = name.to_string();
-                    if name.starts_with("Nats-") || name.starts_with("Squall-") {
+                    if h::is_reserved(&name) {
                         continue;
                     }
                     for value in values {
