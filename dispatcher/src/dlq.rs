@@ -12,8 +12,9 @@ use axum::Json;
 use base64::Engine;
 use futures::StreamExt;
 use squall_broker::dlq::{self, AttemptRecord, DeadLetter, CRASH_MESSAGE};
-use squall_broker::names::{results_subject, DLQ_MOVER};
+use squall_broker::names::results_subject;
 use squall_broker::time::now_ms;
+use squall_broker::topology::dlq_mover_consumer;
 use squall_broker::{headers as h, ErrorKind, InvocationStatus, ResultMeta};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,21 +72,7 @@ pub async fn run_mover(state: Arc<AppState>) {
 }
 
 async fn mover(state: &AppState) -> anyhow::Result<()> {
-    use async_nats::jetstream::consumer::{pull, AckPolicy};
-    let consumer: async_nats::jetstream::consumer::PullConsumer = state
-        .topology
-        .advisories
-        .get_or_create_consumer(
-            DLQ_MOVER,
-            pull::Config {
-                durable_name: Some(DLQ_MOVER.into()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot open the dead-letter mover's consumer: {e}"))?;
+    let consumer = dlq_mover_consumer(&state.topology.advisories).await?;
     let mut messages = consumer.messages().await?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
