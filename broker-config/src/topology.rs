@@ -4,8 +4,8 @@ use crate::events::{TriggerRecord, TriggerSource};
 use crate::names::{
     consumer_name, jobs_subject, trigger_consumer_name, ADVISORY_STREAM, ARTIFACT_BUCKET,
     CRON_DISPATCH, DLQ_MOVER, DLQ_STREAM, EVENTS_PLACEHOLDER_SUBJECT, EVENTS_STREAM, FLEET_BUCKET,
-    IDEMPOTENCY_BUCKET, JOBS_STREAM, MAX_DELIVERIES_SUBJECTS, REGISTRY_BUCKET, RESULTS_STREAM,
-    SCHEDULES_STREAM, TRIGGERS_BUCKET,
+    IDEMPOTENCY_BUCKET, JOBS_STREAM, KEYS_BUCKET, MAX_DELIVERIES_SUBJECTS, REGISTRY_BUCKET,
+    RESULTS_STREAM, SCHEDULES_STREAM, TRIGGERS_BUCKET,
 };
 use crate::spec::FunctionSpec;
 use async_nats::jetstream::{self, consumer, kv, object_store, stream};
@@ -126,6 +126,9 @@ pub struct Topology {
     pub triggers: kv::Store,
     /// Fleet supervisors' heartbeats and their shared worker allocation.
     pub fleet: kv::Store,
+    /// The API keys' hashes: `Some` from `ensure_topology`, `None` from `open_topology`
+    /// (workers have no use for keys, and `auth.conf` does not let them read the bucket).
+    pub keys: Option<kv::Store>,
 }
 
 /// The most replicas Squall asks for on its own: three survive the loss of any one node.
@@ -326,7 +329,7 @@ async fn raise_replicas(
         .map_err(|source| TopologyError::GetStream { name, source })
 }
 
-/// Creates or updates JOBS, RESULTS, DLQ, the registry bucket and the artifact store.
+/// Creates or updates every stream and bucket, and creates the artifact store.
 pub async fn ensure_topology(
     client: async_nats::Client,
     cfg: &TopologyConfig,
@@ -400,6 +403,19 @@ pub async fn ensure_topology(
             name: REGISTRY_BUCKET,
             source,
         })?;
+    let keys = js
+        .create_or_update_key_value(kv::Config {
+            bucket: KEYS_BUCKET.into(),
+            description: "Squall API keys (hashes only)".into(),
+            history: 1,
+            num_replicas: cfg.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|source| TopologyError::KeyValue {
+            name: KEYS_BUCKET,
+            source,
+        })?;
     let artifacts = match js.get_object_store(ARTIFACT_BUCKET).await {
         Ok(store) => {
             // The store's settings are fixed at creation; its stream's replicas can grow.
@@ -435,6 +451,7 @@ pub async fn ensure_topology(
         events,
         triggers,
         fleet,
+        keys: Some(keys),
     })
 }
 
@@ -506,6 +523,7 @@ pub async fn open_topology(client: async_nats::Client) -> Result<Topology, Topol
         events,
         triggers,
         fleet,
+        keys: None,
     })
 }
 

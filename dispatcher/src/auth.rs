@@ -22,8 +22,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// The bucket of API keys (name → JSON `KeyRecord`).
-pub const KEYS_BUCKET: &str = "squall_keys";
 /// The shortest admin key accepted from the environment.
 pub const MIN_KEY_LEN: usize = 16;
 
@@ -175,22 +173,6 @@ impl Keys {
             }
         }
     }
-}
-
-/// Opens (or creates) the keys bucket.
-pub async fn open_bucket(
-    js: &async_nats::jetstream::Context,
-    replicas: usize,
-) -> anyhow::Result<kv::Store> {
-    js.create_or_update_key_value(kv::Config {
-        bucket: KEYS_BUCKET.into(),
-        description: "Squall API keys (hashes only)".into(),
-        history: 1,
-        num_replicas: replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("cannot open the keys bucket: {e}"))
 }
 
 /// Follows the keys bucket forever, so creations and revocations reach this dispatcher.
