@@ -47,3 +47,36 @@ pub const CPU_US: &str = "Squall-Cpu-Us";
 /// On a synchronous job: the subject of the dispatcher waiting for it, under that dispatcher's
 /// own inbox prefix. The worker sends the terminal result there as well as storing it.
 pub const REPLY_TO: &str = "Squall-Reply-To";
+
+/// The prefix of every header Squall itself sets.
+pub const SQUALL_PREFIX: &str = "Squall-";
+/// The prefix of the headers NATS and JetStream interpret (`Nats-Msg-Id`, `Nats-Schedule`, …).
+pub const NATS_PREFIX: &str = "Nats-";
+
+/// Whether `name` is a header Squall or NATS gives a meaning to. Such headers are never copied
+/// from an event, a dead letter or a job into another message or into a function's view of its
+/// caller's headers: a copied `Nats-Msg-Id` or `Squall-Reply-To` would change what the copy does.
+pub fn is_reserved(name: &str) -> bool {
+    name.starts_with(SQUALL_PREFIX) || name.starts_with(NATS_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn squall_and_nats_headers_are_reserved_and_others_are_not() {
+        for name in [NATS_MSG_ID, REPLY_TO, INVOCATION_ID, "Nats-Schedule"] {
+            assert!(is_reserved(name), "{name}");
+        }
+        for name in [
+            "X-Tenant-Id",
+            TRACEPARENT,
+            "Content-Type",
+            "Squall",
+            "Natsy-Thing",
+        ] {
+            assert!(!is_reserved(name), "{name}");
+        }
+    }
+}

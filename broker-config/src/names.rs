@@ -73,6 +73,8 @@ pub const EVENTS_PLACEHOLDER_SUBJECT: &str = "squall.events.unbound";
 pub const TRIGGERS_BUCKET: &str = "squall_triggers";
 /// The KV bucket where fleet supervisors keep their heartbeats and the shared allocation.
 pub const FLEET_BUCKET: &str = "squall_fleet";
+/// The KV bucket of API keys (key name → JSON record holding the key's SHA-256, never the key).
+pub const KEYS_BUCKET: &str = "squall_keys";
 
 /// The subject holding schedule `name`.
 pub fn schedule_subject(name: &str) -> String {

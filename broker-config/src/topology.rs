@@ -1,9 +1,11 @@
 //! Creates or updates the streams, buckets and consumers Squall relies on, idempotently.
 
+use crate::events::{TriggerRecord, TriggerSource};
 use crate::names::{
-    consumer_name, jobs_subject, ADVISORY_STREAM, ARTIFACT_BUCKET, DLQ_STREAM,
-    EVENTS_PLACEHOLDER_SUBJECT, EVENTS_STREAM, FLEET_BUCKET, IDEMPOTENCY_BUCKET, JOBS_STREAM,
-    MAX_DELIVERIES_SUBJECTS, REGISTRY_BUCKET, RESULTS_STREAM, SCHEDULES_STREAM, TRIGGERS_BUCKET,
+    consumer_name, jobs_subject, trigger_consumer_name, ADVISORY_STREAM, ARTIFACT_BUCKET,
+    CRON_DISPATCH, DLQ_MOVER, DLQ_STREAM, EVENTS_PLACEHOLDER_SUBJECT, EVENTS_STREAM, FLEET_BUCKET,
+    IDEMPOTENCY_BUCKET, JOBS_STREAM, KEYS_BUCKET, MAX_DELIVERIES_SUBJECTS, REGISTRY_BUCKET,
+    RESULTS_STREAM, SCHEDULES_STREAM, TRIGGERS_BUCKET,
 };
 use crate::spec::FunctionSpec;
 use async_nats::jetstream::{self, consumer, kv, object_store, stream};
@@ -79,6 +81,11 @@ pub enum TopologyError {
         name: String,
         source: jetstream::stream::ConsumerError,
     },
+    #[error("cannot open consumer {name}: {source}")]
+    OpenConsumer {
+        name: String,
+        source: jetstream::stream::ConsumerError,
+    },
     #[error("cannot open key-value bucket {name}: {source}")]
     OpenKeyValue {
         name: &'static str,
@@ -119,6 +126,9 @@ pub struct Topology {
     pub triggers: kv::Store,
     /// Fleet supervisors' heartbeats and their shared worker allocation.
     pub fleet: kv::Store,
+    /// The API keys' hashes: `Some` from `ensure_topology`, `None` from `open_topology`
+    /// (workers have no use for keys, and `auth.conf` does not let them read the bucket).
+    pub keys: Option<kv::Store>,
 }
 
 /// The most replicas Squall asks for on its own: three survive the loss of any one node.
@@ -319,7 +329,7 @@ async fn raise_replicas(
         .map_err(|source| TopologyError::GetStream { name, source })
 }
 
-/// Creates or updates JOBS, RESULTS, DLQ, the registry bucket and the artifact store.
+/// Creates or updates every stream and bucket, and creates the artifact store.
 pub async fn ensure_topology(
     client: async_nats::Client,
     cfg: &TopologyConfig,
@@ -393,6 +403,19 @@ pub async fn ensure_topology(
             name: REGISTRY_BUCKET,
             source,
         })?;
+    let keys = js
+        .create_or_update_key_value(kv::Config {
+            bucket: KEYS_BUCKET.into(),
+            description: "Squall API keys (hashes only)".into(),
+            history: 1,
+            num_replicas: cfg.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|source| TopologyError::KeyValue {
+            name: KEYS_BUCKET,
+            source,
+        })?;
     let artifacts = match js.get_object_store(ARTIFACT_BUCKET).await {
         Ok(store) => {
             // The store's settings are fixed at creation; its stream's replicas can grow.
@@ -428,6 +451,7 @@ pub async fn ensure_topology(
         events,
         triggers,
         fleet,
+        keys: Some(keys),
     })
 }
 
@@ -499,6 +523,7 @@ pub async fn open_topology(client: async_nats::Client) -> Result<Topology, Topol
         events,
         triggers,
         fleet,
+        keys: None,
     })
 }
 
@@ -535,4 +560,214 @@ pub async fn ensure_function_consumer(
             name: consumer_name(function),
             source,
         })
+}
+
+/// How long a dispatcher-side consumer (the dead-letter mover, cron ticks, triggers) may hold a
+/// message before JetStream hands it to another dispatcher: longer than a job publish may take.
+pub const DISPATCH_ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// The dead-letter mover's durable consumer on `SQUALL_ADVISORIES`, shared by every dispatcher
+/// (the stream is a work queue, so each advisory is handled by one of them).
+pub fn dlq_mover_consumer_config() -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(DLQ_MOVER.into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: DISPATCH_ACK_WAIT,
+        ..Default::default()
+    }
+}
+
+/// Opens the dead-letter mover's consumer, creating it when it does not exist.
+pub async fn dlq_mover_consumer(
+    advisories: &stream::Stream,
+) -> Result<consumer::PullConsumer, TopologyError> {
+    open_consumer(advisories, DLQ_MOVER, dlq_mover_consumer_config()).await
+}
+
+/// The durable consumer, shared by every dispatcher, that turns each cron tick (`cron.<name>`
+/// in SCHEDULES) into one invocation; ticks fired before it existed are not run.
+pub fn cron_dispatch_consumer_config() -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(CRON_DISPATCH.into()),
+        description: Some("Squall: cron ticks → invocations".into()),
+        filter_subject: "cron.*".into(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: DISPATCH_ACK_WAIT,
+        deliver_policy: consumer::DeliverPolicy::New,
+        ..Default::default()
+    }
+}
+
+/// Opens the cron tick consumer on SCHEDULES, creating it when it does not exist.
+pub async fn cron_dispatch_consumer(
+    schedules: &stream::Stream,
+) -> Result<consumer::PullConsumer, TopologyError> {
+    open_consumer(schedules, CRON_DISPATCH, cron_dispatch_consumer_config()).await
+}
+
+/// The durable consumer, shared by every dispatcher, that carries trigger `record`'s events:
+/// on EVENTS for a subject trigger, on the bucket's own stream for a key-value trigger.
+pub fn trigger_consumer_config(record: &TriggerRecord) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(trigger_consumer_name(&record.name)),
+        description: Some(format!(
+            "Squall trigger {} → function {}",
+            record.name, record.function
+        )),
+        filter_subject: record.filter_subject(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: DISPATCH_ACK_WAIT,
+        deliver_policy: match record.source {
+            // Only changes made after the binding.
+            TriggerSource::Kv { .. } => consumer::DeliverPolicy::New,
+            // The subject was just added to EVENTS: whatever it holds came after the binding.
+            TriggerSource::Subject { .. } => consumer::DeliverPolicy::All,
+        },
+        ..Default::default()
+    }
+}
+
+/// Opens trigger `record`'s consumer on `stream`, creating it when it does not exist.
+pub async fn trigger_consumer(
+    stream: &stream::Stream,
+    record: &TriggerRecord,
+) -> Result<consumer::PullConsumer, TopologyError> {
+    let name = trigger_consumer_name(&record.name);
+    open_consumer(stream, &name, trigger_consumer_config(record)).await
+}
+
+/// Gives trigger `record` a fresh consumer on `stream`: a changed binding must not inherit the
+/// old one's position or filter.
+pub async fn replace_trigger_consumer(
+    stream: &stream::Stream,
+    record: &TriggerRecord,
+) -> Result<consumer::PullConsumer, TopologyError> {
+    delete_trigger_consumer(stream, &record.name).await;
+    stream
+        .create_consumer(trigger_consumer_config(record))
+        .await
+        .map_err(|source| TopologyError::Consumer {
+            name: trigger_consumer_name(&record.name),
+            source,
+        })
+}
+
+/// Deletes trigger `name`'s consumer from `stream`, if it has one (best effort: a consumer that
+/// is already gone, or cannot be reached now, is left to the next change).
+pub async fn delete_trigger_consumer(stream: &stream::Stream, name: &str) {
+    let _ = stream.delete_consumer(&trigger_consumer_name(name)).await;
+}
+
+async fn open_consumer(
+    stream: &stream::Stream,
+    name: &str,
+    config: consumer::pull::Config,
+) -> Result<consumer::PullConsumer, TopologyError> {
+    stream
+        .get_or_create_consumer(name, config)
+        .await
+        .map_err(|source| TopologyError::OpenConsumer {
+            name: name.to_string(),
+            source,
+        })
+}
+
+/// The subjects EVENTS captures: its placeholder and every subject trigger's pattern, sorted,
+/// each once.
+pub fn events_subjects(patterns: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut subjects = vec![EVENTS_PLACEHOLDER_SUBJECT.to_string()];
+    subjects.extend(patterns);
+    subjects.sort();
+    subjects.dedup();
+    subjects
+}
+
+/// Why EVENTS' subjects could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum EventsSubjectsError {
+    #[error("cannot read the EVENTS stream: {0}")]
+    Read(#[source] jetstream::stream::InfoError),
+    /// The broker refused the new subjects, most often because another stream captures one.
+    #[error("the broker refused the subjects: {0}")]
+    Refused(#[source] jetstream::context::UpdateStreamError),
+}
+
+/// Sets EVENTS' subjects to the placeholder plus `patterns` (the subject triggers' patterns),
+/// leaving every other setting of the stream as it is. Does nothing when they are already set.
+pub async fn set_events_subjects(
+    js: &jetstream::Context,
+    events: &stream::Stream,
+    patterns: impl IntoIterator<Item = String>,
+) -> Result<(), EventsSubjectsError> {
+    let mut events = events.clone();
+    let mut config = events
+        .info()
+        .await
+        .map_err(EventsSubjectsError::Read)?
+        .config
+        .clone();
+    let subjects = events_subjects(patterns);
+    if config.subjects == subjects {
+        return Ok(());
+    }
+    config.subjects = subjects;
+    js.update_stream(config)
+        .await
+        .map(|_| ())
+        .map_err(EventsSubjectsError::Refused)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trigger(source: TriggerSource) -> TriggerRecord {
+        TriggerRecord {
+            name: "orders".into(),
+            function: "hello".into(),
+            source,
+            created_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn dispatcher_consumers_keep_their_durable_names_and_filters() {
+        let mover = dlq_mover_consumer_config();
+        assert_eq!(mover.durable_name.as_deref(), Some("dlq-mover"));
+        assert_eq!(mover.ack_policy, consumer::AckPolicy::Explicit);
+        assert_eq!(mover.ack_wait, Duration::from_secs(30));
+        // Replicas 0: the consumer has as many as its stream.
+        assert_eq!(mover.num_replicas, 0);
+
+        let cron = cron_dispatch_consumer_config();
+        assert_eq!(cron.durable_name.as_deref(), Some("cron-dispatch"));
+        assert_eq!(cron.filter_subject, "cron.*");
+        assert_eq!(cron.deliver_policy, consumer::DeliverPolicy::New);
+    }
+
+    #[test]
+    fn a_subject_trigger_reads_all_of_its_subject_and_a_kv_trigger_only_new_changes() {
+        let subject = trigger_consumer_config(&trigger(TriggerSource::Subject {
+            subject: "orders.*".into(),
+        }));
+        assert_eq!(subject.durable_name.as_deref(), Some("trigger-orders"));
+        assert_eq!(subject.filter_subject, "orders.*");
+        assert_eq!(subject.deliver_policy, consumer::DeliverPolicy::All);
+
+        let kv = trigger_consumer_config(&trigger(TriggerSource::Kv {
+            bucket: "config".into(),
+            key: "app.>".into(),
+        }));
+        assert_eq!(kv.filter_subject, "$KV.config.app.>");
+        assert_eq!(kv.deliver_policy, consumer::DeliverPolicy::New);
+    }
+
+    #[test]
+    fn events_keeps_its_placeholder_and_each_pattern_once() {
+        assert_eq!(events_subjects([]), [EVENTS_PLACEHOLDER_SUBJECT]);
+        assert_eq!(
+            events_subjects(["orders.*".to_string(), "a.b".into(), "orders.*".into()]),
+            ["a.b", "orders.*", EVENTS_PLACEHOLDER_SUBJECT]
+        );
+    }
 }

@@ -29,16 +29,14 @@ pub const ADMIN_KEY_PATH: &str = ".squall/admin.key";
 
 /// Returns the admin key file in `state`, creating it (owner-only, 256 random bits) if missing.
 fn ensure_admin_key(state: &Path) -> anyhow::Result<PathBuf> {
-    use std::io::{Read as _, Write as _};
+    use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let path = state.join("admin.key");
     if path.exists() {
         return Ok(path);
     }
     let mut random = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut random))
-        .context("cannot read random bytes for the admin key")?;
+    getrandom::fill(&mut random).context("cannot read random bytes for the admin key")?;
     let key: String = random.iter().map(|b| format!("{b:02x}")).collect();
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -23,9 +23,8 @@ use squall_broker::time::now_ms;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use subtle::ConstantTimeEq as _;
 
-/// The bucket of API keys (name → JSON `KeyRecord`).
-pub const KEYS_BUCKET: &str = "squall_keys";
 /// The shortest admin key accepted from the environment.
 pub const MIN_KEY_LEN: usize = 16;
 
@@ -57,16 +56,16 @@ pub fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// Equality whose time does not depend on where the inputs differ.
-pub fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+/// The prefix of every key the dispatcher makes.
+pub const KEY_PREFIX: &str = "sq_";
+/// How many random bytes a key the dispatcher makes carries.
+pub const KEY_BYTES: usize = 32;
 
 /// A new random key: `sq_` and 64 hex digits (256 bits from the OS's generator).
-pub fn new_key() -> String {
-    let a = uuid::Uuid::new_v4();
-    let b = uuid::Uuid::new_v4();
-    format!("sq_{}{}", a.simple(), b.simple())
+pub fn new_key() -> Result<String, getrandom::Error> {
+    let mut random = [0u8; KEY_BYTES];
+    getrandom::fill(&mut random)?;
+    Ok(format!("{KEY_PREFIX}{}", hex::encode(random)))
 }
 
 /// A stored key as this dispatcher holds it: its hash and scopes.
@@ -100,13 +99,13 @@ impl Keys {
         let presented = hash_key(key);
         let mut found = None;
         if let Some(admin) = &self.admin {
-            if constant_time_eq(admin, &presented) {
+            if bool::from(admin.ct_eq(&presented)) {
                 found = Some(vec![Scope::Admin]);
             }
         }
         let stored = self.stored.read().expect("keys lock");
         for (hash, scopes) in stored.values() {
-            if constant_time_eq(hash, &presented) && found.is_none() {
+            if bool::from(hash.ct_eq(&presented)) && found.is_none() {
                 found = Some(scopes.clone());
             }
         }
@@ -132,22 +131,6 @@ impl Keys {
             }
         }
     }
-}
-
-/// Opens (or creates) the keys bucket.
-pub async fn open_bucket(
-    js: &async_nats::jetstream::Context,
-    replicas: usize,
-) -> anyhow::Result<kv::Store> {
-    js.create_or_update_key_value(kv::Config {
-        bucket: KEYS_BUCKET.into(),
-        description: "Squall API keys (hashes only)".into(),
-        history: 1,
-        num_replicas: replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("cannot open the keys bucket: {e}"))
 }
 
 /// Follows the keys bucket forever, so creations and revocations reach this dispatcher.
@@ -275,7 +258,7 @@ pub async fn create(
             scopes.push(parsed);
         }
     }
-    let key = new_key();
+    let key = new_key().map_err(|e| ApiError::internal("cannot make a random key", e))?;
     let record = KeyRecord {
         name: body.name.clone(),
         scopes,
@@ -375,14 +358,42 @@ mod tests {
             Some(vec![Scope::Admin])
         );
         assert_eq!(keys.scopes_of("admin-key-012345678"), None);
-        let key = new_key();
-        assert!(key.starts_with("sq_") && key.len() == 67, "{key}");
+        let key = new_key().unwrap();
         keys.stored
             .write()
             .unwrap()
             .insert("ci".into(), (hash_key(&key), vec![Scope::Invoke]));
         assert_eq!(keys.scopes_of(&key), Some(vec![Scope::Invoke]));
-        assert!(constant_time_eq(&hash_key("a"), &hash_key("a")));
-        assert!(!constant_time_eq(&hash_key("a"), &hash_key("b")));
+        assert_eq!(keys.scopes_of(&key[..key.len() - 1]), None);
+    }
+
+    #[test]
+    fn a_hash_matches_only_itself_whichever_byte_differs() {
+        let keys = Keys::new(None, true);
+        let hash = hash_key("sq_stored");
+        keys.stored
+            .write()
+            .unwrap()
+            .insert("ci".into(), (hash, vec![Scope::Read]));
+        assert_eq!(keys.scopes_of("sq_stored"), Some(vec![Scope::Read]));
+        // The comparison itself, at the first and the last byte.
+        for at in [0, 31] {
+            let mut other = hash;
+            other[at] ^= 1;
+            assert!(!bool::from(hash.ct_eq(&other)), "byte {at}");
+        }
+        assert!(bool::from(hash.ct_eq(&hash_key("sq_stored"))));
+    }
+
+    #[test]
+    fn new_keys_are_sq_and_256_random_bits_in_hex() {
+        let key = new_key().unwrap();
+        assert_eq!(key.len(), 67, "{key}");
+        assert!(key.len() >= MIN_KEY_LEN);
+        let hex_digits = key.strip_prefix(KEY_PREFIX).expect("sq_ prefix");
+        let bytes = hex::decode(hex_digits).expect("lowercase hex");
+        assert_eq!(bytes.len(), 32);
+        assert_eq!(hex::encode(&bytes), hex_digits);
+        assert_ne!(new_key().unwrap(), key, "two keys never repeat");
     }
 }

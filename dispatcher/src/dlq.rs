@@ -21,8 +21,9 @@ use squall_api::operations::{
 };
 use squall_api::ErrorBody;
 use squall_broker::dlq::{self, AttemptRecord, DeadLetter, CRASH_MESSAGE};
-use squall_broker::names::{results_subject, DLQ_MOVER};
+use squall_broker::names::results_subject;
 use squall_broker::time::now_ms;
+use squall_broker::topology::dlq_mover_consumer;
 use squall_broker::{headers as h, ErrorKind, InvocationStatus, ResultMeta};
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,21 +80,7 @@ pub async fn run_mover(state: Arc<AppState>) {
 }
 
 async fn mover(state: &AppState) -> anyhow::Result<()> {
-    use async_nats::jetstream::consumer::{pull, AckPolicy};
-    let consumer: async_nats::jetstream::consumer::PullConsumer = state
-        .topology
-        .advisories
-        .get_or_create_consumer(
-            DLQ_MOVER,
-            pull::Config {
-                durable_name: Some(DLQ_MOVER.into()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot open the dead-letter mover's consumer: {e}"))?;
+    let consumer = dlq_mover_consumer(&state.topology.advisories).await?;
     let mut messages = consumer.messages().await?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -456,9 +443,7 @@ async fn replay_one(
     let mut extra_headers: Vec<(String, String)> = letter
         .headers
         .iter()
-        .filter(|(name, _)| {
-            !name.starts_with("Squall-") && !name.starts_with("Nats-") && name != h::TRACEPARENT
-        })
+        .filter(|(name, _)| !h::is_reserved(name) && name != h::TRACEPARENT)
         .cloned()
         .collect();
     extra_headers.push((h::REPLAY_OF.to_string(), letter.invocation_id.clone()));

@@ -13,6 +13,7 @@ use crate::AppState;
 use async_nats::service::ServiceExt as _;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
+use squall_broker::time::now_ms;
 use squall_broker::InvocationStatus;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +57,7 @@ pub enum IndexQuery {
 /// The end of a window as shown: now when it is open.
 fn shown_until(until_ms: u64) -> String {
     if until_ms == u64::MAX {
-        rfc3339(squall_broker::time::now_ms())
+        rfc3339(now_ms())
     } else {
         rfc3339(until_ms)
     }

@@ -104,7 +104,7 @@ impl AppState {
 /// moment, makes JetStream requests time out for a while.
 const TOPOLOGY_SETUP_BUDGET: Duration = Duration::from_secs(120);
 
-/// Creates or updates the streams, buckets and the keys bucket, trying again until
+/// Creates or updates the streams and buckets (the keys bucket among them), trying again until
 /// `TOPOLOGY_SETUP_BUDGET` has passed (every step is idempotent).
 async fn set_up_topology(
     client: &async_nats::Client,
@@ -117,7 +117,10 @@ async fn set_up_topology(
             let topology = squall_broker::ensure_topology(client.clone(), config)
                 .await
                 .context("cannot set up the JetStream topology")?;
-            let keys = auth::open_bucket(&topology.jetstream, config.replicas).await?;
+            let keys = topology
+                .keys
+                .clone()
+                .context("the topology has no keys bucket")?;
             anyhow::Ok((topology, keys))
         };
         match attempt.await {

@@ -20,8 +20,9 @@ use futures::StreamExt;
 use squall_api::operations::{Schedule, ScheduleList, ScheduleRequest};
 use squall_api::ErrorBody;
 use squall_broker::headers as h;
-use squall_broker::names::{schedule_subject, tick_subject, CRON_DISPATCH};
+use squall_broker::names::{schedule_subject, tick_subject};
 use squall_broker::time::now_ms;
+use squall_broker::topology::cron_dispatch_consumer;
 use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -330,24 +331,7 @@ pub async fn run_ticks(state: Arc<AppState>) {
 }
 
 async fn dispatch_ticks(state: &AppState) -> anyhow::Result<()> {
-    use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-    let consumer: async_nats::jetstream::consumer::PullConsumer = state
-        .topology
-        .schedules
-        .get_or_create_consumer(
-            CRON_DISPATCH,
-            pull::Config {
-                durable_name: Some(CRON_DISPATCH.into()),
-                description: Some("Squall: cron ticks → invocations".into()),
-                filter_subject: "cron.*".into(),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                deliver_policy: DeliverPolicy::New,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot open the cron consumer: {e}"))?;
+    let consumer = cron_dispatch_consumer(&state.topology.schedules).await?;
     let mut messages = consumer.messages().await?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -13,7 +13,6 @@ use crate::registry::load_record;
 use crate::submit::{new_traceparent, submit, Job};
 use crate::view::rfc3339;
 use crate::AppState;
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{kv, AckKind};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,8 +24,11 @@ use squall_broker::events::{
     subjects_overlap, validate_subject_pattern, TriggerRecord, TriggerSource,
 };
 use squall_broker::headers as h;
-use squall_broker::names::{trigger_consumer_name, EVENTS_PLACEHOLDER_SUBJECT};
 use squall_broker::time::now_ms;
+use squall_broker::topology::{
+    delete_trigger_consumer, replace_trigger_consumer, set_events_subjects, trigger_consumer,
+    EventsSubjectsError,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,27 +102,6 @@ fn validate_key_pattern(key: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The stream and consumer config that carry a trigger's events.
-fn consumer_config(record: &TriggerRecord) -> pull::Config {
-    pull::Config {
-        durable_name: Some(trigger_consumer_name(&record.name)),
-        description: Some(format!(
-            "Squall trigger {} → function {}",
-            record.name, record.function
-        )),
-        filter_subject: record.filter_subject(),
-        ack_policy: AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
-        deliver_policy: match record.source {
-            // Only changes made after the binding.
-            TriggerSource::Kv { .. } => DeliverPolicy::New,
-            // The subject was just added to EVENTS: whatever it holds came after the binding.
-            TriggerSource::Subject { .. } => DeliverPolicy::All,
-        },
-        ..Default::default()
-    }
-}
-
 async fn event_stream(
     state: &AppState,
     record: &TriggerRecord,
@@ -143,33 +124,16 @@ async fn event_stream(
 
 /// Sets EVENTS' subjects to the placeholder plus every subject trigger's pattern.
 async fn sync_event_subjects(state: &AppState, patterns: Vec<String>) -> Result<(), ApiError> {
-    let mut events = state.topology.events.clone();
-    let mut config = events
-        .info()
+    let topology = &state.topology;
+    set_events_subjects(&topology.jetstream, &topology.events, patterns)
         .await
-        .map_err(|e| ApiError::broker("cannot read the EVENTS stream", e))?
-        .config
-        .clone();
-    let mut subjects = vec![EVENTS_PLACEHOLDER_SUBJECT.to_string()];
-    subjects.extend(patterns);
-    subjects.sort();
-    subjects.dedup();
-    if config.subjects == subjects {
-        return Ok(());
-    }
-    config.subjects = subjects;
-    state
-        .topology
-        .jetstream
-        .update_stream(config)
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            ApiError::new(
+        .map_err(|e| match e {
+            EventsSubjectsError::Read(e) => ApiError::broker("cannot read the EVENTS stream", e),
+            EventsSubjectsError::Refused(e) => ApiError::new(
                 StatusCode::CONFLICT,
                 "subject_in_use",
                 format!("the broker refused the subjects: {e} (another stream may capture them)"),
-            )
+            ),
         })
 }
 
@@ -265,9 +229,7 @@ pub async fn put(
         sync_event_subjects(&state, patterns).await?;
     }
     // A changed binding gets a fresh consumer.
-    let _ = stream.delete_consumer(&trigger_consumer_name(&name)).await;
-    stream
-        .create_consumer(consumer_config(&record))
+    replace_trigger_consumer(&stream, &record)
         .await
         .map_err(|e| ApiError::broker("cannot create the trigger's consumer", e))?;
     state
@@ -329,7 +291,7 @@ pub async fn delete(State(state): Shared, name: Name<OfTrigger>) -> Result<Statu
         .await
         .map_err(|e| ApiError::broker("cannot delete the trigger", e))?;
     if let Ok(stream) = event_stream(&state, &record).await {
-        let _ = stream.delete_consumer(&trigger_consumer_name(&name)).await;
+        delete_trigger_consumer(&stream, &name).await;
     }
     if let TriggerSource::Subject { subject } = &record.source {
         let existing = all_triggers(&state).await?;
@@ -402,13 +364,7 @@ async fn serve_events(state: &AppState, record: &TriggerRecord) -> anyhow::Resul
     let stream = event_stream(state, record)
         .await
         .map_err(|e| anyhow::anyhow!(e.message))?;
-    let consumer: PullConsumer = stream
-        .get_or_create_consumer(
-            &trigger_consumer_name(&record.name),
-            consumer_config(record),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot open the trigger's consumer: {e}"))?;
+    let consumer = trigger_consumer(&stream, record).await?;
     let mut messages = consumer.messages().await?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -443,7 +399,7 @@ async fn submit_event(
             if let Some(headers) = &message.headers {
                 for (name, values) in headers.iter() {
                     let name = name.to_string();
-                    if name.starts_with("Nats-") || name.starts_with("Squall-") {
+                    if h::is_reserved(&name) {
                         continue;
                     }
                     for value in values {

@@ -2,7 +2,7 @@
 //! step with its spec.
 
 use async_nats::jetstream::stream::{DiscardPolicy, RetentionPolicy};
-use squall_broker::{ensure_topology, TopologyConfig};
+use squall_broker::{ensure_topology, open_topology, TopologyConfig};
 use squall_tests::{Cluster, NatsServer};
 use std::time::Duration;
 
@@ -43,6 +43,26 @@ async fn ensure_topology_is_idempotent_and_follows_the_design() {
 
     let dlq = topology.dlq.clone().info().await.unwrap().config.clone();
     assert_eq!(dlq.max_age, Duration::from_secs(14 * 24 * 3600));
+
+    // The keys bucket is part of the topology; a worker's view of it leaves the bucket out.
+    assert!(
+        topology.keys.is_some(),
+        "ensure_topology opens the keys bucket"
+    );
+    let keys = topology
+        .jetstream
+        .get_stream("KV_squall_keys")
+        .await
+        .expect("the keys bucket")
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
+    assert_eq!(keys.max_messages_per_subject, 1, "one value per key");
+    assert_eq!(keys.num_replicas, config.replicas);
+    let opened = open_topology(client.clone()).await.expect("open");
+    assert!(opened.keys.is_none());
 
     // A changed limit is applied to the existing stream.
     let bigger = TopologyConfig {
@@ -108,4 +128,50 @@ async fn deploy_creates_and_updates_the_function_consumer() {
     let (status, _) = cluster.get_json("/v1/functions/hello").await;
     assert_eq!(status, 404);
     assert_eq!(cluster.invoke("hello", "").await.status(), 404);
+}
+
+/// Waits until `stream` holds the durable consumer `name`, and returns its configuration.
+async fn consumer_config(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    name: &str,
+) -> async_nats::jetstream::consumer::Config {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = match js.get_stream(stream).await {
+            Ok(stream) => stream.consumer_info(name).await.ok(),
+            Err(_) => None,
+        };
+        match found {
+            Some(info) => return info.config,
+            None if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            None => panic!("no consumer {name} on {stream}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatchers_shared_consumers_keep_their_names_on_the_broker() {
+    let cluster = Cluster::start().await;
+    let js = async_nats::jetstream::new(cluster.nats_client().await);
+    let mover = consumer_config(&js, "SQUALL_ADVISORIES", "dlq-mover").await;
+    assert_eq!(mover.ack_wait, Duration::from_secs(30));
+    let cron = consumer_config(&js, "SCHEDULES", "cron-dispatch").await;
+    assert_eq!(cron.filter_subject, "cron.*");
+
+    cluster.deploy_example("hello", None).await;
+    let (status, body) = cluster
+        .put_json(
+            "/v1/triggers/orders",
+            serde_json::json!({"function": "hello", "subject": "shop.orders.>"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let trigger = consumer_config(&js, "EVENTS", "trigger-orders").await;
+    assert_eq!(trigger.filter_subject, "shop.orders.>");
+    let mut events = js.get_stream("EVENTS").await.unwrap();
+    let subjects = events.info().await.unwrap().config.subjects.clone();
+    assert_eq!(subjects, ["shop.orders.>", "squall.events.unbound"]);
 }

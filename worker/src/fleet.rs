@@ -13,13 +13,14 @@ use squall_broker::fleet::{
     self, Allocation, Heartbeat, ALLOCATION_KEY, HEARTBEAT_EVERY_MS, HEARTBEAT_PREFIX,
 };
 use squall_broker::names::consumer_name;
+use squall_broker::time::now_ms;
 use squall_broker::topology::FLEET_HEARTBEAT_TTL;
 use squall_broker::{FunctionRecord, Topology};
 use squall_worker::scale::{self, Load, Policy};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
 /// What `squall-worker fleet` was asked to do.
@@ -63,13 +64,6 @@ struct Fleet {
     restart_after: Instant,
     backoff: Duration,
     last_heartbeat: Option<Instant>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Runs the fleet until a stop signal; then stops every worker and gives back its slots.

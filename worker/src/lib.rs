@@ -288,7 +288,7 @@ async fn heartbeat(worker: Arc<Worker>) {
             pid,
             functions: worker.config.functions.clone(),
             in_flight: MAX_IN_FLIGHT - worker.in_flight.available_permits() as u32,
-            updated_at_ms: job::now_ms(),
+            updated_at_ms: squall_broker::time::now_ms(),
         };
         if let Err(error) = worker.topology.fleet.put(&key, encode(&beat).into()).await {
             tracing::debug!(message = "cannot write the worker heartbeat", %error);
