@@ -162,10 +162,40 @@ pub fn job_invocation_id(header: impl Fn(&str) -> Option<String>) -> Option<Stri
     })
 }
 
+/// The level of a function's log line, stored and shown in lowercase (`"warn"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The stored and API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+impl std::fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One captured function log line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
-    pub level: String,
+    pub level: LogLevel,
     pub message: String,
 }
 
@@ -346,11 +376,32 @@ mod tests {
             duration_us: 4,
             cpu_us: 3,
             logs: vec![LogLine {
-                level: "info".into(),
+                level: LogLevel::Info,
                 message: "two\nlines".into(),
             }],
             worker: "host-1".into(),
         };
         assert_eq!(ResultMeta::from_headers(&meta.to_headers()).unwrap(), meta);
+    }
+
+    #[test]
+    fn log_levels_are_stored_in_lowercase() {
+        let line = LogLine {
+            level: LogLevel::Warn,
+            message: "careful".into(),
+        };
+        let text = serde_json::to_string(&line).unwrap();
+        assert_eq!(text, r#"{"level":"warn","message":"careful"}"#);
+        assert_eq!(serde_json::from_str::<LogLine>(&text).unwrap(), line);
+        for level in [
+            LogLevel::Error,
+            LogLevel::Warn,
+            LogLevel::Info,
+            LogLevel::Debug,
+            LogLevel::Trace,
+        ] {
+            let json = serde_json::to_value(level).unwrap();
+            assert_eq!(json, level.as_str());
+        }
     }
 }

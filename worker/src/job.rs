@@ -9,7 +9,7 @@ use async_nats::HeaderMap;
 use futures::StreamExt;
 use sha2::Digest as _;
 use squall_broker::names::{consumer_name, results_subject};
-use squall_broker::record::{LogLine, ResultMeta};
+use squall_broker::record::{LogLevel, LogLine, ResultMeta};
 use squall_broker::{dlq, headers as h, publish, ErrorKind, InvocationStatus};
 use squall_sdk::abi;
 use squall_telemetry::KeyValue;
@@ -216,16 +216,6 @@ fn derived_traceparent(invocation_id: &str) -> String {
     format!("00-{}-{}-01", &hex[..32], &hex[32..48])
 }
 
-fn level_name(level: u32) -> &'static str {
-    match level {
-        abi::LOG_ERROR => "error",
-        abi::LOG_WARN => "warn",
-        abi::LOG_INFO => "info",
-        abi::LOG_DEBUG => "debug",
-        _ => "trace",
-    }
-}
-
 /// Runs the function on one of its call threads and classifies what happened.
 async fn attempt(
     worker: &Worker,
@@ -320,14 +310,7 @@ async fn attempt(
         }
     };
     let timing = Timing { wall_us, cpu_us };
-    let lines = logs
-        .lines
-        .into_iter()
-        .map(|l| LogLine {
-            level: level_name(l.level).to_string(),
-            message: l.message,
-        })
-        .collect();
+    let lines = logs.lines;
     let message = || String::from_utf8_lossy(&result.body).into_owned();
     let outcome = match result.status {
         abi::SQUALL_OK => Attempt::Succeeded(result.body),
@@ -449,20 +432,20 @@ async fn run_attempt(
     let trace_id = job.traceparent.split('-').nth(1).unwrap_or_default();
     for line in &logs {
         let (function, id, text) = (&job.function, &job.invocation_id, &line.message);
-        match line.level.as_str() {
-            "error" => {
+        match line.level {
+            LogLevel::Error => {
                 tracing::error!(message = "function log", function = %function, invocation_id = %id, trace_id, text = %text)
             }
-            "warn" => {
+            LogLevel::Warn => {
                 tracing::warn!(message = "function log", function = %function, invocation_id = %id, trace_id, text = %text)
             }
-            "info" => {
+            LogLevel::Info => {
                 tracing::info!(message = "function log", function = %function, invocation_id = %id, trace_id, text = %text)
             }
-            "debug" => {
+            LogLevel::Debug => {
                 tracing::debug!(message = "function log", function = %function, invocation_id = %id, trace_id, text = %text)
             }
-            _ => {
+            LogLevel::Trace => {
                 tracing::trace!(message = "function log", function = %function, invocation_id = %id, trace_id, text = %text)
             }
         }
