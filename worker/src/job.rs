@@ -8,9 +8,10 @@ use async_nats::jetstream::{self, AckKind};
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use sha2::Digest as _;
+use squall_broker::dlq::{self, DeadLetter};
 use squall_broker::names::{consumer_name, results_subject};
 use squall_broker::record::{LogLevel, LogLine, ResultMeta};
-use squall_broker::{dlq, headers as h, publish, ErrorKind, InvocationStatus};
+use squall_broker::{headers as h, publish, ErrorKind, InvocationStatus};
 use squall_sdk::abi;
 use squall_telemetry::KeyValue;
 use std::sync::Arc;
@@ -558,36 +559,20 @@ async fn dead_letter(
 ) -> anyhow::Result<()> {
     let history =
         dlq::result_history(&worker.topology.results, &job.function, &job.invocation_id).await;
-    let attempts: Vec<_> = history
-        .iter()
-        .filter(|(meta, _)| meta.error_kind.is_some())
-        .map(|(meta, body)| dlq::AttemptRecord::from_result(meta, body))
-        .collect();
     let status = history
         .last()
         .map(|(meta, _)| meta.status)
         .unwrap_or(InvocationStatus::DeadLettered);
-    let headers = message
-        .headers
-        .iter()
-        .flat_map(|hs| hs.iter())
-        .flat_map(|(name, values)| {
-            values
-                .iter()
-                .map(move |v| (name.to_string(), v.as_str().to_string()))
-        })
-        .collect();
-    let letter = dlq::DeadLetter {
-        invocation_id: job.invocation_id.clone(),
-        function: job.function.clone(),
-        version: state.record.version.clone(),
-        status,
-        created_at_ms: job.created_at_ms,
-        dead_lettered_at_ms: now_ms(),
-        attempts: dlq::fill_crashed_attempts(attempts, job.attempt),
-        headers,
-        payload: message.payload.to_vec(),
-    };
+    let letter = DeadLetter::builder(
+        &job.invocation_id,
+        &job.function,
+        &state.record.version,
+        job.created_at_ms,
+    )
+    .status(status)
+    .job(message.headers.as_ref(), &message.payload)
+    .history(&history)
+    .build(job.attempt, now_ms());
     dlq::publish_dead_letter(&worker.topology.jetstream, &letter).await?;
     tracing::info!(message = "invocation dead-lettered", function = %job.function,
         invocation_id = %job.invocation_id, status = status.as_str(), attempts = job.attempt);
