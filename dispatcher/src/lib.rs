@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod index;
 pub mod index_service;
 pub mod limits;
+pub mod metrics;
 pub mod openapi;
 pub mod queries;
 pub mod query;
@@ -80,7 +81,7 @@ pub struct AppState {
     /// The registry as of the last watch event or local change.
     pub registry: Arc<registry::RegistryCache>,
     /// This process's metrics.
-    pub metrics: Arc<squall_broker::metrics::Metrics>,
+    pub metrics: Arc<metrics::Metrics>,
     /// The API keys this dispatcher accepts.
     pub keys: auth::Keys,
     pub keys_bucket: async_nats::jetstream::kv::Store,
@@ -233,7 +234,7 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
         waiter,
         index,
         registry: Arc::new(registry::RegistryCache::default()),
-        metrics: Arc::new(api::metrics_registry()),
+        metrics: Arc::new(metrics::Metrics::new()),
         keys,
         keys_bucket,
     });

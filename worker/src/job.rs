@@ -4,7 +4,8 @@
 use crate::decide::{decide, jitter_unit, Attempt, JobAction, Settlement};
 use crate::executor::Executor;
 use crate::loader::{CallContext, LogCapture};
-use crate::{metrics, FunctionState, Worker};
+use crate::metrics::FunctionMetrics;
+use crate::{FunctionState, Worker};
 use async_nats::jetstream::{self, AckKind};
 use async_nats::HeaderMap;
 use futures::StreamExt;
@@ -71,6 +72,7 @@ async fn pull_jobs(worker: &Arc<Worker>, function: &str) -> anyhow::Result<()> {
     let serving = Arc::new(Serving {
         executor: Executor::new(function, state.spec.concurrency as usize),
         progress_every,
+        metrics: worker.metrics.function(function),
     });
     let mut stopping = worker.stopping();
     loop {
@@ -126,6 +128,8 @@ struct Serving {
     executor: Executor,
     /// How often a running job's progress is acknowledged.
     progress_every: Duration,
+    /// The function's metric series.
+    metrics: FunctionMetrics,
 }
 
 /// The identity and timing of a job, read from its headers or derived from its delivery.
@@ -397,20 +401,15 @@ async fn run_attempt(
     let state = worker.for_job(current, version).await;
     tracing::Span::current().record("squall.version", state.record.version.as_str());
     let started_at_ms = now_ms();
-    let m = &worker.metrics;
-    let fn_label = [("function", job.function.as_str())];
+    let m = &serving.metrics;
     if job.attempt == 1 {
-        let waited = started_at_ms.saturating_sub(job.created_at_ms) as f64 / 1000.0;
-        m.observe(metrics::QUEUE_WAIT, &fn_label, waited);
+        m.waited(started_at_ms.saturating_sub(job.created_at_ms) as f64 / 1000.0);
     }
-    m.add(metrics::IN_FLIGHT, &fn_label, 1.0);
-    let execution = execute(worker, serving, &state, &job, &message).await;
-    m.add(metrics::IN_FLIGHT, &fn_label, -1.0);
-    m.observe(
-        metrics::EXECUTION,
-        &fn_label,
-        execution.timing.wall_us as f64 / 1e6,
-    );
+    let execution = {
+        let _running = m.running();
+        execute(worker, serving, &state, &job, &message).await
+    };
+    m.executed(execution.timing.wall_us as f64 / 1e6);
     emit_function_logs(&job, &execution.logs);
     let settlement = decide(
         execution.outcome,
@@ -476,22 +475,11 @@ async fn settle(
     let status = settlement.status();
     let kind = settlement.error_kind();
     let action = settlement.job_action();
-    let m = &worker.metrics;
-    let function = job.function.as_str();
-    m.add(
-        metrics::INVOCATIONS,
-        &[("function", function), ("status", status.as_str())],
-        1.0,
+    serving.metrics.settled(
+        status,
+        kind.filter(|_| matches!(action, JobAction::Redeliver(_))),
+        action == JobAction::DeadLetter,
     );
-    match (action, kind) {
-        (JobAction::Redeliver(_), Some(kind)) => m.add(
-            metrics::RETRIES,
-            &[("function", function), ("kind", kind.as_str())],
-            1.0,
-        ),
-        (JobAction::DeadLetter, _) => m.add(metrics::DEAD_LETTERS, &[("function", function)], 1.0),
-        _ => {}
-    }
     let span = tracing::Span::current();
     span.record("squall.outcome", status.as_str());
     if let Some(kind) = kind {
