@@ -86,6 +86,87 @@ impl AttemptRecord {
     }
 }
 
+/// Assembles a [`DeadLetter`]: the one way the worker and the dispatchers' dead-letter mover
+/// build the record, so that both store the same thing.
+#[derive(Debug, Clone)]
+pub struct DeadLetterBuilder {
+    letter: DeadLetter,
+}
+
+impl DeadLetter {
+    /// Starts the dead letter of invocation `invocation_id` of `function` (at `version`,
+    /// accepted at `created_at_ms`), with status `dead_lettered` until told otherwise.
+    pub fn builder(
+        invocation_id: &str,
+        function: &str,
+        version: &str,
+        created_at_ms: u64,
+    ) -> DeadLetterBuilder {
+        DeadLetterBuilder {
+            letter: DeadLetter {
+                invocation_id: invocation_id.to_string(),
+                function: function.to_string(),
+                version: version.to_string(),
+                status: InvocationStatus::DeadLettered,
+                created_at_ms,
+                dead_lettered_at_ms: 0,
+                attempts: Vec::new(),
+                headers: Vec::new(),
+                payload: Vec::new(),
+            },
+        }
+    }
+}
+
+impl DeadLetterBuilder {
+    /// The dead end the invocation reached: `dead_lettered` or `timed_out`.
+    pub fn status(mut self, status: InvocationStatus) -> Self {
+        self.letter.status = status;
+        self
+    }
+
+    /// The original job: its headers, every value in order, and its payload.
+    pub fn job(mut self, headers: Option<&async_nats::HeaderMap>, payload: &[u8]) -> Self {
+        self.letter.headers = headers
+            .iter()
+            .flat_map(|hs| hs.iter())
+            .flat_map(|(name, values)| {
+                values
+                    .iter()
+                    .map(move |v| (name.to_string(), v.as_str().to_string()))
+            })
+            .collect();
+        self.letter.payload = payload.to_vec();
+        self
+    }
+
+    /// The failed attempts among the invocation's result records (see [`result_history`]).
+    pub fn history(mut self, history: &[(ResultMeta, Vec<u8>)]) -> Self {
+        self.letter.attempts.extend(
+            history
+                .iter()
+                .filter(|(meta, _)| meta.error_kind.is_some())
+                .map(|(meta, body)| AttemptRecord::from_result(meta, body)),
+        );
+        self
+    }
+
+    /// A failed attempt the caller knows of that the history may lack; where the history has
+    /// the same attempt, the history's record is kept.
+    pub fn attempt(mut self, record: AttemptRecord) -> Self {
+        self.letter.attempts.push(record);
+        self
+    }
+
+    /// The dead letter of an invocation that ran `attempts` times, written at
+    /// `dead_lettered_at_ms`: an attempt without a record is one whose worker died during it.
+    pub fn build(mut self, attempts: u32, dead_lettered_at_ms: u64) -> DeadLetter {
+        self.letter.attempts = fill_crashed_attempts(self.letter.attempts, attempts);
+        self.letter.dead_lettered_at_ms = dead_lettered_at_ms;
+        self.letter
+    }
+}
+
 /// The message recorded for an attempt whose worker died before reporting it.
 pub const CRASH_MESSAGE: &str =
     "the worker died during this attempt (crash, kill or lost broker connection)";
@@ -200,6 +281,94 @@ mod tests {
     fn a_complete_history_is_kept_as_is() {
         let history = vec![failed(1), failed(2)];
         assert_eq!(fill_crashed_attempts(history.clone(), 2), history);
+    }
+
+    fn result(attempt: u32, status: InvocationStatus, kind: Option<ErrorKind>) -> ResultMeta {
+        ResultMeta {
+            invocation_id: "id".into(),
+            function: "f".into(),
+            version: "sha256:00".into(),
+            status,
+            attempt,
+            error_kind: kind,
+            created_at_ms: 1,
+            started_at_ms: 1,
+            finished_at_ms: 2,
+            duration_us: 3,
+            cpu_us: 0,
+            logs: Vec::new(),
+            worker: "w".into(),
+        }
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_the_job_and_every_failed_attempt() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("X-Tenant", "acme");
+        headers.append("X-Tag", "a");
+        headers.append("X-Tag", "b");
+        let history = vec![
+            (
+                result(1, InvocationStatus::Running, None),
+                b"ignored".to_vec(),
+            ),
+            (
+                result(1, InvocationStatus::Retrying, Some(ErrorKind::Panic)),
+                b"boom".to_vec(),
+            ),
+        ];
+        let letter = DeadLetter::builder("id", "f", "sha256:00", 1)
+            .status(InvocationStatus::TimedOut)
+            .job(Some(&headers), b"payload")
+            .history(&history)
+            .build(3, 9);
+        assert_eq!(letter.status, InvocationStatus::TimedOut);
+        assert_eq!(letter.dead_lettered_at_ms, 9);
+        assert_eq!(letter.payload, b"payload");
+        let mut names: Vec<_> = letter.headers.clone();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                ("X-Tag".to_string(), "a".to_string()),
+                ("X-Tag".to_string(), "b".to_string()),
+                ("X-Tenant".to_string(), "acme".to_string()),
+            ]
+        );
+        let attempts: Vec<_> = letter
+            .attempts
+            .iter()
+            .map(|a| (a.attempt, a.kind, a.message.as_str()))
+            .collect();
+        assert_eq!(
+            attempts,
+            vec![
+                (1, Some(ErrorKind::Panic), "boom"),
+                (2, Some(ErrorKind::Crash), CRASH_MESSAGE),
+                (3, Some(ErrorKind::Crash), CRASH_MESSAGE),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_attempt_the_history_lacks_is_added_and_one_it_has_is_not_doubled() {
+        let history = vec![(
+            result(1, InvocationStatus::Retrying, Some(ErrorKind::Panic)),
+            b"from history".to_vec(),
+        )];
+        let known = |attempt: u32, message: &str| AttemptRecord {
+            message: message.into(),
+            ..failed(attempt)
+        };
+        let letter = DeadLetter::builder("id", "f", "sha256:00", 1)
+            .history(&history)
+            .attempt(known(1, "known"))
+            .attempt(known(2, "last"))
+            .build(2, 9);
+        let messages: Vec<_> = letter.attempts.iter().map(|a| a.message.as_str()).collect();
+        assert_eq!(messages, vec!["from history", "last"]);
+        assert_eq!(letter.status, InvocationStatus::DeadLettered);
+        assert!(letter.headers.is_empty() && letter.payload.is_empty());
     }
 
     #[test]

@@ -9,7 +9,6 @@ pub mod env;
 pub mod events;
 pub mod fleet;
 pub mod headers;
-pub mod metrics;
 pub mod names;
 pub mod publish;
 pub mod record;

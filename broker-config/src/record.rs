@@ -162,12 +162,7 @@ pub fn job_invocation_id(header: impl Fn(&str) -> Option<String>) -> Option<Stri
     })
 }
 
-/// One captured function log line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogLine {
-    pub level: String,
-    pub message: String,
-}
+pub use squall_api::invocations::{LogLevel, LogLine};
 
 /// The metadata of a result message; the body is the output, or the error message.
 #[derive(Debug, Clone, PartialEq)]
@@ -346,11 +341,32 @@ mod tests {
             duration_us: 4,
             cpu_us: 3,
             logs: vec![LogLine {
-                level: "info".into(),
+                level: LogLevel::Info,
                 message: "two\nlines".into(),
             }],
             worker: "host-1".into(),
         };
         assert_eq!(ResultMeta::from_headers(&meta.to_headers()).unwrap(), meta);
+    }
+
+    #[test]
+    fn log_levels_are_stored_in_lowercase() {
+        let line = LogLine {
+            level: LogLevel::Warn,
+            message: "careful".into(),
+        };
+        let text = serde_json::to_string(&line).unwrap();
+        assert_eq!(text, r#"{"level":"warn","message":"careful"}"#);
+        assert_eq!(serde_json::from_str::<LogLine>(&text).unwrap(), line);
+        for level in [
+            LogLevel::Error,
+            LogLevel::Warn,
+            LogLevel::Info,
+            LogLevel::Debug,
+            LogLevel::Trace,
+        ] {
+            let json = serde_json::to_value(level).unwrap();
+            assert_eq!(json, level.as_str());
+        }
     }
 }

@@ -227,15 +227,14 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
             InvocationStatus::DeadLettered
         }
     };
-    let mut failed: Vec<AttemptRecord> = history
-        .iter()
-        .filter(|(meta, _)| meta.error_kind.is_some())
-        .map(|(meta, body)| AttemptRecord::from_result(meta, body))
-        .collect();
+    let mut letter = DeadLetter::builder(&id, &function, &version, created_at_ms)
+        .status(status)
+        .job(Some(&job.headers), &job.payload)
+        .history(&history);
     if terminal.is_none() {
         if let Removal::FunctionDeleted = removal {
             let now = now_ms();
-            failed.push(AttemptRecord {
+            letter = letter.attempt(AttemptRecord {
                 attempt: attempts,
                 kind: Some(kind),
                 message: reason.clone(),
@@ -246,26 +245,7 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
             });
         }
     }
-    let headers = job
-        .headers
-        .iter()
-        .flat_map(|(name, values)| {
-            values
-                .iter()
-                .map(move |v| (name.to_string(), v.as_str().to_string()))
-        })
-        .collect();
-    let letter = DeadLetter {
-        invocation_id: id.clone(),
-        function: function.clone(),
-        version,
-        status,
-        created_at_ms,
-        dead_lettered_at_ms: now_ms(),
-        attempts: dlq::fill_crashed_attempts(failed, attempts),
-        headers,
-        payload: job.payload.to_vec(),
-    };
+    let letter = letter.build(attempts, now_ms());
     dlq::publish_dead_letter(&state.topology.jetstream, &letter).await?;
     jobs.delete_message(stream_seq).await?;
     tracing::info!(message = "job dead-lettered", function = %function, invocation_id = %id, attempts, reason = %reason);

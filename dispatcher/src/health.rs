@@ -43,8 +43,8 @@ pub async fn readyz(State(state): Shared) -> Result<Json<Health>, ApiError> {
     (status = 200, description = "Prometheus text format.", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): Shared) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::render(&state).await,
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::scrape(&state).await,
     )
         .into_response()
 }

@@ -203,13 +203,7 @@ async fn invoke_traced(
     match outcome {
         Some(outcome) => {
             forget(&state, &id);
-            let labels = [
-                ("function", name.as_str()),
-                ("status", outcome.meta.status.as_str()),
-            ];
-            state
-                .metrics
-                .add(crate::metrics::SYNC_OUTCOMES, &labels, 1.0);
+            state.metrics.sync_outcome(&name, outcome.meta.status);
             Ok(terminal_response(outcome))
         }
         None => {
@@ -390,7 +384,7 @@ pub async fn get_logs(
     Ok(Json(InvocationLogs {
         invocation_id: id.to_string(),
         status,
-        logs: logs.into_iter().map(crate::view::log_line).collect(),
+        logs,
     }))
 }
 

@@ -84,7 +84,7 @@ pub struct AppState {
     /// The registry as of the last watch event or local change.
     pub registry: Arc<registry::RegistryCache>,
     /// This process's metrics.
-    pub metrics: Arc<squall_broker::metrics::Metrics>,
+    pub metrics: Arc<metrics::Metrics>,
     /// The API keys this dispatcher accepts.
     pub keys: auth::Keys,
     pub keys_bucket: async_nats::jetstream::kv::Store,
@@ -177,7 +177,7 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
         waiter,
         index,
         registry: Arc::new(registry::RegistryCache::default()),
-        metrics: Arc::new(metrics::metrics_registry()),
+        metrics: Arc::new(metrics::Metrics::new()),
         openapi: serde_json::to_vec(&routes::document(keys.metrics_open))
             .context("cannot render the OpenAPI document")?
             .into(),

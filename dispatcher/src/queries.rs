@@ -106,9 +106,7 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
         }
         if !batch.is_empty() {
             index.apply_all(&batch)?;
-            state
-                .metrics
-                .add(crate::metrics::INDEXED, &[], batch.len() as f64);
+            state.metrics.indexed(batch.len());
             batch.clear();
         }
     }

@@ -190,11 +190,7 @@ pub(crate) fn record_accepted(state: &AppState, job: &Job<'_>) {
         function: job.function.to_string(),
         created_at_ms: job.created_at_ms,
     };
-    state.metrics.add(
-        crate::metrics::ACCEPTED,
-        &[("function", job.function), ("source", job.source)],
-        1.0,
-    );
+    state.metrics.accepted(job.function, job.source);
     if let Err(error) = state.index.insert(job.id, &accepted) {
         tracing::warn!(message = "cannot index an accepted invocation", invocation_id = %job.id, %error);
     }

@@ -2,7 +2,7 @@
 
 use base64::Engine;
 use squall_api::functions::Function;
-use squall_api::invocations::{Invocation, InvocationError, LogLine};
+use squall_api::invocations::{Invocation, InvocationError};
 use squall_broker::{FunctionRecord, InvocationStatus, ResultMeta};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -25,14 +25,6 @@ pub fn function_view(record: &FunctionRecord) -> Function {
         deployed_at: rfc3339(record.deployed_at_ms),
         config: record.spec(),
         secrets: record.secret_names(),
-    }
-}
-
-/// A captured log line as the API shows it.
-pub fn log_line(line: squall_broker::record::LogLine) -> LogLine {
-    LogLine {
-        level: line.level,
-        message: line.message,
     }
 }
 
@@ -70,7 +62,7 @@ pub fn invocation_view(meta: &ResultMeta, body: &[u8]) -> Invocation {
             .then(|| rfc3339(meta.finished_at_ms)),
         duration_ms: Some(meta.duration_us as f64 / 1000.0),
         cpu_ms: Some(meta.cpu_us as f64 / 1000.0),
-        logs: meta.logs.iter().cloned().map(log_line).collect(),
+        logs: meta.logs.clone(),
         worker: Some(meta.worker.clone()),
     }
 }

@@ -19,7 +19,7 @@ pub type LoadOutcome = Result<Arc<Loaded>, String>;
 pub struct ArtifactCache {
     dir: PathBuf,
     /// Where loads are counted, if anywhere.
-    pub metrics: Option<std::sync::Arc<squall_broker::metrics::Metrics>>,
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
     loaded: Mutex<HashMap<String, LoadOutcome>>,
 }
 
@@ -42,13 +42,8 @@ impl ArtifactCache {
         match self.fetch_and_load(store, record).await {
             // Loading is deterministic for a given file: remember the outcome, good or bad.
             Ok(outcome) => {
-                let result = if outcome.is_ok() { "ok" } else { "error" };
                 if let Some(metrics) = &self.metrics {
-                    metrics.add(
-                        crate::metrics::ARTIFACT_LOADS,
-                        &[("function", record.name.as_str()), ("outcome", result)],
-                        1.0,
-                    );
+                    metrics.artifact_loaded(&record.name, outcome.is_ok());
                 }
                 loaded.insert(record.sha256.clone(), outcome.clone());
                 outcome

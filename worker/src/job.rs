@@ -1,17 +1,19 @@
-//! Pulls a function's jobs and runs each one: call, publish the result, then ack or nak.
+//! Pulls a function's jobs and runs each attempt in two steps: execute the function, then
+//! settle the outcome (publish the result, dead-letter, then ack or nak).
 
-use crate::decide::{decide, Attempt, Decision};
+use crate::decide::{decide, jitter_unit, Attempt, JobAction, Settlement};
 use crate::executor::Executor;
 use crate::loader::{CallContext, LogCapture};
-use crate::{metrics, FunctionState, Worker};
+use crate::metrics::FunctionMetrics;
+use crate::{FunctionState, Worker};
 use async_nats::jetstream::{self, AckKind};
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use sha2::Digest as _;
+use squall_broker::dlq::{self, DeadLetter};
 use squall_broker::names::{consumer_name, results_subject};
-use squall_broker::record::{LogLine, ResultMeta};
-use squall_broker::{dlq, headers as h, publish, ErrorKind, InvocationStatus};
-use squall_sdk::abi;
+use squall_broker::record::{LogLevel, LogLine, ResultMeta};
+use squall_broker::{headers as h, publish, ErrorKind, InvocationStatus};
 use squall_telemetry::KeyValue;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -70,6 +72,7 @@ async fn pull_jobs(worker: &Arc<Worker>, function: &str) -> anyhow::Result<()> {
     let serving = Arc::new(Serving {
         executor: Executor::new(function, state.spec.concurrency as usize),
         progress_every,
+        metrics: worker.metrics.function(function),
     });
     let mut stopping = worker.stopping();
     loop {
@@ -125,6 +128,8 @@ struct Serving {
     executor: Executor,
     /// How often a running job's progress is acknowledged.
     progress_every: Duration,
+    /// The function's metric series.
+    metrics: FunctionMetrics,
 }
 
 /// The identity and timing of a job, read from its headers or derived from its delivery.
@@ -216,38 +221,43 @@ fn derived_traceparent(invocation_id: &str) -> String {
     format!("00-{}-{}-01", &hex[..32], &hex[32..48])
 }
 
-fn level_name(level: u32) -> &'static str {
-    match level {
-        abi::LOG_ERROR => "error",
-        abi::LOG_WARN => "warn",
-        abi::LOG_INFO => "info",
-        abi::LOG_DEBUG => "debug",
-        _ => "trace",
+/// What executing an attempt produced: its outcome, the function's log lines and its timing.
+struct Execution {
+    outcome: Attempt,
+    logs: Vec<LogLine>,
+    timing: Timing,
+}
+
+impl Execution {
+    /// An attempt that ended before the function returned anything.
+    fn failed(kind: ErrorKind, message: String, timing: Timing) -> Execution {
+        Execution {
+            outcome: Attempt::failed(kind, message),
+            logs: Vec::new(),
+            timing,
+        }
     }
 }
 
-/// Runs the function on one of its call threads and classifies what happened.
-async fn attempt(
+/// The first step of an attempt: runs the function on one of its call threads, keeping the
+/// job alive meanwhile, and reads what it returned. Stores nothing and settles nothing.
+async fn execute(
     worker: &Worker,
     serving: &Serving,
     state: &Arc<FunctionState>,
     job: &JobMeta,
     message: &jetstream::Message,
-) -> (Attempt, Vec<LogLine>, Timing) {
+) -> Execution {
     let (executor, progress_every) = (&serving.executor, serving.progress_every);
     let input = message.payload.clone();
     let library = match &state.library {
         Ok(library) => library.clone(),
         Err(error) => {
-            let failed = Attempt::Failed {
-                kind: ErrorKind::Load,
-                message: format!(
-                    "function {} version {} failed to load: {error}",
-                    state.record.name, state.record.version
-                ),
-                retry_after_ms: 0,
-            };
-            return (failed, Vec::new(), Timing::default());
+            let message = format!(
+                "function {} version {} failed to load: {error}",
+                state.record.name, state.record.version
+            );
+            return Execution::failed(ErrorKind::Load, message, Timing::default());
         }
     };
     let timeout = Duration::from_millis(state.spec.timeout_ms);
@@ -278,7 +288,11 @@ async fn attempt(
         let cpu_us = crate::loader::thread_cpu_time()
             .saturating_sub(cpu_before)
             .as_micros() as u64;
-        let _ = done.send((result, logs, (started.elapsed().as_micros() as u64, cpu_us)));
+        let timing = Timing {
+            wall_us: started.elapsed().as_micros() as u64,
+            cpu_us,
+        };
+        let _ = done.send((result, logs, timing));
     });
     // While the function runs, keep telling JetStream the job is alive, so it is never
     // redelivered however long it runs within its timeout.
@@ -293,66 +307,30 @@ async fn attempt(
                 // The thread cannot be killed: record the timeout and replace this process.
                 ticket.abandon();
                 worker.request_recycle("a function ran past its timeout");
-                let failed = Attempt::Failed {
-                    kind: ErrorKind::Timeout,
-                    message: format!("function did not return within its timeout of {} ms", timeout.as_millis()),
-                    retry_after_ms: 0,
-                };
+                let message = format!(
+                    "function did not return within its timeout of {} ms",
+                    timeout.as_millis()
+                );
                 let timing = Timing { wall_us: timeout.as_micros() as u64, cpu_us: 0 };
-                return (failed, Vec::new(), timing);
+                return Execution::failed(ErrorKind::Timeout, message, timing);
             }
             _ = progress.tick() => {
                 let _ = message.ack_with(AckKind::Progress).await;
             }
         }
     };
-    let (result, logs, (wall_us, cpu_us)) = match call {
-        Ok(done) => done,
+    match call {
+        Ok((result, logs, timing)) => Execution {
+            outcome: Attempt::from_call(result),
+            logs: logs.lines,
+            timing,
+        },
         Err(error) => {
-            let failed = Attempt::Failed {
-                kind: ErrorKind::Crash,
-                message: format!(
-                    "function call did not complete: {error} (it panicked in the host)"
-                ),
-                retry_after_ms: 0,
-            };
-            return (failed, Vec::new(), Timing::default());
+            let message =
+                format!("function call did not complete: {error} (it panicked in the host)");
+            Execution::failed(ErrorKind::Crash, message, Timing::default())
         }
-    };
-    let timing = Timing { wall_us, cpu_us };
-    let lines = logs
-        .lines
-        .into_iter()
-        .map(|l| LogLine {
-            level: level_name(l.level).to_string(),
-            message: l.message,
-        })
-        .collect();
-    let message = || String::from_utf8_lossy(&result.body).into_owned();
-    let outcome = match result.status {
-        abi::SQUALL_OK => Attempt::Succeeded(result.body),
-        abi::SQUALL_ERROR => Attempt::Failed {
-            kind: ErrorKind::Error,
-            message: message(),
-            retry_after_ms: 0,
-        },
-        abi::SQUALL_RETRY => Attempt::Failed {
-            kind: ErrorKind::Retry,
-            message: message(),
-            retry_after_ms: result.retry_after_ms,
-        },
-        abi::SQUALL_PANIC => Attempt::Failed {
-            kind: ErrorKind::Panic,
-            message: message(),
-            retry_after_ms: 0,
-        },
-        other => Attempt::Failed {
-            kind: ErrorKind::Error,
-            message: format!("function returned unknown status {other}: {}", message()),
-            retry_after_ms: 0,
-        },
-    };
-    (outcome, lines, timing)
+    }
 }
 
 /// How long a call took: wall time, and CPU time on its thread (for metering).
@@ -403,7 +381,7 @@ async fn run_job(
         .await
 }
 
-/// One attempt of a job, inside its `squall.attempt` span.
+/// One attempt of a job, inside its `squall.attempt` span: execute, decide, settle.
 async fn run_attempt(
     worker: &Worker,
     serving: &Serving,
@@ -423,85 +401,89 @@ async fn run_attempt(
     let state = worker.for_job(current, version).await;
     tracing::Span::current().record("squall.version", state.record.version.as_str());
     let started_at_ms = now_ms();
-    let m = &worker.metrics;
-    let fn_label = [("function", job.function.as_str())];
+    let m = &serving.metrics;
     if job.attempt == 1 {
-        let waited = started_at_ms.saturating_sub(job.created_at_ms) as f64 / 1000.0;
-        m.observe(metrics::QUEUE_WAIT, &fn_label, waited);
+        m.waited(started_at_ms.saturating_sub(job.created_at_ms) as f64 / 1000.0);
     }
-    m.add(metrics::IN_FLIGHT, &fn_label, 1.0);
-    let (outcome, logs, timing) = attempt(worker, serving, &state, &job, &message).await;
-    m.add(metrics::IN_FLIGHT, &fn_label, -1.0);
-    m.observe(metrics::EXECUTION, &fn_label, timing.wall_us as f64 / 1e6);
-    let jitter = (job.invocation_id.bytes().fold(job.attempt as u64, |a, b| {
-        a.wrapping_mul(31).wrapping_add(b as u64)
-    }) % 1000) as f64
-        / 1000.0;
-    let decision = decide(
-        &outcome,
+    let execution = {
+        let _running = m.running();
+        execute(worker, serving, &state, &job, &message).await
+    };
+    m.executed(execution.timing.wall_us as f64 / 1e6);
+    emit_function_logs(&job, &execution.logs);
+    let settlement = decide(
+        execution.outcome,
         job.attempt,
         state.spec.max_attempts,
         &state.spec.backoff,
-        jitter,
+        jitter_unit(&job.invocation_id, job.attempt),
     );
-    // The function's own log lines also become this process's log events, with the ids that
-    // tie them to the invocation and its trace.
+    let attempt = Attempted {
+        started_at_ms,
+        timing: execution.timing,
+        logs: execution.logs,
+    };
+    settle(worker, serving, &job, &state, &message, attempt, settlement).await;
+}
+
+/// When and how long an executed attempt ran, and what it logged: the rest of its result.
+struct Attempted {
+    started_at_ms: u64,
+    timing: Timing,
+    logs: Vec<LogLine>,
+}
+
+/// The function's own log lines also become this process's log events, at their own level,
+/// with the ids that tie them to the invocation and its trace.
+fn emit_function_logs(job: &JobMeta, logs: &[LogLine]) {
     let trace_id = job.traceparent.split('-').nth(1).unwrap_or_default();
-    for line in &logs {
-        let (function, id, text) = (&job.function, &job.invocation_id, &line.message);
-        match line.level.as_str() {
-            "error" => {
+    let (function, id) = (&job.function, &job.invocation_id);
+    for line in logs {
+        let text = &line.message;
+        match line.level {
+            LogLevel::Error => {
                 tracing::error!(message = "function log", function = %function, invocation_id = %id, trace_id, text = %text)
             }
-            "warn" => {
+            LogLevel::Warn => {
                 tracing::warn!(message = "function log", function = %function, invocation_id = %id, trace_id, text = %text)
             }
-            "info" => {
+            LogLevel::Info => {
                 tracing::info!(message = "function log", function = %function, invocation_id = %id, trace_id, text = %text)
             }
-            "debug" => {
+            LogLevel::Debug => {
                 tracing::debug!(message = "function log", function = %function, invocation_id = %id, trace_id, text = %text)
             }
-            _ => {
+            LogLevel::Trace => {
                 tracing::trace!(message = "function log", function = %function, invocation_id = %id, trace_id, text = %text)
             }
         }
     }
-    let (status, kind, body) = match (&decision, outcome) {
-        (Decision::Finish(status), Attempt::Succeeded(output)) => (*status, None, output),
-        (Decision::Finish(status), Attempt::Failed { kind, message, .. }) => {
-            (*status, Some(kind), message.into_bytes())
-        }
-        (Decision::Retry { .. }, Attempt::Failed { kind, message, .. }) => {
-            (InvocationStatus::Retrying, Some(kind), message.into_bytes())
-        }
-        (Decision::Retry { .. }, Attempt::Succeeded(output)) => {
-            (InvocationStatus::Succeeded, None, output)
-        }
-    };
-    m.add(
-        metrics::INVOCATIONS,
-        &[
-            ("function", job.function.as_str()),
-            ("status", status.as_str()),
-        ],
-        1.0,
+}
+
+/// The second step of an attempt: carries out `settlement`. Stores the result (and sends it to
+/// a waiting caller), writes the dead letter when the invocation reached a dead end, then
+/// acknowledges the job or hands it back for its retry.
+async fn settle(
+    worker: &Worker,
+    serving: &Serving,
+    job: &JobMeta,
+    state: &FunctionState,
+    message: &jetstream::Message,
+    attempt: Attempted,
+    settlement: Settlement,
+) {
+    let status = settlement.status();
+    let kind = settlement.error_kind();
+    let action = settlement.job_action();
+    serving.metrics.settled(
+        status,
+        kind.filter(|_| matches!(action, JobAction::Redeliver(_))),
+        action == JobAction::DeadLetter,
     );
     let span = tracing::Span::current();
     span.record("squall.outcome", status.as_str());
     if let Some(kind) = kind {
         span.record("squall.error_kind", kind.as_str());
-    }
-    match (&decision, kind) {
-        (Decision::Retry { .. }, Some(kind)) => m.add(
-            metrics::RETRIES,
-            &[("function", job.function.as_str()), ("kind", kind.as_str())],
-            1.0,
-        ),
-        (Decision::Finish(InvocationStatus::DeadLettered | InvocationStatus::TimedOut), _) => {
-            m.add(metrics::DEAD_LETTERS, &fn_label, 1.0)
-        }
-        _ => {}
     }
     let meta = ResultMeta {
         invocation_id: job.invocation_id.clone(),
@@ -511,13 +493,17 @@ async fn run_attempt(
         attempt: job.attempt,
         error_kind: kind,
         created_at_ms: job.created_at_ms,
-        started_at_ms,
+        started_at_ms: attempt.started_at_ms,
         finished_at_ms: now_ms(),
-        duration_us: timing.wall_us,
-        cpu_us: timing.cpu_us,
-        logs,
+        duration_us: attempt.timing.wall_us,
+        cpu_us: attempt.timing.cpu_us,
+        logs: attempt.logs,
         worker: worker.id.clone(),
     };
+    let body = settlement.into_body();
+    // The dead letter records this attempt itself, in case the history read back lags.
+    let last_attempt =
+        (action == JobAction::DeadLetter).then(|| dlq::AttemptRecord::from_result(&meta, &body));
     let reply = header(message.headers.as_ref(), h::REPLY_TO)
         .filter(|to| squall_broker::names::is_reply_subject(to, &job.invocation_id));
     let published = publish_result(&worker.topology.jetstream, &meta, body, reply).instrument(
@@ -527,7 +513,7 @@ async fn run_attempt(
             squall.outcome = status.as_str()
         ),
     );
-    let published = keep_alive(&message, serving.progress_every, published).await;
+    let published = keep_alive(message, serving.progress_every, published).await;
     if let Err(error) = published {
         // Without a recorded outcome the job must run again rather than vanish.
         tracing::warn!(message = "cannot publish result; job left for redelivery",
@@ -537,15 +523,11 @@ async fn run_attempt(
             .await;
         return;
     }
-    if matches!(
-        decision,
-        Decision::Finish(InvocationStatus::DeadLettered | InvocationStatus::TimedOut)
-    ) {
-        let dead = dead_letter(worker, &job, &state, &message).instrument(tracing::info_span!(
-            "squall.dead_letter",
-            otel.kind = "producer"
-        ));
-        let dead = keep_alive(&message, serving.progress_every, dead).await;
+    if let Some(last_attempt) = last_attempt {
+        let dead = dead_letter(worker, job, state, message, status, last_attempt).instrument(
+            tracing::info_span!("squall.dead_letter", otel.kind = "producer"),
+        );
+        let dead = keep_alive(message, serving.progress_every, dead).await;
         if let Err(error) = dead {
             // Left unacknowledged, the job exhausts its deliveries and the dispatchers'
             // dead-letter mover records it instead.
@@ -554,16 +536,16 @@ async fn run_attempt(
             return;
         }
     }
-    let ack = match decision {
-        Decision::Finish(_) => message.ack().await,
-        Decision::Retry { delay } => message.ack_with(AckKind::Nak(Some(delay))).await,
+    let ack = match action {
+        JobAction::Ack | JobAction::DeadLetter => message.ack().await,
+        JobAction::Redeliver(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
     };
     if let Err(error) = ack {
         tracing::warn!(message = "cannot acknowledge job; it may run again",
             function = %job.function, invocation_id = %job.invocation_id, error = %error);
     }
     tracing::debug!(message = "job done", function = %job.function, invocation_id = %job.invocation_id,
-        status = status.as_str(), attempt = job.attempt, duration_us = timing.wall_us);
+        status = status.as_str(), attempt = job.attempt, duration_us = attempt.timing.wall_us);
 }
 
 /// Writes the DLQ record of a job whose last attempt failed, with every attempt's error.
@@ -572,39 +554,22 @@ async fn dead_letter(
     job: &JobMeta,
     state: &FunctionState,
     message: &jetstream::Message,
+    status: InvocationStatus,
+    last_attempt: dlq::AttemptRecord,
 ) -> anyhow::Result<()> {
     let history =
         dlq::result_history(&worker.topology.results, &job.function, &job.invocation_id).await;
-    let attempts: Vec<_> = history
-        .iter()
-        .filter(|(meta, _)| meta.error_kind.is_some())
-        .map(|(meta, body)| dlq::AttemptRecord::from_result(meta, body))
-        .collect();
-    let status = history
-        .last()
-        .map(|(meta, _)| meta.status)
-        .unwrap_or(InvocationStatus::DeadLettered);
-    let headers = message
-        .headers
-        .iter()
-        .flat_map(|hs| hs.iter())
-        .flat_map(|(name, values)| {
-            values
-                .iter()
-                .map(move |v| (name.to_string(), v.as_str().to_string()))
-        })
-        .collect();
-    let letter = dlq::DeadLetter {
-        invocation_id: job.invocation_id.clone(),
-        function: job.function.clone(),
-        version: state.record.version.clone(),
-        status,
-        created_at_ms: job.created_at_ms,
-        dead_lettered_at_ms: now_ms(),
-        attempts: dlq::fill_crashed_attempts(attempts, job.attempt),
-        headers,
-        payload: message.payload.to_vec(),
-    };
+    let letter = DeadLetter::builder(
+        &job.invocation_id,
+        &job.function,
+        &state.record.version,
+        job.created_at_ms,
+    )
+    .status(status)
+    .job(message.headers.as_ref(), &message.payload)
+    .history(&history)
+    .attempt(last_attempt)
+    .build(job.attempt, now_ms());
     dlq::publish_dead_letter(&worker.topology.jetstream, &letter).await?;
     tracing::info!(message = "invocation dead-lettered", function = %job.function,
         invocation_id = %job.invocation_id, status = status.as_str(), attempts = job.attempt);

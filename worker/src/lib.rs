@@ -70,7 +70,7 @@ pub struct Worker {
     /// Permits held by in-flight jobs across all functions, to wait for them at shutdown.
     in_flight: Arc<Semaphore>,
     /// This process's metrics.
-    pub metrics: Arc<squall_broker::metrics::Metrics>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 const MAX_IN_FLIGHT: u32 = 1 << 20;
@@ -308,7 +308,7 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
             config.cache_dir.display()
         )
     })?;
-    let metrics = Arc::new(metrics::registry());
+    let metrics = Arc::new(metrics::Metrics::new());
     let mut artifacts = ArtifactCache::new(config.cache_dir.clone());
     artifacts.metrics = Some(metrics.clone());
     let worker = Arc::new(Worker {

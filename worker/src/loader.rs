@@ -4,9 +4,11 @@
 //! A library is never unloaded (Rust TLS destructors make `dlclose` unsound), so a `Loaded`
 //! keeps its `Library` alive for the life of the process.
 
+use squall_broker::record::{LogLevel, LogLine};
 use squall_sdk::abi::{
     self, FreeFn, InitFn, InvokeFn, SquallBuf, SquallBytes, SquallCtx, SquallHost, SquallOutput,
 };
+use squall_sdk::Level;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -66,17 +68,23 @@ pub fn thread_cpu_time() -> std::time::Duration {
     std::time::Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
-/// One log line a function sent through the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostLog {
-    pub level: u32,
-    pub message: String,
+/// The level of a log line a function sent through the ABI's `log(data, level, message)`:
+/// parsed here, once, and carried typed from then on. A number the ABI does not name is kept
+/// as `trace`, the least severe level.
+pub fn log_level(level: u32) -> LogLevel {
+    match Level::from_u32(level) {
+        Some(Level::Error) => LogLevel::Error,
+        Some(Level::Warn) => LogLevel::Warn,
+        Some(Level::Info) => LogLevel::Info,
+        Some(Level::Debug) => LogLevel::Debug,
+        Some(Level::Trace) | None => LogLevel::Trace,
+    }
 }
 
 /// Collects a call's log lines up to a byte budget.
 #[derive(Debug)]
 pub struct LogCapture {
-    pub lines: Vec<HostLog>,
+    pub lines: Vec<LogLine>,
     pub budget: usize,
     pub dropped: usize,
 }
@@ -91,13 +99,13 @@ impl LogCapture {
         }
     }
 
-    fn push(&mut self, level: u32, message: &[u8]) {
+    fn push(&mut self, level: LogLevel, message: &[u8]) {
         if message.len() > self.budget {
             self.dropped += 1;
             return;
         }
         self.budget -= message.len();
-        self.lines.push(HostLog {
+        self.lines.push(LogLine {
             level,
             message: String::from_utf8_lossy(message).into_owned(),
         });
@@ -127,7 +135,7 @@ unsafe extern "C" fn capture_log(data: *mut c_void, level: u32, message: SquallB
         let capture = unsafe { &mut *(data as *mut LogCapture) };
         // SAFETY: the ABI requires `message` to point to `len` readable bytes during the callback.
         let bytes = unsafe { message.as_slice() };
-        capture.push(level, bytes);
+        capture.push(log_level(level), bytes);
     }));
 }
 
@@ -136,7 +144,7 @@ unsafe extern "C" fn init_log(_data: *mut c_void, level: u32, message: SquallByt
     let _ = catch_unwind(|| {
         // SAFETY: the ABI requires `message` to point to `len` readable bytes during the callback.
         let text = String::from_utf8_lossy(unsafe { message.as_slice() }).into_owned();
-        tracing::info!(message = "function init log", level, text = %text);
+        tracing::info!(message = "function init log", level = %log_level(level), text = %text);
     });
 }
 
@@ -234,5 +242,40 @@ impl Loaded {
             body,
             retry_after_ms: out.retry_after_ms,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_log_levels_keep_their_numbers() {
+        assert_eq!(log_level(abi::LOG_ERROR), LogLevel::Error);
+        assert_eq!(log_level(abi::LOG_WARN), LogLevel::Warn);
+        assert_eq!(log_level(abi::LOG_INFO), LogLevel::Info);
+        assert_eq!(log_level(abi::LOG_DEBUG), LogLevel::Debug);
+        assert_eq!(log_level(abi::LOG_TRACE), LogLevel::Trace);
+    }
+
+    #[test]
+    fn an_unknown_abi_log_level_is_trace() {
+        assert_eq!(log_level(0), LogLevel::Trace);
+        assert_eq!(log_level(99), LogLevel::Trace);
+    }
+
+    #[test]
+    fn log_capture_drops_lines_past_its_budget() {
+        let mut capture = LogCapture::new(5);
+        capture.push(LogLevel::Warn, b"abc");
+        capture.push(LogLevel::Info, b"defg");
+        assert_eq!(
+            capture.lines,
+            vec![LogLine {
+                level: LogLevel::Warn,
+                message: "abc".into()
+            }]
+        );
+        assert_eq!(capture.dropped, 1);
     }
 }
