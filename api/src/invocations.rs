@@ -4,6 +4,12 @@ use crate::status::{ErrorKind, InvocationStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// Raw bytes in a body (`application/octet-stream`): a function's input or output, an
+/// artifact. Only its schema is used; bodies are read and written as bytes.
+#[derive(Debug, Clone, PartialEq, Eq, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct Binary(pub Vec<u8>);
+
 /// An invocation, as `GET /v1/invocations/{id}` answers it. Fields may be added, not renamed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Invocation {

@@ -18,6 +18,7 @@ use axum::Json;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use squall_api::invocations::BatchAccepted;
+use squall_api::invocations::Binary;
 use squall_api::ErrorBody;
 use squall_broker::headers as h;
 use squall_broker::names::jobs_subject;
@@ -187,7 +188,9 @@ fn line_id(salt: &[u8], created_at_ms: u64, index: usize) -> uuid::Uuid {
 #[utoipa::path(post, path = "/v1/functions/{name}/batch", tag = "invocations",
     params(("name" = String, Path, description = crate::functions::NAME, pattern = "^[A-Za-z0-9_-]{1,64}$"),
         ("Idempotency-Key" = Option<String>, Header, description = "Same key and body, same invocations.")),
-    request_body(content = String, content_type = "application/x-ndjson", description = "One JSON input per line."),
+    request_body(description = "One JSON input per line (lines end in \\n or \\r\\n).", content(
+        (String = "application/x-ndjson"),
+        (Binary = "application/octet-stream"))),
     responses(
         (status = 202, description = "Accepted: every line is one queued invocation.", body = BatchAccepted),
         (status = 400, description = "Invalid name or Idempotency-Key; an empty batch (empty_batch), or a line that is not JSON (invalid_line, with its number).", body = ErrorBody),

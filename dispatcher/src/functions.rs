@@ -14,6 +14,7 @@ use axum::Json;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use squall_api::functions::{DeployForm, Function, FunctionList};
+use squall_api::invocations::Binary;
 use squall_api::ErrorBody;
 use squall_broker::names::{artifact_key, consumer_name};
 use squall_broker::time::now_ms;
@@ -99,7 +100,7 @@ async fn deploy_parts(state: &Arc<AppState>, request: Request) -> Result<DeployP
     params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
     request_body(content(
         (DeployForm = "multipart/form-data"),
-        (Vec<u8> = "application/octet-stream"))),
+        (Binary = "application/octet-stream"))),
     responses(
         (status = 201, description = "Deployed.", body = Function),
         (status = 400, description = "Invalid name, or not a loadable artifact (not ELF, truncated, wrong architecture, no squall_abi_version export), or a malformed multipart body.", body = ErrorBody),

@@ -20,16 +20,7 @@ pub struct Accepted {
     pub created_at_ms: u64,
 }
 
-/// Why the index failed.
-#[derive(Debug, thiserror::Error)]
-pub enum IndexError {
-    #[error("cannot open the invocation index at {path}: {source} (is another dispatcher using this data directory?)")]
-    Open { path: String, source: sled::Error },
-    #[error("invocation index error: {0}")]
-    Sled(#[from] sled::Error),
-    #[error("corrupt invocation index entry: {0}")]
-    Decode(String),
-}
+pub use crate::query::IndexError;
 
 /// Accepted invocations not yet written to sled: the request path only adds them here, and a
 /// writer thread stores them in batches, so most synchronous invocations finish (and are

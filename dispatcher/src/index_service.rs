@@ -87,7 +87,7 @@ pub fn answer(index: &QueryIndex, query: &IndexQuery) -> Result<serde_json::Valu
             let items: Vec<_> = page
                 .items
                 .iter()
-                .map(|(id, entry)| crate::queries::summary_view(id, entry))
+                .map(|(id, entry)| crate::view::summary_view(id, entry))
                 .collect();
             Ok(serde_json::json!({ "items": items, "next_cursor": page.next_cursor }))
         }

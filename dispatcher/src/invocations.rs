@@ -19,6 +19,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sha2::{Digest, Sha256};
+use squall_api::invocations::Binary;
 use squall_api::invocations::{Accepted as AcceptedView, Invocation, InvocationLogs, InvokeParams};
 use squall_api::ErrorBody;
 use squall_broker::names::results_subject;
@@ -65,9 +66,9 @@ fn parse_flag(value: Option<&str>, key: &str) -> Result<bool, ApiError> {
         ("Idempotency-Key" = Option<String>, Header, description = "Same key, same invocation (1 to 256 characters)."),
         ("Prefer" = Option<String>, Header, description = "`respond-async` answers 202 at once."),
         ("traceparent" = Option<String>, Header, description = "W3C trace context to continue.")),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The function's input."),
+    request_body(content = Binary, content_type = "application/octet-stream", description = "The function's input."),
     responses(
-        (status = 200, description = "Succeeded; the body is the function's output.", body = Vec<u8>, content_type = "application/octet-stream",
+        (status = 200, description = "Succeeded; the body is the function's output.", body = Binary, content_type = "application/octet-stream",
             headers(("Squall-Invocation-Id" = String, description = "The invocation id."))),
         (status = 202, description = "Accepted and not finished yet (async, or the wait ran out).", body = AcceptedView,
             headers(("Location" = String, description = "Where to read the invocation."))),
@@ -392,7 +393,7 @@ pub async fn get_logs(
 #[utoipa::path(get, path = "/v1/invocations/{id}/output", tag = "invocations",
     params(("id" = String, Path, description = "Invocation id (UUIDv7).", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
-        (status = 200, description = "The output.", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 200, description = "The output.", body = Binary, content_type = "application/octet-stream"),
         (status = 400, description = "Not a UUID.", body = ErrorBody),
         (status = 404, description = "Unknown invocation.", body = ErrorBody),
         (status = 409, description = "Not finished, or ended without output.", body = ErrorBody)))]

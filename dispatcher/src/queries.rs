@@ -4,20 +4,19 @@
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, FunctionName};
 use crate::index_service::{ask, IndexQuery};
-use crate::query::{self, Entry};
+use crate::query;
 use crate::registry::load_record;
-use crate::view::rfc3339;
 use crate::AppState;
 use axum::extract::State;
 use axum::Json;
 use futures::StreamExt;
 use squall_api::queries::{
-    FunctionStats, InvocationPage, InvocationSummary, ListParams, StatsParams, UsageParams,
-    UsageReport, DEFAULT_LIMIT, DEFAULT_STATS_WINDOW_SECS, MAX_LIMIT, MAX_STATS_WINDOW_SECS,
+    FunctionStats, InvocationPage, ListParams, StatsParams, UsageParams, UsageReport,
+    DEFAULT_LIMIT, DEFAULT_STATS_WINDOW_SECS, MAX_LIMIT, MAX_STATS_WINDOW_SECS,
 };
 use squall_api::ErrorBody;
 use squall_broker::time::now_ms;
-use squall_broker::{ErrorKind, InvocationStatus, ResultMeta};
+use squall_broker::{InvocationStatus, ResultMeta};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,26 +153,6 @@ fn window(
         ));
     }
     Ok((since, until))
-}
-
-/// One row of a page of invocations.
-pub(crate) fn summary_view(id: &str, entry: &Entry) -> InvocationSummary {
-    InvocationSummary {
-        invocation_id: id.to_string(),
-        function: entry.function.clone(),
-        version: entry.version.clone(),
-        status: entry.status,
-        attempts: entry.attempts,
-        error_kind: entry.error_kind.as_deref().and_then(ErrorKind::parse),
-        created_at: rfc3339(entry.created_at_ms),
-        finished_at: entry
-            .status
-            .is_terminal()
-            .then(|| rfc3339(entry.finished_at_ms)),
-        duration_ms: entry.duration_us as f64 / 1000.0,
-        cpu_ms: entry.cpu_us_total as f64 / 1000.0,
-        wall_ms: entry.wall_us_total as f64 / 1000.0,
-    }
 }
 
 /// The index's answer as the API type `T`.

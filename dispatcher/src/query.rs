@@ -5,10 +5,20 @@
 //! result message twice changes nothing (each entry remembers the last stream sequence it
 //! saw); an invocation's sort key (creation time, id) never changes, so pages are stable.
 
-use crate::index::IndexError;
 use serde::{Deserialize, Serialize};
 use squall_broker::{InvocationStatus, ResultMeta};
 use std::collections::{BTreeMap, HashMap};
+
+/// Why the index failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("cannot open the invocation index at {path}: {source} (is another dispatcher using this data directory?)")]
+    Open { path: String, source: sled::Error },
+    #[error("invocation index error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt invocation index entry: {0}")]
+    Decode(String),
+}
 
 /// The stream sequence of the last RESULTS message applied.
 const SEQUENCE_KEY: &[u8] = b"results_sequence";

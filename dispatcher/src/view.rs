@@ -1,9 +1,11 @@
 //! Pure conversions from broker records to the API's views (`squall-api` types).
 
+use crate::query::Entry;
 use base64::Engine;
 use squall_api::functions::Function;
 use squall_api::invocations::{Invocation, InvocationError};
-use squall_broker::{FunctionRecord, InvocationStatus, ResultMeta};
+use squall_api::queries::InvocationSummary;
+use squall_broker::{ErrorKind, FunctionRecord, InvocationStatus, ResultMeta};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -84,6 +86,26 @@ pub fn queued_view(id: &str, function: &str, created_at_ms: u64) -> Invocation {
         cpu_ms: None,
         logs: Vec::new(),
         worker: None,
+    }
+}
+
+/// One row of a page of invocations.
+pub fn summary_view(id: &str, entry: &Entry) -> InvocationSummary {
+    InvocationSummary {
+        invocation_id: id.to_string(),
+        function: entry.function.clone(),
+        version: entry.version.clone(),
+        status: entry.status,
+        attempts: entry.attempts,
+        error_kind: entry.error_kind.as_deref().and_then(ErrorKind::parse),
+        created_at: rfc3339(entry.created_at_ms),
+        finished_at: entry
+            .status
+            .is_terminal()
+            .then(|| rfc3339(entry.finished_at_ms)),
+        duration_ms: entry.duration_us as f64 / 1000.0,
+        cpu_ms: entry.cpu_us_total as f64 / 1000.0,
+        wall_ms: entry.wall_us_total as f64 / 1000.0,
     }
 }
 
