@@ -5,10 +5,12 @@ use crate::args::{KeysCommand, SecretsCommand};
 use crate::commands::print_json;
 use anyhow::{bail, Context as _};
 use reqwest::Method;
+use squall_api::functions::{SecretValues, Secrets};
+use squall_api::operations::{CreatedKey, KeyList, NewKey};
 
 /// Parses `NAME=VALUE` pairs; a value `@path` is read from that file (trailing newline dropped).
-pub fn parse_pairs(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
-    let mut map = serde_json::Map::new();
+pub fn parse_pairs(pairs: &[String]) -> anyhow::Result<SecretValues> {
+    let mut map = SecretValues::new();
     for pair in pairs {
         let Some((name, value)) = pair.split_once('=') else {
             bail!("{pair:?} is not NAME=VALUE");
@@ -20,7 +22,7 @@ pub fn parse_pairs(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, s
                 .to_string(),
             None => value.to_string(),
         };
-        map.insert(name.to_string(), value.into());
+        map.insert(name.to_string(), value);
     }
     Ok(map)
 }
@@ -29,39 +31,38 @@ pub fn parse_pairs(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, s
 pub async fn keys(client: &ApiClient, json: bool, command: &KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create { name, scopes } => {
-            let body = serde_json::json!({ "name": name, "scopes": scopes });
-            let created = client
-                .json(client.request(Method::POST, &["v1", "keys"]).json(&body))
+            let body = NewKey {
+                name: name.clone(),
+                scopes: scopes.clone(),
+            };
+            let answer = client
+                .answer(client.request(Method::POST, &["v1", "keys"]).json(&body))
                 .await?;
             if json {
-                return print_json(&created);
+                return answer.print();
             }
-            println!("{}", created["key"].as_str().unwrap_or_default());
+            let created: CreatedKey = answer.decode()?;
+            println!("{}", created.key);
             eprintln!("key {name} created; it is shown only this once");
         }
         KeysCommand::Ls => {
-            let list = client
-                .json(client.request(Method::GET, &["v1", "keys"]))
+            let answer = client
+                .answer(client.request(Method::GET, &["v1", "keys"]))
                 .await?;
             if json {
-                return print_json(&list);
+                return answer.print();
             }
-            let keys = list["keys"].as_array().cloned().unwrap_or_default();
-            if keys.is_empty() {
+            let list: KeyList = answer.decode()?;
+            if list.keys.is_empty() {
                 println!("no keys (besides the admin key from the dispatcher's environment)");
             }
-            for key in keys {
-                let scopes: Vec<&str> = key["scopes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|s| s.as_str())
-                    .collect();
+            for key in &list.keys {
+                let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
                 println!(
                     "{:<24}  {:<20}  {}",
-                    key["name"].as_str().unwrap_or_default(),
+                    key.name,
                     scopes.join(","),
-                    key["created_at"].as_str().unwrap_or_default()
+                    key.created_at
                 );
             }
         }
@@ -84,23 +85,23 @@ pub async fn secrets(
     json: bool,
     command: &SecretsCommand,
 ) -> anyhow::Result<()> {
-    let (function, view) = match command {
+    let (function, answer) = match command {
         SecretsCommand::Set { function, pairs } => {
-            let body = serde_json::Value::Object(parse_pairs(pairs)?);
-            let view = client
-                .json(
+            let body = parse_pairs(pairs)?;
+            let answer = client
+                .answer(
                     client
                         .request(Method::PUT, &["v1", "functions", function, "secrets"])
                         .json(&body),
                 )
                 .await?;
-            (function, view)
+            (function, answer)
         }
         SecretsCommand::Ls { function } => {
-            let view = client
-                .json(client.request(Method::GET, &["v1", "functions", function, "secrets"]))
+            let answer = client
+                .answer(client.request(Method::GET, &["v1", "functions", function, "secrets"]))
                 .await?;
-            (function, view)
+            (function, answer)
         }
         SecretsCommand::Rm { function } => {
             client
@@ -114,16 +115,13 @@ pub async fn secrets(
         }
     };
     if json {
-        return print_json(&view);
+        return answer.print();
     }
-    let names: Vec<&String> = view["secrets"]
-        .as_object()
-        .map(|m| m.keys().collect())
-        .unwrap_or_default();
-    if names.is_empty() {
+    let view: Secrets = answer.decode()?;
+    if view.secrets.is_empty() {
         println!("{function} has no secrets");
     }
-    for name in names {
+    for name in view.secrets.keys() {
         println!("{name}");
     }
     Ok(())

@@ -1,63 +1,62 @@
-//! A small client for the dispatcher's HTTP API v1 and its JSON error shape.
+//! A small client for the dispatcher's HTTP API v1: answers kept as the bytes the server sent,
+//! decoded into the `squall_api` types on demand, and errors in the API's `ErrorBody` shape.
 
 use anyhow::{bail, Context as _};
 use reqwest::{Method, RequestBuilder, Response, Url};
+use serde::de::DeserializeOwned;
+use squall_api::{ErrorBody, ErrorDetail};
 use std::fmt;
 use std::time::Duration;
 
-/// An error answer of the API: `{"error": {"code": "...", "message": "...", ...}}`.
+/// The most characters of an unexpected body quoted in an error message.
+const QUOTED_BODY_CHARS: usize = 2000;
+
+/// An error answer of the API: the `error` object of its `ErrorBody`. An answer in another
+/// shape (a proxy's HTML page, say) gets the code `http_<status>` and its text as the message.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub code: String,
-    pub message: String,
-    /// The whole `error` object, with extra fields such as `kind` and `invocation_id`.
-    pub error: serde_json::Map<String, serde_json::Value>,
+    /// The `code`, `message` and extra fields such as `kind` and `invocation_id`.
+    pub detail: ErrorDetail,
 }
 
 impl ApiError {
     /// Builds the error from a status and a response body, JSON or not.
     pub fn from_body(status: u16, body: &[u8]) -> ApiError {
-        let parsed = serde_json::from_slice::<serde_json::Value>(body).ok();
-        match parsed.as_ref().and_then(|v| v["error"].as_object()) {
-            Some(error) => ApiError {
-                code: error["code"].as_str().unwrap_or("unknown").to_string(),
-                message: error
-                    .get("message")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or("(no message)")
-                    .to_string(),
-                error: error.clone(),
+        if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(body) {
+            return ApiError { detail: error };
+        }
+        let text = String::from_utf8_lossy(body).trim().to_string();
+        ApiError {
+            detail: ErrorDetail {
+                code: format!("http_{status}"),
+                message: if text.is_empty() {
+                    format!("the API answered HTTP {status}")
+                } else {
+                    format!("the API answered HTTP {status}: {text}")
+                },
+                extra: serde_json::Map::new(),
             },
-            None => {
-                let text = String::from_utf8_lossy(body).trim().to_string();
-                ApiError {
-                    code: format!("http_{status}"),
-                    message: if text.is_empty() {
-                        format!("the API answered HTTP {status}")
-                    } else {
-                        format!("the API answered HTTP {status}: {text}")
-                    },
-                    error: serde_json::Map::new(),
-                }
-            }
         }
     }
 
-    /// A string field of the error object, such as `invocation_id` or `kind`.
-    pub fn field(&self, key: &str) -> Option<&str> {
-        self.error.get(key).and_then(|v| v.as_str())
+    /// An integer field of the error's extras, such as a batch error's `line`.
+    pub fn extra_u64(&self, key: &str) -> Option<u64> {
+        self.detail
+            .extra
+            .get(key)
+            .and_then(serde_json::Value::as_u64)
     }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}", self.message, self.code)?;
+        write!(f, "{} ({}", self.detail.message, self.detail.code)?;
         for key in ["kind", "status", "invocation_id"] {
-            if let Some(value) = self.field(key) {
+            if let Some(value) = self.detail.extra_str(key) {
                 write!(f, ", {key}: {value}")?;
             }
         }
-        if let Some(attempts) = self.error.get("attempts").and_then(|v| v.as_u64()) {
+        if let Some(attempts) = self.extra_u64("attempts") {
             write!(f, ", attempts: {attempts}")?;
         }
         write!(f, ")")
@@ -65,6 +64,71 @@ impl fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+/// A successful answer as the server sent it: `--json` prints it, the human output decodes it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    url: Url,
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    /// An answer of `url` with `status` and `body`.
+    pub fn new(url: Url, status: u16, body: Vec<u8>) -> Answer {
+        Answer { url, status, body }
+    }
+
+    /// The body decoded as the API type `T`; when it is not one, the error quotes the status
+    /// and the body.
+    pub fn decode<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
+        serde_json::from_slice(&self.body).map_err(|error| {
+            anyhow::anyhow!(
+                "the answer of {} (HTTP {}) is not a {}: {error}; the body was: {}",
+                self.url,
+                self.status,
+                type_name::<T>(),
+                self.quoted_body()
+            )
+        })
+    }
+
+    /// The body as JSON, every field the server sent.
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_slice(&self.body).map_err(|error| {
+            anyhow::anyhow!(
+                "the answer of {} (HTTP {}) is not valid JSON ({error}); the body was: {}",
+                self.url,
+                self.status,
+                self.quoted_body()
+            )
+        })
+    }
+
+    /// Prints the server's JSON for scripts, laid out as every `--json` output is.
+    pub fn print(&self) -> anyhow::Result<()> {
+        crate::commands::print_json(&self.json()?)
+    }
+
+    fn quoted_body(&self) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        let text = text.trim();
+        if text.is_empty() {
+            return "(empty)".to_string();
+        }
+        match text.char_indices().nth(QUOTED_BODY_CHARS) {
+            Some((cut, _)) => format!("{}…", &text[..cut]),
+            None => text.to_string(),
+        }
+    }
+}
+
+/// The last segment of a type's path: `squall_api::functions::Function` → `Function`.
+fn type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let path = full.split('<').next().unwrap_or(full);
+    path.rsplit("::").next().unwrap_or(path)
+}
 
 /// The API at one base URL.
 #[derive(Debug, Clone)]
@@ -146,14 +210,10 @@ impl ApiClient {
         Err(error_of(response).await.into())
     }
 
-    /// Sends a request and reads a JSON answer.
-    pub async fn json(&self, request: RequestBuilder) -> anyhow::Result<serde_json::Value> {
+    /// Sends a request and reads a successful answer's body.
+    pub async fn answer(&self, request: RequestBuilder) -> anyhow::Result<Answer> {
         let response = self.send(request).await?;
-        let url = response.url().clone();
-        response
-            .json()
-            .await
-            .with_context(|| format!("the answer of {url} is not valid JSON"))
+        answer_of(response).await
     }
 
     fn transport_error(&self, error: reqwest::Error) -> anyhow::Error {
@@ -176,6 +236,17 @@ impl ApiClient {
             )
         }
     }
+}
+
+/// Reads a response's body into an `Answer`.
+pub async fn answer_of(response: Response) -> anyhow::Result<Answer> {
+    let url = response.url().clone();
+    let status = response.status().as_u16();
+    let body = response
+        .bytes()
+        .await
+        .with_context(|| format!("cannot read the answer of {url}"))?;
+    Ok(Answer::new(url, status, body.to_vec()))
 }
 
 /// Reads an error answer into an `ApiError`.
@@ -220,7 +291,7 @@ mod tests {
             error.to_string(),
             "boom (function_failed, kind: error, status: failed, invocation_id: abc, attempts: 1)"
         );
-        assert_eq!(error.field("invocation_id"), Some("abc"));
+        assert_eq!(error.detail.extra_str("invocation_id"), Some("abc"));
     }
 
     #[test]
@@ -230,6 +301,67 @@ mod tests {
             error.to_string(),
             "the API answered HTTP 502: bad gateway (http_502)"
         );
+    }
+
+    #[test]
+    fn json_error_in_another_shape_keeps_the_status_and_text() {
+        let error = ApiError::from_body(404, br#"{"detail": "no such route"}"#);
+        assert_eq!(
+            error.to_string(),
+            r#"the API answered HTTP 404: {"detail": "no such route"} (http_404)"#
+        );
+    }
+
+    fn answer(body: &str) -> Answer {
+        let url = Url::parse("http://127.0.0.1:8080/v1/functions").unwrap();
+        Answer::new(url, 200, body.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn answers_decode_into_the_api_types() {
+        let list: squall_api::functions::FunctionList =
+            answer(r#"{"functions": []}"#).decode().unwrap();
+        assert!(list.functions.is_empty());
+    }
+
+    #[test]
+    fn json_output_keeps_fields_the_types_do_not_know() {
+        let json = answer(r#"{"functions": [], "added_later": {"n": 1}}"#)
+            .json()
+            .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"functions": [], "added_later": {"n": 1}})
+        );
+    }
+
+    #[test]
+    fn an_answer_of_the_wrong_shape_names_its_status_type_and_body() {
+        let error = answer(r#"{"items": []}"#)
+            .decode::<squall_api::functions::FunctionList>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(
+                "the answer of http://127.0.0.1:8080/v1/functions (HTTP 200) is not a FunctionList: missing field `functions`"
+            ),
+            "{error}"
+        );
+        assert!(error.ends_with(r#"the body was: {"items": []}"#), "{error}");
+        let error = answer("").json().unwrap_err().to_string();
+        assert!(error.contains("is not valid JSON"), "{error}");
+        assert!(error.ends_with("the body was: (empty)"), "{error}");
+    }
+
+    #[test]
+    fn long_bodies_are_cut_in_messages() {
+        let body = format!(r#"{{"pad": "{}"}}"#, "é".repeat(3 * QUOTED_BODY_CHARS));
+        let error = answer(&body)
+            .decode::<squall_api::functions::FunctionList>()
+            .unwrap_err()
+            .to_string();
+        assert!(error.ends_with('…'), "{error}");
+        assert!(error.chars().count() < QUOTED_BODY_CHARS + 200, "{error}");
     }
 
     #[test]

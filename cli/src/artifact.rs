@@ -2,6 +2,7 @@
 
 use crate::manifest::{BuildSection, Manifest};
 use anyhow::{bail, Context as _};
+use serde::Deserialize;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -102,6 +103,25 @@ fn cargo_build(dir: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The fields this module reads of one of cargo's JSON messages; other messages (and the
+/// lines that are not JSON) are skipped.
+#[derive(Debug, Deserialize)]
+struct CargoMessage {
+    reason: String,
+    #[serde(default)]
+    manifest_path: Option<PathBuf>,
+    #[serde(default)]
+    target: Option<CargoTarget>,
+    #[serde(default)]
+    filenames: Vec<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CargoTarget {
+    #[serde(default)]
+    kind: Vec<String>,
+}
+
 /// Finds, in cargo's JSON messages, the `.so` of the cdylib target of the crate at `manifest`.
 pub fn cdylib_from_messages(
     messages: impl BufRead,
@@ -110,29 +130,27 @@ pub fn cdylib_from_messages(
     let mut found = None;
     for line in messages.lines() {
         let line = line.context("cannot read cargo's output")?;
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+        let Ok(message) = serde_json::from_str::<CargoMessage>(&line) else {
             continue;
         };
-        if message["reason"] != "compiler-artifact" {
+        if message.reason != "compiler-artifact" {
             continue;
         }
-        let is_cdylib = message["target"]["kind"]
-            .as_array()
-            .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"));
-        let same_crate = message["manifest_path"]
-            .as_str()
-            .is_some_and(|p| same_file(Path::new(p), manifest));
+        let is_cdylib = message
+            .target
+            .is_some_and(|target| target.kind.iter().any(|k| k == "cdylib"));
+        let same_crate = message
+            .manifest_path
+            .is_some_and(|p| same_file(&p, manifest));
         if !(is_cdylib && same_crate) {
             continue;
         }
-        let library = message["filenames"]
-            .as_array()
+        let library = message
+            .filenames
             .into_iter()
-            .flatten()
-            .filter_map(|f| f.as_str())
-            .find(|f| f.ends_with(".so"));
+            .find(|f| f.extension().is_some_and(|e| e == "so"));
         if let Some(library) = library {
-            found = Some(PathBuf::from(library));
+            found = Some(library);
         }
     }
     Ok(found)

@@ -1,9 +1,10 @@
 //! `squall invoke NAME --batch FILE`: every line of an NDJSON file becomes one invocation,
 //! checked locally, then sent in chunks to the batch endpoint with a progress line on stderr.
 
-use crate::api_client::{error_of, ApiClient};
+use crate::api_client::{answer_of, error_of, ApiClient};
 use anyhow::{bail, Context as _};
 use reqwest::Method;
+use squall_api::invocations::BatchAccepted;
 use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -203,34 +204,26 @@ pub async fn invoke_batch(
                 )
             };
             // The server counts lines within the chunk; the user counts them in the file.
-            if let Some(line) = error.error.get("line").and_then(|l| l.as_u64()) {
+            if let Some(line) = error.extra_u64("line") {
                 let in_file = chunk.first_line + line as usize - 1;
-                let detail = error
-                    .message
+                let message = &error.detail.message;
+                let detail = message
                     .strip_prefix(&format!("line {line} "))
-                    .unwrap_or(&error.message);
+                    .unwrap_or(message);
                 bail!(
                     "line {in_file} of {source} {detail} ({}); {submitted}",
-                    error.code
+                    error.detail.code
                 );
             }
-            if error.code == "too_many_lines" {
+            if error.detail.code == "too_many_lines" {
                 bail!("{error}; pass a smaller --batch-size; {submitted}");
             }
             bail!("{error}; {submitted}");
         }
-        let answer: serde_json::Value = response
-            .json()
-            .await
-            .context("the API's batch answer is not valid JSON")?;
-        let chunk_ids: Vec<String> = answer["invocation_ids"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let BatchAccepted {
+            invocation_ids: chunk_ids,
+            ..
+        } = answer_of(response).await?.decode()?;
         if chunk_ids.len() != chunk.lines {
             bail!(
                 "the API answered {} ids for {} lines (from line {} of {source})",

@@ -1,18 +1,25 @@
 //! The API commands: deploy, invoke, get, ls and rm, with their human and `--json` outputs.
 
-use crate::api_client::{error_of, ApiClient};
+use crate::api_client::{answer_of, error_of, ApiClient};
 use crate::args::{DeployArgs, DlqCommand, GetArgs, InvokeArgs, RmArgs};
 use crate::{artifact, manifest, render};
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
 use reqwest::Method;
+use serde::{de::DeserializeOwned, Serialize};
+use squall_api::functions::{Function, FunctionList};
+use squall_api::invocations::{Accepted, Invocation, InvocationLogs};
+use squall_api::operations::{
+    DeadLetter, DeadLetterList, ReplayedAll, Schedule, ScheduleRequest, Trigger, TriggerRequest,
+};
+use squall_api::FunctionSpec;
 use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 /// The header that carries an invocation's id.
 const INVOCATION_ID_HEADER: &str = "squall-invocation-id";
 
-/// Prints a JSON value for scripts.
+/// Prints a JSON value for scripts: the server's answer, or a record the CLI makes.
 pub(crate) fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value).context("cannot write to stdout")?;
@@ -23,10 +30,10 @@ pub(crate) fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
 struct Deployable {
     name: String,
     library: PathBuf,
-    spec: Option<serde_json::Value>,
+    spec: Option<FunctionSpec>,
     /// Schedules and triggers from `squall.toml`, set after the deploy.
-    schedules: Vec<(String, serde_json::Value)>,
-    triggers: Vec<(String, serde_json::Value)>,
+    schedules: Vec<(String, ScheduleRequest)>,
+    triggers: Vec<(String, TriggerRequest)>,
 }
 
 /// Works out what to deploy from a directory (building it) or a library file.
@@ -49,18 +56,17 @@ fn prepare_deploy(args: &DeployArgs) -> anyhow::Result<Deployable> {
         squall_broker::validate_function_name(&name).context("--name")?;
         let library = artifact::build(&dir, &manifest)?;
         // Bindings go to the function under the name it is deployed as.
-        let bind = |entries: Vec<(String, serde_json::Value)>| {
-            entries
-                .into_iter()
-                .map(|(n, mut body)| {
-                    body["function"] = name.as_str().into();
-                    (n, body)
-                })
-                .collect::<Vec<_>>()
-        };
+        let mut schedules = manifest.schedules;
+        for (_, body) in &mut schedules {
+            body.function.clone_from(&name);
+        }
+        let mut triggers = manifest.triggers;
+        for (_, body) in &mut triggers {
+            body.function.clone_from(&name);
+        }
         return Ok(Deployable {
-            schedules: bind(manifest.schedules),
-            triggers: bind(manifest.triggers),
+            schedules,
+            triggers,
             name,
             library,
             spec: Some(manifest.spec),
@@ -124,47 +130,66 @@ pub async fn deploy(client: &ApiClient, json: bool, args: &DeployArgs) -> anyhow
             .mime_str("application/octet-stream")?,
     );
     if let Some(spec) = &deployable.spec {
+        let spec = serde_json::to_string(spec).context("cannot encode the function's spec")?;
         form = form.part(
             "config",
-            reqwest::multipart::Part::text(spec.to_string()).mime_str("application/json")?,
+            reqwest::multipart::Part::text(spec).mime_str("application/json")?,
         );
     }
     let request = client
         .request(Method::PUT, &["v1", "functions", &deployable.name])
         .multipart(form);
-    let mut answer = client.json(request).await?;
-    if !json {
-        println!(
-            "deployed {} {}",
-            answer["name"].as_str().unwrap_or(&deployable.name),
-            answer["version"].as_str().unwrap_or("(unknown version)")
-        );
-    }
-    for (kind, path, entries) in [
-        ("schedule", "schedules", &deployable.schedules),
-        ("trigger", "triggers", &deployable.triggers),
-    ] {
-        let mut set = Vec::new();
-        for (name, body) in entries {
-            let view = client
-                .json(client.request(Method::PUT, &["v1", path, name]).json(body))
-                .await
-                .with_context(|| {
-                    format!("deployed, but {kind} {name} from squall.toml was refused")
-                })?;
-            if !json {
-                println!("{kind} {name} set");
+    let answer = client.answer(request).await?;
+    // With `--json`, the deploy's answer as sent, with the answers of the bindings set after it.
+    let mut record = if json {
+        Some(answer.json()?)
+    } else {
+        let function: Function = answer.decode()?;
+        println!("deployed {} {}", function.name, function.version);
+        None
+    };
+    let schedules =
+        set_bindings::<_, Schedule>(client, json, "schedule", "schedules", &deployable.schedules)
+            .await?;
+    let triggers =
+        set_bindings::<_, Trigger>(client, json, "trigger", "triggers", &deployable.triggers)
+            .await?;
+    if let Some(record) = &mut record {
+        if let Some(fields) = record.as_object_mut() {
+            for (path, views) in [("schedules", schedules), ("triggers", triggers)] {
+                if !views.is_empty() {
+                    fields.insert(path.to_string(), views.into());
+                }
             }
-            set.push(view);
         }
-        if !set.is_empty() {
-            answer[path] = set.into();
-        }
-    }
-    if json {
-        return print_json(&answer);
+        return print_json(record);
     }
     Ok(())
+}
+
+/// Sets the schedules or triggers of `squall.toml` after a deploy, printing a line for each;
+/// with `--json`, returns the server's answers instead.
+async fn set_bindings<B: Serialize, V: DeserializeOwned>(
+    client: &ApiClient,
+    json: bool,
+    kind: &str,
+    path: &str,
+    entries: &[(String, B)],
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut views = Vec::new();
+    for (name, body) in entries {
+        let answer = client
+            .answer(client.request(Method::PUT, &["v1", path, name]).json(body))
+            .await
+            .with_context(|| format!("deployed, but {kind} {name} from squall.toml was refused"))?;
+        if json {
+            views.push(answer.json()?);
+        } else {
+            answer.decode::<V>()?;
+            println!("{kind} {name} set");
+        }
+    }
+    Ok(views)
 }
 
 /// Reads the invocation input from `--data`, `--file` or nothing.
@@ -258,15 +283,13 @@ pub async fn invoke(client: &ApiClient, json: bool, args: &InvokeArgs) -> anyhow
             stdout.flush().context("cannot write to stdout")
         }
         202 => {
-            let answer: serde_json::Value = response
-                .json()
-                .await
-                .context("the API's 202 answer is not valid JSON")?;
+            let answer = answer_of(response).await?;
             if json {
-                return print_json(&answer);
+                return answer.print();
             }
-            let id = answer["invocation_id"].as_str().unwrap_or_default();
-            let status = answer["status"].as_str().unwrap_or("queued");
+            let accepted: Accepted = answer.decode()?;
+            let id = &accepted.invocation_id;
+            let status = accepted.status.as_str();
             println!("invocation {id} is {status}; see: squall get {id}");
             Ok(())
         }
@@ -274,15 +297,16 @@ pub async fn invoke(client: &ApiClient, json: bool, args: &InvokeArgs) -> anyhow
             let error = error_of(response).await;
             if json {
                 // A terminal failure is still an invocation record, so scripts get one shape.
-                if let Some(id) = error.field("invocation_id") {
+                let detail = &error.detail;
+                if let Some(id) = detail.extra_str("invocation_id") {
                     print_json(&serde_json::json!({
                         "invocation_id": id,
-                        "status": error.field("status").unwrap_or("failed"),
+                        "status": detail.extra_str("status").unwrap_or("failed"),
                         "output": null,
                         "output_base64": null,
                         "error": {
-                            "kind": error.field("kind").unwrap_or("error"),
-                            "message": error.message,
+                            "kind": detail.extra_str("kind").unwrap_or("error"),
+                            "message": detail.message,
                         },
                     }))?;
                 }
@@ -294,43 +318,46 @@ pub async fn invoke(client: &ApiClient, json: bool, args: &InvokeArgs) -> anyhow
 
 /// `squall get <id>`.
 pub async fn get(client: &ApiClient, json: bool, args: &GetArgs) -> anyhow::Result<()> {
-    let view = client
-        .json(client.request(Method::GET, &["v1", "invocations", &args.id]))
+    let answer = client
+        .answer(client.request(Method::GET, &["v1", "invocations", &args.id]))
         .await?;
     if json {
-        return print_json(&view);
+        return answer.print();
     }
-    print!("{}", render::invocation_details(&view));
+    print!(
+        "{}",
+        render::invocation_details(&answer.decode::<Invocation>()?)
+    );
     Ok(())
 }
 
 /// `squall logs <id>`: one line per log line, `LEVEL message`.
 pub async fn logs(client: &ApiClient, json: bool, args: &GetArgs) -> anyhow::Result<()> {
-    let view = client
-        .json(client.request(Method::GET, &["v1", "invocations", &args.id, "logs"]))
+    let answer = client
+        .answer(client.request(Method::GET, &["v1", "invocations", &args.id, "logs"]))
         .await?;
     if json {
-        return print_json(&view);
+        return answer.print();
     }
-    for line in view["logs"].as_array().cloned().unwrap_or_default() {
-        println!(
-            "{:<5} {}",
-            line["level"].as_str().unwrap_or_default().to_uppercase(),
-            line["message"].as_str().unwrap_or_default()
-        );
+    let view: InvocationLogs = answer.decode()?;
+    for line in &view.logs {
+        println!("{:<5} {}", line.level.as_str().to_uppercase(), line.message);
     }
     Ok(())
 }
 
 /// `squall ls`.
 pub async fn ls(client: &ApiClient, json: bool) -> anyhow::Result<()> {
-    let list = client
-        .json(client.request(Method::GET, &["v1", "functions"]))
+    let answer = client
+        .answer(client.request(Method::GET, &["v1", "functions"]))
         .await?;
     if json {
-        return print_json(&list);
+        return answer.print();
     }
-    print!("{}", render::function_table(&list));
+    print!(
+        "{}",
+        render::function_table(&answer.decode::<FunctionList>()?)
+    );
     Ok(())
 }
 
@@ -354,51 +381,54 @@ pub async fn dlq(client: &ApiClient, json: bool, command: &DlqCommand) -> anyhow
             if let Some(function) = function {
                 request = request.query(&[("function", function)]);
             }
-            let list = client.json(request).await?;
+            let answer = client.answer(request).await?;
             if json {
-                return print_json(&list);
+                return answer.print();
             }
-            print!("{}", render::dead_letter_table(&list));
+            print!(
+                "{}",
+                render::dead_letter_table(&answer.decode::<DeadLetterList>()?)
+            );
         }
         DlqCommand::Show { id } => {
-            let view = client
-                .json(client.request(Method::GET, &["v1", "dlq", id]))
+            let answer = client
+                .answer(client.request(Method::GET, &["v1", "dlq", id]))
                 .await?;
             if json {
-                return print_json(&view);
+                return answer.print();
             }
-            print!("{}", render::dead_letter_details(&view));
+            print!(
+                "{}",
+                render::dead_letter_details(&answer.decode::<DeadLetter>()?)
+            );
         }
         DlqCommand::Replay { id: Some(id), .. } => {
-            let body = client
-                .json(client.request(Method::POST, &["v1", "dlq", id, "replay"]))
+            let answer = client
+                .answer(client.request(Method::POST, &["v1", "dlq", id, "replay"]))
                 .await?;
             if json {
-                return print_json(&body);
+                return answer.print();
             }
-            println!(
-                "replayed {id} as invocation {}",
-                body["invocation_id"].as_str().unwrap_or_default()
-            );
+            let replay: Accepted = answer.decode()?;
+            println!("replayed {id} as invocation {}", replay.invocation_id);
         }
         DlqCommand::Replay { id: None, function } => {
             let function = function.as_deref().unwrap_or_default();
-            let body = client
-                .json(
+            let answer = client
+                .answer(
                     client
                         .request(Method::POST, &["v1", "dlq", "replay"])
                         .query(&[("function", function)]),
                 )
                 .await?;
             if json {
-                return print_json(&body);
+                return answer.print();
             }
-            let replayed = body["replayed"].as_array().cloned().unwrap_or_default();
+            let ReplayedAll { replayed } = answer.decode()?;
             for item in &replayed {
                 println!(
                     "replayed {} as invocation {}",
-                    item["replay_of"].as_str().unwrap_or_default(),
-                    item["invocation_id"].as_str().unwrap_or_default()
+                    item.replay_of, item.invocation_id
                 );
             }
             println!("{} dead letters of {function} replayed", replayed.len());

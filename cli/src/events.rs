@@ -3,61 +3,67 @@
 use crate::api_client::ApiClient;
 use crate::args::{ScheduleCommand, TriggerCommand};
 use crate::commands::print_json;
+use crate::render::or_dash;
 use anyhow::Context as _;
 use reqwest::Method;
-use serde_json::Value;
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_string(),
-        other => other.to_string(),
-    }
-}
+use squall_api::operations::{
+    Fleet, Schedule, ScheduleList, ScheduleRequest, Trigger, TriggerKind, TriggerList,
+    TriggerRequest,
+};
 
 /// The `squall schedule ls` table.
-pub fn schedule_table(list: &Value) -> String {
-    let items = list["schedules"].as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
+pub fn schedule_table(list: &ScheduleList) -> String {
+    if list.schedules.is_empty() {
         return "no schedules\n".to_string();
     }
     let mut out = format!(
         "{:<20}  {:<20}  {:<18}  {:<16}  {}\n",
         "NAME", "FUNCTION", "CRON", "TIMEZONE", "NEXT"
     );
-    for s in items {
+    for s in &list.schedules {
         out.push_str(&format!(
             "{:<20}  {:<20}  {:<18}  {:<16}  {}\n",
-            text(&s["name"]),
-            text(&s["function"]),
-            text(&s["cron"]),
-            text(&s["timezone"]),
-            text(&s["next"][0]),
+            s.name,
+            s.function,
+            s.cron,
+            s.timezone,
+            or_dash(s.next.first()),
         ));
     }
     out
 }
 
+/// The API spelling of a trigger's kind.
+fn kind_name(kind: TriggerKind) -> &'static str {
+    match kind {
+        TriggerKind::Subject => "subject",
+        TriggerKind::Kv => "kv",
+    }
+}
+
 /// The `squall trigger ls` table.
-pub fn trigger_table(list: &Value) -> String {
-    let items = list["triggers"].as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
+pub fn trigger_table(list: &TriggerList) -> String {
+    if list.triggers.is_empty() {
         return "no triggers\n".to_string();
     }
     let mut out = format!(
         "{:<20}  {:<20}  {:<8}  {}\n",
         "NAME", "FUNCTION", "KIND", "BINDS"
     );
-    for t in items {
-        let binds = match t["kind"].as_str() {
-            Some("kv") => format!("bucket {} key {}", text(&t["bucket"]), text(&t["key"])),
-            _ => text(&t["subject"]),
+    for t in &list.triggers {
+        let binds = match t.kind {
+            TriggerKind::Kv => format!(
+                "bucket {} key {}",
+                or_dash(t.bucket.as_deref()),
+                or_dash(t.key.as_deref())
+            ),
+            TriggerKind::Subject => or_dash(t.subject.as_deref()),
         };
         out.push_str(&format!(
             "{:<20}  {:<20}  {:<8}  {}\n",
-            text(&t["name"]),
-            text(&t["function"]),
-            text(&t["kind"]),
+            t.name,
+            t.function,
+            kind_name(t.kind),
             binds
         ));
     }
@@ -65,43 +71,34 @@ pub fn trigger_table(list: &Value) -> String {
 }
 
 /// The `squall fleet` text.
-pub fn fleet_text(fleet: &Value) -> String {
+pub fn fleet_text(fleet: &Fleet) -> String {
     let mut out = String::new();
-    let supervisors = fleet["supervisors"].as_array().cloned().unwrap_or_default();
-    if supervisors.is_empty() {
+    if fleet.supervisors.is_empty() {
         out.push_str("no fleet supervisors\n");
     }
-    for s in supervisors {
+    for s in &fleet.supervisors {
         out.push_str(&format!(
             "supervisor {} (min {}, max {}): {} workers, wants {}\n",
-            text(&s["id"]),
-            text(&s["min"]),
-            text(&s["max"]),
-            s["workers"].as_array().map_or(0, Vec::len),
-            text(&s["desired"]),
+            s.id,
+            s.min,
+            s.max,
+            s.workers.len(),
+            s.desired,
         ));
     }
-    let workers = fleet["workers"].as_array().cloned().unwrap_or_default();
-    out.push_str(&format!("{} worker processes\n", workers.len()));
-    for w in workers {
-        out.push_str(&format!(
-            "  {}  {} in flight\n",
-            text(&w["id"]),
-            text(&w["in_flight"])
-        ));
+    out.push_str(&format!("{} worker processes\n", fleet.workers.len()));
+    for w in &fleet.workers {
+        out.push_str(&format!("  {}  {} in flight\n", w.id, w.in_flight));
     }
-    let functions = fleet["functions"].as_array().cloned().unwrap_or_default();
-    if !functions.is_empty() {
+    if !fleet.functions.is_empty() {
         out.push_str(&format!(
             "{:<20}  {:>8}  {:>9}\n",
             "FUNCTION", "BACKLOG", "IN FLIGHT"
         ));
-        for f in functions {
+        for f in &fleet.functions {
             out.push_str(&format!(
                 "{:<20}  {:>8}  {:>9}\n",
-                text(&f["name"]),
-                text(&f["backlog"]),
-                text(&f["in_flight"])
+                f.name, f.backlog, f.in_flight
             ));
         }
     }
@@ -122,41 +119,41 @@ pub async fn schedule(
             timezone,
             payload,
         } => {
-            let mut body = serde_json::json!({ "function": function, "cron": cron });
-            if let Some(tz) = timezone {
-                body["timezone"] = tz.as_str().into();
-            }
-            if let Some(payload) = payload {
-                body["payload"] = serde_json::from_str(payload)
-                    .context("--payload must be JSON (quote a string: '\"text\"')")?;
-            }
-            let view = client
-                .json(
+            let payload = payload
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .context("--payload must be JSON (quote a string: '\"text\"')")?;
+            let body = ScheduleRequest {
+                function: function.clone(),
+                cron: cron.clone(),
+                timezone: timezone.clone(),
+                payload,
+            };
+            let answer = client
+                .answer(
                     client
                         .request(Method::PUT, &["v1", "schedules", name])
                         .json(&body),
                 )
                 .await?;
             if json {
-                return print_json(&view);
+                return answer.print();
             }
-            println!(
-                "schedule {name} set: {} ({})",
-                text(&view["cron"]),
-                text(&view["timezone"])
-            );
-            for next in view["next"].as_array().into_iter().flatten() {
-                println!("  next {}", text(next));
+            let view: Schedule = answer.decode()?;
+            println!("schedule {name} set: {} ({})", view.cron, view.timezone);
+            for next in &view.next {
+                println!("  next {next}");
             }
         }
         ScheduleCommand::Ls => {
-            let list = client
-                .json(client.request(Method::GET, &["v1", "schedules"]))
+            let answer = client
+                .answer(client.request(Method::GET, &["v1", "schedules"]))
                 .await?;
             if json {
-                return print_json(&list);
+                return answer.print();
             }
-            print!("{}", schedule_table(&list));
+            print!("{}", schedule_table(&answer.decode()?));
         }
         ScheduleCommand::Rm { name } => {
             client
@@ -185,32 +182,33 @@ pub async fn trigger(
             bucket,
             key,
         } => {
-            let mut body = serde_json::json!({ "function": function });
-            for (field, value) in [("subject", subject), ("bucket", bucket), ("key", key)] {
-                if let Some(value) = value {
-                    body[field] = value.as_str().into();
-                }
-            }
-            let view = client
-                .json(
+            let body = TriggerRequest {
+                function: function.clone(),
+                subject: subject.clone(),
+                bucket: bucket.clone(),
+                key: key.clone(),
+            };
+            let answer = client
+                .answer(
                     client
                         .request(Method::PUT, &["v1", "triggers", name])
                         .json(&body),
                 )
                 .await?;
             if json {
-                return print_json(&view);
+                return answer.print();
             }
+            answer.decode::<Trigger>()?;
             println!("trigger {name} set");
         }
         TriggerCommand::Ls => {
-            let list = client
-                .json(client.request(Method::GET, &["v1", "triggers"]))
+            let answer = client
+                .answer(client.request(Method::GET, &["v1", "triggers"]))
                 .await?;
             if json {
-                return print_json(&list);
+                return answer.print();
             }
-            print!("{}", trigger_table(&list));
+            print!("{}", trigger_table(&answer.decode()?));
         }
         TriggerCommand::Rm { name } => {
             client
@@ -227,30 +225,54 @@ pub async fn trigger(
 
 /// `squall fleet`.
 pub async fn fleet(client: &ApiClient, json: bool) -> anyhow::Result<()> {
-    let view = client
-        .json(client.request(Method::GET, &["v1", "fleet"]))
+    let answer = client
+        .answer(client.request(Method::GET, &["v1", "fleet"]))
         .await?;
     if json {
-        return print_json(&view);
+        return answer.print();
     }
-    print!("{}", fleet_text(&view));
+    print!("{}", fleet_text(&answer.decode()?));
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn tables_show_bindings_and_next_fires() {
-        let schedules = serde_json::json!({"schedules": [{"name": "n", "function": "f",
-            "cron": "0 0 3 * * *", "timezone": "UTC", "next": ["2026-01-01T03:00:00Z"]}]});
+        let schedules: ScheduleList = serde_json::from_value(json!({"schedules": [{
+            "name": "n", "function": "f", "cron": "0 0 3 * * *", "timezone": "UTC",
+            "payload": null, "subject": "squall.schedules.n",
+            "next": ["2026-01-01T03:00:00Z"]}]}))
+        .unwrap();
         assert!(schedule_table(&schedules).contains("2026-01-01T03:00:00Z"));
-        let triggers = serde_json::json!({"triggers": [{"name": "t", "function": "f",
-            "kind": "kv", "bucket": "config", "key": "app.*"}]});
-        assert!(trigger_table(&triggers).contains("bucket config key app.*"));
-        let fleet = serde_json::json!({"supervisors": [{"id": "h-1", "min": 0, "max": 3,
-            "workers": [10, 11], "desired": 2}], "workers": [], "functions": []});
+        let triggers: TriggerList = serde_json::from_value(json!({"triggers": [
+            {"name": "t", "function": "f", "created_at": "c", "kind": "kv",
+                "bucket": "config", "key": "app.*"},
+            {"name": "s", "function": "f", "created_at": "c", "kind": "subject",
+                "subject": "events.>"}]}))
+        .unwrap();
+        let table = trigger_table(&triggers);
+        assert!(
+            table.contains("kv        bucket config key app.*"),
+            "{table}"
+        );
+        assert!(table.contains("subject   events.>"), "{table}");
+        let fleet: Fleet = serde_json::from_value(json!({"supervisors": [{"id": "h-1",
+            "host": "h", "pid": 1, "functions": [], "min": 0, "max": 3,
+            "workers": [10, 11], "desired": 2, "updated_at": "u"}],
+            "workers": [], "functions": [], "allocation": {}}))
+        .unwrap();
         assert!(fleet_text(&fleet).contains("h-1 (min 0, max 3): 2 workers, wants 2"));
+    }
+
+    #[test]
+    fn empty_listings_say_so() {
+        let schedules = ScheduleList { schedules: vec![] };
+        assert_eq!(schedule_table(&schedules), "no schedules\n");
+        let triggers = TriggerList { triggers: vec![] };
+        assert_eq!(trigger_table(&triggers), "no triggers\n");
     }
 }

@@ -2,7 +2,8 @@
 
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
-use squall_broker::FunctionSpec;
+use squall_api::operations::{ScheduleRequest, TriggerRequest};
+use squall_api::FunctionSpec;
 use std::path::{Path, PathBuf};
 
 /// The manifest's file name inside a function directory.
@@ -13,14 +14,14 @@ pub const MANIFEST_FILE: &str = "squall.toml";
 pub struct Manifest {
     /// The function name from `[function] name`.
     pub name: String,
-    /// The `[function]` table without `name`, as the deploy `config` JSON.
-    pub spec: serde_json::Value,
+    /// The `[function]` table without `name`: the deploy's `config` part.
+    pub spec: FunctionSpec,
     /// How to build the artifact; `None` means `cargo build --release`.
     pub build: Option<BuildSection>,
     /// `[[schedules]]`: (name, body of `PUT /v1/schedules/{name}`), set after the deploy.
-    pub schedules: Vec<(String, serde_json::Value)>,
+    pub schedules: Vec<(String, ScheduleRequest)>,
     /// `[[triggers]]`: (name, body of `PUT /v1/triggers/{name}`), set after the deploy.
-    pub triggers: Vec<(String, serde_json::Value)>,
+    pub triggers: Vec<(String, TriggerRequest)>,
 }
 
 /// One `[[schedules]]` entry.
@@ -88,8 +89,9 @@ pub fn parse(text: &str) -> anyhow::Result<Manifest> {
         None => bail!("[function] has no name; add `name = \"my-function\"`"),
     };
     squall_broker::validate_function_name(&name).context("[function] name")?;
-    let spec = table_to_json(function).context("[function]")?;
-    check_spec(&spec).context("[function]")?;
+    let spec = table_to_json(function)
+        .and_then(check_spec)
+        .context("[function]")?;
     if let Some(build) = &raw.build {
         if build.command.is_empty() {
             bail!("[build] command is empty; give an argv such as [\"make\", \"-s\"]");
@@ -99,34 +101,40 @@ pub fn parse(text: &str) -> anyhow::Result<Manifest> {
     for s in raw.schedules {
         squall_broker::validate_function_name(&s.name)
             .with_context(|| format!("[[schedules]] name {:?}", s.name))?;
-        let mut body = serde_json::json!({ "function": name, "cron": s.cron });
-        if let Some(tz) = s.timezone {
-            body["timezone"] = tz.into();
-        }
-        if let Some(payload) = s.payload {
-            body["payload"] = toml_to_json(payload)
-                .with_context(|| format!("[[schedules]] {} payload", s.name))?;
-        }
+        let payload = s
+            .payload
+            .map(toml_to_json)
+            .transpose()
+            .with_context(|| format!("[[schedules]] {} payload", s.name))?;
+        let body = ScheduleRequest {
+            function: name.clone(),
+            cron: s.cron,
+            timezone: s.timezone,
+            payload,
+        };
         schedules.push((s.name, body));
     }
     let mut triggers = Vec::new();
     for t in raw.triggers {
         squall_broker::validate_function_name(&t.name)
             .with_context(|| format!("[[triggers]] name {:?}", t.name))?;
-        let mut body = serde_json::json!({ "function": name });
-        match (t.subject, t.bucket) {
-            (Some(subject), None) if t.key.is_none() => body["subject"] = subject.into(),
-            (None, Some(bucket)) => {
-                body["bucket"] = bucket.into();
-                if let Some(key) = t.key {
-                    body["key"] = key.into();
-                }
-            }
-            _ => bail!(
+        let binds_one = match (&t.subject, &t.bucket) {
+            (Some(_), None) => t.key.is_none(),
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if !binds_one {
+            bail!(
                 "[[triggers]] {}: give either subject, or bucket (and optionally key)",
                 t.name
-            ),
+            );
         }
+        let body = TriggerRequest {
+            function: name.clone(),
+            subject: t.subject,
+            bucket: t.bucket,
+            key: t.key,
+        };
         triggers.push((t.name, body));
     }
     Ok(Manifest {
@@ -138,10 +146,10 @@ pub fn parse(text: &str) -> anyhow::Result<Manifest> {
     })
 }
 
-/// Validates a deploy spec exactly as the dispatcher will, so mistakes are caught before a build.
-pub fn check_spec(spec: &serde_json::Value) -> anyhow::Result<FunctionSpec> {
-    let parsed: FunctionSpec =
-        serde_json::from_value(spec.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+/// Reads and validates a deploy spec exactly as the dispatcher will, so mistakes are caught
+/// before a build.
+fn check_spec(spec: serde_json::Value) -> anyhow::Result<FunctionSpec> {
+    let parsed: FunctionSpec = serde_json::from_value(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
     parsed.validate()?;
     Ok(parsed)
 }
@@ -217,14 +225,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(manifest.name, "c-hello");
+        let spec = &manifest.spec;
+        assert_eq!((spec.timeout_ms, spec.max_attempts), (5000, 3));
+        assert_eq!(spec.backoff.multiplier, 1.5);
         assert_eq!(
-            manifest.spec,
-            serde_json::json!({
-                "timeout_ms": 5000,
-                "max_attempts": 3,
-                "backoff": {"multiplier": 1.5},
-                "config": {"greeting": "Hello", "limits": [1, 2]},
-            })
+            spec.backoff.initial_ms,
+            FunctionSpec::default().backoff.initial_ms
+        );
+        assert_eq!(
+            serde_json::Value::Object(spec.config.clone()),
+            serde_json::json!({"greeting": "Hello", "limits": [1, 2]})
         );
         let build = manifest.build.unwrap();
         assert_eq!(build.command, ["make", "-s"]);
@@ -259,13 +269,24 @@ mod tests {
             manifest.schedules,
             vec![(
                 "nightly".to_string(),
-                serde_json::json!({"function": "report", "cron": "0 3 * * *",
-                    "timezone": "Europe/Paris", "payload": {"kind": "daily"}})
+                ScheduleRequest {
+                    function: "report".to_string(),
+                    cron: "0 3 * * *".to_string(),
+                    timezone: Some("Europe/Paris".to_string()),
+                    payload: Some(serde_json::json!({"kind": "daily"})),
+                }
             )]
         );
-        assert_eq!(manifest.triggers[0].1["subject"], "events.orders.>");
-        assert_eq!(manifest.triggers[1].1["bucket"], "config");
-        assert_eq!(manifest.triggers[1].1["key"], "app.*");
+        let orders = &manifest.triggers[0].1;
+        assert_eq!(orders.subject.as_deref(), Some("events.orders.>"));
+        assert_eq!(
+            (orders.bucket.as_deref(), orders.key.as_deref()),
+            (None, None)
+        );
+        let settings = &manifest.triggers[1].1;
+        assert_eq!(settings.bucket.as_deref(), Some("config"));
+        assert_eq!(settings.key.as_deref(), Some("app.*"));
+        assert_eq!(settings.subject, None);
         let err = parse("[function]\nname = \"f\"\n[[triggers]]\nname = \"t\"\n").unwrap_err();
         assert!(format!("{err:#}").contains("either subject"), "{err:#}");
     }
@@ -273,9 +294,8 @@ mod tests {
     #[test]
     fn name_alone_means_default_spec_and_cargo_build() {
         let manifest = parse("[function]\nname = \"hello\"\n").unwrap();
-        assert_eq!(manifest.spec, serde_json::json!({}));
+        assert_eq!(manifest.spec, FunctionSpec::default());
         assert_eq!(manifest.build, None);
-        assert_eq!(check_spec(&manifest.spec).unwrap(), FunctionSpec::default());
     }
 
     #[test]

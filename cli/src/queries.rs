@@ -2,76 +2,64 @@
 
 use crate::api_client::ApiClient;
 use crate::args::{InvocationsArgs, StatsArgs, UsageArgs};
-use crate::commands::print_json;
+use crate::render::or_dash;
 use reqwest::Method;
-use serde_json::Value;
+use squall_api::queries::{FunctionStats, GroupBy, InvocationPage, Usage, UsageReport};
 
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_string(),
-        other => other.to_string(),
-    }
-}
-
-fn ms(value: &Value) -> String {
-    value
-        .as_f64()
-        .map(|v| format!("{v:.2}"))
-        .unwrap_or_else(|| "-".into())
+/// Milliseconds with two decimals.
+fn ms(value: f64) -> String {
+    format!("{value:.2}")
 }
 
 /// The `squall invocations` table, with the next page's cursor under it.
-pub fn invocation_table(page: &Value) -> String {
-    let items = page["items"].as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
+pub fn invocation_table(page: &InvocationPage) -> String {
+    if page.items.is_empty() {
         return "no invocations\n".to_string();
     }
     let mut out = format!(
         "{:<36}  {:<20}  {:<13}  {:>8}  {:>10}  {}\n",
         "ID", "FUNCTION", "STATUS", "ATTEMPTS", "DURATION", "CREATED AT"
     );
-    for item in items {
+    for item in &page.items {
         out.push_str(&format!(
             "{:<36}  {:<20}  {:<13}  {:>8}  {:>8}ms  {}\n",
-            text(&item["invocation_id"]),
-            text(&item["function"]),
-            text(&item["status"]),
-            text(&item["attempts"]),
-            ms(&item["duration_ms"]),
-            text(&item["created_at"]),
+            item.invocation_id,
+            item.function,
+            item.status.as_str(),
+            item.attempts,
+            ms(item.duration_ms),
+            item.created_at,
         ));
     }
-    if let Some(cursor) = page["next_cursor"].as_str() {
+    if let Some(cursor) = &page.next_cursor {
         out.push_str(&format!("more: --cursor {cursor}\n"));
     }
     out
 }
 
 /// The `squall stats` text.
-pub fn stats_text(stats: &Value) -> String {
+pub fn stats_text(stats: &FunctionStats) -> String {
     format!(
         "function     {}\nwindow       {} .. {}\ninvocations  {} ({} succeeded, {} errors, {} in progress)\nerror rate   {:.1}%\nduration     p50 {}ms  p95 {}ms  p99 {}ms\n",
-        text(&stats["function"]),
-        text(&stats["since"]),
-        text(&stats["until"]),
-        text(&stats["count"]),
-        text(&stats["succeeded"]),
-        text(&stats["errors"]),
-        text(&stats["in_progress"]),
-        stats["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
-        ms(&stats["p50_ms"]),
-        ms(&stats["p95_ms"]),
-        ms(&stats["p99_ms"]),
+        stats.function,
+        stats.since,
+        stats.until,
+        stats.count,
+        stats.succeeded,
+        stats.errors,
+        stats.in_progress,
+        stats.error_rate * 100.0,
+        or_dash(stats.p50_ms.map(ms)),
+        or_dash(stats.p95_ms.map(ms)),
+        or_dash(stats.p99_ms.map(ms)),
     )
 }
 
 /// The `squall usage` table, with a total row.
-pub fn usage_table(usage: &Value) -> String {
-    let group = if usage["group_by"] == "hour" {
-        "hour"
-    } else {
-        "function"
+pub fn usage_table(usage: &UsageReport) -> String {
+    let group = match usage.group_by {
+        GroupBy::Hour => "hour",
+        GroupBy::Function => "function",
     };
     let mut out = format!(
         "{:<24}  {:>11}  {:>8}  {:>12}  {:>12}\n",
@@ -81,20 +69,24 @@ pub fn usage_table(usage: &Value) -> String {
         "CPU-MS",
         "WALL-MS"
     );
-    let row = |name: String, u: &Value| {
+    let row = |name: String, u: &Usage| {
         format!(
             "{:<24}  {:>11}  {:>8}  {:>12}  {:>12}\n",
             name,
-            text(&u["invocations"]),
-            text(&u["attempts"]),
-            ms(&u["cpu_ms"]),
-            ms(&u["wall_ms"])
+            u.invocations,
+            u.attempts,
+            ms(u.cpu_ms),
+            ms(u.wall_ms)
         )
     };
-    for u in usage["groups"].as_array().cloned().unwrap_or_default() {
-        out.push_str(&row(text(&u[group]), &u));
+    for u in &usage.groups {
+        let name = match usage.group_by {
+            GroupBy::Hour => &u.hour,
+            GroupBy::Function => &u.function,
+        };
+        out.push_str(&row(or_dash(name.as_deref()), &u.usage));
     }
-    out.push_str(&row("total".into(), &usage["total"]));
+    out.push_str(&row("total".into(), &usage.total));
     out
 }
 
@@ -116,33 +108,33 @@ pub async fn invocations(
             query.push((key, value.clone()));
         }
     }
-    let page = client
-        .json(
+    let answer = client
+        .answer(
             client
                 .request(Method::GET, &["v1", "invocations"])
                 .query(&query),
         )
         .await?;
     if json {
-        return print_json(&page);
+        return answer.print();
     }
-    print!("{}", invocation_table(&page));
+    print!("{}", invocation_table(&answer.decode()?));
     Ok(())
 }
 
 /// `squall stats <fn>`.
 pub async fn stats(client: &ApiClient, json: bool, args: &StatsArgs) -> anyhow::Result<()> {
-    let stats = client
-        .json(
+    let answer = client
+        .answer(
             client
                 .request(Method::GET, &["v1", "functions", &args.name, "stats"])
                 .query(&[("window", args.window.to_string())]),
         )
         .await?;
     if json {
-        return print_json(&stats);
+        return answer.print();
     }
-    print!("{}", stats_text(&stats));
+    print!("{}", stats_text(&answer.decode()?));
     Ok(())
 }
 
@@ -154,41 +146,68 @@ pub async fn usage(client: &ApiClient, json: bool, args: &UsageArgs) -> anyhow::
             query.push((key, value.clone()));
         }
     }
-    let usage = client
-        .json(client.request(Method::GET, &["v1", "usage"]).query(&query))
+    let answer = client
+        .answer(client.request(Method::GET, &["v1", "usage"]).query(&query))
         .await?;
     if json {
-        return print_json(&usage);
+        return answer.print();
     }
-    print!("{}", usage_table(&usage));
+    print!("{}", usage_table(&answer.decode()?));
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_full_page_prints_the_next_cursor() {
-        let page = serde_json::json!({
-            "items": [{ "invocation_id": "i", "function": "f", "status": "succeeded",
-                        "attempts": 1, "duration_ms": 1.5, "created_at": "t" }],
+        let page: InvocationPage = serde_json::from_value(json!({
+            "items": [{ "invocation_id": "i", "function": "f", "version": "sha256:00",
+                        "status": "succeeded", "attempts": 1, "error_kind": null,
+                        "created_at": "t", "finished_at": "u", "duration_ms": 1.5,
+                        "cpu_ms": 1.0, "wall_ms": 1.5 }],
             "next_cursor": "abc"
-        });
+        }))
+        .unwrap();
         let table = invocation_table(&page);
         assert!(table.contains("succeeded"));
         assert!(table.contains("1.50ms"));
         assert!(table.ends_with("more: --cursor abc\n"));
+        let last = InvocationPage {
+            items: vec![],
+            next_cursor: None,
+        };
+        assert_eq!(invocation_table(&last), "no invocations\n");
+    }
+
+    #[test]
+    fn stats_without_invocations_show_dashes_for_percentiles() {
+        let stats: FunctionStats = serde_json::from_value(json!({
+            "function": "f", "since": "s", "until": "now", "count": 4, "succeeded": 3,
+            "errors": 1, "error_rate": 0.25, "in_progress": 0,
+            "p50_ms": 2.0, "p95_ms": null, "p99_ms": null
+        }))
+        .unwrap();
+        let text = stats_text(&stats);
+        assert!(
+            text.contains("invocations  4 (3 succeeded, 1 errors, 0 in progress)\n"),
+            "{text}"
+        );
+        assert!(text.contains("error rate   25.0%\n"), "{text}");
+        assert!(text.ends_with("p50 2.00ms  p95 -ms  p99 -ms\n"), "{text}");
     }
 
     #[test]
     fn usage_ends_with_the_total() {
-        let usage = serde_json::json!({
-            "group_by": "hour",
+        let usage: UsageReport = serde_json::from_value(json!({
+            "group_by": "hour", "since": "s", "until": "u",
             "groups": [{ "hour": "2026-01-01T00:00:00Z", "invocations": 2, "attempts": 3,
                          "cpu_ms": 1.0, "wall_ms": 2.0 }],
             "total": { "invocations": 2, "attempts": 3, "cpu_ms": 1.0, "wall_ms": 2.0 }
-        });
+        }))
+        .unwrap();
         let table = usage_table(&usage);
         assert!(table.starts_with("HOUR"));
         assert!(table.contains("2026-01-01T00:00:00Z"));
