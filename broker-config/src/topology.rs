@@ -547,6 +547,16 @@ pub fn function_consumer_config(
     }
 }
 
+/// Deletes the durable consumer that serves `function`'s jobs (when the function is deleted).
+pub async fn delete_function_consumer(
+    jobs: &stream::Stream,
+    function: &str,
+) -> Result<(), async_nats::jetstream::stream::ConsumerError> {
+    jobs.delete_consumer(&consumer_name(function))
+        .await
+        .map(|_| ())
+}
+
 /// Creates or updates the durable pull consumer that serves `function`'s jobs.
 pub async fn ensure_function_consumer(
     jobs: &stream::Stream,

@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use squall_api::{ErrorBody, ErrorDetail};
 
 /// An error answer of the HTTP API.
 #[derive(Debug, Clone)]
@@ -28,8 +29,12 @@ impl ApiError {
         }
     }
 
-    /// Adds a field to the error object.
+    /// Adds a field to the error object (never `code` or `message`, which are the error's own).
     pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        debug_assert!(
+            key != "code" && key != "message",
+            "{key} is not an extra field"
+        );
         self.extra.insert(key.to_string(), value.into());
         self
     }
@@ -97,12 +102,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = serde_json::Map::new();
-        error.insert("code".into(), self.code.into());
-        error.insert("message".into(), self.message.into());
-        error.extend(self.extra);
-        let mut response =
-            (self.status, Json(serde_json::json!({ "error": error }))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                extra: self.extra,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()

@@ -244,11 +244,8 @@ pub async fn delete_function(
             _ => break,
         }
     }
-    if let Err(error) = state
-        .topology
-        .jobs
-        .delete_consumer(&consumer_name(&name))
-        .await
+    if let Err(error) =
+        squall_broker::topology::delete_function_consumer(&state.topology.jobs, &name).await
     {
         tracing::warn!(message = "cannot delete the function's consumer", function = %name, error = %error);
     }

@@ -13,6 +13,7 @@ use sha2::Digest as _;
 use squall_broker::dlq::{self, DeadLetter};
 use squall_broker::names::{consumer_name, results_subject};
 use squall_broker::record::{LogLevel, LogLine, ResultMeta};
+use squall_broker::time::now_ms;
 use squall_broker::{headers as h, publish, ErrorKind, InvocationStatus};
 use squall_telemetry::KeyValue;
 use std::sync::Arc;
@@ -26,13 +27,6 @@ const RESULT_PUBLISH: publish::PublishPolicy = publish::PublishPolicy {
     budget: Duration::from_secs(30),
     ack_timeout: publish::ACK_TIMEOUT,
 };
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// Serves `function` until the task is aborted or the worker stops: re-subscribes after any
 /// consumer error.
@@ -169,7 +163,7 @@ fn job_meta(message: &jetstream::Message) -> JobMeta {
     if let Some(hs) = headers {
         for (name, values) in hs.iter() {
             let name = name.to_string();
-            if name.starts_with("Squall-") || name.starts_with("Nats-") {
+            if squall_broker::headers::is_reserved(&name) {
                 continue;
             }
             if let Some(value) = values.first() {
