@@ -937,6 +937,23 @@ impl Cluster {
         json_response(response).await
     }
 
+    /// PUTs `body` as JSON to `path` and decodes the answer as `T`, panicking with the body when
+    /// it does not decode.
+    pub async fn put_as<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, T) {
+        let response = self
+            .http
+            .put(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("PUT");
+        decode_response(response).await
+    }
+
     /// GETs `path` and returns status and JSON body.
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let response = self
@@ -948,18 +965,37 @@ impl Cluster {
         json_response(response).await
     }
 
+    /// GETs `path` and decodes the body as `T`, panicking with the body when it does not decode.
+    pub async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> (u16, T) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("GET");
+        decode_response(response).await
+    }
+
     /// Polls an invocation until it reaches a terminal status.
-    pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> serde_json::Value {
+    pub async fn wait_terminal(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> squall_api::invocations::Invocation {
         let deadline = Instant::now() + timeout;
         loop {
             let (status, body) = self.get_json(&format!("/v1/invocations/{id}")).await;
             assert_eq!(status, 200, "{body}");
-            let s = body["status"].as_str().unwrap_or_default();
-            if ["succeeded", "failed", "timed_out", "dead_lettered"].contains(&s) {
-                return body;
+            let view: squall_api::invocations::Invocation = serde_json::from_value(body.clone())
+                .unwrap_or_else(|e| panic!("invocation {id} does not decode ({e}): {body}"));
+            if view.status.is_terminal() {
+                return view;
             }
             if Instant::now() > deadline {
-                panic!("invocation {id} still {s} after {timeout:?}");
+                panic!(
+                    "invocation {id} still {} after {timeout:?}",
+                    view.status.as_str()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -988,6 +1024,21 @@ impl Cluster {
             .map(|n| n.url.parse().expect("server address"))
             .collect();
         async_nats::connect(servers).await.expect("connect to nats")
+    }
+}
+
+/// Reads a response as status and a decoded `T`, panicking with the body when it does not decode.
+pub async fn decode_response<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> (u16, T) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    match serde_json::from_str(&text) {
+        Ok(body) => (status, body),
+        Err(e) => panic!(
+            "HTTP {status} body does not decode as {} ({e}): {text}",
+            std::any::type_name::<T>()
+        ),
     }
 }
 

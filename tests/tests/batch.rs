@@ -1,6 +1,8 @@
 //! Batch submission (`POST /v1/functions/{name}/batch` and `squall invoke --batch`): lines become
 //! invocations in order, bad input is refused whole, and an Idempotency-Key covers the batch.
 
+use squall_api::invocations::BatchAccepted;
+use squall_api::{ErrorBody, InvocationStatus};
 use squall_broker::names::JOBS_STREAM;
 use squall_tests::{built, json_response, workspace_root, Cluster, ClusterOptions};
 use std::process::Command;
@@ -24,13 +26,29 @@ async fn batch(
     json_response(request.send().await.expect("batch request")).await
 }
 
+/// A 202 answer to a batch, decoded.
+fn accepted(body: &serde_json::Value) -> BatchAccepted {
+    serde_json::from_value(body.clone())
+        .unwrap_or_else(|e| panic!("not a batch answer ({e}): {body}"))
+}
+
+/// A refused batch's error body, decoded.
+fn refusal(body: &serde_json::Value) -> ErrorBody {
+    serde_json::from_value(body.clone())
+        .unwrap_or_else(|e| panic!("not an error body ({e}): {body}"))
+}
+
 fn ids_of(body: &serde_json::Value) -> Vec<String> {
-    body["invocation_ids"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no invocation_ids in {body}"))
-        .iter()
-        .map(|id| id.as_str().expect("id is a string").to_string())
-        .collect()
+    accepted(body).invocation_ids
+}
+
+/// The line number a refused batch's error names.
+fn line(body: &serde_json::Value) -> Option<u64> {
+    refusal(body)
+        .error
+        .extra
+        .get("line")
+        .and_then(serde_json::Value::as_u64)
 }
 
 /// How many messages JOBS has ever stored (its last sequence): consumed jobs count too.
@@ -43,15 +61,12 @@ async fn jobs_stored(cluster: &Cluster) -> u64 {
 /// What the `echo` example answered for an invocation: its input text and event.
 async fn echoed(cluster: &Cluster, id: &str) -> serde_json::Value {
     let view = cluster.wait_terminal(id, Duration::from_secs(30)).await;
-    assert_eq!(view["status"], "succeeded", "{view}");
-    serde_json::from_str(view["output"].as_str().expect("text output")).expect("echo output")
+    assert_eq!(view.status, InvocationStatus::Succeeded, "{view:?}");
+    serde_json::from_str(view.output.as_deref().expect("text output")).expect("echo output")
 }
 
 fn message(body: &serde_json::Value) -> String {
-    body["error"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+    refusal(body).error.message
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,7 +88,7 @@ async fn a_batch_runs_one_invocation_per_line_in_line_order() {
     }
     let (status, answer) = batch(&cluster, "echo", body, None).await;
     assert_eq!(status, 202, "{answer}");
-    assert_eq!(answer["count"], 40);
+    assert_eq!(accepted(&answer).count, 40);
     let ids = ids_of(&answer);
     assert_eq!(ids.len(), 40);
     let mut sorted = ids.clone();
@@ -128,13 +143,13 @@ async fn bad_batches_are_refused_whole_and_publish_nothing() {
     for empty in ["", "\n", " \r\n\n"] {
         let (status, body) = batch(&cluster, "echo", empty, None).await;
         assert_eq!(status, 400, "{empty:?}: {body}");
-        assert_eq!(body["error"]["code"], "empty_batch");
+        assert_eq!(refusal(&body).error.code, "empty_batch");
     }
 
     let (status, body) = batch(&cluster, "echo", "{\"a\": 1}\n2\n{\"b\": \n4\n", None).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["code"], "invalid_line");
-    assert_eq!(body["error"]["line"], 3);
+    assert_eq!(refusal(&body).error.code, "invalid_line");
+    assert_eq!(line(&body), Some(3));
     assert!(
         message(&body).starts_with("line 3 is not valid JSON"),
         "{body}"
@@ -142,7 +157,7 @@ async fn bad_batches_are_refused_whole_and_publish_nothing() {
 
     let (status, body) = batch(&cluster, "echo", "1\n\n3\n", None).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["code"], "invalid_line");
+    assert_eq!(refusal(&body).error.code, "invalid_line");
     assert_eq!(
         message(&body),
         "line 2 is blank; every line must hold one JSON value"
@@ -150,14 +165,14 @@ async fn bad_batches_are_refused_whole_and_publish_nothing() {
 
     let (status, body) = batch(&cluster, "echo", "1\n2\n3\n4\n5\n6\n", None).await;
     assert_eq!(status, 413, "{body}");
-    assert_eq!(body["error"]["code"], "too_many_lines");
+    assert_eq!(refusal(&body).error.code, "too_many_lines");
     assert!(message(&body).contains("more than 5 lines"), "{body}");
 
     let long = format!("1\n\"{}\"\n3\n", "x".repeat(1200));
     let (status, body) = batch(&cluster, "echo", long, None).await;
     assert_eq!(status, 413, "{body}");
-    assert_eq!(body["error"]["code"], "line_too_large");
-    assert_eq!(body["error"]["line"], 2);
+    assert_eq!(refusal(&body).error.code, "line_too_large");
+    assert_eq!(line(&body), Some(2));
     assert!(
         message(&body).contains("larger than the payload limit of 1000 bytes"),
         "{body}"
@@ -166,16 +181,16 @@ async fn bad_batches_are_refused_whole_and_publish_nothing() {
     let huge = format!("\"{}\"\n", "y".repeat(100_000));
     let (status, body) = batch(&cluster, "echo", huge, None).await;
     assert_eq!(status, 413, "{body}");
-    assert_eq!(body["error"]["code"], "payload_too_large");
+    assert_eq!(refusal(&body).error.code, "payload_too_large");
     assert!(message(&body).contains("65536 bytes"), "{body}");
 
     let (status, body) = batch(&cluster, "nosuch", "1\n", None).await;
     assert_eq!(status, 404, "{body}");
-    assert_eq!(body["error"]["code"], "function_not_found");
+    assert_eq!(refusal(&body).error.code, "function_not_found");
 
     let (status, body) = batch(&cluster, "echo", "1\n", Some("")).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["code"], "invalid_idempotency_key");
+    assert_eq!(refusal(&body).error.code, "invalid_idempotency_key");
 
     assert_eq!(
         jobs_stored(&cluster).await,
@@ -208,7 +223,7 @@ async fn the_same_idempotency_key_gives_the_same_ids_and_runs_each_line_once() {
 
     let (status, other) = batch(&cluster, "echo", "\"z\"\n", Some("import-1")).await;
     assert_eq!(status, 422, "{other}");
-    assert_eq!(other["error"]["code"], "idempotency_key_reused");
+    assert_eq!(refusal(&other).error.code, "idempotency_key_reused");
 
     // A single invoke with the same key is another invocation.
     let response = cluster

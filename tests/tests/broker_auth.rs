@@ -3,6 +3,10 @@
 use async_nats::jetstream::{self, stream};
 use async_nats::{ConnectErrorKind, ConnectOptions, Event, ServerError};
 use futures::StreamExt;
+use squall_api::invocations::{Accepted, Invocation};
+use squall_api::operations::{CreatedKey, DeadLetter, Fleet};
+use squall_api::queries::{InvocationPage, UsageReport};
+use squall_api::{ErrorBody, InvocationStatus};
 use squall_broker::names::{
     artifact_key, consumer_name, ARTIFACT_BUCKET, FLEET_BUCKET, JOBS_STREAM, REGISTRY_BUCKET,
     RESULTS_STREAM,
@@ -124,8 +128,8 @@ async fn invoke_async(cluster: &Cluster, function: &str, body: &str) -> String {
         .await
         .expect("invoke");
     assert_eq!(response.status(), 202);
-    let body: serde_json::Value = response.json().await.expect("json");
-    body["invocation_id"].as_str().expect("id").to_string()
+    let (_, body) = squall_tests::decode_response::<Accepted>(response).await;
+    body.invocation_id
 }
 
 async fn jobs_pending(admin: &Login) -> u64 {
@@ -198,7 +202,7 @@ async fn dispatcher_and_worker_logged_in_as_their_users_serve_http_and_plain_nat
 
     // Nothing any process did was refused: the roles' permissions cover what Squall needs.
     let view = cluster.wait_terminal(id, Duration::from_secs(5)).await;
-    assert_eq!(view["status"], "succeeded");
+    assert_eq!(view.status, InvocationStatus::Succeeded);
     assert_eq!(violations(&cluster), Vec::<String>::new());
 }
 
@@ -519,8 +523,10 @@ async fn the_client_user_cannot_touch_the_registry_artifacts_streams_or_results(
     let results = admin.js.get_stream(RESULTS_STREAM).await.expect("RESULTS");
     let stored = results.direct_get_last_for_subject(&subject).await;
     assert!(stored.is_err(), "a forged result was stored");
-    let (status, view) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
-    assert_eq!(status, 404, "{view}");
+    let (status, view) = cluster
+        .get_as::<ErrorBody>(&format!("/v1/invocations/{id}"))
+        .await;
+    assert_eq!(status, 404, "{view:?}");
     let logged = violations(&cluster);
     assert!(
         logged
@@ -600,21 +606,24 @@ async fn wait_output(
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, page) = cluster
-            .get_json(&format!("/v1/invocations?function={function}&limit=1000"))
+            .get_as::<InvocationPage>(&format!("/v1/invocations?function={function}&limit=1000"))
             .await;
-        assert_eq!(status, 200, "{page}");
-        for item in page["items"].as_array().into_iter().flatten() {
-            let id = item["invocation_id"].as_str().unwrap_or_default();
-            let (_, view) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
-            let output = serde_json::from_str(view["output"].as_str().unwrap_or("null"))
+        assert_eq!(status, 200, "{page:?}");
+        for item in &page.items {
+            let id = &item.invocation_id;
+            let (_, view) = cluster
+                .get_as::<Invocation>(&format!("/v1/invocations/{id}"))
+                .await;
+            // The echo function's output is its own free-form JSON.
+            let output = serde_json::from_str(view.output.as_deref().unwrap_or("null"))
                 .unwrap_or(serde_json::Value::Null);
-            if view["status"] == "succeeded" && pred(&output) {
+            if view.status == InvocationStatus::Succeeded && pred(&output) {
                 return output;
             }
         }
         assert!(
             Instant::now() < deadline,
-            "{function}: none matched in {page}"
+            "{function}: none matched in {page:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -673,17 +682,18 @@ async fn triggers_schedules_retries_dead_letters_and_api_keys_need_nothing_beyon
     // Retries (nak with delay) and the worker's dead letter.
     let id = invoke_async(&cluster, "fail", r#"{"retry": true}"#).await;
     let view = cluster.wait_terminal(&id, Duration::from_secs(30)).await;
-    assert_eq!(view["status"], "dead_lettered", "{view}");
-    assert_eq!(view["attempts"], 2, "{view}");
+    assert_eq!(view.status, InvocationStatus::DeadLettered, "{view:?}");
+    assert_eq!(view.attempts, 2, "{view:?}");
     // The worker writes the dead letter right after the terminal result.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (status, letter) = cluster.get_json(&format!("/v1/dlq/{id}")).await;
         if status == 200 {
-            assert_eq!(letter["function"], "fail", "{letter}");
+            let letter: DeadLetter = serde_json::from_value(letter.clone())
+                .unwrap_or_else(|e| panic!("dead letter does not decode ({e}): {letter}"));
+            assert_eq!(letter.summary.function, "fail", "{letter:?}");
             // The worker read both attempts back from RESULTS.
-            let history = letter["attempt_history"].as_array().expect("history");
-            assert_eq!(history.len(), 2, "{letter}");
+            assert_eq!(letter.attempt_history.len(), 2, "{letter:?}");
             break;
         }
         assert!(
@@ -703,9 +713,9 @@ async fn triggers_schedules_retries_dead_letters_and_api_keys_need_nothing_beyon
         .send()
         .await
         .expect("POST /v1/keys");
-    let (status, body) = squall_tests::json_response(response).await;
-    assert_eq!(status, 201, "{body}");
-    let key = body["key"].as_str().expect("key").to_string();
+    let (status, body) = squall_tests::decode_response::<CreatedKey>(response).await;
+    assert_eq!(status, 201, "{body:?}");
+    let key = body.key;
     let response = reqwest::Client::new()
         .post(format!("{}/v1/functions/echo/invocations", cluster.url))
         .bearer_auth(&key)
@@ -767,8 +777,8 @@ async fn a_fleet_supervisor_logged_in_as_worker_scales_a_worker_that_completes_a
     // The supervisor is up once it shows in /v1/fleet (it wrote its heartbeat as `worker`).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, view) = cluster.get_json("/v1/fleet").await;
-        if view["supervisors"].as_array().is_some_and(|s| s.len() == 1) {
+        let (_, view) = cluster.get_as::<Fleet>("/v1/fleet").await;
+        if view.supervisors.len() == 1 {
             break;
         }
         assert!(
@@ -782,8 +792,16 @@ async fn a_fleet_supervisor_logged_in_as_worker_scales_a_worker_that_completes_a
 
     let id = invoke_async(&cluster, "hello", r#"{"name": "Fleet"}"#).await;
     let view = cluster.wait_terminal(&id, Duration::from_secs(60)).await;
-    assert_eq!(view["status"], "succeeded", "{view}\n{}", fleet.output());
-    assert_eq!(view["output"], r#"{"greeting":"Hello, Fleet!"}"#);
+    assert_eq!(
+        view.status,
+        InvocationStatus::Succeeded,
+        "{view:?}\n{}",
+        fleet.output()
+    );
+    assert_eq!(
+        view.output.as_deref(),
+        Some(r#"{"greeting":"Hello, Fleet!"}"#)
+    );
     assert_eq!(fleet.live_children().len(), 1, "{}", fleet.output());
     assert_eq!(
         violations(&cluster),
@@ -854,19 +872,17 @@ async fn direct_replies_reach_only_the_waiting_dispatcher_and_the_index_answers_
     // The gateway without the index asks the index holder over NATS.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let usage: serde_json::Value = cluster
+        let response = cluster
             .http
             .get(format!("{gateway}/v1/usage"))
             .send()
             .await
-            .expect("usage")
-            .json()
-            .await
-            .expect("json");
-        if usage["total"]["invocations"] == 2 {
+            .expect("usage");
+        let (_, usage) = squall_tests::decode_response::<UsageReport>(response).await;
+        if usage.total.invocations == 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "{usage}");
+        assert!(Instant::now() < deadline, "{usage:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Only the refusals provoked above were logged (the test's own connections carry no

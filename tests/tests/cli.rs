@@ -492,7 +492,7 @@ async fn cli_lists_shows_replays_and_removes_dead_letters() {
     let view = cluster
         .wait_terminal(&new_id, Duration::from_secs(20))
         .await;
-    assert_eq!(view["status"], "succeeded");
+    assert_eq!(view.status, squall_api::InvocationStatus::Succeeded);
     let empty = squall(&cluster.url, &["dlq", "ls"]).await;
     assert_eq!(empty.stdout, "no dead letters\n");
     let missing = squall(&cluster.url, &["dlq", "show", &ids[1]]).await;

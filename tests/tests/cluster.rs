@@ -2,6 +2,8 @@
 //! JOBS leader killed under load, and a lost quorum.
 
 use futures::StreamExt as _;
+use squall_api::invocations::{Accepted, Invocation};
+use squall_api::ErrorBody;
 use squall_tests::{wait_workers_ready, Cluster, ClusterOptions};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -74,13 +76,10 @@ async fn submit_to(
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
-                let body: serde_json::Value = response.json().await.unwrap_or_default();
-                match (status, body["invocation_id"].as_str()) {
-                    (202, Some(id)) => accepted.lock().unwrap().push(id.to_string()),
-                    _ => refused
-                        .lock()
-                        .unwrap()
-                        .push((status, retry_after, body.to_string())),
+                let body = response.text().await.unwrap_or_default();
+                match (status, serde_json::from_str::<Accepted>(&body)) {
+                    (202, Ok(answer)) => accepted.lock().unwrap().push(answer.invocation_id),
+                    _ => refused.lock().unwrap().push((status, retry_after, body)),
                 }
             }
         })
@@ -91,16 +90,19 @@ async fn submit_to(
 
 /// Polls an invocation until it is terminal, taking a 503 (its RESULTS read fell into an
 /// election while the cluster heals) as "not yet".
-async fn wait_terminal_through_elections(cluster: &Cluster, id: &str) -> serde_json::Value {
+async fn wait_terminal_through_elections(cluster: &Cluster, id: &str) -> Invocation {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let (status, body) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
-        let state = body["status"].as_str().unwrap_or_default();
         match status {
-            200 if ["succeeded", "failed", "timed_out", "dead_lettered"].contains(&state) => {
-                return body
+            200 => {
+                let view: Invocation = serde_json::from_value(body.clone())
+                    .unwrap_or_else(|e| panic!("invocation {id} does not decode ({e}): {body}"));
+                if view.status.is_terminal() {
+                    return view;
+                }
             }
-            200 | 503 => {}
+            503 => {}
             _ => panic!("invocation {id}: {status} {body}"),
         }
         assert!(
@@ -119,9 +121,9 @@ async fn outcomes(cluster: &Cluster, ids: &[String]) -> (HashMap<String, usize>,
     for id in ids {
         let view = wait_terminal_through_elections(cluster, id).await;
         *statuses
-            .entry(view["status"].as_str().unwrap_or_default().to_string())
+            .entry(view.status.as_str().to_string())
             .or_insert(0) += 1;
-        if view["attempts"].as_u64().unwrap_or(1) > 1 {
+        if view.attempts > 1 {
             repeated += 1;
         }
     }
@@ -173,8 +175,10 @@ async fn every_stream_bucket_and_durable_consumer_is_replicated_three_ways_by_de
             assert_eq!(peers, 2, "durable consumer {} on {name}", consumer.name);
         }
     }
-    let (status, body) = cluster.get_json("/v1/functions/hello").await;
-    assert_eq!(status, 200, "{body}");
+    let (status, body) = cluster
+        .get_as::<squall_api::functions::Function>("/v1/functions/hello")
+        .await;
+    assert_eq!(status, 200, "{body:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -222,15 +226,17 @@ async fn killing_the_jobs_leader_under_load_refuses_nothing_and_loses_nothing() 
     // The query index's feed (an ordered consumer, on whichever node) lost nothing either.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (status, stats) = cluster.get_json("/v1/functions/hello/stats").await;
-        assert_eq!(status, 200, "{stats}");
-        if stats["count"].as_u64() == Some(total as u64) {
+        let (status, stats) = cluster
+            .get_as::<squall_api::queries::FunctionStats>("/v1/functions/hello/stats")
+            .await;
+        assert_eq!(status, 200, "{stats:?}");
+        if stats.count == total as u64 {
             break;
         }
         assert!(
             Instant::now() < deadline,
             "the index holds {} of {total}",
-            stats["count"]
+            stats.count
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -287,7 +293,9 @@ async fn a_lost_quorum_is_a_503_with_retry_after_and_service_resumes_by_itself()
     for (status, retry_after, body) in &refused {
         assert_eq!(*status, 503, "{body}");
         assert!(retry_after.is_some(), "a 503 without Retry-After: {body}");
-        assert!(body.contains("broker_unavailable"), "{body}");
+        let refusal: ErrorBody = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("a refusal that is not an error body ({e}): {body}"));
+        assert_eq!(refusal.error.code, "broker_unavailable", "{body}");
     }
 
     // One node back: quorum again, and the same dispatcher accepts without a restart.

@@ -1,6 +1,10 @@
 //! Poison jobs, crashes and exhausted retries end in the dead-letter queue, exactly once, and
 //! can be inspected, replayed and removed.
 
+use squall_api::invocations::Accepted;
+use squall_api::operations::{DeadLetter, DeadLetterList, ReplayedAll};
+use squall_api::status::{ErrorKind, InvocationStatus};
+use squall_api::ErrorBody;
 use squall_tests::{built, Cluster, ClusterOptions};
 use std::time::{Duration, Instant};
 
@@ -17,31 +21,27 @@ async fn invoke_async(cluster: &Cluster, function: &str, body: &str) -> String {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let body: serde_json::Value = response.json().await.unwrap();
-    body["invocation_id"].as_str().unwrap().to_string()
+    let (_, accepted) = squall_tests::decode_response::<Accepted>(response).await;
+    accepted.invocation_id
 }
 
 async fn dlq_ids(cluster: &Cluster, function: &str) -> Vec<String> {
     let (status, body) = cluster
-        .get_json(&format!("/v1/dlq?function={function}"))
+        .get_as::<DeadLetterList>(&format!("/v1/dlq?function={function}"))
         .await;
-    assert_eq!(status, 200, "{body}");
-    body["dead_letters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["id"].as_str().unwrap().to_string())
-        .collect()
+    assert_eq!(status, 200, "{body:?}");
+    body.dead_letters.into_iter().map(|d| d.id).collect()
 }
 
 /// Waits until the DLQ has a record for `id` (the worker or the mover writes it right after the
 /// terminal result).
-async fn wait_dead_letter(cluster: &Cluster, id: &str) -> serde_json::Value {
+async fn wait_dead_letter(cluster: &Cluster, id: &str) -> DeadLetter {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (status, body) = cluster.get_json(&format!("/v1/dlq/{id}")).await;
         if status == 200 {
-            return body;
+            return serde_json::from_value(body.clone())
+                .unwrap_or_else(|e| panic!("dead letter {id} does not decode ({e}): {body}"));
         }
         assert!(Instant::now() < deadline, "no dead letter for {id}: {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -73,17 +73,20 @@ async fn poison_job_lands_in_dlq_once_while_a_healthy_function_keeps_completing(
     assert!(completed > 0);
 
     let view = cluster.wait_terminal(&id, Duration::from_secs(60)).await;
-    assert_eq!(view["status"], "dead_lettered", "{view}");
-    assert_eq!(view["error"]["kind"], "crash");
-    assert_eq!(view["attempts"], 2);
+    assert_eq!(view.status, InvocationStatus::DeadLettered, "{view:?}");
+    assert_eq!(view.error.as_ref().map(|e| e.kind), Some(ErrorKind::Crash));
+    assert_eq!(view.attempts, 2);
     let letter = wait_dead_letter(&cluster, &id).await;
-    assert_eq!(letter["function"], "crash");
-    assert_eq!(letter["payload"], "boom");
-    assert_eq!(letter["headers"]["X-Tenant"], "acme");
-    assert!(letter["version"].as_str().unwrap().starts_with("sha256:"));
-    let history = letter["attempt_history"].as_array().unwrap();
-    assert_eq!(history.len(), 2, "{letter}");
-    assert!(history.iter().all(|a| a["kind"] == "crash"));
+    assert_eq!(letter.summary.function, "crash");
+    assert_eq!(letter.payload.as_deref(), Some("boom"));
+    assert_eq!(
+        letter.headers.get("X-Tenant").map(String::as_str),
+        Some("acme")
+    );
+    assert!(letter.summary.version.starts_with("sha256:"));
+    let history = &letter.attempt_history;
+    assert_eq!(history.len(), 2, "{letter:?}");
+    assert!(history.iter().all(|a| a.kind == Some(ErrorKind::Crash)));
 
     // Both dispatchers run the mover; the record exists once.
     let (_, second) = {
@@ -94,13 +97,9 @@ async fn poison_job_lands_in_dlq_once_while_a_healthy_function_keeps_completing(
             .send()
             .await
             .unwrap();
-        squall_tests::json_response(r).await
+        squall_tests::decode_response::<DeadLetterList>(r).await
     };
-    assert_eq!(
-        second["dead_letters"].as_array().unwrap().len(),
-        1,
-        "{second}"
-    );
+    assert_eq!(second.dead_letters.len(), 1, "{second:?}");
     assert_eq!(dlq_ids(&cluster, "crash").await, vec![id.clone()]);
 
     // The supervisor restarted the worker process it lost.
@@ -120,23 +119,25 @@ async fn retrying_shows_between_attempts_and_exhausted_retries_are_dead_lettered
     let id = invoke_async(&cluster, "panic", "").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, view) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
-        if view["status"] == "retrying" {
-            assert_eq!(view["attempts"], 1);
-            assert_eq!(view["error"]["kind"], "panic");
+        let (_, view) = cluster
+            .get_as::<squall_api::invocations::Invocation>(&format!("/v1/invocations/{id}"))
+            .await;
+        if view.status == InvocationStatus::Retrying {
+            assert_eq!(view.attempts, 1);
+            assert_eq!(view.error.as_ref().map(|e| e.kind), Some(ErrorKind::Panic));
             break;
         }
-        assert!(Instant::now() < deadline, "never saw retrying: {view}");
+        assert!(Instant::now() < deadline, "never saw retrying: {view:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let view = cluster.wait_terminal(&id, Duration::from_secs(20)).await;
-    assert_eq!(view["status"], "dead_lettered");
-    assert_eq!(view["attempts"], 2);
+    assert_eq!(view.status, InvocationStatus::DeadLettered);
+    assert_eq!(view.attempts, 2);
     let letter = wait_dead_letter(&cluster, &id).await;
-    let history = letter["attempt_history"].as_array().unwrap();
+    let history = &letter.attempt_history;
     assert_eq!(history.len(), 2);
-    assert!(history.iter().all(|a| a["kind"] == "panic"));
-    assert_eq!(history[0]["message"], "panic: deliberate panic for testing");
+    assert!(history.iter().all(|a| a.kind == Some(ErrorKind::Panic)));
+    assert_eq!(history[0].message, "panic: deliberate panic for testing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,7 +156,7 @@ async fn replay_after_redeploying_a_fixed_function_succeeds() {
     let third = invoke_async(&cluster, "flaky", r#"{"retry": true}"#).await;
     for id in [&first, &second, &third] {
         let view = cluster.wait_terminal(id, Duration::from_secs(20)).await;
-        assert_eq!(view["status"], "dead_lettered");
+        assert_eq!(view.status, InvocationStatus::DeadLettered);
         wait_dead_letter(&cluster, id).await;
     }
 
@@ -171,15 +172,18 @@ async fn replay_after_redeploying_a_fixed_function_succeeds() {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["replay_of"], first.as_str());
-    let new_id = body["invocation_id"].as_str().unwrap().to_string();
+    let (_, body) = squall_tests::decode_response::<Accepted>(response).await;
+    assert_eq!(body.replay_of.as_deref(), Some(first.as_str()));
+    let new_id = body.invocation_id;
     assert_ne!(new_id, first);
     let view = cluster
         .wait_terminal(&new_id, Duration::from_secs(20))
         .await;
-    assert_eq!(view["status"], "succeeded", "{view}");
-    assert_eq!(view["output"], r#"{"greeting":"Hello, world!"}"#);
+    assert_eq!(view.status, InvocationStatus::Succeeded, "{view:?}");
+    assert_eq!(
+        view.output.as_deref(),
+        Some(r#"{"greeting":"Hello, world!"}"#)
+    );
     let (status, _) = cluster.get_json(&format!("/v1/dlq/{first}")).await;
     assert_eq!(status, 404, "a replayed dead letter leaves the queue");
 
@@ -199,22 +203,19 @@ async fn replay_after_redeploying_a_fixed_function_succeeds() {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let body: serde_json::Value = response.json().await.unwrap();
-    let replayed = body["replayed"].as_array().unwrap();
+    let (_, body) = squall_tests::decode_response::<ReplayedAll>(response).await;
+    let replayed = &body.replayed;
     assert_eq!(replayed.len(), 1);
-    assert_eq!(replayed[0]["replay_of"], third.as_str());
+    assert_eq!(replayed[0].replay_of, third);
     let view = cluster
-        .wait_terminal(
-            replayed[0]["invocation_id"].as_str().unwrap(),
-            Duration::from_secs(20),
-        )
+        .wait_terminal(&replayed[0].invocation_id, Duration::from_secs(20))
         .await;
-    assert_eq!(view["status"], "succeeded");
+    assert_eq!(view.status, InvocationStatus::Succeeded);
     assert!(dlq_ids(&cluster, "flaky").await.is_empty());
 
     // Precise errors.
-    let (status, body) = cluster.get_json("/v1/dlq/not-an-id").await;
-    assert_eq!(status, 400, "{body}");
+    let (status, body) = cluster.get_as::<ErrorBody>("/v1/dlq/not-an-id").await;
+    assert_eq!(status, 400, "{body:?}");
     let response = cluster
         .http
         .post(format!("{}/v1/dlq/replay", cluster.url))
@@ -253,15 +254,17 @@ async fn deleting_a_function_dead_letters_its_queued_jobs_and_lets_running_ones_
         .wait_terminal(&running, Duration::from_secs(20))
         .await;
     assert_eq!(
-        view["status"], "succeeded",
-        "the running job finished: {view}"
+        view.status,
+        InvocationStatus::Succeeded,
+        "the running job finished: {view:?}"
     );
     for id in &queued {
         let view = cluster.wait_terminal(id, Duration::from_secs(20)).await;
-        assert_eq!(view["status"], "dead_lettered", "{view}");
-        assert_eq!(view["error"]["kind"], "load");
+        assert_eq!(view.status, InvocationStatus::DeadLettered, "{view:?}");
+        let error = view.error.as_ref().expect("an error");
+        assert_eq!(error.kind, ErrorKind::Load);
         assert_eq!(
-            view["error"]["message"],
+            error.message,
             "function sleep was deleted before this invocation ran"
         );
     }
@@ -279,14 +282,11 @@ async fn deleting_a_function_dead_letters_its_queued_jobs_and_lets_running_ones_
         .send()
         .await
         .unwrap();
-    let body: serde_json::Value = response.json().await.unwrap();
-    for item in body["replayed"].as_array().unwrap() {
+    let (_, body) = squall_tests::decode_response::<ReplayedAll>(response).await;
+    for item in &body.replayed {
         let view = cluster
-            .wait_terminal(
-                item["invocation_id"].as_str().unwrap(),
-                Duration::from_secs(20),
-            )
+            .wait_terminal(&item.invocation_id, Duration::from_secs(20))
             .await;
-        assert_eq!(view["status"], "succeeded");
+        assert_eq!(view.status, InvocationStatus::Succeeded);
     }
 }

@@ -1,6 +1,10 @@
 //! Schedules fired by the broker, subject and key-value triggers fed by plain NATS clients,
 //! and fleet-wide max concurrency, against a real cluster.
 
+use squall_api::invocations::Invocation;
+use squall_api::operations::{Schedule, ScheduleList, Trigger, TriggerKind, TriggerList};
+use squall_api::queries::{InvocationPage, InvocationSummary};
+use squall_api::{ErrorBody, InvocationStatus};
 use squall_tests::{Cluster, ClusterOptions};
 use std::time::{Duration, Instant};
 
@@ -16,30 +20,32 @@ async fn delete(cluster: &Cluster, path: &str) -> u16 {
 }
 
 /// Every invocation of `function` in the query index, oldest first, with its full view.
-async fn invocations_of(cluster: &Cluster, function: &str) -> Vec<serde_json::Value> {
+async fn invocations_of(cluster: &Cluster, function: &str) -> Vec<InvocationSummary> {
     let (status, page) = cluster
-        .get_json(&format!("/v1/invocations?function={function}&limit=1000"))
+        .get_as::<InvocationPage>(&format!("/v1/invocations?function={function}&limit=1000"))
         .await;
-    assert_eq!(status, 200, "{page}");
-    let mut items = page["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(status, 200, "{page:?}");
+    let mut items = page.items;
     items.reverse();
     items
 }
 
 /// Polls until `function` has `count` succeeded invocations; returns their full views.
-async fn wait_succeeded(cluster: &Cluster, function: &str, count: usize) -> Vec<serde_json::Value> {
+async fn wait_succeeded(cluster: &Cluster, function: &str, count: usize) -> Vec<Invocation> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let items = invocations_of(cluster, function).await;
         let done: Vec<_> = items
             .iter()
-            .filter(|i| i["status"] == "succeeded")
+            .filter(|i| i.status == InvocationStatus::Succeeded)
             .collect();
         if done.len() >= count {
             let mut views = Vec::new();
             for item in done {
-                let id = item["invocation_id"].as_str().unwrap();
-                let (_, view) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
+                let id = &item.invocation_id;
+                let (_, view) = cluster
+                    .get_as::<Invocation>(&format!("/v1/invocations/{id}"))
+                    .await;
                 views.push(view);
             }
             return views;
@@ -53,8 +59,9 @@ async fn wait_succeeded(cluster: &Cluster, function: &str, count: usize) -> Vec<
     }
 }
 
-fn output(view: &serde_json::Value) -> serde_json::Value {
-    serde_json::from_str(view["output"].as_str().unwrap_or("null")).unwrap()
+/// The echo function's output, which is free-form JSON of the function's own.
+fn output(view: &Invocation) -> serde_json::Value {
+    serde_json::from_str(view.output.as_deref().unwrap_or("null")).unwrap()
 }
 
 /// How many ticks the broker stored on `cron.<name>`.
@@ -85,19 +92,18 @@ async fn a_per_second_schedule_fires_once_per_tick_with_two_dispatchers() {
     .await;
     cluster.deploy_example("echo", None).await;
     let (status, view) = cluster
-        .put_json(
+        .put_as::<Schedule>(
             "/v1/schedules/every-second",
             serde_json::json!({"function": "echo", "cron": "* * * * * *", "payload": {"hi": 1}}),
         )
         .await;
-    assert_eq!(status, 200, "{view}");
-    assert_eq!(view["cron"], "* * * * * *");
-    assert_eq!(view["timezone"], "UTC");
-    assert_eq!(view["subject"], "cron.every-second");
-    let next = view["next"].as_array().unwrap();
-    assert_eq!(next.len(), 5);
-    let (_, listed) = cluster.get_json("/v1/schedules").await;
-    assert_eq!(listed["schedules"][0]["name"], "every-second");
+    assert_eq!(status, 200, "{view:?}");
+    assert_eq!(view.cron, "* * * * * *");
+    assert_eq!(view.timezone, "UTC");
+    assert_eq!(view.subject, "cron.every-second");
+    assert_eq!(view.next.len(), 5);
+    let (_, listed) = cluster.get_as::<ScheduleList>("/v1/schedules").await;
+    assert_eq!(listed.schedules[0].name, "every-second");
 
     tokio::time::sleep(Duration::from_millis(4500)).await;
     assert_eq!(delete(&cluster, "/v1/schedules/every-second").await, 204);
@@ -226,23 +232,17 @@ async fn bad_schedules_and_triggers_are_refused_with_precise_errors() {
         ),
     ];
     for (path, body, code, error) in cases {
-        let (status, answer) = cluster.put_json(path, body.clone()).await;
-        assert_eq!(status, code, "{path} {body}: {answer}");
-        assert_eq!(answer["error"]["code"], error, "{path} {body}: {answer}");
+        let (status, answer) = cluster.put_as::<ErrorBody>(path, body.clone()).await;
+        assert_eq!(status, code, "{path} {body}: {answer:?}");
+        assert_eq!(answer.error.code, error, "{path} {body}: {answer:?}");
     }
     let (_, answer) = cluster
-        .put_json(
+        .put_as::<ErrorBody>(
             "/v1/triggers/all",
             serde_json::json!({"function": "echo", "subject": "events.>"}),
         )
         .await;
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("orders"),
-        "{answer}"
-    );
+    assert!(answer.error.message.contains("orders"), "{answer:?}");
     assert_eq!(delete(&cluster, "/v1/triggers/nope").await, 404);
     assert_eq!(delete(&cluster, "/v1/schedules/nope").await, 404);
 }
@@ -256,13 +256,13 @@ async fn subject_and_kv_triggers_fire_for_plain_nats_clients_even_with_no_worker
     .await;
     cluster.deploy_example("echo", None).await;
     let (status, view) = cluster
-        .put_json(
+        .put_as::<Trigger>(
             "/v1/triggers/orders",
             serde_json::json!({"function": "echo", "subject": "events.orders.>"}),
         )
         .await;
-    assert_eq!(status, 200, "{view}");
-    assert_eq!(view["kind"], "subject");
+    assert_eq!(status, 200, "{view:?}");
+    assert_eq!(view.kind, TriggerKind::Subject);
     let client = cluster.nats_client().await;
     let js = async_nats::jetstream::new(client.clone());
     let kv = js
@@ -274,13 +274,13 @@ async fn subject_and_kv_triggers_fire_for_plain_nats_clients_even_with_no_worker
         .await
         .unwrap();
     let (status, view) = cluster
-        .put_json(
+        .put_as::<Trigger>(
             "/v1/triggers/settings",
             serde_json::json!({"function": "echo", "bucket": "config", "key": "app.*"}),
         )
         .await;
-    assert_eq!(status, 200, "{view}");
-    assert_eq!(view["kind"], "kv");
+    assert_eq!(status, 200, "{view:?}");
+    assert_eq!(view.kind, TriggerKind::Kv);
 
     // A plain core-NATS publish, with a header, while no worker runs.
     let mut headers = async_nats::HeaderMap::new();
@@ -335,8 +335,8 @@ async fn subject_and_kv_triggers_fire_for_plain_nats_clients_even_with_no_worker
     assert_eq!(deleted["event"]["key"], "app.color");
     assert_eq!(deleted["input"], "");
 
-    let (_, listed) = cluster.get_json("/v1/triggers").await;
-    assert_eq!(listed["triggers"].as_array().unwrap().len(), 2);
+    let (_, listed) = cluster.get_as::<TriggerList>("/v1/triggers").await;
+    assert_eq!(listed.triggers.len(), 2);
     assert_eq!(delete(&cluster, "/v1/triggers/orders").await, 204);
     client
         .publish("events.orders.late", "after".into())
@@ -369,10 +369,12 @@ async fn max_concurrency_holds_across_the_whole_fleet() {
     let mut spans = Vec::new();
     for id in &ids {
         let view = cluster.wait_terminal(id, Duration::from_secs(30)).await;
-        assert_eq!(view["status"], "succeeded", "{view}");
-        let (_, page) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
-        let finished = time_ms(page["finished_at"].as_str().unwrap());
-        let started = finished - page["duration_ms"].as_f64().unwrap();
+        assert_eq!(view.status, InvocationStatus::Succeeded, "{view:?}");
+        let (_, page) = cluster
+            .get_as::<Invocation>(&format!("/v1/invocations/{id}"))
+            .await;
+        let finished = time_ms(page.finished_at.as_deref().unwrap());
+        let started = finished - page.duration_ms.unwrap();
         spans.push((started, finished));
     }
     let most = spans

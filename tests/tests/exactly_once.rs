@@ -30,13 +30,18 @@ async fn two_workers_run_200_jobs_exactly_once() {
             .await
             .unwrap();
         assert_eq!(response.status(), 202);
-        let body: serde_json::Value = response.json().await.unwrap();
-        ids.push(body["invocation_id"].as_str().unwrap().to_string());
+        let (_, body) =
+            squall_tests::decode_response::<squall_api::invocations::Accepted>(response).await;
+        ids.push(body.invocation_id);
     }
     for id in &ids {
         let view = cluster.wait_terminal(id, Duration::from_secs(60)).await;
-        assert_eq!(view["status"], "succeeded", "{view}");
-        assert_eq!(view["attempts"], 1, "{view}");
+        assert_eq!(
+            view.status,
+            squall_api::InvocationStatus::Succeeded,
+            "{view:?}"
+        );
+        assert_eq!(view.attempts, 1, "{view:?}");
     }
 
     // Read every result record from the stream: exactly one per invocation.

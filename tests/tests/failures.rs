@@ -1,7 +1,18 @@
 //! Function errors, panics and load failures become failed results, never worker crashes.
 
-use squall_tests::{compile_c, Cluster};
+use squall_api::invocations::Invocation;
+use squall_api::status::{ErrorKind, InvocationStatus};
+use squall_api::ErrorBody;
+use squall_tests::{compile_c, decode_response, Cluster};
 use std::time::Duration;
+
+/// The attempts an error body reports.
+fn attempts(body: &ErrorBody) -> Option<u64> {
+    body.error
+        .extra
+        .get("attempts")
+        .and_then(serde_json::Value::as_u64)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_and_panic_give_failed_results_while_the_worker_keeps_serving_hello() {
@@ -16,30 +27,29 @@ async fn fail_and_panic_give_failed_results_while_the_worker_keeps_serving_hello
 
     let response = cluster.invoke("fail", "").await;
     assert_eq!(response.status(), 500);
-    let (_, body) = squall_tests::json_response(response).await;
-    assert_eq!(body["error"]["code"], "function_failed");
-    assert_eq!(body["error"]["kind"], "error");
-    assert_eq!(body["error"]["status"], "failed");
-    assert_eq!(body["error"]["message"], "fail: this function always fails");
-    let id = body["error"]["invocation_id"].as_str().unwrap().to_string();
-    let (_, view) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
-    assert_eq!(view["status"], "failed");
-    assert_eq!(view["error"]["kind"], "error");
-    let (status, out) = cluster
-        .get_json(&format!("/v1/invocations/{id}/output"))
+    let (_, body) = decode_response::<ErrorBody>(response).await;
+    assert_eq!(body.error.code, "function_failed");
+    assert_eq!(body.error.extra_str("kind"), Some("error"));
+    assert_eq!(body.error.extra_str("status"), Some("failed"));
+    assert_eq!(body.error.message, "fail: this function always fails");
+    let id = body.error.extra_str("invocation_id").unwrap().to_string();
+    let (_, view) = cluster
+        .get_as::<Invocation>(&format!("/v1/invocations/{id}"))
         .await;
-    assert_eq!(status, 409, "{out}");
-    assert_eq!(out["error"]["code"], "no_output");
+    assert_eq!(view.status, InvocationStatus::Failed);
+    assert_eq!(view.error.as_ref().map(|e| e.kind), Some(ErrorKind::Error));
+    let (status, out) = cluster
+        .get_as::<ErrorBody>(&format!("/v1/invocations/{id}/output"))
+        .await;
+    assert_eq!(status, 409, "{out:?}");
+    assert_eq!(out.error.code, "no_output");
 
     let response = cluster.invoke("panic", "").await;
     assert_eq!(response.status(), 500);
-    let (_, body) = squall_tests::json_response(response).await;
-    assert_eq!(body["error"]["kind"], "panic");
-    assert_eq!(body["error"]["status"], "dead_lettered");
-    assert_eq!(
-        body["error"]["message"],
-        "panic: deliberate panic for testing"
-    );
+    let (_, body) = decode_response::<ErrorBody>(response).await;
+    assert_eq!(body.error.extra_str("kind"), Some("panic"));
+    assert_eq!(body.error.extra_str("status"), Some("dead_lettered"));
+    assert_eq!(body.error.message, "panic: deliberate panic for testing");
 
     // The same, single worker process is alive and serving.
     let response = cluster.invoke("hello", r#"{"name": "again"}"#).await;
@@ -59,20 +69,20 @@ async fn retryable_failures_are_retried_up_to_max_attempts() {
     cluster.deploy_example("fail", Some(spec)).await;
 
     let response = cluster.invoke("panic", "").await;
-    let (status, body) = squall_tests::json_response(response).await;
-    assert_eq!(status, 500, "{body}");
-    assert_eq!(body["error"]["status"], "dead_lettered");
-    assert_eq!(body["error"]["attempts"], 3);
+    let (status, body) = decode_response::<ErrorBody>(response).await;
+    assert_eq!(status, 500, "{body:?}");
+    assert_eq!(body.error.extra_str("status"), Some("dead_lettered"));
+    assert_eq!(attempts(&body), Some(3));
 
     // A function-requested retry also follows the policy; a permanent error does not retry.
     let response = cluster.invoke("fail", r#"{"retry": true}"#).await;
-    let (_, body) = squall_tests::json_response(response).await;
-    assert_eq!(body["error"]["kind"], "retry");
-    assert_eq!(body["error"]["attempts"], 3);
+    let (_, body) = decode_response::<ErrorBody>(response).await;
+    assert_eq!(body.error.extra_str("kind"), Some("retry"));
+    assert_eq!(attempts(&body), Some(3));
     let response = cluster.invoke("fail", "").await;
-    let (_, body) = squall_tests::json_response(response).await;
-    assert_eq!(body["error"]["kind"], "error");
-    assert_eq!(body["error"]["attempts"], 1);
+    let (_, body) = decode_response::<ErrorBody>(response).await;
+    assert_eq!(body.error.extra_str("kind"), Some("error"));
+    assert_eq!(attempts(&body), Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,15 +109,14 @@ async fn a_library_that_fails_to_load_gives_load_errors_and_others_keep_working(
     cluster.deploy_example("hello", None).await;
 
     let response = cluster.invoke("badinit", "").await;
-    let (status, body) = squall_tests::json_response(response).await;
-    assert_eq!(status, 500, "{body}");
-    assert_eq!(body["error"]["kind"], "load");
+    let (status, body) = decode_response::<ErrorBody>(response).await;
+    assert_eq!(status, 500, "{body:?}");
+    assert_eq!(body.error.extra_str("kind"), Some("load"));
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
+        body.error
+            .message
             .contains("squall_init failed with status 7"),
-        "{body}"
+        "{body:?}"
     );
     let response = cluster.invoke("hello", "").await;
     assert_eq!(response.status(), 200);

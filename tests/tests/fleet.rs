@@ -1,6 +1,9 @@
 //! The autoscaling fleet (`squall-worker fleet`) against a real cluster: scaling up with the
 //! backlog, down after the idle time, from zero, and two supervisors sharing one maximum.
 
+use squall_api::invocations::Invocation;
+use squall_api::operations::Fleet;
+use squall_api::InvocationStatus;
 use squall_tests::{Cluster, ClusterOptions, Process};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -81,20 +84,13 @@ async fn a_backlog_scales_the_fleet_to_max_and_back_to_min_after_the_idle_time()
     let ids = cluster.submit_async("sleep", "1500", 9).await;
     let reaction = wait_workers(&[&fleet], 3, 3, Duration::from_secs(10)).await;
     eprintln!("scale-up 1 -> 3 took {reaction:?}");
-    let (_, view) = cluster.get_json("/v1/fleet").await;
-    let supervisor = &view["supervisors"][0];
-    assert_eq!(supervisor["max"], 3, "{view}");
-    assert!(
-        view["functions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f["name"] == "sleep"),
-        "{view}"
-    );
+    let (_, view) = cluster.get_as::<Fleet>("/v1/fleet").await;
+    let supervisor = &view.supervisors[0];
+    assert_eq!(supervisor.max, 3, "{view:?}");
+    assert!(view.functions.iter().any(|f| f.name == "sleep"), "{view:?}");
     for id in &ids {
         let done = cluster.wait_terminal(id, Duration::from_secs(60)).await;
-        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done.status, InvocationStatus::Succeeded, "{done:?}");
     }
     // Idle for 2 s: back to the minimum, never below it.
     wait_workers(&[&fleet], 1, 3, Duration::from_secs(20)).await;
@@ -103,11 +99,11 @@ async fn a_backlog_scales_the_fleet_to_max_and_back_to_min_after_the_idle_time()
     // The killed worker's heartbeat counts until it is older than the heartbeat TTL (10 s).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, view) = cluster.get_json("/v1/fleet").await;
-        if view["workers"].as_array().unwrap().len() == 1 {
+        let (_, view) = cluster.get_as::<Fleet>("/v1/fleet").await;
+        if view.workers.len() == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "stale workers listed: {view}");
+        assert!(Instant::now() < deadline, "stale workers listed: {view:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -173,24 +169,21 @@ async fn two_supervisors_together_never_exceed_the_shared_max() {
         loop {
             let total = a.live_children().len() + b.live_children().len();
             assert!(total <= 3, "{total} workers across both supervisors");
-            let (_, view) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
-            if view["status"] == "succeeded" {
+            let (_, view) = cluster
+                .get_as::<Invocation>(&format!("/v1/invocations/{id}"))
+                .await;
+            if view.status == InvocationStatus::Succeeded {
                 break;
             }
-            assert!(Instant::now() < deadline, "{id} did not finish: {view}");
+            assert!(Instant::now() < deadline, "{id} did not finish: {view:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     eprintln!("drained in {:?}", drain.elapsed());
-    let (_, view) = cluster.get_json("/v1/fleet").await;
-    assert_eq!(view["supervisors"].as_array().unwrap().len(), 2, "{view}");
-    let granted: u64 = view["allocation"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
-    assert!(granted <= 3, "{view}");
+    let (_, view) = cluster.get_as::<Fleet>("/v1/fleet").await;
+    assert_eq!(view.supervisors.len(), 2, "{view:?}");
+    let granted: u64 = view.allocation.values().map(|&v| u64::from(v)).sum();
+    assert!(granted <= 3, "{view:?}");
 }
 
 /// Whether a process is gone: not running, or only a zombie nobody reaped yet.

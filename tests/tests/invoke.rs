@@ -1,5 +1,7 @@
 //! Deploying example functions and invoking them through the HTTP API.
 
+use squall_api::invocations::{Accepted, Invocation, InvocationLogs, LogLevel, LogLine};
+use squall_api::InvocationStatus;
 use squall_tests::Cluster;
 use std::time::Duration;
 
@@ -15,24 +17,29 @@ async fn invoke_sync_returns_hello_greeting() {
         .to_string();
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body, serde_json::json!({"greeting": "Hello, Ada!"}));
-    let (status, view) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
+    let (status, view) = cluster
+        .get_as::<Invocation>(&format!("/v1/invocations/{id}"))
+        .await;
     assert_eq!(status, 200);
-    assert_eq!(view["status"], "succeeded");
-    assert_eq!(view["attempts"], 1);
-    assert_eq!(view["function"], "hello");
-    assert!(view["version"].as_str().unwrap().starts_with("sha256:"));
-    assert_eq!(view["logs"][0]["message"], "hello: greeting Ada");
-    assert!(view["cpu_ms"].as_f64().unwrap() >= 0.0);
-    assert!(view["duration_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(view.status, InvocationStatus::Succeeded);
+    assert_eq!(view.attempts, 1);
+    assert_eq!(view.function, "hello");
+    assert!(view.version.as_deref().unwrap().starts_with("sha256:"));
+    assert_eq!(view.logs[0].message, "hello: greeting Ada");
+    assert!(view.cpu_ms.unwrap() >= 0.0);
+    assert!(view.duration_ms.unwrap() > 0.0);
     assert_eq!(uuid_version(&id), 7);
 
     let (status, logs) = cluster
-        .get_json(&format!("/v1/invocations/{id}/logs"))
+        .get_as::<InvocationLogs>(&format!("/v1/invocations/{id}/logs"))
         .await;
     assert_eq!(status, 200);
     assert_eq!(
-        logs["logs"],
-        serde_json::json!([{"level": "info", "message": "hello: greeting Ada"}])
+        logs.logs,
+        vec![LogLine {
+            level: LogLevel::Info,
+            message: "hello: greeting Ada".to_string()
+        }]
     );
     // The worker's own log carries the line with the invocation id.
     let worker_log = cluster.workers[0].output();
@@ -99,12 +106,15 @@ async fn invoke_async_returns_202_and_can_be_polled() {
         .unwrap();
     assert_eq!(response.status(), 202);
     let location = response.headers()["location"].to_str().unwrap().to_string();
-    let body: serde_json::Value = response.json().await.unwrap();
-    let id = body["invocation_id"].as_str().unwrap().to_string();
+    let (_, body) = squall_tests::decode_response::<Accepted>(response).await;
+    let id = body.invocation_id;
     assert_eq!(location, format!("/v1/invocations/{id}"));
     let view = cluster.wait_terminal(&id, Duration::from_secs(20)).await;
-    assert_eq!(view["status"], "succeeded");
-    assert_eq!(view["output"], r#"{"greeting":"Hello, Lin!"}"#);
+    assert_eq!(view.status, InvocationStatus::Succeeded);
+    assert_eq!(
+        view.output.as_deref(),
+        Some(r#"{"greeting":"Hello, Lin!"}"#)
+    );
     let output = cluster
         .http
         .get(format!("{}/v1/invocations/{id}/output", cluster.url))

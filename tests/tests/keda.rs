@@ -848,7 +848,11 @@ async fn the_keda_lag_of_a_function_rises_with_its_backlog_and_falls_as_workers_
     assert!(falling.iter().all(|&lag| lag <= 40), "lags {falling:?}");
     for id in &ids {
         let result = cluster.wait_terminal(id, Duration::from_secs(30)).await;
-        assert_eq!(result["status"], "succeeded", "{result}");
+        assert_eq!(
+            result.status,
+            squall_api::InvocationStatus::Succeeded,
+            "{result:?}"
+        );
     }
     println!(
         "consumer {} led by {leader}; lags seen while the backlog built: {rising:?}, while it \

@@ -1,27 +1,30 @@
 //! The query index against a real cluster: listing with stable pages, stats, usage, the CLI,
 //! and an index that survives a restart and can be rebuilt from RESULTS.
 
+use serde::de::DeserializeOwned;
+use squall_api::queries::{FunctionStats, InvocationPage, UsageReport};
+use squall_api::{ErrorKind, InvocationStatus};
 use squall_tests::{built, workspace_root, Cluster};
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Polls `path` until `done` accepts its JSON body.
-async fn poll(
+/// Polls `path` until `done` accepts its decoded body.
+async fn poll<T: DeserializeOwned + std::fmt::Debug>(
     cluster: &Cluster,
     path: &str,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
+    done: impl Fn(&T) -> bool,
+) -> T {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (status, body) = cluster.get_json(path).await;
-        assert_eq!(status, 200, "{path}: {body}");
+        let (status, body) = cluster.get_as::<T>(path).await;
+        assert_eq!(status, 200, "{path}: {body:?}");
         if done(&body) {
             return body;
         }
         assert!(
             Instant::now() < deadline,
-            "{path} never matched; last: {body}"
+            "{path} never matched; last: {body:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -36,17 +39,12 @@ async fn all_pages(cluster: &Cluster, query: &str, limit: usize) -> Vec<String> 
         if let Some(c) = &cursor {
             path.push_str(&format!("&cursor={c}"));
         }
-        let (status, page) = cluster.get_json(&path).await;
-        assert_eq!(status, 200, "{page}");
-        let items = page["items"].as_array().unwrap();
-        assert!(items.len() <= limit);
-        ids.extend(
-            items
-                .iter()
-                .map(|i| i["invocation_id"].as_str().unwrap().to_string()),
-        );
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
+        let (status, page) = cluster.get_as::<InvocationPage>(&path).await;
+        assert_eq!(status, 200, "{page:?}");
+        assert!(page.items.len() <= limit);
+        ids.extend(page.items.into_iter().map(|i| i.invocation_id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
             None => return ids,
         }
     }
@@ -105,9 +103,11 @@ async fn invocations_are_listed_paged_counted_and_metered_and_survive_a_restart(
     }
 
     // The index follows RESULTS asynchronously.
-    poll(&cluster, "/v1/invocations?limit=1000", |b| {
-        b["items"].as_array().unwrap().len() == 10
-    })
+    poll(
+        &cluster,
+        "/v1/invocations?limit=1000",
+        |b: &InvocationPage| b.items.len() == 10,
+    )
     .await;
 
     // Newest first, and pages of 3 cover every invocation exactly once.
@@ -122,61 +122,69 @@ async fn invocations_are_listed_paged_counted_and_metered_and_survive_a_restart(
     let mut expected = hello_ids.clone();
     expected.reverse();
     assert_eq!(hello_listed, expected, "newest first by creation time");
-    let (_, failed) = cluster.get_json("/v1/invocations?status=failed").await;
-    let failed = failed["items"].as_array().unwrap();
+    let (_, failed) = cluster
+        .get_as::<InvocationPage>("/v1/invocations?status=failed")
+        .await;
+    let failed = &failed.items;
     assert_eq!(failed.len(), 3);
     assert!(failed
         .iter()
-        .all(|i| i["function"] == "fail" && i["error_kind"] == "error"));
+        .all(|i| i.function == "fail" && i.error_kind == Some(ErrorKind::Error)));
     let (_, page) = cluster
-        .get_json("/v1/invocations?function=hello&limit=1")
+        .get_as::<InvocationPage>("/v1/invocations?function=hello&limit=1")
         .await;
-    let item = &page["items"][0];
-    assert_eq!(item["status"], "succeeded");
-    assert!(item["cpu_ms"].as_f64().unwrap() > 0.0, "{item}");
+    let item = &page.items[0];
+    assert_eq!(item.status, InvocationStatus::Succeeded);
+    assert!(item.cpu_ms > 0.0, "{item:?}");
     // A time window in the future is empty; one covering now is not.
     let (_, future) = cluster
-        .get_json("/v1/invocations?since=2999-01-01T00:00:00Z")
+        .get_as::<InvocationPage>("/v1/invocations?since=2999-01-01T00:00:00Z")
         .await;
-    assert!(future["items"].as_array().unwrap().is_empty());
+    assert!(future.items.is_empty());
     let (_, past) = cluster
-        .get_json(
+        .get_as::<InvocationPage>(
             "/v1/invocations?since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00Z&limit=1000",
         )
         .await;
-    assert_eq!(past["items"].as_array().unwrap().len(), 10);
+    assert_eq!(past.items.len(), 10);
 
     // Stats over the default window.
-    let (status, hello) = cluster.get_json("/v1/functions/hello/stats").await;
-    assert_eq!(status, 200, "{hello}");
-    assert_eq!(hello["count"], 7);
-    assert_eq!(hello["error_rate"], 0.0);
-    let p50 = hello["p50_ms"].as_f64().unwrap();
-    let p99 = hello["p99_ms"].as_f64().unwrap();
-    assert!(p50 > 0.0 && p50 <= p99, "{hello}");
-    let (_, fail) = cluster
-        .get_json("/v1/functions/fail/stats?window=600")
+    let (status, hello) = cluster
+        .get_as::<FunctionStats>("/v1/functions/hello/stats")
         .await;
-    assert_eq!(
-        (fail["count"].as_u64(), fail["errors"].as_u64()),
-        (Some(3), Some(3))
-    );
-    assert_eq!(fail["error_rate"], 1.0);
+    assert_eq!(status, 200, "{hello:?}");
+    assert_eq!(hello.count, 7);
+    assert_eq!(hello.error_rate, 0.0);
+    let p50 = hello.p50_ms.unwrap();
+    let p99 = hello.p99_ms.unwrap();
+    assert!(p50 > 0.0 && p50 <= p99, "{hello:?}");
+    let (_, fail) = cluster
+        .get_as::<FunctionStats>("/v1/functions/fail/stats?window=600")
+        .await;
+    assert_eq!((fail.count, fail.errors), (3, 3));
+    assert_eq!(fail.error_rate, 1.0);
 
     // Usage by function and by hour agree on the totals.
-    let (_, by_fn) = cluster.get_json("/v1/usage?group_by=function").await;
-    let groups = by_fn["groups"].as_array().unwrap();
-    let hello_usage = groups.iter().find(|g| g["function"] == "hello").unwrap();
-    assert_eq!(hello_usage["invocations"], 7);
-    assert!(hello_usage["cpu_ms"].as_f64().unwrap() > 0.0);
-    assert!(
-        hello_usage["wall_ms"].as_f64().unwrap() >= hello_usage["cpu_ms"].as_f64().unwrap() * 0.5
-    );
-    assert_eq!(by_fn["total"]["invocations"], 10);
-    let (_, by_hour) = cluster.get_json("/v1/usage?group_by=hour").await;
-    assert_eq!(by_hour["total"]["invocations"], 10);
-    assert!(by_hour["groups"][0]["hour"]
-        .as_str()
+    let (_, by_fn) = cluster
+        .get_as::<UsageReport>("/v1/usage?group_by=function")
+        .await;
+    let hello_usage = &by_fn
+        .groups
+        .iter()
+        .find(|g| g.function.as_deref() == Some("hello"))
+        .unwrap()
+        .usage;
+    assert_eq!(hello_usage.invocations, 7);
+    assert!(hello_usage.cpu_ms > 0.0);
+    assert!(hello_usage.wall_ms >= hello_usage.cpu_ms * 0.5);
+    assert_eq!(by_fn.total.invocations, 10);
+    let (_, by_hour) = cluster
+        .get_as::<UsageReport>("/v1/usage?group_by=hour")
+        .await;
+    assert_eq!(by_hour.total.invocations, 10);
+    assert!(by_hour.groups[0]
+        .hour
+        .as_deref()
         .unwrap()
         .ends_with(":00:00Z"));
 
@@ -204,9 +212,11 @@ async fn invocations_are_listed_paged_counted_and_metered_and_survive_a_restart(
 
     // Rebuilt from RESULTS, it lists the same invocations.
     cluster.restart_dispatcher(&["--rebuild-index"]).await;
-    poll(&cluster, "/v1/invocations?limit=1000", |b| {
-        b["items"].as_array().unwrap().len() == 10
-    })
+    poll(
+        &cluster,
+        "/v1/invocations?limit=1000",
+        |b: &InvocationPage| b.items.len() == 10,
+    )
     .await;
     assert_eq!(all_pages(&cluster, "", 4).await, ids);
     assert!(applied_since_start(&cluster).await >= 10.0);

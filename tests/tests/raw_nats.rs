@@ -35,8 +35,8 @@ async fn plain_nats_publish_runs_the_function_and_publishes_the_result() {
 
     // The API finds the invocation by id even though no dispatcher accepted it.
     let view = cluster.wait_terminal(&id, Duration::from_secs(5)).await;
-    assert_eq!(view["status"], "succeeded");
-    assert_eq!(view["function"], "hello");
+    assert_eq!(view.status, squall_api::InvocationStatus::Succeeded);
+    assert_eq!(view.function, "hello");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

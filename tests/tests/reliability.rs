@@ -2,6 +2,9 @@
 //! idempotent resubmits. Every accepted invocation reaches exactly one terminal state.
 
 use futures::StreamExt;
+use squall_api::invocations::Invocation;
+use squall_api::operations::DeadLetter;
+use squall_api::{ErrorBody, ErrorKind, InvocationStatus};
 use squall_tests::{Cluster, ClusterOptions};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -35,7 +38,7 @@ async fn terminal_results(
         let Some(Ok(message)) = next else { continue };
         let headers = message.headers.clone().unwrap();
         let status = headers.get("Squall-Status").unwrap().as_str().to_string();
-        if ["succeeded", "failed", "timed_out", "dead_lettered"].contains(&status.as_str()) {
+        if InvocationStatus::parse(&status).is_some_and(InvocationStatus::is_terminal) {
             let id = headers.get("Squall-Invocation-Id").unwrap().to_string();
             *terminal.entry(id).or_default() += 1;
         }
@@ -96,13 +99,13 @@ async fn hung_function_times_out_its_worker_recycles_and_other_jobs_complete() {
     let before = cluster.workers[0].children();
 
     let response = cluster.invoke("sleep", "20000").await;
-    let (status, body) = squall_tests::json_response(response).await;
-    assert_eq!(status, 504, "{body}");
-    assert_eq!(body["error"]["code"], "function_timed_out");
-    assert_eq!(body["error"]["kind"], "timeout");
-    assert_eq!(body["error"]["status"], "timed_out");
+    let (status, body) = squall_tests::decode_response::<ErrorBody>(response).await;
+    assert_eq!(status, 504, "{body:?}");
+    assert_eq!(body.error.code, "function_timed_out");
+    assert_eq!(body.error.extra_str("kind"), Some("timeout"));
+    assert_eq!(body.error.extra_str("status"), Some("timed_out"));
     assert_eq!(
-        body["error"]["message"],
+        body.error.message,
         "function did not return within its timeout of 300 ms"
     );
 
@@ -127,11 +130,11 @@ async fn hung_function_times_out_its_worker_recycles_and_other_jobs_complete() {
         "a new worker process runs"
     );
     // A terminal timeout is a dead letter.
-    let id = body["error"]["invocation_id"].as_str().unwrap();
-    let (status, letter) = cluster.get_json(&format!("/v1/dlq/{id}")).await;
-    assert_eq!(status, 200, "{letter}");
-    assert_eq!(letter["status"], "timed_out");
-    assert_eq!(letter["kind"], "timeout");
+    let id = body.error.extra_str("invocation_id").unwrap();
+    let (status, letter) = cluster.get_as::<DeadLetter>(&format!("/v1/dlq/{id}")).await;
+    assert_eq!(status, 200, "{letter:?}");
+    assert_eq!(letter.summary.status, InvocationStatus::TimedOut);
+    assert_eq!(letter.summary.kind, Some(ErrorKind::Timeout));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,8 +153,10 @@ async fn a_long_job_within_its_timeout_is_never_redelivered() {
         .to_str()
         .unwrap()
         .to_string();
-    let (_, view) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
-    assert_eq!(view["attempts"], 1, "{view}");
+    let (_, view) = cluster
+        .get_as::<Invocation>(&format!("/v1/invocations/{id}"))
+        .await;
+    assert_eq!(view.attempts, 1, "{view:?}");
     let counts = terminal_results(
         &cluster,
         "sleep",

@@ -2,6 +2,7 @@
 //! and the query index as a role that dispatchers without it ask over NATS.
 
 use futures::StreamExt;
+use squall_api::ErrorBody;
 use squall_tests::{Cluster, ClusterOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -247,11 +248,16 @@ async fn queries_through_a_dispatcher_without_the_index_match_the_index_holder()
     // The index holder sees them once RESULTS is applied.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, usage) = cluster.get_json("/v1/usage").await;
-        if usage["total"]["invocations"] == 6 {
+        let (_, usage) = cluster
+            .get_as::<squall_api::queries::UsageReport>("/v1/usage")
+            .await;
+        if usage.total.invocations == 6 {
             break;
         }
-        assert!(Instant::now() < deadline, "index never caught up: {usage}");
+        assert!(
+            Instant::now() < deadline,
+            "index never caught up: {usage:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for path in [
@@ -276,7 +282,7 @@ async fn queries_through_a_dispatcher_without_the_index_match_the_index_holder()
         assert_eq!(timeless(asked), timeless(held), "{path}");
     }
     // Bad queries are refused by the gateway itself, in the same words.
-    let (status, held) = cluster.get_json("/v1/invocations?limit=0").await;
+    let (status, held) = cluster.get_as::<ErrorBody>("/v1/invocations?limit=0").await;
     let asked = cluster
         .http
         .get(format!("{gateway}/v1/invocations?limit=0"))
@@ -284,7 +290,7 @@ async fn queries_through_a_dispatcher_without_the_index_match_the_index_holder()
         .await
         .expect("query");
     assert_eq!((status, asked.status().as_u16()), (400, 400));
-    assert_eq!(asked.json::<serde_json::Value>().await.unwrap(), held);
+    assert_eq!(asked.json::<ErrorBody>().await.unwrap(), held);
 
     // The index is a NATS service: `$SRV.PING` finds it.
     let client = cluster.nats_client().await;
@@ -304,8 +310,8 @@ async fn queries_through_a_dispatcher_without_the_index_match_the_index_holder()
         .await
         .expect("query");
     assert_eq!(response.status(), 503);
-    let body: serde_json::Value = response.json().await.expect("json");
-    assert_eq!(body["error"]["code"], "index_unavailable", "{body}");
+    let (_, body) = squall_tests::decode_response::<ErrorBody>(response).await;
+    assert_eq!(body.error.code, "index_unavailable", "{body:?}");
     let response = invoke_at(&cluster, &gateway, "hello", "", "{}").await;
     assert_eq!(response.status(), 200);
 }

@@ -1,6 +1,9 @@
 //! API keys and scopes, secure defaults, function secrets and request limits, against real
 //! dispatchers and workers.
 
+use squall_api::functions::{Function, Secrets};
+use squall_api::operations::{CreatedKey, KeyList, Scope};
+use squall_api::ErrorBody;
 use squall_tests::{built, free_port, json_response, Cluster, ClusterOptions, Process};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -44,7 +47,13 @@ async fn create_key(base: &str, name: &str, scopes: &[&str]) -> String {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    body["key"].as_str().unwrap().to_string()
+    decode::<CreatedKey>(&body).key
+}
+
+/// Decodes a JSON body as one of the API's types, panicking with the body when it does not.
+fn decode<T: serde::de::DeserializeOwned>(body: &serde_json::Value) -> T {
+    serde_json::from_value(body.clone())
+        .unwrap_or_else(|e| panic!("not a {} ({e}): {body}", std::any::type_name::<T>()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,6 +83,14 @@ async fn keys_and_scopes_guard_every_route_and_revocation_reaches_every_dispatch
     // Listing shows names and scopes, never keys or their hashes.
     let (status, listed) = call(&url, M::GET, "/v1/keys", Some(ADMIN), None).await;
     assert_eq!(status, 200);
+    let keys = decode::<KeyList>(&listed);
+    assert!(
+        keys.keys
+            .iter()
+            .any(|k| k.name == "ci" && k.scopes == [Scope::Invoke]),
+        "{keys:?}"
+    );
+    // The raw text too: no key, nor part of one, nor a hash, anywhere in the answer.
     let text = listed.to_string();
     assert!(text.contains("\"ci\"") && text.contains("invoke"), "{text}");
     assert!(
@@ -217,7 +234,11 @@ async fn secrets_reach_the_function_and_never_show_in_responses_or_logs() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["secrets"]["API_TOKEN"], "[redacted]");
+    let secrets = decode::<Secrets>(&body);
+    assert_eq!(
+        secrets.secrets.get("API_TOKEN").map(String::as_str),
+        Some("[redacted]")
+    );
     squall_tests::wait_workers_ready(&cluster, "echo").await;
 
     // The function sees it (echo reports each secret's length, never its value).
@@ -241,7 +262,7 @@ async fn secrets_reach_the_function_and_never_show_in_responses_or_logs() {
     // A redeploy keeps it.
     cluster.deploy_example("echo", None).await;
     let (_, function) = cluster.get_json("/v1/functions/echo").await;
-    assert_eq!(function["secrets"], serde_json::json!(["API_TOKEN"]));
+    assert_eq!(decode::<Function>(&function).secrets, ["API_TOKEN"]);
 
     let mut seen = vec![function.to_string(), body.to_string()];
     for path in [
@@ -273,8 +294,10 @@ async fn secrets_reach_the_function_and_never_show_in_responses_or_logs() {
         .0,
         204
     );
-    let (_, after) = cluster.get_json("/v1/functions/echo/secrets").await;
-    assert_eq!(after["secrets"], serde_json::json!({}));
+    let (_, after) = cluster
+        .get_as::<Secrets>("/v1/functions/echo/secrets")
+        .await;
+    assert!(after.secrets.is_empty(), "{after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,11 +321,11 @@ async fn each_request_limit_refuses_a_request_just_over_it() {
         .send()
         .await
         .unwrap();
-    let (status, body) = json_response(response).await;
+    let (status, body) = squall_tests::decode_response::<ErrorBody>(response).await;
     assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (431, Some("headers_too_large")),
-        "{body}"
+        (status, body.error.code.as_str()),
+        (431, "headers_too_large"),
+        "{body:?}"
     );
     // Headers: 64 at most.
     let mut request = reqwest::Client::new().get(format!("{url}/v1/functions"));
@@ -312,11 +335,13 @@ async fn each_request_limit_refuses_a_request_just_over_it() {
     assert_eq!(request.send().await.unwrap().status(), 431);
     // Names: 64 characters.
     let long = "f".repeat(65);
-    let (status, body) = cluster.get_json(&format!("/v1/functions/{long}")).await;
+    let (status, body) = cluster
+        .get_as::<ErrorBody>(&format!("/v1/functions/{long}"))
+        .await;
     assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("invalid_name")),
-        "{body}"
+        (status, body.error.code.as_str()),
+        (400, "invalid_name"),
+        "{body:?}"
     );
     // JSON depth: 128 levels.
     let deep = format!("{}1{}", "[".repeat(129), "]".repeat(129));
@@ -330,15 +355,9 @@ async fn each_request_limit_refuses_a_request_just_over_it() {
         .send()
         .await
         .unwrap();
-    let (status, body) = json_response(response).await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("recursion limit"),
-        "{body}"
-    );
+    let (status, body) = squall_tests::decode_response::<ErrorBody>(response).await;
+    assert_eq!(status, 400, "{body:?}");
+    assert!(body.error.message.contains("recursion limit"), "{body:?}");
     // Just under each limit is fine (and an absurd wait is clamped, not a crash).
     let response = cluster
         .http

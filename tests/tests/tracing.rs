@@ -201,7 +201,7 @@ async fn one_trace_per_invocation_from_http_through_every_attempt() {
         assert!(attribute(attempt, "squall.attempt").contains(&(n + 1).to_string()));
     }
     assert!(attribute(attempts[0], "squall.outcome").contains("retrying"));
-    assert!(attribute(attempts[2], "squall.outcome").contains(done["status"].as_str().unwrap()));
+    assert!(attribute(attempts[2], "squall.outcome").contains(done.status.as_str()));
     let dead = one(&spans, "squall.dead_letter");
     assert_eq!(dead.parent_span_id, attempts[2].span_id);
 
