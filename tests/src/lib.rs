@@ -415,6 +415,26 @@ fn build() -> anyhow::Result<Built> {
     // features unify alike and this build is a no-op after theirs, instead of rebuilding the
     // dependencies with another feature set (and making their next build rebuild them back).
     let mut command = Command::new(cargo);
+    // Cargo gives a test process the variables of the test's own package (`CARGO_PKG_NAME`,
+    // `CARGO_MANIFEST_DIR`, `OUT_DIR`, …). Build scripts that watch them (ring's does) would see
+    // them changed and rebuild everything above them, so the child cargo must not inherit them.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name == "OUT_DIR"
+            || [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_BIN_",
+                "CARGO_CRATE_",
+                "CARGO_PRIMARY_",
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            || name == "CARGO_TARGET_TMPDIR"
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
     command.current_dir(&root).args([
         "build",
         "--workspace",
