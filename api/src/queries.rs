@@ -126,6 +126,12 @@ pub struct Usage {
     pub attempts: u64,
     pub cpu_ms: f64,
     pub wall_ms: f64,
+    /// State operations (the host's `kv_get`, `kv_put`, `kv_delete`) of every attempt.
+    #[serde(default)]
+    pub kv_ops: u64,
+    /// Bytes those operations read and wrote (values).
+    #[serde(default)]
+    pub kv_bytes: u64,
 }
 
 /// One group of a usage report: a function's or an hour's totals.

@@ -296,6 +296,8 @@ mod tests {
             finished_at_ms: 2,
             duration_us: 3,
             cpu_us: 0,
+            kv_ops: 0,
+            kv_bytes: 0,
             logs: Vec::new(),
             worker: "w".into(),
         }

@@ -44,6 +44,9 @@ pub const KV_KEY: &str = "Squall-Kv-Key";
 pub const KV_OP: &str = "Squall-Kv-Op";
 /// CPU time the function used on its thread, in microseconds (for metering).
 pub const CPU_US: &str = "Squall-Cpu-Us";
+/// A result's state operations and the bytes they moved (absent when none).
+pub const KV_OPS: &str = "Squall-Kv-Ops";
+pub const KV_BYTES: &str = "Squall-Kv-Bytes";
 /// On a synchronous job: the subject of the dispatcher waiting for it, under that dispatcher's
 /// own inbox prefix. The worker sends the terminal result there as well as storing it.
 pub const REPLY_TO: &str = "Squall-Reply-To";

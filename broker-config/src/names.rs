@@ -75,6 +75,10 @@ pub const TRIGGERS_BUCKET: &str = "squall_triggers";
 pub const FLEET_BUCKET: &str = "squall_fleet";
 /// The KV bucket of API keys (key name → JSON record holding the key's SHA-256, never the key).
 pub const KEYS_BUCKET: &str = "squall_keys";
+/// Functions' own key-value state, one namespace per function (`<function>.<key>`).
+pub const STATE_BUCKET: &str = "squall_state";
+/// The largest value a function may store in its state.
+pub const STATE_MAX_VALUE: usize = 1 << 20;
 
 /// The subject holding schedule `name`.
 pub fn schedule_subject(name: &str) -> String {

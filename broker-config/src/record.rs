@@ -179,6 +179,9 @@ pub struct ResultMeta {
     pub duration_us: u64,
     /// CPU time of the call on its thread.
     pub cpu_us: u64,
+    /// State operations (host `kv_*` calls) of the attempt, and the bytes they moved.
+    pub kv_ops: u64,
+    pub kv_bytes: u64,
     pub logs: Vec<LogLine>,
     /// The worker process that produced the result; empty when unknown.
     pub worker: String,
@@ -212,6 +215,10 @@ impl ResultMeta {
         headers.insert(h::FINISHED_AT, self.finished_at_ms.to_string().as_str());
         headers.insert(h::DURATION_US, self.duration_us.to_string().as_str());
         headers.insert(h::CPU_US, self.cpu_us.to_string().as_str());
+        if self.kv_ops > 0 {
+            headers.insert(h::KV_OPS, self.kv_ops.to_string().as_str());
+            headers.insert(h::KV_BYTES, self.kv_bytes.to_string().as_str());
+        }
         if !self.worker.is_empty() {
             headers.insert(h::WORKER, self.worker.as_str());
         }
@@ -271,6 +278,8 @@ impl ResultMeta {
             finished_at_ms: number(headers, h::FINISHED_AT)?,
             duration_us: number(headers, h::DURATION_US)?,
             cpu_us: number(headers, h::CPU_US).unwrap_or(0),
+            kv_ops: number(headers, h::KV_OPS).unwrap_or(0),
+            kv_bytes: number(headers, h::KV_BYTES).unwrap_or(0),
             logs,
             worker: headers
                 .get(h::WORKER)
@@ -340,6 +349,8 @@ mod tests {
             finished_at_ms: 3,
             duration_us: 4,
             cpu_us: 3,
+            kv_ops: 4,
+            kv_bytes: 50,
             logs: vec![LogLine {
                 level: LogLevel::Info,
                 message: "two\nlines".into(),

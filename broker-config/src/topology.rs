@@ -5,7 +5,7 @@ use crate::names::{
     consumer_name, jobs_subject, trigger_consumer_name, ADVISORY_STREAM, ARTIFACT_BUCKET,
     CRON_DISPATCH, DLQ_MOVER, DLQ_STREAM, EVENTS_PLACEHOLDER_SUBJECT, EVENTS_STREAM, FLEET_BUCKET,
     IDEMPOTENCY_BUCKET, JOBS_STREAM, KEYS_BUCKET, MAX_DELIVERIES_SUBJECTS, REGISTRY_BUCKET,
-    RESULTS_STREAM, SCHEDULES_STREAM, TRIGGERS_BUCKET,
+    RESULTS_STREAM, SCHEDULES_STREAM, STATE_BUCKET, STATE_MAX_VALUE, TRIGGERS_BUCKET,
 };
 use crate::spec::FunctionSpec;
 use async_nats::jetstream::{self, consumer, kv, object_store, stream};
@@ -126,6 +126,8 @@ pub struct Topology {
     pub triggers: kv::Store,
     /// Fleet supervisors' heartbeats and their shared worker allocation.
     pub fleet: kv::Store,
+    /// Functions' own state (the host services' `kv_*` calls), with per-key TTLs.
+    pub state: kv::Store,
     /// The API keys' hashes: `Some` from `ensure_topology`, `None` from `open_topology`
     /// (workers have no use for keys, and `auth.conf` does not let them read the bucket).
     pub keys: Option<kv::Store>,
@@ -403,6 +405,13 @@ pub async fn ensure_topology(
             name: REGISTRY_BUCKET,
             source,
         })?;
+    let state = js
+        .create_or_update_key_value(state_bucket_config(cfg))
+        .await
+        .map_err(|source| TopologyError::KeyValue {
+            name: STATE_BUCKET,
+            source,
+        })?;
     let keys = js
         .create_or_update_key_value(kv::Config {
             bucket: KEYS_BUCKET.into(),
@@ -451,6 +460,7 @@ pub async fn ensure_topology(
         events,
         triggers,
         fleet,
+        state,
         keys: Some(keys),
     })
 }
@@ -487,11 +497,12 @@ pub async fn open_topology(client: async_nats::Client) -> Result<Topology, Topol
             get(SCHEDULES_STREAM),
             get(EVENTS_STREAM),
         ),
-        futures::future::try_join4(
+        futures::future::try_join5(
             open_kv(TRIGGERS_BUCKET),
             open_kv(FLEET_BUCKET),
             open_kv(IDEMPOTENCY_BUCKET),
             open_kv(REGISTRY_BUCKET),
+            open_kv(STATE_BUCKET),
         ),
     );
     let artifacts = async {
@@ -506,7 +517,7 @@ pub async fn open_topology(client: async_nats::Client) -> Result<Topology, Topol
         (
             (jobs, results, dlq),
             (advisories, schedules, events),
-            (triggers, fleet, idempotency, registry),
+            (triggers, fleet, idempotency, registry, state),
         ),
         artifacts,
     ) = futures::future::try_join(streams, artifacts).await?;
@@ -523,8 +534,27 @@ pub async fn open_topology(client: async_nats::Client) -> Result<Topology, Topol
         events,
         triggers,
         fleet,
+        state,
         keys: None,
     })
+}
+
+/// How long the marker of an expired state key stays, telling watchers it went away.
+const STATE_MARKER_TTL: Duration = Duration::from_secs(60);
+
+/// The functions' state bucket: one value per key, per-key TTLs (`Nats-TTL`) with a delete
+/// marker when a key expires, so that every worker's cache hears of it.
+pub fn state_bucket_config(cfg: &TopologyConfig) -> kv::Config {
+    kv::Config {
+        bucket: STATE_BUCKET.into(),
+        description: "Squall functions' own state, one namespace per function".into(),
+        history: 1,
+        // The value plus its key and headers.
+        max_value_size: (STATE_MAX_VALUE + 4096) as i32,
+        limit_markers: Some(STATE_MARKER_TTL),
+        num_replicas: cfg.replicas,
+        ..Default::default()
+    }
 }
 
 /// The durable pull consumer definition for a function.

@@ -201,6 +201,8 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
                 finished_at_ms: now,
                 duration_us: 0,
                 cpu_us: 0,
+                kv_ops: 0,
+                kv_bytes: 0,
                 logs: Vec::new(),
                 worker: String::new(),
             };

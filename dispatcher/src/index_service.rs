@@ -125,6 +125,8 @@ pub fn answer(index: &QueryIndex, query: &IndexQuery) -> Result<serde_json::Valu
                     total.attempts += usage.attempts;
                     total.cpu_ms += usage.cpu_ms;
                     total.wall_ms += usage.wall_ms;
+                    total.kv_ops += usage.kv_ops;
+                    total.kv_bytes += usage.kv_bytes;
                     let mut row = serde_json::to_value(usage).unwrap_or_default();
                     match key {
                         GroupKey::Function(f) => row["function"] = f.as_str().into(),

@@ -41,6 +41,52 @@ pub struct Entry {
     pub cpu_us_total: u64,
     /// The RESULTS sequence this entry was last updated from.
     pub last_sequence: u64,
+    /// State operations summed over every attempt, and the bytes they moved. Last, so that an
+    /// entry written before they existed still decodes (see `decode_entry`).
+    pub kv_ops_total: u64,
+    pub kv_bytes_total: u64,
+}
+
+/// An entry as written before the state totals were added.
+#[derive(Serialize, Deserialize)]
+struct EntryWithoutState {
+    function: String,
+    version: String,
+    status: InvocationStatus,
+    error_kind: Option<String>,
+    attempts: u32,
+    created_at_ms: u64,
+    finished_at_ms: u64,
+    duration_us: u64,
+    wall_us_total: u64,
+    cpu_us_total: u64,
+    last_sequence: u64,
+}
+
+/// Decodes an entry of either layout.
+fn decode_entry(bytes: &[u8]) -> Result<Entry, IndexError> {
+    let current = bincode::serde::decode_from_slice::<Entry, _>(bytes, bincode::config::standard());
+    match current {
+        Ok((entry, read)) if read == bytes.len() => Ok(entry),
+        _ => {
+            let old: EntryWithoutState = decode(bytes)?;
+            Ok(Entry {
+                function: old.function,
+                version: old.version,
+                status: old.status,
+                error_kind: old.error_kind,
+                attempts: old.attempts,
+                created_at_ms: old.created_at_ms,
+                finished_at_ms: old.finished_at_ms,
+                duration_us: old.duration_us,
+                wall_us_total: old.wall_us_total,
+                cpu_us_total: old.cpu_us_total,
+                last_sequence: old.last_sequence,
+                kv_ops_total: 0,
+                kv_bytes_total: 0,
+            })
+        }
+    }
 }
 
 impl Entry {
@@ -53,6 +99,7 @@ impl Entry {
         let (wall, cpu, created) = previous.map_or((0, 0, meta.created_at_ms), |p| {
             (p.wall_us_total, p.cpu_us_total, p.created_at_ms)
         });
+        let (kv_ops, kv_bytes) = previous.map_or((0, 0), |p| (p.kv_ops_total, p.kv_bytes_total));
         Some(Entry {
             function: meta.function.clone(),
             version: meta.version.clone(),
@@ -65,6 +112,8 @@ impl Entry {
             wall_us_total: wall + meta.duration_us,
             cpu_us_total: cpu + meta.cpu_us,
             last_sequence: sequence,
+            kv_ops_total: kv_ops + meta.kv_ops,
+            kv_bytes_total: kv_bytes + meta.kv_bytes,
         })
     }
 }
@@ -218,7 +267,7 @@ impl QueryIndex {
 
     fn entry(&self, id: &[u8]) -> Result<Option<Entry>, IndexError> {
         match self.entries.get(id)? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            Some(bytes) => Ok(Some(decode_entry(&bytes)?)),
             None => Ok(None),
         }
     }
@@ -410,6 +459,8 @@ pub struct Usage {
     pub attempts: u64,
     pub cpu_ms: f64,
     pub wall_ms: f64,
+    pub kv_ops: u64,
+    pub kv_bytes: u64,
 }
 
 /// Usage of `entries` grouped by function name or by hour (the hour's start in Unix ms).
@@ -425,6 +476,8 @@ pub fn usage(entries: &[Entry], group_by: GroupBy) -> BTreeMap<GroupKey, Usage> 
         group.attempts += u64::from(entry.attempts);
         group.cpu_ms += entry.cpu_us_total as f64 / 1000.0;
         group.wall_ms += entry.wall_us_total as f64 / 1000.0;
+        group.kv_ops += entry.kv_ops_total;
+        group.kv_bytes += entry.kv_bytes_total;
     }
     groups
 }
@@ -440,6 +493,35 @@ pub enum GroupKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_written_before_the_state_totals_still_decodes() {
+        let old = EntryWithoutState {
+            function: "f".into(),
+            version: "v".into(),
+            status: InvocationStatus::Succeeded,
+            error_kind: None,
+            attempts: 2,
+            created_at_ms: 1,
+            finished_at_ms: 2,
+            duration_us: 3,
+            wall_us_total: 4,
+            cpu_us_total: 5,
+            last_sequence: 6,
+        };
+        let entry = decode_entry(&encode(&old).unwrap()).unwrap();
+        assert_eq!(
+            (entry.attempts, entry.cpu_us_total, entry.last_sequence),
+            (2, 5, 6)
+        );
+        assert_eq!((entry.kv_ops_total, entry.kv_bytes_total), (0, 0));
+        let current = Entry {
+            kv_ops_total: 7,
+            kv_bytes_total: 8,
+            ..entry
+        };
+        assert_eq!(decode_entry(&encode(&current).unwrap()).unwrap(), current);
+    }
     use squall_broker::ErrorKind;
 
     fn meta(id: &str, function: &str, status: InvocationStatus, created: u64) -> ResultMeta {
@@ -455,6 +537,8 @@ mod tests {
             finished_at_ms: created + 5,
             duration_us: 2000,
             cpu_us: 1500,
+            kv_ops: 0,
+            kv_bytes: 0,
             logs: vec![],
             worker: String::new(),
         }

@@ -127,6 +127,8 @@ mod tests {
             finished_at_ms: 1500,
             duration_us: 420,
             cpu_us: 400,
+            kv_ops: 0,
+            kv_bytes: 0,
             logs: vec![],
             worker: String::new(),
         }

@@ -264,6 +264,13 @@ async fn execute(
     let event = job.event.clone();
     let attempt_no = job.attempt;
     let deadline = now_ms() + state.spec.timeout_ms;
+    let mut services = worker.host.for_call(
+        &state.record.name,
+        &invocation_id,
+        &traceparent,
+        std::time::Instant::now() + timeout,
+        tracing::Span::current(),
+    );
     let (done, mut call) = tokio::sync::oneshot::channel();
     let ticket = executor.submit(move || {
         let mut logs = LogCapture::new(budget);
@@ -278,13 +285,14 @@ async fn execute(
         };
         let started = std::time::Instant::now();
         let cpu_before = crate::loader::thread_cpu_time();
-        let result = library.call(&cx, &input, &mut logs);
+        let result = library.call(&cx, &input, &mut logs, &mut services);
         let cpu_us = crate::loader::thread_cpu_time()
             .saturating_sub(cpu_before)
             .as_micros() as u64;
         let timing = Timing {
             wall_us: started.elapsed().as_micros() as u64,
             cpu_us,
+            kv: services.usage(),
         };
         let _ = done.send((result, logs, timing));
     });
@@ -305,7 +313,7 @@ async fn execute(
                     "function did not return within its timeout of {} ms",
                     timeout.as_millis()
                 );
-                let timing = Timing { wall_us: timeout.as_micros() as u64, cpu_us: 0 };
+                let timing = Timing { wall_us: timeout.as_micros() as u64, ..Timing::default() };
                 return Execution::failed(ErrorKind::Timeout, message, timing);
             }
             _ = progress.tick() => {
@@ -327,11 +335,13 @@ async fn execute(
     }
 }
 
-/// How long a call took: wall time, and CPU time on its thread (for metering).
+/// How long a call took: wall time, and CPU time on its thread; and its use of state (for
+/// metering).
 #[derive(Debug, Clone, Copy, Default)]
 struct Timing {
     wall_us: u64,
     cpu_us: u64,
+    kv: crate::host::KvUsage,
 }
 
 async fn run_job(
@@ -491,6 +501,8 @@ async fn settle(
         finished_at_ms: now_ms(),
         duration_us: attempt.timing.wall_us,
         cpu_us: attempt.timing.cpu_us,
+        kv_ops: attempt.timing.kv.ops,
+        kv_bytes: attempt.timing.kv.bytes,
         logs: attempt.logs,
         worker: worker.id.clone(),
     };

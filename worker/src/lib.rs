@@ -9,6 +9,7 @@
 pub mod artifacts;
 pub mod decide;
 pub mod executor;
+pub mod host;
 pub mod job;
 pub mod loader;
 pub mod metrics;
@@ -71,6 +72,8 @@ pub struct Worker {
     in_flight: Arc<Semaphore>,
     /// This process's metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// Functions' state and events (the ABI's host services).
+    pub host: Arc<host::HostServices>,
 }
 
 const MAX_IN_FLIGHT: u32 = 1 << 20;
@@ -308,6 +311,9 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
             config.cache_dir.display()
         )
     })?;
+    let host = host::HostServices::start(&topology)
+        .await
+        .context("cannot open the functions' state bucket")?;
     let metrics = Arc::new(metrics::Metrics::new());
     let mut artifacts = ArtifactCache::new(config.cache_dir.clone());
     artifacts.metrics = Some(metrics.clone());
@@ -322,6 +328,7 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
         recycle: AtomicBool::new(false),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize)),
         metrics,
+        host,
     });
     if let Some(addr) = worker.config.metrics_addr {
         metrics::serve(addr, worker.metrics.clone()).await?;

@@ -9,6 +9,7 @@ use squall_sdk::abi::{
     self, FreeFn, InitFn, InvokeFn, SquallBuf, SquallBytes, SquallCtx, SquallHost, SquallOutput,
 };
 use squall_sdk::Level;
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -112,6 +113,168 @@ impl LogCapture {
     }
 }
 
+/// Why a host-service call failed, as the ABI numbers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostFailure {
+    /// The broker did not answer in time: retryable.
+    Unavailable,
+    /// The key or subject is not allowed.
+    Denied,
+    /// A key over 256 bytes, or a value or payload over the limit.
+    TooLarge,
+    /// A malformed key or subject, or a call from outside an invocation.
+    Invalid,
+}
+
+impl HostFailure {
+    /// The ABI status code.
+    pub fn code(self) -> i32 {
+        match self {
+            HostFailure::Unavailable => abi::SQUALL_HOST_UNAVAILABLE,
+            HostFailure::Denied => abi::SQUALL_HOST_DENIED,
+            HostFailure::TooLarge => abi::SQUALL_HOST_TOO_LARGE,
+            HostFailure::Invalid => abi::SQUALL_HOST_INVALID,
+        }
+    }
+
+    /// A short name, for spans and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostFailure::Unavailable => "unavailable",
+            HostFailure::Denied => "denied",
+            HostFailure::TooLarge => "too_large",
+            HostFailure::Invalid => "invalid",
+        }
+    }
+}
+
+/// The host services of one call, implemented in safe code outside this module; the
+/// callbacks below turn the ABI's arguments into these calls and their results into codes.
+pub trait HostCalls {
+    /// The value of `key`, or `None` when there is none.
+    fn kv_get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, HostFailure>;
+    /// Stores `value` under `key`; `ttl_ms` 0 keeps it.
+    fn kv_put(&mut self, key: &[u8], value: &[u8], ttl_ms: u64) -> Result<(), HostFailure>;
+    /// Deletes `key`.
+    fn kv_delete(&mut self, key: &[u8]) -> Result<(), HostFailure>;
+    /// Publishes `payload` on `subject`.
+    fn publish(&mut self, subject: &[u8], payload: &[u8]) -> Result<(), HostFailure>;
+}
+
+/// The call in progress on this thread: its `squall_ctx` and its services. Set only for the
+/// duration of `squall_invoke`, so a host call from another thread, or after the call
+/// returned, finds nothing and answers `SQUALL_HOST_INVALID`.
+struct Current {
+    ctx: *const SquallCtx,
+    services: *mut (dyn HostCalls + 'static),
+}
+
+thread_local! {
+    static CURRENT: Cell<Option<Current>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with the services of the call in progress on this thread, when `ctx` is its ctx.
+fn with_current(ctx: *const SquallCtx, f: impl FnOnce(&mut dyn HostCalls) -> i32) -> i32 {
+    let current = CURRENT.with(|cell| cell.take());
+    let Some(current) = current else {
+        return abi::SQUALL_HOST_INVALID;
+    };
+    let code = if std::ptr::eq(current.ctx, ctx) {
+        // SAFETY: `services` was set by `Loaded::call` from a `&mut dyn HostCalls` that lives
+        // for the whole `squall_invoke` on this thread, and it is taken out of the cell while
+        // in use, so no second reference to it exists (a nested call finds the cell empty).
+        let services = unsafe { &mut *current.services };
+        catch_unwind(AssertUnwindSafe(|| f(services))).unwrap_or(abi::SQUALL_HOST_UNAVAILABLE)
+    } else {
+        abi::SQUALL_HOST_INVALID
+    };
+    CURRENT.with(|cell| cell.set(Some(current)));
+    code
+}
+
+fn code_of(result: Result<(), HostFailure>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(failure) => failure.code(),
+    }
+}
+
+unsafe extern "C" fn host_kv_get(
+    ctx: *const SquallCtx,
+    key: SquallBytes,
+    value: *mut SquallBuf,
+) -> i32 {
+    if value.is_null() {
+        return abi::SQUALL_HOST_INVALID;
+    }
+    with_current(ctx, |services| {
+        // SAFETY: the ABI requires `key` to point to `len` readable bytes during the call.
+        let key = unsafe { key.as_slice() };
+        match services.kv_get(key) {
+            Ok(Some(bytes)) => {
+                let buf = if bytes.is_empty() {
+                    SquallBuf::EMPTY
+                } else {
+                    let mut bytes = std::mem::ManuallyDrop::new(bytes);
+                    SquallBuf {
+                        ptr: bytes.as_mut_ptr(),
+                        len: bytes.len(),
+                        cap: bytes.capacity(),
+                    }
+                };
+                // SAFETY: `value` is the function's non-null out-pointer for this call.
+                unsafe { value.write(buf) };
+                0
+            }
+            Ok(None) => abi::SQUALL_HOST_NOT_FOUND,
+            Err(failure) => failure.code(),
+        }
+    })
+}
+
+unsafe extern "C" fn host_kv_put(
+    ctx: *const SquallCtx,
+    key: SquallBytes,
+    value: SquallBytes,
+    ttl_ms: u64,
+) -> i32 {
+    with_current(ctx, |services| {
+        // SAFETY: the ABI requires both slices to be readable during the call.
+        let (key, value) = unsafe { (key.as_slice(), value.as_slice()) };
+        code_of(services.kv_put(key, value, ttl_ms))
+    })
+}
+
+unsafe extern "C" fn host_kv_delete(ctx: *const SquallCtx, key: SquallBytes) -> i32 {
+    with_current(ctx, |services| {
+        // SAFETY: the ABI requires `key` to be readable during the call.
+        let key = unsafe { key.as_slice() };
+        code_of(services.kv_delete(key))
+    })
+}
+
+unsafe extern "C" fn host_publish(
+    ctx: *const SquallCtx,
+    subject: SquallBytes,
+    payload: SquallBytes,
+) -> i32 {
+    with_current(ctx, |services| {
+        // SAFETY: the ABI requires both slices to be readable during the call.
+        let (subject, payload) = unsafe { (subject.as_slice(), payload.as_slice()) };
+        code_of(services.publish(subject, payload))
+    })
+}
+
+/// Frees a buffer `host_kv_get` filled: it is a `Vec<u8>`'s parts. Callable from any thread.
+unsafe extern "C" fn host_buf_free(buf: SquallBuf) {
+    if buf.ptr.is_null() || buf.cap == 0 {
+        return;
+    }
+    // SAFETY: the ABI gives back, exactly once, a buffer `host_kv_get` made from a `Vec<u8>`
+    // with these very pointer, length and capacity.
+    drop(unsafe { Vec::from_raw_parts(buf.ptr, buf.len, buf.cap) });
+}
+
 /// What the host tells a function about one call; the loader turns it into a `squall_ctx`.
 pub struct CallContext<'a> {
     pub function: &'a str,
@@ -148,11 +311,18 @@ unsafe extern "C" fn init_log(_data: *mut c_void, level: u32, message: SquallByt
     });
 }
 
+/// The host struct of this worker: its log callback and every host service. During
+/// `squall_init` the services answer `SQUALL_HOST_INVALID` (no invocation runs).
 fn host_struct(data: *mut c_void, log: abi::LogFn) -> SquallHost {
     SquallHost {
         size: std::mem::size_of::<SquallHost>() as u32,
         data,
         log: Some(log),
+        kv_get: Some(host_kv_get),
+        kv_put: Some(host_kv_put),
+        kv_delete: Some(host_kv_delete),
+        publish: Some(host_publish),
+        buf_free: Some(host_buf_free),
     }
 }
 
@@ -204,9 +374,16 @@ impl Loaded {
         })
     }
 
-    /// Calls `squall_invoke` once, capturing log lines into `logs`. Runs the function on the
-    /// calling thread: call it from a blocking pool.
-    pub fn call(&self, cx: &CallContext<'_>, input: &[u8], logs: &mut LogCapture) -> CallResult {
+    /// Calls `squall_invoke` once, capturing log lines into `logs` and serving host calls
+    /// with `services`. Runs the function on the calling thread: call it from a call thread,
+    /// never from within the async runtime (the services block on it).
+    pub fn call(
+        &self,
+        cx: &CallContext<'_>,
+        input: &[u8],
+        logs: &mut LogCapture,
+        services: &mut (dyn HostCalls + 'static),
+    ) -> CallResult {
         let host = host_struct(logs as *mut LogCapture as *mut c_void, capture_log);
         let ctx = SquallCtx {
             size: std::mem::size_of::<SquallCtx>() as u32,
@@ -223,9 +400,17 @@ impl Loaded {
             body: SquallBuf::EMPTY,
             retry_after_ms: 0,
         };
+        let previous = CURRENT.with(|cell| {
+            cell.replace(Some(Current {
+                ctx: &ctx,
+                services: services as *mut (dyn HostCalls + 'static),
+            }))
+        });
         // SAFETY: `invoke` points into the library this struct keeps alive; `ctx`, the byte
-        // slices it borrows, `host` and `logs` all outlive the call; `out` is a valid out-pointer.
+        // slices it borrows, `host`, `logs` and `services` all outlive the call; `out` is a
+        // valid out-pointer.
         let status = unsafe { (self.invoke)(&ctx, SquallBytes::from_slice(input), &mut out) };
+        CURRENT.with(|cell| cell.set(previous));
         let body = if out.body.ptr.is_null() || out.body.len == 0 {
             Vec::new()
         } else {

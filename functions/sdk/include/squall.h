@@ -17,6 +17,8 @@
  *     `squall_buf` back to `squall_free` exactly once, after copying the bytes. `squall_free`
  *     must accept an empty buffer (NULL ptr, len 0, cap 0) as a no-op.
  *   - The host's `log` callback copies the message before returning; pass borrowed bytes.
+ *   - A value the host fills (kv_get) belongs to the function until it hands it back to the
+ *     host's `buf_free`, exactly once.
  *
  * The size rule
  *   `squall_host` and `squall_ctx` start with `size`, the struct's size as the host built it.
@@ -72,14 +74,31 @@ extern "C" {
 typedef struct { const uint8_t *ptr; size_t len; } squall_bytes;      /* borrowed for the call */
 typedef struct { uint8_t *ptr; size_t len; size_t cap; } squall_buf;   /* owned by the library */
 
+struct squall_ctx;
 typedef struct squall_host {
   uint32_t size;                /* sizeof(squall_host) as the host built it */
   void *data;
   /* level: 1 error, 2 warn, 3 info, 4 debug, 5 trace */
   void (*log)(void *data, uint32_t level, squall_bytes message);
+  /* ---- appended: state and events, scoped to the function of `ctx` ---- */
+  /* 0 found (*value filled by the host; give it back with buf_free), 1 no such key, < 0 error */
+  int32_t (*kv_get)(const struct squall_ctx *ctx, squall_bytes key, squall_buf *value);
+  /* ttl_ms 0 = keep; 0 stored, < 0 error */
+  int32_t (*kv_put)(const struct squall_ctx *ctx, squall_bytes key, squall_bytes value, uint64_t ttl_ms);
+  /* 0 deleted or absent, < 0 error */
+  int32_t (*kv_delete)(const struct squall_ctx *ctx, squall_bytes key);
+  /* publish `payload` on `subject`, which must start with "events."; 0 accepted, < 0 error */
+  int32_t (*publish)(const struct squall_ctx *ctx, squall_bytes subject, squall_bytes payload);
+  void (*buf_free)(squall_buf buf);
 } squall_host;
 
-typedef struct {
+#define SQUALL_HOST_NOT_FOUND 1
+#define SQUALL_HOST_UNAVAILABLE (-1)  /* the broker did not answer in time: retryable */
+#define SQUALL_HOST_DENIED (-2)       /* key or subject not allowed */
+#define SQUALL_HOST_TOO_LARGE (-3)    /* key over 256 bytes, value or payload over the limit */
+#define SQUALL_HOST_INVALID (-4)      /* malformed key or subject, or the call came from outside an invocation */
+
+typedef struct squall_ctx {
   uint32_t size;                /* sizeof(squall_ctx) as the host built it */
   squall_bytes function;        /* function name */
   squall_bytes invocation_id;
@@ -151,6 +170,81 @@ static inline void squall_log_bytes(const squall_ctx *ctx, uint32_t level, squal
 /* Logs a NUL-terminated message through the invocation's host, if it has one. */
 static inline void squall_log(const squall_ctx *ctx, uint32_t level, const char *message) {
   squall_host_log(squall_ctx_host(ctx), level, message);
+}
+
+/* ---- Host services: state and events (conveniences; the contract is the fields above). ----
+ *
+ * Each returns SQUALL_HOST_INVALID when the host is too old to offer the services (its `size`
+ * does not cover `buf_free`) or lacks the callback. Call them only during squall_invoke, from
+ * the thread that runs it, with its ctx. Keys are 1 to 256 bytes of [A-Za-z0-9_=./-], not
+ * starting or ending with '.'; each function sees only its own keys. Values are at most 1 MiB.
+ */
+
+/* The invocation's host when it offers the host services, else NULL. */
+static inline const squall_host *squall_services(const squall_ctx *ctx) {
+  const squall_host *host = squall_ctx_host(ctx);
+  if (host == NULL || !SQUALL_HAS_FIELD(squall_host, host, buf_free)) {
+    return NULL;
+  }
+  return host;
+}
+
+/* Makes borrowed bytes of a NUL-terminated string (NULL gives empty bytes). */
+static inline squall_bytes squall_str(const char *s) {
+  squall_bytes bytes;
+  bytes.ptr = (const uint8_t *)s;
+  bytes.len = s != NULL ? strlen(s) : 0;
+  return bytes;
+}
+
+/* Reads `key`: 0 and *value filled (free it with squall_buf_free), SQUALL_HOST_NOT_FOUND, or
+ * an error below zero. *value is emptied first, so freeing it is always safe. */
+static inline int32_t squall_kv_get(const squall_ctx *ctx, squall_bytes key, squall_buf *value) {
+  const squall_host *host = squall_services(ctx);
+  if (value != NULL) {
+    value->ptr = NULL; value->len = 0; value->cap = 0;
+  }
+  if (host == NULL || host->kv_get == NULL || value == NULL) {
+    return SQUALL_HOST_INVALID;
+  }
+  return host->kv_get(ctx, key, value);
+}
+
+/* Writes `key`; ttl_ms 0 keeps it until it is deleted. */
+static inline int32_t squall_kv_put(const squall_ctx *ctx, squall_bytes key, squall_bytes value,
+                                    uint64_t ttl_ms) {
+  const squall_host *host = squall_services(ctx);
+  if (host == NULL || host->kv_put == NULL) {
+    return SQUALL_HOST_INVALID;
+  }
+  return host->kv_put(ctx, key, value, ttl_ms);
+}
+
+/* Deletes `key`; deleting an absent key succeeds. */
+static inline int32_t squall_kv_delete(const squall_ctx *ctx, squall_bytes key) {
+  const squall_host *host = squall_services(ctx);
+  if (host == NULL || host->kv_delete == NULL) {
+    return SQUALL_HOST_INVALID;
+  }
+  return host->kv_delete(ctx, key);
+}
+
+/* Publishes `payload` on `subject` (under "events."). */
+static inline int32_t squall_publish(const squall_ctx *ctx, squall_bytes subject,
+                                     squall_bytes payload) {
+  const squall_host *host = squall_services(ctx);
+  if (host == NULL || host->publish == NULL) {
+    return SQUALL_HOST_INVALID;
+  }
+  return host->publish(ctx, subject, payload);
+}
+
+/* Gives back a value squall_kv_get filled; an empty buffer is a no-op. */
+static inline void squall_buf_free(const squall_ctx *ctx, squall_buf buf) {
+  const squall_host *host = squall_services(ctx);
+  if (buf.ptr != NULL && host != NULL && host->buf_free != NULL) {
+    host->buf_free(buf);
+  }
 }
 
 #ifdef __cplusplus

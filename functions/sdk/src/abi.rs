@@ -104,6 +104,36 @@ impl SquallBuf {
 /// The host's log callback: `void (*log)(void *data, uint32_t level, squall_bytes message)`.
 pub type LogFn = unsafe extern "C" fn(data: *mut c_void, level: u32, message: SquallBytes);
 
+/// `kv_get`: 0 found (`*value` filled by the host, given back with `buf_free`), 1 no such key,
+/// < 0 an error ([`SQUALL_HOST_UNAVAILABLE`] …).
+pub type KvGetFn =
+    unsafe extern "C" fn(ctx: *const SquallCtx, key: SquallBytes, value: *mut SquallBuf) -> i32;
+/// `kv_put`: `ttl_ms` 0 keeps the value; 0 stored, < 0 an error.
+pub type KvPutFn = unsafe extern "C" fn(
+    ctx: *const SquallCtx,
+    key: SquallBytes,
+    value: SquallBytes,
+    ttl_ms: u64,
+) -> i32;
+/// `kv_delete`: 0 deleted or absent, < 0 an error.
+pub type KvDeleteFn = unsafe extern "C" fn(ctx: *const SquallCtx, key: SquallBytes) -> i32;
+/// `publish`: `subject` must start with `events.`; 0 accepted, < 0 an error.
+pub type PublishFn =
+    unsafe extern "C" fn(ctx: *const SquallCtx, subject: SquallBytes, payload: SquallBytes) -> i32;
+/// `buf_free`: gives back a buffer the host filled (a `kv_get` value).
+pub type BufFreeFn = unsafe extern "C" fn(buf: SquallBuf);
+
+/// Host-service status: `kv_get` found no such key.
+pub const SQUALL_HOST_NOT_FOUND: i32 = 1;
+/// Host-service status: the broker did not answer in time; retryable.
+pub const SQUALL_HOST_UNAVAILABLE: i32 = -1;
+/// Host-service status: the key or subject is not allowed.
+pub const SQUALL_HOST_DENIED: i32 = -2;
+/// Host-service status: a key over 256 bytes, or a value or payload over the limit.
+pub const SQUALL_HOST_TOO_LARGE: i32 = -3;
+/// Host-service status: a malformed key or subject, or a call from outside an invocation.
+pub const SQUALL_HOST_INVALID: i32 = -4;
+
 /// `squall_host`: services the host offers a function. Later hosts append fields; read one only
 /// when `size` covers it.
 #[repr(C)]
@@ -115,9 +145,20 @@ pub struct SquallHost {
     pub data: *mut c_void,
     /// Receives one log line; `None` when the host does not take logs.
     pub log: Option<LogFn>,
+    // ---- appended: state and events, scoped to the function of `ctx` ----
+    /// Reads a key of the function's own namespace.
+    pub kv_get: Option<KvGetFn>,
+    /// Writes a key, with an optional time to live.
+    pub kv_put: Option<KvPutFn>,
+    /// Deletes a key.
+    pub kv_delete: Option<KvDeleteFn>,
+    /// Publishes on a subject under `events.`.
+    pub publish: Option<PublishFn>,
+    /// Frees a buffer the host filled.
+    pub buf_free: Option<BufFreeFn>,
 }
 
-/// `squall_ctx`: what the host tells a function about one invocation. Later hosts append fields;
+/// `struct squall_ctx`: what the host tells a function about one invocation. Later hosts append fields;
 /// read one only when `size` covers it.
 #[repr(C)]
 #[derive(Debug)]
@@ -170,9 +211,14 @@ mod tests {
     fn layout_matches_squall_h_on_64_bit_targets() {
         assert_eq!(size_of::<SquallBytes>(), 16);
         assert_eq!(size_of::<SquallBuf>(), 24);
-        assert_eq!(size_of::<SquallHost>(), 24);
+        assert_eq!(size_of::<SquallHost>(), 64);
         assert_eq!(offset_of!(SquallHost, data), 8);
         assert_eq!(offset_of!(SquallHost, log), 16);
+        assert_eq!(offset_of!(SquallHost, kv_get), 24);
+        assert_eq!(offset_of!(SquallHost, kv_put), 32);
+        assert_eq!(offset_of!(SquallHost, kv_delete), 40);
+        assert_eq!(offset_of!(SquallHost, publish), 48);
+        assert_eq!(offset_of!(SquallHost, buf_free), 56);
         assert_eq!(offset_of!(SquallCtx, function), 8);
         assert_eq!(offset_of!(SquallCtx, invocation_id), 24);
         assert_eq!(offset_of!(SquallCtx, traceparent), 40);

@@ -75,7 +75,8 @@ impl<'a> Host<'a> {
     /// # Safety
     /// `raw` must be null, or point to a `squall_host` whose first `size` bytes are readable and
     /// stay valid for `'a`, with a `log` callback (when `size` covers it) that is safe to call
-    /// with its `data` during `'a`.
+    /// with its `data` during `'a`, and host-service callbacks (when `size` covers them) that
+    /// are safe to call, during `'a`, with the `squall_ctx` that carries this host.
     pub unsafe fn from_raw(raw: *const SquallHost) -> Host<'a> {
         Host {
             raw,
@@ -166,6 +167,8 @@ impl<'a> Host<'a> {
 /// `config()` and `event()` parse their JSON the first time they are called and keep the result.
 #[derive(Debug)]
 pub struct Context<'a> {
+    /// The `squall_ctx` the host built, handed back to its services; null without a host.
+    pub(crate) raw: *const SquallCtx,
     function: &'a [u8],
     invocation_id: &'a [u8],
     traceparent: &'a [u8],
@@ -185,6 +188,7 @@ impl<'a> Context<'a> {
     /// with the `with_*` methods.
     pub fn new(function: &'a str, invocation_id: &'a str) -> Context<'a> {
         Context {
+            raw: std::ptr::null(),
             function: function.as_bytes(),
             invocation_id: invocation_id.as_bytes(),
             traceparent: &[],
@@ -255,6 +259,7 @@ impl<'a> Context<'a> {
         }
         // SAFETY: the caller makes a non-null `ctx` readable up to `size`, the first field.
         let size = unsafe { (&raw const (*ctx).size).read() };
+        context.raw = ctx;
 
         macro_rules! field {
             ($field:ident, $ty:ty) => {
@@ -354,7 +359,8 @@ impl<'a> Context<'a> {
         self.event_raw
     }
 
-    /// The host, for its services beyond logging.
+    /// The host, for its services beyond logging (see [`Context::kv`] and
+    /// [`Context::publish`] for state and events).
     pub fn host(&self) -> &Host<'a> {
         &self.host
     }

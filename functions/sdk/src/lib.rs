@@ -30,11 +30,13 @@ pub mod abi;
 mod context;
 mod error;
 mod export;
+mod services;
 
 pub use context::{Context, Host, Level};
 pub use error::FnError;
 #[doc(hidden)]
 pub use export::{__free, __init, __invoke_json, __invoke_raw};
+pub use services::{HostError, Kv};
 
 /// Re-exported so that functions can name `serde_json::Value` (what [`Context::config`] returns)
 /// without a separate dependency.

@@ -4,6 +4,8 @@
 // Each test binary uses a different part of this host.
 #![allow(dead_code)]
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Mutex;
 
@@ -32,14 +34,97 @@ pub unsafe extern "C" fn record(data: *mut c_void, level: u32, message: SquallBy
     recorder.lines.lock().unwrap().push((level, message));
 }
 
-/// A host that records log lines.
+thread_local! {
+    /// The test host's state: key → value, per test thread.
+    pub static STATE: RefCell<HashMap<Vec<u8>, Vec<u8>>> = RefCell::new(HashMap::new());
+    /// What functions published: (subject, payload).
+    pub static PUBLISHED: RefCell<Vec<(String, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
+}
+
+unsafe extern "C" fn kv_get(
+    _ctx: *const SquallCtx,
+    key: SquallBytes,
+    value: *mut SquallBuf,
+) -> i32 {
+    // SAFETY: the SDK passes a key borrowed for the call.
+    let key = unsafe { key.as_slice() }.to_vec();
+    match STATE.with(|s| s.borrow().get(&key).cloned()) {
+        None => squall_sdk::abi::SQUALL_HOST_NOT_FOUND,
+        Some(bytes) => {
+            let mut bytes = std::mem::ManuallyDrop::new(bytes);
+            // SAFETY: `value` is the SDK's valid out-pointer.
+            unsafe {
+                value.write(SquallBuf {
+                    ptr: bytes.as_mut_ptr(),
+                    len: bytes.len(),
+                    cap: bytes.capacity(),
+                })
+            };
+            0
+        }
+    }
+}
+
+unsafe extern "C" fn kv_put(
+    _ctx: *const SquallCtx,
+    key: SquallBytes,
+    value: SquallBytes,
+    _ttl_ms: u64,
+) -> i32 {
+    // SAFETY: the SDK passes both slices borrowed for the call.
+    let (key, value) = unsafe { (key.as_slice().to_vec(), value.as_slice().to_vec()) };
+    if value.len() > 1 << 20 {
+        return squall_sdk::abi::SQUALL_HOST_TOO_LARGE;
+    }
+    STATE.with(|s| s.borrow_mut().insert(key, value));
+    0
+}
+
+unsafe extern "C" fn kv_delete(_ctx: *const SquallCtx, key: SquallBytes) -> i32 {
+    // SAFETY: the SDK passes a key borrowed for the call.
+    let key = unsafe { key.as_slice() }.to_vec();
+    STATE.with(|s| s.borrow_mut().remove(&key));
+    0
+}
+
+unsafe extern "C" fn publish(
+    _ctx: *const SquallCtx,
+    subject: SquallBytes,
+    payload: SquallBytes,
+) -> i32 {
+    // SAFETY: the SDK passes both slices borrowed for the call.
+    let (subject, payload) = unsafe { (subject.as_slice(), payload.as_slice().to_vec()) };
+    let subject = String::from_utf8_lossy(subject).into_owned();
+    if !subject.starts_with("events.") {
+        return squall_sdk::abi::SQUALL_HOST_DENIED;
+    }
+    PUBLISHED.with(|p| p.borrow_mut().push((subject, payload)));
+    0
+}
+
+unsafe extern "C" fn buf_free(buf: SquallBuf) {
+    if !buf.ptr.is_null() && buf.cap > 0 {
+        // SAFETY: `kv_get` made this buffer from a Vec with these parts.
+        drop(unsafe { Vec::from_raw_parts(buf.ptr, buf.len, buf.cap) });
+    }
+}
+
+/// A host that records log lines and keeps state and events in memory (this thread's).
 pub fn host(recorder: &Recorder) -> SquallHost {
     SquallHost {
         size: size_of::<SquallHost>() as u32,
         data: recorder as *const Recorder as *mut c_void,
         log: Some(record),
+        kv_get: Some(kv_get),
+        kv_put: Some(kv_put),
+        kv_delete: Some(kv_delete),
+        publish: Some(publish),
+        buf_free: Some(buf_free),
     }
 }
+
+/// The size of `squall_host` before the host services were appended (`size`, `data`, `log`).
+pub const HOST_SIZE_BEFORE_SERVICES: u32 = 24;
 
 /// Everything a test may set in a `squall_ctx`.
 pub struct Call<'a> {
