@@ -12,6 +12,7 @@ mod replicated;
 mod report;
 mod resources;
 mod run;
+mod state;
 mod stats;
 mod zero;
 
@@ -60,7 +61,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "bare,squall,batch,cold,zero"
+        default_value = "bare,squall,batch,cold,zero,state"
     )]
     phases: Vec<Phase>,
     /// Invocations per request in the HTTP batch measurement (`POST …/batch`, NDJSON).

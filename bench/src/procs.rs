@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 /// The command that builds everything the benchmark runs.
 pub const BUILD_COMMAND: &str = "cargo build --release -p squall-dispatcher -p squall-worker \
-                                 -p squall-bench -p squall-example-noop";
+                                 -p squall-bench -p squall-example-noop \
+                                 -p squall-example-statebench";
 
 /// Where everything the benchmark runs lives.
 #[derive(Debug, Clone)]
@@ -24,6 +25,9 @@ pub struct Environment {
     pub worker: PathBuf,
     /// The trivial function's library.
     pub artifact: PathBuf,
+    /// The state phase's function (`libstatebench.so`), which times its own `kv_get` calls;
+    /// checked when that phase runs.
+    pub state_artifact: PathBuf,
 }
 
 const NATS_CONFIG: &str = "broker-config/nats/default.conf";
@@ -72,6 +76,7 @@ impl Environment {
             worker: sibling("squall-worker")?,
             bench,
             artifact,
+            state_artifact: bin_dir.join("libstatebench.so"),
             root,
         })
     }

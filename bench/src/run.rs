@@ -31,6 +31,7 @@ pub const S2: &str = "2. Squall async throughput";
 pub const S3: &str = "3. Squall sync latency over HTTP";
 pub const S4: &str = "4. cold paths";
 pub const S5: &str = "5. resources";
+pub const S7: &str = "7. function state (host services)";
 
 /// Concurrent HTTP clients posting batches in the batch measurement: a few are enough to keep
 /// the dispatcher busy when every request carries hundreds of invocations.
@@ -70,6 +71,8 @@ pub enum Phase {
     Cold,
     /// Scale-from-zero through a fleet supervisor with `--min 0`.
     Zero,
+    /// The host services' `kv_get`, cached and not, beside a bare KV get.
+    State,
     /// Raw-NATS throughput on a three-node loopback cluster, R3 against R1 (opt-in: not in
     /// the default set; it starts clusters of its own).
     Cluster,
@@ -375,6 +378,12 @@ async fn measure_all(bench: &mut Bench) -> anyhow::Result<()> {
     if bench.settings.runs_phase(Phase::Cold) {
         bench.progress("cold paths");
         cold::measure(bench).await.context("cold paths")?;
+    }
+    if bench.settings.runs_phase(Phase::State) {
+        bench.progress("function state");
+        crate::state::measure(bench)
+            .await
+            .context("function state")?;
     }
     if bench.settings.runs_phase(Phase::Zero) {
         bench.progress("scale-from-zero");
@@ -1101,6 +1110,14 @@ fn add_targets(report: &mut Report) {
     report.beside_last_target(
         "the index holder's own cost per result",
         "res.cpu.nats.dispatcher",
+    );
+    report.target("a cached host kv_get < 5 µs", "state.cached.p50", |v| {
+        v < 5.0
+    });
+    report.target(
+        "an uncached host kv_get within 1.5x a bare KV get",
+        "state.uncached.ratio",
+        |v| v <= 1.5,
     );
     report.target(
         "scale-from-zero → first result < 50 ms",

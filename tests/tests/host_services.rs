@@ -265,3 +265,53 @@ async fn a_retried_attempt_that_publishes_the_same_events_is_stored_once() {
     );
     assert_eq!(stream.info().await.unwrap().state.messages, 4);
 }
+
+/// A function written against ABI v1 as it was before the host services: its own copy of the
+/// structs, with `squall_host` ending at `log`.
+const BUILT_BEFORE_THE_SERVICES: &str = r#"
+#include <stdint.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+typedef struct { const uint8_t *ptr; size_t len; } squall_bytes;
+typedef struct { uint8_t *ptr; size_t len; size_t cap; } squall_buf;
+typedef struct squall_host {
+  uint32_t size; void *data; void (*log)(void *data, uint32_t level, squall_bytes message);
+} squall_host;
+typedef struct {
+  uint32_t size; squall_bytes function; squall_bytes invocation_id; squall_bytes traceparent;
+  squall_bytes config; squall_bytes event; uint32_t attempt; uint64_t deadline_unix_ms;
+  const squall_host *host;
+} squall_ctx;
+typedef struct { squall_buf body; uint64_t retry_after_ms; } squall_output;
+const uint32_t squall_abi_version = 1;
+int32_t squall_invoke(const squall_ctx *ctx, squall_bytes input, squall_output *out) {
+  squall_bytes line = {(const uint8_t *)"old function ran", 16};
+  ctx->host->log(ctx->host->data, 3, line);
+  uint8_t *copy = malloc(input.len + 1);
+  memcpy(copy, input.ptr, input.len);
+  out->body.ptr = copy; out->body.len = input.len; out->body.cap = input.len;
+  out->retry_after_ms = 0;
+  return 0;
+}
+void squall_free(squall_buf buf) { free(buf.ptr); }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_built_before_the_host_services_still_runs() {
+    let cluster = Cluster::start().await;
+    let library = compile_c(cluster.dir.path(), "old_abi", BUILT_BEFORE_THE_SERVICES);
+    let (status, body) = cluster.deploy("old-abi", &library, None).await;
+    assert_eq!(status, 201, "{body}");
+    let response = cluster.invoke("old-abi", "still here").await;
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["squall-invocation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(response.text().await.unwrap(), "still here");
+    let (_, logs) = cluster
+        .get_json(&format!("/v1/invocations/{id}/logs"))
+        .await;
+    assert_eq!(logs["logs"][0]["message"], "old function ran");
+}

@@ -228,6 +228,46 @@ async fn one_trace_per_invocation_from_http_through_every_attempt() {
         one(&spans, "squall.queue_wait").parent_span_id,
         publisher_span
     );
+
+    // Host calls (state and events) are spans of the attempt.
+    cluster.deploy_example("counter", None).await;
+    let trace_id = random_hex(32);
+    let response = cluster
+        .http
+        .post(format!("{}/v1/functions/counter/invocations", cluster.url))
+        .header(
+            "traceparent",
+            format!("00-{trace_id}-{}-01", random_hex(16)),
+        )
+        .body(r#"{"name": "traced"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let spans = spans_of(&mut collector, &mut seen, &trace_id, |t| {
+        [
+            "squall.host.kv_get",
+            "squall.host.kv_put",
+            "squall.host.publish",
+        ]
+        .iter()
+        .all(|n| count(t, n) == 1)
+            && count(t, "squall.attempt") == 1
+    })
+    .await;
+    let attempt = one(&spans, "squall.attempt");
+    for name in [
+        "squall.host.kv_get",
+        "squall.host.kv_put",
+        "squall.host.publish",
+    ] {
+        let call = one(&spans, name);
+        assert_eq!(
+            call.parent_span_id, attempt.span_id,
+            "{name} under the attempt"
+        );
+        assert!(attribute(call, "squall.outcome").contains("ok"), "{name}");
+    }
 }
 
 /// Reads one HTTP request's head from `stream` and answers 200 with an empty body.

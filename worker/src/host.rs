@@ -581,7 +581,7 @@ impl CallServices {
 impl HostCalls for CallServices {
     fn kv_get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, HostFailure> {
         let key = namespaced(&self.function, check_key(key)?);
-        let found = self.run("squall.kv_get", |s| {
+        let found = self.run("squall.host.kv_get", |s| {
             Box::pin(async move { s.get(&key).await })
         })?;
         self.usage.ops += 1;
@@ -597,7 +597,7 @@ impl HostCalls for CallServices {
         let ttl = (ttl_ms > 0).then(|| ttl_seconds(ttl_ms));
         let value = Bytes::copy_from_slice(value);
         let size = value.len() as u64;
-        self.run("squall.kv_put", |s| {
+        self.run("squall.host.kv_put", |s| {
             Box::pin(async move { s.put(&key, value, ttl).await })
         })?;
         self.usage.ops += 1;
@@ -607,7 +607,7 @@ impl HostCalls for CallServices {
 
     fn kv_delete(&mut self, key: &[u8]) -> Result<(), HostFailure> {
         let key = namespaced(&self.function, check_key(key)?);
-        self.run("squall.kv_delete", |s| {
+        self.run("squall.host.kv_delete", |s| {
             Box::pin(async move { s.delete(&key).await })
         })?;
         self.usage.ops += 1;
@@ -623,7 +623,7 @@ impl HostCalls for CallServices {
         self.published += 1;
         let payload = Bytes::copy_from_slice(payload);
         let traceparent = self.traceparent.clone();
-        self.run("squall.publish", |s| {
+        self.run("squall.host.publish", |s| {
             Box::pin(async move { s.publish(&subject, &msg_id, &traceparent, payload).await })
         })
     }
