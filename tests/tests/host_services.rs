@@ -315,3 +315,34 @@ async fn a_function_built_before_the_host_services_still_runs() {
         .await;
     assert_eq!(logs["logs"][0]["message"], "old function ran");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_does_not_answer_in_time_is_unavailable_and_retryable() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        worker_env: vec![("SQUALL_HOST_CALL_TIMEOUT_MS".into(), "300".into())],
+        ..ClusterOptions::default()
+    })
+    .await;
+    deploy_probe(&cluster, "probe", None).await;
+    assert_eq!(probe(&cluster, "probe", "get warm").await, "1");
+    // The function reads an uncached key while the broker is frozen for 1.5 s.
+    let call = cluster.invoke("probe", "sleepget 400 frozen");
+    let freeze = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let pid = cluster.nats.process.child.id().to_string();
+        let stop = std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status();
+        assert!(stop.unwrap().success());
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let cont = std::process::Command::new("kill")
+            .args(["-CONT", &pid])
+            .status();
+        assert!(cont.unwrap().success());
+    };
+    let (response, ()) = tokio::join!(call, freeze);
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "-1");
+    // The broker is back: the same read answers again.
+    assert_eq!(probe(&cluster, "probe", "get frozen").await, "1");
+}

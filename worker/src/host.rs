@@ -32,8 +32,6 @@ pub const EVENTS_PREFIX: &str = "events.";
 const CACHE_CAPACITY: usize = 16_384;
 /// How long a cached key stays without being read or written.
 const CACHE_IDLE: Duration = Duration::from_secs(120);
-/// The longest a single host call waits for the broker, within the deadline.
-const CALL_BOUND: Duration = Duration::from_secs(10);
 /// The broker's per-key TTL header (whole seconds).
 const TTL_HEADER: &str = "Nats-TTL";
 
@@ -307,6 +305,8 @@ pub struct HostServices {
     cache: Arc<Cache>,
     runtime: tokio::runtime::Handle,
     watch: tokio::task::JoinHandle<()>,
+    /// The longest a single host call waits for the broker, within the deadline.
+    call_bound: Duration,
 }
 
 impl Drop for HostServices {
@@ -320,6 +320,7 @@ impl HostServices {
     /// coherent. Call from within the worker's runtime.
     pub async fn start(
         topology: &squall_broker::Topology,
+        call_bound: Duration,
     ) -> Result<Arc<HostServices>, jetstream::context::GetStreamError> {
         let stream = topology
             .jetstream
@@ -333,6 +334,7 @@ impl HostServices {
             cache,
             runtime: tokio::runtime::Handle::current(),
             watch,
+            call_bound,
         }))
     }
 
@@ -380,7 +382,7 @@ impl HostServices {
     fn block<F: std::future::Future>(&self, deadline: Instant, future: F) -> Option<F::Output> {
         let left = deadline
             .saturating_duration_since(Instant::now())
-            .min(CALL_BOUND);
+            .min(self.call_bound);
         if left.is_zero() {
             return None;
         }
@@ -394,6 +396,19 @@ impl HostServices {
         if let Lookup::Hit(value) = self.cache.lookup(key, now) {
             return Ok(value);
         }
+        // A fetch cut short by the call's deadline must not leave the key marked as pending.
+        let pending = Pending {
+            cache: &self.cache,
+            key,
+            settled: false,
+        };
+        let found = self.fetch(key, now).await;
+        pending.settle();
+        found
+    }
+
+    /// Reads a bucket key from the broker and settles its cache slot.
+    async fn fetch(&self, key: &str, now: Instant) -> Result<Option<Bytes>, HostFailure> {
         let subject = format!("$KV.{STATE_BUCKET}.{key}");
         use async_nats::jetstream::stream::DirectGetErrorKind;
         match self.stream.direct_get_last_for_subject(subject).await {
@@ -497,6 +512,27 @@ impl HostServices {
                 tracing::debug!(message = "event publish failed", %error);
                 Err(HostFailure::Unavailable)
             }
+        }
+    }
+}
+
+/// A key being fetched; dropped unsettled (the fetch was cut short), it gives the fetch up.
+struct Pending<'a> {
+    cache: &'a Cache,
+    key: &'a str,
+    settled: bool,
+}
+
+impl Pending<'_> {
+    fn settle(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.cache.abandon(self.key);
         }
     }
 }

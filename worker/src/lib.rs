@@ -44,6 +44,8 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Where to serve Prometheus metrics (`GET /metrics`); none by default.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Longest one host-service call waits for the broker, within the invocation's deadline.
+    pub host_call_timeout: Duration,
 }
 
 /// A deployed function as this worker knows it: its record and its loaded library, if loading worked.
@@ -311,7 +313,7 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
             config.cache_dir.display()
         )
     })?;
-    let host = host::HostServices::start(&topology)
+    let host = host::HostServices::start(&topology, config.host_call_timeout)
         .await
         .context("cannot open the functions' state bucket")?;
     let metrics = Arc::new(metrics::Metrics::new());

@@ -34,6 +34,15 @@ struct Args {
     /// Seconds to wait for in-flight jobs at shutdown.
     #[arg(long, global = true, default_value_t = 30)]
     shutdown_grace_secs: u64,
+    /// Longest a function's state or publish call waits for the broker (within the
+    /// invocation's deadline) before it answers SQUALL_HOST_UNAVAILABLE.
+    #[arg(
+        long,
+        global = true,
+        env = "SQUALL_HOST_CALL_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    host_call_timeout_ms: u64,
     /// Serve Prometheus metrics at `http://<addr>/metrics` (one port per worker; off by default).
     #[arg(long, env = env::ENV_METRICS_ADDR)]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -121,6 +130,7 @@ fn main() -> std::process::ExitCode {
         log_capture_bytes: args.log_capture_bytes,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         metrics_addr: args.metrics_addr,
+        host_call_timeout: Duration::from_millis(args.host_call_timeout_ms.max(1)),
     };
     if let Some(Sub::Fleet(fleet)) = args.command {
         let config = fleet::FleetConfig {
@@ -141,6 +151,8 @@ fn main() -> std::process::ExitCode {
                 args.log_capture_bytes.to_string(),
                 "--shutdown-grace-secs".into(),
                 args.shutdown_grace_secs.to_string(),
+                "--host-call-timeout-ms".into(),
+                args.host_call_timeout_ms.to_string(),
             ],
             grace_secs: args.shutdown_grace_secs,
         };
