@@ -324,14 +324,20 @@ mod tests {
     #[test]
     fn bad_web_settings_are_refused_by_name() {
         let err = FunctionSpec::from_json(br#"{"web": {"auth": "public"}}"#).unwrap_err();
-        assert!(err.to_string().contains("unknown variant `public`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown variant `public`"),
+            "{err}"
+        );
         let err = FunctionSpec::from_json(br#"{"web": {"path": "/"}}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `path`"), "{err}");
         for rate in ["0", "-1", "1e9"] {
             let json = format!(r#"{{"web": {{"rate_per_s": {rate}}}}}"#);
             let err = FunctionSpec::from_json(json.as_bytes()).unwrap_err();
             assert!(matches!(err, SpecError::WebRate(_)), "{rate}: {err}");
-            assert!(err.to_string().starts_with("web.rate_per_s must be"), "{err}");
+            assert!(
+                err.to_string().starts_with("web.rate_per_s must be"),
+                "{err}"
+            );
         }
     }
 

@@ -245,9 +245,12 @@ pub async fn serve(
     let served = match tls {
         None => {
             tracing::info!(message = "dispatcher listening", addr = %local, scheme = "http");
-            axum::serve(listener, app(state.clone()).into_make_service_with_connect_info::<web::ClientAddr>())
-                .with_graceful_shutdown(shutdown)
-                .await
+            axum::serve(
+                listener,
+                app(state.clone()).into_make_service_with_connect_info::<web::ClientAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
         }
         Some(config) => {
             tracing::info!(message = "dispatcher listening", addr = %local, scheme = "https");
@@ -256,7 +259,7 @@ pub async fn serve(
                 app(state.clone()).into_make_service_with_connect_info::<web::ClientAddr>(),
             )
             .with_graceful_shutdown(shutdown)
-                .await
+            .await
         }
     }
     .context("HTTP server failed");

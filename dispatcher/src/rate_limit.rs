@@ -164,7 +164,9 @@ mod tests {
         let limiter = RateLimiter::with_capacity(2);
         let t0 = Instant::now();
         limiter.take(A, "f", 1.0, t0).unwrap();
-        limiter.take(A, "g", 1.0, t0 + Duration::from_secs(5)).unwrap();
+        limiter
+            .take(A, "g", 1.0, t0 + Duration::from_secs(5))
+            .unwrap();
         // "f" has refilled by now and "g" has not: "f" goes.
         let t1 = t0 + Duration::from_millis(5500);
         limiter.take(B, "f", 1.0, t1).unwrap();

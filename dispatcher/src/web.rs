@@ -19,10 +19,10 @@ use crate::submit::{is_valid_traceparent, new_traceparent, submit, Job};
 use crate::AppState;
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Query, Request, State};
-use axum::serve::IncomingStream;
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
 use base64::Engine as _;
 use squall_api::invocations::Binary;
 use squall_api::{ErrorBody, WebAuth};
@@ -406,9 +406,13 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         .map(str::to_string)
         .unwrap_or_else(new_traceparent);
     let limit = state.config.max_payload;
-    let payload = read_limited(request.into_body(), limit).await.map_err(|_| {
-        ApiError::too_large(format!("the body is larger than the limit of {limit} bytes"))
-    })?;
+    let payload = read_limited(request.into_body(), limit)
+        .await
+        .map_err(|_| {
+            ApiError::too_large(format!(
+                "the body is larger than the limit of {limit} bytes"
+            ))
+        })?;
     let id = uuid::Uuid::now_v7().to_string();
     tracing::Span::current().record("squall.invocation_id", id.as_str());
     // Register before publishing, so the result cannot arrive unseen.
@@ -527,10 +531,7 @@ mod tests {
         assert_eq!(response.body, r#"{"greeting": "hi"}"#);
         assert_eq!(header(&response, "content-type"), ["application/json"]);
         let text = response_of(b"plain words").unwrap();
-        assert_eq!(
-            header(&text, "content-type"),
-            ["text/plain; charset=utf-8"]
-        );
+        assert_eq!(header(&text, "content-type"), ["text/plain; charset=utf-8"]);
         let bytes = response_of(&[0xff, 0xfe]).unwrap();
         assert_eq!(header(&bytes, "content-type"), ["application/octet-stream"]);
         assert_eq!(response_of(b"").unwrap().status, StatusCode::OK);
@@ -540,9 +541,15 @@ mod tests {
     fn an_invalid_function_url_response_is_refused_with_the_reason() {
         for (output, error) in [
             (r#"{"statusCode": 99}"#, BadResponse::Status("99".into())),
-            (r#"{"statusCode": "200"}"#, BadResponse::Status("\"200\"".into())),
+            (
+                r#"{"statusCode": "200"}"#,
+                BadResponse::Status("\"200\"".into()),
+            ),
             (r#"{"statusCode": 700}"#, BadResponse::Status("700".into())),
-            (r#"{"statusCode": 200, "headers": []}"#, BadResponse::Headers),
+            (
+                r#"{"statusCode": 200, "headers": []}"#,
+                BadResponse::Headers,
+            ),
             (
                 r#"{"statusCode": 200, "headers": {"a b": "x"}}"#,
                 BadResponse::HeaderName("a b".into()),
@@ -551,8 +558,14 @@ mod tests {
                 r#"{"statusCode": 200, "headers": {"x": "a\nb"}}"#,
                 BadResponse::HeaderValue("x".into()),
             ),
-            (r#"{"statusCode": 200, "cookies": [1]}"#, BadResponse::Cookies),
-            (r#"{"statusCode": 200, "body": {"a": 1}}"#, BadResponse::Body),
+            (
+                r#"{"statusCode": 200, "cookies": [1]}"#,
+                BadResponse::Cookies,
+            ),
+            (
+                r#"{"statusCode": 200, "body": {"a": 1}}"#,
+                BadResponse::Body,
+            ),
         ] {
             assert_eq!(response_of(output.as_bytes()), Err(error), "{output}");
         }
@@ -588,7 +601,9 @@ mod tests {
 
     #[test]
     fn query_parameters_are_decoded_and_repeats_joined() {
-        let uri: Uri = "/function/f/x?name=Ada%20L&tag=a&tag=b&flag".parse().unwrap();
+        let uri: Uri = "/function/f/x?name=Ada%20L&tag=a&tag=b&flag"
+            .parse()
+            .unwrap();
         let query = query_map(&uri);
         assert_eq!(query["name"], "Ada L");
         assert_eq!(query["tag"], "a,b");

@@ -74,7 +74,10 @@ async fn a_web_function_answers_with_its_own_status_headers_cookies_and_checks()
         .unwrap();
     assert_eq!(response.status(), 201);
     assert_eq!(response.headers()["x-web-hello"], "hello");
-    assert_eq!(response.headers()["set-cookie"], "visit=1; Path=/; HttpOnly");
+    assert_eq!(
+        response.headers()["set-cookie"],
+        "visit=1; Path=/; HttpOnly"
+    );
     assert_eq!(response.headers()["content-type"], "application/json");
     let id = invocation_id(&response);
     let echo: serde_json::Value = response.json().await.unwrap();
@@ -99,7 +102,10 @@ async fn a_web_function_answers_with_its_own_status_headers_cookies_and_checks()
         .unwrap();
     assert_eq!(response.status(), 201);
     let echo: serde_json::Value = response.json().await.unwrap();
-    assert_eq!((echo["method"].as_str(), echo["path"].as_str()), (Some("PUT"), Some("/")));
+    assert_eq!(
+        (echo["method"].as_str(), echo["path"].as_str()),
+        (Some("PUT"), Some("/"))
+    );
     assert_eq!(echo["body"], "payload");
 
     // The function checks the webhook's signature itself.
@@ -154,7 +160,10 @@ async fn a_panicking_web_function_is_a_502_without_detail() {
     let view = cluster.wait_terminal(&id, Duration::from_secs(5)).await;
     let failure = view.error.expect("the panic is recorded");
     assert_eq!(failure.kind, ErrorKind::Panic);
-    assert!(failure.message.contains("internal detail 4711"), "{failure:?}");
+    assert!(
+        failure.message.contains("internal detail 4711"),
+        "{failure:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +227,10 @@ async fn a_key_web_function_needs_a_key_and_the_rate_limit_answers_429() {
     // Another function keeps its own budget.
     assert_eq!(cluster.http.get(&keyed).send().await.unwrap().status(), 201);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(anonymous().get(&limited).send().await.unwrap().status(), 201);
+    assert_eq!(
+        anonymous().get(&limited).send().await.unwrap().status(),
+        201
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,17 +240,31 @@ async fn web_routes_refuse_what_is_not_a_web_request_before_any_job() {
     let hello = std::fs::read(built().library("hello")).unwrap();
     // Spec errors name the field.
     for (web, says) in [
-        (serde_json::json!({"auth": "public"}), "unknown variant `public`"),
-        (serde_json::json!({"rate_per_s": 0}), "web.rate_per_s must be"),
+        (
+            serde_json::json!({"auth": "public"}),
+            "unknown variant `public`",
+        ),
+        (
+            serde_json::json!({"rate_per_s": 0}),
+            "web.rate_per_s must be",
+        ),
         (serde_json::json!({"rate": 5}), "unknown field `rate`"),
     ] {
         let answer = app.deploy("w", &web_hello, Some(&spec(web))).await;
         assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(answer.error().code, "invalid_spec");
-        assert!(answer.error().message.contains(says), "{}", answer.error().message);
+        assert!(
+            answer.error().message.contains(says),
+            "{}",
+            answer.error().message
+        );
     }
     let answer = app
-        .deploy("w", &web_hello, Some(&spec(serde_json::json!({"auth": "none"}))))
+        .deploy(
+            "w",
+            &web_hello,
+            Some(&spec(serde_json::json!({"auth": "none"}))),
+        )
         .await;
     assert_eq!(answer.status, StatusCode::CREATED);
     let answer = app.deploy("plain", &hello, None).await;

@@ -415,7 +415,10 @@ mod tests {
             assert_eq!(request.method, http::Method::GET);
             assert_eq!(request.body, b"body");
             let q = request.query("q").unwrap_or_default().to_owned();
-            Ok(WebResponse::text(http::StatusCode::ACCEPTED, format!("{} {q}", request.path)))
+            Ok(WebResponse::text(
+                http::StatusCode::ACCEPTED,
+                format!("{} {q}", request.path),
+            ))
         })
         .unwrap();
         let envelope: serde_json::Value = serde_json::from_slice(&output).unwrap();

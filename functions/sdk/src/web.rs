@@ -132,7 +132,10 @@ impl WebResponse {
     }
 
     /// An `application/json` answer.
-    pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Result<WebResponse, FnError> {
+    pub fn json<T: Serialize + ?Sized>(
+        status: StatusCode,
+        value: &T,
+    ) -> Result<WebResponse, FnError> {
         let body = serde_json::to_vec(value)
             .map_err(|error| FnError::permanent(format!("invalid JSON answer: {error}")))?;
         let mut response = WebResponse::new(status).with_body(body);

@@ -55,10 +55,14 @@ pub fn web_hello(ctx: &Context, request: WebRequest) -> Result<WebResponse, FnEr
     match request.path.as_str() {
         "/panic" => panic!("web-hello panicked on purpose: internal detail 4711"),
         "/hook" => {
-            let signed = match (webhook_secret(ctx.config()), request.header(SIGNATURE_HEADER)) {
-                (Some(secret), Some(given)) => {
-                    same(signature(secret, &request.body).as_bytes(), given.as_bytes())
-                }
+            let signed = match (
+                webhook_secret(ctx.config()),
+                request.header(SIGNATURE_HEADER),
+            ) {
+                (Some(secret), Some(given)) => same(
+                    signature(secret, &request.body).as_bytes(),
+                    given.as_bytes(),
+                ),
                 _ => false,
             };
             if !signed {
@@ -134,7 +138,8 @@ mod tests {
 
     #[test]
     fn other_paths_echo_with_a_header_and_a_cookie() {
-        let answer = web_hello(&Context::new("web-hello", "1"), request("/a", None, b"hi")).unwrap();
+        let answer =
+            web_hello(&Context::new("web-hello", "1"), request("/a", None, b"hi")).unwrap();
         assert_eq!(answer.status, StatusCode::CREATED);
         assert_eq!(answer.headers["x-web-hello"], "hello");
         assert_eq!(answer.cookies, ["visit=1; Path=/; HttpOnly"]);
