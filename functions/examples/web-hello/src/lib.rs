@@ -42,7 +42,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The webhook secret: the secret `webhook_secret` when set, else the config value.
-fn webhook_secret<'a>(config: &'a Value) -> Option<&'a str> {
+fn webhook_secret(config: &Value) -> Option<&str> {
     config
         .pointer("/secrets/webhook_secret")
         .or_else(|| config.get("webhook_secret"))
