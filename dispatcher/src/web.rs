@@ -282,6 +282,7 @@ fn generic(status: StatusCode, code: &'static str, message: &str, id: &str) -> R
     responses(
         (status = "default", description = "The function's own answer: the status, headers, cookies and body of its function-URL response, or a 200 with its output.", body = Binary, content_type = "application/octet-stream",
             headers(("Squall-Invocation-Id" = String, description = "The invocation id."))),
+        (status = 400, description = "Invalid function name.", body = ErrorBody),
         (status = 404, description = "Unknown function, or not a web function.", body = ErrorBody),
         (status = 413, description = "The body is larger than the payload limit.", body = ErrorBody),
         (status = 414, description = "The path and query are longer than 4096 bytes.", body = ErrorBody),
@@ -302,8 +303,10 @@ pub async fn root(state: State<Arc<AppState>>, request: Request) -> Response {
     request_body(content = Binary, content_type = "application/octet-stream", description = "The function's input."),
     responses(
         (status = "default", description = "The function's own answer, as at the function's root.", body = Binary, content_type = "application/octet-stream"),
+        (status = 400, description = "Invalid function name.", body = ErrorBody),
         (status = 404, description = "Unknown function, or not a web function.", body = ErrorBody),
         (status = 413, description = "The body is larger than the payload limit.", body = ErrorBody),
+        (status = 414, description = "The path and query are longer than 4096 bytes.", body = ErrorBody),
         (status = 429, description = "Past the function's rate limit for this client address.", body = ErrorBody),
         (status = 502, description = "The function failed; no detail.", body = ErrorBody),
         (status = 504, description = "The function did not answer within the wait.", body = ErrorBody)))]
