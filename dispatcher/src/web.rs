@@ -46,8 +46,10 @@ pub const MAX_URI_BYTES: usize = 4096;
 /// Response headers a function may not set: HTTP framing, which the server owns, and Squall's
 /// and NATS's own.
 fn is_forbidden_response_header(name: &HeaderName) -> bool {
+    // HTTP header names are lowercase: these are `headers::is_reserved`'s prefixes, lowercased.
+    let name = name.as_str();
     matches!(
-        name.as_str(),
+        name,
         "content-length"
             | "transfer-encoding"
             | "connection"
@@ -56,10 +58,8 @@ fn is_forbidden_response_header(name: &HeaderName) -> bool {
             | "upgrade"
             | "te"
             | "trailer"
-    ) || {
-        let lower = name.as_str();
-        lower.starts_with("squall-") || lower.starts_with("nats-")
-    }
+    ) || name.starts_with("squall-")
+        || name.starts_with("nats-")
 }
 
 /// The TCP peer of a connection, as the server hands it to each request (plain or TLS).

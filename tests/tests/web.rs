@@ -271,9 +271,11 @@ async fn web_routes_refuse_what_is_not_a_web_request_before_any_job() {
     assert_eq!(answer.status, StatusCode::CREATED);
     assert!(answer.decode::<Function>().warnings.is_empty());
 
-    let answer = app.get("/function/plain").await;
-    assert_eq!(answer.status, StatusCode::NOT_FOUND);
-    assert_eq!(answer.error().code, "not_a_web_function");
+    for path in ["/function/plain", "/function/plain/", "/function/plain/a/b"] {
+        let answer = app.get(path).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(answer.error().code, "not_a_web_function");
+    }
     let answer = app.get("/function/nobody/x").await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert_eq!(answer.error().code, "function_not_found");
