@@ -19,6 +19,10 @@ pub struct Function {
     pub config: FunctionSpec,
     /// Names of the function's secrets (never their values).
     pub secrets: Vec<String>,
+    /// What a deploy answer wants the deployer to know, such as a web function that takes no
+    /// key; absent elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// `GET /v1/functions`.

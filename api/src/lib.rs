@@ -13,5 +13,5 @@ pub mod spec;
 pub mod status;
 
 pub use error::{ErrorBody, ErrorDetail};
-pub use spec::{Backoff, FunctionSpec, SpecError};
+pub use spec::{Backoff, FunctionSpec, SpecError, WebAuth, WebSpec};
 pub use status::{ErrorKind, InvocationStatus};

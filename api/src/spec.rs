@@ -81,6 +81,58 @@ impl Default for Backoff {
     }
 }
 
+/// Who may call a web function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WebAuth {
+    /// Anyone who reaches the dispatcher: for callers that cannot send a Squall key, such as
+    /// webhooks and public forms. Only ever set explicitly; the deploy answer warns about it.
+    None,
+    /// A Squall API key with the `invoke` scope, as for `/v1/functions/{name}/invocations`.
+    #[default]
+    Key,
+}
+
+impl WebAuth {
+    /// The spelling in a spec: `none` or `key`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebAuth::None => "none",
+            WebAuth::Key => "key",
+        }
+    }
+}
+
+fn rate_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::Number,
+            Type::Null,
+        ]))
+        .exclusive_minimum(Some(0.0))
+        .maximum(Some(MAX_WEB_RATE_PER_S))
+        .description(Some(
+            "Requests per second one client address may make (a token bucket holding one \
+             second's worth, at least one request); unlimited when absent.",
+        ))
+        .build()
+}
+
+/// The highest per-client web rate limit a spec may name.
+pub const MAX_WEB_RATE_PER_S: f64 = 1_000_000.0;
+
+/// Serving a function over HTTP at `/function/{name}` and `/function/{name}/{*path}`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSpec {
+    /// Who may call it: `key` (default) or `none`.
+    pub auth: WebAuth,
+    /// Requests per second per client address and function, answered 429 beyond; unlimited
+    /// when absent.
+    #[schema(schema_with = rate_schema)]
+    pub rate_per_s: Option<f64>,
+}
+
 /// A function's deploy-time settings. Unknown fields are an error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -99,6 +151,9 @@ pub struct FunctionSpec {
     /// Values passed to the function as `ctx.config`.
     #[schema(value_type = Object)]
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// Serve the function over HTTP (a web function); absent: it is not served there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web: Option<WebSpec>,
 }
 
 impl Default for FunctionSpec {
@@ -110,6 +165,7 @@ impl Default for FunctionSpec {
             concurrency: 64,
             max_concurrency: None,
             config: serde_json::Map::new(),
+            web: None,
         }
     }
 }
@@ -124,6 +180,7 @@ pub enum SpecError {
     MaxConcurrency(u32),
     Multiplier(f64),
     BackoffRange { initial: u64, max: u64 },
+    WebRate(f64),
 }
 
 impl std::fmt::Display for SpecError {
@@ -159,6 +216,10 @@ impl std::fmt::Display for SpecError {
             SpecError::BackoffRange { initial, max } => write!(
                 f,
                 "backoff.max_ms ({max}) must be at least backoff.initial_ms ({initial})"
+            ),
+            SpecError::WebRate(v) => write!(
+                f,
+                "web.rate_per_s must be a number above 0 and at most {MAX_WEB_RATE_PER_S}, got {v}"
             ),
         }
     }
@@ -204,6 +265,11 @@ impl FunctionSpec {
                 max: self.backoff.max_ms,
             });
         }
+        if let Some(rate) = self.web.as_ref().and_then(|web| web.rate_per_s) {
+            if !rate.is_finite() || rate <= 0.0 || rate > MAX_WEB_RATE_PER_S {
+                return Err(SpecError::WebRate(rate));
+            }
+        }
         Ok(())
     }
 }
@@ -241,6 +307,44 @@ mod tests {
         let spec = FunctionSpec::from_json(br#"{"backoff": {"initial_ms": 5}}"#).unwrap();
         assert_eq!(spec.backoff.initial_ms, 5);
         assert_eq!(spec.backoff.max_ms, 60_000);
+    }
+
+    #[test]
+    fn web_auth_defaults_to_key_and_none_is_only_explicit() {
+        let spec = FunctionSpec::from_json(br#"{"web": {}}"#).unwrap();
+        assert_eq!(spec.web.unwrap().auth, WebAuth::Key);
+        let spec = FunctionSpec::from_json(br#"{"web": {"auth": "none", "rate_per_s": 2.5}}"#)
+            .unwrap()
+            .web
+            .unwrap();
+        assert_eq!((spec.auth, spec.rate_per_s), (WebAuth::None, Some(2.5)));
+        assert_eq!(FunctionSpec::from_json(b"{}").unwrap().web, None);
+    }
+
+    #[test]
+    fn bad_web_settings_are_refused_by_name() {
+        let err = FunctionSpec::from_json(br#"{"web": {"auth": "public"}}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `public`"),
+            "{err}"
+        );
+        let err = FunctionSpec::from_json(br#"{"web": {"path": "/"}}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `path`"), "{err}");
+        for rate in ["0", "-1", "1e9"] {
+            let json = format!(r#"{{"web": {{"rate_per_s": {rate}}}}}"#);
+            let err = FunctionSpec::from_json(json.as_bytes()).unwrap_err();
+            assert!(matches!(err, SpecError::WebRate(_)), "{rate}: {err}");
+            assert!(
+                err.to_string().starts_with("web.rate_per_s must be"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_spec_without_web_shows_no_web_field() {
+        let json = serde_json::to_value(FunctionSpec::default()).unwrap();
+        assert!(json.get("web").is_none(), "{json}");
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub const KV_BYTES: &str = "Squall-Kv-Bytes";
 /// own inbox prefix. The worker sends the terminal result there as well as storing it.
 pub const REPLY_TO: &str = "Squall-Reply-To";
 
+/// On a job made from a web request (`Squall-Source: web`): the request's method, path, query,
+/// headers and client address, as the JSON of `web::WebRequest`.
+pub const WEB: &str = "Squall-Web";
+
 /// The prefix of every header Squall itself sets.
 pub const SQUALL_PREFIX: &str = "Squall-";
 /// The prefix of the headers NATS and JetStream interpret (`Nats-Msg-Id`, `Nats-Schedule`, …).
@@ -69,7 +73,7 @@ mod tests {
 
     #[test]
     fn squall_and_nats_headers_are_reserved_and_others_are_not() {
-        for name in [NATS_MSG_ID, REPLY_TO, INVOCATION_ID, "Nats-Schedule"] {
+        for name in [NATS_MSG_ID, REPLY_TO, INVOCATION_ID, WEB, "Nats-Schedule"] {
             assert!(is_reserved(name), "{name}");
         }
         for name in [

@@ -1,7 +1,7 @@
 //! Wire records: the registry's function record (bincode) and a result's metadata (NATS headers).
 
 use crate::headers as h;
-use crate::spec::{Backoff, FunctionSpec};
+use crate::spec::{Backoff, FunctionSpec, WebSpec};
 use crate::status::{ErrorKind, InvocationStatus};
 use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,48 @@ pub struct FunctionRecord {
     pub max_concurrency: Option<u32>,
     /// The function's secrets, a JSON object of strings; never shown by the API.
     pub secrets_json: String,
+    /// How it is served over HTTP, when it is a web function. Records written before web
+    /// functions end without this field; `decode` reads them as `None`.
+    pub web: Option<WebSpec>,
+}
+
+/// A record as written before web functions: every field of `FunctionRecord` up to
+/// `secrets_json`, in order (bincode is positional, so a missing trailing field is an error, not a
+/// default).
+#[derive(Deserialize)]
+struct RecordBeforeWeb {
+    name: String,
+    version: String,
+    sha256: String,
+    artifact_size: u64,
+    deployed_at_ms: u64,
+    timeout_ms: u64,
+    max_attempts: u32,
+    backoff: Backoff,
+    concurrency: u32,
+    config_json: String,
+    max_concurrency: Option<u32>,
+    secrets_json: String,
+}
+
+impl From<RecordBeforeWeb> for FunctionRecord {
+    fn from(old: RecordBeforeWeb) -> Self {
+        FunctionRecord {
+            name: old.name,
+            version: old.version,
+            sha256: old.sha256,
+            artifact_size: old.artifact_size,
+            deployed_at_ms: old.deployed_at_ms,
+            timeout_ms: old.timeout_ms,
+            max_attempts: old.max_attempts,
+            backoff: old.backoff,
+            concurrency: old.concurrency,
+            config_json: old.config_json,
+            max_concurrency: old.max_concurrency,
+            secrets_json: old.secrets_json,
+            web: None,
+        }
+    }
 }
 
 impl FunctionRecord {
@@ -62,6 +104,7 @@ impl FunctionRecord {
             config_json: serde_json::Value::Object(spec.config.clone()).to_string(),
             max_concurrency: spec.max_concurrency,
             secrets_json: String::new(),
+            web: spec.web.clone(),
         }
     }
 
@@ -78,6 +121,7 @@ impl FunctionRecord {
             concurrency: self.concurrency,
             max_concurrency: self.max_concurrency,
             config,
+            web: self.web.clone(),
         }
     }
 
@@ -117,11 +161,20 @@ impl FunctionRecord {
             .expect("a FunctionRecord always encodes")
     }
 
-    /// Decodes a registry value.
+    /// Decodes a registry value, also one written before web functions.
     pub fn decode(bytes: &[u8]) -> Result<FunctionRecord, RecordError> {
-        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-            .map(|(record, _)| record)
-            .map_err(|e| RecordError::Decode(e.to_string()))
+        let config = bincode::config::standard();
+        match bincode::serde::decode_from_slice::<FunctionRecord, _>(bytes, config) {
+            Ok((record, read)) if read == bytes.len() => Ok(record),
+            current => bincode::serde::decode_from_slice::<RecordBeforeWeb, _>(bytes, config)
+                .ok()
+                .filter(|(_, read)| *read == bytes.len())
+                .map(|(old, _)| old.into())
+                .ok_or_else(|| match current {
+                    Err(e) => RecordError::Decode(e.to_string()),
+                    Ok(_) => RecordError::Decode("trailing bytes after the record".into()),
+                }),
+        }
     }
 }
 
@@ -319,6 +372,56 @@ mod tests {
         let back = FunctionRecord::decode(&record.encode()).unwrap();
         assert_eq!(back, record);
         assert_eq!(back.spec(), spec);
+    }
+
+    #[test]
+    fn web_settings_round_trip_and_older_records_still_decode() {
+        let spec = FunctionSpec {
+            web: Some(WebSpec {
+                auth: crate::spec::WebAuth::None,
+                rate_per_s: Some(5.0),
+            }),
+            ..FunctionSpec::default()
+        };
+        let record = FunctionRecord::new("hook", "ab12", 10, 5, &spec);
+        let back = FunctionRecord::decode(&record.encode()).unwrap();
+        assert_eq!(back.spec(), spec);
+        // A record as a dispatcher before web functions wrote it: the same fields, minus `web`.
+        #[derive(Serialize)]
+        struct Old<'a>(
+            &'a str,
+            &'a str,
+            &'a str,
+            u64,
+            u64,
+            u64,
+            u32,
+            &'a Backoff,
+            u32,
+            &'a str,
+            Option<u32>,
+            &'a str,
+        );
+        let r = &record;
+        let old = Old(
+            &r.name,
+            &r.version,
+            &r.sha256,
+            r.artifact_size,
+            r.deployed_at_ms,
+            r.timeout_ms,
+            r.max_attempts,
+            &r.backoff,
+            r.concurrency,
+            &r.config_json,
+            r.max_concurrency,
+            &r.secrets_json,
+        );
+        let bytes = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+        let decoded = FunctionRecord::decode(&bytes).unwrap();
+        assert_eq!(decoded.web, None);
+        assert_eq!(decoded.name, "hook");
+        assert_eq!(decoded.secrets_json, record.secrets_json);
     }
 
     #[test]

@@ -146,6 +146,9 @@ pub async fn deploy(client: &ApiClient, json: bool, args: &DeployArgs) -> anyhow
     } else {
         let function: Function = answer.decode()?;
         println!("deployed {} {}", function.name, function.version);
+        for warning in &function.warnings {
+            eprintln!("warning: {warning}");
+        }
         None
     };
     let schedules =

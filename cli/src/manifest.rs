@@ -292,6 +292,20 @@ mod tests {
     }
 
     #[test]
+    fn a_web_table_makes_a_web_function() {
+        let manifest =
+            parse("[function]\nname = \"hook\"\n[function.web]\nauth = \"none\"\nrate_per_s = 5\n")
+                .unwrap();
+        let web = manifest.spec.web.expect("a web function");
+        assert_eq!(web.auth, squall_api::WebAuth::None);
+        assert_eq!(web.rate_per_s, Some(5.0));
+        let keyed = parse("[function]\nname = \"f\"\n[function.web]\n").unwrap();
+        assert_eq!(keyed.spec.web.unwrap().auth, squall_api::WebAuth::Key);
+        let err = parse("[function]\nname = \"f\"\n[function.web]\nrate_per_s = 0\n").unwrap_err();
+        assert!(format!("{err:#}").contains("web.rate_per_s"), "{err:#}");
+    }
+
+    #[test]
     fn name_alone_means_default_spec_and_cargo_build() {
         let manifest = parse("[function]\nname = \"hello\"\n").unwrap();
         assert_eq!(manifest.spec, FunctionSpec::default());
@@ -301,7 +315,14 @@ mod tests {
     #[test]
     fn examples_in_the_repository_parse() {
         let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions/examples");
-        for name in ["hello", "wordcount", "fail", "panic", "c-hello"] {
+        for name in [
+            "hello",
+            "wordcount",
+            "fail",
+            "panic",
+            "c-hello",
+            "web-hello",
+        ] {
             let manifest = load(&examples.join(name)).unwrap();
             assert_eq!(manifest.name, name);
         }

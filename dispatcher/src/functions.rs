@@ -102,7 +102,7 @@ async fn deploy_parts(state: &Arc<AppState>, request: Request) -> Result<DeployP
         (DeployForm = "multipart/form-data"),
         (Binary = "application/octet-stream"))),
     responses(
-        (status = 201, description = "Deployed.", body = Function),
+        (status = 201, description = "Deployed; `warnings` names risky settings such as a web function without a key.", body = Function),
         (status = 400, description = "Invalid name, or not a loadable artifact (not ELF, truncated, wrong architecture, no squall_abi_version export), or a malformed multipart body.", body = ErrorBody),
         (status = 413, description = "The artifact is larger than the limit.", body = ErrorBody),
         (status = 422, description = "Invalid spec (unknown field, value out of range).", body = ErrorBody),
@@ -159,7 +159,26 @@ pub async fn deploy(
         .map_err(|e| ApiError::broker("cannot write the function registry", e))?;
     state.registry.put(revision, record.clone());
     tracing::info!(message = "function deployed", function = %name, version = %record.version);
-    Ok((StatusCode::CREATED, Json(function_view(&record))).into_response())
+    let mut view = function_view(&record);
+    view.warnings = deploy_warnings(&name, &spec);
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// What a deploy answer warns about: a web function anyone may call.
+fn deploy_warnings(name: &str, spec: &FunctionSpec) -> Vec<String> {
+    match &spec.web {
+        Some(web) if web.auth == squall_api::WebAuth::None => {
+            let limit = match web.rate_per_s {
+                Some(rate) => format!("at most {rate} requests per second per client address"),
+                None => "with no rate limit (set web.rate_per_s)".to_string(),
+            };
+            vec![format!(
+                "web.auth is \"none\": anyone who can reach the dispatcher may call /function/{name} \
+                 without a key, {limit}; the function must check its callers itself (a signature, a token)"
+            )]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// List deployed functions.

@@ -320,7 +320,7 @@ pub(crate) async fn lookup_result(
 }
 
 /// Drops a finished invocation from the local index: RESULTS answers for it from now on.
-fn forget(state: &AppState, id: &str) {
+pub(crate) fn forget(state: &AppState, id: &str) {
     if let Err(error) = state.index.remove(id) {
         tracing::warn!(message = "cannot drop a finished invocation from the index", invocation_id = %id, %error);
     }

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod metrics;
 pub mod queries;
 pub mod query;
+pub mod rate_limit;
 pub mod registry;
 pub mod routes;
 pub mod schedules;
@@ -28,6 +29,7 @@ pub mod tls;
 pub mod triggers;
 pub mod view;
 pub mod waiter;
+pub mod web;
 
 pub use routes::app;
 
@@ -90,6 +92,8 @@ pub struct AppState {
     pub keys_bucket: async_nats::jetstream::kv::Store,
     /// The OpenAPI document this dispatcher serves, rendered once.
     pub openapi: bytes::Bytes,
+    /// The web functions' rate limits, per client address and function.
+    pub web_limits: rate_limit::RateLimiter,
 }
 
 impl AppState {
@@ -183,6 +187,7 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
             .into(),
         keys,
         keys_bucket,
+        web_limits: rate_limit::RateLimiter::default(),
     });
     tokio::spawn(auth::follow(state.clone()));
     tokio::spawn(
@@ -240,15 +245,21 @@ pub async fn serve(
     let served = match tls {
         None => {
             tracing::info!(message = "dispatcher listening", addr = %local, scheme = "http");
-            axum::serve(listener, app(state.clone()))
-                .with_graceful_shutdown(shutdown)
-                .await
+            axum::serve(
+                listener,
+                app(state.clone()).into_make_service_with_connect_info::<web::ClientAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
         }
         Some(config) => {
             tracing::info!(message = "dispatcher listening", addr = %local, scheme = "https");
-            axum::serve(tls::TlsListener::new(listener, config)?, app(state.clone()))
-                .with_graceful_shutdown(shutdown)
-                .await
+            axum::serve(
+                tls::TlsListener::new(listener, config)?,
+                app(state.clone()).into_make_service_with_connect_info::<web::ClientAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
         }
     }
     .context("HTTP server failed");

@@ -3,7 +3,7 @@
 //! paths, schemas and security entries.
 
 use crate::auth::{Access, Scope};
-use crate::{auth, secrets, triggers, AppState};
+use crate::{auth, secrets, triggers, web, AppState};
 use crate::{batch, dlq, fleet, functions, health, invocations, queries, schedules};
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -184,6 +184,24 @@ fn build(state: Option<&Arc<AppState>>, metrics_open: bool) -> (Router<Arc<AppSt
         api = api.merge(group);
     }
     let (router, mut doc) = api.split_for_parts();
+    // Web functions check access themselves, by the function's spec: a key with the invoke
+    // scope, or none for `"auth": "none"` (the empty requirement).
+    let mut web_doc = web::Document::openapi();
+    secure(&mut web_doc, Access::Scope(Scope::Invoke));
+    for item in web_doc.paths.paths.values_mut() {
+        for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+            if let Some(security) = operation.security.as_mut() {
+                security.push(SecurityRequirement::default());
+            }
+            operation.description = Some(
+                "Every method is served; a function whose spec says `\"web\": {\"auth\": \"none\"}` \
+                 takes no key."
+                    .into(),
+            );
+        }
+    }
+    doc.merge(web_doc);
+    let router = router.merge(web::router());
     let scheme = HttpBuilder::new()
         .scheme(HttpAuthScheme::Bearer)
         .description(Some(
@@ -245,6 +263,13 @@ mod tests {
                     ["/healthz", "/readyz", "/v1/openapi.json"].contains(&path.as_str()),
                     "{method} {path}: {security}"
                 );
+                if path.starts_with("/function/") {
+                    assert_eq!(
+                        security,
+                        &serde_json::json!([{ "bearer": ["invoke"] }, {}]),
+                        "{method} {path}"
+                    );
+                }
             }
         }
     }

@@ -27,6 +27,7 @@ pub fn function_view(record: &FunctionRecord) -> Function {
         deployed_at: rfc3339(record.deployed_at_ms),
         config: record.spec(),
         secrets: record.secret_names(),
+        warnings: Vec::new(),
     }
 }
 

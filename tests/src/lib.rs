@@ -388,7 +388,8 @@ pub struct Built {
     pub dispatcher: PathBuf,
     pub worker: PathBuf,
     pub squall: PathBuf,
-    /// Function libraries by example name (`hello`, `wordcount`, `fail`, `panic`, `c-hello`).
+    /// Function libraries by example name (`hello`, `wordcount`, `fail`, `panic`, `web_hello`,
+    /// `c-hello`, …).
     pub libraries: HashMap<String, PathBuf>,
 }
 

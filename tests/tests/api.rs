@@ -411,6 +411,12 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/metrics", "read"),
     ("POST", "/v1/functions/f/invocations", "invoke"),
     ("POST", "/v1/functions/f/batch", "invoke"),
+    // Web functions: a key with the invoke scope unless the function's spec says
+    // `"auth": "none"` (none is deployed here, so every caller without a key is refused).
+    ("GET", "/function/f", "invoke"),
+    ("POST", "/function/f", "invoke"),
+    ("GET", "/function/f/a", "invoke"),
+    ("POST", "/function/f/a", "invoke"),
     ("GET", "/v1/invocations", "invoke"),
     (
         "GET",
@@ -556,6 +562,9 @@ async fn every_route_needs_its_scope_and_the_document_says_which() {
         let security = &template.1[method.as_str().to_lowercase()]["security"];
         let listed = if needs == "open" {
             serde_json::json!([{}])
+        } else if path.starts_with("/function/") {
+            // A key, or none for a function deployed with `"auth": "none"`.
+            serde_json::json!([{ "bearer": [needs] }, {}])
         } else {
             serde_json::json!([{ "bearer": [needs] }])
         };

@@ -176,6 +176,10 @@ fn job_meta(message: &jetstream::Message) -> JobMeta {
         "subject": header(headers, h::EVENT_SUBJECT).unwrap_or(message.subject.as_str()),
         "headers": user_headers,
     });
+    // A web request's event is the request itself (its headers are the HTTP request's).
+    if let Some(web) = web_event(source, header(headers, h::WEB)) {
+        event = web;
+    }
     // What made the job: a schedule, a trigger, a key-value change.
     for (name, field) in [
         (h::SCHEDULE, "schedule"),
@@ -205,6 +209,16 @@ fn job_meta(message: &jetstream::Message) -> JobMeta {
         invocation_id,
         event: event.to_string().into_bytes(),
     }
+}
+
+/// The event of a job made from a web request: `Squall-Source: web` with a readable
+/// `Squall-Web` header.
+fn web_event(source: &str, web: Option<&str>) -> Option<serde_json::Value> {
+    if source != "web" {
+        return None;
+    }
+    web.and_then(squall_broker::web::WebRequest::from_header)
+        .map(|request| request.event())
 }
 
 /// A trace context for a job published without one, derived from its invocation id so that
@@ -630,4 +644,26 @@ async fn publish_result(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_web_job_gets_the_request_as_its_event_and_others_do_not() {
+        let request = squall_broker::web::WebRequest {
+            method: "GET".into(),
+            path: "/x".into(),
+            ..Default::default()
+        };
+        let header = request.to_header();
+        let event = web_event("web", Some(&header)).expect("a web event");
+        assert_eq!(event["source"], "web");
+        assert_eq!(event["method"], "GET");
+        assert_eq!(event["path"], "/x");
+        assert_eq!(web_event("nats", Some(&header)), None);
+        assert_eq!(web_event("web", Some("{broken")), None);
+        assert_eq!(web_event("web", None), None);
+    }
 }

@@ -25,6 +25,9 @@
  *   Later hosts append fields without a new ABI version, and older hosts may lack fields this
  *   header has: read a field only when `size` covers it (see SQUALL_HAS_FIELD below).
  *
+ * Web functions (a spec with `web`) use this same ABI: `ctx->event` describes the HTTP request
+ * and the output is a JSON response envelope (functions/README.md, "Web functions in C").
+ *
  * Language: C99 or later, or C++. The conveniences below are `static inline`.
  *
  * Rules

@@ -1,4 +1,5 @@
-//! The code behind `export_function!` and `export_raw_function!`: the C ABI boundary.
+//! The code behind `export_function!`, `export_raw_function!` and `export_web_function!`: the C
+//! ABI boundary.
 //!
 //! The macros only declare the exported symbols; everything they do happens here, in ordinary
 //! functions that tests can call directly. Nothing in this module lets a panic escape.
@@ -15,7 +16,7 @@ use crate::abi::{
     SquallBuf, SquallBytes, SquallCtx, SquallHost, SquallOutput, SQUALL_ERROR, SQUALL_OK,
     SQUALL_PANIC, SQUALL_RETRY,
 };
-use crate::{Context, FnError, Host};
+use crate::{Context, FnError, Host, WebRequest, WebResponse};
 
 /// What a panic payload says, for the `SQUALL_PANIC` body.
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
@@ -132,6 +133,42 @@ where
     };
     // SAFETY: the caller makes `out` null or writable.
     unsafe { run(out, body) }
+}
+
+/// `squall_invoke` for a web handler: the request from `ctx.event` and the input (its body),
+/// the answer as a function-URL response.
+///
+/// # Safety
+/// As for [`__invoke_json`].
+#[doc(hidden)]
+pub unsafe fn __invoke_web<F>(
+    ctx: *const SquallCtx,
+    input: SquallBytes,
+    out: *mut SquallOutput,
+    handler: F,
+) -> i32
+where
+    F: FnOnce(&Context<'_>, WebRequest) -> Result<WebResponse, FnError>,
+{
+    let body = || {
+        // SAFETY: the caller upholds the ABI for `ctx` and `input` for the whole call, which
+        // outlives the context and the slice.
+        let (context, input) = unsafe { (Context::from_ptr(ctx), input.as_slice()) };
+        web_call(&context, input, handler)
+    };
+    // SAFETY: the caller makes `out` null or writable.
+    unsafe { run(out, body) }
+}
+
+/// A web call without the ABI: request in, envelope bytes out.
+fn web_call<F>(context: &Context<'_>, input: &[u8], handler: F) -> Result<Vec<u8>, FnError>
+where
+    F: FnOnce(&Context<'_>, WebRequest) -> Result<WebResponse, FnError>,
+{
+    let request = WebRequest::from_event(context.event(), input);
+    let response = handler(context, request)?;
+    serde_json::to_vec(&response.to_envelope())
+        .map_err(|error| FnError::permanent(format!("invalid output: {error}")))
 }
 
 /// `squall_init`: runs `init` once per load.
@@ -253,6 +290,50 @@ macro_rules! export_raw_function {
     };
 }
 
+/// Exports an HTTP handler as a Squall ABI v1 web function (deploy it with `"web"` in its
+/// spec to serve it at `/function/{name}`).
+///
+/// `handler` is any `fn(&Context, WebRequest) -> Result<WebResponse, FnError>`. The request
+/// comes from `ctx.event` and the input (the request body); the response becomes Lambda's
+/// function-URL response format. An `Err` or a panic answers the caller a generic 502 (the
+/// invocation keeps the message). `init = init_fn` works as in [`export_function!`].
+///
+/// ```
+/// use squall_sdk::http::StatusCode;
+/// use squall_sdk::{export_web_function, Context, FnError, WebRequest, WebResponse};
+///
+/// fn hello(_ctx: &Context, request: WebRequest) -> Result<WebResponse, FnError> {
+///     let name = request.query("name").unwrap_or("world");
+///     Ok(WebResponse::text(StatusCode::OK, format!("Hello, {name}!")).with_header("x-greeted", name))
+/// }
+///
+/// export_web_function!(hello);
+/// ```
+#[macro_export]
+macro_rules! export_web_function {
+    ($handler:expr, init = $init:expr $(,)?) => {
+        $crate::export_web_function!($handler);
+        $crate::__export_init!($init);
+    };
+    ($handler:expr $(,)?) => {
+        $crate::__export_common!();
+
+        /// The function's entry point (ABI v1).
+        ///
+        /// # Safety
+        /// The host passes pointers valid for the call, as `squall.h` describes.
+        #[no_mangle]
+        pub unsafe extern "C" fn squall_invoke(
+            ctx: *const $crate::abi::SquallCtx,
+            input: $crate::abi::SquallBytes,
+            out: *mut $crate::abi::SquallOutput,
+        ) -> i32 {
+            // SAFETY: the host upholds ABI v1 for `ctx`, `input` and `out` during the call.
+            unsafe { $crate::__invoke_web(ctx, input, out, $handler) }
+        }
+    };
+}
+
 /// The symbols every library exports: the ABI version and `squall_free`.
 #[doc(hidden)]
 #[macro_export]
@@ -324,6 +405,27 @@ mod tests {
         };
         assert_eq!(status, SQUALL_ERROR);
         assert!(!ran);
+    }
+
+    #[test]
+    fn a_web_call_reads_the_request_and_answers_the_envelope() {
+        let event = br#"{"source": "web", "method": "GET", "path": "/x", "query": {"q": "1"}}"#;
+        let ctx = Context::new("web", "1").with_event(event);
+        let output = web_call(&ctx, b"body", |_, request| {
+            assert_eq!(request.method, http::Method::GET);
+            assert_eq!(request.body, b"body");
+            let q = request.query("q").unwrap_or_default().to_owned();
+            Ok(WebResponse::text(
+                http::StatusCode::ACCEPTED,
+                format!("{} {q}", request.path),
+            ))
+        })
+        .unwrap();
+        let envelope: serde_json::Value = serde_json::from_slice(&output).unwrap();
+        assert_eq!(envelope["statusCode"], 202);
+        assert_eq!(envelope["body"], "/x 1");
+        let failed = web_call(&ctx, b"", |_, _| Err(FnError::permanent("no")));
+        assert_eq!(failed, Err(FnError::permanent("no")));
     }
 
     #[test]

@@ -21,8 +21,11 @@
 //! export_function!(hello);
 //! ```
 //!
+//! A web function (served at `/function/{name}`) takes a [`WebRequest`] and answers a
+//! [`WebResponse`]; export it with [`export_web_function!`].
+//!
 //! This crate knows nothing about NATS, tokio or how the host loads libraries: it depends on
-//! serde and serde_json only.
+//! serde, serde_json and `http` (for the web types) only.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -31,12 +34,18 @@ mod context;
 mod error;
 mod export;
 mod services;
+mod web;
 
 pub use context::{Context, Host, Level};
 pub use error::FnError;
 #[doc(hidden)]
-pub use export::{__free, __init, __invoke_json, __invoke_raw};
+pub use export::{__free, __init, __invoke_json, __invoke_raw, __invoke_web};
 pub use services::{HostError, Kv};
+pub use web::{WebRequest, WebResponse};
+
+/// Re-exported so that web functions can name `StatusCode`, `Method` and `HeaderMap` without a
+/// separate dependency.
+pub use http;
 
 /// Re-exported so that functions can name `serde_json::Value` (what [`Context::config`] returns)
 /// without a separate dependency.
