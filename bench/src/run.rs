@@ -301,7 +301,8 @@ async fn single_node_phases(
         client,
     };
     let cluster = Cluster::start(env, &nats_server.url, dir.to_path_buf()).await?;
-    let spec = json!({ "concurrency": settings.concurrency });
+    // Also a web function (`/function/noop`, no key), for the web requests' sync latency.
+    let spec = json!({ "concurrency": settings.concurrency, "web": { "auth": "none" } });
     cluster.deploy(FUNCTION, artifact.to_vec(), &spec).await?;
     bare::setup(&nats.js, FUNCTION).await?;
     let mut bench = Bench {
@@ -394,6 +395,44 @@ async fn measure_all(bench: &mut Bench) -> anyhow::Result<()> {
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
+}
+
+/// Sequential web requests (`POST /function/noop`, the same payload) against the bare round
+/// trip: the sync path's targets apply to web functions too. Skipped by a dispatcher without
+/// web functions (an older commit in an A/B run).
+async fn web_latency(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
+    let url = format!("{}/function/{FUNCTION}", bench.cluster.url);
+    let probe = bench.cluster.http.post(&url).body("x").send().await?;
+    if probe.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(());
+    }
+    let samples = drive::http_round_trips(
+        &bench.cluster.http,
+        &url,
+        1,
+        bench.settings.latency_n,
+        &bench.payload,
+    )
+    .await
+    .context("web requests")?;
+    let latency = Latency::of(&samples);
+    add_latency(
+        &mut bench.report,
+        S3,
+        "squall.web.seq",
+        "web request (/function/noop), sequential",
+        &latency,
+    );
+    if let Some(bare) = bench.bare_figure("bare.rt.seq.p50", run) {
+        bench.report.add(
+            S3,
+            "squall.web.seq.p50.ratio",
+            "  … p50 ÷ bare sequential round trip p50",
+            "×",
+            latency.p50 / bare,
+        );
+    }
+    Ok(())
 }
 
 /// Records p50, p99 and p999 of a latency measurement under `key`.
@@ -782,6 +821,7 @@ async fn squall_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
             latency.p99 / bare,
         );
     }
+    web_latency(bench, run).await?;
     let per_client = (s.latency_n / s.clients).max(1);
     let started = Instant::now();
     let concurrent = drive::http_round_trips(
@@ -1093,6 +1133,11 @@ fn add_targets(report: &mut Report) {
         "sync p50 <= 2.5x the bare round trip with concurrent clients",
         "squall.sync.conc.p50.ratio",
         |v| v <= 2.5,
+    );
+    report.target(
+        "web request p50 <= 1.5x the bare sequential round trip",
+        "squall.web.seq.p50.ratio",
+        |v| v <= 1.5,
     );
     report.target(
         "sync p99 <= 2x the bare sequential p99",
