@@ -221,6 +221,12 @@ pub struct UpArgs {
     /// replicated three ways and survives the loss of one node.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=5))]
     pub cluster: u16,
+    /// Also accept MQTT clients (devices) on this port of 127.0.0.1, through nats-server's own
+    /// MQTT listener: topic `devices/7/telemetry` arrives as NATS subject
+    /// `devices.7.telemetry`, which a subject trigger turns into invocations. Node N of a
+    /// cluster listens on this port + N - 1. Off by default.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub mqtt_port: Option<u16>,
 }
 
 #[derive(clap::Args, Debug, Clone)]

@@ -336,6 +336,8 @@ struct Node {
     route: SocketAddr,
     monitor: SocketAddr,
     store: PathBuf,
+    /// With `--mqtt-port`: the node's MQTT listener and the config file that enables it.
+    mqtt: Option<(SocketAddr, PathBuf)>,
 }
 
 /// The broker's nodes: one plain server, or `count` servers that route to each other, with
@@ -362,6 +364,7 @@ fn plan_nodes(port: u16, count: u16, state: &Path) -> anyhow::Result<Vec<Node>> 
                     1 => state.join("nats"),
                     _ => state.join(format!("nats-{}", i + 1)),
                 },
+                mqtt: None,
             })
         })
         .collect()
@@ -370,6 +373,10 @@ fn plan_nodes(port: u16, count: u16, state: &Path) -> anyhow::Result<Vec<Node>> 
 /// The nats-server flags of `node` beyond the shared config: its address, store and, in a
 /// cluster, its name, routes and monitoring port.
 fn node_args(node: &Node, nodes: &[Node], config: &Path) -> Vec<OsString> {
+    let config = node
+        .mqtt
+        .as_ref()
+        .map_or(config, |(_, path)| path.as_path());
     let mut args: Vec<OsString> = vec![
         "-c".into(),
         config.into(),
@@ -404,6 +411,23 @@ fn node_args(node: &Node, nodes: &[Node], config: &Path) -> Vec<OsString> {
         );
     }
     args
+}
+
+/// The broker config of a node with an MQTT listener at `mqtt`: the shared config plus the
+/// listener (node N of a cluster listens on `--mqtt-port` + N - 1). MQTT needs a server name,
+/// which a cluster node gets from its flags.
+fn mqtt_config(mqtt: SocketAddr, single: bool) -> String {
+    let name = if single {
+        "server_name: squall-local\n"
+    } else {
+        ""
+    };
+    format!(
+        "{NATS_CONFIG}\n# MQTT devices (squall up --mqtt-port): topic a/b/c is subject a.b.c.\n{name}\
+         mqtt {{\n  host: {}\n  port: {}\n}}\n",
+        mqtt.ip(),
+        mqtt.port()
+    )
 }
 
 /// Paths and addresses of one `squall up`.
@@ -469,7 +493,21 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", args.state_dir.display()))?;
     let logs = state.join("logs");
-    let nodes = plan_nodes(args.nats_port, args.cluster, &state)?;
+    let mut nodes = plan_nodes(args.nats_port, args.cluster, &state)?;
+    if let Some(port) = args.mqtt_port {
+        let single = nodes.len() == 1;
+        for (i, node) in nodes.iter_mut().enumerate() {
+            let port = u16::try_from(u32::from(port) + i as u32)
+                .ok()
+                .context("--mqtt-port leaves no room for the cluster's MQTT ports")?;
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            check_free(addr, "the MQTT", "--mqtt-port")?;
+            let path = state.join(format!("{}-mqtt.conf", node.name));
+            std::fs::write(&path, mqtt_config(addr, single))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            node.mqtt = Some((addr, path));
+        }
+    }
     for dir in std::iter::once(&logs).chain(nodes.iter().map(|n| &n.store)) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -520,6 +558,17 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
     println!("squall is up");
     println!("  API:  {}", plan.api_url);
     println!("  NATS: {}", plan.nats_url);
+    let mqtt: Vec<String> = plan
+        .nodes
+        .iter()
+        .filter_map(|n| n.mqtt.as_ref().map(|(addr, _)| format!("mqtt://{addr}")))
+        .collect();
+    if !mqtt.is_empty() {
+        println!(
+            "  MQTT: {} (topic a/b/c is NATS subject a.b.c)",
+            mqtt.join(", ")
+        );
+    }
     if plan.nodes.len() > 1 {
         println!(
             "  NATS cluster: {} nodes, every stream replicated {} ways; monitoring on {}",
@@ -713,6 +762,16 @@ async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_mqtt_node_config_adds_the_listener_and_a_server_name_when_alone() {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 1883));
+        let alone = mqtt_config(addr, true);
+        assert!(alone.starts_with(NATS_CONFIG));
+        assert!(alone.contains("server_name: squall-local\n"));
+        assert!(alone.contains("mqtt {\n  host: 127.0.0.1\n  port: 1883\n}"));
+        assert!(!mqtt_config(addr, false).contains("server_name"));
+    }
 
     #[test]
     fn nats_versions_are_parsed() {
