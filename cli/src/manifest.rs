@@ -322,6 +322,8 @@ mod tests {
             "panic",
             "c-hello",
             "web-hello",
+            "chatbot",
+            "web-form",
         ] {
             let manifest = load(&examples.join(name)).unwrap();
             assert_eq!(manifest.name, name);
