@@ -265,19 +265,19 @@ pub fn train(rows: &[Row]) -> Model {
                 .map(|j| (row.features[j] - model.mean[j]) / model.scale[j])
                 .collect();
             let p = model.predict(&row.features);
-            for c in 0..k {
+            for (c, (gw, gb)) in grad_w.iter_mut().zip(&mut grad_b).enumerate() {
                 let err = p[c] - f64::from(u8::from(c == row.label));
-                grad_b[c] += err / n;
-                for j in 0..d {
-                    grad_w[c][j] += err * x[j] / n;
+                *gb += err / n;
+                for (g, xj) in gw.iter_mut().zip(&x) {
+                    *g += err * xj / n;
                 }
             }
         }
-        for c in 0..k {
-            model.bias[c] -= LEARNING_RATE * grad_b[c];
-            for j in 0..d {
-                let w = model.weights[c][j];
-                model.weights[c][j] -= LEARNING_RATE * (grad_w[c][j] + L2 * w);
+        let rows = model.weights.iter_mut().zip(&mut model.bias);
+        for ((w, b), (gw, gb)) in rows.zip(grad_w.iter().zip(&grad_b)) {
+            *b -= LEARNING_RATE * gb;
+            for (wj, g) in w.iter_mut().zip(gw) {
+                *wj -= LEARNING_RATE * (g + L2 * *wj);
             }
         }
     }
