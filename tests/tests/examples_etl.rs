@@ -202,8 +202,8 @@ async fn attempts_of(cluster: &Cluster, function: &str) -> (u32, bool) {
     (most, all)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_records_are_loaded_once_and_every_bad_row_is_reported_by_line() {
+/// A cluster with the three stages deployed and their triggers bound.
+async fn start_pipeline() -> Cluster {
     let cluster = Cluster::start().await;
     let backoff =
         serde_json::json!({"initial_ms": 20, "multiplier": 2.0, "max_ms": 200, "jitter": false});
@@ -242,6 +242,12 @@ async fn ten_thousand_records_are_loaded_once_and_every_bad_row_is_reported_by_l
     .await;
     trigger(&cluster, "etl-rejected", "etl-load", "events.etl.rejected").await;
     squall_tests::wait_workers_ready(&cluster, "etl-load").await;
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_records_are_loaded_once_and_every_bad_row_is_reported_by_line() {
+    let cluster = start_pipeline().await;
 
     let upload = generate_upload();
     assert!(
@@ -337,4 +343,54 @@ async fn an_upload_without_the_expected_header_fails_permanently() {
     assert_eq!(view.attempts, 1);
     let message = view.error.unwrap().message;
     assert!(message.contains("the header must be"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_sample_loads_four_orders_and_reports_four_bad_lines() {
+    let cluster = start_pipeline().await;
+    let path = squall_tests::workspace_root().join("functions/examples/etl/sample.csv");
+    let csv = std::fs::read_to_string(path).unwrap();
+    let response = cluster.invoke("etl-extract", csv).await;
+    assert_eq!(response.status(), 200);
+    let extracted: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        (extracted["rows"].as_u64(), extracted["batches"].as_u64()),
+        (Some(8), Some(1))
+    );
+    let id = extracted["upload"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let report = report(&cluster, &id).await;
+        if report["records"].as_u64().unwrap() + report["rejected"].as_u64().unwrap() >= 8 {
+            break report;
+        }
+        assert!(Instant::now() < deadline, "not loaded: {report}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["records"], 4);
+    assert_eq!(done["loaded_lines"], serde_json::json!([2, 3, 4, 10]));
+    assert_eq!(
+        done["amount_cents"],
+        serde_json::json!({"EUR": 1250, "GBP": 320, "JPY": 150000, "USD": 700})
+    );
+    let rejected: Vec<(u64, String)> = done["rejected_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap(),
+                r["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rejected,
+        [
+            (5, "invalid email `edsger-at-example.com`".to_string()),
+            (6, "invalid amount `ten`".to_string()),
+            (8, "invalid date `2026-02-30`".to_string()),
+            (9, "unknown currency `XBT`".to_string()),
+        ]
+    );
 }

@@ -348,6 +348,8 @@ mod tests {
         let p = model.predict(&[20.0, 3.0, 1.5, 3.0]);
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         assert_eq!(model.classify(&[20.0, 3.0, 1.5, 3.0]), 0);
+        // The README's example input.
+        assert_eq!(model.classify(&[21.5, 3.1, 1.6, 2.9]), 0);
     }
 
     #[test]
