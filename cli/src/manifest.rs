@@ -331,6 +331,39 @@ mod tests {
     }
 
     #[test]
+    fn the_ml_and_etl_examples_parse_with_their_triggers_and_builds() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions/examples");
+        let ml = load(&examples.join("ml-inference")).unwrap();
+        assert_eq!(ml.name, "ml-inference");
+        let extract = load(&examples.join("etl")).unwrap();
+        assert_eq!(extract.name, "etl-extract");
+        assert_eq!(extract.spec.config["stage"], "extract");
+        let transform = load(&examples.join("etl/transform")).unwrap();
+        assert_eq!(transform.name, "etl-transform");
+        let subjects = |m: &Manifest| -> Vec<Option<String>> {
+            m.triggers.iter().map(|(_, t)| t.subject.clone()).collect()
+        };
+        assert_eq!(
+            subjects(&transform),
+            [Some("events.etl.extracted".to_string())]
+        );
+        let load_stage = load(&examples.join("etl/load")).unwrap();
+        assert_eq!(load_stage.name, "etl-load");
+        assert_eq!(
+            (load_stage.spec.concurrency, load_stage.spec.max_concurrency),
+            (1, Some(1))
+        );
+        assert_eq!(load_stage.triggers.len(), 2);
+        for stage in [&transform, &load_stage] {
+            let build = stage.build.as_ref().expect("a [build] table");
+            assert_eq!(
+                build.artifact,
+                Path::new("../../../../target/release/libetl.so")
+            );
+        }
+    }
+
+    #[test]
     fn unknown_function_field_is_refused_by_name() {
         let err = parse("[function]\nname = \"hello\"\ntimeout = 5\n").unwrap_err();
         let message = format!("{err:#}");
