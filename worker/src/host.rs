@@ -444,14 +444,31 @@ impl HostServices {
         value: Bytes,
         ttl_s: Option<u64>,
     ) -> Result<(), HostFailure> {
-        let subject = format!("$KV.{STATE_BUCKET}.{key}");
         let mut headers = HeaderMap::new();
         if let Some(seconds) = ttl_s {
             headers.insert(TTL_HEADER, seconds.to_string().as_str());
         }
+        let revision = self.store(key, headers, value.clone()).await?;
+        let expires = ttl_s.map(|s| Instant::now() + Duration::from_secs(s));
+        self.cache.wrote(key, Some(value), revision, expires);
+        Ok(())
+    }
+
+    /// Deletes a bucket key (absent is fine).
+    pub async fn delete(&self, key: &str) -> Result<(), HostFailure> {
+        let mut headers = HeaderMap::new();
+        headers.insert("KV-Operation", "DEL");
+        let revision = self.store(key, headers, Bytes::new()).await?;
+        self.cache.wrote(key, None, revision, None);
+        Ok(())
+    }
+
+    /// Stores one message on a bucket key and waits for its acknowledgement: its revision.
+    async fn store(&self, key: &str, headers: HeaderMap, value: Bytes) -> Result<u64, HostFailure> {
+        let subject = format!("$KV.{STATE_BUCKET}.{key}");
         let ack = self
             .jetstream
-            .publish_with_headers(subject, headers, value.clone())
+            .publish_with_headers(subject, headers, value)
             .await
             .map_err(|_| HostFailure::Unavailable)?
             .await
@@ -459,28 +476,7 @@ impl HostServices {
                 tracing::debug!(message = "state write failed", %error);
                 HostFailure::Unavailable
             })?;
-        let expires = ttl_s.map(|s| Instant::now() + Duration::from_secs(s));
-        self.cache.wrote(key, Some(value), ack.sequence, expires);
-        Ok(())
-    }
-
-    /// Deletes a bucket key (absent is fine).
-    pub async fn delete(&self, key: &str) -> Result<(), HostFailure> {
-        let subject = format!("$KV.{STATE_BUCKET}.{key}");
-        let mut headers = HeaderMap::new();
-        headers.insert("KV-Operation", "DEL");
-        let ack = self
-            .jetstream
-            .publish_with_headers(subject, headers, Bytes::new())
-            .await
-            .map_err(|_| HostFailure::Unavailable)?
-            .await
-            .map_err(|error| {
-                tracing::debug!(message = "state delete failed", %error);
-                HostFailure::Unavailable
-            })?;
-        self.cache.wrote(key, None, ack.sequence, None);
-        Ok(())
+        Ok(ack.sequence)
     }
 
     /// Publishes an event with its `Nats-Msg-Id`; stored with an acknowledgement when a stream
