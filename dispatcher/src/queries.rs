@@ -50,6 +50,15 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
         index.clear()?;
         applied = 0;
     }
+    // Until the feed reaches what the stream holds now, answers say they may be partial.
+    index.start_catch_up(applied, last_in_stream);
+    if applied < last_in_stream {
+        tracing::info!(
+            message = "the query index is catching up with RESULTS",
+            applied_sequence = applied,
+            stream_sequence = last_in_stream
+        );
+    }
     let deliver_policy = match applied {
         0 => DeliverPolicy::All,
         n => DeliverPolicy::ByStartSequence {
@@ -104,9 +113,26 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
             }
         }
         if !batch.is_empty() {
-            index.apply_all(&batch)?;
-            state.metrics.indexed(batch.len());
+            let applying = index.clone();
+            let applied = std::mem::take(&mut batch);
+            // sled blocks: off the async threads, so queries and the HTTP API keep answering.
+            let (result, applied) = tokio::task::spawn_blocking(move || {
+                let result = applying.apply_all(&applied);
+                (result, applied)
+            })
+            .await?;
+            result?;
+            state.metrics.indexed(applied.len());
+            batch = applied;
             batch.clear();
+        }
+        let was_catching_up = index.catching_up();
+        index.progressed(last_seen);
+        if was_catching_up && !index.catching_up() {
+            tracing::info!(
+                message = "the query index caught up with RESULTS",
+                applied_sequence = last_seen
+            );
         }
     }
     Ok(())
@@ -115,8 +141,9 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
 /// How long the RESULTS feed may stay quiet before the stream is asked whether it is behind.
 const FEED_QUIET: Duration = Duration::from_secs(3);
 
-/// Most results applied to the index in one batch.
-const INDEX_BATCH: usize = 1024;
+/// Most results applied to the index in one batch (one atomic sled batch): large, so that a
+/// replay writes each touched bucket once per few thousand results.
+const INDEX_BATCH: usize = 4096;
 
 /// Parses a time bound: RFC 3339 or Unix milliseconds.
 fn parse_time(name: &str, value: &str) -> Result<u64, ApiError> {
