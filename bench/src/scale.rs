@@ -76,7 +76,8 @@ fn synthetic(n: usize, now_ms: u64) -> Vec<ResultMeta> {
         let base = ResultMeta {
             invocation_id: id,
             function,
-            version: "sha256:5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e".into(),
+            version: "sha256:5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e"
+                .into(),
             status: InvocationStatus::Succeeded,
             attempt: 1,
             error_kind: None,
@@ -96,10 +97,7 @@ fn synthetic(n: usize, now_ms: u64) -> Vec<ResultMeta> {
                 error_kind: Some(ErrorKind::Error),
                 ..base.clone()
             });
-            out.push(ResultMeta {
-                attempt: 2,
-                ..base
-            });
+            out.push(ResultMeta { attempt: 2, ..base });
         } else {
             let (status, error_kind) = match r % 100 {
                 1..=3 => (InvocationStatus::Failed, Some(ErrorKind::Error)),
@@ -407,11 +405,9 @@ pub fn add_targets(report: &mut crate::report::Report) {
         "scale.usage.fn.p50",
         |v| v < 20.0,
     );
-    report.target(
-        "a 50-row list page p50 < 10 ms",
-        "scale.list.p50",
-        |v| v < 10.0,
-    );
+    report.target("a 50-row list page p50 < 10 ms", "scale.list.p50", |v| {
+        v < 10.0
+    });
 }
 
 #[cfg(test)]
