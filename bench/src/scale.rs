@@ -68,7 +68,7 @@ fn synthetic(n: usize, now_ms: u64) -> Vec<ResultMeta> {
         );
         let function = function_name((r % FUNCTIONS as u64) as usize);
         // Mostly around a millisecond, one in a hundred up to a second.
-        let duration_us = if r % 100 == 0 {
+        let duration_us = if r.is_multiple_of(100) {
             1_000 + (r >> 8) % 1_000_000
         } else {
             100 + (r >> 8) % 3_000
@@ -86,8 +86,8 @@ fn synthetic(n: usize, now_ms: u64) -> Vec<ResultMeta> {
             finished_at_ms: created + 1 + duration_us / 1000,
             duration_us,
             cpu_us: duration_us * 9 / 10,
-            kv_ops: if r % 7 == 0 { 3 } else { 0 },
-            kv_bytes: if r % 7 == 0 { 120 } else { 0 },
+            kv_ops: if r.is_multiple_of(7) { 3 } else { 0 },
+            kv_bytes: if r.is_multiple_of(7) { 120 } else { 0 },
             logs: Vec::new(),
             worker: "bench-worker-1".into(),
         };

@@ -1389,7 +1389,7 @@ mod tests {
             m.cpu_us = m.duration_us / 2;
             m.kv_ops = r % 3;
             m.kv_bytes = r % 300;
-            if r % 5 == 0 {
+            if r.is_multiple_of(5) {
                 m.status = InvocationStatus::Retrying;
                 m.error_kind = Some(ErrorKind::Retry);
                 let mut last = m.clone();
@@ -1405,7 +1405,7 @@ mod tests {
                 pending.push(last);
             }
             out.push(m);
-            if r % 7 == 0 {
+            if r.is_multiple_of(7) {
                 out.append(&mut pending);
             }
         }

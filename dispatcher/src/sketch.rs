@@ -159,7 +159,7 @@ mod tests {
                 state ^= state << 17;
                 let u = (state >> 11) as f64 / (1u64 << 53) as f64;
                 // Log-uniform over 200 µs–5 ms, and one value in fifty up to 2 s.
-                if state % 50 == 0 {
+                if state.is_multiple_of(50) {
                     (5_000.0 * (400.0f64).powf(u)) as u64
                 } else {
                     (200.0 * (25.0f64).powf(u)) as u64
