@@ -95,6 +95,13 @@ pub struct InvocationPage {
     pub items: Vec<InvocationSummary>,
     /// Pass as `cursor` for the next page; null on the last one.
     pub next_cursor: Option<String>,
+    /// True while the query index is still replaying RESULTS (after it started empty, was
+    /// rebuilt, or has not yet looked at the stream): the answer may be partial.
+    #[serde(default)]
+    pub catching_up: bool,
+    /// The RESULTS stream sequence the index has applied up to.
+    #[serde(default)]
+    pub applied_sequence: u64,
 }
 
 /// A function's numbers over a window.
@@ -113,10 +120,18 @@ pub struct FunctionStats {
     pub error_rate: f64,
     /// Invocations still retrying.
     pub in_progress: u64,
-    /// Latest-attempt wall time percentiles of terminal invocations, in ms.
+    /// Latest-attempt wall time percentiles of terminal invocations, in ms, by nearest rank
+    /// from mergeable sketches: within 1% of the exact value.
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// True while the query index is still replaying RESULTS (after it started empty, was
+    /// rebuilt, or has not yet looked at the stream): the answer may be partial.
+    #[serde(default)]
+    pub catching_up: bool,
+    /// The RESULTS stream sequence the index has applied up to.
+    #[serde(default)]
+    pub applied_sequence: u64,
 }
 
 /// Metered totals.
@@ -155,4 +170,11 @@ pub struct UsageReport {
     pub until: String,
     pub groups: Vec<UsageRow>,
     pub total: Usage,
+    /// True while the query index is still replaying RESULTS (after it started empty, was
+    /// rebuilt, or has not yet looked at the stream): the answer may be partial.
+    #[serde(default)]
+    pub catching_up: bool,
+    /// The RESULTS stream sequence the index has applied up to.
+    #[serde(default)]
+    pub applied_sequence: u64,
 }

@@ -12,6 +12,7 @@ mod replicated;
 mod report;
 mod resources;
 mod run;
+mod scale;
 mod state;
 mod stats;
 mod zero;
@@ -56,7 +57,8 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     clients: usize,
     /// Parts to run (comma-separated). `cluster` (raw-NATS throughput on a three-node loopback
-    /// cluster, R3 against R1) is not in the default set: ask for it by name.
+    /// cluster, R3 against R1) and `scale` (the query index with a million results) are not in
+    /// the default set: ask for them by name.
     #[arg(
         long,
         value_enum,
@@ -84,6 +86,10 @@ struct Args {
     /// A note on what was measured (for example a commit or a change), kept in the report.
     #[arg(long)]
     label: Option<String>,
+    /// Synthetic results the `scale` phase publishes into RESULTS [default: 1000000; 5000
+    /// with --smoke].
+    #[arg(long)]
+    scale_n: Option<usize>,
     /// Keep the temporary folder with every process's log and print where it is.
     #[arg(long)]
     keep: bool,
@@ -125,9 +131,12 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
         batch_lines: args.batch_lines,
         baseline: args.baseline,
         write_baseline: args.write_baseline,
+        scale_n: args
+            .scale_n
+            .unwrap_or(if args.smoke { 5_000 } else { 1_000_000 }),
     };
-    if settings.runs == 0 || settings.n == 0 || settings.latency_n == 0 {
-        anyhow::bail!("--runs, --n and --latency-n must be at least 1");
+    if settings.runs == 0 || settings.n == 0 || settings.latency_n == 0 || settings.scale_n < 2 {
+        anyhow::bail!("--runs, --n and --latency-n must be at least 1, --scale-n at least 2");
     }
     if settings.concurrency == 0
         || settings.http_submitters == 0

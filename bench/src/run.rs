@@ -76,6 +76,10 @@ pub enum Phase {
     /// Raw-NATS throughput on a three-node loopback cluster, R3 against R1 (opt-in: not in
     /// the default set; it starts clusters of its own).
     Cluster,
+    /// The query index at scale: `--scale-n` synthetic results published into RESULTS, a
+    /// fresh index catching up on them, and queries against it (opt-in; it runs last, and
+    /// replaces the benchmark's dispatcher by the fresh one).
+    Scale,
 }
 
 impl Phase {
@@ -110,6 +114,8 @@ pub struct Settings {
     pub baseline: Option<PathBuf>,
     /// Also write the JSON report here, as the new baseline.
     pub write_baseline: Option<PathBuf>,
+    /// Synthetic results of the scale phase.
+    pub scale_n: usize,
 }
 
 impl Settings {
@@ -144,6 +150,7 @@ impl Settings {
             "http_submitters": self.http_submitters,
             "clients": self.clients,
             "batch_lines": self.batch_lines,
+            "scale_n": self.scale_n,
             "phases": self.phases.iter().map(|p| format!("{p:?}").to_lowercase()).collect::<Vec<_>>(),
         })
     }
@@ -389,6 +396,12 @@ async fn measure_all(bench: &mut Bench) -> anyhow::Result<()> {
     if bench.settings.runs_phase(Phase::Zero) {
         bench.progress("scale-from-zero");
         zero::measure(bench).await.context("scale-from-zero")?;
+    }
+    if bench.settings.runs_phase(Phase::Scale) {
+        bench.progress("query index at scale");
+        crate::scale::measure(bench)
+            .await
+            .context("query index at scale")?;
     }
     Ok(())
 }
@@ -1184,6 +1197,9 @@ fn add_targets(report: &mut Report) {
         "cold.version.extra",
         |v| v < 5.0,
     );
+    if report.figures.iter().any(|f| f.key.starts_with("scale.")) {
+        crate::scale::add_targets(report);
+    }
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {

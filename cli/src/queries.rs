@@ -37,9 +37,18 @@ pub fn invocation_table(page: &InvocationPage) -> String {
     out
 }
 
+/// The line that says an answer may be partial, when the index is still catching up.
+fn catching_up_note(catching_up: bool, applied_sequence: u64) -> String {
+    if catching_up {
+        format!("note: the query index is still catching up with RESULTS (at sequence {applied_sequence}); this answer may be partial\n")
+    } else {
+        String::new()
+    }
+}
+
 /// The `squall stats` text.
 pub fn stats_text(stats: &FunctionStats) -> String {
-    format!(
+    catching_up_note(stats.catching_up, stats.applied_sequence) + &format!(
         "function     {}\nwindow       {} .. {}\ninvocations  {} ({} succeeded, {} errors, {} in progress)\nerror rate   {:.1}%\nduration     p50 {}ms  p95 {}ms  p99 {}ms\n",
         stats.function,
         stats.since,
@@ -87,7 +96,7 @@ pub fn usage_table(usage: &UsageReport) -> String {
         out.push_str(&row(or_dash(name.as_deref()), &u.usage));
     }
     out.push_str(&row("total".into(), &usage.total));
-    out
+    out + &catching_up_note(usage.catching_up, usage.applied_sequence)
 }
 
 /// `squall invocations`.
@@ -178,6 +187,8 @@ mod tests {
         let last = InvocationPage {
             items: vec![],
             next_cursor: None,
+            catching_up: false,
+            applied_sequence: 0,
         };
         assert_eq!(invocation_table(&last), "no invocations\n");
     }

@@ -63,10 +63,14 @@ fn shown_until(until_ms: u64) -> String {
     }
 }
 
-/// Answers `query` from the index; blocking (sled), so run it off the async threads.
+/// Answers `query` from the index; blocking (sled), so run it off the async threads. Every
+/// answer says whether the index is still catching up with RESULTS, and how far it is.
 pub fn answer(index: &QueryIndex, query: &IndexQuery) -> Result<serde_json::Value, String> {
     let failed = |e: crate::index::IndexError| e.to_string();
-    match query {
+    // Read before the answer, so a flag that says "caught up" is true of the data below.
+    let catching_up = index.catching_up();
+    let applied_sequence = index.sequence().map_err(failed)?;
+    let mut view = match query {
         IndexQuery::List {
             function,
             status,
@@ -89,36 +93,37 @@ pub fn answer(index: &QueryIndex, query: &IndexQuery) -> Result<serde_json::Valu
                 .iter()
                 .map(|(id, entry)| crate::view::summary_view(id, entry))
                 .collect();
-            Ok(serde_json::json!({ "items": items, "next_cursor": page.next_cursor }))
+            serde_json::json!({ "items": items, "next_cursor": page.next_cursor })
         }
         IndexQuery::Stats {
             function,
             since_ms,
             until_ms,
         } => {
-            let entries = index
-                .collect(Some(function), *since_ms, *until_ms)
+            let stats = index
+                .stats(function, *since_ms, *until_ms, now_ms())
                 .map_err(failed)?;
-            let mut view =
-                serde_json::to_value(query::stats(&entries)).map_err(|e| e.to_string())?;
+            let mut view = serde_json::to_value(stats).map_err(|e| e.to_string())?;
             view["function"] = function.as_str().into();
             view["since"] = rfc3339(*since_ms).into();
             view["until"] = shown_until(*until_ms).into();
-            Ok(view)
+            view
         }
         IndexQuery::Usage {
             since_ms,
             until_ms,
             by_hour,
         } => {
-            let entries = index.collect(None, *since_ms, *until_ms).map_err(failed)?;
             let group_by = if *by_hour {
                 GroupBy::Hour
             } else {
                 GroupBy::Function
             };
+            let groups = index
+                .usage(*since_ms, *until_ms, group_by, now_ms())
+                .map_err(failed)?;
             let mut total = query::Usage::default();
-            let rows: Vec<_> = query::usage(&entries, group_by)
+            let rows: Vec<_> = groups
                 .iter()
                 .map(|(key, usage)| {
                     total.invocations += usage.invocations;
@@ -135,15 +140,18 @@ pub fn answer(index: &QueryIndex, query: &IndexQuery) -> Result<serde_json::Valu
                     row
                 })
                 .collect();
-            Ok(serde_json::json!({
+            serde_json::json!({
                 "group_by": if *by_hour { "hour" } else { "function" },
                 "since": rfc3339(*since_ms),
                 "until": shown_until(*until_ms),
                 "groups": rows,
                 "total": total,
-            }))
+            })
         }
-    }
+    };
+    view["catching_up"] = catching_up.into();
+    view["applied_sequence"] = applied_sequence.into();
+    Ok(view)
 }
 
 /// Answers `query`: from this process's index when it holds one, else from whichever index
@@ -233,4 +241,47 @@ async fn serve_once(state: &Arc<AppState>) -> Result<(), async_nats::Error> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_answer_says_whether_the_index_is_catching_up_and_how_far_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let index = QueryIndex::open(&db).unwrap();
+        let queries = [
+            IndexQuery::List {
+                function: None,
+                status: None,
+                since_ms: 0,
+                until_ms: u64::MAX,
+                limit: 10,
+                cursor: None,
+            },
+            IndexQuery::Stats {
+                function: "f".into(),
+                since_ms: 0,
+                until_ms: u64::MAX,
+            },
+            IndexQuery::Usage {
+                since_ms: 0,
+                until_ms: u64::MAX,
+                by_hour: true,
+            },
+        ];
+        index.start_catch_up(0, 5);
+        for query in &queries {
+            let view = answer(&index, query).unwrap();
+            assert_eq!(view["catching_up"], true, "{view}");
+            assert_eq!(view["applied_sequence"], 0);
+        }
+        index.progressed(5);
+        for query in &queries {
+            let view = answer(&index, query).unwrap();
+            assert_eq!(view["catching_up"], false, "{view}");
+        }
+    }
 }

@@ -24,6 +24,7 @@ pub mod registry;
 pub mod routes;
 pub mod schedules;
 pub mod secrets;
+pub mod sketch;
 pub mod submit;
 pub mod tls;
 pub mod triggers;
@@ -68,6 +69,9 @@ pub struct DispatcherConfig {
     /// Hold the query index (feed it from RESULTS and serve it to every dispatcher); without
     /// it, queries are asked of the processes that hold one.
     pub query_index: bool,
+    /// How long the query index keeps its hourly usage and stats buckets; its entries and
+    /// minute buckets follow RESULTS' `max_age`.
+    pub bucket_retention: Duration,
     /// The admin API key; `None` leaves the API open (loopback only, unless allowed).
     pub admin_key: Option<String>,
     /// Serve `/metrics` without a key even when keys are required.
@@ -170,6 +174,10 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let index = index::Index::open(&config.data_dir.join("index"))?;
     let keys = auth::Keys::new(config.admin_key.as_deref(), config.metrics_open);
+    index.query.set_retention(
+        config.topology.results_max_age.as_millis() as u64,
+        config.bucket_retention.as_millis() as u64,
+    );
     if config.rebuild_index && config.query_index {
         index.query.clear()?;
         tracing::info!(message = "query index cleared; rebuilding it from RESULTS");
@@ -199,6 +207,7 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
     tokio::spawn(dlq::run_mover(state.clone()));
     tokio::spawn(prune_index(state.clone()));
     if state.config.query_index {
+        tokio::spawn(prune_query_index(state.clone()));
         tokio::spawn(queries::run_indexer(state.clone()));
         tokio::spawn(index_service::serve(state.clone()));
     }
@@ -207,22 +216,63 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
     Ok(state)
 }
 
-/// Hourly, forgets indexed invocations older than RESULTS' retention, so the index stays small
-/// even for invocations nobody asked about.
+/// Hourly, forgets accepted invocations older than RESULTS' retention, so the local index
+/// stays small even for invocations nobody asked about.
 async fn prune_index(state: Arc<AppState>) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every.tick().await;
         let now = squall_broker::time::now_ms();
         let cutoff = now.saturating_sub(state.config.topology.results_max_age.as_millis() as u64);
-        let pruned = state
-            .index
-            .prune_before(cutoff)
-            .and_then(|a| Ok(a + state.index.query.prune_before(cutoff)?));
-        match pruned {
+        match state.index.prune_before(cutoff) {
             Ok(0) => {}
-            Ok(removed) => tracing::info!(message = "pruned the invocation index", removed),
-            Err(error) => tracing::warn!(message = "cannot prune the invocation index", %error),
+            Ok(removed) => tracing::info!(message = "pruned accepted invocations", removed),
+            Err(error) => tracing::warn!(message = "cannot prune accepted invocations", %error),
+        }
+    }
+}
+
+/// How often the query index is pruned, and how many keys one step removes at most: small
+/// steps, so the feed and the queries never wait long behind a prune.
+const QUERY_PRUNE_EVERY: Duration = Duration::from_secs(10);
+const QUERY_PRUNE_STEP: usize = 2000;
+
+/// Forgets query index entries (and minute buckets) as RESULTS' retention lets results go,
+/// and hour buckets past their own retention: continuously, a bounded step at a time.
+async fn prune_query_index(state: Arc<AppState>) {
+    let mut every = tokio::time::interval(QUERY_PRUNE_EVERY);
+    let mut removed_since_log = 0;
+    loop {
+        every.tick().await;
+        loop {
+            let index = state.index.query.clone();
+            let now = squall_broker::time::now_ms();
+            let step =
+                tokio::task::spawn_blocking(move || index.prune_step(now, QUERY_PRUNE_STEP)).await;
+            match step {
+                Ok(Ok(removed)) => {
+                    removed_since_log += removed;
+                    if removed < QUERY_PRUNE_STEP {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(message = "cannot prune the query index", %error);
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(message = "the query index pruner failed", %error);
+                    break;
+                }
+            }
+        }
+        if removed_since_log >= 100_000 {
+            tracing::info!(
+                message = "pruned the query index",
+                removed = removed_since_log
+            );
+            removed_since_log = 0;
         }
     }
 }

@@ -49,6 +49,10 @@ struct Args {
     /// dispatcher asks the processes that hold it and does no work per result.
     #[arg(long, env = "SQUALL_QUERY_INDEX", default_value_t = true, action = clap::ArgAction::Set)]
     query_index: bool,
+    /// Days the query index keeps its hourly buckets (usage and stats beyond RESULTS'
+    /// retention); its invocation entries follow RESULTS' max_age.
+    #[arg(long, env = "SQUALL_USAGE_RETENTION_DAYS", default_value_t = 30)]
+    usage_retention_days: u64,
     /// Serve the API without keys even on a non-loopback address (no SQUALL_ADMIN_KEY).
     #[arg(long)]
     allow_anonymous: bool,
@@ -118,6 +122,13 @@ fn main() -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(64);
     }
+    if args.usage_retention_days == 0 || args.usage_retention_days > 3660 {
+        eprintln!(
+            "squall-dispatcher: --usage-retention-days must be between 1 and 3660, got {}",
+            args.usage_retention_days
+        );
+        return std::process::ExitCode::from(64);
+    }
     let admin_key = match admin_key() {
         Ok(key) => key,
         Err(message) => {
@@ -159,6 +170,7 @@ fn main() -> std::process::ExitCode {
         topology,
         rebuild_index: args.rebuild_index,
         query_index: args.query_index,
+        bucket_retention: Duration::from_secs(args.usage_retention_days * 24 * 3600),
         admin_key,
         metrics_open: !args.metrics_auth,
         tls: args.tls_cert.zip(args.tls_key),

@@ -50,6 +50,15 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
         index.clear()?;
         applied = 0;
     }
+    // Until the feed reaches what the stream holds now, answers say they may be partial.
+    index.start_catch_up(applied, last_in_stream);
+    if applied < last_in_stream {
+        tracing::info!(
+            message = "the query index is catching up with RESULTS",
+            applied_sequence = applied,
+            stream_sequence = last_in_stream
+        );
+    }
     let deliver_policy = match applied {
         0 => DeliverPolicy::All,
         n => DeliverPolicy::ByStartSequence {
@@ -66,24 +75,38 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
     let mut messages = consumer.messages().await?;
     let mut batch = Vec::with_capacity(INDEX_BATCH);
     let mut last_seen = applied;
+    // The batch being written while the next one is read: sled and the feed overlap.
+    let mut in_flight: Option<Applying> = None;
     loop {
-        // The feed is an unreplicated consumer: when the node holding it dies it can go
-        // silent. Quiet while RESULTS has moved on means stalled, so start it again from the
-        // last applied sequence (on whichever node answers).
-        let first = match tokio::time::timeout(FEED_QUIET, messages.next()).await {
-            Ok(Some(first)) => first,
-            Ok(None) => break,
-            Err(_) => {
-                let last = results.info().await?.state.last_sequence;
-                if last > last_seen {
-                    anyhow::bail!(
-                        "the RESULTS feed went quiet at sequence {last_seen} while the stream is at {last}"
-                    );
+        let first = if in_flight.is_some() {
+            match futures::FutureExt::now_or_never(messages.next()) {
+                Some(Some(first)) => first,
+                Some(None) => break,
+                None => {
+                    // Nothing more has arrived: finish the write before waiting for more.
+                    finish(state, index, in_flight.take()).await?;
+                    continue;
                 }
-                continue;
+            }
+        } else {
+            // The feed is an unreplicated consumer: when the node holding it dies it can go
+            // silent. Quiet while RESULTS has moved on means stalled, so start it again from
+            // the last applied sequence (on whichever node answers).
+            match tokio::time::timeout(FEED_QUIET, messages.next()).await {
+                Ok(Some(first)) => first,
+                Ok(None) => break,
+                Err(_) => {
+                    let last = results.info().await?.state.last_sequence;
+                    if last > last_seen {
+                        anyhow::bail!(
+                            "the RESULTS feed went quiet at sequence {last_seen} while the stream is at {last}"
+                        );
+                    }
+                    continue;
+                }
             }
         };
-        // Take whatever else has already arrived, and apply it all in one write per tree.
+        // Take whatever else has already arrived, and apply it all in one sled batch.
         let mut next = Some(first);
         while let Some(message) = next.take() {
             let message = message?;
@@ -103,11 +126,46 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
                 next = futures::FutureExt::now_or_never(messages.next()).flatten();
             }
         }
-        if !batch.is_empty() {
-            index.apply_all(&batch)?;
-            state.metrics.indexed(batch.len());
-            batch.clear();
-        }
+        // Batches are written in stream order: the previous one first.
+        finish(state, index, in_flight.take()).await?;
+        let applying = index.clone();
+        let taken = std::mem::replace(&mut batch, Vec::with_capacity(INDEX_BATCH));
+        // sled blocks: off the async threads, so queries and the HTTP API keep answering.
+        let task =
+            tokio::task::spawn_blocking(move || applying.apply_all(&taken).map(|_| taken.len()));
+        in_flight = Some(Applying {
+            task,
+            through: last_seen,
+        });
+    }
+    finish(state, index, in_flight.take()).await?;
+    Ok(())
+}
+
+/// A batch of results being written to the index, and the RESULTS sequence it reaches.
+struct Applying {
+    task: tokio::task::JoinHandle<Result<usize, crate::index::IndexError>>,
+    through: u64,
+}
+
+/// Waits for the batch being written, then counts it and notes how far the index is.
+async fn finish(
+    state: &AppState,
+    index: &query::QueryIndex,
+    applying: Option<Applying>,
+) -> anyhow::Result<()> {
+    let Some(applying) = applying else {
+        return Ok(());
+    };
+    let applied = applying.task.await??;
+    state.metrics.indexed(applied);
+    let was_catching_up = index.catching_up();
+    index.progressed(applying.through);
+    if was_catching_up && !index.catching_up() {
+        tracing::info!(
+            message = "the query index caught up with RESULTS",
+            applied_sequence = applying.through
+        );
     }
     Ok(())
 }
@@ -115,8 +173,9 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
 /// How long the RESULTS feed may stay quiet before the stream is asked whether it is behind.
 const FEED_QUIET: Duration = Duration::from_secs(3);
 
-/// Most results applied to the index in one batch.
-const INDEX_BATCH: usize = 1024;
+/// Most results applied to the index in one batch (one atomic sled batch): large, so that a
+/// replay writes each touched bucket once per few thousand results.
+const INDEX_BATCH: usize = 4096;
 
 /// Parses a time bound: RFC 3339 or Unix milliseconds.
 fn parse_time(name: &str, value: &str) -> Result<u64, ApiError> {

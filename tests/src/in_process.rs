@@ -75,6 +75,7 @@ impl App {
             topology: Default::default(),
             rebuild_index: false,
             query_index: true,
+            bucket_retention: Duration::from_secs(30 * 24 * 3600),
             admin_key: None,
             metrics_open: true,
             tls: None,

@@ -200,6 +200,16 @@ async fn invocations_are_listed_paged_counted_and_metered_and_survive_a_restart(
     .unwrap();
     assert_eq!(usage["total"]["invocations"], 10);
 
+    // What the incrementally built index answers, to compare with the rebuilt one below.
+    let (_, hello_before) = cluster
+        .get_as::<FunctionStats>("/v1/functions/hello/stats?since=2000-01-01T00:00:00Z")
+        .await;
+    assert!(!hello_before.catching_up, "{hello_before:?}");
+    assert!(hello_before.applied_sequence >= 10, "{hello_before:?}");
+    let (_, usage_before) = cluster
+        .get_as::<UsageReport>("/v1/usage?group_by=function")
+        .await;
+
     // After a restart the index is still there and is not re-read from RESULTS.
     cluster.restart_dispatcher(&[]).await;
     assert_eq!(all_pages(&cluster, "", 4).await, ids);
@@ -220,4 +230,21 @@ async fn invocations_are_listed_paged_counted_and_metered_and_survive_a_restart(
     .await;
     assert_eq!(all_pages(&cluster, "", 4).await, ids);
     assert!(applied_since_start(&cluster).await >= 10.0);
+    // The rebuilt index answers stats and usage exactly as the incremental one did.
+    let hello_after = poll(
+        &cluster,
+        "/v1/functions/hello/stats?since=2000-01-01T00:00:00Z",
+        |s: &FunctionStats| !s.catching_up && s.count == 7,
+    )
+    .await;
+    let comparable = |s: &FunctionStats| FunctionStats {
+        until: String::new(),
+        ..s.clone()
+    };
+    assert_eq!(comparable(&hello_after), comparable(&hello_before));
+    let (_, usage_after) = cluster
+        .get_as::<UsageReport>("/v1/usage?group_by=function")
+        .await;
+    assert_eq!(usage_after.groups, usage_before.groups);
+    assert_eq!(usage_after.total, usage_before.total);
 }
