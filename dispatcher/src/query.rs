@@ -391,6 +391,10 @@ struct Progress {
     target: AtomicU64,
 }
 
+/// How many decoded buckets the feed keeps between batches (a function has two live ones: its
+/// current minute and hour).
+const RECENT_BUCKETS: usize = 1024;
+
 /// The sled tree of the query index, and what it keeps in memory: the names, how far it is,
 /// and how long it keeps what.
 #[derive(Clone)]
@@ -400,6 +404,11 @@ pub struct QueryIndex {
     /// Held by whoever writes (the feed and the pruner), so a bucket is read and written back
     /// by one of them at a time.
     writing: Arc<Mutex<()>>,
+    /// The buckets the feed wrote last, decoded: the next result of the same function and
+    /// minute updates them without reading and decoding them again. Always what the tree
+    /// holds: changed only after a batch is written, and emptied by whatever else writes
+    /// buckets (the pruner, `clear`).
+    recent: Arc<Mutex<HashMap<Vec<u8>, Bucket>>>,
     progress: Arc<Progress>,
     entry_retention_ms: Arc<AtomicU64>,
     bucket_retention_ms: Arc<AtomicU64>,
@@ -468,6 +477,7 @@ impl QueryIndex {
             tree: db.open_tree(TREE)?,
             names: Arc::default(),
             writing: Arc::default(),
+            recent: Arc::default(),
             progress: Arc::default(),
             entry_retention_ms: Arc::new(AtomicU64::new(DEFAULT_ENTRY_RETENTION_MS)),
             bucket_retention_ms: Arc::new(AtomicU64::new(DEFAULT_BUCKET_RETENTION_MS)),
@@ -585,6 +595,7 @@ impl QueryIndex {
     /// Forgets everything, so the next indexer run replays RESULTS from its start.
     pub fn clear(&self) -> Result<(), IndexError> {
         let _writing = self.writing.lock().expect("index write lock");
+        self.recent.lock().expect("bucket cache lock").clear();
         self.tree.clear()?;
         *self.names.write().expect("names lock") = Names::default();
         self.progress.caught_up.store(false, Ordering::Relaxed);
@@ -649,6 +660,7 @@ impl QueryIndex {
         // accumulate and each is written once.
         let mut latest: HashMap<Vec<u8>, Entry> = HashMap::new();
         let mut buckets: HashMap<Vec<u8>, Bucket> = HashMap::new();
+        let mut recent = self.recent.lock().expect("bucket cache lock");
         let mut changed = 0;
         for (sequence, meta) in results {
             let key = sort_key(meta.created_at_ms, &meta.invocation_id);
@@ -667,12 +679,14 @@ impl QueryIndex {
                 if let Some((number, previous)) = before {
                     self.bucket_mut(
                         &mut buckets,
+                        &mut recent,
                         bucket_key(level, number, previous.created_at_ms),
                     )?
                     .remove(previous);
                 }
                 self.bucket_mut(
                     &mut buckets,
+                    &mut recent,
                     bucket_key(level, function, entry.created_at_ms),
                 )?
                 .add(&entry);
@@ -699,22 +713,35 @@ impl QueryIndex {
         }
         // Messages arrive in stream order (one ordered consumer), so this only moves forward.
         batch.insert(SEQUENCE_KEY, &last_sequence.to_be_bytes());
+        // Taken out of `recent` above: on an error they are simply not put back.
         self.tree.apply_batch(batch)?;
+        if recent.len() + buckets.len() > RECENT_BUCKETS {
+            recent.clear();
+        }
+        recent.extend(
+            buckets
+                .into_iter()
+                .filter(|(_, bucket)| bucket.totals.invocations > 0),
+        );
         Ok(changed)
     }
 
     fn bucket_mut<'a>(
         &self,
         buckets: &'a mut HashMap<Vec<u8>, Bucket>,
+        recent: &mut HashMap<Vec<u8>, Bucket>,
         key: Vec<u8>,
     ) -> Result<&'a mut Bucket, IndexError> {
         use std::collections::hash_map::Entry as Slot;
         Ok(match buckets.entry(key) {
             Slot::Occupied(slot) => slot.into_mut(),
             Slot::Vacant(slot) => {
-                let stored = match self.tree.get(slot.key())? {
-                    Some(bytes) => decode(&bytes)?,
-                    None => Bucket::default(),
+                let stored = match recent.remove(slot.key()) {
+                    Some(bucket) => bucket,
+                    None => match self.tree.get(slot.key())? {
+                        Some(bytes) => decode(&bytes)?,
+                        None => Bucket::default(),
+                    },
                 };
                 slot.insert(stored)
             }
@@ -953,6 +980,8 @@ impl QueryIndex {
         let entries_before = now_ms.saturating_sub(self.entry_retention_ms.load(Ordering::Relaxed));
         let hours_before = now_ms.saturating_sub(self.bucket_retention_ms.load(Ordering::Relaxed));
         let _writing = self.writing.lock().expect("index write lock");
+        // Buckets removed below must not live on in the feed's cache.
+        self.recent.lock().expect("bucket cache lock").clear();
         let mut batch = sled::Batch::default();
         let mut removed = 0;
         let high = prefixed(&[ENTRY], &entries_before.to_be_bytes());
