@@ -128,9 +128,19 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
         }
         // Batches are written in stream order: the previous one first.
         finish(state, index, in_flight.take()).await?;
+        if batch.len() < OVERLAP_FROM {
+            // A trickle (one synchronous call's result, say): written here, at once, without
+            // a hand-off to a blocking thread and back, which would cost more than the write.
+            index.apply_all(&batch)?;
+            state.metrics.indexed(batch.len());
+            batch.clear();
+            progressed(index, last_seen);
+            continue;
+        }
         let applying = index.clone();
         let taken = std::mem::replace(&mut batch, Vec::with_capacity(INDEX_BATCH));
-        // sled blocks: off the async threads, so queries and the HTTP API keep answering.
+        // sled blocks: off the async threads, so queries and the HTTP API keep answering
+        // while the next batch is read.
         let task =
             tokio::task::spawn_blocking(move || applying.apply_all(&taken).map(|_| taken.len()));
         in_flight = Some(Applying {
@@ -159,16 +169,25 @@ async fn finish(
     };
     let applied = applying.task.await??;
     state.metrics.indexed(applied);
+    progressed(index, applying.through);
+    Ok(())
+}
+
+/// Notes that the index holds RESULTS up to `through`.
+fn progressed(index: &query::QueryIndex, through: u64) {
     let was_catching_up = index.catching_up();
-    index.progressed(applying.through);
+    index.progressed(through);
     if was_catching_up && !index.catching_up() {
         tracing::info!(
             message = "the query index caught up with RESULTS",
-            applied_sequence = applying.through
+            applied_sequence = through
         );
     }
-    Ok(())
 }
+
+/// Batches at least this large are written on a blocking thread while the next is read;
+/// smaller ones are written at once (the hand-off would cost more than it saves).
+const OVERLAP_FROM: usize = 32;
 
 /// How long the RESULTS feed may stay quiet before the stream is asked whether it is behind.
 const FEED_QUIET: Duration = Duration::from_secs(3);
