@@ -54,20 +54,15 @@ pub fn check_key(key: &[u8]) -> Result<&str, HostFailure> {
     std::str::from_utf8(key).map_err(|_| HostFailure::Invalid)
 }
 
-/// Checks a publish subject: under `events.` (else denied), then a literal NATS subject (no
-/// wildcard, whitespace or empty token).
+/// Checks a publish subject: under `events.` (else denied), then a valid NATS subject (the
+/// triggers' rule, `squall_broker::events`) with no wildcard: a literal one.
 pub fn check_subject(subject: &[u8]) -> Result<&str, HostFailure> {
     if !subject.starts_with(EVENTS_PREFIX.as_bytes()) {
         return Err(HostFailure::Denied);
     }
     let subject = std::str::from_utf8(subject).map_err(|_| HostFailure::Invalid)?;
-    let literal = subject.split('.').all(|token| {
-        !token.is_empty()
-            && token != "*"
-            && token != ">"
-            && !token.chars().any(|c| c.is_whitespace() || c.is_control())
-    });
-    if !literal || subject.len() > 1024 {
+    let literal = !subject.split('.').any(|token| token == "*" || token == ">");
+    if !literal || squall_broker::events::validate_subject_pattern(subject).is_err() {
         return Err(HostFailure::Invalid);
     }
     Ok(subject)
@@ -694,6 +689,8 @@ mod tests {
         assert_eq!(check_subject(b"events.*"), Err(HostFailure::Invalid));
         assert_eq!(check_subject(b"events.>"), Err(HostFailure::Invalid));
         assert_eq!(check_subject(b"events.a b"), Err(HostFailure::Invalid));
+        let long = format!("events.{}", "x".repeat(250));
+        assert_eq!(check_subject(long.as_bytes()), Err(HostFailure::Invalid));
     }
 
     #[test]

@@ -214,6 +214,30 @@ pub unsafe fn __free(buf: SquallBuf) {
     drop(unsafe { Vec::from_raw_parts(buf.ptr, 0, buf.cap) });
 }
 
+/// `squall_invoke` (and the symbols every function exports) over `$invoker`, one of the
+/// SDK's `__invoke_*` adapters, calling `$handler`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_invoke {
+    ($invoker:ident, $handler:expr) => {
+        $crate::__export_common!();
+
+        /// The function's entry point (ABI v1).
+        ///
+        /// # Safety
+        /// The host passes pointers valid for the call, as `squall.h` describes.
+        #[no_mangle]
+        pub unsafe extern "C" fn squall_invoke(
+            ctx: *const $crate::abi::SquallCtx,
+            input: $crate::abi::SquallBytes,
+            out: *mut $crate::abi::SquallOutput,
+        ) -> i32 {
+            // SAFETY: the host upholds ABI v1 for `ctx`, `input` and `out` during the call.
+            unsafe { $crate::$invoker(ctx, input, out, $handler) }
+        }
+    };
+}
+
 /// Exports a typed handler as a Squall ABI v1 function.
 ///
 /// `handler` is any `fn(&Context, In) -> Result<Out, FnError>` with `In: DeserializeOwned` and
@@ -243,21 +267,7 @@ macro_rules! export_function {
         $crate::__export_init!($init);
     };
     ($handler:expr $(,)?) => {
-        $crate::__export_common!();
-
-        /// The function's entry point (ABI v1).
-        ///
-        /// # Safety
-        /// The host passes pointers valid for the call, as `squall.h` describes.
-        #[no_mangle]
-        pub unsafe extern "C" fn squall_invoke(
-            ctx: *const $crate::abi::SquallCtx,
-            input: $crate::abi::SquallBytes,
-            out: *mut $crate::abi::SquallOutput,
-        ) -> i32 {
-            // SAFETY: the host upholds ABI v1 for `ctx`, `input` and `out` during the call.
-            unsafe { $crate::__invoke_json(ctx, input, out, $handler) }
-        }
+        $crate::__export_invoke!(__invoke_json, $handler);
     };
 }
 
@@ -272,21 +282,7 @@ macro_rules! export_raw_function {
         $crate::__export_init!($init);
     };
     ($handler:expr $(,)?) => {
-        $crate::__export_common!();
-
-        /// The function's entry point (ABI v1).
-        ///
-        /// # Safety
-        /// The host passes pointers valid for the call, as `squall.h` describes.
-        #[no_mangle]
-        pub unsafe extern "C" fn squall_invoke(
-            ctx: *const $crate::abi::SquallCtx,
-            input: $crate::abi::SquallBytes,
-            out: *mut $crate::abi::SquallOutput,
-        ) -> i32 {
-            // SAFETY: the host upholds ABI v1 for `ctx`, `input` and `out` during the call.
-            unsafe { $crate::__invoke_raw(ctx, input, out, $handler) }
-        }
+        $crate::__export_invoke!(__invoke_raw, $handler);
     };
 }
 
@@ -316,21 +312,7 @@ macro_rules! export_web_function {
         $crate::__export_init!($init);
     };
     ($handler:expr $(,)?) => {
-        $crate::__export_common!();
-
-        /// The function's entry point (ABI v1).
-        ///
-        /// # Safety
-        /// The host passes pointers valid for the call, as `squall.h` describes.
-        #[no_mangle]
-        pub unsafe extern "C" fn squall_invoke(
-            ctx: *const $crate::abi::SquallCtx,
-            input: $crate::abi::SquallBytes,
-            out: *mut $crate::abi::SquallOutput,
-        ) -> i32 {
-            // SAFETY: the host upholds ABI v1 for `ctx`, `input` and `out` during the call.
-            unsafe { $crate::__invoke_web(ctx, input, out, $handler) }
-        }
+        $crate::__export_invoke!(__invoke_web, $handler);
     };
 }
 
