@@ -131,3 +131,23 @@ pub struct InvokeParams {
     #[param(value_type = Option<bool>)]
     pub respond_async: Option<String>,
 }
+
+/// `DELETE /v1/functions/{name}/invocations` parameters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CancelBacklogParams {
+    /// Which invocations to cancel: `queued`, the jobs no worker has started yet (required, so
+    /// that a bare `DELETE` cannot empty a backlog by accident).
+    pub status: Option<String>,
+}
+
+/// `DELETE /v1/functions/{name}/invocations` (200): how many queued invocations were cancelled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CancelledBacklog {
+    pub function: String,
+    /// Invocations that ended `cancelled` by this request.
+    pub cancelled: u64,
+    /// Queued jobs found that had already ended (by a worker, or by an earlier cancellation).
+    pub already_finished: u64,
+}

@@ -114,7 +114,7 @@ pub struct FunctionStats {
     /// Invocations with a terminal status.
     pub count: u64,
     pub succeeded: u64,
-    /// Terminal but not succeeded: failed, timed out or dead-lettered.
+    /// Failed, timed out or dead-lettered (a cancelled invocation is not an error).
     pub errors: u64,
     /// `errors / count`, 0 when there are none.
     pub error_rate: f64,

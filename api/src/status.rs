@@ -14,6 +14,8 @@ pub enum InvocationStatus {
     Failed,
     TimedOut,
     DeadLettered,
+    /// Cancelled before it finished (`DELETE /v1/invocations/{id}`); never runs afterwards.
+    Cancelled,
 }
 
 impl InvocationStatus {
@@ -27,6 +29,7 @@ impl InvocationStatus {
             Self::Failed => "failed",
             Self::TimedOut => "timed_out",
             Self::DeadLettered => "dead_lettered",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -40,16 +43,35 @@ impl InvocationStatus {
             "failed" => Self::Failed,
             "timed_out" => Self::TimedOut,
             "dead_lettered" => Self::DeadLettered,
+            "cancelled" => Self::Cancelled,
             _ => return None,
         })
     }
 
-    /// True for the four states an invocation ends in.
+    /// Every status, in lifecycle order (the terminal ones last).
+    pub const ALL: [InvocationStatus; 8] = [
+        Self::Queued,
+        Self::Running,
+        Self::Retrying,
+        Self::Succeeded,
+        Self::Failed,
+        Self::TimedOut,
+        Self::DeadLettered,
+        Self::Cancelled,
+    ];
+
+    /// True for the five states an invocation ends in.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Self::Succeeded | Self::Failed | Self::TimedOut | Self::DeadLettered
+            Self::Succeeded | Self::Failed | Self::TimedOut | Self::DeadLettered | Self::Cancelled
         )
+    }
+
+    /// True for the terminal states that count as errors: an invocation that failed, timed
+    /// out or was dead-lettered (not one that succeeded or was cancelled).
+    pub fn is_error(self) -> bool {
+        matches!(self, Self::Failed | Self::TimedOut | Self::DeadLettered)
     }
 }
 
@@ -118,17 +140,11 @@ mod tests {
 
     #[test]
     fn statuses_round_trip_through_their_wire_spelling() {
-        for s in [
-            InvocationStatus::Queued,
-            InvocationStatus::Running,
-            InvocationStatus::Retrying,
-            InvocationStatus::Succeeded,
-            InvocationStatus::Failed,
-            InvocationStatus::TimedOut,
-            InvocationStatus::DeadLettered,
-        ] {
+        for s in InvocationStatus::ALL {
             assert_eq!(InvocationStatus::parse(s.as_str()), Some(s));
         }
+        assert!(InvocationStatus::Cancelled.is_terminal());
+        assert!(!InvocationStatus::Cancelled.is_error());
     }
 
     #[test]

@@ -79,6 +79,15 @@ pub const KEYS_BUCKET: &str = "squall_keys";
 pub const STATE_BUCKET: &str = "squall_state";
 /// The largest value a function may store in its state.
 pub const STATE_MAX_VALUE: usize = 1 << 20;
+/// Cancellation requests: one key per cancelled invocation id, which every worker follows.
+pub const CANCELS_BUCKET: &str = "squall_cancels";
+
+/// The `Nats-Msg-Id` of an invocation's terminal result, whoever stores it (a worker, the
+/// dead-letter mover or a cancellation): RESULTS keeps the first and drops any other within its
+/// duplicate window, so an invocation ends in exactly one state.
+pub fn terminal_message_id(id: &str) -> String {
+    format!("final-{id}")
+}
 
 /// The subject holding schedule `name`.
 pub fn schedule_subject(name: &str) -> String {

@@ -242,8 +242,13 @@ pub struct ResultMeta {
 
 impl ResultMeta {
     /// The `Nats-Msg-Id` of this status message: one per invocation, attempt and status, so a
-    /// publish tried again after a lost acknowledgement is stored once.
+    /// publish tried again after a lost acknowledgement is stored once; a terminal status has
+    /// the invocation's one terminal id (`names::terminal_message_id`), so of two terminal
+    /// results (a completion racing a cancellation) only the first is stored.
     pub fn message_id(&self) -> String {
+        if self.status.is_terminal() {
+            return crate::names::terminal_message_id(&self.invocation_id);
+        }
         format!(
             "r:{}:{}:{}",
             self.invocation_id,

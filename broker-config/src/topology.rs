@@ -3,9 +3,10 @@
 use crate::events::{TriggerRecord, TriggerSource};
 use crate::names::{
     consumer_name, jobs_subject, trigger_consumer_name, ADVISORY_STREAM, ARTIFACT_BUCKET,
-    CRON_DISPATCH, DLQ_MOVER, DLQ_STREAM, EVENTS_PLACEHOLDER_SUBJECT, EVENTS_STREAM, FLEET_BUCKET,
-    IDEMPOTENCY_BUCKET, JOBS_STREAM, KEYS_BUCKET, MAX_DELIVERIES_SUBJECTS, REGISTRY_BUCKET,
-    RESULTS_STREAM, SCHEDULES_STREAM, STATE_BUCKET, STATE_MAX_VALUE, TRIGGERS_BUCKET,
+    CANCELS_BUCKET, CRON_DISPATCH, DLQ_MOVER, DLQ_STREAM, EVENTS_PLACEHOLDER_SUBJECT,
+    EVENTS_STREAM, FLEET_BUCKET, IDEMPOTENCY_BUCKET, JOBS_STREAM, KEYS_BUCKET,
+    MAX_DELIVERIES_SUBJECTS, REGISTRY_BUCKET, RESULTS_STREAM, SCHEDULES_STREAM, STATE_BUCKET,
+    STATE_MAX_VALUE, TRIGGERS_BUCKET,
 };
 use crate::spec::FunctionSpec;
 use async_nats::jetstream::{self, consumer, kv, object_store, stream};
@@ -128,6 +129,8 @@ pub struct Topology {
     pub fleet: kv::Store,
     /// Functions' own state (the host services' `kv_*` calls), with per-key TTLs.
     pub state: kv::Store,
+    /// Cancellation requests by invocation id, which every worker follows.
+    pub cancels: kv::Store,
     /// The API keys' hashes: `Some` from `ensure_topology`, `None` from `open_topology`
     /// (workers have no use for keys, and `auth.conf` does not let them read the bucket).
     pub keys: Option<kv::Store>,
@@ -412,6 +415,13 @@ pub async fn ensure_topology(
             name: STATE_BUCKET,
             source,
         })?;
+    let cancels = js
+        .create_or_update_key_value(cancels_bucket_config(cfg))
+        .await
+        .map_err(|source| TopologyError::KeyValue {
+            name: CANCELS_BUCKET,
+            source,
+        })?;
     let keys = js
         .create_or_update_key_value(kv::Config {
             bucket: KEYS_BUCKET.into(),
@@ -461,6 +471,7 @@ pub async fn ensure_topology(
         triggers,
         fleet,
         state,
+        cancels,
         keys: Some(keys),
     })
 }
@@ -497,12 +508,15 @@ pub async fn open_topology(client: async_nats::Client) -> Result<Topology, Topol
             get(SCHEDULES_STREAM),
             get(EVENTS_STREAM),
         ),
-        futures::future::try_join5(
-            open_kv(TRIGGERS_BUCKET),
-            open_kv(FLEET_BUCKET),
-            open_kv(IDEMPOTENCY_BUCKET),
-            open_kv(REGISTRY_BUCKET),
-            open_kv(STATE_BUCKET),
+        futures::future::try_join(
+            futures::future::try_join5(
+                open_kv(TRIGGERS_BUCKET),
+                open_kv(FLEET_BUCKET),
+                open_kv(IDEMPOTENCY_BUCKET),
+                open_kv(REGISTRY_BUCKET),
+                open_kv(STATE_BUCKET),
+            ),
+            open_kv(CANCELS_BUCKET),
         ),
     );
     let artifacts = async {
@@ -517,7 +531,7 @@ pub async fn open_topology(client: async_nats::Client) -> Result<Topology, Topol
         (
             (jobs, results, dlq),
             (advisories, schedules, events),
-            (triggers, fleet, idempotency, registry, state),
+            ((triggers, fleet, idempotency, registry, state), cancels),
         ),
         artifacts,
     ) = futures::future::try_join(streams, artifacts).await?;
@@ -535,6 +549,7 @@ pub async fn open_topology(client: async_nats::Client) -> Result<Topology, Topol
         triggers,
         fleet,
         state,
+        cancels,
         keys: None,
     })
 }
@@ -552,6 +567,20 @@ pub fn state_bucket_config(cfg: &TopologyConfig) -> kv::Config {
         // The value plus its key and headers.
         max_value_size: (STATE_MAX_VALUE + 4096) as i32,
         limit_markers: Some(STATE_MARKER_TTL),
+        num_replicas: cfg.replicas,
+        ..Default::default()
+    }
+}
+
+/// The cancellation bucket: one key per cancelled invocation id, kept as long as results are
+/// (a job cancelled while queued may wait that long before a worker pulls and drops it).
+pub fn cancels_bucket_config(cfg: &TopologyConfig) -> kv::Config {
+    kv::Config {
+        bucket: CANCELS_BUCKET.into(),
+        description: "Squall cancellation requests, by invocation id".into(),
+        history: 1,
+        max_age: cfg.results_max_age,
+        max_value_size: 1024,
         num_replicas: cfg.replicas,
         ..Default::default()
     }

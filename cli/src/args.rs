@@ -41,6 +41,8 @@ pub enum Command {
     Get(GetArgs),
     /// Print the log lines an invocation's function wrote.
     Logs(GetArgs),
+    /// Cancel an invocation (queued, retrying or running), or a function's queued backlog.
+    Cancel(CancelArgs),
     /// List deployed functions.
     Ls,
     /// Remove a deployed function.
@@ -274,11 +276,21 @@ pub struct GetArgs {
 }
 
 #[derive(clap::Args, Debug, Clone)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["id", "queued"]))]
+pub struct CancelArgs {
+    /// The invocation id.
+    pub id: Option<String>,
+    /// Cancel every queued (not yet started) invocation of this function instead.
+    #[arg(long, value_name = "FUNCTION", conflicts_with = "id")]
+    pub queued: Option<String>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
 pub struct InvocationsArgs {
     /// Only this function's invocations.
     #[arg(long)]
     pub function: Option<String>,
-    /// Only invocations in this status (retrying, succeeded, failed, timed_out, dead_lettered).
+    /// Only invocations in this status (retrying, succeeded, failed, timed_out, dead_lettered, cancelled).
     #[arg(long)]
     pub status: Option<String>,
     /// Created at or after (RFC 3339 or Unix milliseconds).

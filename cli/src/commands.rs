@@ -1,14 +1,14 @@
 //! The API commands: deploy, invoke, get, ls and rm, with their human and `--json` outputs.
 
 use crate::api_client::{answer_of, error_of, ApiClient};
-use crate::args::{DeployArgs, DlqCommand, GetArgs, InvokeArgs, RmArgs};
+use crate::args::{CancelArgs, DeployArgs, DlqCommand, GetArgs, InvokeArgs, RmArgs};
 use crate::{artifact, manifest, render};
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
 use reqwest::Method;
 use serde::{de::DeserializeOwned, Serialize};
 use squall_api::functions::{Function, FunctionList};
-use squall_api::invocations::{Accepted, Invocation, InvocationLogs};
+use squall_api::invocations::{Accepted, CancelledBacklog, Invocation, InvocationLogs};
 use squall_api::operations::{
     DeadLetter, DeadLetterList, ReplayedAll, Schedule, ScheduleRequest, Trigger, TriggerRequest,
 };
@@ -331,6 +331,38 @@ pub async fn get(client: &ApiClient, json: bool, args: &GetArgs) -> anyhow::Resu
         "{}",
         render::invocation_details(&answer.decode::<Invocation>()?)
     );
+    Ok(())
+}
+
+/// `squall cancel <id>` / `squall cancel --queued <function>`.
+pub async fn cancel(client: &ApiClient, json: bool, args: &CancelArgs) -> anyhow::Result<()> {
+    if let Some(function) = &args.queued {
+        let request = client
+            .request(
+                Method::DELETE,
+                &["v1", "functions", function, "invocations"],
+            )
+            .query(&[("status", "queued")]);
+        let answer = client.answer(request).await?;
+        if json {
+            return answer.print();
+        }
+        let done: CancelledBacklog = answer.decode()?;
+        println!(
+            "cancelled {} queued invocation(s) of {} ({} had already finished)",
+            done.cancelled, done.function, done.already_finished
+        );
+        return Ok(());
+    }
+    let id = args.id.as_deref().unwrap_or_default();
+    let answer = client
+        .answer(client.request(Method::DELETE, &["v1", "invocations", id]))
+        .await?;
+    if json {
+        return answer.print();
+    }
+    let view: Invocation = answer.decode()?;
+    println!("cancelled {} ({})", view.invocation_id, view.function);
     Ok(())
 }
 

@@ -56,6 +56,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Invoke(args) => commands::invoke(&client, cli.json, args).await,
         Command::Get(args) => commands::get(&client, cli.json, args).await,
         Command::Logs(args) => commands::logs(&client, cli.json, args).await,
+        Command::Cancel(args) => commands::cancel(&client, cli.json, args).await,
         Command::Ls => commands::ls(&client, cli.json).await,
         Command::Rm(args) => commands::rm(&client, cli.json, args).await,
         Command::Invocations(args) => queries::invocations(&client, cli.json, args).await,

@@ -207,7 +207,7 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
                 worker: String::new(),
             };
             let mut headers = meta.to_headers();
-            headers.insert(h::NATS_MSG_ID, format!("final-{id}").as_str());
+            headers.insert(h::NATS_MSG_ID, meta.message_id().as_str());
             let reply = header(h::REPLY_TO)
                 .filter(|to| squall_broker::names::is_reply_subject(to, &id))
                 .map(|to| (to, headers.clone()));

@@ -266,9 +266,13 @@ fn terminal_response(outcome: Outcome) -> Response {
     } else {
         let (status, code) = match meta.status {
             InvocationStatus::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "function_timed_out"),
+            InvocationStatus::Cancelled => (StatusCode::CONFLICT, "invocation_cancelled"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "function_failed"),
         };
-        let kind = meta.error_kind.map(|k| k.as_str()).unwrap_or("error");
+        let kind = match meta.status {
+            InvocationStatus::Cancelled => "cancelled",
+            _ => meta.error_kind.map(|k| k.as_str()).unwrap_or("error"),
+        };
         ApiError::new(
             status,
             code,

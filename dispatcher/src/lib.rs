@@ -6,6 +6,7 @@
 pub mod artifact;
 pub mod auth;
 pub mod batch;
+pub mod cancel;
 pub mod dlq;
 pub mod error;
 pub mod extract;

@@ -2,7 +2,7 @@
 //! for listing, and pre-aggregated per function and minute (rolled up to hours) for stats and
 //! usage.
 //!
-//! Layout: one sled tree, `query_v2`, with one-byte key prefixes, so that a batch of results
+//! Layout: one sled tree, `query_v3`, with one-byte key prefixes, so that a batch of results
 //! is written in one atomic `apply_batch` together with the sequence it reaches:
 //!
 //! - `e` ‖ created ms (BE) ‖ id → the entry, bincode of `Compact` (names as numbers);
@@ -51,15 +51,17 @@ const VERSION_NAME: u8 = b'v';
 const MINUTE_MS: u64 = 60_000;
 const HOUR_MS: u64 = 3_600_000;
 
-/// The trees of the layout before this one (one bincode entry per id plus two secondary
-/// trees); dropped at open, so the index replays RESULTS into the current layout.
-const OLD_TREES: [&str; 4] = [
+/// The trees of earlier layouts (one bincode entry per id plus two secondary trees; then
+/// `query_v2`, whose buckets counted seven statuses, before `cancelled`); dropped at open, so
+/// the index replays RESULTS into the current layout.
+const OLD_TREES: [&str; 5] = [
     "query_entries",
     "query_by_time",
     "query_by_function",
     "query_meta",
+    "query_v2",
 ];
-const TREE: &str = "query_v2";
+const TREE: &str = "query_v3";
 
 /// The entries and minute buckets are kept as long as RESULTS keeps results; hour buckets
 /// longer, for usage reports. Defaults: RESULTS' default `max_age` and 30 days.
@@ -110,15 +112,7 @@ struct Compact {
 }
 
 /// Statuses by their stored number (and their slot in a bucket's counts).
-const STATUSES: [InvocationStatus; 7] = [
-    InvocationStatus::Queued,
-    InvocationStatus::Running,
-    InvocationStatus::Retrying,
-    InvocationStatus::Succeeded,
-    InvocationStatus::Failed,
-    InvocationStatus::TimedOut,
-    InvocationStatus::DeadLettered,
-];
+const STATUSES: [InvocationStatus; 8] = InvocationStatus::ALL;
 const ERROR_KINDS: [ErrorKind; 6] = [
     ErrorKind::Error,
     ErrorKind::Retry,
@@ -127,6 +121,12 @@ const ERROR_KINDS: [ErrorKind; 6] = [
     ErrorKind::Crash,
     ErrorKind::Load,
 ];
+
+/// Whether an invocation in `status` counts in the latency sketch: one that ended by running
+/// (a cancelled one may never have run).
+fn timed(status: InvocationStatus) -> bool {
+    status.is_terminal() && status != InvocationStatus::Cancelled
+}
 
 fn status_code(status: InvocationStatus) -> u8 {
     STATUSES.iter().position(|s| *s == status).unwrap_or(0) as u8
@@ -137,6 +137,11 @@ impl Entry {
     /// already reflects that message (a replay).
     pub fn apply(previous: Option<&Entry>, sequence: u64, meta: &ResultMeta) -> Option<Entry> {
         if previous.is_some_and(|p| p.last_sequence >= sequence) {
+            return None;
+        }
+        // An invocation ends once: a record that arrives after its terminal one (a `retrying`
+        // stored just after a cancellation) does not reopen it.
+        if previous.is_some_and(|p| p.status.is_terminal()) && !meta.status.is_terminal() {
             return None;
         }
         let (wall, cpu, created) = previous.map_or((0, 0, meta.created_at_ms), |p| {
@@ -267,7 +272,7 @@ pub struct Bucket {
 pub struct Totals {
     pub invocations: u64,
     /// Invocations by status, in `STATUSES` order.
-    pub statuses: [u64; 7],
+    pub statuses: [u64; 8],
     pub attempts: u64,
     pub cpu_us: u64,
     pub wall_us: u64,
@@ -318,7 +323,7 @@ impl Bucket {
     /// Counts `entry` in.
     pub fn add(&mut self, entry: &Entry) {
         self.totals.change(entry, true);
-        if entry.status.is_terminal() {
+        if timed(entry.status) {
             self.latency.add(entry.duration_us);
         }
     }
@@ -326,7 +331,7 @@ impl Bucket {
     /// Counts `entry` (as it was added before) out again.
     pub fn remove(&mut self, entry: &Entry) {
         self.totals.change(entry, false);
-        if entry.status.is_terminal() {
+        if timed(entry.status) {
             self.latency.remove(entry.duration_us);
         }
     }
@@ -1026,7 +1031,7 @@ pub struct Stats {
     /// Invocations with a terminal status.
     pub count: u64,
     pub succeeded: u64,
-    /// Terminal but not succeeded: failed, timed out or dead-lettered.
+    /// Failed, timed out or dead-lettered (not cancelled).
     pub errors: u64,
     /// `errors / count`, 0 when there are none.
     pub error_rate: f64,
@@ -1048,7 +1053,11 @@ pub fn stats(bucket: &Bucket) -> Stats {
         .map(|s| t.count(*s))
         .sum();
     let succeeded = t.count(InvocationStatus::Succeeded);
-    let errors = terminal - succeeded;
+    let errors: u64 = STATUSES
+        .iter()
+        .filter(|s| s.is_error())
+        .map(|s| t.count(*s))
+        .sum();
     let ms = |p| bucket.latency.percentile(p).map(|us| us / 1000.0);
     Stats {
         count: terminal,

@@ -4,7 +4,7 @@
 
 use crate::auth::{Access, Scope};
 use crate::{auth, secrets, triggers, web, AppState};
-use crate::{batch, dlq, fleet, functions, health, invocations, queries, schedules};
+use crate::{batch, cancel, dlq, fleet, functions, health, invocations, queries, schedules};
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use std::sync::Arc;
@@ -65,9 +65,13 @@ fn groups(metrics_open: bool, deploy_limit: usize) -> Vec<(Access, Routes)> {
     }
     let invoke = Routes::new()
         .routes(unbounded(routes!(invocations::invoke)))
+        .routes(routes!(cancel::cancel_backlog))
         .routes(unbounded(routes!(batch::submit)))
         .routes(routes!(queries::list))
-        .routes(routes!(invocations::get_invocation))
+        .routes(routes!(
+            invocations::get_invocation,
+            cancel::cancel_invocation
+        ))
         .routes(routes!(invocations::get_output))
         .routes(routes!(invocations::get_logs));
     let admin = Routes::new()

@@ -120,6 +120,19 @@ impl ResultWaiter {
         }
     }
 
+    /// Completes this dispatcher's waits for `outcome`'s invocation with it (a cancellation
+    /// made here).
+    pub fn deliver(&self, outcome: &Outcome) {
+        let senders = self
+            .waiters
+            .lock()
+            .expect("waiters lock")
+            .remove(&outcome.meta.invocation_id);
+        for sender in senders.into_iter().flatten() {
+            let _ = sender.send(outcome.clone());
+        }
+    }
+
     /// Follows invocation `id`'s own result subject: for a request that waits on an
     /// invocation another request submitted (possibly through another dispatcher), whose job
     /// carries that request's reply subject. Check RESULTS after this, not before.

@@ -411,6 +411,7 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/metrics", "read"),
     ("POST", "/v1/functions/f/invocations", "invoke"),
     ("POST", "/v1/functions/f/batch", "invoke"),
+    ("DELETE", "/v1/functions/f/invocations", "invoke"),
     // Web functions: a key with the invoke scope unless the function's spec says
     // `"auth": "none"` (none is deployed here, so every caller without a key is refused).
     ("GET", "/function/f", "invoke"),
@@ -420,6 +421,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/v1/invocations", "invoke"),
     (
         "GET",
+        "/v1/invocations/0193a5c2-0000-7000-8000-000000000000",
+        "invoke",
+    ),
+    (
+        "DELETE",
         "/v1/invocations/0193a5c2-0000-7000-8000-000000000000",
         "invoke",
     ),

@@ -529,6 +529,38 @@ async fn cli_prints_an_invocations_function_logs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_cancels_a_queued_invocation_and_a_backlog_and_says_why_it_cannot_cancel_a_finished_one(
+) {
+    // No worker: everything submitted stays queued.
+    let cluster = Cluster::start_with(squall_tests::ClusterOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    cluster.deploy_example("hello", None).await;
+    let ids = cluster.submit_async("hello", r#"{"name":"x"}"#, 3).await;
+    let run = squall(&cluster.url, &["cancel", &ids[0]]).await.ok();
+    assert_eq!(run.stdout, format!("cancelled {} (hello)\n", ids[0]));
+    let shown = squall(&cluster.url, &["get", &ids[0]]).await.ok();
+    assert!(shown.stdout.contains("status      cancelled"), "{shown:#?}");
+    let again = squall(&cluster.url, &["cancel", &ids[0]]).await;
+    assert_eq!(again.code, Some(1), "{again:#?}");
+    assert!(
+        again.stderr.contains("already ended as cancelled"),
+        "{again:#?}"
+    );
+    let run = squall(&cluster.url, &["cancel", "--queued", "hello"])
+        .await
+        .ok();
+    assert_eq!(
+        run.stdout,
+        "cancelled 2 queued invocation(s) of hello (1 had already finished)\n"
+    );
+    let usage = squall(&cluster.url, &["cancel"]).await;
+    assert_eq!(usage.code, Some(2), "{usage:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_deploys_schedules_and_triggers_from_squall_toml_and_manages_them() {
     let cluster = Cluster::start().await;
     let url = cluster.url.as_str();

@@ -302,6 +302,8 @@ pub struct HostServices {
     watch: tokio::task::JoinHandle<()>,
     /// The longest a single host call waits for the broker, within the deadline.
     call_bound: Duration,
+    /// The invocations cancelled so far, for the `cancelled` host call.
+    cancels: Arc<crate::cancel::Cancellations>,
 }
 
 impl Drop for HostServices {
@@ -316,6 +318,7 @@ impl HostServices {
     pub async fn start(
         topology: &squall_broker::Topology,
         call_bound: Duration,
+        cancels: Arc<crate::cancel::Cancellations>,
     ) -> Result<Arc<HostServices>, jetstream::context::GetStreamError> {
         let stream = topology
             .jetstream
@@ -330,6 +333,7 @@ impl HostServices {
             runtime: tokio::runtime::Handle::current(),
             watch,
             call_bound,
+            cancels,
         }))
     }
 
@@ -606,6 +610,21 @@ impl CallServices {
 }
 
 impl HostCalls for CallServices {
+    fn cancelled(&mut self) -> Result<bool, HostFailure> {
+        let cancels = &self.services.cancels;
+        if cancels.contains(&self.invocation_id) {
+            return Ok(true);
+        }
+        if cancels.is_live() {
+            return Ok(false);
+        }
+        // The watch is not caught up: ask the bucket, within the call's bounds.
+        let id = self.invocation_id.clone();
+        self.run("squall.host.cancelled", |s| {
+            Box::pin(async move { Ok(s.cancels.is_cancelled(&id).await) })
+        })
+    }
+
     fn kv_get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, HostFailure> {
         let key = namespaced(&self.function, check_key(key)?);
         let found = self.run("squall.host.kv_get", |s| {

@@ -286,6 +286,7 @@ async fn execute(
         tracing::Span::current(),
     );
     let (done, mut call) = tokio::sync::oneshot::channel();
+    let cancels = worker.cancels.clone();
     let ticket = executor.submit(move || {
         let mut logs = LogCapture::new(budget);
         let cx = CallContext {
@@ -297,6 +298,10 @@ async fn execute(
             attempt: attempt_no,
             deadline_unix_ms: deadline,
         };
+        // Cancelled while it waited for a call thread: it never starts.
+        if cancels.contains(cx.invocation_id) {
+            return;
+        }
         let started = std::time::Instant::now();
         let cpu_before = crate::loader::thread_cpu_time();
         let result = library.call(&cx, &input, &mut logs, &mut services);
@@ -341,9 +346,11 @@ async fn execute(
             logs: logs.lines,
             timing,
         },
+        // Dropped unanswered: cancelled before it started (the caller drops the job), or the
+        // host panicked.
         Err(error) => {
             let message =
-                format!("function call did not complete: {error} (it panicked in the host)");
+                format!("function call did not complete: {error} (it was cancelled or panicked in the host)");
             Execution::failed(ErrorKind::Crash, message, Timing::default())
         }
     }
@@ -407,6 +414,13 @@ async fn run_attempt(
     message: jetstream::Message,
     _permit: OwnedSemaphorePermit,
 ) {
+    // Cancelled while queued or waiting for its retry: it never runs again.
+    if worker.cancels.is_cancelled(&job.invocation_id).await {
+        serving
+            .metrics
+            .settled(InvocationStatus::Cancelled, None, false);
+        return drop_cancelled(worker, &job, &message).await;
+    }
     let Some(current) = worker.function(&job.function) else {
         // Deleted while the job was buffered: leave it for whoever serves the function next.
         let _ = message
@@ -429,6 +443,11 @@ async fn run_attempt(
     };
     m.executed(execution.timing.wall_us as f64 / 1e6);
     emit_function_logs(&job, &execution.logs);
+    // Cancelled while it ran: whatever it returned, the invocation ended `cancelled`.
+    if worker.cancels.is_cancelled(&job.invocation_id).await {
+        m.settled(InvocationStatus::Cancelled, None, false);
+        return drop_cancelled(worker, &job, &message).await;
+    }
     let settlement = decide(
         execution.outcome,
         job.attempt,
@@ -526,21 +545,33 @@ async fn settle(
         (action == JobAction::DeadLetter).then(|| dlq::AttemptRecord::from_result(&meta, &body));
     let reply = header(message.headers.as_ref(), h::REPLY_TO)
         .filter(|to| squall_broker::names::is_reply_subject(to, &job.invocation_id));
-    let published = publish_result(&worker.topology.jetstream, &meta, body, reply).instrument(
-        tracing::info_span!(
+    let published =
+        publish_result(&worker.topology, &meta, body, reply).instrument(tracing::info_span!(
             "squall.result",
             otel.kind = "producer",
             squall.outcome = status.as_str()
-        ),
-    );
+        ));
     let published = keep_alive(message, serving.progress_every, published).await;
-    if let Err(error) = published {
-        // Without a recorded outcome the job must run again rather than vanish.
-        tracing::warn!(message = "cannot publish result; job left for redelivery",
-            function = %job.function, invocation_id = %job.invocation_id, error = %error);
-        let _ = message
-            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-            .await;
+    let stored = match published {
+        Ok(stored) => stored,
+        Err(error) => {
+            // Without a recorded outcome the job must run again rather than vanish.
+            tracing::warn!(message = "cannot publish result; job left for redelivery",
+                function = %job.function, invocation_id = %job.invocation_id, error = %error);
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return;
+        }
+    };
+    if let Stored::Earlier(earlier) = stored {
+        // The invocation had ended first (a cancellation): nothing more to record.
+        tracing::debug!(message = "invocation had ended before its result was stored",
+            function = %job.function, invocation_id = %job.invocation_id, status = earlier.as_str());
+        if let Err(error) = message.ack().await {
+            tracing::warn!(message = "cannot acknowledge job; it may be delivered again",
+                function = %job.function, invocation_id = %job.invocation_id, error = %error);
+        }
         return;
     }
     if let Some(last_attempt) = last_attempt {
@@ -615,16 +646,28 @@ async fn keep_alive<T>(
     }
 }
 
+/// What storing a result found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    /// This result was stored (or was already, from an earlier try of this very publish).
+    Ours,
+    /// A terminal result with this status was stored before: the invocation had ended (a
+    /// cancellation, or this job's own earlier run whose acknowledgement was lost).
+    Earlier(InvocationStatus),
+}
+
 /// Stores a result in RESULTS, trying again with the same message id through a leader
 /// election (see `squall_broker::publish`); a terminal result of a synchronous job then goes to
 /// the waiting dispatcher's reply subject too (a plain publish: if it is lost, the dispatcher
-/// reads RESULTS when its wait ends).
+/// reads RESULTS when its wait ends). When RESULTS already held the invocation's terminal
+/// result (same terminal message id), that one is what the waiter hears.
 async fn publish_result(
-    js: &jetstream::Context,
+    topology: &squall_broker::Topology,
     meta: &ResultMeta,
     body: Vec<u8>,
     reply: Option<&str>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Stored> {
+    let js = &topology.jetstream;
     let subject = results_subject(&meta.function, &meta.invocation_id);
     let body = bytes::Bytes::from(body);
     let mut headers = meta.to_headers();
@@ -632,8 +675,29 @@ async fn publish_result(
     let reply = reply
         .filter(|_| meta.status.is_terminal())
         .map(|to| (to, headers.clone()));
-    publish::publish_acked(js, &subject, headers, body.clone(), &RESULT_PUBLISH).await?;
-    if let Some((to, reply_headers)) = reply {
+    let ack = publish::publish_acked(js, &subject, headers, body.clone(), &RESULT_PUBLISH).await?;
+    let mut stored = Stored::Ours;
+    let mut answer = reply.map(|(to, headers)| (to, headers, body));
+    if ack.duplicate && meta.status.is_terminal() {
+        // The duplicate's acknowledgement names the stored message's sequence.
+        match topology.results.direct_get(ack.sequence).await {
+            Ok(earlier) => {
+                let status = earlier
+                    .headers
+                    .get(h::STATUS)
+                    .and_then(|s| InvocationStatus::parse(s.as_str()));
+                if let Some(status) = status.filter(|s| *s != meta.status) {
+                    stored = Stored::Earlier(status);
+                }
+                answer = answer.map(|(to, _, _)| (to, earlier.headers, earlier.payload));
+            }
+            Err(error) => {
+                tracing::debug!(message = "cannot read the invocation's stored terminal result",
+                    invocation_id = %meta.invocation_id, %error);
+            }
+        }
+    }
+    if let Some((to, reply_headers, body)) = answer {
         let sent = js
             .client()
             .publish_with_headers(to.to_string(), reply_headers, body)
@@ -643,7 +707,71 @@ async fn publish_result(
                 invocation_id = %meta.invocation_id, %error);
         }
     }
-    Ok(())
+    Ok(stored)
+}
+
+/// Drops the job of a cancelled invocation without running it (or after it ran): the
+/// cancellation stored the terminal `cancelled` result, which a synchronous caller still
+/// waiting hears of here. If RESULTS has no terminal result for it yet (the cancelling
+/// dispatcher failed between marking and recording it), this worker records `cancelled`.
+async fn drop_cancelled(worker: &Worker, job: &JobMeta, message: &jetstream::Message) {
+    let topology = &worker.topology;
+    let subject = results_subject(&job.function, &job.invocation_id);
+    let last = topology.results.direct_get_last_for_subject(&subject).await;
+    let terminal = last.ok().filter(|m| {
+        m.headers
+            .get(h::STATUS)
+            .and_then(|s| InvocationStatus::parse(s.as_str()))
+            .is_some_and(InvocationStatus::is_terminal)
+    });
+    let reply = header(message.headers.as_ref(), h::REPLY_TO)
+        .filter(|to| squall_broker::names::is_reply_subject(to, &job.invocation_id));
+    match terminal {
+        Some(stored) => {
+            if let Some(to) = reply {
+                let _ = topology
+                    .jetstream
+                    .client()
+                    .publish_with_headers(to.to_string(), stored.headers, stored.payload)
+                    .await;
+            }
+        }
+        None => {
+            let now = now_ms();
+            let meta = ResultMeta {
+                invocation_id: job.invocation_id.clone(),
+                function: job.function.clone(),
+                version: header(message.headers.as_ref(), h::VERSION)
+                    .unwrap_or_default()
+                    .to_string(),
+                status: InvocationStatus::Cancelled,
+                attempt: job.attempt,
+                error_kind: None,
+                created_at_ms: job.created_at_ms,
+                started_at_ms: now,
+                finished_at_ms: now,
+                duration_us: 0,
+                cpu_us: 0,
+                kv_ops: 0,
+                kv_bytes: 0,
+                logs: Vec::new(),
+                worker: worker.id.clone(),
+            };
+            let body = b"cancelled".to_vec();
+            if let Err(error) = publish_result(topology, &meta, body, reply).await {
+                // Left unacknowledged, the job comes back and is dropped again.
+                tracing::warn!(message = "cannot record a cancelled invocation; job left for redelivery",
+                    function = %job.function, invocation_id = %job.invocation_id, error = %error);
+                return;
+            }
+        }
+    }
+    if let Err(error) = message.ack().await {
+        tracing::warn!(message = "cannot acknowledge a cancelled job; it is dropped again when it comes back",
+            function = %job.function, invocation_id = %job.invocation_id, error = %error);
+    }
+    tracing::debug!(message = "cancelled job dropped", function = %job.function,
+        invocation_id = %job.invocation_id, attempt = job.attempt);
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod artifacts;
+pub mod cancel;
 pub mod decide;
 pub mod executor;
 pub mod host;
@@ -76,6 +77,8 @@ pub struct Worker {
     pub metrics: Arc<metrics::Metrics>,
     /// Functions' state and events (the ABI's host services).
     pub host: Arc<host::HostServices>,
+    /// The invocations cancelled while queued or running.
+    pub cancels: Arc<cancel::Cancellations>,
 }
 
 const MAX_IN_FLIGHT: u32 = 1 << 20;
@@ -313,7 +316,17 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
             config.cache_dir.display()
         )
     })?;
-    let host = host::HostServices::start(&topology, config.host_call_timeout)
+    let keep_cancels = topology
+        .cancels
+        .status()
+        .await
+        .map(|status| status.max_age())
+        .ok()
+        .filter(|age| !age.is_zero())
+        .unwrap_or(Duration::from_secs(24 * 3600));
+    let (cancels, _follow_cancels) =
+        cancel::Cancellations::start(topology.cancels.clone(), keep_cancels);
+    let host = host::HostServices::start(&topology, config.host_call_timeout, cancels.clone())
         .await
         .context("cannot open the functions' state bucket")?;
     let metrics = Arc::new(metrics::Metrics::new());
@@ -331,6 +344,7 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize)),
         metrics,
         host,
+        cancels,
     });
     if let Some(addr) = worker.config.metrics_addr {
         metrics::serve(addr, worker.metrics.clone()).await?;

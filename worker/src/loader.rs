@@ -159,6 +159,8 @@ pub trait HostCalls {
     fn kv_delete(&mut self, key: &[u8]) -> Result<(), HostFailure>;
     /// Publishes `payload` on `subject`.
     fn publish(&mut self, subject: &[u8], payload: &[u8]) -> Result<(), HostFailure>;
+    /// Whether the invocation was cancelled.
+    fn cancelled(&mut self) -> Result<bool, HostFailure>;
 }
 
 /// The call in progress on this thread: its `squall_ctx` and its services. Set only for the
@@ -265,6 +267,13 @@ unsafe extern "C" fn host_publish(
     })
 }
 
+unsafe extern "C" fn host_cancelled(ctx: *const SquallCtx) -> i32 {
+    with_current(ctx, |services| match services.cancelled() {
+        Ok(cancelled) => i32::from(cancelled),
+        Err(failure) => failure.code(),
+    })
+}
+
 /// Frees a buffer `host_kv_get` filled: it is a `Vec<u8>`'s parts. Callable from any thread.
 unsafe extern "C" fn host_buf_free(buf: SquallBuf) {
     if buf.ptr.is_null() || buf.cap == 0 {
@@ -323,6 +332,7 @@ fn host_struct(data: *mut c_void, log: abi::LogFn) -> SquallHost {
         kv_delete: Some(host_kv_delete),
         publish: Some(host_publish),
         buf_free: Some(host_buf_free),
+        cancelled: Some(host_cancelled),
     }
 }
 

@@ -93,6 +93,10 @@ typedef struct squall_host {
   /* publish `payload` on `subject`, which must start with "events."; 0 accepted, < 0 error */
   int32_t (*publish)(const struct squall_ctx *ctx, squall_bytes subject, squall_bytes payload);
   void (*buf_free)(squall_buf buf);
+  /* ---- appended: cooperative cancellation ---- */
+  /* 1 the invocation was cancelled (stop early: whatever it returns, it ends `cancelled`),
+   * 0 not cancelled, < 0 error */
+  int32_t (*cancelled)(const struct squall_ctx *ctx);
 } squall_host;
 
 #define SQUALL_HOST_NOT_FOUND 1
@@ -248,6 +252,20 @@ static inline void squall_buf_free(const squall_ctx *ctx, squall_buf buf) {
   if (buf.ptr != NULL && host != NULL && host->buf_free != NULL) {
     host->buf_free(buf);
   }
+}
+
+/* ---- Cooperative cancellation (a convenience; the contract is the field above). ---- */
+
+/* 1 when the invocation was cancelled (DELETE /v1/invocations/{id}), so a long-running
+ * function may stop early; 0 when it was not, or the host is too old to tell (its `size` does
+ * not cover `cancelled`); below zero on an error (SQUALL_HOST_INVALID outside the invocation).
+ * Costs a lookup in the worker's memory: cheap enough to call in a loop. */
+static inline int32_t squall_cancelled(const squall_ctx *ctx) {
+  const squall_host *host = squall_ctx_host(ctx);
+  if (host == NULL || !SQUALL_HAS_FIELD(squall_host, host, cancelled) || host->cancelled == NULL) {
+    return 0;
+  }
+  return host->cancelled(ctx);
 }
 
 #ifdef __cplusplus

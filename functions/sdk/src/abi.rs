@@ -122,6 +122,8 @@ pub type PublishFn =
     unsafe extern "C" fn(ctx: *const SquallCtx, subject: SquallBytes, payload: SquallBytes) -> i32;
 /// `buf_free`: gives back a buffer the host filled (a `kv_get` value).
 pub type BufFreeFn = unsafe extern "C" fn(buf: SquallBuf);
+/// `cancelled`: 1 the invocation was cancelled, 0 not, < 0 an error.
+pub type CancelledFn = unsafe extern "C" fn(ctx: *const SquallCtx) -> i32;
 
 /// Host-service status: `kv_get` found no such key.
 pub const SQUALL_HOST_NOT_FOUND: i32 = 1;
@@ -156,6 +158,9 @@ pub struct SquallHost {
     pub publish: Option<PublishFn>,
     /// Frees a buffer the host filled.
     pub buf_free: Option<BufFreeFn>,
+    // ---- appended: cooperative cancellation ----
+    /// Whether the invocation was cancelled.
+    pub cancelled: Option<CancelledFn>,
 }
 
 /// `struct squall_ctx`: what the host tells a function about one invocation. Later hosts append fields;
@@ -211,7 +216,7 @@ mod tests {
     fn layout_matches_squall_h_on_64_bit_targets() {
         assert_eq!(size_of::<SquallBytes>(), 16);
         assert_eq!(size_of::<SquallBuf>(), 24);
-        assert_eq!(size_of::<SquallHost>(), 64);
+        assert_eq!(size_of::<SquallHost>(), 72);
         assert_eq!(offset_of!(SquallHost, data), 8);
         assert_eq!(offset_of!(SquallHost, log), 16);
         assert_eq!(offset_of!(SquallHost, kv_get), 24);
@@ -219,6 +224,7 @@ mod tests {
         assert_eq!(offset_of!(SquallHost, kv_delete), 40);
         assert_eq!(offset_of!(SquallHost, publish), 48);
         assert_eq!(offset_of!(SquallHost, buf_free), 56);
+        assert_eq!(offset_of!(SquallHost, cancelled), 64);
         assert_eq!(offset_of!(SquallCtx, function), 8);
         assert_eq!(offset_of!(SquallCtx, invocation_id), 24);
         assert_eq!(offset_of!(SquallCtx, traceparent), 40);

@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::abi::{
-    self, BufFreeFn, KvDeleteFn, KvGetFn, KvPutFn, PublishFn, SquallBuf, SquallBytes, SquallCtx,
-    SquallHost,
+    self, BufFreeFn, CancelledFn, KvDeleteFn, KvGetFn, KvPutFn, PublishFn, SquallBuf, SquallBytes,
+    SquallCtx, SquallHost,
 };
 use crate::context::Context;
 
@@ -246,6 +246,31 @@ impl<'a> Context<'a> {
         };
         status(code)
     }
+
+    /// Whether the invocation was cancelled (`DELETE /v1/invocations/{id}`): a long-running
+    /// function may check this now and then and stop early. Whatever it returns then, the
+    /// invocation ends `cancelled`. `false` on a host too old to offer the call. Cheap: the
+    /// worker answers from memory.
+    pub fn cancelled(&self) -> bool {
+        let host: *const SquallHost = self.host().as_ptr();
+        if host.is_null() || self.raw.is_null() {
+            return false;
+        }
+        // SAFETY: `Host::from_raw`'s contract makes a non-null host readable up to `size`, its
+        // first field.
+        let size = unsafe { (&raw const (*host).size).read() };
+        let end = offset_of!(SquallHost, cancelled) + size_of::<Option<CancelledFn>>();
+        if usize::try_from(size).map_or(true, |size| size < end) {
+            return false;
+        }
+        // SAFETY: `size` covers `cancelled`, so it lies within the readable bytes.
+        let Some(cancelled) = (unsafe { (&raw const (*host).cancelled).read() }) else {
+            return false;
+        };
+        // SAFETY: the host's contract makes its callbacks safe to call with this call's ctx
+        // during the call.
+        unsafe { cancelled(self.raw) == 1 }
+    }
 }
 
 #[cfg(test)]
@@ -257,6 +282,7 @@ mod tests {
         let ctx = Context::new("f", "i");
         assert_eq!(ctx.kv().get("k"), Err(HostError::Unsupported));
         assert_eq!(ctx.publish("events.x", b"y"), Err(HostError::Unsupported));
+        assert!(!ctx.cancelled());
     }
 
     #[test]

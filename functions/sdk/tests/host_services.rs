@@ -1,9 +1,12 @@
-//! `Context::kv` and `Context::publish` through a real `squall_host`, and against a host that
-//! predates the host services.
+//! `Context::kv`, `Context::publish` and `Context::cancelled` through a real `squall_host`, and
+//! against hosts that predate them.
 
 mod common;
 
-use common::{invoke, invoke_with, Call, HOST_SIZE_BEFORE_SERVICES, PUBLISHED, STATE};
+use common::{
+    invoke, invoke_with, Call, CANCELLED, HOST_SIZE_BEFORE_CANCELLED, HOST_SIZE_BEFORE_SERVICES,
+    PUBLISHED, STATE,
+};
 use serde::{Deserialize, Serialize};
 use squall_sdk::abi::{FreeFn, InvokeFn, SQUALL_ERROR, SQUALL_OK};
 use squall_sdk::{export_function, Context, FnError, HostError};
@@ -20,6 +23,7 @@ enum Action {
     Forget,
     Announce { subject: String },
     Probe,
+    Cancelled,
 }
 
 fn handle(ctx: &Context, action: Action) -> Result<String, FnError> {
@@ -45,6 +49,7 @@ fn handle(ctx: &Context, action: Action) -> Result<String, FnError> {
             Err(HostError::Unsupported) => Ok("unsupported".into()),
             other => Ok(format!("{other:?}")),
         },
+        Action::Cancelled => Ok(ctx.cancelled().to_string()),
     }
 }
 
@@ -109,4 +114,20 @@ fn a_host_from_before_the_services_answers_unsupported_without_crashing() {
         "{}",
         out.text()
     );
+}
+
+#[test]
+fn cancelled_reports_the_hosts_answer_and_false_on_an_older_host() {
+    let ask = br#"{"action": "cancelled"}"#;
+    CANCELLED.with(|c| c.set(false));
+    assert_eq!(invoke(INVOKE, FREE, ask).text(), "\"false\"");
+    CANCELLED.with(|c| c.set(true));
+    assert_eq!(invoke(INVOKE, FREE, ask).text(), "\"true\"");
+    // A host built before `cancelled` was appended: the field is never read.
+    let call = Call {
+        host_size: Some(HOST_SIZE_BEFORE_CANCELLED),
+        ..Call::default()
+    };
+    assert_eq!(invoke_with(INVOKE, FREE, ask, &call).text(), "\"false\"");
+    CANCELLED.with(|c| c.set(false));
 }

@@ -120,11 +120,23 @@ pub fn host(recorder: &Recorder) -> SquallHost {
         kv_delete: Some(kv_delete),
         publish: Some(publish),
         buf_free: Some(buf_free),
+        cancelled: Some(cancelled),
     }
+}
+
+thread_local! {
+    /// Whether this thread's test host says the invocation was cancelled.
+    pub static CANCELLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+unsafe extern "C" fn cancelled(_ctx: *const SquallCtx) -> i32 {
+    i32::from(CANCELLED.with(|c| c.get()))
 }
 
 /// The size of `squall_host` before the host services were appended (`size`, `data`, `log`).
 pub const HOST_SIZE_BEFORE_SERVICES: u32 = 24;
+/// The size of `squall_host` with the host services but before `cancelled` was appended.
+pub const HOST_SIZE_BEFORE_CANCELLED: u32 = 64;
 
 /// Everything a test may set in a `squall_ctx`.
 pub struct Call<'a> {

@@ -1,0 +1,411 @@
+//! Cancelling invocations through real workers: a queued, retrying or backlogged invocation
+//! never runs afterwards, a running cooperative C function stops early through the
+//! `cancelled` host call, every cancelled invocation ends in exactly one terminal state (raced
+//! against completion 1,000 times), and bad requests get clear answers.
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use squall_api::invocations::{CancelledBacklog, Invocation};
+use squall_api::status::InvocationStatus;
+use squall_tests::{compile_c, workspace_root, Cluster};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+async fn deploy_probe(cluster: &Cluster, spec: serde_json::Value) {
+    let source = std::fs::read_to_string(workspace_root().join("tests/fixtures/cancel_probe.c"))
+        .expect("read cancel_probe.c");
+    let library = compile_c(cluster.dir.path(), "cancel_probe", &source);
+    let (status, body) = cluster.deploy("probe", &library, Some(spec)).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// The folder the probe writes its run markers into.
+fn runs_dir(cluster: &Cluster) -> PathBuf {
+    let dir = cluster.dir.path().join("runs");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// How often invocation `id` ran (bytes of its marker file).
+fn runs(dir: &Path, id: &str) -> usize {
+    std::fs::read(dir.join(format!("{id}.ran"))).map_or(0, |b| b.len())
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn submit(cluster: &Cluster, input: &str) -> String {
+    cluster.submit_async("probe", input, 1).await.remove(0)
+}
+
+async fn cancel(cluster: &Cluster, id: &str) -> (u16, serde_json::Value) {
+    let response = cluster
+        .http
+        .delete(format!("{}/v1/invocations/{id}", cluster.url))
+        .send()
+        .await
+        .expect("DELETE");
+    squall_tests::json_response(response).await
+}
+
+/// Every terminal record RESULTS holds for the probe's invocations, by id.
+async fn terminal_records(cluster: &Cluster) -> HashMap<String, Vec<InvocationStatus>> {
+    let js = jetstream::new(cluster.nats_client().await);
+    let stream = js.get_stream("RESULTS").await.unwrap();
+    let mut consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: "results.probe.>".into(),
+            headers_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pending = consumer.info().await.unwrap().num_pending;
+    let mut messages = consumer.messages().await.unwrap();
+    let mut out: HashMap<String, Vec<InvocationStatus>> = HashMap::new();
+    for _ in 0..pending {
+        let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .expect("a result")
+            .unwrap()
+            .unwrap();
+        let headers = message.headers.as_ref().unwrap();
+        let status =
+            InvocationStatus::parse(headers.get("Squall-Status").unwrap().as_str()).unwrap();
+        let id = headers.get("Squall-Invocation-Id").unwrap().to_string();
+        let entry = out.entry(id).or_default();
+        if status.is_terminal() {
+            entry.push(status);
+        }
+    }
+    out
+}
+
+/// Waits until the probe's consumer holds no job: every job was run or dropped and acked.
+async fn wait_jobs_drained(cluster: &Cluster) {
+    let js = jetstream::new(cluster.nats_client().await);
+    let stream = js.get_stream("JOBS").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = stream.consumer_info("fn-probe").await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs never drained: {} pending, {} unacknowledged",
+            info.num_pending,
+            info.num_ack_pending
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_invocation_is_cancelled_at_once_and_never_runs() {
+    let cluster = Cluster::start().await;
+    deploy_probe(&cluster, serde_json::json!({"concurrency": 1})).await;
+    let dir = runs_dir(&cluster);
+    let d = dir.display();
+    let blocker = submit(&cluster, &format!("sleep 1500 {d}")).await;
+    wait_until("the blocker runs", Duration::from_secs(20), || {
+        runs(&dir, &blocker) == 1
+    })
+    .await;
+    let victim = submit(&cluster, &format!("quick {d}")).await;
+
+    let (status, body) = cancel(&cluster, &victim).await;
+    assert_eq!(status, 200, "{body}");
+    let view: Invocation = serde_json::from_value(body).unwrap();
+    assert_eq!(view.status, InvocationStatus::Cancelled);
+    assert_eq!(view.invocation_id, victim);
+    assert!(view.error.is_none() && view.output.is_none(), "{view:?}");
+    let (_, shown) = cluster
+        .get_as::<Invocation>(&format!("/v1/invocations/{victim}"))
+        .await;
+    assert_eq!(shown.status, InvocationStatus::Cancelled);
+
+    // The blocker finishes, the worker reaches the victim's job and drops it.
+    let done = cluster
+        .wait_terminal(&blocker, Duration::from_secs(20))
+        .await;
+    assert_eq!(done.status, InvocationStatus::Succeeded);
+    wait_jobs_drained(&cluster).await;
+    assert_eq!(runs(&dir, &victim), 0, "a cancelled queued invocation ran");
+    let records = terminal_records(&cluster).await;
+    assert_eq!(records[&victim], vec![InvocationStatus::Cancelled]);
+
+    // Cancelling it again says how it ended.
+    let (status, body) = cancel(&cluster, &victim).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "already_finished");
+    assert_eq!(body["error"]["status"], "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_cooperative_function_stops_early_and_its_waiting_caller_hears_cancelled() {
+    let cluster = Cluster::start().await;
+    deploy_probe(&cluster, serde_json::json!({"timeout_ms": 60000})).await;
+    let dir = runs_dir(&cluster);
+    let input = format!("coop 30000 {}", dir.display());
+    let caller = {
+        let (http, url) = (cluster.http.clone(), cluster.url.clone());
+        tokio::spawn(async move {
+            let response = http
+                .post(format!("{url}/v1/functions/probe/invocations"))
+                .body(input)
+                .send()
+                .await
+                .unwrap();
+            let id = response.headers()["squall-invocation-id"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            (
+                response.status().as_u16(),
+                id,
+                response.text().await.unwrap(),
+            )
+        })
+    };
+    // Find the running invocation by its marker file.
+    let mut id = String::new();
+    wait_until("the function runs", Duration::from_secs(20), || {
+        let found = std::fs::read_dir(&dir).unwrap().flatten().find_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.strip_suffix(".ran").map(str::to_string)
+        });
+        found.map(|f| id = f).is_some()
+    })
+    .await;
+    let started = Instant::now();
+    let (status, body) = cancel(&cluster, &id).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "cancelled");
+
+    let (status, caller_id, text) = caller.await.unwrap();
+    assert_eq!(caller_id, id);
+    assert_eq!(status, 409, "{text}");
+    let error: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"]["code"], "invocation_cancelled");
+    // The function saw the cancellation and stopped long before its 30 s of work.
+    let stopped = dir.join(format!("{id}.stopped"));
+    wait_until("the function stops early", Duration::from_secs(10), || {
+        stopped.exists()
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    wait_jobs_drained(&cluster).await;
+    // It answered "stopped early" with SQUALL_OK, yet the invocation stays cancelled.
+    let records = terminal_records(&cluster).await;
+    assert_eq!(records[&id], vec![InvocationStatus::Cancelled]);
+    let (_, view) = cluster
+        .get_as::<Invocation>(&format!("/v1/invocations/{id}"))
+        .await;
+    assert_eq!(view.status, InvocationStatus::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_that_ignores_cancellation_still_ends_cancelled_and_a_retry_never_comes() {
+    let cluster = Cluster::start().await;
+    deploy_probe(
+        &cluster,
+        serde_json::json!({"max_attempts": 3,
+            "backoff": {"initial_ms": 1500, "multiplier": 1.0, "max_ms": 1500, "jitter": false}}),
+    )
+    .await;
+    let dir = runs_dir(&cluster);
+    let d = dir.display();
+
+    // Running, and never asking: its "finished" is not stored.
+    let running = submit(&cluster, &format!("sleep 800 {d}")).await;
+    wait_until("it runs", Duration::from_secs(20), || {
+        runs(&dir, &running) == 1
+    })
+    .await;
+    let (status, body) = cancel(&cluster, &running).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Waiting for its retry: the retry never runs.
+    let retrying = submit(&cluster, &format!("retry {d}")).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, view) = cluster
+            .get_as::<Invocation>(&format!("/v1/invocations/{retrying}"))
+            .await;
+        if view.status == InvocationStatus::Retrying {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never retrying: {view:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = cancel(&cluster, &retrying).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["attempts"], 1);
+    // The redelivery comes after the backoff and is dropped.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    wait_jobs_drained(&cluster).await;
+    assert_eq!(
+        runs(&dir, &retrying),
+        1,
+        "a cancelled invocation was retried"
+    );
+
+    let records = terminal_records(&cluster).await;
+    for id in [&running, &retrying] {
+        assert_eq!(records[id], vec![InvocationStatus::Cancelled], "{id}");
+        let (_, view) = cluster
+            .get_as::<Invocation>(&format!("/v1/invocations/{id}"))
+            .await;
+        assert_eq!(view.status, InvocationStatus::Cancelled, "{id}");
+    }
+    let (status, listed) = cluster
+        .get_json("/v1/invocations?function=probe&status=cancelled")
+        .await;
+    assert_eq!(status, 200, "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_functions_backlog_is_cancelled_in_one_request_and_none_of_it_runs() {
+    let cluster = Cluster::start().await;
+    deploy_probe(&cluster, serde_json::json!({"concurrency": 1})).await;
+    let dir = runs_dir(&cluster);
+    let d = dir.display();
+    let blocker = submit(&cluster, &format!("sleep 1500 {d}")).await;
+    wait_until("the blocker runs", Duration::from_secs(20), || {
+        runs(&dir, &blocker) == 1
+    })
+    .await;
+    let backlog = cluster
+        .submit_async("probe", &format!("quick {d}"), 30)
+        .await;
+
+    let url = format!("{}/v1/functions/probe/invocations", cluster.url);
+    for (query, code) in [("", 400), ("?status=running", 400), ("?state=queued", 400)] {
+        let response = cluster
+            .http
+            .delete(format!("{url}{query}"))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = squall_tests::json_response(response).await;
+        assert_eq!(status, code, "{query}: {body}");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
+    let response = cluster
+        .http
+        .delete(format!(
+            "{}/v1/functions/nobody/invocations?status=queued",
+            cluster.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+
+    let response = cluster
+        .http
+        .delete(format!("{url}?status=queued"))
+        .send()
+        .await
+        .unwrap();
+    let (status, done) = squall_tests::decode_response::<CancelledBacklog>(response).await;
+    assert_eq!(status, 200);
+    assert_eq!((done.cancelled, done.already_finished), (30, 0), "{done:?}");
+
+    assert_eq!(
+        cluster
+            .wait_terminal(&blocker, Duration::from_secs(20))
+            .await
+            .status,
+        InvocationStatus::Succeeded
+    );
+    wait_jobs_drained(&cluster).await;
+    let records = terminal_records(&cluster).await;
+    for id in &backlog {
+        assert_eq!(runs(&dir, id), 0, "cancelled {id} ran");
+        assert_eq!(records[id], vec![InvocationStatus::Cancelled], "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_an_ended_unknown_or_malformed_invocation_is_refused_clearly() {
+    let cluster = Cluster::start().await;
+    deploy_probe(&cluster, serde_json::json!({})).await;
+    let dir = runs_dir(&cluster);
+    let response = cluster
+        .invoke("probe", format!("quick {}", dir.display()))
+        .await;
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["squall-invocation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = cancel(&cluster, &id).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["status"], "succeeded");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("succeeded"),
+        "{body}"
+    );
+
+    let (status, body) = cancel(&cluster, "0193a2b4-0000-7000-8000-000000000000").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "invocation_not_found");
+    let (status, _) = cancel(&cluster, "not-an-id").await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_racing_completion_a_thousand_times_ends_each_invocation_in_exactly_one_state() {
+    let cluster = Cluster::start().await;
+    deploy_probe(&cluster, serde_json::json!({})).await;
+    let dir = runs_dir(&cluster);
+    let input = format!("quick {}", dir.display());
+    let verdicts: Vec<(String, u16, serde_json::Value)> = futures::stream::iter(0..1000)
+        .map(|_| {
+            let (cluster, input) = (&cluster, input.clone());
+            async move {
+                let id = submit(cluster, &input).await;
+                let (status, body) = cancel(cluster, &id).await;
+                (id, status, body)
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    wait_jobs_drained(&cluster).await;
+    let records = terminal_records(&cluster).await;
+    let (mut cancelled, mut completed) = (0, 0);
+    for (id, status, body) in &verdicts {
+        let terminal = records.get(id).cloned().unwrap_or_default();
+        assert_eq!(terminal.len(), 1, "{id}: terminal records {terminal:?}");
+        match status {
+            200 => {
+                assert_eq!(terminal[0], InvocationStatus::Cancelled, "{id}");
+                cancelled += 1;
+            }
+            409 => {
+                assert_eq!(
+                    body["error"]["status"],
+                    terminal[0].as_str(),
+                    "{id}: {body}"
+                );
+                assert_eq!(terminal[0], InvocationStatus::Succeeded, "{id}");
+                completed += 1;
+            }
+            other => panic!("{id}: cancel answered {other}: {body}"),
+        }
+    }
+    eprintln!("1000 races: {cancelled} cancelled first, {completed} completed first");
+    assert_eq!(cancelled + completed, 1000);
+}
