@@ -171,6 +171,9 @@ async fn post(
     squall_tests::json_response(request.send().await.unwrap()).await
 }
 
+/// A refused request: its headers, its body and the attribute the answer names.
+type Case<'a> = (Vec<(&'a str, &'a str)>, String, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_events_are_a_400_naming_the_attribute_and_unknown_functions_a_404() {
     let cluster = Cluster::start_with(squall_tests::ClusterOptions {
@@ -192,7 +195,7 @@ async fn invalid_events_are_a_400_naming_the_attribute_and_unknown_functions_a_4
             .filter(|(n, _)| *n != name)
             .collect()
     };
-    let mut cases: Vec<(Vec<(&str, &str)>, String, &str)> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
     for (name, _) in required {
         cases.push((without(name), String::new(), name.trim_start_matches("ce-")));
     }
