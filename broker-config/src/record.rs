@@ -43,10 +43,43 @@ pub struct FunctionRecord {
     pub web: Option<WebSpec>,
     /// Where its invocations' terminal events go. Records written before destinations end
     /// without this field and the next; `decode` reads them as `None` and empty.
-    pub destinations: Option<Destinations>,
+    pub destinations: Option<RecordDestinations>,
     /// The key of the HMAC-SHA256 signature of its destination and callback POSTs (hex),
     /// made at its first deploy and kept across redeploys; shown to admins only.
     pub destination_secret: String,
+}
+
+/// A spec's destinations as the record keeps them: every field always written, since bincode is
+/// positional (the API type skips absent fields when it serializes).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RecordDestinations {
+    pub on_success: Option<String>,
+    pub on_failure: Option<String>,
+}
+
+impl RecordDestinations {
+    fn of(spec: &Destinations) -> Option<RecordDestinations> {
+        (!spec.is_empty()).then(|| RecordDestinations {
+            on_success: spec.on_success.clone().filter(|d| !d.is_empty()),
+            on_failure: spec.on_failure.clone().filter(|d| !d.is_empty()),
+        })
+    }
+
+    /// The spec's form.
+    pub fn spec(&self) -> Destinations {
+        Destinations {
+            on_success: self.on_success.clone(),
+            on_failure: self.on_failure.clone(),
+        }
+    }
+
+    /// The destination of an invocation that ended `succeeded` (or not).
+    pub fn for_outcome(&self, succeeded: bool) -> Option<&str> {
+        match succeeded {
+            true => self.on_success.as_deref(),
+            false => self.on_failure.as_deref(),
+        }
+    }
 }
 
 /// A record as written before destinations: every field of `FunctionRecord` up to `web`.
@@ -153,7 +186,7 @@ impl FunctionRecord {
             max_concurrency: spec.max_concurrency,
             secrets_json: String::new(),
             web: spec.web.clone(),
-            destinations: spec.destinations.clone().filter(|d| !d.is_empty()),
+            destinations: spec.destinations.as_ref().and_then(RecordDestinations::of),
             destination_secret: String::new(),
         }
     }
@@ -172,7 +205,7 @@ impl FunctionRecord {
             max_concurrency: self.max_concurrency,
             config,
             web: self.web.clone(),
-            destinations: self.destinations.clone(),
+            destinations: self.destinations.as_ref().map(RecordDestinations::spec),
         }
     }
 
@@ -504,7 +537,7 @@ mod tests {
             ..FunctionSpec::default()
         };
         let mut record = FunctionRecord::new("f", "ab12", 10, 5, &spec);
-        record.destination_secret = "s3cret".into();
+        record.destination_secret = "a".repeat(64);
         let back = FunctionRecord::decode(&record.encode()).unwrap();
         assert_eq!(back, record);
         assert_eq!(back.spec(), spec);

@@ -320,7 +320,7 @@ async fn wanted_functions(state: &AppState) -> Result<BTreeSet<String>, ApiError
             continue;
         };
         if let Ok(record) = FunctionRecord::decode(&value) {
-            if record.destinations.as_ref().is_some_and(|d| !d.is_empty()) {
+            if record.destinations.is_some() {
                 wanted.insert(record.name);
             }
         }
