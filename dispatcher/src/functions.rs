@@ -167,7 +167,8 @@ pub async fn deploy(
     state.registry.put(revision, record.clone());
     // The destinations consumer follows the function's results from now on (or stops).
     if had_destinations || record.destinations.is_some() {
-        crate::destinations::sync_filter(&state).await?;
+        // Boxed: a large future, polled on the caller's stack.
+        Box::pin(crate::destinations::sync_filter(&state)).await?;
     }
     tracing::info!(message = "function deployed", function = %name, version = %record.version);
     let mut view = function_view(&record);

@@ -185,8 +185,16 @@ async fn invoke_traced(
         cloudevents::Mode::None => None,
         cloudevents::Mode::Batch => {
             let events = cloudevents::from_batch(&payload).map_err(invalid_event)?;
-            return submit_event_batch(&state, &name, &record, &headers, &traceparent, events)
-                .await;
+            // Boxed: the batch's future would otherwise enlarge every invoke's.
+            return Box::pin(submit_event_batch(
+                &state,
+                &name,
+                &record,
+                &headers,
+                &traceparent,
+                events,
+            ))
+            .await;
         }
         cloudevents::Mode::Structured => {
             Some(cloudevents::from_structured(&payload).map_err(invalid_event)?)
@@ -224,7 +232,10 @@ async fn invoke_traced(
     };
     tracing::Span::current().record("squall.invocation_id", id.as_str());
     if let Some(url) = &callback {
-        crate::destinations::register_callback(&state, &name, &id, url).await?;
+        Box::pin(crate::destinations::register_callback(
+            &state, &name, &id, url,
+        ))
+        .await?;
     }
     // Register before publishing, so the result cannot arrive unseen.
     let registration = (!respond_async).then(|| state.waiter.register(&id));
@@ -517,7 +528,7 @@ pub async fn get_invocation(
         Ok(outcome) => {
             let mut view = invocation_view(&outcome.meta, &outcome.body);
             if outcome.meta.status.is_terminal() {
-                view.destinations = crate::destinations::outcomes(&state, &id).await;
+                view.destinations = Box::pin(crate::destinations::outcomes(&state, &id)).await;
             }
             view
         }

@@ -167,11 +167,15 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
         server = %client.server_info().server_name,
         replicas = config.topology.replicas
     );
-    let (topology, keys_bucket) = set_up_topology(&client, &config.topology).await?;
-    let destination_topology =
-        squall_broker::topology::ensure_destination_topology(&topology.jetstream, &config.topology)
-            .await
-            .context("cannot set up the destinations' buckets and stream")?;
+    // Boxed, like the next: these futures are large, and tests poll `connect` on a test
+    // thread's stack.
+    let (topology, keys_bucket) = Box::pin(set_up_topology(&client, &config.topology)).await?;
+    let destination_topology = Box::pin(squall_broker::topology::ensure_destination_topology(
+        &topology.jetstream,
+        &config.topology,
+    ))
+    .await
+    .context("cannot set up the destinations' buckets and stream")?;
     let inbox_prefix = config
         .nats_auth
         .nats_inbox_prefix
