@@ -98,8 +98,9 @@ pub fn mode(content_type: Option<&str>, has_ce_headers: bool) -> Mode {
 /// Whether a header name is one of the required attributes' binary-mode headers (any of them
 /// makes a request a binary-mode event, so a missing one is named in the answer).
 pub fn is_binary_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    ["ce-specversion", "ce-id", "ce-source", "ce-type"].contains(&name.as_str())
+    ["ce-specversion", "ce-id", "ce-source", "ce-type"]
+        .iter()
+        .any(|required| name.eq_ignore_ascii_case(required))
 }
 
 /// Reads a binary-mode event: `ce-<attribute>` headers (percent-encoded values) and the

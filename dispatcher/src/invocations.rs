@@ -231,7 +231,8 @@ async fn invoke_traced(
         (None, None) => (uuid::Uuid::now_v7().to_string(), now_ms(), false),
     };
     tracing::Span::current().record("squall.invocation_id", id.as_str());
-    if let Some(url) = &callback {
+    // A repeated idempotency key's invocation keeps the callback (and outcomes) it has.
+    if let Some(url) = callback.as_ref().filter(|_| !repeated) {
         Box::pin(crate::destinations::register_callback(
             &state, &name, &id, url,
         ))
