@@ -279,6 +279,38 @@ async fn terminal_states_and_callbacks_are_posted_signed_to_urls() {
     let view = outcomes(&cluster, &hello_id, 1).await;
     assert_eq!(view.destinations[0].target, DestinationTarget::Callback);
 
+    // A subject no stream captures gets a plain publish, in binary mode.
+    deploy(
+        &cluster,
+        "plain",
+        "echo",
+        serde_json::json!({"destinations": {"on_success": "notify.plain"}}),
+    )
+    .await;
+    squall_tests::wait_workers_ready(&cluster, "plain").await;
+    let client = cluster.nats_client().await;
+    let mut notes = client.subscribe("notify.plain").await.unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(cluster.invoke("plain", "note").await.status(), 200);
+    let note = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures::StreamExt::next(&mut notes),
+    )
+    .await
+    .expect("the subject destination got the event")
+    .unwrap();
+    let headers = note.headers.expect("binary mode headers");
+    assert_eq!(
+        headers.get("ce-type").map(|v| v.as_str()),
+        Some("io.squall.invocation.succeeded")
+    );
+    assert_eq!(
+        headers.get("ce-source").map(|v| v.as_str()),
+        Some("/squall/functions/plain")
+    );
+    let event: serde_json::Value = serde_json::from_slice(&note.payload).unwrap();
+    assert_eq!(event["function"], "plain");
+
     let text = metrics(&cluster).await;
     assert!(
         text.contains(
