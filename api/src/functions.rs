@@ -23,6 +23,10 @@ pub struct Function {
     /// key; absent elsewhere.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The key (hex) of the `Squall-Signature` HMAC-SHA256 over the body of the function's
+    /// destination and callback POSTs. Only a deploy's answer (admin scope) shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_secret: Option<String>,
 }
 
 /// `GET /v1/functions`.

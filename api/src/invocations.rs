@@ -37,6 +37,120 @@ pub struct Invocation {
     pub logs: Vec<LogLine>,
     /// The worker process of the latest attempt; null while queued.
     pub worker: Option<String>,
+    /// How the event of its terminal state reached the function's destination and the call's
+    /// callback; absent until a delivery ended (or when there is none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<DestinationDelivery>,
+}
+
+/// Which of an invocation's targets a delivery went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DestinationTarget {
+    /// The spec's `destinations.on_success`.
+    OnSuccess,
+    /// The spec's `destinations.on_failure`.
+    OnFailure,
+    /// The call's `X-Callback-Url`.
+    Callback,
+}
+
+impl DestinationTarget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationTarget::OnSuccess => "on_success",
+            DestinationTarget::OnFailure => "on_failure",
+            DestinationTarget::Callback => "callback",
+        }
+    }
+
+    /// Reads `as_str`'s spelling.
+    pub fn parse(text: &str) -> Option<DestinationTarget> {
+        [
+            DestinationTarget::OnSuccess,
+            DestinationTarget::OnFailure,
+            DestinationTarget::Callback,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == text)
+    }
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    /// The subject's stream acknowledged it, it was published, or the URL answered 2xx.
+    Delivered,
+    /// Every try failed within the retry budget; a destination dead letter holds the event.
+    Failed,
+}
+
+impl DeliveryOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// One delivery of an invocation's terminal event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DestinationDelivery {
+    pub target: DestinationTarget,
+    /// The subject or URL.
+    pub destination: String,
+    pub outcome: DeliveryOutcome,
+    /// Tries made (for a URL: POSTs sent).
+    pub tries: u32,
+    /// The last try's error when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The CloudEvent's `type`: `io.squall.invocation.<status>`.
+    pub event_type: String,
+    /// RFC 3339.
+    pub finished_at: String,
+    /// Whether this outcome came from replaying a destination dead letter.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+}
+
+/// `POST /v1/functions/{name}/invocations` with `Content-Type: application/cloudevents-batch+json`
+/// (202): one invocation per event, in the batch's order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CloudEventBatchAccepted {
+    pub count: usize,
+    pub invocations: Vec<Accepted>,
+}
+
+/// A destination delivery that finally failed, as `GET /v1/dlq/destinations` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DestinationDeadLetter {
+    pub invocation_id: String,
+    pub function: String,
+    pub target: DestinationTarget,
+    pub destination: String,
+    pub event_type: String,
+    pub tries: u32,
+    pub error: String,
+    /// RFC 3339.
+    pub failed_at: String,
+}
+
+/// `GET /v1/dlq/destinations`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DestinationDeadLetterList {
+    /// Oldest first.
+    pub dead_letters: Vec<DestinationDeadLetter>,
+}
+
+/// `POST /v1/dlq/destinations/{id}/replay`: the invocation's failed deliveries, sent again.
+/// A delivered one's dead letter is removed; a failed one's stays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DestinationReplay {
+    pub invocation_id: String,
+    pub deliveries: Vec<DestinationDelivery>,
 }
 
 /// Why an attempt failed.
@@ -150,4 +264,38 @@ pub struct CancelledBacklog {
     pub cancelled: u64,
     /// Queued jobs found that had already ended (by a worker, or by an earlier cancellation).
     pub already_finished: u64,
+/// A structured-mode CloudEvent (`application/cloudevents+json`; a batch is an array of them).
+/// Extension attributes are further members: 1 to 20 lowercase letters or digits, with a
+/// string, number or boolean value. `data` (JSON, or text when `datacontenttype` is not JSON)
+/// or `data_base64` is the function's input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StructuredCloudEvent {
+    /// `1.0`.
+    pub specversion: String,
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datacontenttype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataschema: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_base64: Option<String>,
+}
+
+/// The 202 of an invoke: one invocation, or (for a CloudEvents batch) one per event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum InvokeAccepted {
+    One(Accepted),
+    Batch(CloudEventBatchAccepted),
 }

@@ -154,6 +154,42 @@ pub struct FunctionSpec {
     /// Serve the function over HTTP (a web function); absent: it is not served there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub web: Option<WebSpec>,
+    /// Where a CloudEvent describing each invocation's terminal state goes; absent: nowhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destinations: Option<Destinations>,
+}
+
+/// The longest destination a spec may name.
+pub const MAX_DESTINATION_LEN: usize = 2048;
+
+/// Where the event of an invocation's terminal state is delivered: a NATS subject (published
+/// with a JetStream acknowledgement when a stream captures it) or an `http://` / `https://` URL
+/// (POSTed in CloudEvents binary mode, signed with the function's destination secret).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Destinations {
+    /// After `succeeded`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<String>,
+    /// After every other terminal state (`failed`, `timed_out`, `dead_lettered`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
+}
+
+impl Destinations {
+    /// The destination of an invocation that ended `succeeded` (or not).
+    pub fn for_outcome(&self, succeeded: bool) -> Option<&str> {
+        match succeeded {
+            true => self.on_success.as_deref(),
+            false => self.on_failure.as_deref(),
+        }
+        .filter(|d| !d.is_empty())
+    }
+
+    /// Whether it names any destination.
+    pub fn is_empty(&self) -> bool {
+        self.for_outcome(true).is_none() && self.for_outcome(false).is_none()
+    }
 }
 
 impl Default for FunctionSpec {
@@ -166,6 +202,7 @@ impl Default for FunctionSpec {
             max_concurrency: None,
             config: serde_json::Map::new(),
             web: None,
+            destinations: None,
         }
     }
 }
@@ -179,8 +216,16 @@ pub enum SpecError {
     Concurrency(u32),
     MaxConcurrency(u32),
     Multiplier(f64),
-    BackoffRange { initial: u64, max: u64 },
+    BackoffRange {
+        initial: u64,
+        max: u64,
+    },
     WebRate(f64),
+    /// `destinations.<field>` is neither a URL nor a NATS subject Squall may publish to.
+    Destination {
+        field: &'static str,
+        message: String,
+    },
 }
 
 impl std::fmt::Display for SpecError {
@@ -221,6 +266,9 @@ impl std::fmt::Display for SpecError {
                 f,
                 "web.rate_per_s must be a number above 0 and at most {MAX_WEB_RATE_PER_S}, got {v}"
             ),
+            SpecError::Destination { field, message } => {
+                write!(f, "destinations.{field}: {message}")
+            }
         }
     }
 }
@@ -265,6 +313,17 @@ impl FunctionSpec {
                 max: self.backoff.max_ms,
             });
         }
+        if let Some(destinations) = &self.destinations {
+            for (field, target) in [
+                ("on_success", &destinations.on_success),
+                ("on_failure", &destinations.on_failure),
+            ] {
+                if let Some(target) = target {
+                    check_destination(target)
+                        .map_err(|message| SpecError::Destination { field, message })?;
+                }
+            }
+        }
         if let Some(rate) = self.web.as_ref().and_then(|web| web.rate_per_s) {
             if !rate.is_finite() || rate <= 0.0 || rate > MAX_WEB_RATE_PER_S {
                 return Err(SpecError::WebRate(rate));
@@ -272,6 +331,45 @@ impl FunctionSpec {
         }
         Ok(())
     }
+}
+
+/// Checks the shape of a destination: an `http://` or `https://` URL with a host, or a literal
+/// NATS subject (no wildcards). Whether Squall may publish to the subject is the broker
+/// contract's rule (`squall_broker::destinations`), checked at deploy.
+pub fn check_destination(target: &str) -> Result<(), String> {
+    if target.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if target.len() > MAX_DESTINATION_LEN {
+        return Err(format!("is longer than {MAX_DESTINATION_LEN} characters"));
+    }
+    if target.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{target:?} has a space or a control character"));
+    }
+    if let Some(rest) = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+    {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if host.is_empty() || host.starts_with(':') || host.contains('@') {
+            return Err(format!("{target:?} is not a URL with a host"));
+        }
+        return Ok(());
+    }
+    if target.contains("://") || target.contains(':') {
+        return Err(format!(
+            "{target:?} is neither an http:// or https:// URL nor a NATS subject"
+        ));
+    }
+    if target
+        .split('.')
+        .any(|t| t.is_empty() || t == "*" || t == ">" || t.contains(['*', '>']))
+    {
+        return Err(format!(
+            "{target:?} is not a literal NATS subject (no empty tokens, no wildcards)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -345,6 +443,37 @@ mod tests {
     fn a_spec_without_web_shows_no_web_field() {
         let json = serde_json::to_value(FunctionSpec::default()).unwrap();
         assert!(json.get("web").is_none(), "{json}");
+    }
+
+    #[test]
+    fn destinations_take_urls_and_subjects_and_refuse_the_rest_by_field() {
+        let spec = FunctionSpec::from_json(
+            br#"{"destinations": {"on_success": "events.next", "on_failure": "https://example.com/hook"}}"#,
+        )
+        .unwrap();
+        let destinations = spec.destinations.unwrap();
+        assert_eq!(destinations.for_outcome(true), Some("events.next"));
+        assert_eq!(
+            destinations.for_outcome(false),
+            Some("https://example.com/hook")
+        );
+        for (json, field) in [
+            (r#"{"on_success": "events.*"}"#, "on_success"),
+            (r#"{"on_failure": "ftp://example.com"}"#, "on_failure"),
+            (r#"{"on_failure": "http://"}"#, "on_failure"),
+            (r#"{"on_success": "a..b"}"#, "on_success"),
+            (r#"{"on_success": ""}"#, "on_success"),
+        ] {
+            let doc = format!(r#"{{"destinations": {json}}}"#);
+            let err = FunctionSpec::from_json(doc.as_bytes()).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("destinations.{field}: ")),
+                "{json}: {err}"
+            );
+        }
+        let err = FunctionSpec::from_json(br#"{"destinations": {"on_done": "x"}}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `on_done`"), "{err}");
     }
 
     #[test]

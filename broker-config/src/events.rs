@@ -49,6 +49,7 @@ pub const RESERVED_PREFIXES: &[&str] = &[
     "jobs",
     "results",
     "dlq",
+    "dlq-destinations",
     "schedules",
     "cron",
     "squall",

@@ -55,6 +55,10 @@ pub const REPLY_TO: &str = "Squall-Reply-To";
 /// headers and client address, as the JSON of `web::WebRequest`.
 pub const WEB: &str = "Squall-Web";
 
+/// On a job made from a CloudEvent: its context attributes (`id`, `source`, `type`, …,
+/// `extensions`) as single-line JSON, which the worker puts in `ctx.event.cloudevent`.
+pub const CLOUDEVENT: &str = "Squall-Cloudevent";
+
 /// The prefix of every header Squall itself sets.
 pub const SQUALL_PREFIX: &str = "Squall-";
 /// The prefix of the headers NATS and JetStream interpret (`Nats-Msg-Id`, `Nats-Schedule`, …).

@@ -87,6 +87,28 @@ pub const CANCELS_BUCKET: &str = "squall_cancels";
 /// duplicate window, so an invocation ends in exactly one state.
 pub fn terminal_message_id(id: &str) -> String {
     format!("final-{id}")
+/// The durable consumer on RESULTS, shared by every dispatcher, that delivers the CloudEvent of
+/// each terminal result to the function's destinations and the call's callback.
+pub const DESTINATIONS_CONSUMER: &str = "destinations";
+/// The destinations consumer's filter when no function needs it: a RESULTS subject no result
+/// can have (`~` is not allowed in a function name), since an empty filter would mean all.
+pub const DESTINATIONS_PLACEHOLDER_FILTER: &str = "results.~.~";
+/// Each invocation's destination outcomes (and a call's callback URL), by invocation id.
+pub const DELIVERIES_BUCKET: &str = "squall_deliveries";
+/// Functions that had a call with `X-Callback-Url` lately (key: function name), so the
+/// destinations consumer follows their results.
+pub const CALLBACKS_BUCKET: &str = "squall_callbacks";
+/// Dead letters of destination deliveries that finally failed.
+pub const DESTINATION_DLQ_STREAM: &str = "DESTINATION_DLQ";
+
+/// Where a destination delivery's dead letter lives: `dlq-destinations.<fn>.<id>.<target>`.
+pub fn destination_dlq_subject(function: &str, id: &str, target: &str) -> String {
+    format!("dlq-destinations.{function}.{id}.{target}")
+}
+
+/// The RESULTS filter of one function's results.
+pub fn results_filter(function: &str) -> String {
+    format!("results.{function}.*")
 }
 
 /// The subject holding schedule `name`.

@@ -1,7 +1,7 @@
 //! Wire records: the registry's function record (bincode) and a result's metadata (NATS headers).
 
 use crate::headers as h;
-use crate::spec::{Backoff, FunctionSpec, WebSpec};
+use crate::spec::{Backoff, Destinations, FunctionSpec, WebSpec};
 use crate::status::{ErrorKind, InvocationStatus};
 use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,85 @@ pub struct FunctionRecord {
     /// How it is served over HTTP, when it is a web function. Records written before web
     /// functions end without this field; `decode` reads them as `None`.
     pub web: Option<WebSpec>,
+    /// Where its invocations' terminal events go. Records written before destinations end
+    /// without this field and the next; `decode` reads them as `None` and empty.
+    pub destinations: Option<RecordDestinations>,
+    /// The key of the HMAC-SHA256 signature of its destination and callback POSTs (hex),
+    /// made at its first deploy and kept across redeploys; shown to admins only.
+    pub destination_secret: String,
+}
+
+/// A spec's destinations as the record keeps them: every field always written, since bincode is
+/// positional (the API type skips absent fields when it serializes).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RecordDestinations {
+    pub on_success: Option<String>,
+    pub on_failure: Option<String>,
+}
+
+impl RecordDestinations {
+    fn of(spec: &Destinations) -> Option<RecordDestinations> {
+        (!spec.is_empty()).then(|| RecordDestinations {
+            on_success: spec.on_success.clone().filter(|d| !d.is_empty()),
+            on_failure: spec.on_failure.clone().filter(|d| !d.is_empty()),
+        })
+    }
+
+    /// The spec's form.
+    pub fn spec(&self) -> Destinations {
+        Destinations {
+            on_success: self.on_success.clone(),
+            on_failure: self.on_failure.clone(),
+        }
+    }
+
+    /// The destination of an invocation that ended `succeeded` (or not).
+    pub fn for_outcome(&self, succeeded: bool) -> Option<&str> {
+        match succeeded {
+            true => self.on_success.as_deref(),
+            false => self.on_failure.as_deref(),
+        }
+    }
+}
+
+/// A record as written before destinations: every field of `FunctionRecord` up to `web`.
+#[derive(Deserialize)]
+struct RecordBeforeDestinations {
+    name: String,
+    version: String,
+    sha256: String,
+    artifact_size: u64,
+    deployed_at_ms: u64,
+    timeout_ms: u64,
+    max_attempts: u32,
+    backoff: Backoff,
+    concurrency: u32,
+    config_json: String,
+    max_concurrency: Option<u32>,
+    secrets_json: String,
+    web: Option<WebSpec>,
+}
+
+impl From<RecordBeforeDestinations> for FunctionRecord {
+    fn from(old: RecordBeforeDestinations) -> Self {
+        FunctionRecord {
+            name: old.name,
+            version: old.version,
+            sha256: old.sha256,
+            artifact_size: old.artifact_size,
+            deployed_at_ms: old.deployed_at_ms,
+            timeout_ms: old.timeout_ms,
+            max_attempts: old.max_attempts,
+            backoff: old.backoff,
+            concurrency: old.concurrency,
+            config_json: old.config_json,
+            max_concurrency: old.max_concurrency,
+            secrets_json: old.secrets_json,
+            web: old.web,
+            destinations: None,
+            destination_secret: String::new(),
+        }
+    }
 }
 
 /// A record as written before web functions: every field of `FunctionRecord` up to
@@ -78,6 +157,8 @@ impl From<RecordBeforeWeb> for FunctionRecord {
             max_concurrency: old.max_concurrency,
             secrets_json: old.secrets_json,
             web: None,
+            destinations: None,
+            destination_secret: String::new(),
         }
     }
 }
@@ -105,6 +186,8 @@ impl FunctionRecord {
             max_concurrency: spec.max_concurrency,
             secrets_json: String::new(),
             web: spec.web.clone(),
+            destinations: spec.destinations.as_ref().and_then(RecordDestinations::of),
+            destination_secret: String::new(),
         }
     }
 
@@ -122,6 +205,7 @@ impl FunctionRecord {
             max_concurrency: self.max_concurrency,
             config,
             web: self.web.clone(),
+            destinations: self.destinations.as_ref().map(RecordDestinations::spec),
         }
     }
 
@@ -166,14 +250,22 @@ impl FunctionRecord {
         let config = bincode::config::standard();
         match bincode::serde::decode_from_slice::<FunctionRecord, _>(bytes, config) {
             Ok((record, read)) if read == bytes.len() => Ok(record),
-            current => bincode::serde::decode_from_slice::<RecordBeforeWeb, _>(bytes, config)
-                .ok()
-                .filter(|(_, read)| *read == bytes.len())
-                .map(|(old, _)| old.into())
-                .ok_or_else(|| match current {
-                    Err(e) => RecordError::Decode(e.to_string()),
-                    Ok(_) => RecordError::Decode("trailing bytes after the record".into()),
-                }),
+            current => {
+                bincode::serde::decode_from_slice::<RecordBeforeDestinations, _>(bytes, config)
+                    .ok()
+                    .filter(|(_, read)| *read == bytes.len())
+                    .map(|(old, _)| FunctionRecord::from(old))
+                    .or_else(|| {
+                        bincode::serde::decode_from_slice::<RecordBeforeWeb, _>(bytes, config)
+                            .ok()
+                            .filter(|(_, read)| *read == bytes.len())
+                            .map(|(old, _)| old.into())
+                    })
+                    .ok_or_else(|| match current {
+                        Err(e) => RecordError::Decode(e.to_string()),
+                        Ok(_) => RecordError::Decode("trailing bytes after the record".into()),
+                    })
+            }
         }
     }
 }
@@ -427,6 +519,33 @@ mod tests {
         assert_eq!(decoded.web, None);
         assert_eq!(decoded.name, "hook");
         assert_eq!(decoded.secrets_json, record.secrets_json);
+        // Before destinations: the same fields and `web`.
+        let mut with_web =
+            bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+        with_web
+            .extend(bincode::serde::encode_to_vec(&r.web, bincode::config::standard()).unwrap());
+        let decoded = FunctionRecord::decode(&with_web).unwrap();
+        assert_eq!(decoded.web, r.web);
+        assert_eq!(
+            (decoded.destinations, decoded.destination_secret),
+            (None, String::new())
+        );
+    }
+
+    #[test]
+    fn destinations_and_their_secret_round_trip() {
+        let spec = FunctionSpec {
+            destinations: Some(crate::spec::Destinations {
+                on_success: Some("events.next".into()),
+                on_failure: None,
+            }),
+            ..FunctionSpec::default()
+        };
+        let mut record = FunctionRecord::new("f", "ab12", 10, 5, &spec);
+        record.destination_secret = "a".repeat(64);
+        let back = FunctionRecord::decode(&record.encode()).unwrap();
+        assert_eq!(back, record);
+        assert_eq!(back.spec(), spec);
     }
 
     #[test]

@@ -3,10 +3,11 @@
 use crate::events::{TriggerRecord, TriggerSource};
 use crate::names::{
     consumer_name, jobs_subject, trigger_consumer_name, ADVISORY_STREAM, ARTIFACT_BUCKET,
-    CANCELS_BUCKET, CRON_DISPATCH, DLQ_MOVER, DLQ_STREAM, EVENTS_PLACEHOLDER_SUBJECT,
-    EVENTS_STREAM, FLEET_BUCKET, IDEMPOTENCY_BUCKET, JOBS_STREAM, KEYS_BUCKET,
-    MAX_DELIVERIES_SUBJECTS, REGISTRY_BUCKET, RESULTS_STREAM, SCHEDULES_STREAM, STATE_BUCKET,
-    STATE_MAX_VALUE, TRIGGERS_BUCKET,
+    CALLBACKS_BUCKET, CANCELS_BUCKET, CRON_DISPATCH, DELIVERIES_BUCKET, DESTINATIONS_CONSUMER,
+    DESTINATIONS_PLACEHOLDER_FILTER, DESTINATION_DLQ_STREAM, DLQ_MOVER, DLQ_STREAM,
+    EVENTS_PLACEHOLDER_SUBJECT, EVENTS_STREAM, FLEET_BUCKET, IDEMPOTENCY_BUCKET, JOBS_STREAM,
+    KEYS_BUCKET, MAX_DELIVERIES_SUBJECTS, REGISTRY_BUCKET, RESULTS_STREAM, SCHEDULES_STREAM,
+    STATE_BUCKET, STATE_MAX_VALUE, TRIGGERS_BUCKET,
 };
 use crate::spec::FunctionSpec;
 use async_nats::jetstream::{self, consumer, kv, object_store, stream};
@@ -839,4 +840,159 @@ mod tests {
             ["a.b", "orders.*", EVENTS_PLACEHOLDER_SUBJECT]
         );
     }
+}
+
+/// What destinations and callbacks need besides the core topology: created by the
+/// dispatchers only (`ensure_destination_topology`).
+#[derive(Clone)]
+pub struct DestinationTopology {
+    /// Each invocation's destination outcomes and its call's callback URL, by invocation id.
+    pub deliveries: kv::Store,
+    /// Functions with recent callbacks (the key is the function name).
+    pub callbacks: kv::Store,
+    /// Destination deliveries that finally failed.
+    pub dead_letters: stream::Stream,
+}
+
+/// The destination dead letters' stream: `dlq-destinations.<fn>.<id>.<target>`, kept as long
+/// as the DLQ keeps its letters.
+pub fn destination_dlq_stream_config(cfg: &TopologyConfig) -> stream::Config {
+    stream::Config {
+        name: DESTINATION_DLQ_STREAM.to_string(),
+        description: Some("Squall destination deliveries that finally failed".into()),
+        subjects: vec!["dlq-destinations.*.*.*".into()],
+        retention: stream::RetentionPolicy::Limits,
+        max_age: cfg.dlq_max_age,
+        max_message_size: cfg.max_message_size,
+        num_replicas: cfg.replicas,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// Creates or updates the deliveries and callbacks buckets (kept as long as RESULTS keeps
+/// results) and the destination dead letters' stream.
+pub async fn ensure_destination_topology(
+    js: &jetstream::Context,
+    cfg: &TopologyConfig,
+) -> Result<DestinationTopology, TopologyError> {
+    let bucket = |bucket: &'static str, description: &str| kv::Config {
+        bucket: bucket.into(),
+        description: description.into(),
+        history: 1,
+        max_age: cfg.results_max_age,
+        num_replicas: cfg.replicas,
+        ..Default::default()
+    };
+    let deliveries = js
+        .create_or_update_key_value(bucket(
+            DELIVERIES_BUCKET,
+            "Squall destination outcomes and callback URLs by invocation",
+        ))
+        .await
+        .map_err(|source| TopologyError::KeyValue {
+            name: DELIVERIES_BUCKET,
+            source,
+        })?;
+    let callbacks = js
+        .create_or_update_key_value(bucket(
+            CALLBACKS_BUCKET,
+            "Squall functions with recent callbacks",
+        ))
+        .await
+        .map_err(|source| TopologyError::KeyValue {
+            name: CALLBACKS_BUCKET,
+            source,
+        })?;
+    let dead_letters = ensure_stream(
+        js,
+        destination_dlq_stream_config(cfg),
+        DESTINATION_DLQ_STREAM,
+    )
+    .await?;
+    Ok(DestinationTopology {
+        deliveries,
+        callbacks,
+        dead_letters,
+    })
+}
+
+/// How long a dispatcher may hold a terminal result while it delivers its event before
+/// JetStream hands it to another dispatcher (deliveries send progress acks meanwhile).
+pub const DESTINATIONS_ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// The destinations consumer's filter: one subject per function that needs it (sorted, each
+/// once), or the placeholder when none does.
+pub fn destinations_filter(functions: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut filters: Vec<String> = functions
+        .into_iter()
+        .map(|f| crate::names::results_filter(&f))
+        .collect();
+    filters.sort();
+    filters.dedup();
+    if filters.is_empty() {
+        filters.push(DESTINATIONS_PLACEHOLDER_FILTER.to_string());
+    }
+    filters
+}
+
+/// The durable consumer on RESULTS shared by the dispatchers that turns terminal results into
+/// destination events. It reads only the results of functions with destinations or recent
+/// callbacks (`filters`), from the moment it exists.
+pub fn destinations_consumer_config(filters: Vec<String>) -> consumer::pull::Config {
+    let (filter_subject, filter_subjects) = match filters.len() {
+        1 => (filters[0].clone(), Vec::new()),
+        _ => (String::new(), filters),
+    };
+    consumer::pull::Config {
+        durable_name: Some(DESTINATIONS_CONSUMER.into()),
+        description: Some("Squall: terminal results → destinations and callbacks".into()),
+        filter_subject,
+        filter_subjects,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: DESTINATIONS_ACK_WAIT,
+        deliver_policy: consumer::DeliverPolicy::New,
+        max_ack_pending: 1024,
+        ..Default::default()
+    }
+}
+
+/// Creates the destinations consumer or changes its filter to `filters`; its position stays.
+pub async fn set_destinations_filter(
+    results: &stream::Stream,
+    filters: Vec<String>,
+) -> Result<consumer::PullConsumer, TopologyError> {
+    results
+        .create_consumer(destinations_consumer_config(filters))
+        .await
+        .map_err(|source| TopologyError::Consumer {
+            name: DESTINATIONS_CONSUMER.to_string(),
+            source,
+        })
+}
+
+/// The destinations consumer's current filter, when it exists.
+pub async fn destinations_filter_now(results: &stream::Stream) -> Option<Vec<String>> {
+    let mut consumer: consumer::PullConsumer =
+        results.get_consumer(DESTINATIONS_CONSUMER).await.ok()?;
+    let info = consumer.info().await.ok()?;
+    let config = &info.config;
+    let mut filters = config.filter_subjects.clone();
+    if !config.filter_subject.is_empty() {
+        filters.push(config.filter_subject.clone());
+    }
+    filters.sort();
+    Some(filters)
+}
+
+/// Opens the destinations consumer (with the placeholder filter when it does not exist yet).
+pub async fn destinations_consumer(
+    results: &stream::Stream,
+) -> Result<consumer::PullConsumer, TopologyError> {
+    open_consumer(
+        results,
+        DESTINATIONS_CONSUMER,
+        destinations_consumer_config(destinations_filter(Vec::new())),
+    )
+    .await
 }

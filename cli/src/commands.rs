@@ -149,6 +149,12 @@ pub async fn deploy(client: &ApiClient, json: bool, args: &DeployArgs) -> anyhow
         for warning in &function.warnings {
             eprintln!("warning: {warning}");
         }
+        // The key receivers verify `Squall-Signature` with; `--json` always carries it.
+        if let (Some(_), Some(secret)) =
+            (&function.config.destinations, &function.destination_secret)
+        {
+            println!("destination secret {secret}");
+        }
         None
     };
     let schedules =

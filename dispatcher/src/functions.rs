@@ -105,7 +105,7 @@ async fn deploy_parts(state: &Arc<AppState>, request: Request) -> Result<DeployP
         (status = 201, description = "Deployed; `warnings` names risky settings such as a web function without a key.", body = Function),
         (status = 400, description = "Invalid name, or not a loadable artifact (not ELF, truncated, wrong architecture, no squall_abi_version export), or a malformed multipart body.", body = ErrorBody),
         (status = 413, description = "The artifact is larger than the limit.", body = ErrorBody),
-        (status = 422, description = "Invalid spec (unknown field, value out of range).", body = ErrorBody),
+        (status = 422, description = "Invalid spec (unknown field, value out of range, a destination that is neither an http(s) URL nor a subject Squall may publish to).", body = ErrorBody),
         (status = 503, description = "The broker is unavailable.", body = ErrorBody)))]
 pub async fn deploy(
     State(state): Shared,
@@ -126,6 +126,7 @@ pub async fn deploy(
             )
         })?,
     };
+    crate::destinations::check_subjects(&spec)?;
     validate_artifact(&parts.artifact)
         .map_err(|e| ApiError::bad_request("invalid_artifact", e.to_string()))?;
     let sha = hex::encode(Sha256::digest(&parts.artifact));
@@ -147,9 +148,15 @@ pub async fn deploy(
     .await
     .map_err(|e| ApiError::broker("cannot create the function's consumer", e))?;
     let mut record = FunctionRecord::new(&name, &sha, parts.artifact.len() as u64, now_ms(), &spec);
-    // A redeploy keeps the function's secrets.
-    if let Ok(previous) = load_record(&state, &name).await {
+    // A redeploy keeps the function's secrets and its destination secret.
+    let previous = load_record(&state, &name).await.ok();
+    let had_destinations = previous.as_ref().is_some_and(|p| p.destinations.is_some());
+    if let Some(previous) = previous {
         record.secrets_json = previous.secrets_json;
+        record.destination_secret = previous.destination_secret;
+    }
+    if record.destination_secret.is_empty() {
+        record.destination_secret = crate::destinations::new_secret();
     }
     let revision = state
         .topology
@@ -158,9 +165,15 @@ pub async fn deploy(
         .await
         .map_err(|e| ApiError::broker("cannot write the function registry", e))?;
     state.registry.put(revision, record.clone());
+    // The destinations consumer follows the function's results from now on (or stops).
+    if had_destinations || record.destinations.is_some() {
+        // Boxed: a large future, polled on the caller's stack.
+        Box::pin(crate::destinations::sync_filter(&state)).await?;
+    }
     tracing::info!(message = "function deployed", function = %name, version = %record.version);
     let mut view = function_view(&record);
     view.warnings = deploy_warnings(&name, &spec);
+    view.destination_secret = Some(record.destination_secret.clone());
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 

@@ -1,13 +1,14 @@
 //! The invocation routes: invoke (synchronous or not), and an invocation's state, output and
 //! logs, read from the local index and RESULTS.
 
+use crate::cloudevents;
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, FunctionName, InvocationId};
 use crate::index::Accepted;
 use crate::limits::read_limited;
 use crate::registry::load_record;
 use crate::submit::{
-    checked_idempotency_key, claim_idempotency_value, forwarded_headers, is_valid_traceparent,
+    checked_idempotency_key, claim_kv_key, event_key, forwarded_headers, is_valid_traceparent,
     new_traceparent, submit, Job, IDEMPOTENCY_KEY,
 };
 use crate::view::{invocation_view, queued_view};
@@ -20,7 +21,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sha2::{Digest, Sha256};
 use squall_api::invocations::Binary;
-use squall_api::invocations::{Accepted as AcceptedView, Invocation, InvocationLogs, InvokeParams};
+use squall_api::invocations::{
+    Accepted as AcceptedView, CloudEventBatchAccepted, Invocation, InvocationLogs, InvokeAccepted,
+    InvokeParams, StructuredCloudEvent,
+};
 use squall_api::ErrorBody;
 use squall_broker::names::results_subject;
 use squall_broker::time::now_ms;
@@ -65,14 +69,23 @@ fn parse_flag(value: Option<&str>, key: &str) -> Result<bool, ApiError> {
     params(("name" = String, Path, description = "Function name.", pattern = "^[A-Za-z0-9_-]{1,64}$"), InvokeParams,
         ("Idempotency-Key" = Option<String>, Header, description = "Same key, same invocation (1 to 256 characters)."),
         ("Prefer" = Option<String>, Header, description = "`respond-async` answers 202 at once."),
-        ("traceparent" = Option<String>, Header, description = "W3C trace context to continue.")),
-    request_body(content = Binary, content_type = "application/octet-stream", description = "The function's input."),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context to continue."),
+        ("X-Callback-Url" = Option<String>, Header, description = "An http(s) URL that receives the CloudEvent of this call's terminal state (a signed POST, like a destination's)."),
+        ("ce-specversion" = Option<String>, Header, description = "CloudEvents binary mode: `1.0`; with `ce-id`, `ce-source`, `ce-type` (and optionally `ce-subject`, `ce-time`, `ce-dataschema`, `ce-<extension>`) the body is the event's data and `Content-Type` its `datacontenttype`."),
+        ("ce-id" = Option<String>, Header, description = "CloudEvents binary mode: the event's id."),
+        ("ce-source" = Option<String>, Header, description = "CloudEvents binary mode: the event's source."),
+        ("ce-type" = Option<String>, Header, description = "CloudEvents binary mode: the event's type.")),
+    request_body(content(
+        (Binary = "application/octet-stream"),
+        (StructuredCloudEvent = "application/cloudevents+json"),
+        (Vec<StructuredCloudEvent> = "application/cloudevents-batch+json")),
+        description = "The function's input; or a CloudEvent (structured mode), whose data is the input; or a batch of them, one invocation each. A CloudEvent's `source` and `id` are its idempotency key when there is no `Idempotency-Key`."),
     responses(
         (status = 200, description = "Succeeded; the body is the function's output.", body = Binary, content_type = "application/octet-stream",
             headers(("Squall-Invocation-Id" = String, description = "The invocation id."))),
-        (status = 202, description = "Accepted and not finished yet (async, or the wait ran out).", body = AcceptedView,
+        (status = 202, description = "Accepted and not finished yet (async, or the wait ran out); a CloudEvents batch answers with every invocation.", body = InvokeAccepted,
             headers(("Location" = String, description = "Where to read the invocation."))),
-        (status = 400, description = "Invalid name, query or Idempotency-Key.", body = ErrorBody),
+        (status = 400, description = "Invalid name, query, Idempotency-Key or X-Callback-Url, or an invalid CloudEvent (`invalid_cloudevent`, with `attribute` naming the attribute at fault).", body = ErrorBody),
         (status = 404, description = "Unknown function.", body = ErrorBody),
         (status = 413, description = "The payload is larger than the limit (default 1 MiB).", body = ErrorBody),
         (status = 500, description = "The function failed terminally; `kind` says how.", body = ErrorBody),
@@ -161,11 +174,70 @@ async fn invoke_traced(
         .filter(|v| is_valid_traceparent(v))
         .map(str::to_string)
         .unwrap_or_else(new_traceparent);
-    let (id, created_at_ms, repeated) = match headers.get(IDEMPOTENCY_KEY) {
-        None => (uuid::Uuid::now_v7().to_string(), now_ms(), false),
-        Some(key) => claim_idempotency_key(&state, &name, key).await?,
+    let callback = callback_url(&headers)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let has_ce = headers
+        .keys()
+        .any(|n| cloudevents::is_binary_header(n.as_str()));
+    let event = match cloudevents::mode(content_type, has_ce) {
+        cloudevents::Mode::None => None,
+        cloudevents::Mode::Batch => {
+            let events = cloudevents::from_batch(&payload).map_err(invalid_event)?;
+            // Boxed: the batch's future would otherwise enlarge every invoke's.
+            return Box::pin(submit_event_batch(
+                &state,
+                &name,
+                &record,
+                &headers,
+                &traceparent,
+                events,
+            ))
+            .await;
+        }
+        cloudevents::Mode::Structured => {
+            Some(cloudevents::from_structured(&payload).map_err(invalid_event)?)
+        }
+        cloudevents::Mode::Binary => Some(
+            cloudevents::from_binary(
+                headers
+                    .iter()
+                    .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))),
+                content_type,
+                payload.clone(),
+            )
+            .map_err(invalid_event)?,
+        ),
+    };
+    let mut extra_headers = forwarded_headers(&headers);
+    let (payload, claim) = match &event {
+        Some(event) => {
+            extra_headers.push((
+                h::CLOUDEVENT.to_string(),
+                event.attributes.to_header().map_err(invalid_event)?,
+            ));
+            (
+                event.data.clone(),
+                Some(event_key(&name, &event.attributes)),
+            )
+        }
+        None => (payload, None),
+    };
+    let (id, created_at_ms, repeated) = match (headers.get(IDEMPOTENCY_KEY), claim) {
+        (Some(key), _) => claim_idempotency_key(&state, &name, key).await?,
+        // An event's source and id are its idempotency key when the caller gave none.
+        (None, Some(kv_key)) => claim_kv_key(&state, &kv_key).await?,
+        (None, None) => (uuid::Uuid::now_v7().to_string(), now_ms(), false),
     };
     tracing::Span::current().record("squall.invocation_id", id.as_str());
+    // A repeated idempotency key's invocation keeps the callback (and outcomes) it has.
+    if let Some(url) = callback.as_ref().filter(|_| !repeated) {
+        Box::pin(crate::destinations::register_callback(
+            &state, &name, &id, url,
+        ))
+        .await?;
+    }
     // Register before publishing, so the result cannot arrive unseen.
     let registration = (!respond_async).then(|| state.waiter.register(&id));
     let job = Job {
@@ -176,7 +248,7 @@ async fn invoke_traced(
         created_at_ms,
         traceparent: &traceparent,
         source: "http",
-        extra_headers: forwarded_headers(&headers),
+        extra_headers,
     };
     // A repeated idempotency key publishes again with the same `Nats-Msg-Id`: JetStream drops it
     // as a duplicate when the first publish happened, and accepts it when that one was lost.
@@ -227,11 +299,104 @@ async fn claim_idempotency_key(
 ) -> Result<(String, u64, bool), ApiError> {
     let key = checked_idempotency_key(key)?;
     let kv_key = hex::encode(Sha256::digest(format!("{function}\n{key}").as_bytes()));
-    let id = uuid::Uuid::now_v7().to_string();
-    let (value, repeated) =
-        claim_idempotency_value(state, &kv_key, format!("{id} {}", now_ms())).await?;
-    let (id, created) = value.split_once(' ').unwrap_or((&value, "0"));
-    Ok((id.to_string(), created.parse().unwrap_or(0), repeated))
+    claim_kv_key(state, &kv_key).await
+}
+
+/// The 400 of an event that is not a valid CloudEvent, naming the attribute.
+fn invalid_event(e: cloudevents::CloudEventError) -> ApiError {
+    ApiError::bad_request("invalid_cloudevent", e.message).with("attribute", e.attribute)
+}
+
+/// The `X-Callback-Url` of a call: an `http://` or `https://` URL, or a 400.
+fn callback_url(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(CALLBACK_URL) else {
+        return Ok(None);
+    };
+    let url = value.to_str().unwrap_or_default();
+    let is_url = url.starts_with("http://") || url.starts_with("https://");
+    match squall_api::spec::check_destination(url) {
+        Ok(()) if is_url => Ok(Some(url.to_string())),
+        Ok(()) => Err(ApiError::bad_request(
+            "invalid_callback_url",
+            format!("X-Callback-Url {url:?} is not an http:// or https:// URL"),
+        )),
+        Err(message) => Err(ApiError::bad_request(
+            "invalid_callback_url",
+            format!("X-Callback-Url {message}"),
+        )),
+    }
+}
+
+/// The request header naming a call's own callback (OpenFaaS's convention).
+pub const CALLBACK_URL: &str = "x-callback-url";
+
+/// A CloudEvents batch: one asynchronous invocation per event, each idempotent by its source
+/// and id (or by the request's `Idempotency-Key` and its index), published with pipelined
+/// acknowledgements, answered 202 with every id in order.
+async fn submit_event_batch(
+    state: &AppState,
+    name: &str,
+    record: &FunctionRecord,
+    headers: &HeaderMap,
+    traceparent: &str,
+    events: Vec<cloudevents::Event>,
+) -> Result<Response, ApiError> {
+    use futures::StreamExt as _;
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        Some(key) => Some(checked_idempotency_key(key)?.to_string()),
+        None => None,
+    };
+    let forwarded = forwarded_headers(headers);
+    let mut prepared = Vec::with_capacity(events.len());
+    for (index, event) in events.into_iter().enumerate() {
+        let attributes = event.attributes.to_header().map_err(|e| {
+            invalid_event(cloudevents::CloudEventError {
+                message: format!("event {index} of the batch: {}", e.message),
+                attribute: e.attribute,
+            })
+        })?;
+        let kv_key = match &key {
+            Some(key) => hex::encode(Sha256::digest(
+                format!("{name}\nbatch-event\n{key}\n{index}").as_bytes(),
+            )),
+            None => event_key(name, &event.attributes),
+        };
+        prepared.push((kv_key, attributes, event.data));
+    }
+    let accepted: Vec<Result<AcceptedView, ApiError>> = futures::stream::iter(prepared)
+        .map(|(kv_key, attributes, data)| {
+            let mut extra_headers = forwarded.clone();
+            extra_headers.push((h::CLOUDEVENT.to_string(), attributes));
+            async move {
+                let (id, created_at_ms, _) = claim_kv_key(state, &kv_key).await?;
+                let job = Job {
+                    reply_to: None,
+                    function: name,
+                    version: &record.version,
+                    id: &id,
+                    created_at_ms,
+                    traceparent,
+                    source: "http",
+                    extra_headers,
+                };
+                submit(state, job, data).await?;
+                Ok(AcceptedView {
+                    location: format!("/v1/invocations/{id}"),
+                    invocation_id: id,
+                    status: InvocationStatus::Queued,
+                    replay_of: None,
+                })
+            }
+        })
+        .buffered(64)
+        .collect()
+        .await;
+    let invocations = accepted.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let view = CloudEventBatchAccepted {
+        count: invocations.len(),
+        invocations,
+    };
+    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
 
 /// The 202 of an accepted invocation, with its `Location`.
@@ -365,7 +530,13 @@ pub async fn get_invocation(
     id: InvocationId,
 ) -> Result<Json<Invocation>, ApiError> {
     Ok(Json(match find_invocation(&state, &id).await? {
-        Ok(outcome) => invocation_view(&outcome.meta, &outcome.body),
+        Ok(outcome) => {
+            let mut view = invocation_view(&outcome.meta, &outcome.body);
+            if outcome.meta.status.is_terminal() {
+                view.destinations = Box::pin(crate::destinations::outcomes(&state, &id)).await;
+            }
+            view
+        }
         Err(accepted) => queued_view(&id, &accepted.function, accepted.created_at_ms),
     }))
 }

@@ -7,6 +7,8 @@ pub mod artifact;
 pub mod auth;
 pub mod batch;
 pub mod cancel;
+pub mod cloudevents;
+pub mod destinations;
 pub mod dlq;
 pub mod error;
 pub mod extract;
@@ -79,6 +81,8 @@ pub struct DispatcherConfig {
     pub metrics_open: bool,
     /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How destination and callback deliveries to URLs are tried.
+    pub destinations: destinations::DeliveryConfig,
 }
 
 /// State shared by every request.
@@ -99,6 +103,8 @@ pub struct AppState {
     pub openapi: bytes::Bytes,
     /// The web functions' rate limits, per client address and function.
     pub web_limits: rate_limit::RateLimiter,
+    /// Destinations and callbacks: their buckets, stream and HTTP client.
+    pub destinations: destinations::Service,
 }
 
 impl AppState {
@@ -162,7 +168,15 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
         server = %client.server_info().server_name,
         replicas = config.topology.replicas
     );
-    let (topology, keys_bucket) = set_up_topology(&client, &config.topology).await?;
+    // Boxed, like the next: these futures are large, and tests poll `connect` on a test
+    // thread's stack.
+    let (topology, keys_bucket) = Box::pin(set_up_topology(&client, &config.topology)).await?;
+    let destination_topology = Box::pin(squall_broker::topology::ensure_destination_topology(
+        &topology.jetstream,
+        &config.topology,
+    ))
+    .await
+    .context("cannot set up the destinations' buckets and stream")?;
     let inbox_prefix = config
         .nats_auth
         .nats_inbox_prefix
@@ -197,6 +211,7 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
         keys,
         keys_bucket,
         web_limits: rate_limit::RateLimiter::default(),
+        destinations: destinations::Service::new(destination_topology),
     });
     tokio::spawn(auth::follow(state.clone()));
     tokio::spawn(
@@ -214,6 +229,7 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
     }
     tokio::spawn(schedules::run_ticks(state.clone()));
     tokio::spawn(triggers::run(state.clone()));
+    tokio::spawn(destinations::run(state.clone()));
     Ok(state)
 }
 

@@ -73,6 +73,13 @@ struct Args {
     /// before the invocation is refused with 503 and Retry-After.
     #[arg(long, env = "SQUALL_PUBLISH_BUDGET_MS", default_value_t = 15_000)]
     publish_budget_ms: u64,
+    /// How long a destination or callback POST keeps trying (with backoff) before the
+    /// delivery fails and becomes a destination dead letter.
+    #[arg(long, env = "SQUALL_DESTINATION_RETRY_MS", default_value_t = 60_000)]
+    destination_retry_ms: u64,
+    /// The longest one destination or callback POST may take.
+    #[arg(long, env = "SQUALL_DESTINATION_TIMEOUT_MS", default_value_t = 10_000)]
+    destination_timeout_ms: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -111,6 +118,20 @@ fn main() -> std::process::ExitCode {
         eprintln!(
             "squall-dispatcher: --publish-budget-ms must be between 100 and 120000, got {}",
             args.publish_budget_ms
+        );
+        return std::process::ExitCode::from(64);
+    }
+    if !(1..=3_600_000).contains(&args.destination_retry_ms) {
+        eprintln!(
+            "squall-dispatcher: --destination-retry-ms must be between 1 and 3600000, got {}",
+            args.destination_retry_ms
+        );
+        return std::process::ExitCode::from(64);
+    }
+    if !(1..=300_000).contains(&args.destination_timeout_ms) {
+        eprintln!(
+            "squall-dispatcher: --destination-timeout-ms must be between 1 and 300000, got {}",
+            args.destination_timeout_ms
         );
         return std::process::ExitCode::from(64);
     }
@@ -174,6 +195,11 @@ fn main() -> std::process::ExitCode {
         admin_key,
         metrics_open: !args.metrics_auth,
         tls: args.tls_cert.zip(args.tls_key),
+        destinations: squall_dispatcher::destinations::DeliveryConfig {
+            retry_for: Duration::from_millis(args.destination_retry_ms),
+            try_timeout: Duration::from_millis(args.destination_timeout_ms),
+            ..Default::default()
+        },
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -27,6 +27,16 @@ pub struct StatusLabels {
     pub status: &'static str,
 }
 
+/// A function, a destination target and how its delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub function: String,
+    /// `on_success`, `on_failure` or `callback`.
+    pub target: &'static str,
+    /// `delivered` or `failed`.
+    pub outcome: &'static str,
+}
+
 /// A function's series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct FunctionLabels {
@@ -41,6 +51,8 @@ pub struct Metrics {
     accepted: Family<SourceLabels, Counter>,
     /// `squall_dispatcher_sync_outcomes_total{function, status}`.
     sync_outcomes: Family<StatusLabels, Counter>,
+    /// `squall_destination_deliveries_total{function, target, outcome}`.
+    deliveries: Family<DeliveryLabels, Counter>,
     /// `squall_workers`.
     workers: Gauge,
     /// `squall_dispatcher_index_applied_total`.
@@ -68,6 +80,7 @@ impl Metrics {
             registry: Registry::default(),
             accepted: Family::default(),
             sync_outcomes: Family::default(),
+            deliveries: Family::default(),
             workers: Gauge::default(),
             indexed: Counter::default(),
             backlog: Family::default(),
@@ -84,6 +97,11 @@ impl Metrics {
             "squall_dispatcher_sync_outcomes",
             "Synchronous invocations this dispatcher answered with a terminal outcome, by function and status",
             metrics.sync_outcomes.clone(),
+        );
+        registry.register(
+            "squall_destination_deliveries",
+            "Terminal-state events this dispatcher delivered to destinations and callbacks (or finally failed to), by function, target and outcome",
+            metrics.deliveries.clone(),
         );
         registry.register(
             "squall_workers",
@@ -118,6 +136,16 @@ impl Metrics {
             source: source.to_string(),
         };
         self.accepted.get_or_create(&labels).inc();
+    }
+
+    /// Counts a destination delivery that ended (`delivered` or `failed`).
+    pub fn delivery(&self, function: &str, target: &'static str, outcome: &'static str) {
+        let labels = DeliveryLabels {
+            function: function.to_string(),
+            target,
+            outcome,
+        };
+        self.deliveries.get_or_create(&labels).inc();
     }
 
     /// Counts a synchronous invocation answered with its terminal `status`.

@@ -3,7 +3,7 @@
 //! paths, schemas and security entries.
 
 use crate::auth::{Access, Scope};
-use crate::{auth, secrets, triggers, web, AppState};
+use crate::{auth, destinations, secrets, triggers, web, AppState};
 use crate::{batch, cancel, dlq, fleet, functions, health, invocations, queries, schedules};
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -78,6 +78,8 @@ fn groups(metrics_open: bool, deploy_limit: usize) -> Vec<(Access, Routes)> {
         .routes(deploy)
         .routes(routes!(functions::delete_function))
         .routes(routes!(secrets::put, secrets::get, secrets::delete))
+        .routes(routes!(destinations::list))
+        .routes(routes!(destinations::replay))
         .routes(routes!(dlq::list))
         .routes(routes!(dlq::replay_all))
         .routes(routes!(dlq::show, dlq::remove))

@@ -5,8 +5,10 @@ use crate::error::ApiError;
 use crate::index::Accepted;
 use crate::AppState;
 use axum::http::{HeaderMap, HeaderValue};
+use sha2::{Digest, Sha256};
 use squall_broker::headers as h;
 use squall_broker::names::jobs_subject;
+use squall_broker::time::now_ms;
 use tracing::Instrument as _;
 
 /// The request header that makes an invoke idempotent.
@@ -55,6 +57,28 @@ pub(crate) async fn claim_idempotency_value(
         }
         Err(e) => Err(ApiError::broker("cannot record the idempotency key", e)),
     }
+}
+
+/// The idempotency bucket's key of a CloudEvent made into an invocation of `function`: its
+/// `source` and `id` (namespaced apart from `Idempotency-Key`s).
+pub(crate) fn event_key(function: &str, attributes: &crate::cloudevents::Attributes) -> String {
+    let text = format!(
+        "cloudevent\n{function}\n{}\n{}",
+        attributes.source, attributes.id
+    );
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Claims `kv_key` for a new invocation id, or reads the id it already names.
+pub(crate) async fn claim_kv_key(
+    state: &AppState,
+    kv_key: &str,
+) -> Result<(String, u64, bool), ApiError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let (value, repeated) =
+        claim_idempotency_value(state, kv_key, format!("{id} {}", now_ms())).await?;
+    let (id, created) = value.split_once(' ').unwrap_or((&value, "0"));
+    Ok((id.to_string(), created.parse().unwrap_or(0), repeated))
 }
 
 /// The most caller headers carried into a job.

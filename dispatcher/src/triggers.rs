@@ -7,10 +7,11 @@
 //! each event becomes one invocation (its id is derived from the event, and the job's
 //! `Nats-Msg-Id` drops a re-submission after a redelivery).
 
+use crate::cloudevents;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, FunctionName, Name, OfTrigger};
 use crate::registry::load_record;
-use crate::submit::{new_traceparent, submit, Job};
+use crate::submit::{claim_kv_key, event_key, new_traceparent, submit, Job};
 use crate::view::rfc3339;
 use crate::AppState;
 use async_nats::jetstream::{kv, AckKind};
@@ -394,6 +395,7 @@ async fn submit_event(
     let function = load_record(state, &FunctionName::parse(record.function.clone())?).await?;
     let subject = message.subject.as_str();
     let mut extra = vec![(h::TRIGGER.to_string(), record.name.clone())];
+    let mut claim = None;
     let (source, payload) = match &record.source {
         TriggerSource::Subject { .. } => {
             if let Some(headers) = &message.headers {
@@ -408,7 +410,24 @@ async fn submit_event(
                 }
             }
             extra.push((h::EVENT_SUBJECT.to_string(), subject.to_string()));
-            ("nats", message.payload.clone())
+            match cloudevent_of(message) {
+                Some(Ok(event)) => match event.attributes.to_header() {
+                    Ok(attributes) => {
+                        extra.push((h::CLOUDEVENT.to_string(), attributes));
+                        claim = Some(event_key(&record.function, &event.attributes));
+                        ("nats", event.data)
+                    }
+                    Err(error) => {
+                        not_an_event(record, subject, &error);
+                        ("nats", message.payload.clone())
+                    }
+                },
+                Some(Err(error)) => {
+                    not_an_event(record, subject, &error);
+                    ("nats", message.payload.clone())
+                }
+                None => ("nats", message.payload.clone()),
+            }
         }
         TriggerSource::Kv { bucket, .. } => {
             let key = subject
@@ -432,8 +451,17 @@ async fn submit_event(
         }
     };
     let origin = format!("trigger.{}.{}", record.name, record.created_at_ms);
-    let id =
-        squall_broker::record::event_invocation_id(published_ms, &origin, info.stream_sequence);
+    let (id, created_at_ms) = match claim {
+        // A CloudEvent's source and id make it the same invocation however often it is sent.
+        Some(kv_key) => {
+            let (id, created_at_ms, _) = claim_kv_key(state, &kv_key).await?;
+            (id, created_at_ms)
+        }
+        None => (
+            squall_broker::record::event_invocation_id(published_ms, &origin, info.stream_sequence),
+            published_ms,
+        ),
+    };
     let traceparent = message
         .headers
         .as_ref()
@@ -445,11 +473,59 @@ async fn submit_event(
         function: &record.function,
         version: &function.version,
         id: &id,
-        created_at_ms: published_ms,
+        created_at_ms,
         traceparent: &traceparent,
         source,
         extra_headers: extra,
         reply_to: None,
     };
     submit(state, job, payload).await
+}
+
+/// The CloudEvent a subject trigger's message carries: structured mode (a `Content-Type`
+/// starting with `application/cloudevents`) or binary mode (`ce-` headers, the NATS binding's
+/// draft); `None` when it carries none.
+fn cloudevent_of(
+    message: &async_nats::jetstream::Message,
+) -> Option<Result<cloudevents::Event, cloudevents::CloudEventError>> {
+    let headers = message.headers.as_ref();
+    let find = |wanted: &str| {
+        headers.and_then(|hs| {
+            hs.iter()
+                .find(|(name, _)| name.to_string().eq_ignore_ascii_case(wanted))
+                .and_then(|(_, values)| values.first())
+                .map(|v| v.as_str().to_string())
+        })
+    };
+    let content_type = find("content-type");
+    let has_ce = headers.is_some_and(|hs| {
+        hs.iter()
+            .any(|(name, _)| cloudevents::is_binary_header(name.as_ref()))
+    });
+    match cloudevents::mode(content_type.as_deref(), has_ce) {
+        cloudevents::Mode::None => None,
+        cloudevents::Mode::Structured | cloudevents::Mode::Batch => {
+            Some(cloudevents::from_structured(&message.payload))
+        }
+        cloudevents::Mode::Binary => {
+            let pairs: Vec<(String, String)> = headers
+                .into_iter()
+                .flat_map(|hs| hs.iter())
+                .filter_map(|(name, values)| {
+                    Some((name.to_string(), values.first()?.as_str().to_string()))
+                })
+                .collect();
+            Some(cloudevents::from_binary(
+                pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                content_type.as_deref(),
+                message.payload.clone(),
+            ))
+        }
+    }
+}
+
+/// An event that claims to be a CloudEvent and is not runs as a plain message.
+fn not_an_event(record: &TriggerRecord, subject: &str, error: &cloudevents::CloudEventError) {
+    tracing::warn!(message = "an invalid CloudEvent runs as a plain event", trigger = %record.name,
+        subject = %subject, attribute = %error.attribute, error = %error.message);
 }

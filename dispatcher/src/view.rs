@@ -28,6 +28,7 @@ pub fn function_view(record: &FunctionRecord) -> Function {
         config: record.spec(),
         secrets: record.secret_names(),
         warnings: Vec::new(),
+        destination_secret: None,
     }
 }
 
@@ -67,6 +68,7 @@ pub fn invocation_view(meta: &ResultMeta, body: &[u8]) -> Invocation {
         cpu_ms: Some(meta.cpu_us as f64 / 1000.0),
         logs: meta.logs.clone(),
         worker: Some(meta.worker.clone()),
+        destinations: Vec::new(),
     }
 }
 
@@ -87,6 +89,7 @@ pub fn queued_view(id: &str, function: &str, created_at_ms: u64) -> Invocation {
         cpu_ms: None,
         logs: Vec::new(),
         worker: None,
+        destinations: Vec::new(),
     }
 }
 

@@ -79,6 +79,7 @@ impl App {
             admin_key: None,
             metrics_open: true,
             tls: None,
+            destinations: Default::default(),
         };
         edit(&mut config);
         let state = squall_dispatcher::connect(config)

@@ -446,6 +446,12 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("DELETE", "/v1/functions/f/secrets", "admin"),
     ("GET", "/v1/dlq", "admin"),
     ("POST", "/v1/dlq/replay", "admin"),
+    ("GET", "/v1/dlq/destinations", "admin"),
+    (
+        "POST",
+        "/v1/dlq/destinations/0193a5c2-0000-7000-8000-000000000000/replay",
+        "admin",
+    ),
     (
         "GET",
         "/v1/dlq/0193a5c2-0000-7000-8000-000000000000",

@@ -180,6 +180,12 @@ fn job_meta(message: &jetstream::Message) -> JobMeta {
     if let Some(web) = web_event(source, header(headers, h::WEB)) {
         event = web;
     }
+    // A CloudEvent's attributes, when the job was made from one.
+    if let Some(attributes) = header(headers, h::CLOUDEVENT)
+        .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+    {
+        event["cloudevent"] = attributes;
+    }
     // What made the job: a schedule, a trigger, a key-value change.
     for (name, field) in [
         (h::SCHEDULE, "schedule"),
