@@ -227,6 +227,10 @@ pub fn app(state: Arc<AppState>) -> Router {
     router
         .fallback(health::not_found)
         .layer(axum::middleware::from_fn(crate::limits::headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .with_state(state)
 }
 
