@@ -28,6 +28,7 @@ pub mod sketch;
 pub mod submit;
 pub mod tls;
 pub mod triggers;
+pub mod ui;
 pub mod view;
 pub mod waiter;
 pub mod web;
@@ -78,6 +79,8 @@ pub struct DispatcherConfig {
     pub metrics_open: bool,
     /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The trace viewer's link for a trace id (`{trace_id}` is replaced), shown by the console.
+    pub trace_url: Option<String>,
 }
 
 /// State shared by every request.
