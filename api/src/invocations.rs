@@ -37,6 +37,9 @@ pub struct Invocation {
     pub logs: Vec<LogLine>,
     /// The worker process of the latest attempt; null while queued.
     pub worker: Option<String>,
+    /// The W3C trace id of the invocation's trace (32 hex digits), when its result records it.
+    #[serde(default)]
+    pub trace_id: Option<String>,
 }
 
 /// Why an attempt failed.

@@ -67,6 +67,7 @@ pub fn invocation_view(meta: &ResultMeta, body: &[u8]) -> Invocation {
         cpu_ms: Some(meta.cpu_us as f64 / 1000.0),
         logs: meta.logs.clone(),
         worker: Some(meta.worker.clone()),
+        trace_id: (!meta.trace_id.is_empty()).then(|| meta.trace_id.clone()),
     }
 }
 
@@ -87,6 +88,7 @@ pub fn queued_view(id: &str, function: &str, created_at_ms: u64) -> Invocation {
         cpu_ms: None,
         logs: Vec::new(),
         worker: None,
+        trace_id: None,
     }
 }
 
@@ -132,6 +134,7 @@ mod tests {
             kv_bytes: 0,
             logs: vec![],
             worker: String::new(),
+            trace_id: String::new(),
         }
     }
 

@@ -135,9 +135,12 @@ function bytesView(text, base64) {
   return el("div", {}, toggle, pre);
 }
 
-function traceLink(traceparent) {
-  if (!traceparent) return null;
-  const id = traceparent.split("-")[1];
+function traceIdOf(traceparent) {
+  const id = (traceparent || "").split("-")[1];
+  return id && /^[0-9a-fA-F]{32}$/.test(id) ? id.toLowerCase() : null;
+}
+
+function traceLink(id) {
   if (!id) return null;
   const template = state.who && state.who.trace_url;
   if (!template) return el("span", { class: "mono trace-id" }, id);
@@ -379,7 +382,7 @@ async function renderInvocation(root, id) {
   if (can("admin") && (inv.status === "dead_lettered" || inv.status === "timed_out")) {
     try { letter = await api("v1/dlq/" + encodeURIComponent(id)); } catch (_) { letter = null; }
   }
-  const traceparent = letter && letter.headers && letter.headers.traceparent;
+  const traceId = inv.trace_id || (letter && letter.headers && traceIdOf(letter.headers.traceparent));
   root.append(el("div", { class: "card" }, el("dl", { class: "facts", id: "invocation-facts" },
     el("dt", {}, "Function"), el("dd", {}, inv.function),
     el("dt", {}, "Status"), el("dd", {}, statusBadge(inv.status)),
@@ -390,7 +393,7 @@ async function renderInvocation(root, id) {
     el("dt", {}, "Duration"), el("dd", {}, fmtMs(inv.duration_ms)),
     el("dt", {}, "CPU"), el("dd", {}, fmtMs(inv.cpu_ms)),
     el("dt", {}, "Worker"), el("dd", { class: "mono" }, inv.worker || "–"),
-    el("dt", {}, "Trace"), el("dd", {}, traceLink(traceparent) || el("span", { class: "muted" }, "not recorded with the result")))));
+    el("dt", {}, "Trace"), el("dd", {}, traceLink(traceId) || el("span", { class: "muted" }, "not recorded with the result")))));
   if (inv.error) {
     root.append(el("h2", {}, "Error"), el("div", { class: "card invocation-error" }, el("strong", {}, inv.error.kind), ": ", inv.error.message));
   }
@@ -472,7 +475,7 @@ async function renderDeadLetter(root, id) {
     el("dt", {}, "Version"), el("dd", { class: "mono" }, letter.version),
     el("dt", {}, "Created"), el("dd", {}, fmtTime(letter.created_at)),
     el("dt", {}, "Dead-lettered"), el("dd", {}, fmtTime(letter.dead_lettered_at)),
-    el("dt", {}, "Trace"), el("dd", {}, traceLink(letter.headers && letter.headers.traceparent) || "–")),
+    el("dt", {}, "Trace"), el("dd", {}, traceLink(traceIdOf(letter.headers && letter.headers.traceparent)) || "–")),
     letterActions(letter.id, () => go("#/dlq"))));
   root.append(el("h2", {}, "Input"), el("div", { class: "card" }, bytesView(letter.payload ?? null, letter.payload_base64 ?? null)));
   root.append(el("h2", {}, "Attempts"), attemptsTable(letter.attempt_history));

@@ -9,6 +9,7 @@ use squall_tests::{Cluster, ClusterOptions};
 use std::time::{Duration, Instant};
 
 const ADMIN: &str = "console-admin-key-0123456789";
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const TRACE_URL: &str = "http://traces.example.test/trace/{trace_id}";
 
 /// The Python with selenium, after making sure Chromium and chromedriver are installed.
@@ -49,18 +50,29 @@ async fn an_operator_signs_in_reads_charts_and_invocations_and_replays_a_dead_le
     cluster
         .deploy_example("panic", Some(serde_json::json!({"max_attempts": 1})))
         .await;
-    let mut ok_id = String::new();
-    for n in 0..5 {
+    // The first call continues a caller's trace: its result records the trace id.
+    let traced = cluster
+        .http
+        .post(format!("{}/v1/functions/hello/invocations", cluster.url))
+        .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
+        .body("{\"name\": \"traced\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traced.status(), 200);
+    let ok_id = traced.headers()["squall-invocation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (_, invocation) = cluster
+        .get_as::<Invocation>(&format!("/v1/invocations/{ok_id}"))
+        .await;
+    assert_eq!(invocation.trace_id.as_deref(), Some(TRACE_ID));
+    for n in 0..4 {
         let response = cluster
             .invoke("hello", format!("{{\"name\": \"n{n}\"}}"))
             .await;
         assert_eq!(response.status(), 200);
-        if ok_id.is_empty() {
-            ok_id = response.headers()["squall-invocation-id"]
-                .to_str()
-                .unwrap()
-                .to_string();
-        }
     }
     for _ in 0..2 {
         assert_eq!(cluster.invoke("fail", "").await.status(), 500);

@@ -519,6 +519,7 @@ async fn settle(
         kv_bytes: attempt.timing.kv.bytes,
         logs: attempt.logs,
         worker: worker.id.clone(),
+        trace_id: squall_broker::record::trace_id_of(&job.traceparent),
     };
     let body = settlement.into_body();
     // The dead letter records this attempt itself, in case the history read back lags.

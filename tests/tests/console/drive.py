@@ -59,6 +59,10 @@ def points(css="svg.chart circle.point"):
     return driver.find_elements(By.CSS_SELECTOR, css)
 
 
+# A function page's latency chart (the page before it may have charts of its own).
+LATENCY = "svg.chart circle.point[data-series='p50']"
+
+
 def open_hash(h):
     driver.execute_script("location.hash = arguments[0]", h)
 
@@ -79,7 +83,7 @@ try:
 
     # Functions: the list, then one function's charts with data points.
     visible("a[href='#/functions/hello']").click()
-    wait.until(lambda d: len(points()) > 0)
+    wait.until(lambda d: len(points(LATENCY)) > 0)
     series = {p.get_attribute("data-series") for p in points()}
     check({"invocations", "errors", "error rate", "p50", "p95", "p99"} <= series, "chart series: %r" % series)
     nonzero = [p for p in points() if p.get_attribute("data-series") == "invocations" and float(p.get_attribute("data-value")) > 0]
@@ -99,6 +103,8 @@ try:
     check("hello" in output.text.lower(), "output: %r" % output.text)
     driver.find_element(By.CSS_SELECTOR, "#invocation-output button.toggle-hex").click()
     check(output.text.startswith("00000000  "), "hex view: %r" % output.text)
+    link = visible("a.trace-id")
+    check(link.get_attribute("href").startswith(trace_prefix) and len(link.text) == 32, "trace link: " + link.get_attribute("href"))
     shot("invocation.png")
 
     # The dead-lettered invocation: its attempts, input and trace link.
@@ -126,7 +132,7 @@ try:
     # Readable on a phone: nothing wider than the screen but scrollable tables.
     driver.set_window_size(390, 844)
     open_hash("#/functions/hello")
-    wait.until(lambda d: len(points()) > 0)
+    wait.until(lambda d: len(points(LATENCY)) > 0)
     overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
     check(overflow <= 1, "the page is %dpx wider than a phone" % overflow)
     shot("functions-phone.png")
@@ -142,7 +148,7 @@ try:
     visible("p.needs-scope")
     check(not driver.find_elements(By.CSS_SELECTOR, "button.replay, button.remove, button.replay-all"), "a read-only key sees a replay button")
     open_hash("#/functions/hello")
-    wait.until(lambda d: len(points()) > 0)
+    wait.until(lambda d: len(points(LATENCY)) > 0)
     check(not driver.find_elements(By.CSS_SELECTOR, "a[href^='#/invocations']"), "a read-only key is offered invocations")
     shot("read-only.png")
 
