@@ -41,6 +41,9 @@ pub struct Invocation {
     /// callback; absent until a delivery ended (or when there is none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub destinations: Vec<DestinationDelivery>,
+    /// The W3C trace id of the invocation's trace (32 hex digits), when its result records it.
+    #[serde(default)]
+    pub trace_id: Option<String>,
 }
 
 /// Which of an invocation's targets a delivery went to.
@@ -264,6 +267,8 @@ pub struct CancelledBacklog {
     pub cancelled: u64,
     /// Queued jobs found that had already ended (by a worker, or by an earlier cancellation).
     pub already_finished: u64,
+}
+
 /// A structured-mode CloudEvent (`application/cloudevents+json`; a batch is an array of them).
 /// Extension attributes are further members: 1 to 20 lowercase letters or digits, with a
 /// string, number or boolean value. `data` (JSON, or text when `datacontenttype` is not JSON)

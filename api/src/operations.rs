@@ -269,6 +269,20 @@ pub struct CreatedKey {
     pub created_at: String,
 }
 
+/// `GET /v1/whoami`: what the presented key may do, and what a client such as the console
+/// needs to know about this dispatcher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    /// The key's scopes (`admin` holds them all); `["admin"]` when the dispatcher requires no
+    /// key.
+    pub scopes: Vec<Scope>,
+    /// Whether this dispatcher requires keys at all.
+    pub auth_required: bool,
+    /// The trace viewer's link for a trace id: `{trace_id}` is replaced by the id (the
+    /// dispatcher's `--trace-url`); none when not configured.
+    pub trace_url: Option<String>,
+}
+
 /// `GET /v1/keys`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct KeyList {

@@ -90,6 +90,7 @@ fn synthetic(n: usize, now_ms: u64) -> Vec<ResultMeta> {
             kv_bytes: if r.is_multiple_of(7) { 120 } else { 0 },
             logs: Vec::new(),
             worker: "bench-worker-1".into(),
+            trace_id: String::new(),
         };
         if i % 50 == 7 && out.len() + 1 < n {
             out.push(ResultMeta {

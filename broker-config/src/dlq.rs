@@ -300,6 +300,7 @@ mod tests {
             kv_bytes: 0,
             logs: Vec::new(),
             worker: "w".into(),
+            trace_id: String::new(),
         }
     }
 

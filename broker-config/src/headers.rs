@@ -30,6 +30,9 @@ pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
 pub const SOURCE: &str = "Squall-Source";
 /// Which worker process produced a result (`<host>-<pid>`).
 pub const WORKER: &str = "Squall-Worker";
+/// On a result: the W3C trace id (32 hex digits) of the invocation's trace, so a reader of the
+/// result can link to it; absent when unknown.
+pub const TRACE_ID: &str = "Squall-Trace-Id";
 /// On a replayed job: the invocation id of the dead letter it replays.
 pub const REPLAY_OF: &str = "Squall-Replay-Of";
 /// On a job made from a cron tick: the schedule's name.

@@ -87,6 +87,8 @@ pub const CANCELS_BUCKET: &str = "squall_cancels";
 /// duplicate window, so an invocation ends in exactly one state.
 pub fn terminal_message_id(id: &str) -> String {
     format!("final-{id}")
+}
+
 /// The durable consumer on RESULTS, shared by every dispatcher, that delivers the CloudEvent of
 /// each terminal result to the function's destinations and the call's callback.
 pub const DESTINATIONS_CONSUMER: &str = "destinations";

@@ -330,6 +330,8 @@ pub struct ResultMeta {
     pub logs: Vec<LogLine>,
     /// The worker process that produced the result; empty when unknown.
     pub worker: String,
+    /// The invocation's W3C trace id (32 hex digits); empty when unknown.
+    pub trace_id: String,
 }
 
 impl ResultMeta {
@@ -371,6 +373,9 @@ impl ResultMeta {
         }
         if !self.worker.is_empty() {
             headers.insert(h::WORKER, self.worker.as_str());
+        }
+        if !self.trace_id.is_empty() {
+            headers.insert(h::TRACE_ID, self.trace_id.as_str());
         }
         if !self.logs.is_empty() {
             // serde_json escapes newlines, so the JSON text is a valid single-line header value.
@@ -435,7 +440,37 @@ impl ResultMeta {
                 .get(h::WORKER)
                 .map(|v| v.as_str().to_string())
                 .unwrap_or_default(),
+            trace_id: headers
+                .get(h::TRACE_ID)
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default(),
         })
+    }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`): its 32 lowercase
+/// hex digits, or empty when it is not one.
+pub fn trace_id_of(traceparent: &str) -> String {
+    match traceparent.split('-').nth(1) {
+        Some(id) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            id.to_ascii_lowercase()
+        }
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod trace_id_tests {
+    use super::trace_id_of;
+
+    #[test]
+    fn a_trace_id_is_read_from_a_traceparent_or_left_empty() {
+        assert_eq!(
+            trace_id_of("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(trace_id_of(""), "");
+        assert_eq!(trace_id_of("00-short-00f067aa0ba902b7-01"), "");
     }
 }
 
@@ -583,6 +618,7 @@ mod tests {
                 message: "two\nlines".into(),
             }],
             worker: "host-1".into(),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
         };
         assert_eq!(ResultMeta::from_headers(&meta.to_headers()).unwrap(), meta);
     }

@@ -217,6 +217,11 @@ pub struct UpArgs {
     /// Most worker processes the fleet scales up to (it keeps one when idle).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_workers: u32,
+    /// Serve the Prometheus metrics of all the fleet's worker processes, summed, at
+    /// `http://<addr>/metrics` (for example 127.0.0.1:9090). The dispatcher's own are at the
+    /// API's `/metrics`.
+    #[arg(long)]
+    pub worker_metrics_addr: Option<SocketAddr>,
     /// nats-servers to run as one JetStream cluster on this machine: node N listens on
     /// --nats-port + N - 1, its routes 2000 and its monitoring 4000 ports above that (6222 and
     /// 8222 for node 1 by default). With 3, every stream, bucket and durable consumer is

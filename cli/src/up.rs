@@ -439,6 +439,8 @@ struct Plan {
     api_url: String,
     nats_url: String,
     max_workers: u32,
+    /// Where the fleet serves its workers' metrics, if asked.
+    worker_metrics_addr: Option<SocketAddr>,
     /// The generated admin key's file, given to the dispatcher.
     admin_key: PathBuf,
 }
@@ -485,6 +487,9 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
         }
     }
     check_free(args.http_addr, "the HTTP API", "--http-addr")?;
+    if let Some(addr) = args.worker_metrics_addr {
+        check_free(addr, "the workers' metrics", "--worker-metrics-addr")?;
+    }
 
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("cannot create state folder {}", args.state_dir.display()))?;
@@ -534,6 +539,7 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
         nodes,
         http_addr: args.http_addr,
         max_workers: args.max_workers,
+        worker_metrics_addr: args.worker_metrics_addr,
         admin_key,
     };
     let mut signals = Signals::install()?;
@@ -558,6 +564,11 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
     println!("squall is up");
     println!("  API:  {}", plan.api_url);
     println!("  NATS: {}", plan.nats_url);
+    println!("  console: {}/ui", plan.api_url);
+    println!("  metrics: {}/metrics (dispatcher)", plan.api_url);
+    if let Some(addr) = plan.worker_metrics_addr {
+        println!("  metrics: http://{}/metrics (workers)", client_addr(addr));
+    }
     let mqtt: Vec<String> = plan
         .nodes
         .iter()
@@ -711,7 +722,7 @@ async fn start(
         &[("SQUALL_ADMIN_KEY_FILE", plan.admin_key.as_path())],
         plan.logs.join("dispatcher.log"),
     )?);
-    let worker_args: Vec<OsString> = vec![
+    let mut worker_args: Vec<OsString> = vec![
         "fleet".into(),
         "--min".into(),
         "1".into(),
@@ -722,6 +733,9 @@ async fn start(
         "--data-dir".into(),
         plan.state.join("worker").into(),
     ];
+    if let Some(addr) = plan.worker_metrics_addr {
+        worker_args.extend(["--metrics-addr".into(), addr.to_string().into()]);
+    }
     children.push(Child::spawn(
         "worker",
         worker,

@@ -17,7 +17,7 @@ use axum::Json;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use squall_api::operations::{CreatedKey, KeyInfo, KeyList, NewKey};
+use squall_api::operations::{CreatedKey, KeyInfo, KeyList, NewKey, WhoAmI};
 use squall_api::ErrorBody;
 use squall_broker::time::now_ms;
 use std::collections::HashMap;
@@ -214,6 +214,29 @@ pub fn check(state: &AppState, request: &Request, needed: Access) -> Result<(), 
         }
         _ => Ok(()),
     }
+}
+
+/// The scopes of the key `request` presents: `admin` when keys are off, none without a
+/// known key.
+pub fn scopes(state: &AppState, request: &Request) -> Vec<Scope> {
+    if !state.keys.enabled() {
+        return vec![Scope::Admin];
+    }
+    bearer(request)
+        .and_then(|key| state.keys.scopes_of(key))
+        .unwrap_or_default()
+}
+
+/// What the presented key may do (its scopes), so a client offers only what it may; and the
+/// trace viewer's link the console shows.
+#[utoipa::path(get, path = "/v1/whoami", tag = "keys", responses(
+    (status = 200, description = "The key's scopes.", body = WhoAmI)))]
+pub async fn whoami(State(state): State<Arc<AppState>>, request: Request) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        scopes: scopes(&state, &request),
+        auth_required: state.keys.enabled(),
+        trace_url: state.config.trace_url.clone(),
+    })
 }
 
 /// The layer of a group of routes that need `access` (see `routes`).

@@ -122,6 +122,7 @@ async fn cancel(state: &AppState, id: &str, target: &Target) -> Result<Ended, Ap
         kv_bytes: 0,
         logs: Vec::new(),
         worker: String::new(),
+        trace_id: String::new(),
     };
     let mut headers = meta.to_headers();
     headers.insert(h::NATS_MSG_ID, meta.message_id().as_str());
@@ -350,6 +351,7 @@ mod tests {
             kv_bytes: 0,
             logs: Vec::new(),
             worker: "w".into(),
+            trace_id: String::new(),
         }
     }
 

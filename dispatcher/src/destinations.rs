@@ -854,6 +854,7 @@ mod tests {
             kv_bytes: 0,
             logs: Vec::new(),
             worker: String::new(),
+            trace_id: String::new(),
         }
     }
 

@@ -205,6 +205,9 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
                 kv_bytes: 0,
                 logs: Vec::new(),
                 worker: String::new(),
+                trace_id: squall_broker::record::trace_id_of(
+                    &header(h::TRACEPARENT).unwrap_or_default(),
+                ),
             };
             let mut headers = meta.to_headers();
             headers.insert(h::NATS_MSG_ID, meta.message_id().as_str());

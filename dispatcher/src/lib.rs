@@ -31,6 +31,7 @@ pub mod sketch;
 pub mod submit;
 pub mod tls;
 pub mod triggers;
+pub mod ui;
 pub mod view;
 pub mod waiter;
 pub mod web;
@@ -83,6 +84,8 @@ pub struct DispatcherConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// How destination and callback deliveries to URLs are tried.
     pub destinations: destinations::DeliveryConfig,
+    /// The trace viewer's link for a trace id (`{trace_id}` is replaced), shown by the console.
+    pub trace_url: Option<String>,
 }
 
 /// State shared by every request.

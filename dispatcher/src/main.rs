@@ -59,6 +59,11 @@ struct Args {
     /// Require a key with the `read` scope for /metrics (open by default, like the probes).
     #[arg(long)]
     metrics_auth: bool,
+    /// The trace viewer's link for a trace id, which the console shows beside an invocation:
+    /// `{trace_id}` is replaced by the id, e.g. `http://127.0.0.1:16686/trace/{trace_id}`
+    /// for Jaeger.
+    #[arg(long, env = "SQUALL_TRACE_URL")]
+    trace_url: Option<String>,
     /// PEM certificate chain: serve the API over HTTPS (with --tls-key).
     #[arg(long, env = "SQUALL_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -109,6 +114,14 @@ fn main() -> std::process::ExitCode {
             args.max_batch_bytes
         );
         return std::process::ExitCode::from(64);
+    }
+    if let Some(url) = &args.trace_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            eprintln!(
+                "squall-dispatcher: --trace-url must be an http:// or https:// URL, got {url}"
+            );
+            return std::process::ExitCode::from(64);
+        }
     }
     if let Some(replicas @ (0 | 6..)) = args.replicas {
         eprintln!("squall-dispatcher: --replicas must be between 1 and 5, got {replicas}");
@@ -200,6 +213,7 @@ fn main() -> std::process::ExitCode {
             try_timeout: Duration::from_millis(args.destination_timeout_ms),
             ..Default::default()
         },
+        trace_url: args.trace_url,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

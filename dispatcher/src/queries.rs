@@ -116,7 +116,16 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
                 .stream_sequence;
             last_seen = sequence;
             match message.headers.as_ref().map(ResultMeta::from_headers) {
-                Some(Ok(meta)) => batch.push((sequence, meta)),
+                Some(Ok(meta)) => {
+                    // Only results that arrived while this feed runs: a replay of what the
+                    // stream held before is not new latency to report.
+                    if sequence > last_in_stream {
+                        state
+                            .metrics
+                            .indexed_result(&meta.function, meta.status, meta.duration_us);
+                    }
+                    batch.push((sequence, meta))
+                }
                 Some(Err(error)) => {
                     tracing::warn!(message = "skipping an unreadable result", sequence, error = %error)
                 }

@@ -1138,6 +1138,7 @@ mod tests {
             kv_bytes: 0,
             logs: vec![],
             worker: String::new(),
+            trace_id: String::new(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! paths, schemas and security entries.
 
 use crate::auth::{Access, Scope};
-use crate::{auth, destinations, secrets, triggers, web, AppState};
+use crate::{auth, destinations, secrets, triggers, ui, web, AppState};
 use crate::{batch, cancel, dlq, fleet, functions, health, invocations, queries, schedules};
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -51,7 +51,10 @@ fn groups(metrics_open: bool, deploy_limit: usize) -> Vec<(Access, Routes)> {
     let mut open = Routes::new()
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .routes(routes!(health::openapi));
+        .routes(routes!(health::openapi))
+        .routes(routes!(ui::index))
+        .routes(routes!(ui::asset));
+    let any_key = Routes::new().routes(routes!(auth::whoami));
     let mut read = Routes::new()
         .routes(routes!(functions::list_functions))
         .routes(routes!(functions::get_function))
@@ -92,6 +95,7 @@ fn groups(metrics_open: bool, deploy_limit: usize) -> Vec<(Access, Routes)> {
         .routes(routes!(auth::delete));
     vec![
         (Access::Open, open),
+        (Access::AnyKey, any_key),
         (Access::Scope(Scope::Read), read),
         (Access::Scope(Scope::Invoke), invoke),
         (Access::Scope(Scope::Admin), admin),
@@ -233,6 +237,10 @@ pub fn app(state: Arc<AppState>) -> Router {
     router
         .fallback(health::not_found)
         .layer(axum::middleware::from_fn(crate::limits::headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -266,7 +274,14 @@ mod tests {
                 let open = security[0].as_object().is_some_and(|o| o.is_empty());
                 assert_eq!(
                     open,
-                    ["/healthz", "/readyz", "/v1/openapi.json"].contains(&path.as_str()),
+                    [
+                        "/healthz",
+                        "/readyz",
+                        "/v1/openapi.json",
+                        "/ui",
+                        "/ui/{file}"
+                    ]
+                    .contains(&path.as_str()),
                     "{method} {path}: {security}"
                 );
                 if path.starts_with("/function/") {

@@ -69,6 +69,7 @@ pub fn invocation_view(meta: &ResultMeta, body: &[u8]) -> Invocation {
         logs: meta.logs.clone(),
         worker: Some(meta.worker.clone()),
         destinations: Vec::new(),
+        trace_id: (!meta.trace_id.is_empty()).then(|| meta.trace_id.clone()),
     }
 }
 
@@ -90,6 +91,7 @@ pub fn queued_view(id: &str, function: &str, created_at_ms: u64) -> Invocation {
         logs: Vec::new(),
         worker: None,
         destinations: Vec::new(),
+        trace_id: None,
     }
 }
 
@@ -135,6 +137,7 @@ mod tests {
             kv_bytes: 0,
             logs: vec![],
             worker: String::new(),
+            trace_id: String::new(),
         }
     }
 

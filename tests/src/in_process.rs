@@ -78,6 +78,7 @@ impl App {
             bucket_retention: Duration::from_secs(30 * 24 * 3600),
             admin_key: None,
             metrics_open: true,
+            trace_url: None,
             tls: None,
             destinations: Default::default(),
         };

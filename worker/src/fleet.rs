@@ -16,10 +16,12 @@ use squall_broker::names::consumer_name;
 use squall_broker::time::now_ms;
 use squall_broker::topology::FLEET_HEARTBEAT_TTL;
 use squall_broker::{FunctionRecord, Topology};
+use squall_worker::metrics::Collector;
 use squall_worker::scale::{self, Load, Policy};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
@@ -38,6 +40,8 @@ pub struct FleetConfig {
     /// Arguments every worker process gets besides its own data directory.
     pub worker_args: Vec<String>,
     pub grace_secs: u64,
+    /// Where to serve the Prometheus metrics of every worker this supervisor runs, summed.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// A worker process this supervisor started.
@@ -64,6 +68,8 @@ struct Fleet {
     restart_after: Instant,
     backoff: Duration,
     last_heartbeat: Option<Instant>,
+    /// The host's metrics and the socket its workers report them to, with `--metrics-addr`.
+    metrics: Option<(Arc<Collector>, PathBuf)>,
 }
 
 /// Runs the fleet until a stop signal; then stops every worker and gives back its slots.
@@ -91,6 +97,23 @@ async fn run_fleet(config: FleetConfig) -> anyhow::Result<()> {
             }
         }
     };
+    let metrics = match config.metrics_addr {
+        Some(addr) => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!(
+                    "cannot create the data folder {}",
+                    config.data_dir.display()
+                )
+            })?;
+            let socket = config.data_dir.join("metrics.sock");
+            let collector = Arc::new(Collector::new());
+            collector.listen(&socket)?;
+            let serving = collector.clone();
+            squall_worker::metrics::serve(addr, move || serving.render()).await?;
+            Some((collector, socket))
+        }
+        None => None,
+    };
     let (host, pid) = squall_worker::host_and_pid();
     let mut state = Fleet {
         id: format!("{host}-{pid}"),
@@ -106,6 +129,7 @@ async fn run_fleet(config: FleetConfig) -> anyhow::Result<()> {
         restart_after: Instant::now(),
         backoff: Duration::from_millis(100),
         last_heartbeat: None,
+        metrics,
     };
     tracing::info!(message = "fleet supervisor started", supervisor = %state.id,
         min = state.config.policy.min, max = state.config.policy.max,
@@ -215,6 +239,9 @@ impl Fleet {
         while self.running.len() as u32 > target.workers {
             self.stop_newest();
         }
+        if let Some((collector, _)) = &self.metrics {
+            collector.workers.set(self.running.len() as i64);
+        }
         Ok(())
     }
 
@@ -231,6 +258,9 @@ impl Fleet {
                     tracing::info!(message = "worker recycled itself; starting a fresh one", slot = w.slot);
                 } else {
                     tracing::warn!(message = "worker process died; restarting it", slot = w.slot, status = %status);
+                    if let Some((collector, _)) = &self.metrics {
+                        collector.crashes.inc();
+                    }
                     if w.started.elapsed() < Duration::from_secs(30) {
                         crashed = true;
                     }
@@ -360,7 +390,12 @@ impl Fleet {
             .arg(self.config.data_dir.join(format!("slot-{slot}")))
             .args(&self.config.worker_args)
             .envs(self.config.nats_auth.to_env())
+            // One endpoint per host: the workers report to this supervisor instead.
+            .env_remove(squall_broker::env::ENV_METRICS_ADDR)
             .kill_on_drop(true);
+        if let Some((_, socket)) = &self.metrics {
+            command.arg("--metrics-report").arg(socket);
+        }
         for function in &self.config.functions {
             command.arg("--function").arg(function);
         }

@@ -544,6 +544,7 @@ async fn settle(
         kv_bytes: attempt.timing.kv.bytes,
         logs: attempt.logs,
         worker: worker.id.clone(),
+        trace_id: squall_broker::record::trace_id_of(&job.traceparent),
     };
     let body = settlement.into_body();
     // The dead letter records this attempt itself, in case the history read back lags.
@@ -762,6 +763,7 @@ async fn drop_cancelled(worker: &Worker, job: &JobMeta, message: &jetstream::Mes
                 kv_bytes: 0,
                 logs: Vec::new(),
                 worker: worker.id.clone(),
+                trace_id: squall_broker::record::trace_id_of(&job.traceparent),
             };
             let body = b"cancelled".to_vec();
             if let Err(error) = publish_result(topology, &meta, body, reply).await {

@@ -6,6 +6,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod aggregate;
 pub mod artifacts;
 pub mod cancel;
 pub mod decide;
@@ -45,6 +46,8 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Where to serve Prometheus metrics (`GET /metrics`); none by default.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The Unix socket of the fleet supervisor this worker reports its metrics to, if any.
+    pub metrics_report: Option<PathBuf>,
     /// Longest one host-service call waits for the broker, within the invocation's deadline.
     pub host_call_timeout: Duration,
 }
@@ -347,8 +350,18 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
         cancels,
     });
     if let Some(addr) = worker.config.metrics_addr {
-        metrics::serve(addr, worker.metrics.clone()).await?;
+        let metrics = worker.metrics.clone();
+        metrics::serve(addr, move || metrics.render()).await?;
     }
+    // The last report is sent after the jobs in flight settled, so the supervisor keeps them.
+    let (report_stop, report_stopped) = watch::channel(false);
+    let reporter = worker.config.metrics_report.clone().map(|socket| {
+        tokio::spawn(metrics::report(
+            socket,
+            worker.metrics.clone(),
+            report_stopped,
+        ))
+    });
     tracing::info!(message = "worker started", nats_url = %worker.config.nats_url, worker = %worker.id);
     let heartbeat = tokio::spawn(heartbeat(worker.clone()));
     // The caller's shutdown request becomes the worker's own stop signal.
@@ -418,6 +431,10 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
         ),
     }
     heartbeat.abort();
+    let _ = report_stop.send(true);
+    if let Some(reporter) = reporter {
+        let _ = tokio::time::timeout(Duration::from_secs(1), reporter).await;
+    }
     // With the broker gone these would wait for it: give them a moment, not the grace again.
     let farewell = async {
         let _ = worker

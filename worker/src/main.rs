@@ -43,9 +43,14 @@ struct Args {
         default_value_t = 5000
     )]
     host_call_timeout_ms: u64,
-    /// Serve Prometheus metrics at `http://<addr>/metrics` (one port per worker; off by default).
-    #[arg(long, env = env::ENV_METRICS_ADDR)]
+    /// Serve Prometheus metrics at `http://<addr>/metrics` (off by default). A worker serves
+    /// its own; `fleet --metrics-addr` serves one endpoint for all the host's workers.
+    #[arg(long, global = true, env = env::ENV_METRICS_ADDR)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// The fleet supervisor's Unix socket this worker reports its metrics to (set by
+    /// `squall-worker fleet --metrics-addr` for the workers it starts).
+    #[arg(long, hide = true)]
+    metrics_report: Option<PathBuf>,
     /// Run the worker in this process instead of under a supervisor that restarts it when it
     /// crashes or recycles itself (for orchestrators that restart processes themselves).
     #[arg(long)]
@@ -130,6 +135,7 @@ fn main() -> std::process::ExitCode {
         log_capture_bytes: args.log_capture_bytes,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         metrics_addr: args.metrics_addr,
+        metrics_report: args.metrics_report,
         host_call_timeout: Duration::from_millis(args.host_call_timeout_ms.max(1)),
     };
     if let Some(Sub::Fleet(fleet)) = args.command {
@@ -155,6 +161,7 @@ fn main() -> std::process::ExitCode {
                 args.host_call_timeout_ms.to_string(),
             ],
             grace_secs: args.shutdown_grace_secs,
+            metrics_addr: config.metrics_addr,
         };
         let code = runtime.block_on(fleet::run(config));
         runtime.shutdown_timeout(Duration::from_millis(500));

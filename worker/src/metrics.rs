@@ -1,6 +1,8 @@
-//! The worker's metrics (a prometheus-client registry) and the small HTTP endpoint that serves
-//! them in the Prometheus text format.
+//! The worker's metrics (a prometheus-client registry), the small HTTP endpoint that serves
+//! them in the Prometheus text format, and a fleet's path for them: each worker process
+//! reports to its supervisor over a Unix socket, and the supervisor serves the sum.
 
+use crate::aggregate::Exposition;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -8,8 +10,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use squall_broker::{ErrorKind, InvocationStatus};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::watch;
 
 /// Upper bounds, in seconds, of the duration histograms' buckets.
 pub const DURATION_BUCKETS: [f64; 14] = [
@@ -233,8 +240,12 @@ impl FunctionMetrics {
     }
 }
 
-/// Binds `addr` and serves `GET /metrics` in the background.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+/// Binds `addr` and serves `GET /metrics` in the background, answering with what `render`
+/// returns at each scrape.
+pub async fn serve(
+    addr: SocketAddr,
+    render: impl Fn() -> String + Clone + Send + Sync + 'static,
+) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -242,13 +253,8 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
-                    metrics.render(),
-                )
-            }
+            let render = render.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], render()) }
         }),
     );
     tracing::info!(message = "serving metrics", addr = %addr);
@@ -258,6 +264,167 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()
         }
     });
     Ok(())
+}
+
+/// How often a fleet's worker process reports its metrics to its supervisor.
+pub const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// The largest report a supervisor reads; a longer frame ends the connection.
+const MAX_REPORT: usize = 16 * 1024 * 1024;
+
+/// Sends this process's whole exposition to the supervisor listening on the Unix socket
+/// `socket` every [`REPORT_EVERY`] (a 4-byte big-endian length, then the text), and once more
+/// when `stop` turns true, then returns. A lost connection is made again at the next report.
+pub async fn report(socket: PathBuf, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    let mut stream: Option<tokio::net::UnixStream> = None;
+    loop {
+        let last = tokio::select! {
+            _ = tokio::time::sleep(REPORT_EVERY) => false,
+            _ = stop.wait_for(|stopped| *stopped) => true,
+        };
+        if stream.is_none() {
+            match tokio::net::UnixStream::connect(&socket).await {
+                Ok(connected) => stream = Some(connected),
+                Err(error) => {
+                    tracing::debug!(message = "cannot reach the supervisor's metrics socket", socket = %socket.display(), %error)
+                }
+            }
+        }
+        if let Some(connected) = stream.as_mut() {
+            let text = metrics.render();
+            let mut frame = Vec::with_capacity(text.len() + 4);
+            frame.extend_from_slice(&(text.len() as u32).to_be_bytes());
+            frame.extend_from_slice(text.as_bytes());
+            if let Err(error) = connected.write_all(&frame).await {
+                tracing::debug!(message = "metrics report lost; reconnecting", %error);
+                stream = None;
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+/// What a fleet supervisor serves: the sum of its worker processes' reports, with the counts
+/// of workers that exited kept (see `aggregate`), and the supervisor's own metrics.
+pub struct Collector {
+    reports: Mutex<Reports>,
+    own: Registry,
+    /// `squall_fleet_workers`: worker processes this supervisor runs.
+    pub workers: Gauge,
+    /// `squall_fleet_worker_crashes_total`: worker processes that died without being asked.
+    pub crashes: Counter,
+}
+
+#[derive(Default)]
+struct Reports {
+    retired: Exposition,
+    live: HashMap<u64, Exposition>,
+    next: u64,
+}
+
+impl Collector {
+    /// A collector with no report yet.
+    pub fn new() -> Collector {
+        let mut own = Registry::default();
+        let workers = Gauge::default();
+        let crashes = Counter::default();
+        own.register(
+            "squall_fleet_workers",
+            "Worker processes this fleet supervisor runs",
+            workers.clone(),
+        );
+        own.register(
+            "squall_fleet_worker_crashes",
+            "Worker processes of this supervisor that died without being asked to stop",
+            crashes.clone(),
+        );
+        Collector {
+            reports: Mutex::new(Reports::default()),
+            own,
+            workers,
+            crashes,
+        }
+    }
+
+    /// Binds the Unix socket `path` (replacing a stale one) and reads reports from every
+    /// worker that connects, in the background.
+    pub fn listen(self: &Arc<Self>, path: &Path) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("cannot listen for worker metrics on {}", path.display()))?;
+        let collector = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(collector.clone().read_reports(stream));
+                    }
+                    Err(error) => {
+                        tracing::warn!(message = "cannot accept a worker's metrics connection", %error);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Keeps one worker's latest report until its connection ends, then keeps its counts.
+    async fn read_reports(self: Arc<Self>, mut stream: tokio::net::UnixStream) {
+        let id = {
+            let mut reports = self.reports.lock().expect("reports lock");
+            reports.next += 1;
+            reports.next
+        };
+        loop {
+            let mut length = [0u8; 4];
+            if stream.read_exact(&mut length).await.is_err() {
+                break;
+            }
+            let length = u32::from_be_bytes(length) as usize;
+            if length > MAX_REPORT {
+                tracing::warn!(
+                    message = "a worker's metrics report is too large; dropping its connection",
+                    length
+                );
+                break;
+            }
+            let mut text = vec![0u8; length];
+            if stream.read_exact(&mut text).await.is_err() {
+                break;
+            }
+            let parsed = Exposition::parse(&String::from_utf8_lossy(&text));
+            self.reports
+                .lock()
+                .expect("reports lock")
+                .live
+                .insert(id, parsed);
+        }
+        let mut reports = self.reports.lock().expect("reports lock");
+        if let Some(last) = reports.live.remove(&id) {
+            reports.retired.add(&last, false);
+        }
+    }
+
+    /// The Prometheus text of the fleet: its workers' metrics summed, then its own.
+    pub fn render(&self) -> String {
+        let mut text = {
+            let reports = self.reports.lock().expect("reports lock");
+            Exposition::total(&reports.retired, reports.live.values()).render()
+        };
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.own)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+impl Default for Collector {
+    fn default() -> Self {
+        Collector::new()
+    }
 }
 
 #[cfg(test)]
