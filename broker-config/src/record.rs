@@ -3,6 +3,7 @@
 use crate::headers as h;
 use crate::spec::{Backoff, FunctionSpec, WebSpec};
 use crate::status::{ErrorKind, InvocationStatus};
+use crate::versions::{VersionEntry, Versions};
 use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +42,48 @@ pub struct FunctionRecord {
     /// How it is served over HTTP, when it is a web function. Records written before web
     /// functions end without this field; `decode` reads them as `None`.
     pub web: Option<WebSpec>,
+    /// Numbered versions and aliases; `version` and `sha256` above are `$LATEST`'s. Records
+    /// written before versions decode with their artifact as version 1.
+    pub versions: Versions,
+}
+
+/// A record as written before versions: every field of `FunctionRecord` up to `web`.
+#[derive(Deserialize)]
+struct RecordBeforeVersions {
+    name: String,
+    version: String,
+    sha256: String,
+    artifact_size: u64,
+    deployed_at_ms: u64,
+    timeout_ms: u64,
+    max_attempts: u32,
+    backoff: Backoff,
+    concurrency: u32,
+    config_json: String,
+    max_concurrency: Option<u32>,
+    secrets_json: String,
+    web: Option<WebSpec>,
+}
+
+impl From<RecordBeforeVersions> for FunctionRecord {
+    fn from(old: RecordBeforeVersions) -> Self {
+        FunctionRecord {
+            versions: Versions::first(&old.sha256, old.artifact_size, old.deployed_at_ms),
+            name: old.name,
+            version: old.version,
+            sha256: old.sha256,
+            artifact_size: old.artifact_size,
+            deployed_at_ms: old.deployed_at_ms,
+            timeout_ms: old.timeout_ms,
+            max_attempts: old.max_attempts,
+            backoff: old.backoff,
+            concurrency: old.concurrency,
+            config_json: old.config_json,
+            max_concurrency: old.max_concurrency,
+            secrets_json: old.secrets_json,
+            web: old.web,
+        }
+    }
 }
 
 /// A record as written before web functions: every field of `FunctionRecord` up to
@@ -65,6 +108,7 @@ struct RecordBeforeWeb {
 impl From<RecordBeforeWeb> for FunctionRecord {
     fn from(old: RecordBeforeWeb) -> Self {
         FunctionRecord {
+            versions: Versions::first(&old.sha256, old.artifact_size, old.deployed_at_ms),
             name: old.name,
             version: old.version,
             sha256: old.sha256,
@@ -105,7 +149,29 @@ impl FunctionRecord {
             max_concurrency: spec.max_concurrency,
             secrets_json: String::new(),
             web: spec.web.clone(),
+            versions: Versions::first(sha256_hex, artifact_size, deployed_at_ms),
         }
+    }
+
+    /// Points the record at version `entry`: its artifact becomes the one `version` and
+    /// `sha256` name.
+    pub fn set_current(&mut self, entry: &VersionEntry) {
+        self.version = format!("sha256:{}", entry.sha256);
+        self.sha256 = entry.sha256.clone();
+        self.artifact_size = entry.artifact_size;
+        self.deployed_at_ms = entry.deployed_at_ms;
+    }
+
+    /// The number of the retained version with artifact `version` (`sha256:<hex>`), the newest
+    /// when several share it.
+    pub fn version_number(&self, version: &str) -> Option<u32> {
+        let sha = version.strip_prefix("sha256:").unwrap_or(version);
+        self.versions
+            .list
+            .iter()
+            .rev()
+            .find(|v| v.sha256 == sha)
+            .map(|v| v.number)
     }
 
     /// The spec this record was built from.
@@ -161,15 +227,20 @@ impl FunctionRecord {
             .expect("a FunctionRecord always encodes")
     }
 
-    /// Decodes a registry value, also one written before web functions.
+    /// Decodes a registry value, also one written before versions or before web functions.
     pub fn decode(bytes: &[u8]) -> Result<FunctionRecord, RecordError> {
+        fn exactly<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+            bincode::serde::decode_from_slice::<T, _>(bytes, bincode::config::standard())
+                .ok()
+                .filter(|(_, read)| *read == bytes.len())
+                .map(|(value, _)| value)
+        }
         let config = bincode::config::standard();
         match bincode::serde::decode_from_slice::<FunctionRecord, _>(bytes, config) {
             Ok((record, read)) if read == bytes.len() => Ok(record),
-            current => bincode::serde::decode_from_slice::<RecordBeforeWeb, _>(bytes, config)
-                .ok()
-                .filter(|(_, read)| *read == bytes.len())
-                .map(|(old, _)| old.into())
+            current => exactly::<RecordBeforeVersions>(bytes)
+                .map(FunctionRecord::from)
+                .or_else(|| exactly::<RecordBeforeWeb>(bytes).map(FunctionRecord::from))
                 .ok_or_else(|| match current {
                     Err(e) => RecordError::Decode(e.to_string()),
                     Ok(_) => RecordError::Decode("trailing bytes after the record".into()),
@@ -422,6 +493,13 @@ mod tests {
         assert_eq!(decoded.web, None);
         assert_eq!(decoded.name, "hook");
         assert_eq!(decoded.secrets_json, record.secrets_json);
+        assert_eq!(decoded.versions.latest().unwrap().sha256, "ab12");
+        // A record as a dispatcher before versions wrote it: the same, plus `web`.
+        let with_web = (old, &r.web);
+        let bytes = bincode::serde::encode_to_vec(&with_web, bincode::config::standard()).unwrap();
+        let decoded = FunctionRecord::decode(&bytes).unwrap();
+        assert_eq!(decoded.web, record.web);
+        assert_eq!(decoded.versions, Versions::first("ab12", 10, 5));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::error::ApiError;
 use crate::extract::FunctionName;
 use crate::limits::read_limited;
 use crate::registry::load_record;
+use crate::versions::modify;
 use crate::view::function_view;
 use crate::AppState;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
@@ -26,6 +27,10 @@ type Shared = State<Arc<AppState>>;
 
 /// The `{name}` parameter of a function route.
 pub(crate) const NAME: &str = "Function name: 1 to 64 ASCII letters, digits, '-' or '_'.";
+
+/// The `{name}` parameter of a route that takes a qualifier.
+pub(crate) const QUALIFIED_NAME: &str =
+    "Function name, optionally with `:qualifier` (a version number, `$LATEST` or an alias).";
 
 /// The artifact and spec of a deploy request, from either body form.
 struct DeployParts {
@@ -146,22 +151,73 @@ pub async fn deploy(
     )
     .await
     .map_err(|e| ApiError::broker("cannot create the function's consumer", e))?;
-    let mut record = FunctionRecord::new(&name, &sha, parts.artifact.len() as u64, now_ms(), &spec);
-    // A redeploy keeps the function's secrets.
-    if let Ok(previous) = load_record(&state, &name).await {
-        record.secrets_json = previous.secrets_json;
-    }
-    let revision = state
-        .topology
-        .registry
-        .put(&name, record.encode().into())
-        .await
-        .map_err(|e| ApiError::broker("cannot write the function registry", e))?;
-    state.registry.put(revision, record.clone());
+    let size = parts.artifact.len() as u64;
+    let record = write_deploy(&state, &name, &sha, size, &spec).await?;
     tracing::info!(message = "function deployed", function = %name, version = %record.version);
     let mut view = function_view(&record);
     view.warnings = deploy_warnings(&name, &spec);
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// Writes the record of a deploy: new content becomes the next numbered version (and
+/// `$LATEST`), identical content none; the function's secrets, older versions and aliases stay,
+/// and the versions beyond the dispatcher's `keep_versions` go (never an aliased one). Dropped
+/// versions' artifacts stay in the object store: another function may share them.
+async fn write_deploy(
+    state: &AppState,
+    name: &FunctionName,
+    sha: &str,
+    size: u64,
+    spec: &FunctionSpec,
+) -> Result<FunctionRecord, ApiError> {
+    let keep = state.config.keep_versions;
+    for _ in 0..5 {
+        let fresh = FunctionRecord::new(name, sha, size, now_ms(), spec);
+        let changed = modify(state, name, |previous| {
+            let mut next = fresh.clone();
+            next.secrets_json = previous.secrets_json.clone();
+            next.versions = previous.versions.clone();
+            if !next.versions.deploy(sha, size, next.deployed_at_ms) {
+                next.deployed_at_ms = previous.deployed_at_ms;
+            }
+            let dropped = next.versions.retain(keep);
+            if let Some(latest) = next.versions.latest().cloned() {
+                next.set_current(&latest);
+            }
+            *previous = next;
+            Ok(dropped)
+        })
+        .await;
+        match changed {
+            Ok((record, dropped)) => {
+                if !dropped.is_empty() {
+                    tracing::info!(message = "old versions dropped", function = %name, ?dropped);
+                }
+                return Ok(record);
+            }
+            Err(e) if e.status == StatusCode::NOT_FOUND => {}
+            Err(e) => return Err(e),
+        }
+        match state
+            .topology
+            .registry
+            .create(name.as_str(), fresh.encode().into())
+            .await
+        {
+            Ok(revision) => {
+                state.registry.put(revision, fresh.clone());
+                return Ok(fresh);
+            }
+            // Deployed by someone else in between: add this deploy to theirs.
+            Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(ApiError::broker("cannot write the function registry", e)),
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "concurrent_change",
+        format!("{name} changed too often while being deployed; try again"),
+    ))
 }
 
 /// What a deploy answer warns about: a web function anyone may call.

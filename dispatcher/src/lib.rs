@@ -28,6 +28,7 @@ pub mod sketch;
 pub mod submit;
 pub mod tls;
 pub mod triggers;
+pub mod versions;
 pub mod view;
 pub mod waiter;
 pub mod web;
@@ -78,6 +79,8 @@ pub struct DispatcherConfig {
     pub metrics_open: bool,
     /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How many of a function's newest versions a deploy keeps (aliased ones are always kept).
+    pub keep_versions: usize,
 }
 
 /// State shared by every request.

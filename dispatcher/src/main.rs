@@ -73,6 +73,10 @@ struct Args {
     /// before the invocation is refused with 503 and Retry-After.
     #[arg(long, env = "SQUALL_PUBLISH_BUDGET_MS", default_value_t = 15_000)]
     publish_budget_ms: u64,
+    /// How many of a function's newest versions are kept; older ones are deleted at a deploy
+    /// unless an alias points at them.
+    #[arg(long, env = "SQUALL_KEEP_VERSIONS", default_value_t = squall_dispatcher::versions::DEFAULT_KEEP_VERSIONS)]
+    keep_versions: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -174,6 +178,7 @@ fn main() -> std::process::ExitCode {
         admin_key,
         metrics_open: !args.metrics_auth,
         tls: args.tls_cert.zip(args.tls_key),
+        keep_versions: args.keep_versions,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

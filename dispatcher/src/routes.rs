@@ -3,7 +3,7 @@
 //! paths, schemas and security entries.
 
 use crate::auth::{Access, Scope};
-use crate::{auth, secrets, triggers, web, AppState};
+use crate::{auth, secrets, triggers, versions, web, AppState};
 use crate::{batch, dlq, fleet, functions, health, invocations, queries, schedules};
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -55,6 +55,9 @@ fn groups(metrics_open: bool, deploy_limit: usize) -> Vec<(Access, Routes)> {
     let mut read = Routes::new()
         .routes(routes!(functions::list_functions))
         .routes(routes!(functions::get_function))
+        .routes(routes!(versions::list_versions))
+        .routes(routes!(versions::list_aliases))
+        .routes(routes!(versions::get_alias))
         .routes(routes!(queries::stats))
         .routes(routes!(queries::usage))
         .routes(routes!(fleet::get));
@@ -73,6 +76,9 @@ fn groups(metrics_open: bool, deploy_limit: usize) -> Vec<(Access, Routes)> {
     let admin = Routes::new()
         .routes(deploy)
         .routes(routes!(functions::delete_function))
+        .routes(routes!(versions::delete_version))
+        .routes(routes!(versions::put_alias, versions::delete_alias))
+        .routes(routes!(versions::rollback_alias))
         .routes(routes!(secrets::put, secrets::get, secrets::delete))
         .routes(routes!(dlq::list))
         .routes(routes!(dlq::replay_all))

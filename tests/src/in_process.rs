@@ -79,6 +79,7 @@ impl App {
             admin_key: None,
             metrics_open: true,
             tls: None,
+            keep_versions: squall_dispatcher::versions::DEFAULT_KEEP_VERSIONS,
         };
         edit(&mut config);
         let state = squall_dispatcher::connect(config)
