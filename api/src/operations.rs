@@ -253,6 +253,10 @@ pub struct NewKey {
     /// `admin`, `invoke` or `read`.
     #[schema(value_type = Vec<Scope>)]
     pub scopes: Vec<String>,
+    /// Also usable as an AWS secret access key (SigV4, with the name as access key id); the
+    /// dispatcher then keeps the key itself, not only its hash.
+    #[serde(default)]
+    pub sigv4: bool,
 }
 
 /// A key as listed: never the key itself.

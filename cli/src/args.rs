@@ -113,6 +113,10 @@ pub enum KeysCommand {
         /// A scope: admin, invoke or read (repeatable).
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
+        /// Also usable as an AWS secret access key (SigV4) for the Lambda-compatible API; the
+        /// dispatcher then keeps the key itself, not only its hash.
+        #[arg(long)]
+        sigv4: bool,
     },
     /// List keys: names and scopes.
     Ls,

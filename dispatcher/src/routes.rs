@@ -3,7 +3,7 @@
 //! paths, schemas and security entries.
 
 use crate::auth::{Access, Scope};
-use crate::{auth, secrets, triggers, versions, web, AppState};
+use crate::{auth, lambda, secrets, triggers, versions, web, AppState};
 use crate::{batch, dlq, fleet, functions, health, invocations, queries, schedules};
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -207,7 +207,9 @@ fn build(state: Option<&Arc<AppState>>, metrics_open: bool) -> (Router<Arc<AppSt
         }
     }
     doc.merge(web_doc);
-    let router = router.merge(web::router());
+    // The Lambda-compatible API checks SigV4 itself and follows Lambda's contract, so it stays
+    // out of this document.
+    let router = router.merge(web::router()).merge(lambda::router());
     let scheme = HttpBuilder::new()
         .scheme(HttpAuthScheme::Bearer)
         .description(Some(
