@@ -7,7 +7,7 @@ use squall_api::queries::{FunctionStats, InvocationPage};
 use squall_api::versions::{Alias, VersionList};
 use squall_api::ErrorBody;
 use squall_tests::in_process::App;
-use squall_tests::{built, compile_c, decode_response, Cluster};
+use squall_tests::{built, compile_c, decode_response, Cluster, ClusterOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -181,9 +181,13 @@ async fn versions_are_numbered_and_qualifiers_and_aliases_pick_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_weighted_alias_follows_its_weights_over_ten_thousand_invocations() {
-    let cluster = Cluster::start().await;
+    let cluster = Cluster::start_with(ClusterOptions {
+        workers: 2,
+        ..ClusterOptions::default()
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
-    let spec = Some(serde_json::json!({"concurrency": 16}));
+    let spec = Some(serde_json::json!({"concurrency": 32}));
     let one = cluster
         .deploy("canary", &tagged(dir.path(), "one"), spec.clone())
         .await;
