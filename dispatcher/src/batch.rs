@@ -187,7 +187,7 @@ fn line_id(salt: &[u8], created_at_ms: u64, index: usize) -> uuid::Uuid {
 /// whole before any is queued. Runs inside the `squall.batch` span, which continues the
 /// caller's trace when the request carries a valid `traceparent`.
 #[utoipa::path(post, path = "/v1/functions/{name}/batch", tag = "invocations",
-    params(("name" = String, Path, description = crate::functions::QUALIFIED_NAME, pattern = "^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,64})?$"), QualifierParams,
+    params(("name" = String, Path, description = crate::versions::QUALIFIED_NAME, pattern = "^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,64})?$"), QualifierParams,
         ("Idempotency-Key" = Option<String>, Header, description = "Same key and body, same invocations.")),
     request_body(description = "One JSON input per line (lines end in \\n or \\r\\n).", content(
         (String = "application/x-ndjson"),

@@ -63,7 +63,7 @@ fn parse_flag(value: Option<&str>, key: &str) -> Result<bool, ApiError> {
 /// `Idempotency-Key` gives the same invocation. Runs inside the `squall.invoke` span, which
 /// continues the caller's trace when the request carries a valid `traceparent`.
 #[utoipa::path(post, path = "/v1/functions/{name}/invocations", tag = "invocations",
-    params(("name" = String, Path, description = crate::functions::QUALIFIED_NAME, pattern = "^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,64})?$"), InvokeParams,
+    params(("name" = String, Path, description = crate::versions::QUALIFIED_NAME, pattern = "^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,64})?$"), InvokeParams,
         ("Idempotency-Key" = Option<String>, Header, description = "Same key, same invocation (1 to 256 characters)."),
         ("Prefer" = Option<String>, Header, description = "`respond-async` answers 202 at once."),
         ("traceparent" = Option<String>, Header, description = "W3C trace context to continue.")),

@@ -25,6 +25,14 @@ use std::sync::Arc;
 
 type Shared = State<Arc<AppState>>;
 
+/// The `{name}` parameter of these routes (as `functions::NAME`, which this module may not
+/// import: handlers import services, not each other).
+const NAME: &str = "Function name: 1 to 64 ASCII letters, digits, '-' or '_'.";
+
+/// The `{name}` parameter of a route that takes a qualifier.
+pub(crate) const QUALIFIED_NAME: &str =
+    "Function name, optionally with `:qualifier` (a version number, `$LATEST` or an alias).";
+
 /// How many versions a function keeps unless the dispatcher is told otherwise.
 pub const DEFAULT_KEEP_VERSIONS: usize = 10;
 
@@ -223,7 +231,7 @@ fn checked_pair(name: String, alias: String) -> Result<(FunctionName, String), A
 
 /// List a function's retained versions.
 #[utoipa::path(get, path = "/v1/functions/{name}/versions", tag = "versions",
-    params(("name" = String, Path, description = crate::functions::NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses(
         (status = 200, description = "Oldest first.", body = VersionList),
         (status = 400, description = "Invalid name.", body = ErrorBody),
@@ -237,7 +245,7 @@ pub async fn list_versions(
 
 /// Delete a version: refused (409) for `$LATEST` and for a version an alias routes to.
 #[utoipa::path(delete, path = "/v1/functions/{name}/versions/{version}", tag = "versions",
-    params(("name" = String, Path, description = crate::functions::NAME, pattern = "^[A-Za-z0-9_-]{1,64}$"),
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$"),
         ("version" = u32, Path, description = "Version number.")),
     responses(
         (status = 204, description = "Deleted."),
@@ -268,7 +276,7 @@ pub async fn delete_version(
 
 /// List a function's aliases.
 #[utoipa::path(get, path = "/v1/functions/{name}/aliases", tag = "versions",
-    params(("name" = String, Path, description = crate::functions::NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses(
         (status = 200, description = "By name.", body = AliasList),
         (status = 400, description = "Invalid name.", body = ErrorBody),
@@ -291,7 +299,7 @@ pub async fn list_aliases(
 
 /// Point an alias at a version, optionally sending weighted shares to others (a canary).
 #[utoipa::path(put, path = "/v1/functions/{name}/aliases/{alias}", tag = "versions",
-    params(("name" = String, Path, description = crate::functions::NAME, pattern = "^[A-Za-z0-9_-]{1,64}$"),
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$"),
         ("alias" = String, Path, description = "Alias name: letters, digits, '-' or '_', not only digits.")),
     request_body = AliasBody,
     responses(
@@ -338,7 +346,7 @@ pub async fn put_alias(
 
 /// Show an alias.
 #[utoipa::path(get, path = "/v1/functions/{name}/aliases/{alias}", tag = "versions",
-    params(("name" = String, Path, description = crate::functions::NAME, pattern = "^[A-Za-z0-9_-]{1,64}$"),
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$"),
         ("alias" = String, Path, description = "Alias name.")),
     responses(
         (status = 200, description = "The alias.", body = Alias),
@@ -357,7 +365,7 @@ pub async fn get_alias(
 
 /// Delete an alias; the versions it pointed at may then be deleted.
 #[utoipa::path(delete, path = "/v1/functions/{name}/aliases/{alias}", tag = "versions",
-    params(("name" = String, Path, description = crate::functions::NAME, pattern = "^[A-Za-z0-9_-]{1,64}$"),
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$"),
         ("alias" = String, Path, description = "Alias name.")),
     responses(
         (status = 204, description = "Deleted."),
@@ -382,7 +390,7 @@ pub async fn delete_alias(
 
 /// Move an alias back to its previous target (a second rollback undoes the first).
 #[utoipa::path(post, path = "/v1/functions/{name}/aliases/{alias}/rollback", tag = "versions",
-    params(("name" = String, Path, description = crate::functions::NAME, pattern = "^[A-Za-z0-9_-]{1,64}$"),
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$"),
         ("alias" = String, Path, description = "Alias name.")),
     responses(
         (status = 200, description = "The alias after the rollback.", body = Alias),

@@ -125,6 +125,14 @@ async fn boto3_and_the_aws_cli_invoke_and_read_functions_through_sigv4() {
         )
         .await;
     assert_eq!(fail.0, 201, "{}", fail.1);
+    let panics = cluster
+        .deploy(
+            "panics",
+            built().library("panic"),
+            Some(serde_json::json!({"max_attempts": 1})),
+        )
+        .await;
+    assert_eq!(panics.0, 201, "{}", panics.1);
     let created: CreatedKey = cluster
         .http
         .post(format!("{}/v1/keys", cluster.url))
@@ -163,13 +171,17 @@ r = lam.invoke(FunctionName="fails", Payload=b'{{}}')
 assert r["FunctionError"] == "Handled", r
 err = json.loads(r["Payload"].read())
 assert "always fails" in err["errorMessage"], err
+# A panic is Unhandled.
+r = lam.invoke(FunctionName="panics", Payload=b'{{}}')
+assert r["FunctionError"] == "Unhandled", r
+assert json.loads(r["Payload"].read())["errorType"] == "Squall.panic"
 # Reads.
 names = [f["FunctionName"] for f in lam.list_functions()["Functions"]]
-assert names == ["fails", "logger"], names
+assert names == ["fails", "logger", "panics"], names
 page = lam.list_functions(MaxItems=1)
 assert [f["FunctionName"] for f in page["Functions"]] == ["fails"] and page["NextMarker"], page
-page = lam.list_functions(Marker=page["NextMarker"])
-assert [f["FunctionName"] for f in page["Functions"]] == ["logger"], page
+page = lam.list_functions(Marker=page["NextMarker"], MaxItems=1)
+assert [f["FunctionName"] for f in page["Functions"]] == ["logger"] and page["NextMarker"], page
 f = lam.get_function(FunctionName="logger")
 assert f["Configuration"]["Version"] == "$LATEST" and f["Configuration"]["FunctionArn"].startswith("arn:aws:lambda:eu-west-1:"), f
 c = lam.get_function_configuration(FunctionName="logger", Qualifier="1")

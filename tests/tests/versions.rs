@@ -167,6 +167,63 @@ async fn versions_are_numbered_and_qualifiers_and_aliases_pick_them() {
         .get_as::<Alias>("/v1/functions/tagged/aliases/live")
         .await;
     assert_eq!(alias.previous.map(|p| p.version), Some(2));
+    // A trigger that names the alias runs the alias's version; an unknown alias is refused.
+    let (status, body) = cluster
+        .put_json(
+            "/v1/triggers/tagged-live",
+            serde_json::json!({"function": "tagged:live", "subject": "events.tagged"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = cluster
+        .put_json(
+            "/v1/triggers/tagged-beta",
+            serde_json::json!({"function": "tagged:beta", "subject": "events.other"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let listed = |cluster: &Cluster| {
+        let (http, url) = (cluster.http.clone(), cluster.url.clone());
+        async move {
+            let page: InvocationPage = http
+                .get(format!("{url}/v1/invocations?function=tagged&limit=1000"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            page.items
+        }
+    };
+    let before: Vec<String> = listed(&cluster)
+        .await
+        .into_iter()
+        .map(|i| i.invocation_id)
+        .collect();
+    let client = cluster.nats_client().await;
+    client.publish("events.tagged", "{}".into()).await.unwrap();
+    client.flush().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let fired = loop {
+        let items = listed(&cluster).await;
+        if let Some(new) = items
+            .into_iter()
+            .find(|i| !before.contains(&i.invocation_id) && i.status.is_terminal())
+        {
+            break new;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the trigger's invocation never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(fired.version_number, Some(1), "{fired:?}");
+    assert_eq!(
+        delete("/v1/triggers/tagged-live").await,
+        StatusCode::NO_CONTENT
+    );
     // With the alias gone, version 1 may be deleted; it no longer answers.
     assert_eq!(
         delete("/v1/functions/tagged/aliases/live").await,
