@@ -28,10 +28,6 @@ type Shared = State<Arc<AppState>>;
 /// The `{name}` parameter of a function route.
 pub(crate) const NAME: &str = "Function name: 1 to 64 ASCII letters, digits, '-' or '_'.";
 
-/// The `{name}` parameter of a route that takes a qualifier.
-pub(crate) const QUALIFIED_NAME: &str =
-    "Function name, optionally with `:qualifier` (a version number, `$LATEST` or an alias).";
-
 /// The artifact and spec of a deploy request, from either body form.
 struct DeployParts {
     artifact: bytes::Bytes,
