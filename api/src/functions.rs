@@ -12,6 +12,12 @@ pub struct Function {
     pub version: String,
     /// Hex SHA-256 of the artifact.
     pub sha256: String,
+    /// `$LATEST`'s number: 1, 2, 3… one per deploy of new content.
+    #[serde(default)]
+    pub version_number: u32,
+    /// Alias names, each with the version it routes most calls to.
+    #[serde(default)]
+    pub aliases: std::collections::BTreeMap<String, u32>,
     /// Artifact size in bytes.
     pub artifact_size: u64,
     /// RFC 3339.

@@ -17,6 +17,9 @@ pub struct Invocation {
     pub function: String,
     /// The version that ran; null while queued.
     pub version: Option<String>,
+    /// The version's number (1, 2, 3…), while the function still retains it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_number: Option<u32>,
     pub status: InvocationStatus,
     /// Attempts started so far.
     pub attempts: u32,
@@ -247,6 +250,17 @@ pub struct InvokeParams {
     #[serde(rename = "async")]
     #[param(value_type = Option<bool>)]
     pub respond_async: Option<String>,
+    /// A version number, `$LATEST` or an alias (also written `name:qualifier` in the path).
+    pub qualifier: Option<String>,
+}
+
+/// `POST /v1/functions/{name}/batch` parameters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct QualifierParams {
+    /// A version number, `$LATEST` or an alias (also written `name:qualifier` in the path).
+    pub qualifier: Option<String>,
 }
 
 /// `DELETE /v1/functions/{name}/invocations` parameters.

@@ -11,6 +11,7 @@ pub mod operations;
 pub mod queries;
 pub mod spec;
 pub mod status;
+pub mod versions;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use spec::{Backoff, FunctionSpec, SpecError, WebAuth, WebSpec};

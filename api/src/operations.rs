@@ -23,6 +23,9 @@ pub struct DeadLetterSummary {
     pub invocation_id: String,
     pub function: String,
     pub version: String,
+    /// The version's number (1, 2, 3…), while the function still retains it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_number: Option<u32>,
     /// `timed_out` or `dead_lettered`.
     pub status: InvocationStatus,
     /// The kind of the last attempt's failure.
@@ -250,6 +253,10 @@ pub struct NewKey {
     /// `admin`, `invoke` or `read`.
     #[schema(value_type = Vec<Scope>)]
     pub scopes: Vec<String>,
+    /// Also usable as an AWS secret access key (SigV4, with the name as access key id); the
+    /// dispatcher then keeps the key itself, not only its hash.
+    #[serde(default)]
+    pub sigv4: bool,
 }
 
 /// A key as listed: never the key itself.

@@ -75,6 +75,9 @@ pub struct InvocationSummary {
     pub invocation_id: String,
     pub function: String,
     pub version: String,
+    /// The version's number (1, 2, 3…), while the function still retains it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_number: Option<u32>,
     pub status: InvocationStatus,
     pub attempts: u32,
     pub error_kind: Option<ErrorKind>,

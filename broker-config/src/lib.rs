@@ -15,6 +15,7 @@ pub mod record;
 pub mod retry;
 pub mod time;
 pub mod topology;
+pub mod versions;
 pub mod web;
 
 pub use names::{validate_function_name, NameError};

@@ -3,6 +3,7 @@
 use crate::headers as h;
 use crate::spec::{Backoff, Destinations, FunctionSpec, WebSpec};
 use crate::status::{ErrorKind, InvocationStatus};
+use crate::versions::{VersionEntry, Versions};
 use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +48,9 @@ pub struct FunctionRecord {
     /// The key of the HMAC-SHA256 signature of its destination and callback POSTs (hex),
     /// made at its first deploy and kept across redeploys; shown to admins only.
     pub destination_secret: String,
+    /// Numbered versions and aliases; `version` and `sha256` above are `$LATEST`'s. Records
+    /// written before versions (and destinations) decode with their artifact as version 1.
+    pub versions: Versions,
 }
 
 /// A spec's destinations as the record keeps them: every field always written, since bincode is
@@ -82,7 +86,8 @@ impl RecordDestinations {
     }
 }
 
-/// A record as written before destinations: every field of `FunctionRecord` up to `web`.
+/// A record as written before destinations and versions: every field of `FunctionRecord` up to
+/// `web`.
 #[derive(Deserialize)]
 struct RecordBeforeDestinations {
     name: String,
@@ -103,6 +108,7 @@ struct RecordBeforeDestinations {
 impl From<RecordBeforeDestinations> for FunctionRecord {
     fn from(old: RecordBeforeDestinations) -> Self {
         FunctionRecord {
+            versions: Versions::first(&old.sha256, old.artifact_size, old.deployed_at_ms),
             name: old.name,
             version: old.version,
             sha256: old.sha256,
@@ -144,6 +150,7 @@ struct RecordBeforeWeb {
 impl From<RecordBeforeWeb> for FunctionRecord {
     fn from(old: RecordBeforeWeb) -> Self {
         FunctionRecord {
+            versions: Versions::first(&old.sha256, old.artifact_size, old.deployed_at_ms),
             name: old.name,
             version: old.version,
             sha256: old.sha256,
@@ -188,7 +195,29 @@ impl FunctionRecord {
             web: spec.web.clone(),
             destinations: spec.destinations.as_ref().and_then(RecordDestinations::of),
             destination_secret: String::new(),
+            versions: Versions::first(sha256_hex, artifact_size, deployed_at_ms),
         }
+    }
+
+    /// Points the record at version `entry`: its artifact becomes the one `version` and
+    /// `sha256` name.
+    pub fn set_current(&mut self, entry: &VersionEntry) {
+        self.version = format!("sha256:{}", entry.sha256);
+        self.sha256 = entry.sha256.clone();
+        self.artifact_size = entry.artifact_size;
+        self.deployed_at_ms = entry.deployed_at_ms;
+    }
+
+    /// The number of the retained version with artifact `version` (`sha256:<hex>`), the newest
+    /// when several share it.
+    pub fn version_number(&self, version: &str) -> Option<u32> {
+        let sha = version.strip_prefix("sha256:").unwrap_or(version);
+        self.versions
+            .list
+            .iter()
+            .rev()
+            .find(|v| v.sha256 == sha)
+            .map(|v| v.number)
     }
 
     /// The spec this record was built from.
@@ -245,27 +274,24 @@ impl FunctionRecord {
             .expect("a FunctionRecord always encodes")
     }
 
-    /// Decodes a registry value, also one written before web functions.
+    /// Decodes a registry value, also one written before versions or before web functions.
     pub fn decode(bytes: &[u8]) -> Result<FunctionRecord, RecordError> {
+        fn exactly<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+            bincode::serde::decode_from_slice::<T, _>(bytes, bincode::config::standard())
+                .ok()
+                .filter(|(_, read)| *read == bytes.len())
+                .map(|(value, _)| value)
+        }
         let config = bincode::config::standard();
         match bincode::serde::decode_from_slice::<FunctionRecord, _>(bytes, config) {
             Ok((record, read)) if read == bytes.len() => Ok(record),
-            current => {
-                bincode::serde::decode_from_slice::<RecordBeforeDestinations, _>(bytes, config)
-                    .ok()
-                    .filter(|(_, read)| *read == bytes.len())
-                    .map(|(old, _)| FunctionRecord::from(old))
-                    .or_else(|| {
-                        bincode::serde::decode_from_slice::<RecordBeforeWeb, _>(bytes, config)
-                            .ok()
-                            .filter(|(_, read)| *read == bytes.len())
-                            .map(|(old, _)| old.into())
-                    })
-                    .ok_or_else(|| match current {
-                        Err(e) => RecordError::Decode(e.to_string()),
-                        Ok(_) => RecordError::Decode("trailing bytes after the record".into()),
-                    })
-            }
+            current => exactly::<RecordBeforeDestinations>(bytes)
+                .map(FunctionRecord::from)
+                .or_else(|| exactly::<RecordBeforeWeb>(bytes).map(FunctionRecord::from))
+                .ok_or_else(|| match current {
+                    Err(e) => RecordError::Decode(e.to_string()),
+                    Ok(_) => RecordError::Decode("trailing bytes after the record".into()),
+                }),
         }
     }
 }
@@ -554,13 +580,13 @@ mod tests {
         assert_eq!(decoded.web, None);
         assert_eq!(decoded.name, "hook");
         assert_eq!(decoded.secrets_json, record.secrets_json);
-        // Before destinations: the same fields and `web`.
-        let mut with_web =
-            bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
-        with_web
-            .extend(bincode::serde::encode_to_vec(&r.web, bincode::config::standard()).unwrap());
-        let decoded = FunctionRecord::decode(&with_web).unwrap();
-        assert_eq!(decoded.web, r.web);
+        assert_eq!(decoded.versions.latest().unwrap().sha256, "ab12");
+        // A record as a dispatcher before versions wrote it: the same, plus `web`.
+        let with_web = (old, &r.web);
+        let bytes = bincode::serde::encode_to_vec(&with_web, bincode::config::standard()).unwrap();
+        let decoded = FunctionRecord::decode(&bytes).unwrap();
+        assert_eq!(decoded.web, record.web);
+        assert_eq!(decoded.versions, Versions::first("ab12", 10, 5));
         assert_eq!(
             (decoded.destinations, decoded.destination_secret),
             (None, String::new())

@@ -30,10 +30,15 @@ pub fn parse_pairs(pairs: &[String]) -> anyhow::Result<SecretValues> {
 /// `squall keys create|ls|rm`.
 pub async fn keys(client: &ApiClient, json: bool, command: &KeysCommand) -> anyhow::Result<()> {
     match command {
-        KeysCommand::Create { name, scopes } => {
+        KeysCommand::Create {
+            name,
+            scopes,
+            sigv4,
+        } => {
             let body = NewKey {
                 name: name.clone(),
                 scopes: scopes.clone(),
+                sigv4: *sigv4,
             };
             let answer = client
                 .answer(client.request(Method::POST, &["v1", "keys"]).json(&body))

@@ -70,6 +70,39 @@ pub enum Command {
     Trigger(TriggerCommand),
     /// Show the fleet: supervisors, worker processes, per-function backlog and in-flight jobs.
     Fleet,
+    /// List a function's numbered versions (`*` marks $LATEST) and the aliases on them.
+    Versions {
+        /// The function.
+        name: String,
+    },
+    /// Point aliases at versions (optionally weighted), list and remove them.
+    #[command(subcommand)]
+    Alias(AliasCommand),
+    /// Move an alias back to its previous target.
+    Rollback {
+        /// The function.
+        name: String,
+        /// The alias.
+        alias: String,
+    },
+}
+
+/// `squall alias …`.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum AliasCommand {
+    /// Point ALIAS of NAME at VERSION; `--weight 4=0.1` sends 10% of its calls to version 4.
+    Set {
+        name: String,
+        alias: String,
+        version: u32,
+        /// VERSION=FRACTION (repeatable).
+        #[arg(long)]
+        weight: Vec<String>,
+    },
+    /// List a function's aliases.
+    Ls { name: String },
+    /// Remove an alias.
+    Rm { name: String, alias: String },
 }
 
 /// `squall keys …`.
@@ -82,6 +115,10 @@ pub enum KeysCommand {
         /// A scope: admin, invoke or read (repeatable).
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
+        /// Also usable as an AWS secret access key (SigV4) for the Lambda-compatible API; the
+        /// dispatcher then keeps the key itself, not only its hash.
+        #[arg(long)]
+        sigv4: bool,
     },
     /// List keys: names and scopes.
     Ls,

@@ -31,9 +31,10 @@ struct Deployable {
     name: String,
     library: PathBuf,
     spec: Option<FunctionSpec>,
-    /// Schedules and triggers from `squall.toml`, set after the deploy.
+    /// Schedules, triggers and aliases from `squall.toml`, set after the deploy.
     schedules: Vec<(String, ScheduleRequest)>,
     triggers: Vec<(String, TriggerRequest)>,
+    aliases: Vec<(String, Option<u32>)>,
 }
 
 /// Works out what to deploy from a directory (building it) or a library file.
@@ -67,6 +68,7 @@ fn prepare_deploy(args: &DeployArgs) -> anyhow::Result<Deployable> {
         return Ok(Deployable {
             schedules,
             triggers,
+            aliases: manifest.aliases,
             name,
             library,
             spec: Some(manifest.spec),
@@ -104,6 +106,7 @@ fn prepare_deploy(args: &DeployArgs) -> anyhow::Result<Deployable> {
         spec: None,
         schedules: Vec::new(),
         triggers: Vec::new(),
+        aliases: Vec::new(),
     })
 }
 
@@ -140,6 +143,7 @@ pub async fn deploy(client: &ApiClient, json: bool, args: &DeployArgs) -> anyhow
         .request(Method::PUT, &["v1", "functions", &deployable.name])
         .multipart(form);
     let answer = client.answer(request).await?;
+    let deployed_version = answer.json()?["version_number"].as_u64().unwrap_or(0) as u32;
     // With `--json`, the deploy's answer as sent, with the answers of the bindings set after it.
     let mut record = if json {
         Some(answer.json()?)
@@ -163,9 +167,33 @@ pub async fn deploy(client: &ApiClient, json: bool, args: &DeployArgs) -> anyhow
     let triggers =
         set_bindings::<_, Trigger>(client, json, "trigger", "triggers", &deployable.triggers)
             .await?;
+    let mut aliases = Vec::new();
+    for (alias, version) in &deployable.aliases {
+        let version = version.unwrap_or(deployed_version);
+        let answer = client
+            .answer(
+                client
+                    .request(
+                        Method::PUT,
+                        &["v1", "functions", &deployable.name, "aliases", alias],
+                    )
+                    .json(&serde_json::json!({ "version": version })),
+            )
+            .await
+            .with_context(|| format!("cannot set alias {alias} of squall.toml"))?;
+        if json {
+            aliases.push(answer.json()?);
+        } else {
+            println!("alias {}:{alias} -> {version}", deployable.name);
+        }
+    }
     if let Some(record) = &mut record {
         if let Some(fields) = record.as_object_mut() {
-            for (path, views) in [("schedules", schedules), ("triggers", triggers)] {
+            for (path, views) in [
+                ("schedules", schedules),
+                ("triggers", triggers),
+                ("aliases", aliases),
+            ] {
                 if !views.is_empty() {
                     fields.insert(path.to_string(), views.into());
                 }

@@ -11,6 +11,7 @@ mod manifest;
 mod queries;
 mod render;
 mod up;
+mod versions;
 
 use api_client::ApiClient;
 use args::{Cli, Command};
@@ -68,5 +69,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secrets(command) => access::secrets(&client, cli.json, command).await,
         Command::Fleet => events::fleet(&client, cli.json).await,
         Command::Dlq(command) => commands::dlq(&client, cli.json, command).await,
+        Command::Versions { name } => versions::versions(&client, cli.json, name).await,
+        Command::Alias(command) => versions::alias(&client, cli.json, command).await,
+        Command::Rollback { name, alias } => {
+            versions::rollback(&client, cli.json, name, alias).await
+        }
     }
 }

@@ -22,6 +22,9 @@ pub struct Manifest {
     pub schedules: Vec<(String, ScheduleRequest)>,
     /// `[[triggers]]`: (name, body of `PUT /v1/triggers/{name}`), set after the deploy.
     pub triggers: Vec<(String, TriggerRequest)>,
+    /// `[aliases]`: name → the version it is pointed at after the deploy (`None`: the one just
+    /// deployed, written `"latest"`).
+    pub aliases: Vec<(String, Option<u32>)>,
 }
 
 /// One `[[schedules]]` entry.
@@ -64,6 +67,8 @@ struct RawManifest {
     schedules: Vec<ScheduleSection>,
     #[serde(default)]
     triggers: Vec<TriggerSection>,
+    #[serde(default)]
+    aliases: toml::Table,
 }
 
 /// Reads and validates `<dir>/squall.toml`.
@@ -137,7 +142,20 @@ pub fn parse(text: &str) -> anyhow::Result<Manifest> {
         };
         triggers.push((t.name, body));
     }
+    let mut aliases = Vec::new();
+    for (alias, value) in raw.aliases {
+        if !squall_api::versions::valid_alias_name(&alias) {
+            bail!("[aliases] {alias:?}: an alias is 1 to 64 letters, digits, '-' or '_', not only digits");
+        }
+        let version = match value {
+            toml::Value::String(text) if text == "latest" => None,
+            toml::Value::Integer(n) if n >= 1 && n <= i64::from(u32::MAX) => Some(n as u32),
+            other => bail!("[aliases] {alias} must be a version number or \"latest\", got {other}"),
+        };
+        aliases.push((alias, version));
+    }
     Ok(Manifest {
+        aliases,
         name,
         spec,
         build: raw.build,
@@ -201,6 +219,20 @@ pub fn name_from_library(path: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aliases_name_a_version_or_latest() {
+        let manifest =
+            parse("[function]\nname = \"hello\"\n[aliases]\nlive = \"latest\"\nstable = 3\n")
+                .unwrap();
+        assert_eq!(
+            manifest.aliases,
+            vec![("live".to_string(), None), ("stable".to_string(), Some(3))]
+        );
+        let bad = parse("[function]\nname = \"hello\"\n[aliases]\nlive = \"newest\"\n");
+        assert!(format!("{:#}", bad.unwrap_err()).contains("latest"));
+        assert!(parse("[function]\nname = \"hello\"\n[aliases]\n7 = 1\n").is_err());
+    }
 
     #[test]
     fn good_manifest_keeps_spec_fields_and_build() {

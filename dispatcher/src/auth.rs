@@ -25,6 +25,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use subtle::ConstantTimeEq as _;
 
+/// The access key id of the admin key in AWS Signature V4.
+pub const ADMIN_KEY_NAME: &str = "admin";
+
 /// The shortest admin key accepted from the environment.
 pub const MIN_KEY_LEN: usize = 16;
 
@@ -49,6 +52,10 @@ pub struct KeyRecord {
     /// Hex SHA-256 of the key.
     pub sha256: String,
     pub created_at_ms: u64,
+    /// The key itself, kept only for a key made with `"sigv4": true`: an AWS Signature V4 is an
+    /// HMAC keyed by the secret, so verifying one needs the secret, not a hash of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigv4_secret: Option<String>,
 }
 
 /// The hash a key is stored and compared as.
@@ -77,6 +84,10 @@ pub struct Keys {
     admin: Option<[u8; 32]>,
     /// Name → (hash, scopes), following the bucket.
     stored: RwLock<HashMap<String, StoredKey>>,
+    /// The admin key itself (the SigV4 secret of access key id `admin`).
+    admin_secret: Option<String>,
+    /// Name → (secret, scopes) of the keys made for SigV4.
+    signing: RwLock<HashMap<String, (String, Vec<Scope>)>>,
     pub metrics_open: bool,
 }
 
@@ -85,6 +96,8 @@ impl Keys {
         Keys {
             admin: admin_key.map(hash_key),
             stored: RwLock::new(HashMap::new()),
+            admin_secret: admin_key.map(str::to_string),
+            signing: RwLock::new(HashMap::new()),
             metrics_open,
         }
     }
@@ -112,7 +125,33 @@ impl Keys {
         found
     }
 
+    /// The SigV4 secret and scopes of access key id `name`: the admin key for `admin`, else a
+    /// key made with `"sigv4": true`.
+    pub fn signing_key(&self, name: &str) -> Option<(String, Vec<Scope>)> {
+        if name == ADMIN_KEY_NAME {
+            return self
+                .admin_secret
+                .clone()
+                .map(|secret| (secret, vec![Scope::Admin]));
+        }
+        self.signing.read().expect("keys lock").get(name).cloned()
+    }
+
     fn apply(&self, entry: &kv::Entry) {
+        let mut signing = self.signing.write().expect("keys lock");
+        signing.remove(&entry.key);
+        if entry.operation == kv::Operation::Put {
+            if let Ok(KeyRecord {
+                name,
+                scopes,
+                sigv4_secret: Some(secret),
+                ..
+            }) = serde_json::from_slice::<KeyRecord>(&entry.value)
+            {
+                signing.insert(name, (secret, scopes));
+            }
+        }
+        drop(signing);
         let mut stored = self.stored.write().expect("keys lock");
         match entry.operation {
             kv::Operation::Put => match serde_json::from_slice::<KeyRecord>(&entry.value) {
@@ -263,6 +302,12 @@ pub async fn create(
     ApiJson(body): ApiJson<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     Name::<OfKey>::parse(body.name.clone())?;
+    if body.name == ADMIN_KEY_NAME {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "the name admin is the admin key's access key id in AWS Signature V4; choose another",
+        ));
+    }
     if body.scopes.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_scope",
@@ -287,6 +332,7 @@ pub async fn create(
         scopes,
         sha256: hex::encode(hash_key(&key)),
         created_at_ms: now_ms(),
+        sigv4_secret: body.sigv4.then(|| key.clone()),
     };
     let value = serde_json::to_vec(&record).map_err(|e| ApiError::internal("key record", e))?;
     match state.keys_bucket.create(&body.name, value.into()).await {

@@ -2,13 +2,14 @@
 //! line), validated whole before any job is published, then published with pipelined acks.
 
 use crate::error::ApiError;
-use crate::extract::FunctionName;
+use crate::extract::ApiQuery;
 use crate::limits::read_limited;
 use crate::registry::load_record;
 use crate::submit::{
     checked_idempotency_key, claim_idempotency_value, forwarded_headers, is_valid_traceparent,
     job_headers, new_traceparent, record_accepted, Job, IDEMPOTENCY_KEY,
 };
+use crate::versions::{job_version, resolve, Qualified};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -17,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use squall_api::invocations::BatchAccepted;
 use squall_api::invocations::Binary;
+use squall_api::invocations::{BatchAccepted, QualifierParams};
 use squall_api::ErrorBody;
 use squall_broker::headers as h;
 use squall_broker::names::jobs_subject;
@@ -186,7 +187,7 @@ fn line_id(salt: &[u8], created_at_ms: u64, index: usize) -> uuid::Uuid {
 /// whole before any is queued. Runs inside the `squall.batch` span, which continues the
 /// caller's trace when the request carries a valid `traceparent`.
 #[utoipa::path(post, path = "/v1/functions/{name}/batch", tag = "invocations",
-    params(("name" = String, Path, description = crate::functions::NAME, pattern = "^[A-Za-z0-9_-]{1,64}$"),
+    params(("name" = String, Path, description = crate::versions::QUALIFIED_NAME, pattern = "^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,64})?$"), QualifierParams,
         ("Idempotency-Key" = Option<String>, Header, description = "Same key and body, same invocations.")),
     request_body(description = "One JSON input per line (lines end in \\n or \\r\\n).", content(
         (String = "application/x-ndjson"),
@@ -201,6 +202,7 @@ fn line_id(salt: &[u8], created_at_ms: u64, index: usize) -> uuid::Uuid {
 pub async fn submit(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
+    ApiQuery(query): ApiQuery<QualifierParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -216,7 +218,7 @@ pub async fn submit(
         &span,
         squall_telemetry::context_from_traceparent(client_trace),
     );
-    let response = submit_traced(&state, &name, &headers, body)
+    let response = submit_traced(&state, &name, query.qualifier.as_deref(), &headers, body)
         .instrument(span.clone())
         .await;
     let status = match &response {
@@ -230,6 +232,7 @@ pub async fn submit(
 async fn submit_traced(
     state: &AppState,
     name: &str,
+    qualifier: Option<&str>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -241,8 +244,12 @@ async fn submit_traced(
         ))
     })?;
     // The body is read before the name is judged, so a client still sending gets an answer.
-    let name = FunctionName::parse(name.to_string())?;
+    let qualified = Qualified::parse(name, qualifier)?;
+    let name = qualified.name;
     let record = load_record(state, &name).await?;
+    if qualified.qualifier.is_some() {
+        resolve(&record, qualified.qualifier.as_deref(), "")?;
+    }
     let name = name.as_str();
     let lines = split_lines(&body, &limits, state.config.max_payload)?;
     tracing::Span::current().record("squall.batch_size", lines.len());
@@ -251,6 +258,11 @@ async fn submit_traced(
         Some(key) => claim_batch_key(state, name, key, &body).await?,
     };
     let ids = line_ids(&batch, created_at_ms, lines.len());
+    // Each line draws its own version, so an alias's weights hold within a batch too.
+    let versions = ids
+        .iter()
+        .map(|id| resolve(&record, qualified.qualifier.as_deref(), id).map(|v| job_version(&v)))
+        .collect::<Result<Vec<_>, _>>()?;
     let traceparent = headers
         .get(h::TRACEPARENT)
         .and_then(|v| v.to_str().ok())
@@ -267,7 +279,7 @@ async fn submit_traced(
         extra_headers: forwarded_headers(headers),
         reply_to: None,
     };
-    publish(state, &template, &lines, &ids).await?;
+    publish(state, &template, &lines, &ids, &versions).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(BatchAccepted {
@@ -324,6 +336,7 @@ async fn publish(
     template: &Job<'_>,
     lines: &[Bytes],
     ids: &[String],
+    versions: &[String],
 ) -> Result<(), ApiError> {
     let span = tracing::info_span!(
         "squall.publish",
@@ -336,7 +349,7 @@ async fn publish(
         squall_telemetry::traceparent_of(&span).unwrap_or_else(|| template.traceparent.to_string());
     let job = |index: usize| Job {
         function: template.function,
-        version: template.version,
+        version: &versions[index],
         id: &ids[index],
         created_at_ms: template.created_at_ms,
         traceparent: template.traceparent,

@@ -257,12 +257,20 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
     Ok(())
 }
 
+/// `summary` with its version's number, while the function retains that version.
+fn numbered(state: &AppState, mut summary: DeadLetterSummary) -> DeadLetterSummary {
+    summary.version_number =
+        crate::registry::version_number(state, &summary.function, &summary.version);
+    summary
+}
+
 fn summary_view(letter: &DeadLetter) -> DeadLetterSummary {
     DeadLetterSummary {
         id: letter.invocation_id.clone(),
         invocation_id: letter.invocation_id.clone(),
         function: letter.function.clone(),
         version: letter.version.clone(),
+        version_number: None,
         status: letter.status,
         kind: letter.last_kind(),
         attempts: letter.attempts.len(),
@@ -376,7 +384,10 @@ pub async fn list(
     };
     let letters = scan(&state, filter).await?;
     Ok(Json(DeadLetterList {
-        dead_letters: letters.iter().map(|(_, l)| summary_view(l)).collect(),
+        dead_letters: letters
+            .iter()
+            .map(|(_, l)| numbered(&state, summary_view(l)))
+            .collect(),
     }))
 }
 
@@ -392,7 +403,9 @@ pub async fn show(
     id: InvocationId,
 ) -> Result<Json<DeadLetterView>, ApiError> {
     let (_, letter) = find(&state, &id).await?;
-    Ok(Json(full_view(&letter)))
+    let mut view = full_view(&letter);
+    view.summary = numbered(&state, view.summary);
+    Ok(Json(view))
 }
 
 /// Remove a dead letter.

@@ -54,6 +54,11 @@ impl JsonBody for squall_api::operations::NewKey {
     const SHAPE: &'static str = "key body must be JSON {name, scopes}";
 }
 
+impl JsonBody for squall_api::versions::AliasBody {
+    const INVALID: &'static str = "invalid_alias";
+    const SHAPE: &'static str = "alias body must be JSON {version, weights?: {\"4\": 0.1}}";
+}
+
 impl JsonBody for squall_api::functions::SecretValues {
     const INVALID: &'static str = "invalid_secrets";
     const SHAPE: &'static str = "secrets must be a JSON object of name → string";

@@ -5,6 +5,7 @@ use crate::error::ApiError;
 use crate::extract::FunctionName;
 use crate::limits::read_limited;
 use crate::registry::load_record;
+use crate::versions::modify;
 use crate::view::function_view;
 use crate::AppState;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
@@ -147,24 +148,8 @@ pub async fn deploy(
     )
     .await
     .map_err(|e| ApiError::broker("cannot create the function's consumer", e))?;
-    let mut record = FunctionRecord::new(&name, &sha, parts.artifact.len() as u64, now_ms(), &spec);
-    // A redeploy keeps the function's secrets and its destination secret.
-    let previous = load_record(&state, &name).await.ok();
-    let had_destinations = previous.as_ref().is_some_and(|p| p.destinations.is_some());
-    if let Some(previous) = previous {
-        record.secrets_json = previous.secrets_json;
-        record.destination_secret = previous.destination_secret;
-    }
-    if record.destination_secret.is_empty() {
-        record.destination_secret = crate::destinations::new_secret();
-    }
-    let revision = state
-        .topology
-        .registry
-        .put(&name, record.encode().into())
-        .await
-        .map_err(|e| ApiError::broker("cannot write the function registry", e))?;
-    state.registry.put(revision, record.clone());
+    let size = parts.artifact.len() as u64;
+    let (record, had_destinations) = write_deploy(&state, &name, &sha, size, &spec).await?;
     // The destinations consumer follows the function's results from now on (or stops).
     if had_destinations || record.destinations.is_some() {
         // Boxed: a large future, polled on the caller's stack.
@@ -175,6 +160,76 @@ pub async fn deploy(
     view.warnings = deploy_warnings(&name, &spec);
     view.destination_secret = Some(record.destination_secret.clone());
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// Writes the record of a deploy: new content becomes the next numbered version (and
+/// `$LATEST`), identical content none; the function's secrets, older versions and aliases stay,
+/// and the versions beyond the dispatcher's `keep_versions` go (never an aliased one). Dropped
+/// versions' artifacts stay in the object store: another function may share them. The
+/// destination secret is made at the first deploy and kept. Also answers whether the previous
+/// record had destinations.
+async fn write_deploy(
+    state: &AppState,
+    name: &FunctionName,
+    sha: &str,
+    size: u64,
+    spec: &FunctionSpec,
+) -> Result<(FunctionRecord, bool), ApiError> {
+    let keep = state.config.keep_versions;
+    let new_secret = crate::destinations::new_secret();
+    for _ in 0..5 {
+        let mut fresh = FunctionRecord::new(name, sha, size, now_ms(), spec);
+        fresh.destination_secret = new_secret.clone();
+        let mut had_destinations = false;
+        let changed = modify(state, name, |previous| {
+            let mut next = fresh.clone();
+            next.secrets_json = previous.secrets_json.clone();
+            had_destinations = previous.destinations.is_some();
+            if !previous.destination_secret.is_empty() {
+                next.destination_secret = previous.destination_secret.clone();
+            }
+            next.versions = previous.versions.clone();
+            if !next.versions.deploy(sha, size, next.deployed_at_ms) {
+                next.deployed_at_ms = previous.deployed_at_ms;
+            }
+            let dropped = next.versions.retain(keep);
+            if let Some(latest) = next.versions.latest().cloned() {
+                next.set_current(&latest);
+            }
+            *previous = next;
+            Ok(dropped)
+        })
+        .await;
+        match changed {
+            Ok((record, dropped)) => {
+                if !dropped.is_empty() {
+                    tracing::info!(message = "old versions dropped", function = %name, ?dropped);
+                }
+                return Ok((record, had_destinations));
+            }
+            Err(e) if e.status == StatusCode::NOT_FOUND => {}
+            Err(e) => return Err(e),
+        }
+        match state
+            .topology
+            .registry
+            .create(name.as_str(), fresh.encode().into())
+            .await
+        {
+            Ok(revision) => {
+                state.registry.put(revision, fresh.clone());
+                return Ok((fresh, false));
+            }
+            // Deployed by someone else in between: add this deploy to theirs.
+            Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(ApiError::broker("cannot write the function registry", e)),
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "concurrent_change",
+        format!("{name} changed too often while being deployed; try again"),
+    ))
 }
 
 /// What a deploy answer warns about: a web function anyone may call.

@@ -3,7 +3,7 @@
 
 use crate::cloudevents;
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, FunctionName, InvocationId};
+use crate::extract::{ApiQuery, InvocationId};
 use crate::index::Accepted;
 use crate::limits::read_limited;
 use crate::registry::load_record;
@@ -11,6 +11,7 @@ use crate::submit::{
     checked_idempotency_key, claim_kv_key, event_key, forwarded_headers, is_valid_traceparent,
     new_traceparent, submit, Job, IDEMPOTENCY_KEY,
 };
+use crate::versions::{job_version, resolve, Qualified};
 use crate::view::{invocation_view, queued_view};
 use crate::waiter::Outcome;
 use crate::AppState;
@@ -66,7 +67,7 @@ fn parse_flag(value: Option<&str>, key: &str) -> Result<bool, ApiError> {
 /// `Idempotency-Key` gives the same invocation. Runs inside the `squall.invoke` span, which
 /// continues the caller's trace when the request carries a valid `traceparent`.
 #[utoipa::path(post, path = "/v1/functions/{name}/invocations", tag = "invocations",
-    params(("name" = String, Path, description = "Function name.", pattern = "^[A-Za-z0-9_-]{1,64}$"), InvokeParams,
+    params(("name" = String, Path, description = crate::versions::QUALIFIED_NAME, pattern = "^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,64})?$"), InvokeParams,
         ("Idempotency-Key" = Option<String>, Header, description = "Same key, same invocation (1 to 256 characters)."),
         ("Prefer" = Option<String>, Header, description = "`respond-async` answers 202 at once."),
         ("traceparent" = Option<String>, Header, description = "W3C trace context to continue."),
@@ -86,7 +87,7 @@ fn parse_flag(value: Option<&str>, key: &str) -> Result<bool, ApiError> {
         (status = 202, description = "Accepted and not finished yet (async, or the wait ran out); a CloudEvents batch answers with every invocation.", body = InvokeAccepted,
             headers(("Location" = String, description = "Where to read the invocation."))),
         (status = 400, description = "Invalid name, query, Idempotency-Key or X-Callback-Url, or an invalid CloudEvent (`invalid_cloudevent`, with `attribute` naming the attribute at fault).", body = ErrorBody),
-        (status = 404, description = "Unknown function.", body = ErrorBody),
+        (status = 404, description = "Unknown function, version or alias.", body = ErrorBody),
         (status = 413, description = "The payload is larger than the limit (default 1 MiB).", body = ErrorBody),
         (status = 500, description = "The function failed terminally; `kind` says how.", body = ErrorBody),
         (status = 503, description = "The broker did not acknowledge the job within the publish budget; retry after `Retry-After`.", body = ErrorBody),
@@ -142,8 +143,13 @@ async fn invoke_traced(
         ApiError::too_large(format!("payload is larger than the limit of {limit} bytes"))
     })?;
     // The body is read before the name is judged, so a client still sending gets an answer.
-    let name = FunctionName::parse(name)?;
+    let qualified = Qualified::parse(&name, query.qualifier.as_deref())?;
+    let name = qualified.name;
     let record = load_record(&state, &name).await?;
+    // An unknown qualifier is refused before anything is claimed or published.
+    if qualified.qualifier.is_some() {
+        resolve(&record, qualified.qualifier.as_deref(), "")?;
+    }
     let respond_async = parse_flag(query.respond_async.as_deref(), "async")?
         || headers
             .get_all("prefer")
@@ -190,6 +196,7 @@ async fn invoke_traced(
                 &state,
                 &name,
                 &record,
+                qualified.qualifier.as_deref(),
                 &headers,
                 &traceparent,
                 events,
@@ -238,12 +245,13 @@ async fn invoke_traced(
         ))
         .await?;
     }
+    let version = job_version(&resolve(&record, qualified.qualifier.as_deref(), &id)?);
     // Register before publishing, so the result cannot arrive unseen.
     let registration = (!respond_async).then(|| state.waiter.register(&id));
     let job = Job {
         reply_to: registration.as_ref().map(|r| r.reply_to.as_str()),
         function: &name,
-        version: &record.version,
+        version: &version,
         id: &id,
         created_at_ms,
         traceparent: &traceparent,
@@ -337,6 +345,7 @@ async fn submit_event_batch(
     state: &AppState,
     name: &str,
     record: &FunctionRecord,
+    qualifier: Option<&str>,
     headers: &HeaderMap,
     traceparent: &str,
     events: Vec<cloudevents::Event>,
@@ -369,10 +378,11 @@ async fn submit_event_batch(
             extra_headers.push((h::CLOUDEVENT.to_string(), attributes));
             async move {
                 let (id, created_at_ms, _) = claim_kv_key(state, &kv_key).await?;
+                let version = job_version(&resolve(record, qualifier, &id)?);
                 let job = Job {
                     reply_to: None,
                     function: name,
-                    version: &record.version,
+                    version: &version,
                     id: &id,
                     created_at_ms,
                     traceparent,
@@ -529,7 +539,7 @@ pub async fn get_invocation(
     State(state): Shared,
     id: InvocationId,
 ) -> Result<Json<Invocation>, ApiError> {
-    Ok(Json(match find_invocation(&state, &id).await? {
+    let mut view = match find_invocation(&state, &id).await? {
         Ok(outcome) => {
             let mut view = invocation_view(&outcome.meta, &outcome.body);
             if outcome.meta.status.is_terminal() {
@@ -538,7 +548,11 @@ pub async fn get_invocation(
             view
         }
         Err(accepted) => queued_view(&id, &accepted.function, accepted.created_at_ms),
-    }))
+    };
+    if let Some(version) = &view.version {
+        view.version_number = crate::registry::version_number(&state, &view.function, version);
+    }
+    Ok(Json(view))
 }
 
 /// The log lines the function wrote through the host during its latest attempt (at most

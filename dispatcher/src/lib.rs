@@ -18,6 +18,7 @@ pub mod health;
 pub mod index;
 pub mod index_service;
 pub mod invocations;
+pub mod lambda;
 pub mod limits;
 pub mod metrics;
 pub mod queries;
@@ -27,11 +28,13 @@ pub mod registry;
 pub mod routes;
 pub mod schedules;
 pub mod secrets;
+pub mod sigv4;
 pub mod sketch;
 pub mod submit;
 pub mod tls;
 pub mod triggers;
 pub mod ui;
+pub mod versions;
 pub mod view;
 pub mod waiter;
 pub mod web;
@@ -86,6 +89,8 @@ pub struct DispatcherConfig {
     pub destinations: destinations::DeliveryConfig,
     /// The trace viewer's link for a trace id (`{trace_id}` is replaced), shown by the console.
     pub trace_url: Option<String>,
+    /// How many of a function's newest versions a deploy keeps (aliased ones are always kept).
+    pub keep_versions: usize,
 }
 
 /// State shared by every request.

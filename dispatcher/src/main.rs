@@ -85,6 +85,10 @@ struct Args {
     /// The longest one destination or callback POST may take.
     #[arg(long, env = "SQUALL_DESTINATION_TIMEOUT_MS", default_value_t = 10_000)]
     destination_timeout_ms: u64,
+    /// How many of a function's newest versions are kept; older ones are deleted at a deploy
+    /// unless an alias points at them.
+    #[arg(long, env = "SQUALL_KEEP_VERSIONS", default_value_t = squall_dispatcher::versions::DEFAULT_KEEP_VERSIONS)]
+    keep_versions: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -214,6 +218,7 @@ fn main() -> std::process::ExitCode {
             ..Default::default()
         },
         trace_url: args.trace_url,
+        keep_versions: args.keep_versions,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -308,7 +308,12 @@ pub async fn list(
         limit,
         cursor,
     };
-    ask_typed(&state, query).await
+    let Json(mut page): Json<InvocationPage> = ask_typed(&state, query).await?;
+    for item in &mut page.items {
+        item.version_number =
+            crate::registry::version_number(&state, &item.function, &item.version);
+    }
+    Ok(Json(page))
 }
 
 /// Count, error rate and latest-attempt duration percentiles of a function's invocations

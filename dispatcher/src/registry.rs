@@ -90,6 +90,12 @@ impl RegistryCache {
     }
 }
 
+/// The number of `function`'s version `version` (`sha256:<hex>`), from the cached registry;
+/// `None` when the function or the version is gone.
+pub fn version_number(state: &AppState, function: &str, version: &str) -> Option<u32> {
+    state.registry.get(function)?.version_number(version)
+}
+
 /// The deployed record of `name`: from the cache, else from the bucket; `404
 /// function_not_found` when it is not deployed.
 pub async fn load_record(

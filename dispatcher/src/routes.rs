@@ -3,7 +3,7 @@
 //! paths, schemas and security entries.
 
 use crate::auth::{Access, Scope};
-use crate::{auth, destinations, secrets, triggers, ui, web, AppState};
+use crate::{auth, destinations, lambda, secrets, triggers, ui, versions, web, AppState};
 use crate::{batch, cancel, dlq, fleet, functions, health, invocations, queries, schedules};
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -58,6 +58,9 @@ fn groups(metrics_open: bool, deploy_limit: usize) -> Vec<(Access, Routes)> {
     let mut read = Routes::new()
         .routes(routes!(functions::list_functions))
         .routes(routes!(functions::get_function))
+        .routes(routes!(versions::list_versions))
+        .routes(routes!(versions::list_aliases))
+        .routes(routes!(versions::get_alias))
         .routes(routes!(queries::stats))
         .routes(routes!(queries::usage))
         .routes(routes!(fleet::get));
@@ -80,6 +83,9 @@ fn groups(metrics_open: bool, deploy_limit: usize) -> Vec<(Access, Routes)> {
     let admin = Routes::new()
         .routes(deploy)
         .routes(routes!(functions::delete_function))
+        .routes(routes!(versions::delete_version))
+        .routes(routes!(versions::put_alias, versions::delete_alias))
+        .routes(routes!(versions::rollback_alias))
         .routes(routes!(secrets::put, secrets::get, secrets::delete))
         .routes(routes!(destinations::list))
         .routes(routes!(destinations::replay))
@@ -211,7 +217,9 @@ fn build(state: Option<&Arc<AppState>>, metrics_open: bool) -> (Router<Arc<AppSt
         }
     }
     doc.merge(web_doc);
-    let router = router.merge(web::router());
+    // The Lambda-compatible API checks SigV4 itself and follows Lambda's contract, so it stays
+    // out of this document.
+    let router = router.merge(web::router()).merge(lambda::router());
     let scheme = HttpBuilder::new()
         .scheme(HttpAuthScheme::Bearer)
         .description(Some(

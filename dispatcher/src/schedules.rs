@@ -7,9 +7,10 @@
 //! One durable consumer, shared by every dispatcher, turns each tick into one invocation.
 
 use crate::error::ApiError;
-use crate::extract::{ApiJson, FunctionName, Name, OfSchedule};
+use crate::extract::{ApiJson, Name, OfSchedule};
 use crate::registry::load_record;
 use crate::submit::{new_traceparent, submit, Job};
+use crate::versions::{job_version, resolve, Qualified};
 use crate::view::rfc3339;
 use crate::AppState;
 use axum::body::Bytes;
@@ -207,7 +208,10 @@ pub async fn put(
 ) -> Result<Json<Schedule>, ApiError> {
     let name = name.as_str();
     let spec = CronSpec::parse(&body.cron, body.timezone.as_deref()).map_err(cron_error)?;
-    load_record(&state, &FunctionName::parse(body.function.clone())?).await?;
+    // `name:alias` is kept as given and resolved at each tick.
+    let target = Qualified::parse(&body.function, None)?;
+    let function = load_record(&state, &target.name).await?;
+    resolve(&function, target.qualifier.as_deref(), "")?;
     let payload = body
         .payload
         .as_ref()
@@ -354,12 +358,21 @@ async fn dispatch_ticks(state: &AppState) -> anyhow::Result<()> {
             .and_then(|hs| hs.get(h::FUNCTION))
             .map(|v| v.as_str().to_string())
             .unwrap_or_default();
-        let loaded = match FunctionName::parse(function.clone()) {
-            Ok(checked) => load_record(state, &checked).await,
+        let id = squall_broker::record::event_invocation_id(
+            published_ms,
+            &tick_subject(&name),
+            sequence,
+        );
+        let loaded = match Qualified::parse(&function, None) {
+            Ok(target) => match load_record(state, &target.name).await {
+                Ok(record) => resolve(&record, target.qualifier.as_deref(), &id)
+                    .map(|version| (target.name.into_string(), job_version(&version))),
+                Err(error) => Err(error),
+            },
             Err(error) => Err(error),
         };
-        let record = match loaded {
-            Ok(record) => record,
+        let (function, version) = match loaded {
+            Ok(found) => found,
             Err(error) => {
                 // A tick of a function that is gone has nothing to run.
                 tracing::warn!(message = "dropping a tick: its function is not deployed",
@@ -368,15 +381,10 @@ async fn dispatch_ticks(state: &AppState) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let id = squall_broker::record::event_invocation_id(
-            published_ms,
-            &tick_subject(&name),
-            sequence,
-        );
         let traceparent = new_traceparent();
         let job = Job {
             function: &function,
-            version: &record.version,
+            version: &version,
             id: &id,
             created_at_ms: published_ms,
             traceparent: &traceparent,

@@ -9,9 +9,10 @@
 
 use crate::cloudevents;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, FunctionName, Name, OfTrigger};
+use crate::extract::{ApiJson, Name, OfTrigger};
 use crate::registry::load_record;
 use crate::submit::{claim_kv_key, event_key, new_traceparent, submit, Job};
+use crate::versions::{job_version, resolve, Qualified};
 use crate::view::rfc3339;
 use crate::AppState;
 use async_nats::jetstream::{kv, AckKind};
@@ -186,7 +187,10 @@ pub async fn put(
             ))
         }
     };
-    load_record(&state, &FunctionName::parse(body.function.clone())?).await?;
+    // `name:alias` is kept as given and resolved at each event.
+    let target = Qualified::parse(&body.function, None)?;
+    let function = load_record(&state, &target.name).await?;
+    resolve(&function, target.qualifier.as_deref(), "")?;
     let record = TriggerRecord {
         name: name.clone(),
         function: body.function,
@@ -392,7 +396,8 @@ async fn submit_event(
         .info()
         .map_err(|e| ApiError::internal("event without stream info", e))?;
     let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as u64;
-    let function = load_record(state, &FunctionName::parse(record.function.clone())?).await?;
+    let target = Qualified::parse(&record.function, None)?;
+    let function = load_record(state, &target.name).await?;
     let subject = message.subject.as_str();
     let mut extra = vec![(h::TRIGGER.to_string(), record.name.clone())];
     let mut claim = None;
@@ -469,9 +474,10 @@ async fn submit_event(
         .map(|v| v.as_str().to_string())
         .filter(|t| squall_telemetry::context_is_valid(t))
         .unwrap_or_else(new_traceparent);
+    let version = job_version(&resolve(&function, target.qualifier.as_deref(), &id)?);
     let job = Job {
-        function: &record.function,
-        version: &function.version,
+        function: target.name.as_str(),
+        version: &version,
         id: &id,
         created_at_ms,
         traceparent: &traceparent,

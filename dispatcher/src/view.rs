@@ -23,6 +23,13 @@ pub fn function_view(record: &FunctionRecord) -> Function {
         name: record.name.clone(),
         version: record.version.clone(),
         sha256: record.sha256.clone(),
+        version_number: record.versions.latest,
+        aliases: record
+            .versions
+            .aliases
+            .iter()
+            .map(|(name, alias)| (name.clone(), alias.target.version))
+            .collect(),
         artifact_size: record.artifact_size,
         deployed_at: rfc3339(record.deployed_at_ms),
         config: record.spec(),
@@ -54,6 +61,7 @@ pub fn invocation_view(meta: &ResultMeta, body: &[u8]) -> Invocation {
         invocation_id: meta.invocation_id.clone(),
         function: meta.function.clone(),
         version: Some(meta.version.clone()),
+        version_number: None,
         status: meta.status,
         attempts: meta.attempt,
         output,
@@ -79,6 +87,7 @@ pub fn queued_view(id: &str, function: &str, created_at_ms: u64) -> Invocation {
         invocation_id: id.to_string(),
         function: function.to_string(),
         version: None,
+        version_number: None,
         status: InvocationStatus::Queued,
         attempts: 0,
         output: None,
@@ -101,6 +110,7 @@ pub fn summary_view(id: &str, entry: &Entry) -> InvocationSummary {
         invocation_id: id.to_string(),
         function: entry.function.clone(),
         version: entry.version.clone(),
+        version_number: None,
         status: entry.status,
         attempts: entry.attempts,
         error_kind: entry.error_kind.as_deref().and_then(ErrorKind::parse),

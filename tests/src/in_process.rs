@@ -81,6 +81,7 @@ impl App {
             trace_url: None,
             tls: None,
             destinations: Default::default(),
+            keep_versions: squall_dispatcher::versions::DEFAULT_KEEP_VERSIONS,
         };
         edit(&mut config);
         let state = squall_dispatcher::connect(config)
