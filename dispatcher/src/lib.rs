@@ -93,6 +93,39 @@ pub struct DispatcherConfig {
     pub keep_versions: usize,
 }
 
+impl Default for DispatcherConfig {
+    /// The binary's defaults: a local broker, loopback HTTP, no keys, the default limits.
+    fn default() -> Self {
+        let max_payload = squall_broker::env::DEFAULT_MAX_PAYLOAD;
+        let mut topology = TopologyConfig::default();
+        topology.max_message_size = (max_payload + 64 * 1024) as i32;
+        Self {
+            nats_url: squall_broker::env::DEFAULT_NATS_URL.to_string(),
+            nats_auth: squall_broker::connect::NatsAuth::default(),
+            http_addr: squall_broker::env::DEFAULT_HTTP_ADDR
+                .parse()
+                .expect("the default HTTP address parses"),
+            data_dir: PathBuf::from(".squall/dispatcher"),
+            max_payload,
+            max_artifact: squall_broker::env::DEFAULT_MAX_ARTIFACT,
+            batch: batch::BatchLimits::default(),
+            max_wait: Duration::from_secs(300),
+            publish: squall_broker::publish::PublishPolicy::default(),
+            replicas: None,
+            topology,
+            rebuild_index: false,
+            query_index: true,
+            bucket_retention: Duration::from_secs(30 * 24 * 3600),
+            admin_key: None,
+            metrics_open: true,
+            tls: None,
+            destinations: destinations::DeliveryConfig::default(),
+            trace_url: None,
+            keep_versions: versions::DEFAULT_KEEP_VERSIONS,
+        }
+    }
+}
+
 /// State shared by every request.
 pub struct AppState {
     pub config: DispatcherConfig,

@@ -7,7 +7,6 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use squall_dispatcher::{AppState, DispatcherConfig};
 use std::sync::Arc;
-use std::time::Duration;
 use tower::ServiceExt as _;
 
 /// A dispatcher's state and router in this process, with its nats-server.
@@ -60,28 +59,11 @@ impl App {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = DispatcherConfig {
             nats_url: nats.url.clone(),
-            nats_auth: Default::default(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("dispatcher"),
-            max_payload: squall_broker::env::DEFAULT_MAX_PAYLOAD,
-            max_artifact: squall_broker::env::DEFAULT_MAX_ARTIFACT,
-            batch: squall_dispatcher::batch::BatchLimits {
-                max_lines: squall_dispatcher::batch::DEFAULT_MAX_BATCH_LINES,
-                max_bytes: squall_dispatcher::batch::DEFAULT_MAX_BATCH_BYTES,
-            },
-            max_wait: Duration::from_secs(300),
-            publish: squall_broker::publish::PublishPolicy::with_budget(Duration::from_secs(15)),
             replicas: Some(1),
             topology: Default::default(),
-            rebuild_index: false,
-            query_index: true,
-            bucket_retention: Duration::from_secs(30 * 24 * 3600),
-            admin_key: None,
-            metrics_open: true,
-            trace_url: None,
-            tls: None,
-            destinations: Default::default(),
-            keep_versions: squall_dispatcher::versions::DEFAULT_KEEP_VERSIONS,
+            ..DispatcherConfig::default()
         };
         edit(&mut config);
         let state = squall_dispatcher::connect(config)
