@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use squall_broker::env;
-use squall_dispatcher::batch;
+use squall_dispatcher::api::batch;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -87,7 +87,7 @@ struct Args {
     destination_timeout_ms: u64,
     /// How many of a function's newest versions are kept; older ones are deleted at a deploy
     /// unless an alias points at them.
-    #[arg(long, env = "SQUALL_KEEP_VERSIONS", default_value_t = squall_dispatcher::versions::DEFAULT_KEEP_VERSIONS)]
+    #[arg(long, env = "SQUALL_KEEP_VERSIONS", default_value_t = squall_dispatcher::core::versions::DEFAULT_KEEP_VERSIONS)]
     keep_versions: usize,
 }
 
@@ -212,7 +212,7 @@ fn main() -> std::process::ExitCode {
         admin_key,
         metrics_open: !args.metrics_auth,
         tls: args.tls_cert.zip(args.tls_key),
-        destinations: squall_dispatcher::destinations::DeliveryConfig {
+        destinations: squall_dispatcher::events::destinations::DeliveryConfig {
             retry_for: Duration::from_millis(args.destination_retry_ms),
             try_timeout: Duration::from_millis(args.destination_timeout_ms),
             ..Default::default()
@@ -273,10 +273,10 @@ fn admin_key() -> Result<Option<String>, String> {
         (key, None) | (None, key) => key,
     };
     match key {
-        Some(key) if key.len() < squall_dispatcher::auth::MIN_KEY_LEN => Err(format!(
+        Some(key) if key.len() < squall_dispatcher::http::auth::MIN_KEY_LEN => Err(format!(
             "the admin key is {} characters long; use at least {} (for example `openssl rand -hex 32`)",
             key.len(),
-            squall_dispatcher::auth::MIN_KEY_LEN
+            squall_dispatcher::http::auth::MIN_KEY_LEN
         )),
         key => Ok(key),
     }

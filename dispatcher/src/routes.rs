@@ -2,9 +2,14 @@
 //! invoke, admin), whose layer checks the key, and from which the OpenAPI document takes its
 //! paths, schemas and security entries.
 
-use crate::auth::{Access, Scope};
-use crate::{auth, destinations, lambda, secrets, triggers, ui, versions, web, AppState};
-use crate::{batch, cancel, dlq, fleet, functions, health, invocations, queries, schedules};
+use crate::api::{batch, cancel, fleet, functions, health, invocations, queries, secrets};
+use crate::compat::{lambda, web};
+use crate::core::versions;
+use crate::events::dlq;
+use crate::events::{destinations, schedules, triggers};
+use crate::http::auth::{Access, Scope};
+use crate::http::{auth, ui};
+use crate::AppState;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use std::sync::Arc;
@@ -244,10 +249,10 @@ pub fn app(state: Arc<AppState>) -> Router {
     let (router, _) = build(Some(&state), state.keys.metrics_open);
     router
         .fallback(health::not_found)
-        .layer(axum::middleware::from_fn(crate::limits::headers))
+        .layer(axum::middleware::from_fn(crate::http::limits::headers))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::metrics::track,
+            crate::core::metrics::track,
         ))
         .with_state(state)
 }

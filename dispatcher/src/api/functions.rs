@@ -1,0 +1,352 @@
+//! The function routes: deploy (multipart or a bare artifact), list, show and delete.
+
+use crate::core::artifact::validate_artifact;
+use crate::core::registry::load_record;
+use crate::core::versions::modify;
+use crate::core::view::function_view;
+use crate::http::error::ApiError;
+use crate::http::extract::FunctionName;
+use crate::http::limits::read_limited;
+use crate::AppState;
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use squall_api::functions::{DeployForm, Function, FunctionList};
+use squall_api::invocations::Binary;
+use squall_api::ErrorBody;
+use squall_broker::names::{artifact_key, consumer_name};
+use squall_broker::time::now_ms;
+use squall_broker::{FunctionRecord, FunctionSpec};
+use std::sync::Arc;
+use std::time::Duration;
+
+type Shared = State<Arc<AppState>>;
+
+/// The `{name}` parameter of a function route.
+pub(crate) const NAME: &str = "Function name: 1 to 64 ASCII letters, digits, '-' or '_'.";
+
+/// The artifact and spec of a deploy request, from either body form.
+struct DeployParts {
+    artifact: bytes::Bytes,
+    config: Option<bytes::Bytes>,
+}
+
+async fn deploy_parts(state: &Arc<AppState>, request: Request) -> Result<DeployParts, ApiError> {
+    let limit = state.config.max_artifact;
+    let too_large = || {
+        ApiError::too_large(format!(
+            "artifact is larger than the limit of {limit} bytes"
+        ))
+    };
+    let is_multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if !is_multipart {
+        let artifact = read_limited(request.into_body(), limit)
+            .await
+            .map_err(|_| too_large())?;
+        return Ok(DeployParts {
+            artifact,
+            config: None,
+        });
+    }
+    let mut multipart = Multipart::from_request(request, state)
+        .await
+        .map_err(|e| ApiError::bad_request("bad_multipart", e.body_text()))?;
+    let mut artifact = None;
+    let mut config = None;
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
+            Err(e) => return Err(ApiError::bad_request("bad_multipart", e.body_text())),
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        let data = match field.bytes().await {
+            Ok(data) => data,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
+            Err(e) => return Err(ApiError::bad_request("bad_multipart", e.body_text())),
+        };
+        match name.as_str() {
+            "artifact" => artifact = Some(data),
+            "config" => config = Some(data),
+            other => {
+                return Err(ApiError::bad_request(
+                    "bad_multipart",
+                    format!(
+                    "unexpected part {other:?}; expected \"artifact\" and optionally \"config\""
+                ),
+                ))
+            }
+        }
+    }
+    let artifact = artifact.ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_multipart",
+            "the multipart body has no \"artifact\" part",
+        )
+    })?;
+    Ok(DeployParts { artifact, config })
+}
+
+/// Deploy (create or update) a function: a multipart body with an `artifact` part and an
+/// optional JSON `config` part, or the bare artifact.
+#[utoipa::path(put, path = "/v1/functions/{name}", tag = "functions",
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    request_body(content(
+        (DeployForm = "multipart/form-data"),
+        (Binary = "application/octet-stream"))),
+    responses(
+        (status = 201, description = "Deployed; `warnings` names risky settings such as a web function without a key.", body = Function),
+        (status = 400, description = "Invalid name, or not a loadable artifact (not ELF, truncated, wrong architecture, no squall_abi_version export), or a malformed multipart body.", body = ErrorBody),
+        (status = 413, description = "The artifact is larger than the limit.", body = ErrorBody),
+        (status = 422, description = "Invalid spec (unknown field, value out of range, a destination that is neither an http(s) URL nor a subject Squall may publish to).", body = ErrorBody),
+        (status = 503, description = "The broker is unavailable.", body = ErrorBody)))]
+pub async fn deploy(
+    State(state): Shared,
+    Path(name): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    // Read the body before judging the name, so a client still sending gets an answer, not a
+    // reset connection.
+    let parts = deploy_parts(&state, request).await?;
+    let name = FunctionName::parse(name)?;
+    let spec = match &parts.config {
+        None => FunctionSpec::default(),
+        Some(bytes) => FunctionSpec::from_json(bytes).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_spec",
+                e.to_string(),
+            )
+        })?,
+    };
+    crate::events::destinations::check_subjects(&spec)?;
+    validate_artifact(&parts.artifact)
+        .map_err(|e| ApiError::bad_request("invalid_artifact", e.to_string()))?;
+    let sha = hex::encode(Sha256::digest(&parts.artifact));
+    let key = artifact_key(&sha);
+    let store = &state.topology.artifacts;
+    if store.info(&key).await.is_err() {
+        let mut reader = parts.artifact.as_ref();
+        store
+            .put(key.as_str(), &mut reader)
+            .await
+            .map_err(|e| ApiError::broker("cannot store the artifact", e))?;
+    }
+    squall_broker::ensure_function_consumer(
+        &state.topology.jobs,
+        &name,
+        &spec,
+        &state.config.topology,
+    )
+    .await
+    .map_err(|e| ApiError::broker("cannot create the function's consumer", e))?;
+    let size = parts.artifact.len() as u64;
+    let (record, had_destinations) = write_deploy(&state, &name, &sha, size, &spec).await?;
+    // The destinations consumer follows the function's results from now on (or stops).
+    if had_destinations || record.destinations.is_some() {
+        // Boxed: a large future, polled on the caller's stack.
+        Box::pin(crate::events::destinations::sync_filter(&state)).await?;
+    }
+    tracing::info!(message = "function deployed", function = %name, version = %record.version);
+    let mut view = function_view(&record);
+    view.warnings = deploy_warnings(&name, &spec);
+    view.destination_secret = Some(record.destination_secret.clone());
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// Writes the record of a deploy: new content becomes the next numbered version (and
+/// `$LATEST`), identical content none; the function's secrets, older versions and aliases stay,
+/// and the versions beyond the dispatcher's `keep_versions` go (never an aliased one). Dropped
+/// versions' artifacts stay in the object store: another function may share them. The
+/// destination secret is made at the first deploy and kept. Also answers whether the previous
+/// record had destinations.
+async fn write_deploy(
+    state: &AppState,
+    name: &FunctionName,
+    sha: &str,
+    size: u64,
+    spec: &FunctionSpec,
+) -> Result<(FunctionRecord, bool), ApiError> {
+    let keep = state.config.keep_versions;
+    let new_secret = crate::events::destinations::new_secret();
+    for _ in 0..5 {
+        let mut fresh = FunctionRecord::new(name, sha, size, now_ms(), spec);
+        fresh.destination_secret = new_secret.clone();
+        let mut had_destinations = false;
+        let changed = modify(state, name, |previous| {
+            let mut next = fresh.clone();
+            next.secrets_json = previous.secrets_json.clone();
+            had_destinations = previous.destinations.is_some();
+            if !previous.destination_secret.is_empty() {
+                next.destination_secret = previous.destination_secret.clone();
+            }
+            next.versions = previous.versions.clone();
+            if !next.versions.deploy(sha, size, next.deployed_at_ms) {
+                next.deployed_at_ms = previous.deployed_at_ms;
+            }
+            let dropped = next.versions.retain(keep);
+            if let Some(latest) = next.versions.latest().cloned() {
+                next.set_current(&latest);
+            }
+            *previous = next;
+            Ok(dropped)
+        })
+        .await;
+        match changed {
+            Ok((record, dropped)) => {
+                if !dropped.is_empty() {
+                    tracing::info!(message = "old versions dropped", function = %name, ?dropped);
+                }
+                return Ok((record, had_destinations));
+            }
+            Err(e) if e.status == StatusCode::NOT_FOUND => {}
+            Err(e) => return Err(e),
+        }
+        match state
+            .topology
+            .registry
+            .create(name.as_str(), fresh.encode().into())
+            .await
+        {
+            Ok(revision) => {
+                state.registry.put(revision, fresh.clone());
+                return Ok((fresh, false));
+            }
+            // Deployed by someone else in between: add this deploy to theirs.
+            Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(ApiError::broker("cannot write the function registry", e)),
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "concurrent_change",
+        format!("{name} changed too often while being deployed; try again"),
+    ))
+}
+
+/// What a deploy answer warns about: a web function anyone may call.
+fn deploy_warnings(name: &str, spec: &FunctionSpec) -> Vec<String> {
+    match &spec.web {
+        Some(web) if web.auth == squall_api::WebAuth::None => {
+            let limit = match web.rate_per_s {
+                Some(rate) => format!("at most {rate} requests per second per client address"),
+                None => "with no rate limit (set web.rate_per_s)".to_string(),
+            };
+            vec![format!(
+                "web.auth is \"none\": anyone who can reach the dispatcher may call /function/{name} \
+                 without a key, {limit}; the function must check its callers itself (a signature, a token)"
+            )]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// List deployed functions.
+#[utoipa::path(get, path = "/v1/functions", tag = "functions", responses(
+    (status = 200, description = "All functions, by name.", body = FunctionList),
+    (status = 503, description = "The broker is unavailable.", body = ErrorBody)))]
+pub async fn list_functions(State(state): Shared) -> Result<Json<FunctionList>, ApiError> {
+    let mut keys = state
+        .topology
+        .registry
+        .keys()
+        .await
+        .map_err(|e| ApiError::broker("cannot list the function registry", e))?;
+    let mut names = Vec::new();
+    while let Some(key) = keys.next().await {
+        names.push(key.map_err(|e| ApiError::broker("cannot list the function registry", e))?);
+    }
+    names.sort();
+    let mut functions = Vec::new();
+    for name in names {
+        let Ok(name) = FunctionName::parse(name) else {
+            continue;
+        };
+        match load_record(&state, &name).await {
+            Ok(record) => functions.push(function_view(&record)),
+            // Deleted between the listing and the read.
+            Err(e) if e.status == StatusCode::NOT_FOUND => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Json(FunctionList { functions }))
+}
+
+/// Show a function.
+#[utoipa::path(get, path = "/v1/functions/{name}", tag = "functions",
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    responses(
+        (status = 200, description = "The function.", body = Function),
+        (status = 400, description = "Invalid name.", body = ErrorBody),
+        (status = 404, description = "Not deployed.", body = ErrorBody)))]
+pub async fn get_function(
+    State(state): Shared,
+    name: FunctionName,
+) -> Result<Json<Function>, ApiError> {
+    Ok(Json(function_view(&load_record(&state, &name).await?)))
+}
+
+/// Remove a function: running jobs finish, queued ones become dead letters.
+#[utoipa::path(delete, path = "/v1/functions/{name}", tag = "functions",
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, description = "Invalid name.", body = ErrorBody),
+        (status = 404, description = "Not deployed.", body = ErrorBody)))]
+pub async fn delete_function(
+    State(state): Shared,
+    name: FunctionName,
+) -> Result<Response, ApiError> {
+    let record = load_record(&state, &name).await?;
+    state
+        .topology
+        .registry
+        .delete(&name)
+        .await
+        .map_err(|e| ApiError::broker("cannot delete from the function registry", e))?;
+    state.registry.remove(&name, u64::MAX);
+    // Workers stop pulling once they see the delete; let the jobs they are running finish (up
+    // to the function's timeout, at most 30 s) so that those end with their own result.
+    let drain = Duration::from_millis(record.timeout_ms).min(Duration::from_secs(30))
+        + Duration::from_secs(1);
+    let deadline = tokio::time::Instant::now() + drain;
+    while tokio::time::Instant::now() < deadline {
+        match state
+            .topology
+            .jobs
+            .consumer_info(consumer_name(&name))
+            .await
+        {
+            Ok(info) if info.num_ack_pending > 0 => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            _ => break,
+        }
+    }
+    if let Err(error) =
+        squall_broker::topology::delete_function_consumer(&state.topology.jobs, &name).await
+    {
+        tracing::warn!(message = "cannot delete the function's consumer", function = %name, error = %error);
+    }
+    // Jobs still queued can no longer run: they become dead letters (replayable after a
+    // redeploy) instead of waiting forever.
+    match crate::events::dlq::sweep_deleted_function(&state, &name).await {
+        Ok(0) => {}
+        Ok(moved) => {
+            tracing::info!(message = "queued jobs of a deleted function dead-lettered", function = %name, moved)
+        }
+        Err(error) => {
+            tracing::warn!(message = "cannot dead-letter the deleted function's queued jobs", function = %name, %error)
+        }
+    }
+    tracing::info!(message = "function deleted", function = %name);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,73 @@
+//! The open routes: the probes, metrics, the OpenAPI document, and the answer to unknown routes.
+
+use crate::http::error::ApiError;
+use crate::AppState;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use squall_api::invocations::Health;
+use squall_api::ErrorBody;
+use std::sync::Arc;
+
+type Shared = State<Arc<AppState>>;
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "probes",
+    responses((status = 200, description = "The process is up.", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// Readiness: connected to NATS with the topology ensured.
+#[utoipa::path(get, path = "/readyz", tag = "probes", responses(
+    (status = 200, description = "Ready.", body = Health),
+    (status = 503, description = "Not connected to NATS.", body = ErrorBody)))]
+pub async fn readyz(State(state): Shared) -> Result<Json<Health>, ApiError> {
+    match state.client.connection_state() {
+        async_nats::connection::State::Connected => Ok(Json(Health {
+            status: "ready".into(),
+        })),
+        other => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("NATS connection is {other}"),
+        )),
+    }
+}
+
+/// Prometheus metrics of this dispatcher, and per-function backlog and in-flight jobs.
+#[utoipa::path(get, path = "/metrics", tag = "probes", responses(
+    (status = 200, description = "Prometheus text format.", body = String, content_type = "text/plain")))]
+pub async fn metrics(State(state): Shared) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::core::metrics::CONTENT_TYPE)],
+        crate::core::metrics::scrape(&state).await,
+    )
+        .into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "probes", responses(
+    (status = 200, description = "The OpenAPI document.", body = Object)))]
+pub async fn openapi(State(state): Shared) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi.clone(),
+    )
+        .into_response()
+}
+
+/// A route nobody declared: 404 to a caller with a valid key (or when keys are off), 401 to
+/// anyone else, who learns nothing about which routes exist.
+pub async fn not_found(State(state): Shared, request: Request) -> Response {
+    if let Err(refused) =
+        crate::http::auth::check(&state, &request, crate::http::auth::Access::AnyKey)
+    {
+        return refused.into_response();
+    }
+    ApiError::not_found("route_not_found", "no such route; see GET /v1/openapi.json")
+        .into_response()
+}

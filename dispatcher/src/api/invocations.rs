@@ -1,0 +1,650 @@
+//! The invocation routes: invoke (synchronous or not), and an invocation's state, output and
+//! logs, read from the local index and RESULTS.
+
+use crate::core::cloudevents;
+use crate::core::registry::load_record;
+use crate::core::submit::{
+    checked_idempotency_key, claim_kv_key, event_key, forwarded_headers, is_valid_traceparent,
+    new_traceparent, submit, Job, IDEMPOTENCY_KEY,
+};
+use crate::core::versions::{job_version, resolve, Qualified};
+use crate::core::view::{invocation_view, queued_view};
+use crate::core::waiter::Outcome;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiQuery, InvocationId};
+use crate::http::limits::read_limited;
+use crate::index::Accepted;
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use sha2::{Digest, Sha256};
+use squall_api::invocations::Binary;
+use squall_api::invocations::{
+    Accepted as AcceptedView, CloudEventBatchAccepted, Invocation, InvocationLogs, InvokeAccepted,
+    InvokeParams, StructuredCloudEvent,
+};
+use squall_api::ErrorBody;
+use squall_broker::names::results_subject;
+use squall_broker::time::now_ms;
+use squall_broker::{headers as h, FunctionRecord, InvocationStatus, ResultMeta};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument as _;
+
+type Shared = State<Arc<AppState>>;
+
+/// Added to the default wait for the time a job spends queued and in transit.
+const WAIT_SLACK: Duration = Duration::from_secs(5);
+
+/// How long a synchronous invoke waits by default: every attempt's timeout plus the backoff
+/// between attempts, capped by the dispatcher's `max_wait`.
+pub fn default_wait(record: &FunctionRecord, max_wait: Duration) -> Duration {
+    let attempts = record.max_attempts.max(1);
+    // Room for queueing and delivery on top of the function's own time.
+    let mut total = Duration::from_millis(record.timeout_ms) * attempts + WAIT_SLACK;
+    for attempt in 1..attempts {
+        total += squall_broker::retry::retry_delay(&record.backoff, attempt, 0, 1.0);
+    }
+    total.min(max_wait)
+}
+
+fn parse_flag(value: Option<&str>, key: &str) -> Result<bool, ApiError> {
+    match value {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("") | Some("true") | Some("1") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("{key}={other:?} is not a boolean; use true or false"),
+        )),
+    }
+}
+
+/// Invoke a function: the body is its input. `Prefer: respond-async` (or `?async=true`)
+/// answers 202 at once; otherwise the answer waits for the outcome up to `wait`. The same
+/// `Idempotency-Key` gives the same invocation. Runs inside the `squall.invoke` span, which
+/// continues the caller's trace when the request carries a valid `traceparent`.
+#[utoipa::path(post, path = "/v1/functions/{name}/invocations", tag = "invocations",
+    params(("name" = String, Path, description = crate::core::versions::QUALIFIED_NAME, pattern = "^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,64})?$"), InvokeParams,
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key, same invocation (1 to 256 characters)."),
+        ("Prefer" = Option<String>, Header, description = "`respond-async` answers 202 at once."),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context to continue."),
+        ("X-Callback-Url" = Option<String>, Header, description = "An http(s) URL that receives the CloudEvent of this call's terminal state (a signed POST, like a destination's)."),
+        ("ce-specversion" = Option<String>, Header, description = "CloudEvents binary mode: `1.0`; with `ce-id`, `ce-source`, `ce-type` (and optionally `ce-subject`, `ce-time`, `ce-dataschema`, `ce-<extension>`) the body is the event's data and `Content-Type` its `datacontenttype`."),
+        ("ce-id" = Option<String>, Header, description = "CloudEvents binary mode: the event's id."),
+        ("ce-source" = Option<String>, Header, description = "CloudEvents binary mode: the event's source."),
+        ("ce-type" = Option<String>, Header, description = "CloudEvents binary mode: the event's type.")),
+    request_body(content(
+        (Binary = "application/octet-stream"),
+        (StructuredCloudEvent = "application/cloudevents+json"),
+        (Vec<StructuredCloudEvent> = "application/cloudevents-batch+json")),
+        description = "The function's input; or a CloudEvent (structured mode), whose data is the input; or a batch of them, one invocation each. A CloudEvent's `source` and `id` are its idempotency key when there is no `Idempotency-Key`."),
+    responses(
+        (status = 200, description = "Succeeded; the body is the function's output.", body = Binary, content_type = "application/octet-stream",
+            headers(("Squall-Invocation-Id" = String, description = "The invocation id."))),
+        (status = 202, description = "Accepted and not finished yet (async, or the wait ran out); a CloudEvents batch answers with every invocation.", body = InvokeAccepted,
+            headers(("Location" = String, description = "Where to read the invocation."))),
+        (status = 400, description = "Invalid name, query, Idempotency-Key or X-Callback-Url, or an invalid CloudEvent (`invalid_cloudevent`, with `attribute` naming the attribute at fault).", body = ErrorBody),
+        (status = 404, description = "Unknown function, version or alias.", body = ErrorBody),
+        (status = 413, description = "The payload is larger than the limit (default 1 MiB).", body = ErrorBody),
+        (status = 500, description = "The function failed terminally; `kind` says how.", body = ErrorBody),
+        (status = 503, description = "The broker did not acknowledge the job within the publish budget; retry after `Retry-After`.", body = ErrorBody),
+        (status = 504, description = "The function timed out terminally.", body = ErrorBody)))]
+pub async fn invoke(
+    state: Shared,
+    Path(name): Path<String>,
+    ApiQuery(query): ApiQuery<InvokeParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let span = tracing::info_span!(
+        "squall.invoke",
+        otel.kind = "server",
+        squall.function = %name,
+        squall.invocation_id = tracing::field::Empty,
+        squall.outcome = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let client_trace = headers.get(h::TRACEPARENT).and_then(|v| v.to_str().ok());
+    squall_telemetry::set_parent(
+        &span,
+        squall_telemetry::context_from_traceparent(client_trace),
+    );
+    let response = invoke_traced(state, name, query, headers, body)
+        .instrument(span.clone())
+        .await;
+    let status = match &response {
+        Ok(r) => r.status(),
+        Err(e) => e.status,
+    };
+    span.record("http.response.status_code", status.as_u16());
+    if let Some(outcome) = response
+        .as_ref()
+        .ok()
+        .and_then(|r| r.headers().get(h::STATUS))
+        .and_then(|v| v.to_str().ok())
+    {
+        span.record("squall.outcome", outcome);
+    }
+    response
+}
+
+async fn invoke_traced(
+    State(state): Shared,
+    name: String,
+    query: InvokeParams,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let limit = state.config.max_payload;
+    let payload = read_limited(body, limit).await.map_err(|_| {
+        ApiError::too_large(format!("payload is larger than the limit of {limit} bytes"))
+    })?;
+    // The body is read before the name is judged, so a client still sending gets an answer.
+    let qualified = Qualified::parse(&name, query.qualifier.as_deref())?;
+    let name = qualified.name;
+    let record = load_record(&state, &name).await?;
+    // An unknown qualifier is refused before anything is claimed or published.
+    if qualified.qualifier.is_some() {
+        resolve(&record, qualified.qualifier.as_deref(), "")?;
+    }
+    let respond_async = parse_flag(query.respond_async.as_deref(), "async")?
+        || headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+            });
+    let wait = match query.wait.as_deref() {
+        None => default_wait(&record, state.config.max_wait),
+        Some(text) => match text.parse::<f64>() {
+            Ok(secs) if secs.is_finite() && secs >= 0.0 => {
+                // Clamp before converting: a huge number of seconds does not fit a Duration.
+                Duration::from_secs_f64(secs.min(state.config.max_wait.as_secs_f64()))
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("wait={text:?} is not a number of seconds"),
+                ))
+            }
+        },
+    };
+    let traceparent = headers
+        .get(h::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_valid_traceparent(v))
+        .map(str::to_string)
+        .unwrap_or_else(new_traceparent);
+    let callback = callback_url(&headers)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let has_ce = headers
+        .keys()
+        .any(|n| cloudevents::is_binary_header(n.as_str()));
+    let event = match cloudevents::mode(content_type, has_ce) {
+        cloudevents::Mode::None => None,
+        cloudevents::Mode::Batch => {
+            let events = cloudevents::from_batch(&payload).map_err(invalid_event)?;
+            // Boxed: the batch's future would otherwise enlarge every invoke's.
+            return Box::pin(submit_event_batch(
+                &state,
+                &name,
+                &record,
+                qualified.qualifier.as_deref(),
+                &headers,
+                &traceparent,
+                events,
+            ))
+            .await;
+        }
+        cloudevents::Mode::Structured => {
+            Some(cloudevents::from_structured(&payload).map_err(invalid_event)?)
+        }
+        cloudevents::Mode::Binary => Some(
+            cloudevents::from_binary(
+                headers
+                    .iter()
+                    .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))),
+                content_type,
+                payload.clone(),
+            )
+            .map_err(invalid_event)?,
+        ),
+    };
+    let mut extra_headers = forwarded_headers(&headers);
+    let (payload, claim) = match &event {
+        Some(event) => {
+            extra_headers.push((
+                h::CLOUDEVENT.to_string(),
+                event.attributes.to_header().map_err(invalid_event)?,
+            ));
+            (
+                event.data.clone(),
+                Some(event_key(&name, &event.attributes)),
+            )
+        }
+        None => (payload, None),
+    };
+    let (id, created_at_ms, repeated) = match (headers.get(IDEMPOTENCY_KEY), claim) {
+        (Some(key), _) => claim_idempotency_key(&state, &name, key).await?,
+        // An event's source and id are its idempotency key when the caller gave none.
+        (None, Some(kv_key)) => claim_kv_key(&state, &kv_key).await?,
+        (None, None) => (uuid::Uuid::now_v7().to_string(), now_ms(), false),
+    };
+    tracing::Span::current().record("squall.invocation_id", id.as_str());
+    // A repeated idempotency key's invocation keeps the callback (and outcomes) it has.
+    if let Some(url) = callback.as_ref().filter(|_| !repeated) {
+        Box::pin(crate::events::destinations::register_callback(
+            &state, &name, &id, url,
+        ))
+        .await?;
+    }
+    let version = job_version(&resolve(&record, qualified.qualifier.as_deref(), &id)?);
+    // Register before publishing, so the result cannot arrive unseen.
+    let registration = (!respond_async).then(|| state.waiter.register(&id));
+    let job = Job {
+        reply_to: registration.as_ref().map(|r| r.reply_to.as_str()),
+        function: &name,
+        version: &version,
+        id: &id,
+        created_at_ms,
+        traceparent: &traceparent,
+        source: "http",
+        extra_headers,
+    };
+    // A repeated idempotency key publishes again with the same `Nats-Msg-Id`: JetStream drops it
+    // as a duplicate when the first publish happened, and accepts it when that one was lost.
+    submit(&state, job, payload).await?;
+    let Some(mut registration) = registration else {
+        return Ok(accepted(&id, InvocationStatus::Queued, None));
+    };
+    // A repeated key's job carries the first request's reply subject: follow the result
+    // subject instead, then look at what RESULTS already holds.
+    let mut followed = None;
+    if repeated {
+        followed = state.waiter.follow(&name, &id).await;
+        if let Some(outcome) = lookup_result(&state, &id, Some(&name)).await? {
+            if outcome.meta.status.is_terminal() {
+                return Ok(terminal_response(outcome));
+            }
+        }
+    }
+    let outcome = match state.waiter.wait(&mut registration, followed, wait).await {
+        Some(outcome) => Some(outcome),
+        None => lookup_result(&state, &id, Some(&name))
+            .await?
+            .filter(|o| o.meta.status.is_terminal()),
+    };
+    match outcome {
+        Some(outcome) => {
+            forget(&state, &id);
+            state.metrics.sync_outcome(&name, outcome.meta.status);
+            Ok(terminal_response(outcome))
+        }
+        None => {
+            let status = match lookup_result(&state, &id, Some(&name)).await? {
+                Some(o) => o.meta.status,
+                None => InvocationStatus::Queued,
+            };
+            Ok(accepted(&id, status, None))
+        }
+    }
+}
+
+/// Maps `(function, key)` to one invocation id for the idempotency window: the first request
+/// creates the mapping atomically in KV (so concurrent dispatchers agree), later ones read it.
+/// Returns the id, its creation time, and whether the key was seen before.
+async fn claim_idempotency_key(
+    state: &AppState,
+    function: &str,
+    key: &HeaderValue,
+) -> Result<(String, u64, bool), ApiError> {
+    let key = checked_idempotency_key(key)?;
+    let kv_key = hex::encode(Sha256::digest(format!("{function}\n{key}").as_bytes()));
+    claim_kv_key(state, &kv_key).await
+}
+
+/// The 400 of an event that is not a valid CloudEvent, naming the attribute.
+fn invalid_event(e: cloudevents::CloudEventError) -> ApiError {
+    ApiError::bad_request("invalid_cloudevent", e.message).with("attribute", e.attribute)
+}
+
+/// The `X-Callback-Url` of a call: an `http://` or `https://` URL, or a 400.
+fn callback_url(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(CALLBACK_URL) else {
+        return Ok(None);
+    };
+    let url = value.to_str().unwrap_or_default();
+    let is_url = url.starts_with("http://") || url.starts_with("https://");
+    match squall_api::spec::check_destination(url) {
+        Ok(()) if is_url => Ok(Some(url.to_string())),
+        Ok(()) => Err(ApiError::bad_request(
+            "invalid_callback_url",
+            format!("X-Callback-Url {url:?} is not an http:// or https:// URL"),
+        )),
+        Err(message) => Err(ApiError::bad_request(
+            "invalid_callback_url",
+            format!("X-Callback-Url {message}"),
+        )),
+    }
+}
+
+/// The request header naming a call's own callback (OpenFaaS's convention).
+pub const CALLBACK_URL: &str = "x-callback-url";
+
+/// A CloudEvents batch: one asynchronous invocation per event, each idempotent by its source
+/// and id (or by the request's `Idempotency-Key` and its index), published with pipelined
+/// acknowledgements, answered 202 with every id in order.
+async fn submit_event_batch(
+    state: &AppState,
+    name: &str,
+    record: &FunctionRecord,
+    qualifier: Option<&str>,
+    headers: &HeaderMap,
+    traceparent: &str,
+    events: Vec<cloudevents::Event>,
+) -> Result<Response, ApiError> {
+    use futures::StreamExt as _;
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        Some(key) => Some(checked_idempotency_key(key)?.to_string()),
+        None => None,
+    };
+    let forwarded = forwarded_headers(headers);
+    let mut prepared = Vec::with_capacity(events.len());
+    for (index, event) in events.into_iter().enumerate() {
+        let attributes = event.attributes.to_header().map_err(|e| {
+            invalid_event(cloudevents::CloudEventError {
+                message: format!("event {index} of the batch: {}", e.message),
+                attribute: e.attribute,
+            })
+        })?;
+        let kv_key = match &key {
+            Some(key) => hex::encode(Sha256::digest(
+                format!("{name}\nbatch-event\n{key}\n{index}").as_bytes(),
+            )),
+            None => event_key(name, &event.attributes),
+        };
+        prepared.push((kv_key, attributes, event.data));
+    }
+    let accepted: Vec<Result<AcceptedView, ApiError>> = futures::stream::iter(prepared)
+        .map(|(kv_key, attributes, data)| {
+            let mut extra_headers = forwarded.clone();
+            extra_headers.push((h::CLOUDEVENT.to_string(), attributes));
+            async move {
+                let (id, created_at_ms, _) = claim_kv_key(state, &kv_key).await?;
+                let version = job_version(&resolve(record, qualifier, &id)?);
+                let job = Job {
+                    reply_to: None,
+                    function: name,
+                    version: &version,
+                    id: &id,
+                    created_at_ms,
+                    traceparent,
+                    source: "http",
+                    extra_headers,
+                };
+                submit(state, job, data).await?;
+                Ok(AcceptedView {
+                    location: format!("/v1/invocations/{id}"),
+                    invocation_id: id,
+                    status: InvocationStatus::Queued,
+                    replay_of: None,
+                })
+            }
+        })
+        .buffered(64)
+        .collect()
+        .await;
+    let invocations = accepted.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let view = CloudEventBatchAccepted {
+        count: invocations.len(),
+        invocations,
+    };
+    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+}
+
+/// The 202 of an accepted invocation, with its `Location`.
+pub(crate) fn accepted(id: &str, status: InvocationStatus, replay_of: Option<&str>) -> Response {
+    let location = format!("/v1/invocations/{id}");
+    let view = AcceptedView {
+        invocation_id: id.to_string(),
+        status,
+        location: location.clone(),
+        replay_of: replay_of.map(str::to_string),
+    };
+    let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(id) {
+        response.headers_mut().insert(h::INVOCATION_ID, value);
+    }
+    response
+}
+
+fn terminal_response(outcome: Outcome) -> Response {
+    let meta = &outcome.meta;
+    let id = HeaderValue::from_str(&meta.invocation_id).ok();
+    let mut response = if meta.status == InvocationStatus::Succeeded {
+        let mut r = (StatusCode::OK, outcome.body.clone()).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        r
+    } else {
+        let (status, code) = match meta.status {
+            InvocationStatus::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "function_timed_out"),
+            InvocationStatus::Cancelled => (StatusCode::CONFLICT, "invocation_cancelled"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "function_failed"),
+        };
+        let kind = match meta.status {
+            InvocationStatus::Cancelled => "cancelled",
+            _ => meta.error_kind.map(|k| k.as_str()).unwrap_or("error"),
+        };
+        ApiError::new(
+            status,
+            code,
+            String::from_utf8_lossy(&outcome.body).into_owned(),
+        )
+        .with("kind", kind)
+        .with("status", meta.status.as_str())
+        .with("invocation_id", meta.invocation_id.clone())
+        .with("attempts", meta.attempt)
+        .into_response()
+    };
+    if let Some(id) = id {
+        response.headers_mut().insert(h::INVOCATION_ID, id);
+    }
+    if let Ok(status) = HeaderValue::from_str(meta.status.as_str()) {
+        response.headers_mut().insert(h::STATUS, status);
+    }
+    response
+}
+
+/// The latest result record of an invocation, if any.
+pub(crate) async fn lookup_result(
+    state: &AppState,
+    id: &str,
+    function: Option<&str>,
+) -> Result<Option<Outcome>, ApiError> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let subject = match function {
+        Some(f) => results_subject(f, id),
+        None => format!("results.*.{id}"),
+    };
+    match state
+        .topology
+        .results
+        .get_last_raw_message_by_subject(&subject)
+        .await
+    {
+        Ok(message) => {
+            let meta = ResultMeta::from_headers(&message.headers)
+                .map_err(|e| ApiError::internal("result record", e))?;
+            Ok(Some(Outcome {
+                meta,
+                body: message.payload,
+            }))
+        }
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(ApiError::broker("cannot read results", e)),
+    }
+}
+
+/// Drops a finished invocation from the local index: RESULTS answers for it from now on.
+pub(crate) fn forget(state: &AppState, id: &str) {
+    if let Err(error) = state.index.remove(id) {
+        tracing::warn!(message = "cannot drop a finished invocation from the index", invocation_id = %id, %error);
+    }
+}
+
+async fn find_invocation(
+    state: &AppState,
+    id: &str,
+) -> Result<Result<Outcome, Accepted>, ApiError> {
+    let accepted = state
+        .index
+        .get(id)
+        .map_err(|e| ApiError::internal("invocation index", e))?;
+    let function = accepted.as_ref().map(|a| a.function.as_str());
+    if let Some(outcome) = lookup_result(state, id, function).await? {
+        if accepted.is_some() && outcome.meta.status.is_terminal() {
+            forget(state, id);
+        }
+        return Ok(Ok(outcome));
+    }
+    accepted.map(Err).ok_or_else(|| {
+        ApiError::not_found(
+            "invocation_not_found",
+            format!("no invocation with id {id}"),
+        )
+    })
+}
+
+/// Invocation status: attempts, timings, error, and the output when it succeeded.
+#[utoipa::path(get, path = "/v1/invocations/{id}", tag = "invocations",
+    params(("id" = String, Path, description = "Invocation id (UUIDv7).", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    responses(
+        (status = 200, description = "The invocation.", body = Invocation),
+        (status = 400, description = "Not a UUID.", body = ErrorBody),
+        (status = 404, description = "Unknown invocation.", body = ErrorBody)))]
+pub async fn get_invocation(
+    State(state): Shared,
+    id: InvocationId,
+) -> Result<Json<Invocation>, ApiError> {
+    let mut view = match find_invocation(&state, &id).await? {
+        Ok(outcome) => {
+            let mut view = invocation_view(&outcome.meta, &outcome.body);
+            if outcome.meta.status.is_terminal() {
+                view.destinations =
+                    Box::pin(crate::events::destinations::outcomes(&state, &id)).await;
+            }
+            view
+        }
+        Err(accepted) => queued_view(&id, &accepted.function, accepted.created_at_ms),
+    };
+    if let Some(version) = &view.version {
+        view.version_number =
+            crate::core::registry::version_number(&state, &view.function, version);
+    }
+    Ok(Json(view))
+}
+
+/// The log lines the function wrote through the host during its latest attempt (at most
+/// 16 KiB in all).
+#[utoipa::path(get, path = "/v1/invocations/{id}/logs", tag = "invocations",
+    params(("id" = String, Path, description = "Invocation id (UUIDv7).", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    responses(
+        (status = 200, description = "The lines, oldest first.", body = InvocationLogs),
+        (status = 400, description = "Not a UUID.", body = ErrorBody),
+        (status = 404, description = "Unknown invocation.", body = ErrorBody)))]
+pub async fn get_logs(
+    State(state): Shared,
+    id: InvocationId,
+) -> Result<Json<InvocationLogs>, ApiError> {
+    let (status, logs) = match find_invocation(&state, &id).await? {
+        Ok(outcome) => (outcome.meta.status, outcome.meta.logs),
+        Err(_) => (InvocationStatus::Queued, Vec::new()),
+    };
+    Ok(Json(InvocationLogs {
+        invocation_id: id.to_string(),
+        status,
+        logs,
+    }))
+}
+
+/// Raw output bytes of a succeeded invocation.
+#[utoipa::path(get, path = "/v1/invocations/{id}/output", tag = "invocations",
+    params(("id" = String, Path, description = "Invocation id (UUIDv7).", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    responses(
+        (status = 200, description = "The output.", body = Binary, content_type = "application/octet-stream"),
+        (status = 400, description = "Not a UUID.", body = ErrorBody),
+        (status = 404, description = "Unknown invocation.", body = ErrorBody),
+        (status = 409, description = "Not finished, or ended without output.", body = ErrorBody)))]
+pub async fn get_output(State(state): Shared, id: InvocationId) -> Result<Response, ApiError> {
+    match find_invocation(&state, &id).await? {
+        Ok(outcome) if outcome.meta.status == InvocationStatus::Succeeded => {
+            let mut r = (StatusCode::OK, outcome.body).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            Ok(r)
+        }
+        Ok(outcome) if outcome.meta.status.is_terminal() => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_output",
+            format!(
+                "invocation {id} ended as {} and has no output",
+                outcome.meta.status.as_str()
+            ),
+        )),
+        Ok(outcome) => Err(not_finished(&id, outcome.meta.status)),
+        Err(_) => Err(not_finished(&id, InvocationStatus::Queued)),
+    }
+}
+
+fn not_finished(id: &str, status: InvocationStatus) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "not_finished",
+        format!(
+            "invocation {id} is {}; it has no output yet",
+            status.as_str()
+        ),
+    )
+    .with("status", status.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use squall_broker::FunctionSpec;
+
+    #[test]
+    fn default_wait_covers_every_attempt_and_backoff() {
+        let spec = FunctionSpec {
+            timeout_ms: 1000,
+            max_attempts: 3,
+            ..FunctionSpec::default()
+        };
+        let spec = FunctionRecord::new("f", "00", 1, 0, &spec);
+        // 3 × 1 s of timeouts, backoff of about 1 s and 2 s, and 5 s of slack.
+        let wait = default_wait(&spec, Duration::from_secs(300));
+        assert!(
+            wait >= Duration::from_secs(10) && wait <= Duration::from_secs(12),
+            "{wait:?}"
+        );
+        assert_eq!(
+            default_wait(&spec, Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
+    }
+}

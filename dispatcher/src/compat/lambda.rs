@@ -1,0 +1,647 @@
+//! The Lambda-compatible API (`/2015-03-31`, the wire format of AWS Lambda's Invoke and read
+//! operations), so boto3 and the AWS CLI work unchanged: requests are checked with AWS
+//! Signature V4 (`sigv4`), mapped onto the native invoke and registry, and answered in
+//! Lambda's shapes and error format.
+
+use crate::compat::sigv4;
+use crate::core::registry::load_record;
+use crate::core::versions::{resolve, Qualified};
+use crate::core::view::rfc3339;
+use crate::http::auth::Scope;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiQuery, FunctionName};
+use crate::http::limits::read_limited;
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use squall_api::invocations::InvokeParams;
+use squall_api::ErrorBody;
+use squall_broker::versions::{VersionEntry, LATEST};
+use squall_broker::FunctionRecord;
+use std::sync::Arc;
+
+/// The account id in the ARNs this API shows (Squall has no accounts).
+pub const ACCOUNT: &str = "000000000000";
+
+/// The region of unsigned requests' ARNs.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// The most of a function's log text `X-Amz-Log-Result` carries, as Lambda does.
+pub const LOG_TAIL_BYTES: usize = 4096;
+
+/// The routes, outside the OpenAPI document (they follow Lambda's contract, not Squall's).
+pub fn router() -> axum::Router<Arc<AppState>> {
+    axum::Router::new()
+        .route("/2015-03-31/functions", get(list_functions))
+        .route("/2015-03-31/functions/", get(list_functions))
+        .route("/2015-03-31/functions/{function}", get(get_function))
+        .route(
+            "/2015-03-31/functions/{function}/configuration",
+            get(get_configuration),
+        )
+        .route(
+            "/2015-03-31/functions/{function}/versions",
+            get(list_versions),
+        )
+        .route(
+            "/2015-03-31/functions/{function}/aliases",
+            get(list_aliases),
+        )
+        .route("/2015-03-31/functions/{function}/invocations", post(invoke))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// An error in Lambda's shape: the status, `x-amzn-ErrorType`, and `{"Type", "Message"}`.
+#[derive(Debug)]
+pub struct LambdaError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl LambdaError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        LambdaError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The Lambda error a native API error becomes.
+    fn from_api(error: ApiError) -> Self {
+        let kind = match error.status.as_u16() {
+            404 => "ResourceNotFoundException",
+            413 => "RequestTooLargeException",
+            429 => "TooManyRequestsException",
+            401 | 403 => "AccessDeniedException",
+            400 | 422 => "InvalidParameterValueException",
+            503 => "ServiceException",
+            _ => "ServiceException",
+        };
+        LambdaError::new(error.status, kind, error.message)
+    }
+}
+
+impl IntoResponse for LambdaError {
+    fn into_response(self) -> Response {
+        let origin = if self.status.is_server_error() {
+            "Service"
+        } else {
+            "User"
+        };
+        let body =
+            serde_json::json!({"Type": origin, "Message": self.message, "message": self.message});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        response.headers_mut().insert(
+            HeaderName::from_static("x-amzn-errortype"),
+            HeaderValue::from_static(self.kind),
+        );
+        response
+    }
+}
+
+type Answer = Result<Response, LambdaError>;
+
+/// `name`, `name:qualifier` or `arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]` as
+/// `name[:qualifier]`.
+pub fn function_target(text: &str) -> &str {
+    match text.strip_prefix("arn:") {
+        Some(rest) => match rest.split_once(":function:") {
+            Some((_, target)) => target,
+            None => text,
+        },
+        None => text,
+    }
+}
+
+/// The decoded query parameters.
+fn query_pairs(raw: &str) -> Vec<(String, String)> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (
+                sigv4::percent_decode(k, true),
+                sigv4::percent_decode(v, true),
+            )
+        })
+        .collect()
+}
+
+fn query_value(raw: &str, key: &str) -> Option<String> {
+    query_pairs(raw)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+/// Checks the request's Signature V4 and that its key holds `needed`; answers the region of the
+/// credential scope. Without keys configured (the native API is open), requests need none.
+fn authorize(
+    state: &AppState,
+    method: &str,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    needed: Scope,
+) -> Result<String, LambdaError> {
+    let denied = |kind, message: String| LambdaError::new(StatusCode::FORBIDDEN, kind, message);
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !state.keys.enabled() {
+        let region = authorization
+            .and_then(|a| sigv4::parse_authorization(a).ok())
+            .map(|c| c.region)
+            .unwrap_or_else(|| DEFAULT_REGION.to_string());
+        return Ok(region);
+    }
+    let Some(authorization) = authorization else {
+        return Err(denied(
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token: sign the request with AWS Signature V4".into(),
+        ));
+    };
+    let credential = sigv4::parse_authorization(authorization)
+        .map_err(|e| denied("IncompleteSignatureException", e.to_string()))?;
+    let Some((secret, scopes)) = state.keys.signing_key(&credential.access_key) else {
+        return Err(denied(
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid: no SigV4 key has this access key id".into(),
+        ));
+    };
+    let amz_date = headers
+        .get("x-amz-date")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let parts = sigv4::RequestParts {
+        method,
+        raw_path: uri.path(),
+        raw_query: uri.query().unwrap_or_default(),
+        headers: headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body,
+    };
+    let now = (squall_broker::time::now_ms() / 1000) as i64;
+    sigv4::verify(&parts, &credential, amz_date, &secret, now)
+        .map_err(|e| denied("InvalidSignatureException", e.to_string()))?;
+    if !scopes.contains(&needed) && !scopes.contains(&Scope::Admin) {
+        return Err(denied(
+            "AccessDeniedException",
+            format!(
+                "key {} lacks the {} scope this operation needs",
+                credential.access_key,
+                needed.as_str()
+            ),
+        ));
+    }
+    Ok(credential.region)
+}
+
+fn function_arn(region: &str, name: &str, qualifier: Option<&str>) -> String {
+    match qualifier {
+        Some(q) => format!("arn:aws:lambda:{region}:{ACCOUNT}:function:{name}:{q}"),
+        None => format!("arn:aws:lambda:{region}:{ACCOUNT}:function:{name}"),
+    }
+}
+
+/// A `FunctionConfiguration` of `record` at `entry` (shown as version `label`).
+fn configuration(
+    record: &FunctionRecord,
+    entry: &VersionEntry,
+    label: &str,
+    region: &str,
+) -> serde_json::Value {
+    let sha = hex::decode(&entry.sha256).unwrap_or_default();
+    let qualifier = (label != LATEST).then_some(label);
+    serde_json::json!({
+        "FunctionName": record.name,
+        "FunctionArn": function_arn(region, &record.name, qualifier),
+        "Runtime": "provided.al2023",
+        "Handler": "squall_invoke",
+        "CodeSize": entry.artifact_size,
+        "CodeSha256": base64::engine::general_purpose::STANDARD.encode(sha),
+        "Description": "",
+        "Timeout": record.timeout_ms.div_ceil(1000),
+        "LastModified": rfc3339(entry.deployed_at_ms),
+        "Version": label,
+        "State": "Active",
+        "LastUpdateStatus": "Successful",
+        "PackageType": "Zip",
+    })
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+/// The record and the version a target (`name[:qualifier]`, `?Qualifier=`) names.
+async fn target(
+    state: &AppState,
+    function: &str,
+    query: Option<&str>,
+) -> Result<(FunctionRecord, Option<String>), LambdaError> {
+    let qualified =
+        Qualified::parse(function_target(function), query).map_err(LambdaError::from_api)?;
+    let record = load_record(state, &qualified.name).await.map_err(|_| {
+        LambdaError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            format!("Function not found: {}", qualified.name),
+        )
+    })?;
+    if qualified.qualifier.is_some() {
+        resolve(&record, qualified.qualifier.as_deref(), "").map_err(LambdaError::from_api)?;
+    }
+    Ok((record, qualified.qualifier))
+}
+
+/// ListFunctions: `$LATEST` of every function, by name, `MaxItems` at a time after `Marker`.
+async fn list_functions(State(state): State<Arc<AppState>>, request: Request) -> Answer {
+    let (parts, _) = request.into_parts();
+    let region = authorize(&state, "GET", &parts.uri, &parts.headers, b"", Scope::Read)?;
+    let raw = parts.uri.query().unwrap_or_default();
+    let max = match query_value(raw, "MaxItems") {
+        None => 50,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                LambdaError::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidParameterValueException",
+                    "MaxItems must be a number from 1 to 10000",
+                )
+            })?,
+    };
+    let marker = query_value(raw, "Marker");
+    let axum::Json(list) = crate::api::functions::list_functions(State(state.clone()))
+        .await
+        .map_err(LambdaError::from_api)?;
+    let mut functions = Vec::new();
+    let mut next = None;
+    for view in list
+        .functions
+        .iter()
+        .filter(|f| marker.as_deref().is_none_or(|m| f.name.as_str() > m))
+    {
+        if functions.len() == max {
+            next = functions
+                .last()
+                .and_then(|f: &serde_json::Value| f["FunctionName"].as_str().map(str::to_string));
+            break;
+        }
+        let Ok(name) = FunctionName::parse(view.name.clone()) else {
+            continue;
+        };
+        if let Ok(record) = load_record(&state, &name).await {
+            if let Some(latest) = record.versions.latest() {
+                functions.push(configuration(&record, latest, LATEST, &region));
+            }
+        }
+    }
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({"Functions": functions, "NextMarker": next}),
+    ))
+}
+
+/// The configuration a GET of `function` (with its qualifier) names.
+async fn configuration_of(
+    state: &AppState,
+    function: &str,
+    request: Request,
+) -> Result<serde_json::Value, LambdaError> {
+    let (parts, _) = request.into_parts();
+    let region = authorize(state, "GET", &parts.uri, &parts.headers, b"", Scope::Read)?;
+    let query = query_value(parts.uri.query().unwrap_or_default(), "Qualifier");
+    let (record, qualifier) = target(state, function, query.as_deref()).await?;
+    let entry = resolve(&record, qualifier.as_deref(), "").map_err(LambdaError::from_api)?;
+    let label = match qualifier.as_deref() {
+        None | Some(LATEST) => LATEST.to_string(),
+        Some(_) => entry.number.to_string(),
+    };
+    Ok(configuration(&record, &entry, &label, &region))
+}
+
+/// GetFunction: the configuration and where the code is.
+async fn get_function(
+    State(state): State<Arc<AppState>>,
+    Path(function): Path<String>,
+    request: Request,
+) -> Answer {
+    let config = configuration_of(&state, &function, request).await?;
+    let name = config["FunctionName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({
+            "Configuration": config,
+            "Code": {"RepositoryType": "Squall", "Location": format!("/v1/functions/{name}")},
+            "Tags": {},
+        }),
+    ))
+}
+
+/// GetFunctionConfiguration.
+async fn get_configuration(
+    State(state): State<Arc<AppState>>,
+    Path(function): Path<String>,
+    request: Request,
+) -> Answer {
+    Ok(json(
+        StatusCode::OK,
+        configuration_of(&state, &function, request).await?,
+    ))
+}
+
+/// ListVersionsByFunction: `$LATEST`, then every retained version.
+async fn list_versions(
+    State(state): State<Arc<AppState>>,
+    Path(function): Path<String>,
+    request: Request,
+) -> Answer {
+    let region = authorize(
+        &state,
+        "GET",
+        request.uri(),
+        request.headers(),
+        b"",
+        Scope::Read,
+    )?;
+    let (record, _) = target(&state, &function, None).await?;
+    let mut versions = Vec::new();
+    if let Some(latest) = record.versions.latest() {
+        versions.push(configuration(&record, latest, LATEST, &region));
+    }
+    for entry in &record.versions.list {
+        versions.push(configuration(
+            &record,
+            entry,
+            &entry.number.to_string(),
+            &region,
+        ));
+    }
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({"Versions": versions, "NextMarker": null}),
+    ))
+}
+
+/// ListAliases, with their weighted routing as `RoutingConfig`.
+async fn list_aliases(
+    State(state): State<Arc<AppState>>,
+    Path(function): Path<String>,
+    request: Request,
+) -> Answer {
+    let region = authorize(
+        &state,
+        "GET",
+        request.uri(),
+        request.headers(),
+        b"",
+        Scope::Read,
+    )?;
+    let (record, _) = target(&state, &function, None).await?;
+    let aliases: Vec<serde_json::Value> = record
+        .versions
+        .aliases
+        .iter()
+        .map(|(name, alias)| {
+            let mut view = serde_json::json!({
+                "AliasArn": function_arn(&region, &record.name, Some(name)),
+                "Name": name,
+                "FunctionVersion": alias.target.version.to_string(),
+                "Description": "",
+            });
+            if !alias.target.weights.is_empty() {
+                let weights: serde_json::Map<String, serde_json::Value> = alias
+                    .target
+                    .weights
+                    .iter()
+                    .map(|(v, w)| (v.to_string(), (*w).into()))
+                    .collect();
+                view["RoutingConfig"] = serde_json::json!({"AdditionalVersionWeights": weights});
+            }
+            view
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({"Aliases": aliases, "NextMarker": null}),
+    ))
+}
+
+/// The last `LOG_TAIL_BYTES` of the log text (one `LEVEL message` line each), base64.
+pub fn log_tail(lines: &[squall_broker::record::LogLine]) -> String {
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(&format!(
+            "{} {}\n",
+            line.level.as_str().to_uppercase(),
+            line.message
+        ));
+    }
+    let mut start = text.len().saturating_sub(LOG_TAIL_BYTES);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    base64::engine::general_purpose::STANDARD.encode(&text.as_bytes()[start..])
+}
+
+/// Invoke: `RequestResponse` (the default) waits and answers the payload, `Event` queues it and
+/// answers 202, `DryRun` checks the function and the permission and answers 204.
+async fn invoke(
+    State(state): State<Arc<AppState>>,
+    Path(function): Path<String>,
+    request: Request,
+) -> Answer {
+    let (parts, body) = request.into_parts();
+    let limit = state.config.max_payload;
+    let payload = read_limited(body, limit).await.map_err(|_| {
+        LambdaError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            format!("Request must be smaller than {limit} bytes for the Invoke operation"),
+        )
+    })?;
+    authorize(
+        &state,
+        "POST",
+        &parts.uri,
+        &parts.headers,
+        &payload,
+        Scope::Invoke,
+    )?;
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let query = query_value(parts.uri.query().unwrap_or_default(), "Qualifier");
+    let (record, qualifier) = target(&state, &function, query.as_deref()).await?;
+    if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() {
+        return Err(LambdaError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            "Could not parse request body into json: the payload must be JSON",
+        ));
+    }
+    let kind = header("x-amz-invocation-type").unwrap_or("RequestResponse");
+    let respond_async = match kind {
+        "RequestResponse" => false,
+        "Event" => true,
+        "DryRun" => return Ok(StatusCode::NO_CONTENT.into_response()),
+        other => {
+            return Err(LambdaError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValueException",
+                format!("X-Amz-Invocation-Type {other:?} is not RequestResponse, Event or DryRun"),
+            ))
+        }
+    };
+    // What the native invoke gets: the client context (it reaches ctx.event.headers), the trace
+    // context, and botocore's per-call id as the idempotency key, so botocore's own retries of a
+    // call (same amz-sdk-invocation-id) map to the same invocation instead of running it again.
+    let mut native = HeaderMap::new();
+    for name in ["x-amz-client-context", "traceparent"] {
+        if let Some(value) = parts.headers.get(name) {
+            native.insert(HeaderName::from_static(name), value.clone());
+        }
+    }
+    if let Some(key) = header("amz-sdk-invocation-id")
+        .map(|id| format!("lambda-{kind}-{id}"))
+        .and_then(|k| HeaderValue::from_str(&k).ok())
+    {
+        native.insert(crate::core::submit::IDEMPOTENCY_KEY, key);
+    }
+    let target = match &qualifier {
+        Some(q) => format!("{}:{q}", record.name),
+        None => record.name.clone(),
+    };
+    let params = InvokeParams {
+        respond_async: respond_async.then(|| "true".to_string()),
+        ..Default::default()
+    };
+    let answer = crate::api::invocations::invoke(
+        State(state.clone()),
+        Path(target),
+        ApiQuery(params),
+        native,
+        Body::from(payload),
+    )
+    .await
+    .map_err(LambdaError::from_api)?;
+    let id = answer
+        .headers()
+        .get(squall_broker::headers::INVOCATION_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let mut response = match (answer.status(), respond_async) {
+        (StatusCode::ACCEPTED, true) => StatusCode::ACCEPTED.into_response(),
+        (StatusCode::ACCEPTED, false) => {
+            return Err(LambdaError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                format!("invocation {id} did not finish within the dispatcher's wait; read it at /v1/invocations/{id}"),
+            ))
+        }
+        (status, _) => {
+            let outcome = crate::api::invocations::lookup_result(&state, &id, Some(&record.name))
+                .await
+                .map_err(LambdaError::from_api)?;
+            let bytes = axum::body::to_bytes(answer.into_body(), usize::MAX)
+                .await
+                .unwrap_or_default();
+            let mut response = if status == StatusCode::OK {
+                (StatusCode::OK, bytes).into_response()
+            } else {
+                let error: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
+                let kind = error
+                    .as_ref()
+                    .and_then(|e| e.error.extra_str("kind").map(str::to_string))
+                    .unwrap_or_else(|| "error".into());
+                let message = error.map(|e| e.error.message).unwrap_or_default();
+                let handled = kind == "error";
+                let body = serde_json::json!({
+                    "errorMessage": message,
+                    "errorType": if handled { "Error".to_string() } else { format!("Squall.{kind}") },
+                });
+                let mut r = json(StatusCode::OK, body);
+                r.headers_mut().insert(
+                    HeaderName::from_static("x-amz-function-error"),
+                    HeaderValue::from_static(if handled { "Handled" } else { "Unhandled" }),
+                );
+                r
+            };
+            if let Some(outcome) = &outcome {
+                let number = record
+                    .version_number(&outcome.meta.version)
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| LATEST.to_string());
+                if let Ok(value) = HeaderValue::from_str(&number) {
+                    response
+                        .headers_mut()
+                        .insert(HeaderName::from_static("x-amz-executed-version"), value);
+                }
+                if header("x-amz-log-type") == Some("Tail") {
+                    if let Ok(value) = HeaderValue::from_str(&log_tail(&outcome.meta.logs)) {
+                        response
+                            .headers_mut()
+                            .insert(HeaderName::from_static("x-amz-log-result"), value);
+                    }
+                }
+            }
+            response
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-amzn-requestid"), value.clone());
+        response
+            .headers_mut()
+            .insert(squall_broker::headers::INVOCATION_ID, value);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_function_is_named_by_name_qualifier_or_arn() {
+        assert_eq!(function_target("hello"), "hello");
+        assert_eq!(function_target("hello:live"), "hello:live");
+        assert_eq!(
+            function_target("arn:aws:lambda:eu-west-1:123456789012:function:hello:3"),
+            "hello:3"
+        );
+    }
+
+    #[test]
+    fn the_log_tail_keeps_the_last_4_kib() {
+        use squall_broker::record::{LogLevel, LogLine};
+        let lines: Vec<LogLine> = (0..1000)
+            .map(|i| LogLine {
+                level: LogLevel::Info,
+                message: format!("line {i}"),
+            })
+            .collect();
+        let tail = base64::engine::general_purpose::STANDARD
+            .decode(log_tail(&lines))
+            .unwrap();
+        assert_eq!(tail.len(), LOG_TAIL_BYTES);
+        assert!(String::from_utf8(tail)
+            .unwrap()
+            .ends_with("INFO line 999\n"));
+    }
+}

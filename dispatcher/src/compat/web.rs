@@ -1,0 +1,615 @@
+//! Web functions: `/function/{name}` and `/function/{name}/{*path}`, every method, answered in
+//! Lambda's function-URL response format.
+//!
+//! A web request is an ordinary invocation: its body is the input, the request's method, path,
+//! query, headers and client address travel in the job's `Squall-Web` header (the worker makes
+//! them `ctx.event`), and it goes through the same queue and synchronous wait as
+//! `POST /v1/functions/{name}/invocations`. Invariant: a failed invocation's answer carries no
+//! detail of the failure (only its invocation id), and a caller without a key learns nothing
+//! about functions that need one: an unknown function, a function that is not a web function
+//! and a web function with `auth: "key"` all answer 401 to it.
+
+use crate::api::invocations::{default_wait, forget, lookup_result};
+use crate::core::registry::load_record;
+use crate::core::submit::{is_valid_traceparent, new_traceparent, submit, Job};
+use crate::http::auth::{self, Access, Scope};
+use crate::http::error::ApiError;
+use crate::http::extract::FunctionName;
+use crate::http::limits::read_limited;
+use crate::AppState;
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::header::{self, HeaderName, HeaderValue};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
+use base64::Engine as _;
+use squall_api::invocations::Binary;
+use squall_api::{ErrorBody, WebAuth};
+use squall_broker::headers as h;
+use squall_broker::time::now_ms;
+use squall_broker::web::WebRequest;
+use squall_broker::InvocationStatus;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument as _;
+
+/// Where web functions are served.
+pub const PREFIX: &str = "/function/";
+
+/// The longest path and query accepted, in bytes, so that the request's description stays
+/// well within the room a job's headers have beside the payload.
+pub const MAX_URI_BYTES: usize = 4096;
+
+/// Response headers a function may not set: HTTP framing, which the server owns, and Squall's
+/// and NATS's own.
+fn is_forbidden_response_header(name: &HeaderName) -> bool {
+    // HTTP header names are lowercase: these are `headers::is_reserved`'s prefixes, lowercased.
+    let name = name.as_str();
+    matches!(
+        name,
+        "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "upgrade"
+            | "te"
+            | "trailer"
+    ) || name.starts_with("squall-")
+        || name.starts_with("nats-")
+}
+
+/// The TCP peer of a connection, as the server hands it to each request (plain or TLS).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, crate::http::tls::TlsListener>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, crate::http::tls::TlsListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+/// A function's answer, ready to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebResponse {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: bytes::Bytes,
+}
+
+impl IntoResponse for WebResponse {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.body).into_response();
+        let headers = response.headers_mut();
+        headers.remove(header::CONTENT_TYPE);
+        for (name, value) in self.headers {
+            headers.append(name, value);
+        }
+        response
+    }
+}
+
+/// Why an output that claims to be a function-URL response (an object with `statusCode`) is
+/// not one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BadResponse {
+    #[error("statusCode must be an integer from 200 to 599, got {0}")]
+    Status(String),
+    #[error("headers must be an object of strings")]
+    Headers,
+    #[error("invalid header name {0:?}")]
+    HeaderName(String),
+    #[error("header {0} has an invalid value")]
+    HeaderValue(String),
+    #[error("cookies must be an array of strings that are valid header values")]
+    Cookies,
+    #[error("body must be a string")]
+    Body,
+    #[error("isBase64Encoded is true but body is not base64")]
+    Base64,
+}
+
+/// The `Content-Type` of a body the function gave none for: JSON, UTF-8 text, or bytes.
+fn default_content_type(body: &[u8]) -> HeaderValue {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+        HeaderValue::from_static("application/json")
+    } else if std::str::from_utf8(body).is_ok() {
+        HeaderValue::from_static("text/plain; charset=utf-8")
+    } else {
+        HeaderValue::from_static("application/octet-stream")
+    }
+}
+
+/// Maps a function's output to its HTTP answer. A JSON object with a `statusCode` is a
+/// function-URL response (`statusCode`, `headers`, `cookies`, `body`, `isBase64Encoded`); any
+/// other output is the body of a 200.
+pub fn response_of(output: &[u8]) -> Result<WebResponse, BadResponse> {
+    let envelope = match serde_json::from_slice::<serde_json::Value>(output) {
+        Ok(serde_json::Value::Object(map)) if map.contains_key("statusCode") => map,
+        _ => {
+            return Ok(WebResponse {
+                status: StatusCode::OK,
+                headers: vec![(header::CONTENT_TYPE, default_content_type(output))],
+                body: bytes::Bytes::copy_from_slice(output),
+            })
+        }
+    };
+    let status = &envelope["statusCode"];
+    let status = status
+        .as_u64()
+        .filter(|code| (200..=599).contains(code))
+        .and_then(|code| StatusCode::from_u16(code as u16).ok())
+        .ok_or_else(|| BadResponse::Status(status.to_string()))?;
+    let mut headers = Vec::new();
+    match envelope.get("headers") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(map)) => {
+            for (name, value) in map {
+                let text = match value {
+                    serde_json::Value::String(text) => text.clone(),
+                    serde_json::Value::Number(n) => n.to_string(),
+                    serde_json::Value::Bool(b) => b.to_string(),
+                    _ => return Err(BadResponse::Headers),
+                };
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| BadResponse::HeaderName(name.clone()))?;
+                let value = HeaderValue::from_str(&text)
+                    .map_err(|_| BadResponse::HeaderValue(name.to_string()))?;
+                if !is_forbidden_response_header(&name) {
+                    headers.push((name, value));
+                }
+            }
+        }
+        Some(_) => return Err(BadResponse::Headers),
+    }
+    match envelope.get("cookies") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Array(cookies)) => {
+            for cookie in cookies {
+                let value = cookie
+                    .as_str()
+                    .and_then(|c| HeaderValue::from_str(c).ok())
+                    .ok_or(BadResponse::Cookies)?;
+                headers.push((header::SET_COOKIE, value));
+            }
+        }
+        Some(_) => return Err(BadResponse::Cookies),
+    }
+    let text = match envelope.get("body") {
+        None | Some(serde_json::Value::Null) => "",
+        Some(serde_json::Value::String(text)) => text.as_str(),
+        Some(_) => return Err(BadResponse::Body),
+    };
+    let base64 = envelope
+        .get("isBase64Encoded")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let body: bytes::Bytes = if base64 {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| BadResponse::Base64)?
+            .into()
+    } else {
+        bytes::Bytes::copy_from_slice(text.as_bytes())
+    };
+    if !headers.iter().any(|(name, _)| name == header::CONTENT_TYPE) {
+        let content_type = if base64 {
+            HeaderValue::from_static("application/octet-stream")
+        } else {
+            default_content_type(&body)
+        };
+        headers.push((header::CONTENT_TYPE, content_type));
+    }
+    Ok(WebResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// `/function/{name}/rest?q` → (`name`, `/rest`); the root of a function is `/`.
+fn split_path(path: &str) -> (&str, &str) {
+    let rest = path.strip_prefix(PREFIX).unwrap_or_default();
+    match rest.find('/') {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, "/"),
+    }
+}
+
+/// The request's headers by lowercase name, repeated ones joined with `,`; without
+/// `Authorization` when it carried the Squall key.
+fn request_headers(
+    headers: &axum::http::HeaderMap,
+    keep_authorization: bool,
+) -> BTreeMap<String, String> {
+    let mut joined: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        if name == header::AUTHORIZATION && !keep_authorization {
+            continue;
+        }
+        let value = String::from_utf8_lossy(value.as_bytes());
+        joined
+            .entry(name.as_str().to_string())
+            .and_modify(|known| {
+                known.push(',');
+                known.push_str(&value);
+            })
+            .or_insert_with(|| value.into_owned());
+    }
+    joined
+}
+
+/// The decoded query parameters, repeated ones joined with `,`.
+fn query_map(uri: &Uri) -> BTreeMap<String, String> {
+    let pairs = Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|Query(pairs)| pairs)
+        .unwrap_or_default();
+    let mut query: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in pairs {
+        query
+            .entry(name)
+            .and_modify(|known| {
+                known.push(',');
+                known.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    query
+}
+
+/// A generic error of a web function's answer: no detail, and the invocation id in its header.
+fn generic(status: StatusCode, code: &'static str, message: &str, id: &str) -> Response {
+    let mut response = ApiError::new(status, code, message).into_response();
+    if let Ok(value) = HeaderValue::from_str(id) {
+        response.headers_mut().insert(h::INVOCATION_ID, value);
+    }
+    response
+}
+
+/// Serve a web function at its root (any method; the document lists GET and POST).
+#[utoipa::path(method(get, post), path = "/function/{name}", tag = "web",
+    params(("name" = String, Path, description = crate::api::functions::NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    request_body(content = Binary, content_type = "application/octet-stream", description = "The function's input."),
+    responses(
+        (status = "default", description = "The function's own answer: the status, headers, cookies and body of its function-URL response, or a 200 with its output.", body = Binary, content_type = "application/octet-stream",
+            headers(("Squall-Invocation-Id" = String, description = "The invocation id."))),
+        (status = 400, description = "Invalid function name.", body = ErrorBody),
+        (status = 404, description = "Unknown function, or not a web function.", body = ErrorBody),
+        (status = 413, description = "The body is larger than the payload limit.", body = ErrorBody),
+        (status = 414, description = "The path and query are longer than 4096 bytes.", body = ErrorBody),
+        (status = 429, description = "Past the function's rate limit for this client address; retry after `Retry-After`.", body = ErrorBody),
+        (status = 502, description = "The function failed, or its answer is not a valid response; no detail, the invocation keeps it.", body = ErrorBody,
+            headers(("Squall-Invocation-Id" = String, description = "The invocation id."))),
+        (status = 504, description = "The function did not answer within the wait; the invocation goes on.", body = ErrorBody,
+            headers(("Squall-Invocation-Id" = String, description = "The invocation id.")))))]
+pub async fn root(state: State<Arc<AppState>>, request: Request) -> Response {
+    serve(state, request).await
+}
+
+/// Serve a web function below its root: `path` is everything after the name, slashes included
+/// (any method; the document lists GET and POST).
+#[utoipa::path(method(get, post), path = "/function/{name}/{path}", tag = "web",
+    params(("name" = String, Path, description = crate::api::functions::NAME, pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        ("path" = String, Path, description = "The rest of the path; the function sees it as `/{path}`.")),
+    request_body(content = Binary, content_type = "application/octet-stream", description = "The function's input."),
+    responses(
+        (status = "default", description = "The function's own answer, as at the function's root.", body = Binary, content_type = "application/octet-stream"),
+        (status = 400, description = "Invalid function name.", body = ErrorBody),
+        (status = 404, description = "Unknown function, or not a web function.", body = ErrorBody),
+        (status = 413, description = "The body is larger than the payload limit.", body = ErrorBody),
+        (status = 414, description = "The path and query are longer than 4096 bytes.", body = ErrorBody),
+        (status = 429, description = "Past the function's rate limit for this client address.", body = ErrorBody),
+        (status = 502, description = "The function failed; no detail.", body = ErrorBody),
+        (status = 504, description = "The function did not answer within the wait.", body = ErrorBody)))]
+pub async fn under(state: State<Arc<AppState>>, request: Request) -> Response {
+    serve(state, request).await
+}
+
+async fn serve(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (name, _) = split_path(request.uri().path());
+    let span = tracing::info_span!(
+        "squall.web",
+        otel.kind = "server",
+        squall.function = %name,
+        squall.invocation_id = tracing::field::Empty,
+        http.request.method = %request.method(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let client_trace = request
+        .headers()
+        .get(h::TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    squall_telemetry::set_parent(
+        &span,
+        squall_telemetry::context_from_traceparent(client_trace),
+    );
+    let response = match handle(&state, request).instrument(span.clone()).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}
+
+async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError> {
+    let (name, path) = split_path(request.uri().path());
+    let (name, path) = (name.to_string(), path.to_string());
+    let record = match FunctionName::parse(name) {
+        Ok(name) => load_record(state, &name).await.map(|r| (name, r)),
+        Err(invalid) => Err(invalid),
+    };
+    let web = match &record {
+        Ok((_, record)) => record.web.clone(),
+        // The broker is down: nothing is known, so nothing is told.
+        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => return Err(e.clone()),
+        Err(_) => None,
+    };
+    let open = web.as_ref().is_some_and(|w| w.auth == WebAuth::None);
+    if !open {
+        if let Err(refused) = auth::check(state, &request, Access::Scope(Scope::Invoke)) {
+            return Ok(refused.into_response());
+        }
+    }
+    let (name, record) = record?;
+    let Some(web) = web else {
+        return Err(ApiError::not_found(
+            "not_a_web_function",
+            format!(
+                "function {:?} is not a web function; deploy it with \"web\" in its spec",
+                name.as_str()
+            ),
+        ));
+    };
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<ClientAddr>>()
+        .map(|ConnectInfo(ClientAddr(peer))| peer.ip());
+    if let Some(rate) = web.rate_per_s {
+        let address = client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        if let Err(wait) = state.web_limits.take(address, &name, rate, Instant::now()) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("more than {rate} requests per second to this function from one address"),
+            )
+            .retry_after(wait.as_secs_f64().ceil().max(1.0) as u64));
+        }
+    }
+    let uri = request.uri().clone();
+    let raw_query = uri.query().unwrap_or_default().to_string();
+    if path.len() + raw_query.len() > MAX_URI_BYTES {
+        return Err(ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the path and query are longer than {MAX_URI_BYTES} bytes"),
+        ));
+    }
+    let description = WebRequest {
+        method: request.method().to_string(),
+        path,
+        raw_query,
+        query: query_map(&uri),
+        headers: request_headers(request.headers(), open),
+        remote_addr: client.map(|ip| ip.to_string()).unwrap_or_default(),
+    };
+    let traceparent = request
+        .headers()
+        .get(h::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_valid_traceparent(v))
+        .map(str::to_string)
+        .unwrap_or_else(new_traceparent);
+    let limit = state.config.max_payload;
+    let payload = read_limited(request.into_body(), limit)
+        .await
+        .map_err(|_| {
+            ApiError::too_large(format!(
+                "the body is larger than the limit of {limit} bytes"
+            ))
+        })?;
+    let id = uuid::Uuid::now_v7().to_string();
+    tracing::Span::current().record("squall.invocation_id", id.as_str());
+    // Register before publishing, so the result cannot arrive unseen.
+    let mut registration = state.waiter.register(&id);
+    let job = Job {
+        reply_to: Some(registration.reply_to.as_str()),
+        function: &name,
+        version: &record.version,
+        id: &id,
+        created_at_ms: now_ms(),
+        traceparent: &traceparent,
+        source: "web",
+        extra_headers: vec![(h::WEB.to_string(), description.to_header())],
+    };
+    submit(state, job, payload).await?;
+    let wait = default_wait(&record, state.config.max_wait);
+    let outcome = match state.waiter.wait(&mut registration, None, wait).await {
+        Some(outcome) => Some(outcome),
+        None => lookup_result(state, &id, Some(&name))
+            .await?
+            .filter(|o| o.meta.status.is_terminal()),
+    };
+    let Some(outcome) = outcome else {
+        return Ok(generic(
+            StatusCode::GATEWAY_TIMEOUT,
+            "function_unanswered",
+            "the function did not answer in time",
+            &id,
+        ));
+    };
+    forget(state, &id);
+    state.metrics.sync_outcome(&name, outcome.meta.status);
+    if outcome.meta.status != InvocationStatus::Succeeded {
+        return Ok(generic(
+            StatusCode::BAD_GATEWAY,
+            "function_failed",
+            "the function failed",
+            &id,
+        ));
+    }
+    let mut response = match response_of(&outcome.body) {
+        Ok(answer) => answer.into_response(),
+        Err(error) => {
+            tracing::info!(message = "a web function's answer is not a valid response", function = %name, invocation_id = %id, %error);
+            return Ok(generic(
+                StatusCode::BAD_GATEWAY,
+                "invalid_response",
+                "the function's answer is not a valid response",
+                &id,
+            ));
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(h::INVOCATION_ID, value);
+    }
+    Ok(response)
+}
+
+/// The web routes' part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(root, under))]
+pub struct Document;
+
+/// The router of the web routes (their key check is their own, by the function's spec).
+pub fn router() -> axum::Router<Arc<AppState>> {
+    use axum::routing::any;
+    axum::Router::new()
+        .route("/function/{name}", any(root))
+        .route("/function/{name}/", any(root))
+        .route("/function/{name}/{*path}", any(under))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(response: &'a WebResponse, name: &str) -> Vec<&'a str> {
+        response
+            .headers
+            .iter()
+            .filter(|(n, _)| n.as_str() == name)
+            .map(|(_, v)| v.to_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_function_url_response_gives_status_headers_cookies_and_body() {
+        let output = br#"{"statusCode": 201, "headers": {"X-Thing": "yes", "Retry": 3},
+            "cookies": ["a=1; Path=/", "b=2"], "body": "{\"ok\":true}", "isBase64Encoded": false}"#;
+        let response = response_of(output).unwrap();
+        assert_eq!(response.status, StatusCode::CREATED);
+        assert_eq!(header(&response, "x-thing"), ["yes"]);
+        assert_eq!(header(&response, "retry"), ["3"]);
+        assert_eq!(header(&response, "set-cookie"), ["a=1; Path=/", "b=2"]);
+        assert_eq!(header(&response, "content-type"), ["application/json"]);
+        assert_eq!(response.body, r#"{"ok":true}"#);
+    }
+
+    #[test]
+    fn a_base64_body_is_decoded() {
+        let output = br#"{"statusCode": 200, "body": "AP8=", "isBase64Encoded": true}"#;
+        let response = response_of(output).unwrap();
+        assert_eq!(response.body.as_ref(), [0u8, 255]);
+        assert_eq!(
+            header(&response, "content-type"),
+            ["application/octet-stream"]
+        );
+        let bad = br#"{"statusCode": 200, "body": "%%", "isBase64Encoded": true}"#;
+        assert_eq!(response_of(bad), Err(BadResponse::Base64));
+    }
+
+    #[test]
+    fn any_other_output_is_a_200_body() {
+        let response = response_of(br#"{"greeting": "hi"}"#).unwrap();
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!(response.body, r#"{"greeting": "hi"}"#);
+        assert_eq!(header(&response, "content-type"), ["application/json"]);
+        let text = response_of(b"plain words").unwrap();
+        assert_eq!(header(&text, "content-type"), ["text/plain; charset=utf-8"]);
+        let bytes = response_of(&[0xff, 0xfe]).unwrap();
+        assert_eq!(header(&bytes, "content-type"), ["application/octet-stream"]);
+        assert_eq!(response_of(b"").unwrap().status, StatusCode::OK);
+    }
+
+    #[test]
+    fn an_invalid_function_url_response_is_refused_with_the_reason() {
+        for (output, error) in [
+            (r#"{"statusCode": 99}"#, BadResponse::Status("99".into())),
+            (
+                r#"{"statusCode": "200"}"#,
+                BadResponse::Status("\"200\"".into()),
+            ),
+            (r#"{"statusCode": 700}"#, BadResponse::Status("700".into())),
+            (
+                r#"{"statusCode": 200, "headers": []}"#,
+                BadResponse::Headers,
+            ),
+            (
+                r#"{"statusCode": 200, "headers": {"a b": "x"}}"#,
+                BadResponse::HeaderName("a b".into()),
+            ),
+            (
+                r#"{"statusCode": 200, "headers": {"x": "a\nb"}}"#,
+                BadResponse::HeaderValue("x".into()),
+            ),
+            (
+                r#"{"statusCode": 200, "cookies": [1]}"#,
+                BadResponse::Cookies,
+            ),
+            (
+                r#"{"statusCode": 200, "body": {"a": 1}}"#,
+                BadResponse::Body,
+            ),
+        ] {
+            assert_eq!(response_of(output.as_bytes()), Err(error), "{output}");
+        }
+    }
+
+    #[test]
+    fn framing_and_reserved_headers_of_a_function_are_dropped() {
+        let output = br#"{"statusCode": 200, "headers": {"Content-Length": "5",
+            "Squall-Invocation-Id": "forged", "Connection": "close", "X-Ok": "1"}}"#;
+        let response = response_of(output).unwrap();
+        let names: Vec<&str> = response.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["x-ok", "content-type"]);
+    }
+
+    #[test]
+    fn paths_split_into_the_name_and_the_rest() {
+        assert_eq!(split_path("/function/hook"), ("hook", "/"));
+        assert_eq!(split_path("/function/hook/"), ("hook", "/"));
+        assert_eq!(split_path("/function/hook/a/b"), ("hook", "/a/b"));
+    }
+
+    #[test]
+    fn request_headers_join_repeats_and_drop_the_squall_key() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.append("x-tag", HeaderValue::from_static("a"));
+        headers.append("x-tag", HeaderValue::from_static("b"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
+        let kept = request_headers(&headers, true);
+        assert_eq!(kept["x-tag"], "a,b");
+        assert_eq!(kept["authorization"], "Bearer k");
+        assert!(!request_headers(&headers, false).contains_key("authorization"));
+    }
+
+    #[test]
+    fn query_parameters_are_decoded_and_repeats_joined() {
+        let uri: Uri = "/function/f/x?name=Ada%20L&tag=a&tag=b&flag"
+            .parse()
+            .unwrap();
+        let query = query_map(&uri);
+        assert_eq!(query["name"], "Ada L");
+        assert_eq!(query["tag"], "a,b");
+        assert_eq!(query["flag"], "");
+    }
+}

@@ -1,0 +1,14 @@
+//! The core of the dispatcher: submitting jobs, waiting for their outcome, the registry,
+//! versions and keys. It serves every front (native API, web functions, the Lambda API).
+//!
+//! Invariant: nothing here imports `api`, `compat`, `events`, `http` handlers or the HTTP
+//! error type's routes; services return their own error types.
+
+pub mod artifact;
+pub mod cloudevents;
+pub mod metrics;
+pub mod registry;
+pub mod submit;
+pub mod versions;
+pub mod view;
+pub mod waiter;

@@ -1,0 +1,921 @@
+//! Destinations and callbacks: after an invocation's terminal state, the CloudEvent that
+//! describes it goes to the function's `on_success` / `on_failure` destination and to the call's
+//! `X-Callback-Url`. A durable consumer on RESULTS shared by every dispatcher (filtered to the
+//! functions that need it) carries each terminal result to one of them; delivery is at least
+//! once, never touches the invocation, and a delivery that finally fails is recorded on the
+//! invocation, counted, and kept as a destination dead letter that can be replayed.
+
+use crate::core::cloudevents::Attributes;
+use crate::core::view::rfc3339;
+use crate::http::error::ApiError;
+use crate::http::extract::InvocationId;
+use crate::AppState;
+use async_nats::jetstream::{self, AckKind};
+use axum::extract::State;
+use axum::Json;
+use base64::Engine as _;
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use squall_api::invocations::{
+    DeliveryOutcome, DestinationDeadLetter, DestinationDeadLetterList, DestinationDelivery,
+    DestinationReplay, DestinationTarget,
+};
+use squall_api::ErrorBody;
+use squall_broker::names::destination_dlq_subject;
+use squall_broker::time::now_ms;
+use squall_broker::topology::{self, DestinationTopology};
+use squall_broker::{headers as h, FunctionRecord, InvocationStatus, ResultMeta};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The header of a destination or callback POST that signs its body: `sha256=<hex>`, the
+/// HMAC-SHA256 of the body keyed by the function's destination secret (its text's bytes).
+pub const SIGNATURE_HEADER: &str = "Squall-Signature";
+/// The CloudEvents `source` of Squall's own events: `/squall/functions/<name>`.
+pub const EVENT_SOURCE_PREFIX: &str = "/squall/functions/";
+/// The `type` of an invocation's terminal event: `io.squall.invocation.<status>`.
+pub const EVENT_TYPE_PREFIX: &str = "io.squall.invocation.";
+/// Deliveries in flight at once in one dispatcher.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// How deliveries to URLs are tried.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// How long a URL delivery keeps trying (with backoff) before it fails.
+    pub retry_for: Duration,
+    /// The longest one POST may take.
+    pub try_timeout: Duration,
+    /// The first pause between tries; it doubles up to 5 s.
+    pub first_backoff: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            retry_for: Duration::from_secs(60),
+            try_timeout: Duration::from_secs(10),
+            first_backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+/// The dispatcher's part of destinations: the buckets and stream, the HTTP client, and the
+/// functions it knows the consumer's filter to hold.
+pub struct Service {
+    pub topology: DestinationTopology,
+    http: reqwest::Client,
+    filtered: Mutex<BTreeSet<String>>,
+}
+
+impl Service {
+    pub fn new(topology: DestinationTopology) -> Service {
+        Service {
+            topology,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("an HTTP client with default TLS settings builds"),
+            filtered: Mutex::new(BTreeSet::new()),
+        }
+    }
+}
+
+/// What the deliveries bucket keeps per invocation: its call's callback URL and every
+/// delivery that ended.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct DeliveriesRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    callback: Option<String>,
+    #[serde(default)]
+    deliveries: Vec<DestinationDelivery>,
+}
+
+/// A destination dead letter (JSON): where the event was going, why it failed, and the event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DestinationLetter {
+    invocation_id: String,
+    function: String,
+    target: DestinationTarget,
+    destination: String,
+    tries: u32,
+    error: String,
+    failed_at_ms: u64,
+    attributes: Attributes,
+    data_base64: String,
+}
+
+/// An event on its way out: attributes and data (JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutEvent {
+    pub attributes: Attributes,
+    pub data: Vec<u8>,
+}
+
+/// HMAC-SHA256 (RFC 2104) of `message` keyed by `key`.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut block = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.map(|b| b ^ byte);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// The `Squall-Signature` value of `body` under `secret`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(secret.as_bytes(), body))
+    )
+}
+
+/// The CloudEvent of a terminal result: `io.squall.invocation.<status>` from
+/// `/squall/functions/<name>`, its data the invocation's id, function, version, status,
+/// attempts, output or error, and timings.
+pub fn invocation_event(meta: &ResultMeta, body: &[u8]) -> OutEvent {
+    let status = meta.status.as_str();
+    let mut data = serde_json::json!({
+        "invocation_id": meta.invocation_id,
+        "function": meta.function,
+        "version": meta.version,
+        "status": status,
+        "attempts": meta.attempt,
+        "created_at": rfc3339(meta.created_at_ms),
+        "started_at": rfc3339(meta.started_at_ms),
+        "finished_at": rfc3339(meta.finished_at_ms),
+        "duration_ms": meta.duration_us as f64 / 1000.0,
+    });
+    if meta.status == InvocationStatus::Succeeded {
+        match std::str::from_utf8(body) {
+            Ok(text) => data["output"] = text.into(),
+            Err(_) => {
+                data["output_base64"] = base64::engine::general_purpose::STANDARD
+                    .encode(body)
+                    .into()
+            }
+        }
+    } else {
+        data["error"] = serde_json::json!({
+            "kind": meta.error_kind.map(|k| k.as_str()).unwrap_or(status),
+            "message": String::from_utf8_lossy(body),
+        });
+    }
+    OutEvent {
+        attributes: Attributes {
+            specversion: crate::core::cloudevents::SPEC_VERSION.into(),
+            id: format!("{}:{status}", meta.invocation_id),
+            source: format!("{EVENT_SOURCE_PREFIX}{}", meta.function),
+            kind: format!("{EVENT_TYPE_PREFIX}{status}"),
+            subject: Some(meta.invocation_id.clone()),
+            time: Some(rfc3339(meta.finished_at_ms)),
+            datacontenttype: Some("application/json".into()),
+            dataschema: None,
+            extensions: Default::default(),
+        },
+        data: data.to_string().into_bytes(),
+    }
+}
+
+/// Where the event of a terminal `status` goes: the spec's destination for it (`succeeded` →
+/// `on_success`, every other terminal state → `on_failure`) and the call's callback.
+pub fn targets(
+    record: Option<&FunctionRecord>,
+    status: InvocationStatus,
+    callback: Option<&str>,
+) -> Vec<(DestinationTarget, String)> {
+    let succeeded = status == InvocationStatus::Succeeded;
+    let mut targets = Vec::new();
+    if let Some(destination) = record
+        .and_then(|r| r.destinations.as_ref())
+        .and_then(|d| d.for_outcome(succeeded))
+    {
+        let target = match succeeded {
+            true => DestinationTarget::OnSuccess,
+            false => DestinationTarget::OnFailure,
+        };
+        targets.push((target, destination.to_string()));
+    }
+    if let Some(url) = callback {
+        targets.push((DestinationTarget::Callback, url.to_string()));
+    }
+    targets
+}
+
+/// Whether a destination is a URL (else it is a NATS subject).
+fn is_url(destination: &str) -> bool {
+    destination.starts_with("http://") || destination.starts_with("https://")
+}
+
+/// The pause before try `tries + 1`: `first` doubling, at most 5 s.
+pub fn backoff(first: Duration, tries: u32) -> Duration {
+    (first * 2u32.saturating_pow(tries.saturating_sub(1).min(16))).min(Duration::from_secs(5))
+}
+
+/// Checks the subject destinations of a spec against the broker contract's subject rule (a
+/// literal subject outside what Squall reserves); URLs were checked with the spec.
+pub fn check_subjects(spec: &squall_broker::FunctionSpec) -> Result<(), ApiError> {
+    let Some(destinations) = &spec.destinations else {
+        return Ok(());
+    };
+    for (field, target) in [
+        ("on_success", &destinations.on_success),
+        ("on_failure", &destinations.on_failure),
+    ] {
+        let Some(subject) = target.as_deref().filter(|t| !is_url(t)) else {
+            continue;
+        };
+        if let Err(e) = squall_broker::events::validate_subject_pattern(subject) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_spec",
+                format!("destinations.{field}: {e}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A new destination secret: 32 random bytes in hex.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random generator works");
+    hex::encode(bytes)
+}
+
+/// Remembers a call's callback URL and makes sure the destinations consumer follows its
+/// function's results, before its job is published.
+pub async fn register_callback(
+    state: &AppState,
+    function: &str,
+    id: &str,
+    url: &str,
+) -> Result<(), ApiError> {
+    let service = &state.destinations;
+    let record = DeliveriesRecord {
+        callback: Some(url.to_string()),
+        deliveries: Vec::new(),
+    };
+    let json = serde_json::to_vec(&record).expect("a deliveries record encodes");
+    service
+        .topology
+        .deliveries
+        .put(id, json.into())
+        .await
+        .map_err(|e| ApiError::broker("cannot record the callback", e))?;
+    service
+        .topology
+        .callbacks
+        .put(function, now_ms().to_string().into())
+        .await
+        .map_err(|e| ApiError::broker("cannot record the callback", e))?;
+    let known = service
+        .filtered
+        .lock()
+        .expect("filter lock")
+        .contains(function);
+    if !known {
+        sync_filter(state).await?;
+    }
+    Ok(())
+}
+
+/// The functions the destinations consumer must follow, from the buckets: those whose record
+/// names destinations and those with a recent callback.
+async fn wanted_functions(state: &AppState) -> Result<BTreeSet<String>, ApiError> {
+    let broker = |e: &dyn std::fmt::Display| {
+        ApiError::broker(
+            "cannot read which functions have destinations",
+            e.to_string(),
+        )
+    };
+    let mut wanted = BTreeSet::new();
+    let mut names = state
+        .topology
+        .registry
+        .keys()
+        .await
+        .map_err(|e| broker(&e))?;
+    while let Some(name) = names.next().await {
+        let name = name.map_err(|e| broker(&e))?;
+        let Some(value) = state
+            .topology
+            .registry
+            .get(&name)
+            .await
+            .map_err(|e| broker(&e))?
+        else {
+            continue;
+        };
+        if let Ok(record) = FunctionRecord::decode(&value) {
+            if record.destinations.is_some() {
+                wanted.insert(record.name);
+            }
+        }
+    }
+    let mut callbacks = state
+        .destinations
+        .topology
+        .callbacks
+        .keys()
+        .await
+        .map_err(|e| broker(&e))?;
+    while let Some(name) = callbacks.next().await {
+        wanted.insert(name.map_err(|e| broker(&e))?);
+    }
+    Ok(wanted)
+}
+
+/// Sets the destinations consumer's filter to the functions that need it. Dispatchers may do
+/// this at once: each writes what the buckets say, then reads them and the consumer again
+/// until both agree, so the last one to finish leaves the whole set in place.
+pub async fn sync_filter(state: &AppState) -> Result<(), ApiError> {
+    let results = &state.topology.results;
+    for _ in 0..5 {
+        let wanted = wanted_functions(state).await?;
+        let filters = topology::destinations_filter(wanted.iter().cloned());
+        topology::set_destinations_filter(results, filters.clone())
+            .await
+            .map_err(|e| ApiError::broker("cannot set the destinations consumer's filter", e))?;
+        let again = wanted_functions(state).await?;
+        let now = topology::destinations_filter_now(results).await;
+        if again == wanted && now.as_ref() == Some(&filters) {
+            *state.destinations.filtered.lock().expect("filter lock") = wanted;
+            return Ok(());
+        }
+    }
+    Err(ApiError::broker(
+        "cannot set the destinations consumer's filter",
+        "other dispatchers kept changing it; retry",
+    ))
+}
+
+/// Delivers terminal events until the process ends.
+pub async fn run(state: Arc<AppState>) {
+    loop {
+        if let Err(error) = serve(&state).await {
+            tracing::warn!(message = "the destinations loop failed; restarting", error = %error);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn serve(state: &Arc<AppState>) -> anyhow::Result<()> {
+    if let Err(error) = sync_filter(state).await {
+        tracing::warn!(message = "cannot set the destinations consumer's filter", error = %error.message);
+    }
+    let consumer = topology::destinations_consumer(&state.topology.results).await?;
+    let mut messages = consumer.messages().await?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let permit = slots.clone().acquire_owned().await?;
+        let state = state.clone();
+        tokio::spawn(async move {
+            let ack = match handle(&state, &message).await {
+                Ok(()) => AckKind::Ack,
+                Err(error) => {
+                    tracing::warn!(message = "cannot finish a terminal event's deliveries; will retry",
+                        subject = %message.subject, error = %error.message);
+                    AckKind::Nak(Some(Duration::from_secs(2)))
+                }
+            };
+            let _ = message.ack_with(ack).await;
+            drop(permit);
+        });
+    }
+    Ok(())
+}
+
+/// Reads an invocation's deliveries record.
+async fn read_record(state: &AppState, id: &str) -> Result<DeliveriesRecord, ApiError> {
+    let value = state
+        .destinations
+        .topology
+        .deliveries
+        .get(id)
+        .await
+        .map_err(|e| ApiError::broker("cannot read the invocation's deliveries", e))?;
+    Ok(value
+        .and_then(|v| serde_json::from_slice(&v).ok())
+        .unwrap_or_default())
+}
+
+/// Adds `outcomes` to an invocation's deliveries record.
+async fn append_outcomes(
+    state: &AppState,
+    id: &str,
+    outcomes: &[DestinationDelivery],
+) -> Result<(), ApiError> {
+    let mut record = read_record(state, id).await?;
+    record.deliveries.extend_from_slice(outcomes);
+    let json = serde_json::to_vec(&record).expect("a deliveries record encodes");
+    state
+        .destinations
+        .topology
+        .deliveries
+        .put(id, json.into())
+        .await
+        .map_err(|e| ApiError::broker("cannot record the deliveries", e))?;
+    Ok(())
+}
+
+/// The deliveries of invocation `id` that ended, for its view.
+pub async fn outcomes(state: &AppState, id: &str) -> Vec<DestinationDelivery> {
+    match read_record(state, id).await {
+        Ok(record) => record.deliveries,
+        Err(error) => {
+            tracing::warn!(message = "cannot read an invocation's deliveries", invocation_id = %id, error = %error.message);
+            Vec::new()
+        }
+    }
+}
+
+/// One terminal result: deliver its event to every target not delivered to yet, keep the
+/// failures as dead letters, record every outcome. An error leaves the result for a retry.
+async fn handle(state: &AppState, message: &jetstream::Message) -> Result<(), ApiError> {
+    let Some(headers) = message.headers.as_ref() else {
+        return Ok(());
+    };
+    let Ok(meta) = ResultMeta::from_headers(headers) else {
+        return Ok(());
+    };
+    if !meta.status.is_terminal() {
+        return Ok(());
+    }
+    let record = match state.registry.get(&meta.function) {
+        Some(record) => Some(record),
+        None => match crate::http::extract::FunctionName::parse(meta.function.clone()) {
+            Ok(name) => crate::core::registry::load_record(state, &name)
+                .await
+                .ok()
+                .map(Arc::new),
+            Err(_) => None,
+        },
+    };
+    let stored = read_record(state, &meta.invocation_id).await?;
+    let event = invocation_event(&meta, &message.payload);
+    let pending: Vec<_> = targets(record.as_deref(), meta.status, stored.callback.as_deref())
+        .into_iter()
+        // A redelivered result does not deliver again what already ended.
+        .filter(|(target, _)| {
+            !stored
+                .deliveries
+                .iter()
+                .any(|d| d.target == *target && d.event_type == event.attributes.kind)
+        })
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    // Long URL retries must not let JetStream hand the result to another dispatcher.
+    let progress = {
+        let message = message.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(topology::DESTINATIONS_ACK_WAIT / 3);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        })
+    };
+    let secret = record.as_ref().map(|r| r.destination_secret.clone());
+    let deliveries = futures::future::join_all(pending.iter().map(|(target, destination)| {
+        deliver(
+            state,
+            secret.as_deref(),
+            *target,
+            destination,
+            &event,
+            false,
+        )
+    }))
+    .await;
+    progress.abort();
+    for delivery in &deliveries {
+        if delivery.outcome == DeliveryOutcome::Failed {
+            dead_letter(state, &meta, delivery, &event).await?;
+        }
+    }
+    append_outcomes(state, &meta.invocation_id, &deliveries).await?;
+    for delivery in &deliveries {
+        state.metrics.delivery(
+            &meta.function,
+            delivery.target.as_str(),
+            delivery.outcome.as_str(),
+        );
+        if delivery.outcome == DeliveryOutcome::Failed {
+            tracing::warn!(message = "a destination delivery failed; kept as a destination dead letter",
+                function = %meta.function, invocation_id = %meta.invocation_id,
+                target = delivery.target.as_str(), destination = %delivery.destination,
+                error = delivery.error.as_deref().unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// Delivers `event` to one destination: a subject or a URL.
+async fn deliver(
+    state: &AppState,
+    secret: Option<&str>,
+    target: DestinationTarget,
+    destination: &str,
+    event: &OutEvent,
+    replayed: bool,
+) -> DestinationDelivery {
+    let (tries, result) = if is_url(destination) {
+        post(state, secret, destination, event).await
+    } else {
+        (1, publish(state, target, destination, event).await)
+    };
+    DestinationDelivery {
+        target,
+        destination: destination.to_string(),
+        outcome: match result {
+            Ok(()) => DeliveryOutcome::Delivered,
+            Err(_) => DeliveryOutcome::Failed,
+        },
+        tries,
+        error: result.err(),
+        event_type: event.attributes.kind.clone(),
+        finished_at: rfc3339(now_ms()),
+        replayed,
+    }
+}
+
+/// Publishes `event` in binary mode (`ce-` headers, the NATS binding's draft): with a
+/// JetStream acknowledgement when a stream captures the subject (a trigger's subject chains
+/// functions this way), as a plain publish otherwise.
+async fn publish(
+    state: &AppState,
+    target: DestinationTarget,
+    subject: &str,
+    event: &OutEvent,
+) -> Result<(), String> {
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in event.attributes.binary_headers() {
+        headers.insert(name.as_str(), value.as_str());
+    }
+    headers.insert("content-type", "application/json");
+    let msg_id = format!("{}:{}", event.attributes.id, target.as_str());
+    headers.insert(h::NATS_MSG_ID, msg_id.as_str());
+    let captured = state
+        .topology
+        .jetstream
+        .stream_by_subject(subject)
+        .await
+        .is_ok();
+    if captured {
+        squall_broker::publish::publish_acked(
+            &state.topology.jetstream,
+            subject,
+            headers,
+            event.data.clone().into(),
+            &state.config.publish,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    } else {
+        state
+            .client
+            .publish_with_headers(subject.to_string(), headers, event.data.clone().into())
+            .await
+            .map_err(|e| e.to_string())?;
+        state.client.flush().await.map_err(|e| e.to_string())
+    }
+}
+
+/// POSTs `event` in binary mode, signed, trying again with backoff within the retry budget.
+/// Returns the tries made and the outcome.
+async fn post(
+    state: &AppState,
+    secret: Option<&str>,
+    url: &str,
+    event: &OutEvent,
+) -> (u32, Result<(), String>) {
+    let config = &state.config.destinations;
+    let deadline = tokio::time::Instant::now() + config.retry_for;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut request = state
+            .destinations
+            .http
+            .post(url)
+            .timeout(config.try_timeout)
+            .header("content-type", "application/json")
+            .body(event.data.clone());
+        for (name, value) in event.attributes.binary_headers() {
+            request = request.header(name, value);
+        }
+        if let Some(secret) = secret.filter(|s| !s.is_empty()) {
+            request = request.header(SIGNATURE_HEADER, signature(secret, &event.data));
+        }
+        let (error, permanent) = match request.send().await {
+            Ok(response) if response.status().is_success() => return (tries, Ok(())),
+            Ok(response) => {
+                let status = response.status();
+                let permanent = status.is_client_error()
+                    && status != reqwest::StatusCode::REQUEST_TIMEOUT
+                    && status != reqwest::StatusCode::TOO_MANY_REQUESTS;
+                (format!("{url} answered {status}"), permanent)
+            }
+            Err(e) => (format!("cannot POST to {url}: {e}"), false),
+        };
+        let pause = backoff(config.first_backoff, tries);
+        if permanent || tokio::time::Instant::now() + pause >= deadline {
+            return (tries, Err(error));
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Keeps a failed delivery as a destination dead letter.
+async fn dead_letter(
+    state: &AppState,
+    meta: &ResultMeta,
+    delivery: &DestinationDelivery,
+    event: &OutEvent,
+) -> Result<(), ApiError> {
+    let letter = DestinationLetter {
+        invocation_id: meta.invocation_id.clone(),
+        function: meta.function.clone(),
+        target: delivery.target,
+        destination: delivery.destination.clone(),
+        tries: delivery.tries,
+        error: delivery.error.clone().unwrap_or_default(),
+        failed_at_ms: now_ms(),
+        attributes: event.attributes.clone(),
+        data_base64: base64::engine::general_purpose::STANDARD.encode(&event.data),
+    };
+    let subject = destination_dlq_subject(
+        &meta.function,
+        &meta.invocation_id,
+        delivery.target.as_str(),
+    );
+    let mut headers = async_nats::HeaderMap::new();
+    let msg_id = format!("dd:{}:{}", event.attributes.id, delivery.target.as_str());
+    headers.insert(h::NATS_MSG_ID, msg_id.as_str());
+    squall_broker::publish::publish_acked(
+        &state.topology.jetstream,
+        &subject,
+        headers,
+        serde_json::to_vec(&letter)
+            .expect("a destination letter encodes")
+            .into(),
+        &state.config.publish,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| ApiError::publish("cannot keep the destination dead letter", e))
+}
+
+fn letter_view(letter: &DestinationLetter) -> DestinationDeadLetter {
+    DestinationDeadLetter {
+        invocation_id: letter.invocation_id.clone(),
+        function: letter.function.clone(),
+        target: letter.target,
+        destination: letter.destination.clone(),
+        event_type: letter.attributes.kind.clone(),
+        tries: letter.tries,
+        error: letter.error.clone(),
+        failed_at: rfc3339(letter.failed_at_ms),
+    }
+}
+
+/// The most destination dead letters one list shows.
+const MAX_LISTED: usize = 1000;
+
+/// Reads destination dead letters matching `filter`, oldest first, with their sequences.
+async fn scan(state: &AppState, filter: String) -> Result<Vec<(u64, DestinationLetter)>, ApiError> {
+    use async_nats::jetstream::consumer::pull::OrderedConfig;
+    let broker = |e: &dyn std::fmt::Display| {
+        ApiError::broker("cannot read the destination dead letters", e.to_string())
+    };
+    let mut consumer = state
+        .destinations
+        .topology
+        .dead_letters
+        .create_consumer(OrderedConfig {
+            filter_subject: filter,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| broker(&e))?;
+    let pending = consumer.info().await.map_err(|e| broker(&e))?.num_pending as usize;
+    let mut messages = consumer.messages().await.map_err(|e| broker(&e))?;
+    let mut letters = Vec::new();
+    for _ in 0..pending.min(MAX_LISTED) {
+        let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
+        let Ok(Some(Ok(message))) = next else { break };
+        let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+        match serde_json::from_slice(&message.payload) {
+            Ok(letter) => letters.push((sequence, letter)),
+            Err(error) => {
+                tracing::warn!(message = "skipping an unreadable destination dead letter", %error)
+            }
+        }
+    }
+    Ok(letters)
+}
+
+/// List destination dead letters (at most 1000, oldest first): deliveries of terminal events
+/// that finally failed.
+#[utoipa::path(get, path = "/v1/dlq/destinations", tag = "dead letters", responses(
+    (status = 200, description = "Destination dead letters.", body = DestinationDeadLetterList)))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<DestinationDeadLetterList>, ApiError> {
+    let letters = scan(&state, "dlq-destinations.>".into()).await?;
+    Ok(Json(DestinationDeadLetterList {
+        dead_letters: letters.iter().map(|(_, l)| letter_view(l)).collect(),
+    }))
+}
+
+/// Deliver an invocation's failed destination events again (the event, not the function: it
+/// does not run again). A delivered one's dead letter is removed; a failed one's stays.
+#[utoipa::path(post, path = "/v1/dlq/destinations/{id}/replay", tag = "dead letters",
+    params(("id" = String, Path, description = "Invocation id (UUIDv7).", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    responses(
+        (status = 200, description = "Every failed delivery tried again; `outcome` says how each ended.", body = DestinationReplay),
+        (status = 400, description = "Not a UUID.", body = ErrorBody),
+        (status = 404, description = "No destination dead letter for this invocation.", body = ErrorBody)))]
+pub async fn replay(
+    State(state): State<Arc<AppState>>,
+    id: InvocationId,
+) -> Result<Json<DestinationReplay>, ApiError> {
+    let letters = scan(&state, format!("dlq-destinations.*.{}.*", id.as_str())).await?;
+    if letters.is_empty() {
+        return Err(ApiError::not_found(
+            "destination_dead_letter_not_found",
+            format!("no destination dead letter for invocation {}", id.as_str()),
+        ));
+    }
+    let mut deliveries = Vec::new();
+    for (sequence, letter) in letters {
+        let secret = match crate::http::extract::FunctionName::parse(letter.function.clone()) {
+            Ok(name) => crate::core::registry::load_record(&state, &name)
+                .await
+                .ok()
+                .map(|r| r.destination_secret),
+            Err(_) => None,
+        };
+        let event = OutEvent {
+            attributes: letter.attributes.clone(),
+            data: base64::engine::general_purpose::STANDARD
+                .decode(&letter.data_base64)
+                .unwrap_or_default(),
+        };
+        let delivery = deliver(
+            &state,
+            secret.as_deref(),
+            letter.target,
+            &letter.destination,
+            &event,
+            true,
+        )
+        .await;
+        state.metrics.delivery(
+            &letter.function,
+            delivery.target.as_str(),
+            delivery.outcome.as_str(),
+        );
+        if delivery.outcome == DeliveryOutcome::Delivered {
+            state
+                .destinations
+                .topology
+                .dead_letters
+                .delete_message(sequence)
+                .await
+                .map_err(|e| ApiError::broker("cannot remove the destination dead letter", e))?;
+        }
+        append_outcomes(&state, id.as_str(), std::slice::from_ref(&delivery)).await?;
+        deliveries.push(delivery);
+    }
+    Ok(Json(DestinationReplay {
+        invocation_id: id.to_string(),
+        deliveries,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // RFC 4231, test case 2.
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            hex::encode(mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than a block is hashed first.
+        let mac = hmac_sha256(
+            &[0xaa; 131],
+            b"Test Using Larger Than Block-Size Key - Hash Key First",
+        );
+        assert_eq!(
+            hex::encode(mac),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+        assert!(signature("k", b"body").starts_with("sha256="));
+    }
+
+    fn meta(status: InvocationStatus) -> ResultMeta {
+        ResultMeta {
+            invocation_id: "0193e0a0-0000-7000-8000-000000000001".into(),
+            function: "f".into(),
+            version: "sha256:ab".into(),
+            status,
+            attempt: 2,
+            error_kind: (status != InvocationStatus::Succeeded)
+                .then_some(squall_broker::ErrorKind::Error),
+            created_at_ms: 1_700_000_000_000,
+            started_at_ms: 1_700_000_000_100,
+            finished_at_ms: 1_700_000_000_200,
+            duration_us: 1500,
+            cpu_us: 0,
+            kv_ops: 0,
+            kv_bytes: 0,
+            logs: Vec::new(),
+            worker: String::new(),
+            trace_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_event_type_follows_any_terminal_status() {
+        for status in [
+            InvocationStatus::Succeeded,
+            InvocationStatus::Failed,
+            InvocationStatus::TimedOut,
+            InvocationStatus::DeadLettered,
+        ] {
+            let event = invocation_event(&meta(status), b"out");
+            assert_eq!(
+                event.attributes.kind,
+                format!("io.squall.invocation.{}", status.as_str())
+            );
+            let data: serde_json::Value = serde_json::from_slice(&event.data).unwrap();
+            assert_eq!(data["attempts"], 2);
+            assert_eq!(data["status"], status.as_str());
+            if status == InvocationStatus::Succeeded {
+                assert_eq!(data["output"], "out");
+            } else {
+                assert_eq!(data["error"]["message"], "out");
+            }
+        }
+    }
+
+    #[test]
+    fn success_goes_to_on_success_and_every_other_end_to_on_failure() {
+        let spec = squall_broker::FunctionSpec {
+            destinations: Some(squall_api::spec::Destinations {
+                on_success: Some("events.ok".into()),
+                on_failure: Some("https://example.com/f".into()),
+            }),
+            ..Default::default()
+        };
+        let record = FunctionRecord::new("f", "ab", 1, 0, &spec);
+        let ok = targets(Some(&record), InvocationStatus::Succeeded, None);
+        assert_eq!(
+            ok,
+            vec![(DestinationTarget::OnSuccess, "events.ok".to_string())]
+        );
+        let failed = targets(Some(&record), InvocationStatus::TimedOut, Some("http://cb"));
+        assert_eq!(
+            failed,
+            vec![
+                (
+                    DestinationTarget::OnFailure,
+                    "https://example.com/f".to_string()
+                ),
+                (DestinationTarget::Callback, "http://cb".to_string())
+            ]
+        );
+        assert!(targets(None, InvocationStatus::Failed, None).is_empty());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_five_seconds() {
+        let first = Duration::from_millis(250);
+        assert_eq!(backoff(first, 1), first);
+        assert_eq!(backoff(first, 2), first * 2);
+        assert_eq!(backoff(first, 40), Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,537 @@
+//! Triggers: `/v1/triggers`, binding a NATS subject pattern or a KV bucket's keys to a
+//! function, and the task that turns each event into an invocation.
+//!
+//! A subject trigger adds its pattern to the EVENTS stream, so messages any client publishes
+//! there are stored even while no worker (or no dispatcher) runs. A KV trigger reads the
+//! bucket's own stream. Each trigger has one durable consumer shared by every dispatcher, so
+//! each event becomes one invocation (its id is derived from the event, and the job's
+//! `Nats-Msg-Id` drops a re-submission after a redelivery).
+
+use crate::core::cloudevents;
+use crate::core::registry::load_record;
+use crate::core::submit::{claim_kv_key, event_key, new_traceparent, submit, Job};
+use crate::core::versions::{job_version, resolve, Qualified};
+use crate::core::view::rfc3339;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, Name, OfTrigger};
+use crate::AppState;
+use async_nats::jetstream::{kv, AckKind};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use futures::StreamExt;
+use squall_api::operations::{Trigger, TriggerKind, TriggerList, TriggerRequest};
+use squall_api::ErrorBody;
+use squall_broker::events::{
+    subjects_overlap, validate_subject_pattern, TriggerRecord, TriggerSource,
+};
+use squall_broker::headers as h;
+use squall_broker::time::now_ms;
+use squall_broker::topology::{
+    delete_trigger_consumer, replace_trigger_consumer, set_events_subjects, trigger_consumer,
+    EventsSubjectsError,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+type Shared = State<Arc<AppState>>;
+
+fn trigger_view(record: &TriggerRecord) -> Trigger {
+    let (kind, subject, bucket, key) = match &record.source {
+        TriggerSource::Subject { subject } => {
+            (TriggerKind::Subject, Some(subject.clone()), None, None)
+        }
+        TriggerSource::Kv { bucket, key } => (
+            TriggerKind::Kv,
+            None,
+            Some(bucket.clone()),
+            Some(key.clone()),
+        ),
+    };
+    Trigger {
+        name: record.name.clone(),
+        function: record.function.clone(),
+        created_at: rfc3339(record.created_at_ms),
+        kind,
+        subject,
+        bucket,
+        key,
+    }
+}
+
+/// Every trigger in the bucket.
+async fn all_triggers(state: &AppState) -> Result<Vec<TriggerRecord>, ApiError> {
+    let mut keys = state
+        .topology
+        .triggers
+        .keys()
+        .await
+        .map_err(|e| ApiError::broker("cannot list triggers", e))?;
+    let mut records = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| ApiError::broker("cannot list triggers", e))?;
+        if let Some(record) = read_trigger(state, &key).await? {
+            records.push(record);
+        }
+    }
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(records)
+}
+
+async fn read_trigger(state: &AppState, name: &str) -> Result<Option<TriggerRecord>, ApiError> {
+    match state.topology.triggers.get(name).await {
+        Ok(Some(bytes)) => TriggerRecord::decode(&bytes)
+            .map(Some)
+            .map_err(|e| ApiError::internal("trigger record", e)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(ApiError::broker("cannot read the trigger", e)),
+    }
+}
+
+/// Checks a KV key pattern: subject tokens, wildcards allowed.
+fn validate_key_pattern(key: &str) -> Result<(), ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_trigger",
+            format!("key pattern {key:?} must be dot-separated tokens, with '*' for one token and '>' for the rest"),
+        )
+    };
+    // The same token rules as a subject, without Squall's reserved prefixes.
+    match validate_subject_pattern(&format!("kv.{key}")) {
+        Ok(()) => Ok(()),
+        Err(_) => Err(bad()),
+    }
+}
+
+async fn event_stream(
+    state: &AppState,
+    record: &TriggerRecord,
+) -> Result<async_nats::jetstream::stream::Stream, ApiError> {
+    match &record.source {
+        TriggerSource::Subject { .. } => Ok(state.topology.events.clone()),
+        TriggerSource::Kv { bucket, .. } => state
+            .topology
+            .jetstream
+            .get_stream(format!("KV_{bucket}"))
+            .await
+            .map_err(|_| {
+                ApiError::not_found(
+                    "bucket_not_found",
+                    format!("no key-value bucket named {bucket:?}"),
+                )
+            }),
+    }
+}
+
+/// Sets EVENTS' subjects to the placeholder plus every subject trigger's pattern.
+async fn sync_event_subjects(state: &AppState, patterns: Vec<String>) -> Result<(), ApiError> {
+    let topology = &state.topology;
+    set_events_subjects(&topology.jetstream, &topology.events, patterns)
+        .await
+        .map_err(|e| match e {
+            EventsSubjectsError::Read(e) => ApiError::broker("cannot read the EVENTS stream", e),
+            EventsSubjectsError::Refused(e) => ApiError::new(
+                StatusCode::CONFLICT,
+                "subject_in_use",
+                format!("the broker refused the subjects: {e} (another stream may capture them)"),
+            ),
+        })
+}
+
+fn subject_patterns(records: &[TriggerRecord], except: &str) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r.name != except)
+        .filter_map(|r| match &r.source {
+            TriggerSource::Subject { subject } => Some(subject.clone()),
+            TriggerSource::Kv { .. } => None,
+        })
+        .collect()
+}
+
+const NAME: &str = "Trigger name: 1 to 64 ASCII letters, digits, '-' or '_'.";
+
+/// Bind a NATS subject pattern, or a key-value bucket's keys, to a function: every message or
+/// change is one invocation.
+#[utoipa::path(put, path = "/v1/triggers/{name}", tag = "triggers",
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    request_body = TriggerRequest,
+    responses(
+        (status = 200, description = "The trigger.", body = Trigger),
+        (status = 400, description = "Invalid name, body, subject or key pattern.", body = ErrorBody),
+        (status = 404, description = "Unknown function or bucket.", body = ErrorBody),
+        (status = 409, description = "The pattern overlaps another trigger's, or another stream's subjects.", body = ErrorBody),
+        (status = 413, description = "The body is too large.", body = ErrorBody)))]
+pub async fn put(
+    State(state): Shared,
+    name: Name<OfTrigger>,
+    ApiJson(body): ApiJson<TriggerRequest>,
+) -> Result<Json<Trigger>, ApiError> {
+    let name = name.into_string();
+    let source = match (body.subject, body.bucket, body.key) {
+        (Some(subject), None, None) => {
+            validate_subject_pattern(&subject)
+                .map_err(|e| ApiError::bad_request("invalid_subject", e.to_string()))?;
+            TriggerSource::Subject { subject }
+        }
+        (None, Some(bucket), key) => {
+            let key = key.unwrap_or_else(|| ">".into());
+            validate_key_pattern(&key)?;
+            TriggerSource::Kv { bucket, key }
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_trigger",
+                "give either subject, or bucket (and optionally key), not both",
+            ))
+        }
+    };
+    // `name:alias` is kept as given and resolved at each event.
+    let target = Qualified::parse(&body.function, None)?;
+    let function = load_record(&state, &target.name).await?;
+    resolve(&function, target.qualifier.as_deref(), "")?;
+    let record = TriggerRecord {
+        name: name.clone(),
+        function: body.function,
+        source,
+        created_at_ms: now_ms(),
+    };
+    let existing = all_triggers(&state).await?;
+    if let Some(old) = existing.iter().find(|r| r.name == name) {
+        if old.function == record.function && old.source == record.source {
+            return Ok(Json(trigger_view(old)));
+        }
+    }
+    for other in existing.iter().filter(|r| r.name != name) {
+        let overlap = match (&record.source, &other.source) {
+            (TriggerSource::Subject { subject: a }, TriggerSource::Subject { subject: b }) => {
+                subjects_overlap(a, b)
+            }
+            (
+                TriggerSource::Kv { bucket: a, key: ka },
+                TriggerSource::Kv { bucket: b, key: kb },
+            ) => a == b && subjects_overlap(ka, kb),
+            _ => false,
+        };
+        if overlap {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "trigger_overlap",
+                format!(
+                    "trigger {name:?} would overlap trigger {:?} ({}); an event must belong to one trigger",
+                    other.name,
+                    other.filter_subject()
+                ),
+            )
+            .with("overlaps", other.name.as_str()));
+        }
+    }
+    let stream = event_stream(&state, &record).await?;
+    if let TriggerSource::Subject { subject } = &record.source {
+        let mut patterns = subject_patterns(&existing, &name);
+        patterns.push(subject.clone());
+        sync_event_subjects(&state, patterns).await?;
+    }
+    // A changed binding gets a fresh consumer.
+    replace_trigger_consumer(&stream, &record)
+        .await
+        .map_err(|e| ApiError::broker("cannot create the trigger's consumer", e))?;
+    state
+        .topology
+        .triggers
+        .put(&name, record.encode().into())
+        .await
+        .map_err(|e| ApiError::broker("cannot store the trigger", e))?;
+    tracing::info!(message = "trigger set", trigger = %name, function = %record.function, filter = %record.filter_subject());
+    Ok(Json(trigger_view(&record)))
+}
+
+/// Show a trigger.
+#[utoipa::path(get, path = "/v1/triggers/{name}", tag = "triggers",
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    responses(
+        (status = 200, description = "The trigger.", body = Trigger),
+        (status = 400, description = "Invalid name.", body = ErrorBody),
+        (status = 404, description = "Unknown trigger.", body = ErrorBody)))]
+pub async fn get(State(state): Shared, name: Name<OfTrigger>) -> Result<Json<Trigger>, ApiError> {
+    match read_trigger(&state, &name).await? {
+        Some(record) => Ok(Json(trigger_view(&record))),
+        None => Err(not_found(&name)),
+    }
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::not_found("trigger_not_found", format!("no trigger named {name:?}"))
+}
+
+/// List triggers.
+#[utoipa::path(get, path = "/v1/triggers", tag = "triggers", responses(
+    (status = 200, description = "All triggers, by name.", body = TriggerList)))]
+pub async fn list(State(state): Shared) -> Result<Json<TriggerList>, ApiError> {
+    let triggers = all_triggers(&state)
+        .await?
+        .iter()
+        .map(trigger_view)
+        .collect();
+    Ok(Json(TriggerList { triggers }))
+}
+
+/// Delete a trigger; events already turned into invocations still run.
+#[utoipa::path(delete, path = "/v1/triggers/{name}", tag = "triggers",
+    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "Invalid name.", body = ErrorBody),
+        (status = 404, description = "Unknown trigger.", body = ErrorBody)))]
+pub async fn delete(State(state): Shared, name: Name<OfTrigger>) -> Result<StatusCode, ApiError> {
+    let name = name.into_string();
+    let Some(record) = read_trigger(&state, &name).await? else {
+        return Err(not_found(&name));
+    };
+    state
+        .topology
+        .triggers
+        .delete(&name)
+        .await
+        .map_err(|e| ApiError::broker("cannot delete the trigger", e))?;
+    if let Ok(stream) = event_stream(&state, &record).await {
+        delete_trigger_consumer(&stream, &name).await;
+    }
+    if let TriggerSource::Subject { subject } = &record.source {
+        let existing = all_triggers(&state).await?;
+        sync_event_subjects(&state, subject_patterns(&existing, &name)).await?;
+        // Events of the old binding must not fire a later one on the same subject.
+        let _ = state.topology.events.purge().filter(subject.as_str()).await;
+    }
+    tracing::info!(message = "trigger deleted", trigger = %name);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Runs every trigger's event loop, following the triggers bucket, forever.
+pub async fn run(state: Arc<AppState>) {
+    loop {
+        if let Err(error) = follow(&state).await {
+            tracing::warn!(message = "trigger runner failed; restarting", error = %error);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn follow(state: &Arc<AppState>) -> anyhow::Result<()> {
+    let mut running: HashMap<String, (TriggerRecord, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let mut watch = state.topology.triggers.watch_with_history(">").await?;
+    let result = async {
+        while let Some(entry) = watch.next().await {
+            let entry = entry?;
+            match entry.operation {
+                kv::Operation::Put => {
+                    let Ok(record) = TriggerRecord::decode(&entry.value) else {
+                        tracing::warn!(message = "ignoring an unreadable trigger record", trigger = %entry.key);
+                        continue;
+                    };
+                    if running.get(&entry.key).is_some_and(|(r, _)| r == &record) {
+                        continue;
+                    }
+                    if let Some((_, task)) = running.remove(&entry.key) {
+                        task.abort();
+                    }
+                    let task = tokio::spawn(serve_trigger(state.clone(), record.clone()));
+                    running.insert(entry.key.clone(), (record, task));
+                }
+                kv::Operation::Delete | kv::Operation::Purge => {
+                    if let Some((_, task)) = running.remove(&entry.key) {
+                        task.abort();
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    for (_, (_, task)) in running {
+        task.abort();
+    }
+    result
+}
+
+/// Turns one trigger's events into invocations until aborted.
+async fn serve_trigger(state: Arc<AppState>, record: TriggerRecord) {
+    loop {
+        if let Err(error) = serve_events(&state, &record).await {
+            tracing::warn!(message = "trigger event loop failed; restarting", trigger = %record.name, error = %error);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn serve_events(state: &AppState, record: &TriggerRecord) -> anyhow::Result<()> {
+    let stream = event_stream(state, record)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let consumer = trigger_consumer(&stream, record).await?;
+    let mut messages = consumer.messages().await?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ack = match submit_event(state, record, &message).await {
+            Ok(()) => AckKind::Ack,
+            Err(error) => {
+                // Kept: it comes back and is tried again.
+                tracing::warn!(message = "cannot turn an event into an invocation; will retry",
+                    trigger = %record.name, error = %error.message);
+                AckKind::Nak(Some(Duration::from_secs(2)))
+            }
+        };
+        let _ = message.ack_with(ack).await;
+    }
+    Ok(())
+}
+
+async fn submit_event(
+    state: &AppState,
+    record: &TriggerRecord,
+    message: &async_nats::jetstream::Message,
+) -> Result<(), ApiError> {
+    let info = message
+        .info()
+        .map_err(|e| ApiError::internal("event without stream info", e))?;
+    let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as u64;
+    let target = Qualified::parse(&record.function, None)?;
+    let function = load_record(state, &target.name).await?;
+    let subject = message.subject.as_str();
+    let mut extra = vec![(h::TRIGGER.to_string(), record.name.clone())];
+    let mut claim = None;
+    let (source, payload) = match &record.source {
+        TriggerSource::Subject { .. } => {
+            if let Some(headers) = &message.headers {
+                for (name, values) in headers.iter() {
+                    let name = name.to_string();
+                    if h::is_reserved(&name) {
+                        continue;
+                    }
+                    for value in values {
+                        extra.push((name.clone(), value.as_str().to_string()));
+                    }
+                }
+            }
+            extra.push((h::EVENT_SUBJECT.to_string(), subject.to_string()));
+            match cloudevent_of(message) {
+                Some(Ok(event)) => match event.attributes.to_header() {
+                    Ok(attributes) => {
+                        extra.push((h::CLOUDEVENT.to_string(), attributes));
+                        claim = Some(event_key(&record.function, &event.attributes));
+                        ("nats", event.data)
+                    }
+                    Err(error) => {
+                        not_an_event(record, subject, &error);
+                        ("nats", message.payload.clone())
+                    }
+                },
+                Some(Err(error)) => {
+                    not_an_event(record, subject, &error);
+                    ("nats", message.payload.clone())
+                }
+                None => ("nats", message.payload.clone()),
+            }
+        }
+        TriggerSource::Kv { bucket, .. } => {
+            let key = subject
+                .strip_prefix(&format!("$KV.{bucket}."))
+                .unwrap_or(subject)
+                .to_string();
+            let op = match message
+                .headers
+                .as_ref()
+                .and_then(|hs| hs.get("KV-Operation"))
+                .map(|v| v.as_str())
+            {
+                Some("DEL") => "delete",
+                Some("PURGE") => "purge",
+                _ => "put",
+            };
+            extra.push((h::KV_BUCKET.to_string(), bucket.clone()));
+            extra.push((h::KV_KEY.to_string(), key));
+            extra.push((h::KV_OP.to_string(), op.to_string()));
+            ("kv", message.payload.clone())
+        }
+    };
+    let origin = format!("trigger.{}.{}", record.name, record.created_at_ms);
+    let (id, created_at_ms) = match claim {
+        // A CloudEvent's source and id make it the same invocation however often it is sent.
+        Some(kv_key) => {
+            let (id, created_at_ms, _) = claim_kv_key(state, &kv_key).await?;
+            (id, created_at_ms)
+        }
+        None => (
+            squall_broker::record::event_invocation_id(published_ms, &origin, info.stream_sequence),
+            published_ms,
+        ),
+    };
+    let traceparent = message
+        .headers
+        .as_ref()
+        .and_then(|hs| hs.get(h::TRACEPARENT))
+        .map(|v| v.as_str().to_string())
+        .filter(|t| squall_telemetry::context_is_valid(t))
+        .unwrap_or_else(new_traceparent);
+    let version = job_version(&resolve(&function, target.qualifier.as_deref(), &id)?);
+    let job = Job {
+        function: target.name.as_str(),
+        version: &version,
+        id: &id,
+        created_at_ms,
+        traceparent: &traceparent,
+        source,
+        extra_headers: extra,
+        reply_to: None,
+    };
+    submit(state, job, payload).await
+}
+
+/// The CloudEvent a subject trigger's message carries: structured mode (a `Content-Type`
+/// starting with `application/cloudevents`) or binary mode (`ce-` headers, the NATS binding's
+/// draft); `None` when it carries none.
+fn cloudevent_of(
+    message: &async_nats::jetstream::Message,
+) -> Option<Result<cloudevents::Event, cloudevents::CloudEventError>> {
+    let headers = message.headers.as_ref();
+    let find = |wanted: &str| {
+        headers.and_then(|hs| {
+            hs.iter()
+                .find(|(name, _)| name.to_string().eq_ignore_ascii_case(wanted))
+                .and_then(|(_, values)| values.first())
+                .map(|v| v.as_str().to_string())
+        })
+    };
+    let content_type = find("content-type");
+    let has_ce = headers.is_some_and(|hs| {
+        hs.iter()
+            .any(|(name, _)| cloudevents::is_binary_header(name.as_ref()))
+    });
+    match cloudevents::mode(content_type.as_deref(), has_ce) {
+        cloudevents::Mode::None => None,
+        cloudevents::Mode::Structured | cloudevents::Mode::Batch => {
+            Some(cloudevents::from_structured(&message.payload))
+        }
+        cloudevents::Mode::Binary => {
+            let pairs: Vec<(String, String)> = headers
+                .into_iter()
+                .flat_map(|hs| hs.iter())
+                .filter_map(|(name, values)| {
+                    Some((name.to_string(), values.first()?.as_str().to_string()))
+                })
+                .collect();
+            Some(cloudevents::from_binary(
+                pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                content_type.as_deref(),
+                message.payload.clone(),
+            ))
+        }
+    }
+}
+
+/// An event that claims to be a CloudEvent and is not runs as a plain message.
+fn not_an_event(record: &TriggerRecord, subject: &str, error: &cloudevents::CloudEventError) {
+    tracing::warn!(message = "an invalid CloudEvent runs as a plain event", trigger = %record.name,
+        subject = %subject, attribute = %error.attribute, error = %error.message);
+}

@@ -1,0 +1,223 @@
+//! Request extractors that answer in the API's error shape: typed query strings that refuse
+//! unknown fields, size-bounded JSON bodies, and path names and ids validated once.
+
+use crate::http::error::ApiError;
+use crate::AppState;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// The largest JSON body of the API's small documents (keys, schedules, triggers, secrets),
+/// on top of the invocation payload limit a schedule's payload may reach.
+const JSON_SLACK: usize = 64 * 1024;
+
+/// A query string decoded into `T`, whose `deny_unknown_fields` refuses unknown parameters.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match Query::<T>::try_from_uri(&parts.uri) {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(ApiError::bad_request(
+                "invalid_query",
+                rejection
+                    .body_text()
+                    .replace("Failed to deserialize query string: ", "invalid query: "),
+            )),
+        }
+    }
+}
+
+/// A request body type: the error code and expected shape its parse errors name.
+pub trait JsonBody: DeserializeOwned {
+    const INVALID: &'static str;
+    const SHAPE: &'static str;
+}
+
+impl JsonBody for squall_api::operations::ScheduleRequest {
+    const INVALID: &'static str = "invalid_schedule";
+    const SHAPE: &'static str = "schedule body must be JSON {function, cron, timezone?, payload?}";
+}
+
+impl JsonBody for squall_api::operations::TriggerRequest {
+    const INVALID: &'static str = "invalid_trigger";
+    const SHAPE: &'static str =
+        "trigger body must be JSON {function, subject} or {function, bucket, key}";
+}
+
+impl JsonBody for squall_api::operations::NewKey {
+    const INVALID: &'static str = "invalid_key";
+    const SHAPE: &'static str = "key body must be JSON {name, scopes}";
+}
+
+impl JsonBody for squall_api::versions::AliasBody {
+    const INVALID: &'static str = "invalid_alias";
+    const SHAPE: &'static str = "alias body must be JSON {version, weights?: {\"4\": 0.1}}";
+}
+
+impl JsonBody for squall_api::functions::SecretValues {
+    const INVALID: &'static str = "invalid_secrets";
+    const SHAPE: &'static str = "secrets must be a JSON object of name → string";
+}
+
+/// A JSON body of at most the payload limit plus `JSON_SLACK` bytes, whatever its
+/// `Content-Type`; too large is a 413, malformed a 400 with the type's code.
+pub struct ApiJson<T>(pub T);
+
+impl<T: JsonBody> FromRequest<Arc<AppState>> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let limit = state.config.max_payload + JSON_SLACK;
+        let bytes = crate::http::limits::read_limited(request.into_body(), limit)
+            .await
+            .map_err(|_| {
+                ApiError::too_large(format!("the body is larger than {limit} bytes"))
+                    .with("limit", limit)
+            })?;
+        serde_json::from_slice(&bytes)
+            .map(ApiJson)
+            .map_err(|e| ApiError::bad_request(T::INVALID, format!("{}: {e}", T::SHAPE)))
+    }
+}
+
+/// What a validated name names, for its error message.
+pub trait NameKind {
+    const WHAT: &'static str;
+}
+
+macro_rules! name_kind {
+    ($kind:ident, $what:literal) => {
+        #[doc = concat!("The kind of a ", $what, ".")]
+        pub struct $kind;
+        impl NameKind for $kind {
+            const WHAT: &'static str = $what;
+        }
+    };
+}
+
+name_kind!(OfFunction, "function name");
+name_kind!(OfSchedule, "schedule name");
+name_kind!(OfTrigger, "trigger name");
+name_kind!(OfKey, "key name");
+
+/// A `{name}` path segment checked against the name rule (1 to 64 of `[A-Za-z0-9_-]`).
+pub struct Name<K> {
+    name: String,
+    kind: PhantomData<K>,
+}
+
+/// The `{name}` of a function route.
+pub type FunctionName = Name<OfFunction>;
+
+impl<K: NameKind> Name<K> {
+    /// Checks `name`, or answers `400 invalid_name`.
+    pub fn parse(name: String) -> Result<Self, ApiError> {
+        match squall_broker::validate_function_name(&name) {
+            Ok(()) => Ok(Name {
+                name,
+                kind: PhantomData,
+            }),
+            Err(e) => Err(ApiError::bad_request(
+                "invalid_name",
+                e.to_string().replace("function name", K::WHAT),
+            )),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    pub fn into_string(self) -> String {
+        self.name
+    }
+}
+
+impl<K> AsRef<str> for Name<K> {
+    fn as_ref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl<K> std::ops::Deref for Name<K> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl<K> std::fmt::Display for Name<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+async fn single_path_param<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<String, ApiError> {
+    Path::<String>::from_request_parts(parts, state)
+        .await
+        .map(|Path(value)| value)
+        .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
+}
+
+impl<K: NameKind, S: Send + Sync> FromRequestParts<S> for Name<K> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Name::parse(single_path_param(parts, state).await?)
+    }
+}
+
+/// An `{id}` path segment that is an invocation id (a UUID).
+pub struct InvocationId(String);
+
+impl InvocationId {
+    /// Checks `id`, or answers `400 invalid_invocation_id`.
+    pub fn parse(id: String) -> Result<Self, ApiError> {
+        match uuid::Uuid::parse_str(&id) {
+            Ok(_) => Ok(InvocationId(id)),
+            Err(_) => Err(ApiError::bad_request(
+                "invalid_invocation_id",
+                format!("{id:?} is not an invocation id (a UUID)"),
+            )),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for InvocationId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for InvocationId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for InvocationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for InvocationId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        InvocationId::parse(single_path_param(parts, state).await?)
+    }
+}

@@ -1,0 +1,68 @@
+//! Request limits that hold on every route: header count and size. (Body sizes are limited per
+//! route, names by their validators, and JSON nesting by serde_json's depth limit of 128.)
+
+use crate::http::error::ApiError;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
+use std::time::Duration;
+
+/// Most request headers accepted.
+pub const MAX_HEADERS: usize = 64;
+/// Most bytes of header names and values accepted, in total.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Deepest JSON nesting accepted in request bodies (serde_json's recursion limit).
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Refuses requests with too many or too large headers (431).
+pub async fn headers(request: Request, next: Next) -> Response {
+    let count = request.headers().len();
+    let bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if count > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "{count} headers of {bytes} bytes; the limits are {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes"
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// How many bytes of an oversized body are read and discarded so that the client, still
+/// sending, receives the 413 instead of a reset connection.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Reads a body of at most `limit` bytes. A larger body is drained (up to `DRAIN_LIMIT`, for a
+/// few seconds at most) and refused.
+pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, ()> {
+    let mut stream = body.into_data_stream();
+    let mut buffer = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ())?;
+        if buffer.len() + chunk.len() > limit {
+            let mut seen = buffer.len() + chunk.len();
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(Ok(chunk)) = stream.next().await {
+                    seen += chunk.len();
+                    if seen > DRAIN_LIMIT {
+                        break;
+                    }
+                }
+            })
+            .await;
+            return Err(());
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
+}

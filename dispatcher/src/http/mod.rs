@@ -1,0 +1,11 @@
+//! The HTTP edge: the API's error shape, extractors that answer in it, request limits, TLS,
+//! the auth layer and the console's static files.
+//!
+//! Invariant: nothing here imports a handler (`api`, `compat`).
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod limits;
+pub mod tls;
+pub mod ui;

@@ -1,0 +1,287 @@
+//! The query index as a role: the processes that hold it answer queries over NATS
+//! request/reply as the `squall-index` service (NATS service conventions, so `$SRV.PING`,
+//! `$SRV.INFO` and `$SRV.STATS` find it), and every dispatcher asks it when it holds none.
+//!
+//! Invariants: a query is answered the same way locally and remotely (both run `answer`); a
+//! dispatcher without the index does no work per result; while no index answers, queries fail
+//! with 503 `index_unavailable` and nothing else is affected.
+
+use crate::core::view::rfc3339;
+use crate::http::error::ApiError;
+use crate::index::store::{self, GroupBy, GroupKey, QueryIndex};
+use crate::AppState;
+use async_nats::service::ServiceExt as _;
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use squall_broker::time::now_ms;
+use squall_broker::InvocationStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The service's name, as `$SRV.PING.squall-index` finds it.
+pub const SERVICE_NAME: &str = "squall-index";
+/// The version of the query contract below.
+pub const SERVICE_VERSION: &str = "1.0.0";
+/// The subject queries are sent to; index holders share it in one queue group.
+pub const QUERY_SUBJECT: &str = "squall.index.query";
+/// How long a dispatcher waits for an index's answer.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A query, validated by the dispatcher that received the HTTP request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "query", rename_all = "snake_case")]
+pub enum IndexQuery {
+    /// `GET /v1/invocations`.
+    List {
+        function: Option<String>,
+        status: Option<InvocationStatus>,
+        since_ms: u64,
+        until_ms: u64,
+        limit: usize,
+        cursor: Option<Vec<u8>>,
+    },
+    /// `GET /v1/functions/{name}/stats`.
+    Stats {
+        function: String,
+        since_ms: u64,
+        until_ms: u64,
+    },
+    /// `GET /v1/usage`; `by_hour` groups by hour instead of by function.
+    Usage {
+        since_ms: u64,
+        until_ms: u64,
+        by_hour: bool,
+    },
+}
+
+/// The end of a window as shown: now when it is open.
+fn shown_until(until_ms: u64) -> String {
+    if until_ms == u64::MAX {
+        rfc3339(now_ms())
+    } else {
+        rfc3339(until_ms)
+    }
+}
+
+/// Answers `query` from the index; blocking (sled), so run it off the async threads. Every
+/// answer says whether the index is still catching up with RESULTS, and how far it is.
+pub fn answer(index: &QueryIndex, query: &IndexQuery) -> Result<serde_json::Value, String> {
+    let failed = |e: crate::index::IndexError| e.to_string();
+    // Read before the answer, so a flag that says "caught up" is true of the data below.
+    let catching_up = index.catching_up();
+    let applied_sequence = index.sequence().map_err(failed)?;
+    let mut view = match query {
+        IndexQuery::List {
+            function,
+            status,
+            since_ms,
+            until_ms,
+            limit,
+            cursor,
+        } => {
+            let filter = store::Filter {
+                function: function.clone(),
+                status: *status,
+                since_ms: Some(*since_ms),
+                until_ms: Some(*until_ms),
+            };
+            let page = index
+                .list(&filter, *limit, cursor.as_deref())
+                .map_err(failed)?;
+            let items: Vec<_> = page
+                .items
+                .iter()
+                .map(|(id, entry)| crate::core::view::summary_view(id, entry))
+                .collect();
+            serde_json::json!({ "items": items, "next_cursor": page.next_cursor })
+        }
+        IndexQuery::Stats {
+            function,
+            since_ms,
+            until_ms,
+        } => {
+            let stats = index
+                .stats(function, *since_ms, *until_ms, now_ms())
+                .map_err(failed)?;
+            let mut view = serde_json::to_value(stats).map_err(|e| e.to_string())?;
+            view["function"] = function.as_str().into();
+            view["since"] = rfc3339(*since_ms).into();
+            view["until"] = shown_until(*until_ms).into();
+            view
+        }
+        IndexQuery::Usage {
+            since_ms,
+            until_ms,
+            by_hour,
+        } => {
+            let group_by = if *by_hour {
+                GroupBy::Hour
+            } else {
+                GroupBy::Function
+            };
+            let groups = index
+                .usage(*since_ms, *until_ms, group_by, now_ms())
+                .map_err(failed)?;
+            let mut total = store::Usage::default();
+            let rows: Vec<_> = groups
+                .iter()
+                .map(|(key, usage)| {
+                    total.invocations += usage.invocations;
+                    total.attempts += usage.attempts;
+                    total.cpu_ms += usage.cpu_ms;
+                    total.wall_ms += usage.wall_ms;
+                    total.kv_ops += usage.kv_ops;
+                    total.kv_bytes += usage.kv_bytes;
+                    let mut row = serde_json::to_value(usage).unwrap_or_default();
+                    match key {
+                        GroupKey::Function(f) => row["function"] = f.as_str().into(),
+                        GroupKey::Hour(ms) => row["hour"] = rfc3339(*ms).into(),
+                    }
+                    row
+                })
+                .collect();
+            serde_json::json!({
+                "group_by": if *by_hour { "hour" } else { "function" },
+                "since": rfc3339(*since_ms),
+                "until": shown_until(*until_ms),
+                "groups": rows,
+                "total": total,
+            })
+        }
+    };
+    view["catching_up"] = catching_up.into();
+    view["applied_sequence"] = applied_sequence.into();
+    Ok(view)
+}
+
+/// Answers `query`: from this process's index when it holds one, else from whichever index
+/// holder answers first.
+pub async fn ask(state: &AppState, query: IndexQuery) -> Result<serde_json::Value, ApiError> {
+    if let Some(index) = state.query_index() {
+        let index = index.clone();
+        return tokio::task::spawn_blocking(move || answer(&index, &query))
+            .await
+            .map_err(|e| ApiError::internal("query index", e))?
+            .map_err(|e| ApiError::internal("query index", e));
+    }
+    let body = serde_json::to_vec(&query).map_err(|e| ApiError::internal("query", e))?;
+    let asked = tokio::time::timeout(
+        QUERY_TIMEOUT,
+        state.client.request(QUERY_SUBJECT, body.into()),
+    )
+    .await;
+    let reply = match asked {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(error)) => return Err(unavailable(&error.to_string())),
+        Err(_) => {
+            return Err(unavailable(&format!(
+                "no query index answered within {} s",
+                QUERY_TIMEOUT.as_secs()
+            )))
+        }
+    };
+    let service_error = reply
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR))
+        .map(|v| v.as_str().to_string());
+    if let Some(error) = service_error {
+        return Err(ApiError::internal("query index", error));
+    }
+    serde_json::from_slice(&reply.payload).map_err(|e| ApiError::internal("query index reply", e))
+}
+
+fn unavailable(why: &str) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "index_unavailable",
+        format!("no query index is reachable ({why}); invocations are unaffected, and queries work again once a dispatcher holding the index runs"),
+    )
+}
+
+/// Serves this process's index as the `squall-index` service, forever; restarts after errors.
+pub async fn serve(state: Arc<AppState>) {
+    loop {
+        if let Err(error) = serve_once(&state).await {
+            tracing::warn!(message = "query index service failed; restarting", error = %error);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn serve_once(state: &Arc<AppState>) -> Result<(), async_nats::Error> {
+    let Some(index) = state.query_index().cloned() else {
+        return Ok(());
+    };
+    let service = state
+        .client
+        .service_builder()
+        .description("Squall's query index: invocations, stats and usage from RESULTS")
+        .start(SERVICE_NAME, SERVICE_VERSION)
+        .await?;
+    let mut endpoint = service.endpoint(QUERY_SUBJECT).await?;
+    while let Some(request) = endpoint.next().await {
+        let index = index.clone();
+        tokio::spawn(async move {
+            let answered = match serde_json::from_slice::<IndexQuery>(&request.message.payload) {
+                Err(error) => Err(async_nats::service::error::Error {
+                    status: format!("malformed query: {error}"),
+                    code: 400,
+                }),
+                Ok(query) => tokio::task::spawn_blocking(move || answer(&index, &query))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+                    .and_then(|v| serde_json::to_vec(&v).map_err(|e| e.to_string()))
+                    .map(Into::into)
+                    .map_err(|status| async_nats::service::error::Error { status, code: 500 }),
+            };
+            if let Err(error) = request.respond(answered).await {
+                tracing::debug!(message = "cannot answer a query", %error);
+            }
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_answer_says_whether_the_index_is_catching_up_and_how_far_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let index = QueryIndex::open(&db).unwrap();
+        let queries = [
+            IndexQuery::List {
+                function: None,
+                status: None,
+                since_ms: 0,
+                until_ms: u64::MAX,
+                limit: 10,
+                cursor: None,
+            },
+            IndexQuery::Stats {
+                function: "f".into(),
+                since_ms: 0,
+                until_ms: u64::MAX,
+            },
+            IndexQuery::Usage {
+                since_ms: 0,
+                until_ms: u64::MAX,
+                by_hour: true,
+            },
+        ];
+        index.start_catch_up(0, 5);
+        for query in &queries {
+            let view = answer(&index, query).unwrap();
+            assert_eq!(view["catching_up"], true, "{view}");
+            assert_eq!(view["applied_sequence"], 0);
+        }
+        index.progressed(5);
+        for query in &queries {
+            let view = answer(&index, query).unwrap();
+            assert_eq!(view["catching_up"], false, "{view}");
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Starting a dispatcher: connecting, setting up the topology, spawning the background loops
+//! (the registry and key watches, the dead-letter mover, schedules, triggers, destinations, the
+//! query index's feed and pruning) and serving HTTP.
+
+use crate::compat::{rate_limit, web};
+use crate::core::{metrics, registry, waiter};
+use crate::events::{destinations, dlq, schedules, triggers};
+use crate::http::{auth, tls};
+use crate::index;
+use crate::routes::{self, app};
+use crate::state::{AppState, DispatcherConfig};
+use anyhow::Context as _;
+use squall_broker::{Topology, TopologyConfig};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a starting dispatcher keeps trying to set up the topology: a cluster that is still
+/// electing its metadata leader, or another dispatcher creating the same streams at the same
+/// moment, makes JetStream requests time out for a while.
+const TOPOLOGY_SETUP_BUDGET: Duration = Duration::from_secs(120);
+
+/// Creates or updates the streams and buckets (the keys bucket among them), trying again until
+/// `TOPOLOGY_SETUP_BUDGET` has passed (every step is idempotent).
+async fn set_up_topology(
+    client: &async_nats::Client,
+    config: &TopologyConfig,
+) -> anyhow::Result<(Topology, async_nats::jetstream::kv::Store)> {
+    let deadline = tokio::time::Instant::now() + TOPOLOGY_SETUP_BUDGET;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let attempt = async {
+            let topology = squall_broker::ensure_topology(client.clone(), config)
+                .await
+                .context("cannot set up the JetStream topology")?;
+            let keys = topology
+                .keys
+                .clone()
+                .context("the topology has no keys bucket")?;
+            anyhow::Ok((topology, keys))
+        };
+        match attempt.await {
+            Ok(done) => return Ok(done),
+            Err(error) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(
+                    message = "the JetStream topology is not ready yet; trying again",
+                    error = format!("{error:#}"),
+                    retry_in_ms = pause.as_millis() as u64
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(4));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Connects to NATS, ensures the topology, opens the index and builds the shared state.
+pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppState>> {
+    let client =
+        squall_broker::connect::connect(&config.nats_auth, "squall-dispatcher", &config.nats_url)
+            .await?;
+    config.topology.replicas = match config.replicas {
+        Some(replicas) => replicas,
+        None => squall_broker::topology::default_replicas(&client).await,
+    };
+    tracing::info!(
+        message = "connected to NATS",
+        server = %client.server_info().server_name,
+        replicas = config.topology.replicas
+    );
+    // Boxed, like the next: these futures are large, and tests poll `connect` on a test
+    // thread's stack.
+    let (topology, keys_bucket) = Box::pin(set_up_topology(&client, &config.topology)).await?;
+    let destination_topology = Box::pin(squall_broker::topology::ensure_destination_topology(
+        &topology.jetstream,
+        &config.topology,
+    ))
+    .await
+    .context("cannot set up the destinations' buckets and stream")?;
+    let inbox_prefix = config
+        .nats_auth
+        .nats_inbox_prefix
+        .clone()
+        .unwrap_or_else(|| "_INBOX".to_string());
+    let waiter = waiter::ResultWaiter::start(&client, &inbox_prefix)
+        .await
+        .context("cannot subscribe to results")?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let index = index::Index::open(&config.data_dir.join("index"))?;
+    let keys = auth::Keys::new(config.admin_key.as_deref(), config.metrics_open);
+    index.query.set_retention(
+        config.topology.results_max_age.as_millis() as u64,
+        config.bucket_retention.as_millis() as u64,
+    );
+    if config.rebuild_index && config.query_index {
+        index.query.clear()?;
+        tracing::info!(message = "query index cleared; rebuilding it from RESULTS");
+    }
+    let state = Arc::new(AppState {
+        config,
+        client,
+        topology,
+        waiter,
+        index,
+        registry: Arc::new(registry::RegistryCache::default()),
+        metrics: Arc::new(metrics::Metrics::new()),
+        openapi: serde_json::to_vec(&routes::document(keys.metrics_open))
+            .context("cannot render the OpenAPI document")?
+            .into(),
+        keys,
+        keys_bucket,
+        web_limits: rate_limit::RateLimiter::default(),
+        destinations: destinations::Service::new(destination_topology),
+    });
+    tokio::spawn(auth::follow(state.clone()));
+    tokio::spawn(
+        state
+            .registry
+            .clone()
+            .follow(state.topology.registry.clone()),
+    );
+    tokio::spawn(dlq::run_mover(state.clone()));
+    tokio::spawn(prune_index(state.clone()));
+    if state.config.query_index {
+        tokio::spawn(prune_query_index(state.clone()));
+        tokio::spawn(crate::api::queries::run_indexer(state.clone()));
+        tokio::spawn(index::service::serve(state.clone()));
+    }
+    tokio::spawn(schedules::run_ticks(state.clone()));
+    tokio::spawn(triggers::run(state.clone()));
+    tokio::spawn(destinations::run(state.clone()));
+    Ok(state)
+}
+
+/// Hourly, forgets accepted invocations older than RESULTS' retention, so the local index
+/// stays small even for invocations nobody asked about.
+async fn prune_index(state: Arc<AppState>) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let now = squall_broker::time::now_ms();
+        let cutoff = now.saturating_sub(state.config.topology.results_max_age.as_millis() as u64);
+        match state.index.prune_before(cutoff) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(message = "pruned accepted invocations", removed),
+            Err(error) => tracing::warn!(message = "cannot prune accepted invocations", %error),
+        }
+    }
+}
+
+/// How often the query index is pruned, and how many keys one step removes at most: small
+/// steps, so the feed and the queries never wait long behind a prune.
+const QUERY_PRUNE_EVERY: Duration = Duration::from_secs(10);
+const QUERY_PRUNE_STEP: usize = 2000;
+
+/// Forgets query index entries (and minute buckets) as RESULTS' retention lets results go,
+/// and hour buckets past their own retention: continuously, a bounded step at a time.
+async fn prune_query_index(state: Arc<AppState>) {
+    let mut every = tokio::time::interval(QUERY_PRUNE_EVERY);
+    let mut removed_since_log = 0;
+    loop {
+        every.tick().await;
+        loop {
+            let index = state.index.query.clone();
+            let now = squall_broker::time::now_ms();
+            let step =
+                tokio::task::spawn_blocking(move || index.prune_step(now, QUERY_PRUNE_STEP)).await;
+            match step {
+                Ok(Ok(removed)) => {
+                    removed_since_log += removed;
+                    if removed < QUERY_PRUNE_STEP {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(message = "cannot prune the query index", %error);
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(message = "the query index pruner failed", %error);
+                    break;
+                }
+            }
+        }
+        if removed_since_log >= 100_000 {
+            tracing::info!(
+                message = "pruned the query index",
+                removed = removed_since_log
+            );
+            removed_since_log = 0;
+        }
+    }
+}
+
+/// Serves the API until `shutdown` completes.
+pub async fn serve(
+    config: DispatcherConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = config.http_addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls::server_config(cert, key)?),
+        None => None,
+    };
+    let state = connect(config).await?;
+    let local = listener.local_addr()?;
+    let served = match tls {
+        None => {
+            tracing::info!(message = "dispatcher listening", addr = %local, scheme = "http");
+            axum::serve(
+                listener,
+                app(state.clone()).into_make_service_with_connect_info::<web::ClientAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+        }
+        Some(config) => {
+            tracing::info!(message = "dispatcher listening", addr = %local, scheme = "https");
+            axum::serve(
+                tls::TlsListener::new(listener, config)?,
+                app(state.clone()).into_make_service_with_connect_info::<web::ClientAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+        }
+    }
+    .context("HTTP server failed");
+    // Accepted invocations still waiting for the index writer would be forgotten otherwise.
+    if let Err(error) = state.index.flush_pending() {
+        tracing::warn!(message = "cannot store the last accepted invocations", %error);
+    }
+    if let Err(error) = state.index.query.flush() {
+        tracing::warn!(message = "cannot flush the query index", %error);
+    }
+    served
+}

@@ -1,0 +1,120 @@
+//! The dispatcher's configuration and the state its requests share.
+
+use crate::api::batch;
+use crate::compat::rate_limit;
+use crate::core::{metrics, registry, versions, waiter};
+use crate::events::destinations;
+use crate::http::auth;
+use crate::index;
+use squall_broker::{Topology, TopologyConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything the dispatcher needs; built by `main` from flags and environment.
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    pub nats_url: String,
+    /// NATS credentials and TLS.
+    pub nats_auth: squall_broker::connect::NatsAuth,
+    pub http_addr: SocketAddr,
+    /// Folder of the local sled index.
+    pub data_dir: PathBuf,
+    /// Largest invocation payload, in bytes.
+    pub max_payload: usize,
+    /// Largest artifact, in bytes.
+    pub max_artifact: usize,
+    /// Most lines and bytes of one batch request.
+    pub batch: batch::BatchLimits,
+    /// Longest a synchronous invoke waits before answering 202.
+    pub max_wait: Duration,
+    /// How long a job publish keeps trying through a leader election before a 503.
+    pub publish: squall_broker::publish::PublishPolicy,
+    /// Replicas of everything in JetStream; `None`: min(3, the broker cluster's size).
+    pub replicas: Option<usize>,
+    /// The streams' definitions; `replicas` there is set from `replicas` at connect.
+    pub topology: TopologyConfig,
+    /// Drop the query index at startup and replay RESULTS into it.
+    pub rebuild_index: bool,
+    /// Hold the query index (feed it from RESULTS and serve it to every dispatcher); without
+    /// it, queries are asked of the processes that hold one.
+    pub query_index: bool,
+    /// How long the query index keeps its hourly usage and stats buckets; its entries and
+    /// minute buckets follow RESULTS' `max_age`.
+    pub bucket_retention: Duration,
+    /// The admin API key; `None` leaves the API open (loopback only, unless allowed).
+    pub admin_key: Option<String>,
+    /// Serve `/metrics` without a key even when keys are required.
+    pub metrics_open: bool,
+    /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// How destination and callback deliveries to URLs are tried.
+    pub destinations: destinations::DeliveryConfig,
+    /// The trace viewer's link for a trace id (`{trace_id}` is replaced), shown by the console.
+    pub trace_url: Option<String>,
+    /// How many of a function's newest versions a deploy keeps (aliased ones are always kept).
+    pub keep_versions: usize,
+}
+
+impl Default for DispatcherConfig {
+    /// The binary's defaults: a local broker, loopback HTTP, no keys, the default limits.
+    fn default() -> Self {
+        let max_payload = squall_broker::env::DEFAULT_MAX_PAYLOAD;
+        let mut topology = TopologyConfig::default();
+        topology.max_message_size = (max_payload + 64 * 1024) as i32;
+        Self {
+            nats_url: squall_broker::env::DEFAULT_NATS_URL.to_string(),
+            nats_auth: squall_broker::connect::NatsAuth::default(),
+            http_addr: squall_broker::env::DEFAULT_HTTP_ADDR
+                .parse()
+                .expect("the default HTTP address parses"),
+            data_dir: PathBuf::from(".squall/dispatcher"),
+            max_payload,
+            max_artifact: squall_broker::env::DEFAULT_MAX_ARTIFACT,
+            batch: batch::BatchLimits::default(),
+            max_wait: Duration::from_secs(300),
+            publish: squall_broker::publish::PublishPolicy::default(),
+            replicas: None,
+            topology,
+            rebuild_index: false,
+            query_index: true,
+            bucket_retention: Duration::from_secs(30 * 24 * 3600),
+            admin_key: None,
+            metrics_open: true,
+            tls: None,
+            destinations: destinations::DeliveryConfig::default(),
+            trace_url: None,
+            keep_versions: versions::DEFAULT_KEEP_VERSIONS,
+        }
+    }
+}
+
+/// State shared by every request.
+pub struct AppState {
+    pub config: DispatcherConfig,
+    pub client: async_nats::Client,
+    pub topology: Topology,
+    pub waiter: waiter::ResultWaiter,
+    pub index: index::Index,
+    /// The registry as of the last watch event or local change.
+    pub registry: Arc<registry::RegistryCache>,
+    /// This process's metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The API keys this dispatcher accepts.
+    pub keys: auth::Keys,
+    pub keys_bucket: async_nats::jetstream::kv::Store,
+    /// The OpenAPI document this dispatcher serves, rendered once.
+    pub openapi: bytes::Bytes,
+    /// The web functions' rate limits, per client address and function.
+    pub web_limits: rate_limit::RateLimiter,
+    /// Destinations and callbacks: their buckets, stream and HTTP client.
+    pub destinations: destinations::Service,
+}
+
+impl AppState {
+    /// The query index, when this process holds that role.
+    pub fn query_index(&self) -> Option<&index::store::QueryIndex> {
+        self.config.query_index.then_some(&self.index.query)
+    }
+}
