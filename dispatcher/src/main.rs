@@ -273,10 +273,10 @@ fn admin_key() -> Result<Option<String>, String> {
         (key, None) | (None, key) => key,
     };
     match key {
-        Some(key) if key.len() < squall_dispatcher::http::auth::MIN_KEY_LEN => Err(format!(
+        Some(key) if key.len() < squall_dispatcher::core::keys::MIN_KEY_LEN => Err(format!(
             "the admin key is {} characters long; use at least {} (for example `openssl rand -hex 32`)",
             key.len(),
-            squall_dispatcher::http::auth::MIN_KEY_LEN
+            squall_dispatcher::core::keys::MIN_KEY_LEN
         )),
         key => Ok(key),
     }

@@ -2,11 +2,9 @@
 //! invoke, admin), whose layer checks the key, and from which the OpenAPI document takes its
 //! paths, schemas and security entries.
 
-use crate::api::{batch, cancel, fleet, functions, health, invocations, queries, secrets};
+use crate::api::{batch, cancel, fleet, functions, health, invocations, keys, queries, secrets};
+use crate::api::{destinations, dlq, schedules, triggers, versions};
 use crate::compat::{lambda, web};
-use crate::core::versions;
-use crate::events::dlq;
-use crate::events::{destinations, schedules, triggers};
 use crate::http::auth::{Access, Scope};
 use crate::http::{auth, ui};
 use crate::AppState;
@@ -59,7 +57,7 @@ fn groups(metrics_open: bool, deploy_limit: usize) -> Vec<(Access, Routes)> {
         .routes(routes!(health::openapi))
         .routes(routes!(ui::index))
         .routes(routes!(ui::asset));
-    let any_key = Routes::new().routes(routes!(auth::whoami));
+    let any_key = Routes::new().routes(routes!(keys::whoami));
     let mut read = Routes::new()
         .routes(routes!(functions::list_functions))
         .routes(routes!(functions::get_function))
@@ -102,8 +100,8 @@ fn groups(metrics_open: bool, deploy_limit: usize) -> Vec<(Access, Routes)> {
         .routes(routes!(schedules::put, schedules::get, schedules::delete))
         .routes(routes!(triggers::list))
         .routes(routes!(triggers::put, triggers::get, triggers::delete))
-        .routes(routes!(auth::create, auth::list))
-        .routes(routes!(auth::delete));
+        .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::delete));
     vec![
         (Access::Open, open),
         (Access::AnyKey, any_key),

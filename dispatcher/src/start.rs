@@ -3,9 +3,10 @@
 //! query index's feed and pruning) and serving HTTP.
 
 use crate::compat::{rate_limit, web};
+use crate::core::broker::Broker;
 use crate::core::{metrics, registry, waiter};
 use crate::events::{destinations, dlq, schedules, triggers};
-use crate::http::{auth, tls};
+use crate::http::tls;
 use crate::index;
 use crate::routes::{self, app};
 use crate::state::{AppState, DispatcherConfig};
@@ -88,7 +89,7 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let index = index::Index::open(&config.data_dir.join("index"))?;
-    let keys = auth::Keys::new(config.admin_key.as_deref(), config.metrics_open);
+    let keys = crate::core::keys::Keys::new(config.admin_key.as_deref(), config.metrics_open);
     index.query.set_retention(
         config.topology.results_max_age.as_millis() as u64,
         config.bucket_retention.as_millis() as u64,
@@ -97,13 +98,13 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
         index.query.clear()?;
         tracing::info!(message = "query index cleared; rebuilding it from RESULTS");
     }
+    let broker = Broker::new(client, topology, config.publish);
     let state = Arc::new(AppState {
         config,
-        client,
-        topology,
+        registry: registry::Registry::new(broker.clone()),
+        broker,
         waiter,
         index,
-        registry: Arc::new(registry::RegistryCache::default()),
         metrics: Arc::new(metrics::Metrics::new()),
         openapi: serde_json::to_vec(&routes::document(keys.metrics_open))
             .context("cannot render the OpenAPI document")?
@@ -113,18 +114,19 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
         web_limits: rate_limit::RateLimiter::default(),
         destinations: destinations::Service::new(destination_topology),
     });
-    tokio::spawn(auth::follow(state.clone()));
+    tokio::spawn(crate::core::keys::follow(state.clone()));
     tokio::spawn(
         state
             .registry
+            .cache()
             .clone()
-            .follow(state.topology.registry.clone()),
+            .follow(state.registry.bucket().clone()),
     );
     tokio::spawn(dlq::run_mover(state.clone()));
     tokio::spawn(prune_index(state.clone()));
     if state.config.query_index {
         tokio::spawn(prune_query_index(state.clone()));
-        tokio::spawn(crate::api::queries::run_indexer(state.clone()));
+        tokio::spawn(index::feed::run_indexer(state.clone()));
         tokio::spawn(index::service::serve(state.clone()));
     }
     tokio::spawn(schedules::run_ticks(state.clone()));

@@ -4,9 +4,9 @@ use crate::api::batch;
 use crate::compat::rate_limit;
 use crate::core::{metrics, registry, versions, waiter};
 use crate::events::destinations;
-use crate::http::auth;
 use crate::index;
-use squall_broker::{Topology, TopologyConfig};
+use crate::core::broker::Broker;
+use squall_broker::TopologyConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,8 +61,10 @@ impl Default for DispatcherConfig {
     /// The binary's defaults: a local broker, loopback HTTP, no keys, the default limits.
     fn default() -> Self {
         let max_payload = squall_broker::env::DEFAULT_MAX_PAYLOAD;
-        let mut topology = TopologyConfig::default();
-        topology.max_message_size = (max_payload + 64 * 1024) as i32;
+        let topology = TopologyConfig {
+            max_message_size: (max_payload + 64 * 1024) as i32,
+            ..TopologyConfig::default()
+        };
         Self {
             nats_url: squall_broker::env::DEFAULT_NATS_URL.to_string(),
             nats_auth: squall_broker::connect::NatsAuth::default(),
@@ -93,16 +95,16 @@ impl Default for DispatcherConfig {
 /// State shared by every request.
 pub struct AppState {
     pub config: DispatcherConfig,
-    pub client: async_nats::Client,
-    pub topology: Topology,
+    /// The connection, the topology's handles and the publish policy.
+    pub broker: Broker,
     pub waiter: waiter::ResultWaiter,
     pub index: index::Index,
-    /// The registry as of the last watch event or local change.
-    pub registry: Arc<registry::RegistryCache>,
+    /// The registry as of the last watch event or local change, over its bucket.
+    pub registry: registry::Registry,
     /// This process's metrics.
     pub metrics: Arc<metrics::Metrics>,
     /// The API keys this dispatcher accepts.
-    pub keys: auth::Keys,
+    pub keys: crate::core::keys::Keys,
     pub keys_bucket: async_nats::jetstream::kv::Store,
     /// The OpenAPI document this dispatcher serves, rendered once.
     pub openapi: bytes::Bytes,

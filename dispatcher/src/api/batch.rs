@@ -1,7 +1,6 @@
 //! `POST /v1/functions/{name}/batch`: many invocations from one NDJSON body (one JSON input per
 //! line), validated whole before any job is published, then published with pipelined acks.
 
-use crate::core::registry::load_record;
 use crate::core::submit::{
     checked_idempotency_key, claim_idempotency_value, forwarded_headers, is_valid_traceparent,
     job_headers, new_traceparent, record_accepted, Job, IDEMPOTENCY_KEY,
@@ -187,7 +186,7 @@ fn line_id(salt: &[u8], created_at_ms: u64, index: usize) -> uuid::Uuid {
 /// whole before any is queued. Runs inside the `squall.batch` span, which continues the
 /// caller's trace when the request carries a valid `traceparent`.
 #[utoipa::path(post, path = "/v1/functions/{name}/batch", tag = "invocations",
-    params(("name" = String, Path, description = crate::core::versions::QUALIFIED_NAME, pattern = "^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,64})?$"), QualifierParams,
+    params(("name" = String, Path, description = crate::http::extract::QUALIFIED_NAME, pattern = "^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,64})?$"), QualifierParams,
         ("Idempotency-Key" = Option<String>, Header, description = "Same key and body, same invocations.")),
     request_body(description = "One JSON input per line (lines end in \\n or \\r\\n).", content(
         (String = "application/x-ndjson"),
@@ -246,7 +245,7 @@ async fn submit_traced(
     // The body is read before the name is judged, so a client still sending gets an answer.
     let qualified = Qualified::parse(name, qualifier)?;
     let name = qualified.name;
-    let record = load_record(state, &name).await?;
+    let record = state.registry.load(&name).await?;
     if qualified.qualifier.is_some() {
         resolve(&record, qualified.qualifier.as_deref(), "")?;
     }
@@ -358,7 +357,7 @@ async fn publish(
         reply_to: None,
     };
     async {
-        let jetstream = &state.topology.jetstream;
+        let jetstream = &state.broker.topology.jetstream;
         let subject = async_nats::Subject::from(jobs_subject(template.function));
         let mut pending = VecDeque::with_capacity(ACK_WINDOW);
         let mut failure: Option<squall_broker::publish::PublishError> = None;
@@ -372,7 +371,7 @@ async fn publish(
                 &subject,
                 headers,
                 lines[index].clone(),
-                &state.config.publish,
+                &state.broker.publish,
             )
         };
         for (index, payload) in lines.iter().enumerate() {

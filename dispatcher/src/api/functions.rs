@@ -1,12 +1,13 @@
 //! The function routes: deploy (multipart or a bare artifact), list, show and delete.
 
 use crate::core::artifact::validate_artifact;
-use crate::core::registry::load_record;
 use crate::core::versions::modify;
 use crate::core::view::function_view;
 use crate::http::error::ApiError;
 use crate::http::extract::FunctionName;
+use crate::http::extract::NAME;
 use crate::http::limits::read_limited;
+use crate::core::registry::RegistryError;
 use crate::AppState;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, StatusCode};
@@ -24,9 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 type Shared = State<Arc<AppState>>;
-
-/// The `{name}` parameter of a function route.
-pub(crate) const NAME: &str = "Function name: 1 to 64 ASCII letters, digits, '-' or '_'.";
 
 /// The artifact and spec of a deploy request, from either body form.
 struct DeployParts {
@@ -132,7 +130,7 @@ pub async fn deploy(
         .map_err(|e| ApiError::bad_request("invalid_artifact", e.to_string()))?;
     let sha = hex::encode(Sha256::digest(&parts.artifact));
     let key = artifact_key(&sha);
-    let store = &state.topology.artifacts;
+    let store = &state.broker.topology.artifacts;
     if store.info(&key).await.is_err() {
         let mut reader = parts.artifact.as_ref();
         store
@@ -141,7 +139,7 @@ pub async fn deploy(
             .map_err(|e| ApiError::broker("cannot store the artifact", e))?;
     }
     squall_broker::ensure_function_consumer(
-        &state.topology.jobs,
+        &state.broker.topology.jobs,
         &name,
         &spec,
         &state.config.topology,
@@ -211,6 +209,7 @@ async fn write_deploy(
             Err(e) => return Err(e),
         }
         match state
+            .broker
             .topology
             .registry
             .create(name.as_str(), fresh.encode().into())
@@ -255,6 +254,7 @@ fn deploy_warnings(name: &str, spec: &FunctionSpec) -> Vec<String> {
     (status = 503, description = "The broker is unavailable.", body = ErrorBody)))]
 pub async fn list_functions(State(state): Shared) -> Result<Json<FunctionList>, ApiError> {
     let mut keys = state
+        .broker
         .topology
         .registry
         .keys()
@@ -270,11 +270,11 @@ pub async fn list_functions(State(state): Shared) -> Result<Json<FunctionList>, 
         let Ok(name) = FunctionName::parse(name) else {
             continue;
         };
-        match load_record(&state, &name).await {
+        match state.registry.load(&name).await {
             Ok(record) => functions.push(function_view(&record)),
             // Deleted between the listing and the read.
-            Err(e) if e.status == StatusCode::NOT_FOUND => {}
-            Err(e) => return Err(e),
+            Err(RegistryError::NotDeployed(_)) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(Json(FunctionList { functions }))
@@ -291,7 +291,7 @@ pub async fn get_function(
     State(state): Shared,
     name: FunctionName,
 ) -> Result<Json<Function>, ApiError> {
-    Ok(Json(function_view(&load_record(&state, &name).await?)))
+    Ok(Json(function_view(&state.registry.load(&name).await?)))
 }
 
 /// Remove a function: running jobs finish, queued ones become dead letters.
@@ -305,8 +305,9 @@ pub async fn delete_function(
     State(state): Shared,
     name: FunctionName,
 ) -> Result<Response, ApiError> {
-    let record = load_record(&state, &name).await?;
+    let record = state.registry.load(&name).await?;
     state
+        .broker
         .topology
         .registry
         .delete(&name)
@@ -320,6 +321,7 @@ pub async fn delete_function(
     let deadline = tokio::time::Instant::now() + drain;
     while tokio::time::Instant::now() < deadline {
         match state
+            .broker
             .topology
             .jobs
             .consumer_info(consumer_name(&name))
@@ -332,7 +334,7 @@ pub async fn delete_function(
         }
     }
     if let Err(error) =
-        squall_broker::topology::delete_function_consumer(&state.topology.jobs, &name).await
+        squall_broker::topology::delete_function_consumer(&state.broker.topology.jobs, &name).await
     {
         tracing::warn!(message = "cannot delete the function's consumer", function = %name, error = %error);
     }

@@ -26,7 +26,7 @@ pub async fn healthz() -> Json<Health> {
     (status = 200, description = "Ready.", body = Health),
     (status = 503, description = "Not connected to NATS.", body = ErrorBody)))]
 pub async fn readyz(State(state): Shared) -> Result<Json<Health>, ApiError> {
-    match state.client.connection_state() {
+    match state.broker.client.connection_state() {
         async_nats::connection::State::Connected => Ok(Json(Health {
             status: "ready".into(),
         })),

@@ -2,7 +2,6 @@
 //! logs, read from the local index and RESULTS.
 
 use crate::core::cloudevents;
-use crate::core::registry::load_record;
 use crate::core::submit::{
     checked_idempotency_key, claim_kv_key, event_key, forwarded_headers, is_valid_traceparent,
     new_traceparent, submit, Job, IDEMPOTENCY_KEY,
@@ -67,7 +66,7 @@ fn parse_flag(value: Option<&str>, key: &str) -> Result<bool, ApiError> {
 /// `Idempotency-Key` gives the same invocation. Runs inside the `squall.invoke` span, which
 /// continues the caller's trace when the request carries a valid `traceparent`.
 #[utoipa::path(post, path = "/v1/functions/{name}/invocations", tag = "invocations",
-    params(("name" = String, Path, description = crate::core::versions::QUALIFIED_NAME, pattern = "^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,64})?$"), InvokeParams,
+    params(("name" = String, Path, description = crate::http::extract::QUALIFIED_NAME, pattern = "^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,64})?$"), InvokeParams,
         ("Idempotency-Key" = Option<String>, Header, description = "Same key, same invocation (1 to 256 characters)."),
         ("Prefer" = Option<String>, Header, description = "`respond-async` answers 202 at once."),
         ("traceparent" = Option<String>, Header, description = "W3C trace context to continue."),
@@ -145,7 +144,7 @@ async fn invoke_traced(
     // The body is read before the name is judged, so a client still sending gets an answer.
     let qualified = Qualified::parse(&name, query.qualifier.as_deref())?;
     let name = qualified.name;
-    let record = load_record(&state, &name).await?;
+    let record = state.registry.load(&name).await?;
     // An unknown qualifier is refused before anything is claimed or published.
     if qualified.qualifier.is_some() {
         resolve(&record, qualified.qualifier.as_deref(), "")?;
@@ -480,6 +479,7 @@ pub(crate) async fn lookup_result(
         None => format!("results.*.{id}"),
     };
     match state
+        .broker
         .topology
         .results
         .get_last_raw_message_by_subject(&subject)
@@ -552,7 +552,7 @@ pub async fn get_invocation(
     };
     if let Some(version) = &view.version {
         view.version_number =
-            crate::core::registry::version_number(&state, &view.function, version);
+            state.registry.version_number(&view.function, version);
     }
     Ok(Json(view))
 }

@@ -5,9 +5,15 @@
 
 pub mod batch;
 pub mod cancel;
+pub mod destinations;
+pub mod dlq;
 pub mod fleet;
 pub mod functions;
 pub mod health;
 pub mod invocations;
+pub mod keys;
 pub mod queries;
+pub mod schedules;
 pub mod secrets;
+pub mod triggers;
+pub mod versions;

@@ -1,7 +1,6 @@
 //! Function secrets: `/v1/functions/{name}/secrets`. Values travel to workers in the registry
 //! record and reach the function as `ctx.config.secrets`; the API only ever shows their names.
 
-use crate::core::registry::load_record;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, FunctionName};
 use crate::AppState;
@@ -63,6 +62,7 @@ fn checked(map: SecretValues) -> Result<SecretValues, ApiError> {
 
 async fn store(state: &AppState, record: FunctionRecord) -> Result<FunctionRecord, ApiError> {
     let revision = state
+        .broker
         .topology
         .registry
         .put(&record.name, record.encode().into())
@@ -72,7 +72,7 @@ async fn store(state: &AppState, record: FunctionRecord) -> Result<FunctionRecor
     Ok(record)
 }
 
-const NAME: &str = crate::api::functions::NAME;
+const NAME: &str = crate::http::extract::NAME;
 
 /// Replace a function's secrets; the function reads them in `ctx.config.secrets`.
 #[utoipa::path(put, path = "/v1/functions/{name}/secrets", tag = "functions",
@@ -89,7 +89,7 @@ pub async fn put(
     ApiJson(secrets): ApiJson<SecretValues>,
 ) -> Result<Json<Secrets>, ApiError> {
     let secrets = checked(secrets)?;
-    let mut record = load_record(&state, &name).await?;
+    let mut record = state.registry.load(&name).await?;
     record.secrets_json =
         serde_json::to_string(&secrets).map_err(|e| ApiError::internal("secrets", e))?;
     let record = store(&state, record).await?;
@@ -108,7 +108,7 @@ pub async fn get(
     State(state): State<Arc<AppState>>,
     name: FunctionName,
 ) -> Result<Json<Secrets>, ApiError> {
-    Ok(view(&load_record(&state, &name).await?))
+    Ok(view(&state.registry.load(&name).await?))
 }
 
 /// Remove all of a function's secrets.
@@ -122,7 +122,7 @@ pub async fn delete(
     State(state): State<Arc<AppState>>,
     name: FunctionName,
 ) -> Result<StatusCode, ApiError> {
-    let mut record = load_record(&state, &name).await?;
+    let mut record = state.registry.load(&name).await?;
     record.secrets_json = String::new();
     store(&state, record).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -4,7 +4,6 @@
 //! Lambda's shapes and error format.
 
 use crate::compat::sigv4;
-use crate::core::registry::load_record;
 use crate::core::versions::{resolve, Qualified};
 use crate::core::view::rfc3339;
 use crate::http::auth::Scope;
@@ -250,7 +249,7 @@ async fn target(
 ) -> Result<(FunctionRecord, Option<String>), LambdaError> {
     let qualified =
         Qualified::parse(function_target(function), query).map_err(LambdaError::from_api)?;
-    let record = load_record(state, &qualified.name).await.map_err(|_| {
+    let record = state.registry.load(&qualified.name).await.map_err(|_| {
         LambdaError::new(
             StatusCode::NOT_FOUND,
             "ResourceNotFoundException",
@@ -302,7 +301,7 @@ async fn list_functions(State(state): State<Arc<AppState>>, request: Request) ->
         let Ok(name) = FunctionName::parse(view.name.clone()) else {
             continue;
         };
-        if let Ok(record) = load_record(&state, &name).await {
+        if let Ok(record) = state.registry.load(&name).await {
             if let Some(latest) = record.versions.latest() {
                 functions.push(configuration(&record, latest, LATEST, &region));
             }

@@ -10,7 +10,6 @@
 //! and a web function with `auth: "key"` all answer 401 to it.
 
 use crate::api::invocations::{default_wait, forget, lookup_result};
-use crate::core::registry::load_record;
 use crate::core::submit::{is_valid_traceparent, new_traceparent, submit, Job};
 use crate::http::auth::{self, Access, Scope};
 use crate::http::error::ApiError;
@@ -277,7 +276,7 @@ fn generic(status: StatusCode, code: &'static str, message: &str, id: &str) -> R
 
 /// Serve a web function at its root (any method; the document lists GET and POST).
 #[utoipa::path(method(get, post), path = "/function/{name}", tag = "web",
-    params(("name" = String, Path, description = crate::api::functions::NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    params(("name" = String, Path, description = crate::http::extract::NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
     request_body(content = Binary, content_type = "application/octet-stream", description = "The function's input."),
     responses(
         (status = "default", description = "The function's own answer: the status, headers, cookies and body of its function-URL response, or a 200 with its output.", body = Binary, content_type = "application/octet-stream",
@@ -298,7 +297,7 @@ pub async fn root(state: State<Arc<AppState>>, request: Request) -> Response {
 /// Serve a web function below its root: `path` is everything after the name, slashes included
 /// (any method; the document lists GET and POST).
 #[utoipa::path(method(get, post), path = "/function/{name}/{path}", tag = "web",
-    params(("name" = String, Path, description = crate::api::functions::NAME, pattern = "^[A-Za-z0-9_-]{1,64}$"),
+    params(("name" = String, Path, description = crate::http::extract::NAME, pattern = "^[A-Za-z0-9_-]{1,64}$"),
         ("path" = String, Path, description = "The rest of the path; the function sees it as `/{path}`.")),
     request_body(content = Binary, content_type = "application/octet-stream", description = "The function's input."),
     responses(
@@ -344,8 +343,13 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     let (name, path) = split_path(request.uri().path());
     let (name, path) = (name.to_string(), path.to_string());
     let record = match FunctionName::parse(name) {
-        Ok(name) => load_record(state, &name).await.map(|r| (name, r)),
-        Err(invalid) => Err(invalid),
+        Ok(name) => state
+            .registry
+            .load(&name)
+            .await
+            .map(|r| (name, r))
+            .map_err(ApiError::from),
+        Err(invalid) => Err(ApiError::from(invalid)),
     };
     let web = match &record {
         Ok((_, record)) => record.web.clone(),

@@ -336,6 +336,7 @@ pub async fn scrape(state: &AppState) -> String {
     let mut work = Vec::new();
     for name in state.registry.names() {
         if let Ok(info) = state
+            .broker
             .topology
             .jobs
             .consumer_info(consumer_name(&name))
@@ -347,6 +348,7 @@ pub async fn scrape(state: &AppState) -> String {
             let mut age = 0.0;
             if pending + unacknowledged > 0 {
                 if let Ok(oldest) = state
+                    .broker
                     .topology
                     .jobs
                     .get_first_raw_message_by_subject(squall_broker::names::jobs_subject(&name), 1)
@@ -360,7 +362,7 @@ pub async fn scrape(state: &AppState) -> String {
         }
     }
     metrics.set_function_work(&work);
-    if let Ok(fleet) = crate::api::fleet::read(state).await {
+    if let Ok(fleet) = crate::core::fleet::read(state).await {
         metrics.workers.set(fleet.workers.len() as i64);
     }
     metrics.render()

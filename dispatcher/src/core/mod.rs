@@ -5,8 +5,13 @@
 //! error type's routes; services return their own error types.
 
 pub mod artifact;
+pub mod broker;
+pub mod cancel;
 pub mod cloudevents;
+pub mod fleet;
+pub mod keys;
 pub mod metrics;
+pub mod names;
 pub mod registry;
 pub mod submit;
 pub mod versions;

@@ -2,9 +2,8 @@
 //! invoke does not pay a registry round trip. The KV bucket stays the source of truth: a miss
 //! falls back to reading it.
 
-use crate::http::error::ApiError;
-use crate::http::extract::FunctionName;
-use crate::AppState;
+use crate::core::broker::Broker;
+use crate::core::names::FunctionName;
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use squall_broker::FunctionRecord;
@@ -90,34 +89,76 @@ impl RegistryCache {
     }
 }
 
-/// The number of `function`'s version `version` (`sha256:<hex>`), from the cached registry;
-/// `None` when the function or the version is gone.
-pub fn version_number(state: &AppState, function: &str, version: &str) -> Option<u32> {
-    state.registry.get(function)?.version_number(version)
+/// The registry as the services use it: the cache, and the bucket behind it.
+#[derive(Clone)]
+pub struct Registry {
+    cache: Arc<RegistryCache>,
+    broker: Broker,
 }
 
-/// The deployed record of `name`: from the cache, else from the bucket; `404
-/// function_not_found` when it is not deployed.
-pub async fn load_record(
-    state: &AppState,
-    name: &FunctionName,
-) -> Result<FunctionRecord, ApiError> {
-    let name = name.as_str();
-    if let Some(record) = state.registry.get(name) {
-        return Ok((*record).clone());
-    }
-    match state.topology.registry.entry(name).await {
-        Ok(Some(entry)) if entry.operation == async_nats::jetstream::kv::Operation::Put => {
-            let record = FunctionRecord::decode(&entry.value)
-                .map_err(|e| ApiError::internal("registry", e))?;
-            state.registry.put(entry.revision, record.clone());
-            Ok(record)
+/// Why a function's record could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("function {0:?} is not deployed")]
+    NotDeployed(String),
+    #[error("cannot read the function registry: {0}")]
+    Broker(String),
+    #[error("the registry record of {name:?} is unreadable: {error}")]
+    Corrupt { name: String, error: String },
+}
+
+impl Registry {
+    /// An empty cache over the broker's registry bucket.
+    pub fn new(broker: Broker) -> Registry {
+        Registry {
+            cache: Arc::new(RegistryCache::default()),
+            broker,
         }
-        Ok(_) => Err(ApiError::not_found(
-            "function_not_found",
-            format!("function {name:?} is not deployed"),
-        )),
-        Err(e) => Err(ApiError::broker("cannot read the function registry", e)),
+    }
+
+    /// The cache, which `follow` keeps current.
+    pub fn cache(&self) -> &Arc<RegistryCache> {
+        &self.cache
+    }
+
+    /// The registry bucket.
+    pub fn bucket(&self) -> &kv::Store {
+        &self.broker.topology.registry
+    }
+
+    /// The number of `function`'s version `version` (`sha256:<hex>`), from the cache; `None`
+    /// when the function or the version is gone.
+    pub fn version_number(&self, function: &str, version: &str) -> Option<u32> {
+        self.cache.get(function)?.version_number(version)
+    }
+
+    /// The deployed record of `name`: from the cache, else from the bucket.
+    pub async fn load(&self, name: &FunctionName) -> Result<FunctionRecord, RegistryError> {
+        let name = name.as_str();
+        if let Some(record) = self.cache.get(name) {
+            return Ok((*record).clone());
+        }
+        match self.bucket().entry(name).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                let record =
+                    FunctionRecord::decode(&entry.value).map_err(|e| RegistryError::Corrupt {
+                        name: name.to_string(),
+                        error: e.to_string(),
+                    })?;
+                self.cache.put(entry.revision, record.clone());
+                Ok(record)
+            }
+            Ok(_) => Err(RegistryError::NotDeployed(name.to_string())),
+            Err(e) => Err(RegistryError::Broker(e.to_string())),
+        }
+    }
+}
+
+impl std::ops::Deref for Registry {
+    type Target = RegistryCache;
+
+    fn deref(&self) -> &RegistryCache {
+        &self.cache
     }
 }
 

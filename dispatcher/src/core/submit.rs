@@ -39,7 +39,7 @@ pub(crate) async fn claim_idempotency_value(
     kv_key: &str,
     value: String,
 ) -> Result<(String, bool), ApiError> {
-    let store = &state.topology.idempotency;
+    let store = &state.broker.topology.idempotency;
     match store.create(kv_key, value.clone().into()).await {
         Ok(_) => Ok((value, false)),
         Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
@@ -180,11 +180,11 @@ async fn submit_traced(
     payload: bytes::Bytes,
 ) -> Result<(), ApiError> {
     squall_broker::publish::publish_acked(
-        &state.topology.jetstream,
+        &state.broker.topology.jetstream,
         &jobs_subject(job.function),
         job_headers(&job, traceparent),
         payload,
-        &state.config.publish,
+        &state.broker.publish,
     )
     .await
     .map_err(|e| ApiError::publish("the invocation was not accepted", e))?;

@@ -5,7 +5,10 @@ use base64::Engine;
 use squall_api::functions::Function;
 use squall_api::invocations::{Invocation, InvocationError};
 use squall_api::queries::InvocationSummary;
+use squall_api::versions::{Alias, AliasTarget as AliasTargetView, Version, VersionList};
+use squall_broker::versions::{AliasTarget, VersionEntry};
 use squall_broker::{ErrorKind, FunctionRecord, InvocationStatus, ResultMeta};
+use std::collections::BTreeMap;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -122,6 +125,66 @@ pub fn summary_view(id: &str, entry: &Entry) -> InvocationSummary {
         duration_ms: entry.duration_us as f64 / 1000.0,
         cpu_ms: entry.cpu_us_total as f64 / 1000.0,
         wall_ms: entry.wall_us_total as f64 / 1000.0,
+    }
+}
+
+fn version_view(record: &FunctionRecord, entry: &VersionEntry) -> Version {
+    let aliases = record
+        .versions
+        .aliases
+        .iter()
+        .filter(|(_, a)| {
+            a.target.version == entry.number
+                || a.target.weights.iter().any(|(v, _)| *v == entry.number)
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    Version {
+        version: entry.number,
+        sha256: entry.sha256.clone(),
+        artifact_size: entry.artifact_size,
+        deployed_at: rfc3339(entry.deployed_at_ms),
+        latest: entry.number == record.versions.latest,
+        aliases,
+    }
+}
+
+/// The API view of a target.
+fn target_view(target: &AliasTarget) -> AliasTargetView {
+    AliasTargetView {
+        version: target.version,
+        weights: weights_view(&target.weights),
+    }
+}
+
+fn weights_view(weights: &[(u32, f64)]) -> BTreeMap<String, f64> {
+    weights.iter().map(|(v, w)| (v.to_string(), *w)).collect()
+}
+
+/// The API view of alias `name` of `record`.
+pub fn alias_view(record: &FunctionRecord, name: &str) -> Option<Alias> {
+    let alias = record.versions.aliases.get(name)?;
+    Some(Alias {
+        function: record.name.clone(),
+        name: name.to_string(),
+        version: alias.target.version,
+        weights: weights_view(&alias.target.weights),
+        previous: alias.previous.as_ref().map(target_view),
+        updated_at: rfc3339(alias.updated_at_ms),
+    })
+}
+
+/// The versions of `record`, oldest first.
+pub fn version_list(record: &FunctionRecord) -> VersionList {
+    VersionList {
+        function: record.name.clone(),
+        latest: record.versions.latest,
+        versions: record
+            .versions
+            .list
+            .iter()
+            .map(|v| version_view(record, v))
+            .collect(),
     }
 }
 

@@ -8,20 +8,13 @@
 use crate::core::cloudevents::Attributes;
 use crate::core::view::rfc3339;
 use crate::http::error::ApiError;
-use crate::http::extract::InvocationId;
 use crate::AppState;
 use async_nats::jetstream::{self, AckKind};
-use axum::extract::State;
-use axum::Json;
 use base64::Engine as _;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use squall_api::invocations::{
-    DeliveryOutcome, DestinationDeadLetter, DestinationDeadLetterList, DestinationDelivery,
-    DestinationReplay, DestinationTarget,
-};
-use squall_api::ErrorBody;
+use squall_api::invocations::{DeliveryOutcome, DestinationDelivery, DestinationTarget};
 use squall_broker::names::destination_dlq_subject;
 use squall_broker::time::now_ms;
 use squall_broker::topology::{self, DestinationTopology};
@@ -94,15 +87,15 @@ struct DeliveriesRecord {
 
 /// A destination dead letter (JSON): where the event was going, why it failed, and the event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct DestinationLetter {
-    invocation_id: String,
-    function: String,
-    target: DestinationTarget,
-    destination: String,
-    tries: u32,
-    error: String,
-    failed_at_ms: u64,
-    attributes: Attributes,
+pub(crate) struct DestinationLetter {
+    pub(crate) invocation_id: String,
+    pub(crate) function: String,
+    pub(crate) target: DestinationTarget,
+    pub(crate) destination: String,
+    pub(crate) tries: u32,
+    pub(crate) error: String,
+    pub(crate) failed_at_ms: u64,
+    pub(crate) attributes: Attributes,
     data_base64: String,
 }
 
@@ -303,6 +296,7 @@ async fn wanted_functions(state: &AppState) -> Result<BTreeSet<String>, ApiError
     };
     let mut wanted = BTreeSet::new();
     let mut names = state
+        .broker
         .topology
         .registry
         .keys()
@@ -311,6 +305,7 @@ async fn wanted_functions(state: &AppState) -> Result<BTreeSet<String>, ApiError
     while let Some(name) = names.next().await {
         let name = name.map_err(|e| broker(&e))?;
         let Some(value) = state
+            .broker
             .topology
             .registry
             .get(&name)
@@ -342,7 +337,7 @@ async fn wanted_functions(state: &AppState) -> Result<BTreeSet<String>, ApiError
 /// this at once: each writes what the buckets say, then reads them and the consumer again
 /// until both agree, so the last one to finish leaves the whole set in place.
 pub async fn sync_filter(state: &AppState) -> Result<(), ApiError> {
-    let results = &state.topology.results;
+    let results = &state.broker.topology.results;
     for _ in 0..5 {
         let wanted = wanted_functions(state).await?;
         let filters = topology::destinations_filter(wanted.iter().cloned());
@@ -376,7 +371,7 @@ async fn serve(state: &Arc<AppState>) -> anyhow::Result<()> {
     if let Err(error) = sync_filter(state).await {
         tracing::warn!(message = "cannot set the destinations consumer's filter", error = %error.message);
     }
-    let consumer = topology::destinations_consumer(&state.topology.results).await?;
+    let consumer = topology::destinations_consumer(&state.broker.topology.results).await?;
     let mut messages = consumer.messages().await?;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     while let Some(message) = messages.next().await {
@@ -457,8 +452,8 @@ async fn handle(state: &AppState, message: &jetstream::Message) -> Result<(), Ap
     }
     let record = match state.registry.get(&meta.function) {
         Some(record) => Some(record),
-        None => match crate::http::extract::FunctionName::parse(meta.function.clone()) {
-            Ok(name) => crate::core::registry::load_record(state, &name)
+        None => match crate::core::names::FunctionName::parse(meta.function.clone()) {
+            Ok(name) => state.registry.load(&name)
                 .await
                 .ok()
                 .map(Arc::new),
@@ -573,6 +568,7 @@ async fn publish(
     let msg_id = format!("{}:{}", event.attributes.id, target.as_str());
     headers.insert(h::NATS_MSG_ID, msg_id.as_str());
     let captured = state
+        .broker
         .topology
         .jetstream
         .stream_by_subject(subject)
@@ -580,22 +576,23 @@ async fn publish(
         .is_ok();
     if captured {
         squall_broker::publish::publish_acked(
-            &state.topology.jetstream,
+            &state.broker.topology.jetstream,
             subject,
             headers,
             event.data.clone().into(),
-            &state.config.publish,
+            &state.broker.publish,
         )
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
     } else {
         state
+            .broker
             .client
             .publish_with_headers(subject.to_string(), headers, event.data.clone().into())
             .await
             .map_err(|e| e.to_string())?;
-        state.client.flush().await.map_err(|e| e.to_string())
+        state.broker.client.flush().await.map_err(|e| e.to_string())
     }
 }
 
@@ -671,37 +668,78 @@ async fn dead_letter(
     let msg_id = format!("dd:{}:{}", event.attributes.id, delivery.target.as_str());
     headers.insert(h::NATS_MSG_ID, msg_id.as_str());
     squall_broker::publish::publish_acked(
-        &state.topology.jetstream,
+        &state.broker.topology.jetstream,
         &subject,
         headers,
         serde_json::to_vec(&letter)
             .expect("a destination letter encodes")
             .into(),
-        &state.config.publish,
+        &state.broker.publish,
     )
     .await
     .map(|_| ())
     .map_err(|e| ApiError::publish("cannot keep the destination dead letter", e))
 }
 
-fn letter_view(letter: &DestinationLetter) -> DestinationDeadLetter {
-    DestinationDeadLetter {
-        invocation_id: letter.invocation_id.clone(),
-        function: letter.function.clone(),
-        target: letter.target,
-        destination: letter.destination.clone(),
-        event_type: letter.attributes.kind.clone(),
-        tries: letter.tries,
-        error: letter.error.clone(),
-        failed_at: rfc3339(letter.failed_at_ms),
+/// Tries every letter of invocation `id` again; a delivered one leaves the dead-letter stream.
+/// Returns every delivery's outcome, also appended to the invocation's record.
+pub(crate) async fn replay_letters(
+    state: &AppState,
+    id: &str,
+    letters: Vec<(u64, DestinationLetter)>,
+) -> Result<Vec<DestinationDelivery>, ApiError> {
+    let mut deliveries = Vec::new();
+    for (sequence, letter) in letters {
+        let secret = match crate::core::names::FunctionName::parse(letter.function.clone()) {
+            Ok(name) => state.registry.load(&name)
+                .await
+                .ok()
+                .map(|r| r.destination_secret),
+            Err(_) => None,
+        };
+        let event = OutEvent {
+            attributes: letter.attributes.clone(),
+            data: base64::engine::general_purpose::STANDARD
+                .decode(&letter.data_base64)
+                .unwrap_or_default(),
+        };
+        let delivery = deliver(
+            state,
+            secret.as_deref(),
+            letter.target,
+            &letter.destination,
+            &event,
+            true,
+        )
+        .await;
+        state.metrics.delivery(
+            &letter.function,
+            delivery.target.as_str(),
+            delivery.outcome.as_str(),
+        );
+        if delivery.outcome == DeliveryOutcome::Delivered {
+            state
+                .destinations
+                .topology
+                .dead_letters
+                .delete_message(sequence)
+                .await
+                .map_err(|e| ApiError::broker("cannot remove the destination dead letter", e))?;
+        }
+        append_outcomes(state, id, std::slice::from_ref(&delivery)).await?;
+        deliveries.push(delivery);
     }
+    Ok(deliveries)
 }
 
 /// The most destination dead letters one list shows.
 const MAX_LISTED: usize = 1000;
 
 /// Reads destination dead letters matching `filter`, oldest first, with their sequences.
-async fn scan(state: &AppState, filter: String) -> Result<Vec<(u64, DestinationLetter)>, ApiError> {
+pub(crate) async fn scan(
+    state: &AppState,
+    filter: String,
+) -> Result<Vec<(u64, DestinationLetter)>, ApiError> {
     use async_nats::jetstream::consumer::pull::OrderedConfig;
     let broker = |e: &dyn std::fmt::Display| {
         ApiError::broker("cannot read the destination dead letters", e.to_string())
@@ -731,85 +769,6 @@ async fn scan(state: &AppState, filter: String) -> Result<Vec<(u64, DestinationL
         }
     }
     Ok(letters)
-}
-
-/// List destination dead letters (at most 1000, oldest first): deliveries of terminal events
-/// that finally failed.
-#[utoipa::path(get, path = "/v1/dlq/destinations", tag = "dead letters", responses(
-    (status = 200, description = "Destination dead letters.", body = DestinationDeadLetterList)))]
-pub async fn list(
-    State(state): State<Arc<AppState>>,
-) -> Result<Json<DestinationDeadLetterList>, ApiError> {
-    let letters = scan(&state, "dlq-destinations.>".into()).await?;
-    Ok(Json(DestinationDeadLetterList {
-        dead_letters: letters.iter().map(|(_, l)| letter_view(l)).collect(),
-    }))
-}
-
-/// Deliver an invocation's failed destination events again (the event, not the function: it
-/// does not run again). A delivered one's dead letter is removed; a failed one's stays.
-#[utoipa::path(post, path = "/v1/dlq/destinations/{id}/replay", tag = "dead letters",
-    params(("id" = String, Path, description = "Invocation id (UUIDv7).", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
-    responses(
-        (status = 200, description = "Every failed delivery tried again; `outcome` says how each ended.", body = DestinationReplay),
-        (status = 400, description = "Not a UUID.", body = ErrorBody),
-        (status = 404, description = "No destination dead letter for this invocation.", body = ErrorBody)))]
-pub async fn replay(
-    State(state): State<Arc<AppState>>,
-    id: InvocationId,
-) -> Result<Json<DestinationReplay>, ApiError> {
-    let letters = scan(&state, format!("dlq-destinations.*.{}.*", id.as_str())).await?;
-    if letters.is_empty() {
-        return Err(ApiError::not_found(
-            "destination_dead_letter_not_found",
-            format!("no destination dead letter for invocation {}", id.as_str()),
-        ));
-    }
-    let mut deliveries = Vec::new();
-    for (sequence, letter) in letters {
-        let secret = match crate::http::extract::FunctionName::parse(letter.function.clone()) {
-            Ok(name) => crate::core::registry::load_record(&state, &name)
-                .await
-                .ok()
-                .map(|r| r.destination_secret),
-            Err(_) => None,
-        };
-        let event = OutEvent {
-            attributes: letter.attributes.clone(),
-            data: base64::engine::general_purpose::STANDARD
-                .decode(&letter.data_base64)
-                .unwrap_or_default(),
-        };
-        let delivery = deliver(
-            &state,
-            secret.as_deref(),
-            letter.target,
-            &letter.destination,
-            &event,
-            true,
-        )
-        .await;
-        state.metrics.delivery(
-            &letter.function,
-            delivery.target.as_str(),
-            delivery.outcome.as_str(),
-        );
-        if delivery.outcome == DeliveryOutcome::Delivered {
-            state
-                .destinations
-                .topology
-                .dead_letters
-                .delete_message(sequence)
-                .await
-                .map_err(|e| ApiError::broker("cannot remove the destination dead letter", e))?;
-        }
-        append_outcomes(&state, id.as_str(), std::slice::from_ref(&delivery)).await?;
-        deliveries.push(delivery);
-    }
-    Ok(Json(DestinationReplay {
-        invocation_id: id.to_string(),
-        deliveries,
-    }))
 }
 
 #[cfg(test)]

@@ -8,61 +8,24 @@
 //! `Nats-Msg-Id` drops a re-submission after a redelivery).
 
 use crate::core::cloudevents;
-use crate::core::registry::load_record;
 use crate::core::submit::{claim_kv_key, event_key, new_traceparent, submit, Job};
 use crate::core::versions::{job_version, resolve, Qualified};
-use crate::core::view::rfc3339;
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, Name, OfTrigger};
 use crate::AppState;
 use async_nats::jetstream::{kv, AckKind};
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use futures::StreamExt;
-use squall_api::operations::{Trigger, TriggerKind, TriggerList, TriggerRequest};
-use squall_api::ErrorBody;
-use squall_broker::events::{
-    subjects_overlap, validate_subject_pattern, TriggerRecord, TriggerSource,
-};
+use squall_broker::events::{TriggerRecord, TriggerSource};
 use squall_broker::headers as h;
-use squall_broker::time::now_ms;
-use squall_broker::topology::{
-    delete_trigger_consumer, replace_trigger_consumer, set_events_subjects, trigger_consumer,
-    EventsSubjectsError,
-};
+use squall_broker::topology::{set_events_subjects, trigger_consumer, EventsSubjectsError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-type Shared = State<Arc<AppState>>;
-
-fn trigger_view(record: &TriggerRecord) -> Trigger {
-    let (kind, subject, bucket, key) = match &record.source {
-        TriggerSource::Subject { subject } => {
-            (TriggerKind::Subject, Some(subject.clone()), None, None)
-        }
-        TriggerSource::Kv { bucket, key } => (
-            TriggerKind::Kv,
-            None,
-            Some(bucket.clone()),
-            Some(key.clone()),
-        ),
-    };
-    Trigger {
-        name: record.name.clone(),
-        function: record.function.clone(),
-        created_at: rfc3339(record.created_at_ms),
-        kind,
-        subject,
-        bucket,
-        key,
-    }
-}
-
 /// Every trigger in the bucket.
-async fn all_triggers(state: &AppState) -> Result<Vec<TriggerRecord>, ApiError> {
+pub(crate) async fn all_triggers(state: &AppState) -> Result<Vec<TriggerRecord>, ApiError> {
     let mut keys = state
+        .broker
         .topology
         .triggers
         .keys()
@@ -79,8 +42,11 @@ async fn all_triggers(state: &AppState) -> Result<Vec<TriggerRecord>, ApiError> 
     Ok(records)
 }
 
-async fn read_trigger(state: &AppState, name: &str) -> Result<Option<TriggerRecord>, ApiError> {
-    match state.topology.triggers.get(name).await {
+pub(crate) async fn read_trigger(
+    state: &AppState,
+    name: &str,
+) -> Result<Option<TriggerRecord>, ApiError> {
+    match state.broker.topology.triggers.get(name).await {
         Ok(Some(bytes)) => TriggerRecord::decode(&bytes)
             .map(Some)
             .map_err(|e| ApiError::internal("trigger record", e)),
@@ -89,28 +55,14 @@ async fn read_trigger(state: &AppState, name: &str) -> Result<Option<TriggerReco
     }
 }
 
-/// Checks a KV key pattern: subject tokens, wildcards allowed.
-fn validate_key_pattern(key: &str) -> Result<(), ApiError> {
-    let bad = || {
-        ApiError::bad_request(
-            "invalid_trigger",
-            format!("key pattern {key:?} must be dot-separated tokens, with '*' for one token and '>' for the rest"),
-        )
-    };
-    // The same token rules as a subject, without Squall's reserved prefixes.
-    match validate_subject_pattern(&format!("kv.{key}")) {
-        Ok(()) => Ok(()),
-        Err(_) => Err(bad()),
-    }
-}
-
-async fn event_stream(
+pub(crate) async fn event_stream(
     state: &AppState,
     record: &TriggerRecord,
 ) -> Result<async_nats::jetstream::stream::Stream, ApiError> {
     match &record.source {
-        TriggerSource::Subject { .. } => Ok(state.topology.events.clone()),
+        TriggerSource::Subject { .. } => Ok(state.broker.topology.events.clone()),
         TriggerSource::Kv { bucket, .. } => state
+            .broker
             .topology
             .jetstream
             .get_stream(format!("KV_{bucket}"))
@@ -125,8 +77,11 @@ async fn event_stream(
 }
 
 /// Sets EVENTS' subjects to the placeholder plus every subject trigger's pattern.
-async fn sync_event_subjects(state: &AppState, patterns: Vec<String>) -> Result<(), ApiError> {
-    let topology = &state.topology;
+pub(crate) async fn sync_event_subjects(
+    state: &AppState,
+    patterns: Vec<String>,
+) -> Result<(), ApiError> {
+    let topology = &state.broker.topology;
     set_events_subjects(&topology.jetstream, &topology.events, patterns)
         .await
         .map_err(|e| match e {
@@ -139,7 +94,7 @@ async fn sync_event_subjects(state: &AppState, patterns: Vec<String>) -> Result<
         })
 }
 
-fn subject_patterns(records: &[TriggerRecord], except: &str) -> Vec<String> {
+pub(crate) fn subject_patterns(records: &[TriggerRecord], except: &str) -> Vec<String> {
     records
         .iter()
         .filter(|r| r.name != except)
@@ -148,164 +103,6 @@ fn subject_patterns(records: &[TriggerRecord], except: &str) -> Vec<String> {
             TriggerSource::Kv { .. } => None,
         })
         .collect()
-}
-
-const NAME: &str = "Trigger name: 1 to 64 ASCII letters, digits, '-' or '_'.";
-
-/// Bind a NATS subject pattern, or a key-value bucket's keys, to a function: every message or
-/// change is one invocation.
-#[utoipa::path(put, path = "/v1/triggers/{name}", tag = "triggers",
-    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
-    request_body = TriggerRequest,
-    responses(
-        (status = 200, description = "The trigger.", body = Trigger),
-        (status = 400, description = "Invalid name, body, subject or key pattern.", body = ErrorBody),
-        (status = 404, description = "Unknown function or bucket.", body = ErrorBody),
-        (status = 409, description = "The pattern overlaps another trigger's, or another stream's subjects.", body = ErrorBody),
-        (status = 413, description = "The body is too large.", body = ErrorBody)))]
-pub async fn put(
-    State(state): Shared,
-    name: Name<OfTrigger>,
-    ApiJson(body): ApiJson<TriggerRequest>,
-) -> Result<Json<Trigger>, ApiError> {
-    let name = name.into_string();
-    let source = match (body.subject, body.bucket, body.key) {
-        (Some(subject), None, None) => {
-            validate_subject_pattern(&subject)
-                .map_err(|e| ApiError::bad_request("invalid_subject", e.to_string()))?;
-            TriggerSource::Subject { subject }
-        }
-        (None, Some(bucket), key) => {
-            let key = key.unwrap_or_else(|| ">".into());
-            validate_key_pattern(&key)?;
-            TriggerSource::Kv { bucket, key }
-        }
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_trigger",
-                "give either subject, or bucket (and optionally key), not both",
-            ))
-        }
-    };
-    // `name:alias` is kept as given and resolved at each event.
-    let target = Qualified::parse(&body.function, None)?;
-    let function = load_record(&state, &target.name).await?;
-    resolve(&function, target.qualifier.as_deref(), "")?;
-    let record = TriggerRecord {
-        name: name.clone(),
-        function: body.function,
-        source,
-        created_at_ms: now_ms(),
-    };
-    let existing = all_triggers(&state).await?;
-    if let Some(old) = existing.iter().find(|r| r.name == name) {
-        if old.function == record.function && old.source == record.source {
-            return Ok(Json(trigger_view(old)));
-        }
-    }
-    for other in existing.iter().filter(|r| r.name != name) {
-        let overlap = match (&record.source, &other.source) {
-            (TriggerSource::Subject { subject: a }, TriggerSource::Subject { subject: b }) => {
-                subjects_overlap(a, b)
-            }
-            (
-                TriggerSource::Kv { bucket: a, key: ka },
-                TriggerSource::Kv { bucket: b, key: kb },
-            ) => a == b && subjects_overlap(ka, kb),
-            _ => false,
-        };
-        if overlap {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "trigger_overlap",
-                format!(
-                    "trigger {name:?} would overlap trigger {:?} ({}); an event must belong to one trigger",
-                    other.name,
-                    other.filter_subject()
-                ),
-            )
-            .with("overlaps", other.name.as_str()));
-        }
-    }
-    let stream = event_stream(&state, &record).await?;
-    if let TriggerSource::Subject { subject } = &record.source {
-        let mut patterns = subject_patterns(&existing, &name);
-        patterns.push(subject.clone());
-        sync_event_subjects(&state, patterns).await?;
-    }
-    // A changed binding gets a fresh consumer.
-    replace_trigger_consumer(&stream, &record)
-        .await
-        .map_err(|e| ApiError::broker("cannot create the trigger's consumer", e))?;
-    state
-        .topology
-        .triggers
-        .put(&name, record.encode().into())
-        .await
-        .map_err(|e| ApiError::broker("cannot store the trigger", e))?;
-    tracing::info!(message = "trigger set", trigger = %name, function = %record.function, filter = %record.filter_subject());
-    Ok(Json(trigger_view(&record)))
-}
-
-/// Show a trigger.
-#[utoipa::path(get, path = "/v1/triggers/{name}", tag = "triggers",
-    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
-    responses(
-        (status = 200, description = "The trigger.", body = Trigger),
-        (status = 400, description = "Invalid name.", body = ErrorBody),
-        (status = 404, description = "Unknown trigger.", body = ErrorBody)))]
-pub async fn get(State(state): Shared, name: Name<OfTrigger>) -> Result<Json<Trigger>, ApiError> {
-    match read_trigger(&state, &name).await? {
-        Some(record) => Ok(Json(trigger_view(&record))),
-        None => Err(not_found(&name)),
-    }
-}
-
-fn not_found(name: &str) -> ApiError {
-    ApiError::not_found("trigger_not_found", format!("no trigger named {name:?}"))
-}
-
-/// List triggers.
-#[utoipa::path(get, path = "/v1/triggers", tag = "triggers", responses(
-    (status = 200, description = "All triggers, by name.", body = TriggerList)))]
-pub async fn list(State(state): Shared) -> Result<Json<TriggerList>, ApiError> {
-    let triggers = all_triggers(&state)
-        .await?
-        .iter()
-        .map(trigger_view)
-        .collect();
-    Ok(Json(TriggerList { triggers }))
-}
-
-/// Delete a trigger; events already turned into invocations still run.
-#[utoipa::path(delete, path = "/v1/triggers/{name}", tag = "triggers",
-    params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
-    responses(
-        (status = 204, description = "Deleted."),
-        (status = 400, description = "Invalid name.", body = ErrorBody),
-        (status = 404, description = "Unknown trigger.", body = ErrorBody)))]
-pub async fn delete(State(state): Shared, name: Name<OfTrigger>) -> Result<StatusCode, ApiError> {
-    let name = name.into_string();
-    let Some(record) = read_trigger(&state, &name).await? else {
-        return Err(not_found(&name));
-    };
-    state
-        .topology
-        .triggers
-        .delete(&name)
-        .await
-        .map_err(|e| ApiError::broker("cannot delete the trigger", e))?;
-    if let Ok(stream) = event_stream(&state, &record).await {
-        delete_trigger_consumer(&stream, &name).await;
-    }
-    if let TriggerSource::Subject { subject } = &record.source {
-        let existing = all_triggers(&state).await?;
-        sync_event_subjects(&state, subject_patterns(&existing, &name)).await?;
-        // Events of the old binding must not fire a later one on the same subject.
-        let _ = state.topology.events.purge().filter(subject.as_str()).await;
-    }
-    tracing::info!(message = "trigger deleted", trigger = %name);
-    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Runs every trigger's event loop, following the triggers bucket, forever.
@@ -320,7 +117,7 @@ pub async fn run(state: Arc<AppState>) {
 
 async fn follow(state: &Arc<AppState>) -> anyhow::Result<()> {
     let mut running: HashMap<String, (TriggerRecord, tokio::task::JoinHandle<()>)> = HashMap::new();
-    let mut watch = state.topology.triggers.watch_with_history(">").await?;
+    let mut watch = state.broker.topology.triggers.watch_with_history(">").await?;
     let result = async {
         while let Some(entry) = watch.next().await {
             let entry = entry?;
@@ -397,7 +194,7 @@ async fn submit_event(
         .map_err(|e| ApiError::internal("event without stream info", e))?;
     let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as u64;
     let target = Qualified::parse(&record.function, None)?;
-    let function = load_record(state, &target.name).await?;
+    let function = state.registry.load(&target.name).await?;
     let subject = message.subject.as_str();
     let mut extra = vec![(h::TRIGGER.to_string(), record.name.clone())];
     let mut claim = None;

@@ -53,12 +53,12 @@ impl ApiError {
 
     /// The broker could not be reached or refused the operation.
     pub fn broker(context: &str, error: impl std::fmt::Display) -> Self {
-        tracing::warn!(message = "broker operation failed", context, error = %error);
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "broker_unavailable",
-            format!("{context}: {error}"),
-        )
+        Self::broker_message(format!("{context}: {error}"))
+    }
+
+    /// A `503 broker_unavailable` whose message says what failed.
+    pub fn broker_message(message: String) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", message)
     }
 
     /// A job publish the broker did not acknowledge: a 503 with `Retry-After` when trying
@@ -68,7 +68,6 @@ impl ApiError {
         let retry_after = squall_broker::publish::RETRY_AFTER.as_secs();
         match &error {
             PublishError::Full(_) => {
-                tracing::warn!(message = "the job queue is full", context, error = %error);
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "queue_full",
@@ -91,17 +90,29 @@ impl ApiError {
 
     /// An unexpected server-side failure.
     pub fn internal(context: &str, error: impl std::fmt::Display) -> Self {
-        tracing::error!(message = "internal error", context, error = %error);
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("{context}: {error}"),
-        )
+        Self::internal_message(format!("{context}: {error}"))
+    }
+
+    /// A `500 internal` whose message says what failed.
+    pub fn internal_message(message: String) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 }
 
 impl IntoResponse for ApiError {
+    /// Answers the error, and logs it here, at the edge, once: a server-side failure
+    /// (`internal`) is an ERROR an operator must act on; the broker's (`broker_unavailable`,
+    /// `queue_full`) a WARN.
     fn into_response(self) -> Response {
+        match self.code {
+            "internal" => {
+                tracing::error!(message = "internal error", status = self.status.as_u16(), error = %self.message)
+            }
+            "broker_unavailable" | "queue_full" => {
+                tracing::warn!(message = "broker operation failed", code = self.code, error = %self.message)
+            }
+            _ => {}
+        }
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_string(),
@@ -116,5 +127,29 @@ impl IntoResponse for ApiError {
                 .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
+    }
+}
+
+impl From<crate::core::names::NameError> for ApiError {
+    fn from(error: crate::core::names::NameError) -> Self {
+        use crate::core::names::NameError;
+        let code = match error {
+            NameError::Name(_) => "invalid_name",
+            NameError::InvocationId(_) => "invalid_invocation_id",
+        };
+        ApiError::bad_request(code, error.to_string())
+    }
+}
+
+impl From<crate::core::registry::RegistryError> for ApiError {
+    fn from(error: crate::core::registry::RegistryError) -> Self {
+        use crate::core::registry::RegistryError;
+        match error {
+            RegistryError::NotDeployed(_) => {
+                ApiError::not_found("function_not_found", error.to_string())
+            }
+            RegistryError::Broker(_) => ApiError::broker_message(error.to_string()),
+            RegistryError::Corrupt { .. } => ApiError::internal_message(error.to_string()),
+        }
     }
 }

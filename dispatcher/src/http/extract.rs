@@ -2,11 +2,14 @@
 //! unknown fields, size-bounded JSON bodies, and path names and ids validated once.
 
 use crate::http::error::ApiError;
+pub use crate::core::names::{
+    FunctionName, InvocationId, Name, NameKind, OfFunction, OfKey, OfSchedule, OfTrigger,
+};
 use crate::AppState;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-use std::marker::PhantomData;
+
 use std::sync::Arc;
 
 /// The largest JSON body of the API's small documents (keys, schedules, triggers, secrets),
@@ -85,78 +88,6 @@ impl<T: JsonBody> FromRequest<Arc<AppState>> for ApiJson<T> {
     }
 }
 
-/// What a validated name names, for its error message.
-pub trait NameKind {
-    const WHAT: &'static str;
-}
-
-macro_rules! name_kind {
-    ($kind:ident, $what:literal) => {
-        #[doc = concat!("The kind of a ", $what, ".")]
-        pub struct $kind;
-        impl NameKind for $kind {
-            const WHAT: &'static str = $what;
-        }
-    };
-}
-
-name_kind!(OfFunction, "function name");
-name_kind!(OfSchedule, "schedule name");
-name_kind!(OfTrigger, "trigger name");
-name_kind!(OfKey, "key name");
-
-/// A `{name}` path segment checked against the name rule (1 to 64 of `[A-Za-z0-9_-]`).
-pub struct Name<K> {
-    name: String,
-    kind: PhantomData<K>,
-}
-
-/// The `{name}` of a function route.
-pub type FunctionName = Name<OfFunction>;
-
-impl<K: NameKind> Name<K> {
-    /// Checks `name`, or answers `400 invalid_name`.
-    pub fn parse(name: String) -> Result<Self, ApiError> {
-        match squall_broker::validate_function_name(&name) {
-            Ok(()) => Ok(Name {
-                name,
-                kind: PhantomData,
-            }),
-            Err(e) => Err(ApiError::bad_request(
-                "invalid_name",
-                e.to_string().replace("function name", K::WHAT),
-            )),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.name
-    }
-
-    pub fn into_string(self) -> String {
-        self.name
-    }
-}
-
-impl<K> AsRef<str> for Name<K> {
-    fn as_ref(&self) -> &str {
-        &self.name
-    }
-}
-
-impl<K> std::ops::Deref for Name<K> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.name
-    }
-}
-
-impl<K> std::fmt::Display for Name<K> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.name)
-    }
-}
-
 async fn single_path_param<S: Send + Sync>(
     parts: &mut Parts,
     state: &S,
@@ -171,46 +102,7 @@ impl<K: NameKind, S: Send + Sync> FromRequestParts<S> for Name<K> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Name::parse(single_path_param(parts, state).await?)
-    }
-}
-
-/// An `{id}` path segment that is an invocation id (a UUID).
-pub struct InvocationId(String);
-
-impl InvocationId {
-    /// Checks `id`, or answers `400 invalid_invocation_id`.
-    pub fn parse(id: String) -> Result<Self, ApiError> {
-        match uuid::Uuid::parse_str(&id) {
-            Ok(_) => Ok(InvocationId(id)),
-            Err(_) => Err(ApiError::bad_request(
-                "invalid_invocation_id",
-                format!("{id:?} is not an invocation id (a UUID)"),
-            )),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl AsRef<str> for InvocationId {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for InvocationId {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for InvocationId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        Ok(Name::parse(single_path_param(parts, state).await?)?)
     }
 }
 
@@ -218,6 +110,13 @@ impl<S: Send + Sync> FromRequestParts<S> for InvocationId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        InvocationId::parse(single_path_param(parts, state).await?)
+        Ok(InvocationId::parse(single_path_param(parts, state).await?)?)
     }
 }
+
+/// The `{name}` parameter of a function route.
+pub(crate) const NAME: &str = "Function name: 1 to 64 ASCII letters, digits, '-' or '_'.";
+
+/// The `{name}` parameter of a route that takes a qualifier.
+pub(crate) const QUALIFIED_NAME: &str =
+    "Function name, optionally with `:qualifier` (a version number, `$LATEST` or an alias).";

@@ -4,8 +4,9 @@
 //! Invariant: nothing here imports a handler (`api`, `compat`).
 
 pub mod accepted;
+pub mod feed;
 pub mod service;
 pub mod sketch;
-pub mod store;
 
 pub use accepted::{Accepted, Index, IndexError};
+pub mod store;

@@ -167,7 +167,7 @@ pub async fn ask(state: &AppState, query: IndexQuery) -> Result<serde_json::Valu
     let body = serde_json::to_vec(&query).map_err(|e| ApiError::internal("query", e))?;
     let asked = tokio::time::timeout(
         QUERY_TIMEOUT,
-        state.client.request(QUERY_SUBJECT, body.into()),
+        state.broker.client.request(QUERY_SUBJECT, body.into()),
     )
     .await;
     let reply = match asked {
@@ -214,6 +214,7 @@ async fn serve_once(state: &Arc<AppState>) -> Result<(), async_nats::Error> {
         return Ok(());
     };
     let service = state
+        .broker
         .client
         .service_builder()
         .description("Squall's query index: invocations, stats and usage from RESULTS")
