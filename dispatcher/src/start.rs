@@ -4,6 +4,8 @@
 
 use crate::compat::{rate_limit, web};
 use crate::core::broker::Broker;
+use crate::core::invoke::Invoker;
+use crate::core::submit::Submitter;
 use crate::core::{metrics, registry, waiter};
 use crate::events::{destinations, dlq, schedules, triggers};
 use crate::http::tls;
@@ -99,13 +101,24 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
         tracing::info!(message = "query index cleared; rebuilding it from RESULTS");
     }
     let broker = Broker::new(client, topology, config.publish);
+    let metrics = Arc::new(metrics::Metrics::new());
+    let submitter = Submitter {
+        broker: broker.clone(),
+        index: index.clone(),
+        metrics: metrics.clone(),
+    };
     let state = Arc::new(AppState {
         config,
         registry: registry::Registry::new(broker.clone()),
         broker,
+        invoker: Invoker {
+            submitter: submitter.clone(),
+            waiter: waiter.clone(),
+        },
         waiter,
         index,
-        metrics: Arc::new(metrics::Metrics::new()),
+        metrics,
+        submitter,
         openapi: serde_json::to_vec(&routes::document(keys.metrics_open))
             .context("cannot render the OpenAPI document")?
             .into(),

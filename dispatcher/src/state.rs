@@ -2,10 +2,12 @@
 
 use crate::api::batch;
 use crate::compat::rate_limit;
+use crate::core::broker::Broker;
+use crate::core::invoke::Invoker;
+use crate::core::submit::Submitter;
 use crate::core::{metrics, registry, versions, waiter};
 use crate::events::destinations;
 use crate::index;
-use crate::core::broker::Broker;
 use squall_broker::TopologyConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -103,6 +105,10 @@ pub struct AppState {
     pub registry: registry::Registry,
     /// This process's metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// Job submission: the broker, the index and the metrics above, in one handle.
+    pub submitter: Submitter,
+    /// The invoke core: submission and the waiter, in one handle.
+    pub invoker: Invoker,
     /// The API keys this dispatcher accepts.
     pub keys: crate::core::keys::Keys,
     pub keys_bucket: async_nats::jetstream::kv::Store,

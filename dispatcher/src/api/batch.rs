@@ -2,8 +2,8 @@
 //! line), validated whole before any job is published, then published with pipelined acks.
 
 use crate::core::submit::{
-    checked_idempotency_key, claim_idempotency_value, forwarded_headers, is_valid_traceparent,
-    job_headers, new_traceparent, record_accepted, Job, IDEMPOTENCY_KEY,
+    checked_idempotency_key, forwarded_headers, is_valid_traceparent, job_headers, new_traceparent,
+    Job, IDEMPOTENCY_KEY,
 };
 use crate::core::versions::{job_version, resolve, Qualified};
 use crate::http::error::ApiError;
@@ -304,7 +304,10 @@ async fn claim_batch_key(
     ));
     let digest = hex::encode(Sha256::digest(body));
     let value = format!("{} {} {digest}", uuid::Uuid::now_v7(), now_ms());
-    let (value, _repeated) = claim_idempotency_value(state, &kv_key, value).await?;
+    let (value, _repeated) = state
+        .submitter
+        .claim_idempotency_value(&kv_key, value)
+        .await?;
     let mut words = value.split(' ');
     let (Some(batch), Some(created), Some(stored_digest)) =
         (words.next(), words.next(), words.next())
@@ -385,7 +388,7 @@ async fn publish(
                 };
                 match acked {
                     Ok(()) => {
-                        record_accepted(state, &job(done));
+                        state.submitter.record_accepted(&job(done));
                         stored += 1;
                     }
                     Err(error) => {
@@ -402,7 +405,7 @@ async fn publish(
                 Ok(ack) => pending.push_back((index, ack)),
                 Err(_) => match resend(index).await {
                     Ok(_) => {
-                        record_accepted(state, &job(index));
+                        state.submitter.record_accepted(&job(index));
                         stored += 1;
                     }
                     Err(error) => {
@@ -426,7 +429,7 @@ async fn publish(
                 },
             };
             if acked {
-                record_accepted(state, &job(done));
+                state.submitter.record_accepted(&job(done));
                 stored += 1;
             }
         }

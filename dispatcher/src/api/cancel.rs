@@ -7,7 +7,6 @@
 //! cancellation racing a completion ends the invocation in exactly one state: whichever was
 //! stored first, which is what the answer reports.
 
-use crate::api::invocations::lookup_result;
 use crate::core::cancel::{cancel, decide, queued_jobs, Decision, Ended, Target, BACKLOG_PARALLEL};
 use crate::core::view::invocation_view;
 use crate::http::error::ApiError;
@@ -56,7 +55,7 @@ pub async fn cancel_invocation(
         .get(&id)
         .map_err(|e| ApiError::internal("invocation index", e))?;
     let function = accepted.as_ref().map(|a| a.function.as_str());
-    let latest = lookup_result(&state, &id, function).await?;
+    let latest = state.invoker.lookup(&id, function).await?;
     let target = match decide(accepted.as_ref(), latest.as_ref().map(|o| &o.meta)) {
         Decision::Unknown => {
             return Err(ApiError::not_found(
@@ -119,7 +118,7 @@ pub async fn cancel_backlog(
             let state = state.clone();
             async move {
                 // A job cancelled (or finished) earlier may still wait in the queue.
-                if let Some(latest) = lookup_result(&state, &id, Some(&target.function)).await? {
+                if let Some(latest) = state.invoker.lookup(&id, Some(&target.function)).await? {
                     if latest.meta.status.is_terminal() {
                         return Ok(Ended::Before(latest));
                     }

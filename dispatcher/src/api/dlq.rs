@@ -1,8 +1,8 @@
 //! The dead-letter routes: list, show, remove and replay what the mover recorded.
 
-use crate::api::invocations::accepted;
-use crate::core::submit::{new_traceparent, submit, Job};
+use crate::core::submit::{new_traceparent, Job};
 use crate::core::view::rfc3339;
+use crate::http::answer::accepted;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiQuery, FunctionName, InvocationId};
 use crate::AppState;
@@ -29,8 +29,9 @@ pub const MAX_LISTED: usize = 1000;
 
 /// `summary` with its version's number, while the function retains that version.
 fn numbered(state: &AppState, mut summary: DeadLetterSummary) -> DeadLetterSummary {
-    summary.version_number =
-        state.registry.version_number(&summary.function, &summary.version);
+    summary.version_number = state
+        .registry
+        .version_number(&summary.function, &summary.version);
     summary
 }
 
@@ -209,7 +210,10 @@ async fn replay_one(
     sequence: u64,
     letter: &DeadLetter,
 ) -> Result<String, ApiError> {
-    let record = state.registry.load(&FunctionName::parse(letter.function.clone())?).await?;
+    let record = state
+        .registry
+        .load(&FunctionName::parse(letter.function.clone())?)
+        .await?;
     let id = uuid::Uuid::now_v7().to_string();
     let mut extra_headers: Vec<(String, String)> = letter
         .headers
@@ -229,7 +233,10 @@ async fn replay_one(
         extra_headers,
         reply_to: None,
     };
-    submit(state, job, letter.payload.clone().into()).await?;
+    state
+        .submitter
+        .submit(job, letter.payload.clone().into())
+        .await?;
     if let Err(error) = state.broker.topology.dlq.delete_message(sequence).await {
         tracing::warn!(message = "replayed dead letter could not be removed", invocation_id = %letter.invocation_id, %error);
     }

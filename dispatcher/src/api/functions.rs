@@ -1,13 +1,14 @@
 //! The function routes: deploy (multipart or a bare artifact), list, show and delete.
 
 use crate::core::artifact::validate_artifact;
+use crate::core::registry::RegistryError;
 use crate::core::versions::modify;
+use crate::core::versions::ModifyError;
 use crate::core::view::function_view;
 use crate::http::error::ApiError;
 use crate::http::extract::FunctionName;
 use crate::http::extract::NAME;
 use crate::http::limits::read_limited;
-use crate::core::registry::RegistryError;
 use crate::AppState;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, StatusCode};
@@ -179,7 +180,7 @@ async fn write_deploy(
         let mut fresh = FunctionRecord::new(name, sha, size, now_ms(), spec);
         fresh.destination_secret = new_secret.clone();
         let mut had_destinations = false;
-        let changed = modify(state, name, |previous| {
+        let changed = modify(&state.registry, name, |previous| {
             let mut next = fresh.clone();
             next.secrets_json = previous.secrets_json.clone();
             had_destinations = previous.destinations.is_some();
@@ -195,7 +196,7 @@ async fn write_deploy(
                 next.set_current(&latest);
             }
             *previous = next;
-            Ok(dropped)
+            Ok::<_, ModifyError>(dropped)
         })
         .await;
         match changed {
@@ -205,8 +206,8 @@ async fn write_deploy(
                 }
                 return Ok((record, had_destinations));
             }
-            Err(e) if e.status == StatusCode::NOT_FOUND => {}
-            Err(e) => return Err(e),
+            Err(ModifyError::Registry(RegistryError::NotDeployed(_))) => {}
+            Err(e) => return Err(e.into()),
         }
         match state
             .broker

@@ -2,13 +2,15 @@
 //! logs, read from the local index and RESULTS.
 
 use crate::core::cloudevents;
+use crate::core::invoke::{default_wait, invoke_span, Call, Outcome};
 use crate::core::submit::{
-    checked_idempotency_key, claim_kv_key, event_key, forwarded_headers, is_valid_traceparent,
-    new_traceparent, submit, Job, IDEMPOTENCY_KEY,
+    checked_idempotency_key, event_key, forwarded_headers, is_valid_traceparent, new_traceparent,
+    Job, IDEMPOTENCY_KEY,
 };
 use crate::core::versions::{job_version, resolve, Qualified};
 use crate::core::view::{invocation_view, queued_view};
-use crate::core::waiter::Outcome;
+use crate::core::waiter::Finished;
+use crate::http::answer::accepted;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiQuery, InvocationId};
 use crate::http::limits::read_limited;
@@ -26,29 +28,13 @@ use squall_api::invocations::{
     InvokeParams, StructuredCloudEvent,
 };
 use squall_api::ErrorBody;
-use squall_broker::names::results_subject;
 use squall_broker::time::now_ms;
-use squall_broker::{headers as h, FunctionRecord, InvocationStatus, ResultMeta};
+use squall_broker::{headers as h, FunctionRecord, InvocationStatus};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument as _;
 
 type Shared = State<Arc<AppState>>;
-
-/// Added to the default wait for the time a job spends queued and in transit.
-const WAIT_SLACK: Duration = Duration::from_secs(5);
-
-/// How long a synchronous invoke waits by default: every attempt's timeout plus the backoff
-/// between attempts, capped by the dispatcher's `max_wait`.
-pub fn default_wait(record: &FunctionRecord, max_wait: Duration) -> Duration {
-    let attempts = record.max_attempts.max(1);
-    // Room for queueing and delivery on top of the function's own time.
-    let mut total = Duration::from_millis(record.timeout_ms) * attempts + WAIT_SLACK;
-    for attempt in 1..attempts {
-        total += squall_broker::retry::retry_delay(&record.backoff, attempt, 0, 1.0);
-    }
-    total.min(max_wait)
-}
 
 fn parse_flag(value: Option<&str>, key: &str) -> Result<bool, ApiError> {
     match value {
@@ -98,18 +84,9 @@ pub async fn invoke(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let span = tracing::info_span!(
-        "squall.invoke",
-        otel.kind = "server",
-        squall.function = %name,
-        squall.invocation_id = tracing::field::Empty,
-        squall.outcome = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-    );
-    let client_trace = headers.get(h::TRACEPARENT).and_then(|v| v.to_str().ok());
-    squall_telemetry::set_parent(
-        &span,
-        squall_telemetry::context_from_traceparent(client_trace),
+    let span = invoke_span(
+        &name,
+        headers.get(h::TRACEPARENT).and_then(|v| v.to_str().ok()),
     );
     let response = invoke_traced(state, name, query, headers, body)
         .instrument(span.clone())
@@ -231,9 +208,14 @@ async fn invoke_traced(
         None => (payload, None),
     };
     let (id, created_at_ms, repeated) = match (headers.get(IDEMPOTENCY_KEY), claim) {
-        (Some(key), _) => claim_idempotency_key(&state, &name, key).await?,
+        (Some(key), _) => {
+            state
+                .submitter
+                .claim_idempotency_key(&name, checked_idempotency_key(key)?)
+                .await?
+        }
         // An event's source and id are its idempotency key when the caller gave none.
-        (None, Some(kv_key)) => claim_kv_key(&state, &kv_key).await?,
+        (None, Some(kv_key)) => state.submitter.claim_kv_key(&kv_key).await?,
         (None, None) => (uuid::Uuid::now_v7().to_string(), now_ms(), false),
     };
     tracing::Span::current().record("squall.invocation_id", id.as_str());
@@ -245,68 +227,18 @@ async fn invoke_traced(
         .await?;
     }
     let version = job_version(&resolve(&record, qualified.qualifier.as_deref(), &id)?);
-    // Register before publishing, so the result cannot arrive unseen.
-    let registration = (!respond_async).then(|| state.waiter.register(&id));
-    let job = Job {
-        reply_to: registration.as_ref().map(|r| r.reply_to.as_str()),
+    let call = Call {
         function: &name,
         version: &version,
         id: &id,
         created_at_ms,
+        repeated,
         traceparent: &traceparent,
         source: "http",
         extra_headers,
+        wait: (!respond_async).then_some(wait),
     };
-    // A repeated idempotency key publishes again with the same `Nats-Msg-Id`: JetStream drops it
-    // as a duplicate when the first publish happened, and accepts it when that one was lost.
-    submit(&state, job, payload).await?;
-    let Some(mut registration) = registration else {
-        return Ok(accepted(&id, InvocationStatus::Queued, None));
-    };
-    // A repeated key's job carries the first request's reply subject: follow the result
-    // subject instead, then look at what RESULTS already holds.
-    let mut followed = None;
-    if repeated {
-        followed = state.waiter.follow(&name, &id).await;
-        if let Some(outcome) = lookup_result(&state, &id, Some(&name)).await? {
-            if outcome.meta.status.is_terminal() {
-                return Ok(terminal_response(outcome));
-            }
-        }
-    }
-    let outcome = match state.waiter.wait(&mut registration, followed, wait).await {
-        Some(outcome) => Some(outcome),
-        None => lookup_result(&state, &id, Some(&name))
-            .await?
-            .filter(|o| o.meta.status.is_terminal()),
-    };
-    match outcome {
-        Some(outcome) => {
-            forget(&state, &id);
-            state.metrics.sync_outcome(&name, outcome.meta.status);
-            Ok(terminal_response(outcome))
-        }
-        None => {
-            let status = match lookup_result(&state, &id, Some(&name)).await? {
-                Some(o) => o.meta.status,
-                None => InvocationStatus::Queued,
-            };
-            Ok(accepted(&id, status, None))
-        }
-    }
-}
-
-/// Maps `(function, key)` to one invocation id for the idempotency window: the first request
-/// creates the mapping atomically in KV (so concurrent dispatchers agree), later ones read it.
-/// Returns the id, its creation time, and whether the key was seen before.
-async fn claim_idempotency_key(
-    state: &AppState,
-    function: &str,
-    key: &HeaderValue,
-) -> Result<(String, u64, bool), ApiError> {
-    let key = checked_idempotency_key(key)?;
-    let kv_key = hex::encode(Sha256::digest(format!("{function}\n{key}").as_bytes()));
-    claim_kv_key(state, &kv_key).await
+    Ok(render(state.invoker.invoke(call, payload).await?))
 }
 
 /// The 400 of an event that is not a valid CloudEvent, naming the attribute.
@@ -376,7 +308,7 @@ async fn submit_event_batch(
             let mut extra_headers = forwarded.clone();
             extra_headers.push((h::CLOUDEVENT.to_string(), attributes));
             async move {
-                let (id, created_at_ms, _) = claim_kv_key(state, &kv_key).await?;
+                let (id, created_at_ms, _) = state.submitter.claim_kv_key(&kv_key).await?;
                 let version = job_version(&resolve(record, qualifier, &id)?);
                 let job = Job {
                     reply_to: None,
@@ -388,7 +320,7 @@ async fn submit_event_batch(
                     source: "http",
                     extra_headers,
                 };
-                submit(state, job, data).await?;
+                state.submitter.submit(job, data).await?;
                 Ok(AcceptedView {
                     location: format!("/v1/invocations/{id}"),
                     invocation_id: id,
@@ -408,57 +340,42 @@ async fn submit_event_batch(
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
 
-/// The 202 of an accepted invocation, with its `Location`.
-pub(crate) fn accepted(id: &str, status: InvocationStatus, replay_of: Option<&str>) -> Response {
-    let location = format!("/v1/invocations/{id}");
-    let view = AcceptedView {
-        invocation_id: id.to_string(),
-        status,
-        location: location.clone(),
-        replay_of: replay_of.map(str::to_string),
+/// The native answer of an outcome: the output, the error in the API's shape, or a 202.
+fn render(outcome: Outcome) -> Response {
+    let kind = outcome.kind();
+    let finished = match outcome {
+        Outcome::Pending { id, status } => return accepted(&id, status, None),
+        Outcome::Succeeded(f) | Outcome::Failed(f) | Outcome::Cancelled(f) => f,
     };
-    let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(id) {
-        response.headers_mut().insert(h::INVOCATION_ID, value);
-    }
-    response
-}
-
-fn terminal_response(outcome: Outcome) -> Response {
-    let meta = &outcome.meta;
-    let id = HeaderValue::from_str(&meta.invocation_id).ok();
-    let mut response = if meta.status == InvocationStatus::Succeeded {
-        let mut r = (StatusCode::OK, outcome.body.clone()).into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-        r
-    } else {
-        let (status, code) = match meta.status {
-            InvocationStatus::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "function_timed_out"),
-            InvocationStatus::Cancelled => (StatusCode::CONFLICT, "invocation_cancelled"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "function_failed"),
-        };
-        let kind = match meta.status {
-            InvocationStatus::Cancelled => "cancelled",
-            _ => meta.error_kind.map(|k| k.as_str()).unwrap_or("error"),
-        };
-        ApiError::new(
-            status,
-            code,
-            String::from_utf8_lossy(&outcome.body).into_owned(),
-        )
-        .with("kind", kind)
-        .with("status", meta.status.as_str())
-        .with("invocation_id", meta.invocation_id.clone())
-        .with("attempts", meta.attempt)
-        .into_response()
+    let meta = &finished.meta;
+    let mut response = match kind {
+        None => {
+            let mut r = (StatusCode::OK, finished.body.clone()).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            r
+        }
+        Some(kind) => {
+            let (status, code) = match meta.status {
+                InvocationStatus::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "function_timed_out"),
+                InvocationStatus::Cancelled => (StatusCode::CONFLICT, "invocation_cancelled"),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "function_failed"),
+            };
+            ApiError::new(
+                status,
+                code,
+                String::from_utf8_lossy(&finished.body).into_owned(),
+            )
+            .with("kind", kind)
+            .with("status", meta.status.as_str())
+            .with("invocation_id", meta.invocation_id.clone())
+            .with("attempts", meta.attempt)
+            .into_response()
+        }
     };
-    if let Some(id) = id {
+    if let Ok(id) = HeaderValue::from_str(&meta.invocation_id) {
         response.headers_mut().insert(h::INVOCATION_ID, id);
     }
     if let Ok(status) = HeaderValue::from_str(meta.status.as_str()) {
@@ -467,56 +384,18 @@ fn terminal_response(outcome: Outcome) -> Response {
     response
 }
 
-/// The latest result record of an invocation, if any.
-pub(crate) async fn lookup_result(
-    state: &AppState,
-    id: &str,
-    function: Option<&str>,
-) -> Result<Option<Outcome>, ApiError> {
-    use async_nats::jetstream::stream::LastRawMessageErrorKind;
-    let subject = match function {
-        Some(f) => results_subject(f, id),
-        None => format!("results.*.{id}"),
-    };
-    match state
-        .broker
-        .topology
-        .results
-        .get_last_raw_message_by_subject(&subject)
-        .await
-    {
-        Ok(message) => {
-            let meta = ResultMeta::from_headers(&message.headers)
-                .map_err(|e| ApiError::internal("result record", e))?;
-            Ok(Some(Outcome {
-                meta,
-                body: message.payload,
-            }))
-        }
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(e) => Err(ApiError::broker("cannot read results", e)),
-    }
-}
-
-/// Drops a finished invocation from the local index: RESULTS answers for it from now on.
-pub(crate) fn forget(state: &AppState, id: &str) {
-    if let Err(error) = state.index.remove(id) {
-        tracing::warn!(message = "cannot drop a finished invocation from the index", invocation_id = %id, %error);
-    }
-}
-
 async fn find_invocation(
     state: &AppState,
     id: &str,
-) -> Result<Result<Outcome, Accepted>, ApiError> {
+) -> Result<Result<Finished, Accepted>, ApiError> {
     let accepted = state
         .index
         .get(id)
         .map_err(|e| ApiError::internal("invocation index", e))?;
     let function = accepted.as_ref().map(|a| a.function.as_str());
-    if let Some(outcome) = lookup_result(state, id, function).await? {
+    if let Some(outcome) = state.invoker.lookup(id, function).await? {
         if accepted.is_some() && outcome.meta.status.is_terminal() {
-            forget(state, id);
+            state.invoker.forget(id);
         }
         return Ok(Ok(outcome));
     }
@@ -551,8 +430,7 @@ pub async fn get_invocation(
         Err(accepted) => queued_view(&id, &accepted.function, accepted.created_at_ms),
     };
     if let Some(version) = &view.version {
-        view.version_number =
-            state.registry.version_number(&view.function, version);
+        view.version_number = state.registry.version_number(&view.function, version);
     }
     Ok(Json(view))
 }
@@ -621,30 +499,4 @@ fn not_finished(id: &str, status: InvocationStatus) -> ApiError {
         ),
     )
     .with("status", status.as_str())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use squall_broker::FunctionSpec;
-
-    #[test]
-    fn default_wait_covers_every_attempt_and_backoff() {
-        let spec = FunctionSpec {
-            timeout_ms: 1000,
-            max_attempts: 3,
-            ..FunctionSpec::default()
-        };
-        let spec = FunctionRecord::new("f", "00", 1, 0, &spec);
-        // 3 × 1 s of timeouts, backoff of about 1 s and 2 s, and 5 s of slack.
-        let wait = default_wait(&spec, Duration::from_secs(300));
-        assert!(
-            wait >= Duration::from_secs(10) && wait <= Duration::from_secs(12),
-            "{wait:?}"
-        );
-        assert_eq!(
-            default_wait(&spec, Duration::from_secs(2)),
-            Duration::from_secs(2)
-        );
-    }
 }

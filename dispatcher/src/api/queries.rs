@@ -124,8 +124,7 @@ pub async fn list(
     };
     let Json(mut page): Json<InvocationPage> = ask_typed(&state, query).await?;
     for item in &mut page.items {
-        item.version_number =
-            state.registry.version_number(&item.function, &item.version);
+        item.version_number = state.registry.version_number(&item.function, &item.version);
     }
     Ok(Json(page))
 }

@@ -214,7 +214,13 @@ pub async fn delete(State(state): Shared, name: Name<OfTrigger>) -> Result<Statu
         let existing = all_triggers(&state).await?;
         sync_event_subjects(&state, subject_patterns(&existing, &name)).await?;
         // Events of the old binding must not fire a later one on the same subject.
-        let _ = state.broker.topology.events.purge().filter(subject.as_str()).await;
+        let _ = state
+            .broker
+            .topology
+            .events
+            .purge()
+            .filter(subject.as_str())
+            .await;
     }
     tracing::info!(message = "trigger deleted", trigger = %name);
     Ok(StatusCode::NO_CONTENT)

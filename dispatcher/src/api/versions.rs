@@ -1,6 +1,6 @@
 //! The version and alias routes: list and delete versions; set, show, delete and roll back aliases.
 
-use crate::core::versions::{modify, version_error};
+use crate::core::versions::{modify, Refused};
 use crate::core::view::{alias_view, version_list};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, FunctionName};
@@ -70,11 +70,11 @@ pub async fn delete_version(
             format!("{version:?} is not a version number"),
         )
     })?;
-    modify(&state, &name, |record| {
+    modify(&state.registry, &name, |record| {
         record
             .versions
             .delete(number)
-            .map_err(|e| version_error(&record.name, e))
+            .map_err(|e| refused(&record.name, e))
     })
     .await?;
     tracing::info!(message = "version deleted", function = %name, version = number);
@@ -137,12 +137,12 @@ pub async fn put_alias(
         version: body.version,
         weights,
     };
-    let (record, ()) = modify(&state, &name, |record| {
+    let (record, ()) = modify(&state.registry, &name, |record| {
         record
             .versions
             .set_alias(&alias, target.clone(), now_ms())
             .map(|_| ())
-            .map_err(|e| version_error(&record.name, e))
+            .map_err(|e| refused(&record.name, e))
     })
     .await?;
     tracing::info!(message = "alias set", function = %name, alias = %alias, version = body.version);
@@ -167,7 +167,7 @@ pub async fn get_alias(
     let record = state.registry.load(&name).await?;
     alias_view(&record, &alias)
         .map(Json)
-        .ok_or_else(|| version_error(&name, VersionError::NoSuchAlias(alias)))
+        .ok_or_else(|| refused(&name, VersionError::NoSuchAlias(alias)))
 }
 
 /// Delete an alias; the versions it pointed at may then be deleted.
@@ -183,13 +183,13 @@ pub async fn delete_alias(
     Path((name, alias)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (name, alias) = checked_pair(name, alias)?;
-    modify(&state, &name, |record| {
+    modify(&state.registry, &name, |record| {
         record
             .versions
             .aliases
             .remove(&alias)
             .map(|_| ())
-            .ok_or_else(|| version_error(&record.name, VersionError::NoSuchAlias(alias.clone())))
+            .ok_or_else(|| refused(&record.name, VersionError::NoSuchAlias(alias.clone())))
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -209,16 +209,25 @@ pub async fn rollback_alias(
     Path((name, alias)): Path<(String, String)>,
 ) -> Result<Json<Alias>, ApiError> {
     let (name, alias) = checked_pair(name, alias)?;
-    let (record, version) = modify(&state, &name, |record| {
+    let (record, version) = modify(&state.registry, &name, |record| {
         record
             .versions
             .rollback(&alias, now_ms())
             .map(|a| a.target.version)
-            .map_err(|e| version_error(&record.name, e))
+            .map_err(|e| refused(&record.name, e))
     })
     .await?;
     tracing::info!(message = "alias rolled back", function = %name, alias = %alias, version);
     alias_view(&record, &alias)
         .map(Json)
         .ok_or_else(|| ApiError::internal("alias", "the alias vanished after a rollback"))
+}
+
+/// The answer of a refused version or alias operation on `function`.
+fn refused(function: &str, error: VersionError) -> ApiError {
+    Refused {
+        function: function.to_string(),
+        error,
+    }
+    .into()
 }

@@ -4,24 +4,25 @@
 //! Lambda's shapes and error format.
 
 use crate::compat::sigv4;
-use crate::core::versions::{resolve, Qualified};
+use crate::core::invoke::{default_wait, invoke_span, Call, Outcome};
+use crate::core::submit::{forwarded_headers, is_valid_traceparent, new_traceparent};
+use crate::core::versions::{job_version, resolve, Qualified};
 use crate::core::view::rfc3339;
 use crate::http::auth::Scope;
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiQuery, FunctionName};
+use crate::http::extract::FunctionName;
 use crate::http::limits::read_limited;
 use crate::AppState;
-use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use squall_api::invocations::InvokeParams;
-use squall_api::ErrorBody;
+use squall_broker::time::now_ms;
 use squall_broker::versions::{VersionEntry, LATEST};
 use squall_broker::FunctionRecord;
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 /// The account id in the ARNs this API shows (Squall has no accounts).
 pub const ACCOUNT: &str = "000000000000";
@@ -72,7 +73,9 @@ impl LambdaError {
     }
 
     /// The Lambda error a native API error becomes.
-    fn from_api(error: ApiError) -> Self {
+    fn from_api(error: impl Into<ApiError>) -> Self {
+        let error: ApiError = error.into();
+        error.log();
         let kind = match error.status.as_u16() {
             404 => "ResourceNotFoundException",
             413 => "RequestTooLargeException",
@@ -505,102 +508,95 @@ async fn invoke(
             ))
         }
     };
-    // What the native invoke gets: the client context (it reaches ctx.event.headers), the trace
-    // context, and botocore's per-call id as the idempotency key, so botocore's own retries of a
+    // What reaches the function: the client context (in ctx.event.headers) and the trace
+    // context. botocore's per-call id is the idempotency key, so botocore's own retries of a
     // call (same amz-sdk-invocation-id) map to the same invocation instead of running it again.
-    let mut native = HeaderMap::new();
-    for name in ["x-amz-client-context", "traceparent"] {
-        if let Some(value) = parts.headers.get(name) {
-            native.insert(HeaderName::from_static(name), value.clone());
-        }
+    let mut forwarded = HeaderMap::new();
+    if let Some(value) = parts.headers.get("x-amz-client-context") {
+        forwarded.insert(
+            HeaderName::from_static("x-amz-client-context"),
+            value.clone(),
+        );
     }
-    if let Some(key) = header("amz-sdk-invocation-id")
-        .map(|id| format!("lambda-{kind}-{id}"))
-        .and_then(|k| HeaderValue::from_str(&k).ok())
-    {
-        native.insert(crate::core::submit::IDEMPOTENCY_KEY, key);
+    let traceparent = header(squall_broker::headers::TRACEPARENT)
+        .filter(|v| is_valid_traceparent(v))
+        .map(str::to_string)
+        .unwrap_or_else(new_traceparent);
+    let (id, created_at_ms, repeated) = match header("amz-sdk-invocation-id") {
+        Some(call_id) => state
+            .submitter
+            .claim_idempotency_key(&record.name, &format!("lambda-{kind}-{call_id}"))
+            .await
+            .map_err(LambdaError::from_api)?,
+        None => (uuid::Uuid::now_v7().to_string(), now_ms(), false),
+    };
+    let version =
+        job_version(&resolve(&record, qualifier.as_deref(), &id).map_err(LambdaError::from_api)?);
+    let call = Call {
+        function: &record.name,
+        version: &version,
+        id: &id,
+        created_at_ms,
+        repeated,
+        traceparent: &traceparent,
+        source: "http",
+        extra_headers: forwarded_headers(&forwarded),
+        wait: (!respond_async).then(|| default_wait(&record, state.config.max_wait)),
+    };
+    let span = invoke_span(&record.name, header(squall_broker::headers::TRACEPARENT));
+    span.record("squall.invocation_id", id.as_str());
+    let outcome = state
+        .invoker
+        .invoke(call, payload)
+        .instrument(span.clone())
+        .await
+        .map_err(LambdaError::from_api)?;
+    if let Some(finished) = outcome.finished() {
+        span.record("squall.outcome", finished.meta.status.as_str());
     }
-    let target = match &qualifier {
-        Some(q) => format!("{}:{q}", record.name),
-        None => record.name.clone(),
-    };
-    let params = InvokeParams {
-        respond_async: respond_async.then(|| "true".to_string()),
-        ..Default::default()
-    };
-    let answer = crate::api::invocations::invoke(
-        State(state.clone()),
-        Path(target),
-        ApiQuery(params),
-        native,
-        Body::from(payload),
-    )
-    .await
-    .map_err(LambdaError::from_api)?;
-    let id = answer
-        .headers()
-        .get(squall_broker::headers::INVOCATION_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let mut response = match (answer.status(), respond_async) {
-        (StatusCode::ACCEPTED, true) => StatusCode::ACCEPTED.into_response(),
-        (StatusCode::ACCEPTED, false) => {
+    let mut response = match (&outcome, respond_async) {
+        (Outcome::Pending { .. }, true) => StatusCode::ACCEPTED.into_response(),
+        (Outcome::Pending { .. }, false) => {
             return Err(LambdaError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "ServiceException",
                 format!("invocation {id} did not finish within the dispatcher's wait; read it at /v1/invocations/{id}"),
             ))
         }
-        (status, _) => {
-            let outcome = crate::api::invocations::lookup_result(&state, &id, Some(&record.name))
-                .await
-                .map_err(LambdaError::from_api)?;
-            let bytes = axum::body::to_bytes(answer.into_body(), usize::MAX)
-                .await
-                .unwrap_or_default();
-            let mut response = if status == StatusCode::OK {
-                (StatusCode::OK, bytes).into_response()
-            } else {
-                let error: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
-                let kind = error
-                    .as_ref()
-                    .and_then(|e| e.error.extra_str("kind").map(str::to_string))
-                    .unwrap_or_else(|| "error".into());
-                let message = error.map(|e| e.error.message).unwrap_or_default();
-                let handled = kind == "error";
-                let body = serde_json::json!({
-                    "errorMessage": message,
-                    "errorType": if handled { "Error".to_string() } else { format!("Squall.{kind}") },
-                });
-                let mut r = json(StatusCode::OK, body);
-                r.headers_mut().insert(
-                    HeaderName::from_static("x-amz-function-error"),
-                    HeaderValue::from_static(if handled { "Handled" } else { "Unhandled" }),
-                );
-                r
-            };
-            if let Some(outcome) = &outcome {
-                let number = record
-                    .version_number(&outcome.meta.version)
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(|| LATEST.to_string());
-                if let Ok(value) = HeaderValue::from_str(&number) {
-                    response
-                        .headers_mut()
-                        .insert(HeaderName::from_static("x-amz-executed-version"), value);
-                }
-                if header("x-amz-log-type") == Some("Tail") {
-                    if let Ok(value) = HeaderValue::from_str(&log_tail(&outcome.meta.logs)) {
-                        response
-                            .headers_mut()
-                            .insert(HeaderName::from_static("x-amz-log-result"), value);
-                    }
-                }
-            }
-            response
+        (Outcome::Succeeded(finished), _) => (StatusCode::OK, finished.body.clone()).into_response(),
+        (Outcome::Failed(finished) | Outcome::Cancelled(finished), _) => {
+            let kind = outcome.kind().unwrap_or("error");
+            let handled = kind == "error";
+            let body = serde_json::json!({
+                "errorMessage": String::from_utf8_lossy(&finished.body),
+                "errorType": if handled { "Error".to_string() } else { format!("Squall.{kind}") },
+            });
+            let mut r = json(StatusCode::OK, body);
+            r.headers_mut().insert(
+                HeaderName::from_static("x-amz-function-error"),
+                HeaderValue::from_static(if handled { "Handled" } else { "Unhandled" }),
+            );
+            r
         }
     };
+    if let Some(finished) = outcome.finished() {
+        let number = record
+            .version_number(&finished.meta.version)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| LATEST.to_string());
+        if let Ok(value) = HeaderValue::from_str(&number) {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static("x-amz-executed-version"), value);
+        }
+        if header("x-amz-log-type") == Some("Tail") {
+            if let Ok(value) = HeaderValue::from_str(&log_tail(&finished.meta.logs)) {
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static("x-amz-log-result"), value);
+            }
+        }
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response
             .headers_mut()

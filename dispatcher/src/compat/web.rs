@@ -9,8 +9,8 @@
 //! about functions that need one: an unknown function, a function that is not a web function
 //! and a web function with `auth: "key"` all answer 401 to it.
 
-use crate::api::invocations::{default_wait, forget, lookup_result};
-use crate::core::submit::{is_valid_traceparent, new_traceparent, submit, Job};
+use crate::core::invoke::{default_wait, Call, Outcome};
+use crate::core::submit::{is_valid_traceparent, new_traceparent};
 use crate::http::auth::{self, Access, Scope};
 use crate::http::error::ApiError;
 use crate::http::extract::FunctionName;
@@ -28,7 +28,6 @@ use squall_api::{ErrorBody, WebAuth};
 use squall_broker::headers as h;
 use squall_broker::time::now_ms;
 use squall_broker::web::WebRequest;
-use squall_broker::InvocationStatus;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -422,44 +421,36 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         })?;
     let id = uuid::Uuid::now_v7().to_string();
     tracing::Span::current().record("squall.invocation_id", id.as_str());
-    // Register before publishing, so the result cannot arrive unseen.
-    let mut registration = state.waiter.register(&id);
-    let job = Job {
-        reply_to: Some(registration.reply_to.as_str()),
+    let call = Call {
         function: &name,
         version: &record.version,
         id: &id,
         created_at_ms: now_ms(),
+        repeated: false,
         traceparent: &traceparent,
         source: "web",
         extra_headers: vec![(h::WEB.to_string(), description.to_header())],
+        wait: Some(default_wait(&record, state.config.max_wait)),
     };
-    submit(state, job, payload).await?;
-    let wait = default_wait(&record, state.config.max_wait);
-    let outcome = match state.waiter.wait(&mut registration, None, wait).await {
-        Some(outcome) => Some(outcome),
-        None => lookup_result(state, &id, Some(&name))
-            .await?
-            .filter(|o| o.meta.status.is_terminal()),
+    let outcome = match state.invoker.invoke(call, payload).await? {
+        Outcome::Succeeded(finished) => finished,
+        Outcome::Pending { .. } => {
+            return Ok(generic(
+                StatusCode::GATEWAY_TIMEOUT,
+                "function_unanswered",
+                "the function did not answer in time",
+                &id,
+            ))
+        }
+        Outcome::Failed(_) | Outcome::Cancelled(_) => {
+            return Ok(generic(
+                StatusCode::BAD_GATEWAY,
+                "function_failed",
+                "the function failed",
+                &id,
+            ))
+        }
     };
-    let Some(outcome) = outcome else {
-        return Ok(generic(
-            StatusCode::GATEWAY_TIMEOUT,
-            "function_unanswered",
-            "the function did not answer in time",
-            &id,
-        ));
-    };
-    forget(state, &id);
-    state.metrics.sync_outcome(&name, outcome.meta.status);
-    if outcome.meta.status != InvocationStatus::Succeeded {
-        return Ok(generic(
-            StatusCode::BAD_GATEWAY,
-            "function_failed",
-            "the function failed",
-            &id,
-        ));
-    }
     let mut response = match response_of(&outcome.body) {
         Ok(answer) => answer.into_response(),
         Err(error) => {

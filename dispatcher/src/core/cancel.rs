@@ -1,7 +1,6 @@
 //! Cancelling invocations: the pure decision and the one way an invocation ends as cancelled (a marker, then a terminal result), for one id or a function's queued backlog.
 
-use crate::api::invocations::forget;
-use crate::core::waiter::Outcome;
+use crate::core::waiter::Finished;
 use crate::http::error::ApiError;
 use crate::index::Accepted;
 use crate::AppState;
@@ -65,10 +64,10 @@ pub fn decide(accepted: Option<&Accepted>, latest: Option<&ResultMeta>) -> Decis
 pub(crate) enum Ended {
     /// The invocation is `cancelled` by this request (the result stored by it, or by a worker
     /// that saw the mark first, or by a concurrent cancellation).
-    Cancelled(Outcome),
+    Cancelled(Finished),
     /// It had already ended otherwise (a worker finished it first), or was cancelled before
     /// this request looked: the stored terminal result.
-    Before(Outcome),
+    Before(Finished),
 }
 
 /// Cancels invocation `id` of `target`: marks it for the workers, then stores its terminal
@@ -130,7 +129,7 @@ pub(crate) async fn cancel(state: &AppState, id: &str, target: &Target) -> Resul
             .map_err(|e| ApiError::broker("cannot read the stored result", e))?;
         let meta = ResultMeta::from_headers(&stored.headers)
             .map_err(|e| ApiError::internal("result record", e))?;
-        let outcome = Outcome {
+        let outcome = Finished {
             meta,
             body: stored.payload,
         };
@@ -141,7 +140,7 @@ pub(crate) async fn cancel(state: &AppState, id: &str, target: &Target) -> Resul
             Ended::Before(outcome)
         }
     } else {
-        let outcome = Outcome {
+        let outcome = Finished {
             meta,
             body: CANCELLED_BODY.into(),
         };
@@ -149,7 +148,7 @@ pub(crate) async fn cancel(state: &AppState, id: &str, target: &Target) -> Resul
         state.waiter.deliver(&outcome);
         Ended::Cancelled(outcome)
     };
-    forget(state, id);
+    state.invoker.forget(id);
     Ok(ended)
 }
 

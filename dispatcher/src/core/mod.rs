@@ -9,6 +9,7 @@ pub mod broker;
 pub mod cancel;
 pub mod cloudevents;
 pub mod fleet;
+pub mod invoke;
 pub mod keys;
 pub mod metrics;
 pub mod names;

@@ -119,4 +119,3 @@ impl std::fmt::Display for InvocationId {
         f.write_str(&self.0)
     }
 }
-

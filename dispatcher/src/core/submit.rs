@@ -1,14 +1,16 @@
 //! Job submission, shared by HTTP invokes, batches, cron ticks, triggers and replays: the
 //! invocation id's claim, the trace context, the job's headers, the acked publish and the index.
 
-use crate::http::error::ApiError;
-use crate::index::Accepted;
-use crate::AppState;
+use crate::core::broker::Broker;
+use crate::core::metrics::Metrics;
+use crate::index::{Accepted, Index};
 use axum::http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 use squall_broker::headers as h;
 use squall_broker::names::jobs_subject;
+use squall_broker::publish::PublishError;
 use squall_broker::time::now_ms;
+use std::sync::Arc;
 use tracing::Instrument as _;
 
 /// The request header that makes an invoke idempotent.
@@ -17,46 +19,45 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The longest accepted idempotency key.
 pub const MAX_IDEMPOTENCY_KEY: usize = 256;
 
-/// The `Idempotency-Key` header's text, or the 400 that explains what a key may be.
-pub(crate) fn checked_idempotency_key(key: &HeaderValue) -> Result<&str, ApiError> {
+/// Why a job was not submitted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters")]
+    InvalidIdempotencyKey,
+    /// The broker could not be reached or refused a read or write.
+    #[error("{context}: {error}")]
+    Broker {
+        context: &'static str,
+        error: String,
+    },
+    /// JetStream did not store the job.
+    #[error("the invocation was not accepted: {0}")]
+    Publish(#[source] PublishError),
+}
+
+impl SubmitError {
+    fn broker(context: &'static str, error: impl std::fmt::Display) -> SubmitError {
+        SubmitError::Broker {
+            context,
+            error: error.to_string(),
+        }
+    }
+}
+
+/// The `Idempotency-Key` header's text, checked.
+pub(crate) fn checked_idempotency_key(key: &HeaderValue) -> Result<&str, SubmitError> {
     key.to_str()
         .ok()
         .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_idempotency_key",
-                format!(
-                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
-                ),
-            )
-        })
+        .ok_or(SubmitError::InvalidIdempotencyKey)
 }
 
-/// Creates `kv_key` holding `value` in the idempotency bucket unless it exists; returns the value
-/// it holds and whether it existed.
-pub(crate) async fn claim_idempotency_value(
-    state: &AppState,
-    kv_key: &str,
-    value: String,
-) -> Result<(String, bool), ApiError> {
-    let store = &state.broker.topology.idempotency;
-    match store.create(kv_key, value.clone().into()).await {
-        Ok(_) => Ok((value, false)),
-        Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
-            let value = store
-                .get(kv_key)
-                .await
-                .map_err(|e| ApiError::broker("cannot read the idempotency key", e))?
-                .ok_or_else(|| {
-                    ApiError::broker(
-                        "cannot read the idempotency key",
-                        "it expired while being read; retry",
-                    )
-                })?;
-            Ok((String::from_utf8_lossy(&value).into_owned(), true))
-        }
-        Err(e) => Err(ApiError::broker("cannot record the idempotency key", e)),
-    }
+/// What submitting a job needs: the broker, the accepted-invocation index and the metrics.
+#[derive(Clone)]
+pub struct Submitter {
+    pub broker: Broker,
+    pub index: Index,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The idempotency bucket's key of a CloudEvent made into an invocation of `function`: its
@@ -70,18 +71,6 @@ pub(crate) fn event_key(
         attributes.source, attributes.id
     );
     hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-/// Claims `kv_key` for a new invocation id, or reads the id it already names.
-pub(crate) async fn claim_kv_key(
-    state: &AppState,
-    kv_key: &str,
-) -> Result<(String, u64, bool), ApiError> {
-    let id = uuid::Uuid::now_v7().to_string();
-    let (value, repeated) =
-        claim_idempotency_value(state, kv_key, format!("{id} {}", now_ms())).await?;
-    let (id, created) = value.split_once(' ').unwrap_or((&value, "0"));
-    Ok((id.to_string(), created.parse().unwrap_or(0), repeated))
 }
 
 /// The most caller headers carried into a job.
@@ -154,44 +143,6 @@ pub struct Job<'a> {
     pub reply_to: Option<&'a str>,
 }
 
-/// Publishes a job and waits for JetStream to accept it, then records it in the local index.
-/// Through a leader election the same job is sent again (the stream drops the duplicates)
-/// until the publish budget ends; only then is the answer a 503 with `Retry-After`.
-/// With span export on, the job carries the trace context of its `squall.publish` span.
-pub async fn submit(state: &AppState, job: Job<'_>, payload: bytes::Bytes) -> Result<(), ApiError> {
-    let span = tracing::info_span!(
-        "squall.publish",
-        otel.kind = "producer",
-        squall.function = %job.function,
-        squall.invocation_id = %job.id,
-        squall.source = %job.source,
-    );
-    let traceparent =
-        squall_telemetry::traceparent_of(&span).unwrap_or_else(|| job.traceparent.to_string());
-    submit_traced(state, job, &traceparent, payload)
-        .instrument(span)
-        .await
-}
-
-async fn submit_traced(
-    state: &AppState,
-    job: Job<'_>,
-    traceparent: &str,
-    payload: bytes::Bytes,
-) -> Result<(), ApiError> {
-    squall_broker::publish::publish_acked(
-        &state.broker.topology.jetstream,
-        &jobs_subject(job.function),
-        job_headers(&job, traceparent),
-        payload,
-        &state.broker.publish,
-    )
-    .await
-    .map_err(|e| ApiError::publish("the invocation was not accepted", e))?;
-    record_accepted(state, &job);
-    Ok(())
-}
-
 /// The NATS headers of a job: its carried-over headers, then Squall's own, with the invocation id
 /// as `Nats-Msg-Id` only (so a repeated publish is dropped as a duplicate).
 pub(crate) fn job_headers(job: &Job<'_>, traceparent: &str) -> async_nats::HeaderMap {
@@ -211,15 +162,108 @@ pub(crate) fn job_headers(job: &Job<'_>, traceparent: &str) -> async_nats::Heade
     job_headers
 }
 
-/// Counts a job JetStream stored and records it in the local index as queued.
-pub(crate) fn record_accepted(state: &AppState, job: &Job<'_>) {
-    let accepted = Accepted {
-        function: job.function.to_string(),
-        created_at_ms: job.created_at_ms,
-    };
-    state.metrics.accepted(job.function, job.source);
-    if let Err(error) = state.index.insert(job.id, &accepted) {
-        tracing::warn!(message = "cannot index an accepted invocation", invocation_id = %job.id, %error);
+impl Submitter {
+    /// Creates `kv_key` holding `value` in the idempotency bucket unless it exists; returns the
+    /// value it holds and whether it existed.
+    pub(crate) async fn claim_idempotency_value(
+        &self,
+        kv_key: &str,
+        value: String,
+    ) -> Result<(String, bool), SubmitError> {
+        let store = &self.broker.topology.idempotency;
+        match store.create(kv_key, value.clone().into()).await {
+            Ok(_) => Ok((value, false)),
+            Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
+                let value = store
+                    .get(kv_key)
+                    .await
+                    .map_err(|e| SubmitError::broker("cannot read the idempotency key", e))?
+                    .ok_or_else(|| {
+                        SubmitError::broker(
+                            "cannot read the idempotency key",
+                            "it expired while being read; retry",
+                        )
+                    })?;
+                Ok((String::from_utf8_lossy(&value).into_owned(), true))
+            }
+            Err(e) => Err(SubmitError::broker("cannot record the idempotency key", e)),
+        }
+    }
+
+    /// Claims `kv_key` for a new invocation id, or reads the id it already names. Returns the
+    /// id, its creation time, and whether the key was claimed before.
+    pub(crate) async fn claim_kv_key(
+        &self,
+        kv_key: &str,
+    ) -> Result<(String, u64, bool), SubmitError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let (value, repeated) = self
+            .claim_idempotency_value(kv_key, format!("{id} {}", now_ms()))
+            .await?;
+        let (id, created) = value.split_once(' ').unwrap_or((&value, "0"));
+        Ok((id.to_string(), created.parse().unwrap_or(0), repeated))
+    }
+
+    /// Maps `(function, key)` to one invocation id for the idempotency window: the first
+    /// request creates the mapping atomically in KV (so concurrent dispatchers agree), later
+    /// ones read it. Returns the id, its creation time, and whether the key was seen before.
+    pub(crate) async fn claim_idempotency_key(
+        &self,
+        function: &str,
+        key: &str,
+    ) -> Result<(String, u64, bool), SubmitError> {
+        let kv_key = hex::encode(Sha256::digest(format!("{function}\n{key}").as_bytes()));
+        self.claim_kv_key(&kv_key).await
+    }
+
+    /// Publishes a job and waits for JetStream to accept it, then records it in the local
+    /// index. Through a leader election the same job is sent again (the stream drops the
+    /// duplicates) until the publish budget ends. With span export on, the job carries the
+    /// trace context of its `squall.publish` span.
+    pub async fn submit(&self, job: Job<'_>, payload: bytes::Bytes) -> Result<(), SubmitError> {
+        let span = tracing::info_span!(
+            "squall.publish",
+            otel.kind = "producer",
+            squall.function = %job.function,
+            squall.invocation_id = %job.id,
+            squall.source = %job.source,
+        );
+        let traceparent =
+            squall_telemetry::traceparent_of(&span).unwrap_or_else(|| job.traceparent.to_string());
+        self.submit_traced(job, &traceparent, payload)
+            .instrument(span)
+            .await
+    }
+
+    async fn submit_traced(
+        &self,
+        job: Job<'_>,
+        traceparent: &str,
+        payload: bytes::Bytes,
+    ) -> Result<(), SubmitError> {
+        squall_broker::publish::publish_acked(
+            &self.broker.topology.jetstream,
+            &jobs_subject(job.function),
+            job_headers(&job, traceparent),
+            payload,
+            &self.broker.publish,
+        )
+        .await
+        .map_err(SubmitError::Publish)?;
+        self.record_accepted(&job);
+        Ok(())
+    }
+
+    /// Counts a job JetStream stored and records it in the local index as queued.
+    pub(crate) fn record_accepted(&self, job: &Job<'_>) {
+        let accepted = Accepted {
+            function: job.function.to_string(),
+            created_at_ms: job.created_at_ms,
+        };
+        self.metrics.accepted(job.function, job.source);
+        if let Err(error) = self.index.insert(job.id, &accepted) {
+            tracing::warn!(message = "cannot index an accepted invocation", invocation_id = %job.id, %error);
+        }
     }
 }
 

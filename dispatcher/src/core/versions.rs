@@ -1,32 +1,40 @@
-//! Numbered versions and aliases: the routes that list and delete versions and set, show,
-//! delete and roll back aliases; qualifier resolution for every path that takes a function
-//! name; and the compare-and-set write every change of a function's record goes through.
+//! Numbered versions and aliases as services: qualifier resolution for every path that takes a
+//! function name, and the compare-and-set write every change of a function's record goes
+//! through. Their routes are `api::versions`.
 
-use crate::http::error::ApiError;
-use crate::core::names::FunctionName;
-use crate::AppState;
+use crate::core::names::{FunctionName, NameError};
+use crate::core::registry::{Registry, RegistryError};
 use async_nats::jetstream::kv;
-use axum::http::StatusCode;
 use squall_broker::versions::{split_qualified, VersionEntry, VersionError};
 use squall_broker::FunctionRecord;
 
 /// How many versions a function keeps unless the dispatcher is told otherwise.
 pub const DEFAULT_KEEP_VERSIONS: usize = 10;
 
-/// The answer a refused version or alias operation gives.
-pub fn version_error(function: &str, error: VersionError) -> ApiError {
-    let message = format!("{function}: {error}");
-    match error {
-        VersionError::NoSuchVersion(_) => ApiError::not_found("version_not_found", message),
-        VersionError::NoSuchAlias(_) => ApiError::not_found("alias_not_found", message),
-        VersionError::BadQualifier(_) => ApiError::bad_request("invalid_qualifier", message),
-        VersionError::BadWeight(_) | VersionError::WeightsOver => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_weights", message)
-        }
-        VersionError::Aliased { .. } | VersionError::Latest(_) | VersionError::NoPrevious(_) => {
-            ApiError::new(StatusCode::CONFLICT, "version_in_use", message)
-        }
-    }
+/// A version or alias operation refused: the function it concerns and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{function}: {error}")]
+pub struct Refused {
+    pub function: String,
+    pub error: VersionError,
+}
+
+/// A `name:qualifier` that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum QualifierError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("the name's qualifier {in_name:?} and ?qualifier={in_query:?} disagree")]
+    Disagree { in_name: String, in_query: String },
+}
+
+/// Why `modify` could not change a function's record.
+#[derive(Debug, thiserror::Error)]
+pub enum ModifyError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{0} changed too often while being updated; try again")]
+    Contended(String),
 }
 
 /// A function name as routes take it: `name`, or `name:qualifier`, with `query` as a second
@@ -37,15 +45,15 @@ pub struct Qualified {
 }
 
 impl Qualified {
-    pub fn parse(text: &str, query: Option<&str>) -> Result<Qualified, ApiError> {
+    pub fn parse(text: &str, query: Option<&str>) -> Result<Qualified, QualifierError> {
         let (name, in_name) = split_qualified(text);
         let name = FunctionName::parse(name.to_string())?;
         let qualifier = match (in_name, query) {
             (Some(a), Some(b)) if a != b => {
-                return Err(ApiError::bad_request(
-                    "invalid_qualifier",
-                    format!("the name's qualifier {a:?} and ?qualifier={b:?} disagree"),
-                ))
+                return Err(QualifierError::Disagree {
+                    in_name: a.to_string(),
+                    in_query: b.to_string(),
+                })
             }
             (Some(q), _) | (None, Some(q)) => Some(q.to_string()),
             (None, None) => None,
@@ -71,17 +79,20 @@ pub fn draw(id: &str) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// The version `qualifier` names for invocation `id`, or the 404 that says what is missing.
+/// The version `qualifier` names for invocation `id`, or what is missing.
 pub fn resolve(
     record: &FunctionRecord,
     qualifier: Option<&str>,
     id: &str,
-) -> Result<VersionEntry, ApiError> {
+) -> Result<VersionEntry, Refused> {
     record
         .versions
         .resolve(qualifier, draw(id))
         .cloned()
-        .map_err(|e| version_error(&record.name, e))
+        .map_err(|error| Refused {
+            function: record.name.clone(),
+            error,
+        })
 }
 
 /// `sha256:<hex>` of a version, as a job's `Squall-Version` names it.
@@ -91,44 +102,46 @@ pub fn job_version(entry: &VersionEntry) -> String {
 
 /// Reads `name`'s record, lets `change` edit it, and writes it back only if no one wrote in
 /// between (the KV revision), trying again on a conflict. Returns the record as written and
-/// what `change` returned.
-pub async fn modify<T>(
-    state: &AppState,
+/// what `change` returned; `change`'s own error ends it as it is.
+pub async fn modify<T, E: From<ModifyError>>(
+    registry: &Registry,
     name: &FunctionName,
-    mut change: impl FnMut(&mut FunctionRecord) -> Result<T, ApiError>,
-) -> Result<(FunctionRecord, T), ApiError> {
-    let registry = &state.broker.topology.registry;
+    mut change: impl FnMut(&mut FunctionRecord) -> Result<T, E>,
+) -> Result<(FunctionRecord, T), E> {
+    let bucket = registry.bucket();
+    let failed = |e: RegistryError| E::from(ModifyError::Registry(e));
     for _ in 0..10 {
-        let entry = registry
+        let entry = bucket
             .entry(name.as_str())
             .await
-            .map_err(|e| ApiError::broker("cannot read the function registry", e))?;
+            .map_err(|e| failed(RegistryError::Broker(e.to_string())))?;
         let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
-            return Err(ApiError::not_found(
-                "function_not_found",
-                format!("function {:?} is not deployed", name.as_str()),
-            ));
+            return Err(failed(RegistryError::NotDeployed(name.to_string())));
         };
-        let mut record =
-            FunctionRecord::decode(&entry.value).map_err(|e| ApiError::internal("registry", e))?;
+        let mut record = FunctionRecord::decode(&entry.value).map_err(|e| {
+            failed(RegistryError::Corrupt {
+                name: name.to_string(),
+                error: e.to_string(),
+            })
+        })?;
         let answer = change(&mut record)?;
-        match registry
+        match bucket
             .update(name.as_str(), record.encode().into(), entry.revision)
             .await
         {
             Ok(revision) => {
-                state.registry.put(revision, record.clone());
+                registry.put(revision, record.clone());
                 return Ok((record, answer));
             }
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-            Err(e) => return Err(ApiError::broker("cannot write the function registry", e)),
+            Err(e) => {
+                return Err(failed(RegistryError::Broker(format!(
+                    "cannot write the function registry: {e}"
+                ))))
+            }
         }
     }
-    Err(ApiError::new(
-        StatusCode::CONFLICT,
-        "concurrent_change",
-        format!("{name} changed too often while being updated; try again"),
-    ))
+    Err(E::from(ModifyError::Contended(name.to_string())))
 }
 
 #[cfg(test)]

@@ -20,12 +20,12 @@ use tokio::sync::oneshot;
 
 /// A terminal result: its metadata and body (output, or error message).
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct Finished {
     pub meta: ResultMeta,
     pub body: Bytes,
 }
 
-type Waiters = Arc<Mutex<HashMap<String, Vec<oneshot::Sender<Outcome>>>>>;
+type Waiters = Arc<Mutex<HashMap<String, Vec<oneshot::Sender<Finished>>>>>;
 
 /// Registry of in-progress synchronous invocations.
 #[derive(Clone)]
@@ -40,7 +40,7 @@ pub struct ResultWaiter {
 pub struct Registration {
     id: String,
     waiters: Waiters,
-    receiver: oneshot::Receiver<Outcome>,
+    receiver: oneshot::Receiver<Finished>,
     /// Where the worker sends the terminal result: the job's `Squall-Reply-To`.
     pub reply_to: String,
 }
@@ -58,9 +58,9 @@ impl Drop for Registration {
 }
 
 /// Reads a terminal result out of a reply or result message, if it is one.
-fn terminal(message: &async_nats::Message) -> Option<Outcome> {
+fn terminal(message: &async_nats::Message) -> Option<Finished> {
     let meta = ResultMeta::from_headers(message.headers.as_ref()?).ok()?;
-    meta.status.is_terminal().then(|| Outcome {
+    meta.status.is_terminal().then(|| Finished {
         meta,
         body: message.payload.clone(),
     })
@@ -122,7 +122,7 @@ impl ResultWaiter {
 
     /// Completes this dispatcher's waits for `outcome`'s invocation with it (a cancellation
     /// made here).
-    pub fn deliver(&self, outcome: &Outcome) {
+    pub fn deliver(&self, outcome: &Finished) {
         let senders = self
             .waiters
             .lock()
@@ -150,7 +150,7 @@ impl ResultWaiter {
         registration: &mut Registration,
         mut followed: Option<async_nats::Subscriber>,
         wait: Duration,
-    ) -> Option<Outcome> {
+    ) -> Option<Finished> {
         let from_results = async {
             if let Some(results) = followed.as_mut() {
                 while let Some(message) = results.next().await {

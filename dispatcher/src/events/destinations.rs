@@ -453,10 +453,7 @@ async fn handle(state: &AppState, message: &jetstream::Message) -> Result<(), Ap
     let record = match state.registry.get(&meta.function) {
         Some(record) => Some(record),
         None => match crate::core::names::FunctionName::parse(meta.function.clone()) {
-            Ok(name) => state.registry.load(&name)
-                .await
-                .ok()
-                .map(Arc::new),
+            Ok(name) => state.registry.load(&name).await.ok().map(Arc::new),
             Err(_) => None,
         },
     };
@@ -691,7 +688,9 @@ pub(crate) async fn replay_letters(
     let mut deliveries = Vec::new();
     for (sequence, letter) in letters {
         let secret = match crate::core::names::FunctionName::parse(letter.function.clone()) {
-            Ok(name) => state.registry.load(&name)
+            Ok(name) => state
+                .registry
+                .load(&name)
                 .await
                 .ok()
                 .map(|r| r.destination_secret),

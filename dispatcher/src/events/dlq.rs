@@ -151,7 +151,9 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
     let version = match history.last() {
         Some((meta, _)) => meta.version.clone(),
         None => match FunctionName::parse(function.clone()) {
-            Ok(name) => state.registry.load(&name)
+            Ok(name) => state
+                .registry
+                .load(&name)
                 .await
                 .map(|record| record.version)
                 .unwrap_or_default(),

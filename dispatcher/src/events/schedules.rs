@@ -6,7 +6,7 @@
 //! cluster fires exactly one tick each time, and any JetStream consumer can read the ticks).
 //! One durable consumer, shared by every dispatcher, turns each tick into one invocation.
 
-use crate::core::submit::{new_traceparent, submit, Job};
+use crate::core::submit::{new_traceparent, Job};
 use crate::core::versions::{job_version, resolve, Qualified};
 use crate::AppState;
 use futures::StreamExt;
@@ -166,10 +166,10 @@ async fn dispatch_ticks(state: &AppState) -> anyhow::Result<()> {
             Ok(target) => match state.registry.load(&target.name).await {
                 Ok(record) => resolve(&record, target.qualifier.as_deref(), &id)
                     .map(|version| (target.name.into_string(), job_version(&version)))
-                    .map_err(|error| error.message),
+                    .map_err(|error| error.to_string()),
                 Err(error) => Err(error.to_string()),
             },
-            Err(error) => Err(error.message),
+            Err(error) => Err(error.to_string()),
         };
         let (function, version) = match loaded {
             Ok(found) => found,
@@ -192,13 +192,13 @@ async fn dispatch_ticks(state: &AppState) -> anyhow::Result<()> {
             extra_headers: vec![(h::SCHEDULE.to_string(), name.clone())],
             reply_to: None,
         };
-        match submit(state, job, message.payload.clone()).await {
+        match state.submitter.submit(job, message.payload.clone()).await {
             Ok(()) => {
                 let _ = message.ack().await;
             }
             Err(error) => {
                 tracing::warn!(message = "cannot submit a tick's invocation; it will be retried",
-                    schedule = %name, error = %error.message);
+                    schedule = %name, %error);
                 let _ = message
                     .ack_with(async_nats::jetstream::AckKind::Nak(Some(
                         Duration::from_secs(1),

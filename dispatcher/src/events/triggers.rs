@@ -8,8 +8,11 @@
 //! `Nats-Msg-Id` drops a re-submission after a redelivery).
 
 use crate::core::cloudevents;
-use crate::core::submit::{claim_kv_key, event_key, new_traceparent, submit, Job};
+use crate::core::registry::RegistryError;
+use crate::core::submit::SubmitError;
+use crate::core::submit::{event_key, new_traceparent, Job};
 use crate::core::versions::{job_version, resolve, Qualified};
+use crate::core::versions::{QualifierError, Refused};
 use crate::http::error::ApiError;
 use crate::AppState;
 use async_nats::jetstream::{kv, AckKind};
@@ -117,7 +120,12 @@ pub async fn run(state: Arc<AppState>) {
 
 async fn follow(state: &Arc<AppState>) -> anyhow::Result<()> {
     let mut running: HashMap<String, (TriggerRecord, tokio::task::JoinHandle<()>)> = HashMap::new();
-    let mut watch = state.broker.topology.triggers.watch_with_history(">").await?;
+    let mut watch = state
+        .broker
+        .topology
+        .triggers
+        .watch_with_history(">")
+        .await?;
     let result = async {
         while let Some(entry) = watch.next().await {
             let entry = entry?;
@@ -175,7 +183,7 @@ async fn serve_events(state: &AppState, record: &TriggerRecord) -> anyhow::Resul
             Err(error) => {
                 // Kept: it comes back and is tried again.
                 tracing::warn!(message = "cannot turn an event into an invocation; will retry",
-                    trigger = %record.name, error = %error.message);
+                    trigger = %record.name, %error);
                 AckKind::Nak(Some(Duration::from_secs(2)))
             }
         };
@@ -184,14 +192,29 @@ async fn serve_events(state: &AppState, record: &TriggerRecord) -> anyhow::Resul
     Ok(())
 }
 
+/// Why an event did not become an invocation (it is kept and tried again).
+#[derive(Debug, thiserror::Error)]
+enum EventError {
+    #[error("event without stream info: {0}")]
+    NoInfo(String),
+    #[error(transparent)]
+    Qualifier(#[from] QualifierError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Version(#[from] Refused),
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+}
+
 async fn submit_event(
     state: &AppState,
     record: &TriggerRecord,
     message: &async_nats::jetstream::Message,
-) -> Result<(), ApiError> {
+) -> Result<(), EventError> {
     let info = message
         .info()
-        .map_err(|e| ApiError::internal("event without stream info", e))?;
+        .map_err(|e| EventError::NoInfo(e.to_string()))?;
     let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as u64;
     let target = Qualified::parse(&record.function, None)?;
     let function = state.registry.load(&target.name).await?;
@@ -256,7 +279,7 @@ async fn submit_event(
     let (id, created_at_ms) = match claim {
         // A CloudEvent's source and id make it the same invocation however often it is sent.
         Some(kv_key) => {
-            let (id, created_at_ms, _) = claim_kv_key(state, &kv_key).await?;
+            let (id, created_at_ms, _) = state.submitter.claim_kv_key(&kv_key).await?;
             (id, created_at_ms)
         }
         None => (
@@ -282,7 +305,7 @@ async fn submit_event(
         extra_headers: extra,
         reply_to: None,
     };
-    submit(state, job, payload).await
+    Ok(state.submitter.submit(job, payload).await?)
 }
 
 /// The CloudEvent a subject trigger's message carries: structured mode (a `Content-Type`

@@ -58,7 +58,11 @@ impl ApiError {
 
     /// A `503 broker_unavailable` whose message says what failed.
     pub fn broker_message(message: String) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker_unavailable",
+            message,
+        )
     }
 
     /// A job publish the broker did not acknowledge: a 503 with `Retry-After` when trying
@@ -67,18 +71,30 @@ impl ApiError {
         use squall_broker::publish::PublishError;
         let retry_after = squall_broker::publish::RETRY_AFTER.as_secs();
         match &error {
-            PublishError::Full(_) => {
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "queue_full",
-                    format!("{context}: {error}; it frees up as workers take jobs"),
-                )
-                .retry_after(retry_after)
-            }
+            PublishError::Full(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue_full",
+                format!("{context}: {error}; it frees up as workers take jobs"),
+            )
+            .retry_after(retry_after),
             PublishError::Unacknowledged { .. } => {
                 Self::broker(context, &error).retry_after(retry_after)
             }
             PublishError::Refused(_) => Self::broker(context, &error),
+        }
+    }
+
+    /// Logs a server-side failure once, where it is answered: `internal` is an ERROR an
+    /// operator must act on; the broker's (`broker_unavailable`, `queue_full`) a WARN.
+    pub fn log(&self) {
+        match self.code {
+            "internal" => {
+                tracing::error!(message = "internal error", status = self.status.as_u16(), error = %self.message)
+            }
+            "broker_unavailable" | "queue_full" => {
+                tracing::warn!(message = "broker operation failed", code = self.code, error = %self.message)
+            }
+            _ => {}
         }
     }
 
@@ -100,19 +116,9 @@ impl ApiError {
 }
 
 impl IntoResponse for ApiError {
-    /// Answers the error, and logs it here, at the edge, once: a server-side failure
-    /// (`internal`) is an ERROR an operator must act on; the broker's (`broker_unavailable`,
-    /// `queue_full`) a WARN.
+    /// Answers the error, and logs it here, at the edge.
     fn into_response(self) -> Response {
-        match self.code {
-            "internal" => {
-                tracing::error!(message = "internal error", status = self.status.as_u16(), error = %self.message)
-            }
-            "broker_unavailable" | "queue_full" => {
-                tracing::warn!(message = "broker operation failed", code = self.code, error = %self.message)
-            }
-            _ => {}
-        }
+        self.log();
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_string(),
@@ -150,6 +156,76 @@ impl From<crate::core::registry::RegistryError> for ApiError {
             }
             RegistryError::Broker(_) => ApiError::broker_message(error.to_string()),
             RegistryError::Corrupt { .. } => ApiError::internal_message(error.to_string()),
+        }
+    }
+}
+
+impl From<crate::core::versions::Refused> for ApiError {
+    fn from(refused: crate::core::versions::Refused) -> Self {
+        use squall_broker::versions::VersionError;
+        let message = refused.to_string();
+        match refused.error {
+            VersionError::NoSuchVersion(_) => ApiError::not_found("version_not_found", message),
+            VersionError::NoSuchAlias(_) => ApiError::not_found("alias_not_found", message),
+            VersionError::BadQualifier(_) => ApiError::bad_request("invalid_qualifier", message),
+            VersionError::BadWeight(_) | VersionError::WeightsOver => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_weights", message)
+            }
+            VersionError::Aliased { .. }
+            | VersionError::Latest(_)
+            | VersionError::NoPrevious(_) => {
+                ApiError::new(StatusCode::CONFLICT, "version_in_use", message)
+            }
+        }
+    }
+}
+
+impl From<crate::core::versions::QualifierError> for ApiError {
+    fn from(error: crate::core::versions::QualifierError) -> Self {
+        use crate::core::versions::QualifierError;
+        match error {
+            QualifierError::Name(name) => name.into(),
+            QualifierError::Disagree { .. } => {
+                ApiError::bad_request("invalid_qualifier", error.to_string())
+            }
+        }
+    }
+}
+
+impl From<crate::core::versions::ModifyError> for ApiError {
+    fn from(error: crate::core::versions::ModifyError) -> Self {
+        use crate::core::versions::ModifyError;
+        match error {
+            ModifyError::Registry(error) => error.into(),
+            ModifyError::Contended(_) => {
+                ApiError::new(StatusCode::CONFLICT, "concurrent_change", error.to_string())
+            }
+        }
+    }
+}
+
+impl From<crate::core::submit::SubmitError> for ApiError {
+    fn from(error: crate::core::submit::SubmitError) -> Self {
+        use crate::core::submit::SubmitError;
+        match error {
+            SubmitError::InvalidIdempotencyKey => {
+                ApiError::bad_request("invalid_idempotency_key", error.to_string())
+            }
+            SubmitError::Broker { .. } => ApiError::broker_message(error.to_string()),
+            SubmitError::Publish(error) => {
+                ApiError::publish("the invocation was not accepted", error)
+            }
+        }
+    }
+}
+
+impl From<crate::core::invoke::InvokeError> for ApiError {
+    fn from(error: crate::core::invoke::InvokeError) -> Self {
+        use crate::core::invoke::InvokeError;
+        match error {
+            InvokeError::Submit(error) => error.into(),
+            InvokeError::Broker(_) => ApiError::broker_message(error.to_string()),
+            InvokeError::Corrupt(_) => ApiError::internal_message(error.to_string()),
         }
     }
 }

@@ -1,10 +1,10 @@
 //! Request extractors that answer in the API's error shape: typed query strings that refuse
 //! unknown fields, size-bounded JSON bodies, and path names and ids validated once.
 
-use crate::http::error::ApiError;
 pub use crate::core::names::{
     FunctionName, InvocationId, Name, NameKind, OfFunction, OfKey, OfSchedule, OfTrigger,
 };
+use crate::http::error::ApiError;
 use crate::AppState;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;

@@ -3,6 +3,7 @@
 //!
 //! Invariant: nothing here imports a handler (`api`, `compat`).
 
+pub mod answer;
 pub mod auth;
 pub mod error;
 pub mod extract;
