@@ -196,7 +196,7 @@ fn build(state: Option<&Arc<AppState>>, metrics_open: bool) -> (Router<Arc<AppSt
         secure(group.get_openapi_mut(), access);
         if let (Some(state), Access::AnyKey | Access::Scope(_)) = (state, access) {
             group = group.route_layer(axum::middleware::from_fn_with_state(
-                (state.clone(), access),
+                (state.keys.clone(), access),
                 auth::require,
             ));
         }
@@ -249,7 +249,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .fallback(health::not_found)
         .layer(axum::middleware::from_fn(crate::http::limits::headers))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.metrics.clone(),
             crate::core::metrics::track,
         ))
         .with_state(state)

@@ -91,7 +91,10 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let index = index::Index::open(&config.data_dir.join("index"))?;
-    let keys = crate::core::keys::Keys::new(config.admin_key.as_deref(), config.metrics_open);
+    let keys = Arc::new(crate::core::keys::Keys::new(
+        config.admin_key.as_deref(),
+        config.metrics_open,
+    ));
     index.query.set_retention(
         config.topology.results_max_age.as_millis() as u64,
         config.bucket_retention.as_millis() as u64,
@@ -107,9 +110,20 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
         index: index.clone(),
         metrics: metrics.clone(),
     };
+    let registry = registry::Registry::new(broker.clone());
+    let destinations = destinations::Destinations {
+        service: Arc::new(destinations::Service::new(destination_topology)),
+        broker: broker.clone(),
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        delivery: config.destinations.clone(),
+    };
+    let openapi = serde_json::to_vec(&routes::document(keys.metrics_open))
+        .context("cannot render the OpenAPI document")?
+        .into();
     let state = Arc::new(AppState {
         config,
-        registry: registry::Registry::new(broker.clone()),
+        registry,
         broker,
         invoker: Invoker {
             submitter: submitter.clone(),
@@ -119,15 +133,16 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
         index,
         metrics,
         submitter,
-        openapi: serde_json::to_vec(&routes::document(keys.metrics_open))
-            .context("cannot render the OpenAPI document")?
-            .into(),
+        openapi,
         keys,
         keys_bucket,
         web_limits: rate_limit::RateLimiter::default(),
-        destinations: destinations::Service::new(destination_topology),
+        destinations,
     });
-    tokio::spawn(crate::core::keys::follow(state.clone()));
+    tokio::spawn(crate::core::keys::follow(
+        state.keys.clone(),
+        state.keys_bucket.clone(),
+    ));
     tokio::spawn(
         state
             .registry
@@ -135,16 +150,29 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
             .clone()
             .follow(state.registry.bucket().clone()),
     );
-    tokio::spawn(dlq::run_mover(state.clone()));
+    tokio::spawn(dlq::run_mover(state.broker.clone(), state.registry.clone()));
     tokio::spawn(prune_index(state.clone()));
     if state.config.query_index {
         tokio::spawn(prune_query_index(state.clone()));
-        tokio::spawn(index::feed::run_indexer(state.clone()));
-        tokio::spawn(index::service::serve(state.clone()));
+        tokio::spawn(index::feed::run_indexer(
+            state.index.query.clone(),
+            state.broker.clone(),
+            state.metrics.clone(),
+        ));
+        tokio::spawn(index::service::serve(
+            state.index.query.clone(),
+            state.broker.client.clone(),
+        ));
     }
-    tokio::spawn(schedules::run_ticks(state.clone()));
-    tokio::spawn(triggers::run(state.clone()));
-    tokio::spawn(destinations::run(state.clone()));
+    tokio::spawn(schedules::run_ticks(
+        state.registry.clone(),
+        state.submitter.clone(),
+    ));
+    tokio::spawn(triggers::run(
+        state.registry.clone(),
+        state.submitter.clone(),
+    ));
+    tokio::spawn(destinations::run(state.destinations.clone()));
     Ok(state)
 }
 

@@ -7,7 +7,9 @@ use crate::core::invoke::Invoker;
 use crate::core::submit::Submitter;
 use crate::core::{metrics, registry, versions, waiter};
 use crate::events::destinations;
+use crate::http::extract::PayloadLimit;
 use crate::index;
+use axum::extract::FromRef;
 use squall_broker::TopologyConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -110,19 +112,32 @@ pub struct AppState {
     /// The invoke core: submission and the waiter, in one handle.
     pub invoker: Invoker,
     /// The API keys this dispatcher accepts.
-    pub keys: crate::core::keys::Keys,
+    pub keys: Arc<crate::core::keys::Keys>,
     pub keys_bucket: async_nats::jetstream::kv::Store,
     /// The OpenAPI document this dispatcher serves, rendered once.
     pub openapi: bytes::Bytes,
     /// The web functions' rate limits, per client address and function.
     pub web_limits: rate_limit::RateLimiter,
     /// Destinations and callbacks: their buckets, stream and HTTP client.
-    pub destinations: destinations::Service,
+    pub destinations: destinations::Destinations,
 }
 
 impl AppState {
     /// The query index, when this process holds that role.
     pub fn query_index(&self) -> Option<&index::store::QueryIndex> {
         self.config.query_index.then_some(&self.index.query)
+    }
+}
+
+impl FromRef<Arc<AppState>> for PayloadLimit {
+    fn from_ref(state: &Arc<AppState>) -> PayloadLimit {
+        PayloadLimit(state.config.max_payload)
+    }
+}
+
+/// The narrow states handlers take instead of the whole `AppState`.
+impl FromRef<Arc<AppState>> for destinations::Destinations {
+    fn from_ref(state: &Arc<AppState>) -> destinations::Destinations {
+        state.destinations.clone()
     }
 }

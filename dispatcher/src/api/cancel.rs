@@ -66,7 +66,7 @@ pub async fn cancel_invocation(
         Decision::Ended(status) => return Err(already_ended(&id, status)),
         Decision::Cancel(target) => target,
     };
-    match cancel(&state, &id, &target).await? {
+    match cancel(&state.invoker, &state.registry, &id, &target).await? {
         Ended::Cancelled(outcome) => {
             tracing::info!(message = "invocation cancelled", function = %target.function, invocation_id = %&*id);
             Ok(Json(invocation_view(&outcome.meta, &outcome.body)))
@@ -105,7 +105,7 @@ pub async fn cancel_backlog(
         }
     }
     let record = state.registry.load(&name).await?;
-    let queued = queued_jobs(&state, &record.name).await?;
+    let queued = queued_jobs(&state.broker, &record.name).await?;
     let version = Some(record.version.clone());
     let results = futures::stream::iter(queued)
         .map(|(id, created_at_ms)| {
@@ -123,7 +123,7 @@ pub async fn cancel_backlog(
                         return Ok(Ended::Before(latest));
                     }
                 }
-                cancel(&state, &id, &target).await
+                Ok::<_, ApiError>(cancel(&state.invoker, &state.registry, &id, &target).await?)
             }
         })
         .buffer_unordered(BACKLOG_PARALLEL)

@@ -1,17 +1,15 @@
 //! The destination dead-letter routes: list and replay failed deliveries.
 
 use crate::core::view::rfc3339;
-use crate::events::destinations::{replay_letters, scan, DestinationLetter};
+use crate::events::destinations::{replay_letters, scan, DestinationLetter, Destinations};
 use crate::http::error::ApiError;
 use crate::http::extract::InvocationId;
-use crate::AppState;
 use axum::extract::State;
 use axum::Json;
 use squall_api::invocations::{
     DestinationDeadLetter, DestinationDeadLetterList, DestinationReplay,
 };
 use squall_api::ErrorBody;
-use std::sync::Arc;
 
 fn letter_view(letter: &DestinationLetter) -> DestinationDeadLetter {
     DestinationDeadLetter {
@@ -31,9 +29,9 @@ fn letter_view(letter: &DestinationLetter) -> DestinationDeadLetter {
 #[utoipa::path(get, path = "/v1/dlq/destinations", tag = "dead letters", responses(
     (status = 200, description = "Destination dead letters.", body = DestinationDeadLetterList)))]
 pub async fn list(
-    State(state): State<Arc<AppState>>,
+    State(destinations): State<Destinations>,
 ) -> Result<Json<DestinationDeadLetterList>, ApiError> {
-    let letters = scan(&state, "dlq-destinations.>".into()).await?;
+    let letters = scan(&destinations, "dlq-destinations.>".into()).await?;
     Ok(Json(DestinationDeadLetterList {
         dead_letters: letters.iter().map(|(_, l)| letter_view(l)).collect(),
     }))
@@ -48,17 +46,21 @@ pub async fn list(
         (status = 400, description = "Not a UUID.", body = ErrorBody),
         (status = 404, description = "No destination dead letter for this invocation.", body = ErrorBody)))]
 pub async fn replay(
-    State(state): State<Arc<AppState>>,
+    State(destinations): State<Destinations>,
     id: InvocationId,
 ) -> Result<Json<DestinationReplay>, ApiError> {
-    let letters = scan(&state, format!("dlq-destinations.*.{}.*", id.as_str())).await?;
+    let letters = scan(
+        &destinations,
+        format!("dlq-destinations.*.{}.*", id.as_str()),
+    )
+    .await?;
     if letters.is_empty() {
         return Err(ApiError::not_found(
             "destination_dead_letter_not_found",
             format!("no destination dead letter for invocation {}", id.as_str()),
         ));
     }
-    let deliveries = replay_letters(&state, id.as_str(), letters).await?;
+    let deliveries = replay_letters(&destinations, id.as_str(), letters).await?;
     Ok(Json(DestinationReplay {
         invocation_id: id.to_string(),
         deliveries,

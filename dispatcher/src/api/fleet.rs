@@ -16,7 +16,7 @@ use std::sync::Arc;
 #[utoipa::path(get, path = "/v1/fleet", tag = "fleet", responses(
     (status = 200, description = "The fleet.", body = Fleet)))]
 pub async fn get(State(state): State<Arc<AppState>>) -> Result<Json<Fleet>, ApiError> {
-    let view = read(&state).await?;
+    let view = read(&state.broker).await?;
     let mut functions = Vec::new();
     let mut names = state.registry.names();
     names.sort();

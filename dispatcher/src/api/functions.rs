@@ -152,7 +152,10 @@ pub async fn deploy(
     // The destinations consumer follows the function's results from now on (or stops).
     if had_destinations || record.destinations.is_some() {
         // Boxed: a large future, polled on the caller's stack.
-        Box::pin(crate::events::destinations::sync_filter(&state)).await?;
+        Box::pin(crate::events::destinations::sync_filter(
+            &state.destinations,
+        ))
+        .await?;
     }
     tracing::info!(message = "function deployed", function = %name, version = %record.version);
     let mut view = function_view(&record);
@@ -341,7 +344,7 @@ pub async fn delete_function(
     }
     // Jobs still queued can no longer run: they become dead letters (replayable after a
     // redeploy) instead of waiting forever.
-    match crate::events::dlq::sweep_deleted_function(&state, &name).await {
+    match crate::events::dlq::sweep_deleted_function(&state.broker, &state.registry, &name).await {
         Ok(0) => {}
         Ok(moved) => {
             tracing::info!(message = "queued jobs of a deleted function dead-lettered", function = %name, moved)

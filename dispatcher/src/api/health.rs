@@ -44,7 +44,7 @@ pub async fn readyz(State(state): Shared) -> Result<Json<Health>, ApiError> {
 pub async fn metrics(State(state): Shared) -> Response {
     (
         [(header::CONTENT_TYPE, crate::core::metrics::CONTENT_TYPE)],
-        crate::core::metrics::scrape(&state).await,
+        crate::core::metrics::scrape(&state.metrics, &state.registry, &state.broker).await,
     )
         .into_response()
 }
@@ -64,7 +64,7 @@ pub async fn openapi(State(state): Shared) -> Response {
 /// anyone else, who learns nothing about which routes exist.
 pub async fn not_found(State(state): Shared, request: Request) -> Response {
     if let Err(refused) =
-        crate::http::auth::check(&state, &request, crate::http::auth::Access::AnyKey)
+        crate::http::auth::check(&state.keys, &request, crate::http::auth::Access::AnyKey)
     {
         return refused.into_response();
     }

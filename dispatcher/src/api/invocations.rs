@@ -222,7 +222,10 @@ async fn invoke_traced(
     // A repeated idempotency key's invocation keeps the callback (and outcomes) it has.
     if let Some(url) = callback.as_ref().filter(|_| !repeated) {
         Box::pin(crate::events::destinations::register_callback(
-            &state, &name, &id, url,
+            &state.destinations,
+            &name,
+            &id,
+            url,
         ))
         .await?;
     }
@@ -422,8 +425,11 @@ pub async fn get_invocation(
         Ok(outcome) => {
             let mut view = invocation_view(&outcome.meta, &outcome.body);
             if outcome.meta.status.is_terminal() {
-                view.destinations =
-                    Box::pin(crate::events::destinations::outcomes(&state, &id)).await;
+                view.destinations = Box::pin(crate::events::destinations::outcomes(
+                    &state.destinations,
+                    &id,
+                ))
+                .await;
             }
             view
         }

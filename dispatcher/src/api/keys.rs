@@ -22,7 +22,7 @@ use std::sync::Arc;
     (status = 200, description = "The key's scopes.", body = WhoAmI)))]
 pub async fn whoami(State(state): State<Arc<AppState>>, request: Request) -> Json<WhoAmI> {
     Json(WhoAmI {
-        scopes: scopes(&state, &request),
+        scopes: scopes(&state.keys, &request),
         auth_required: state.keys.enabled(),
         trace_url: state.config.trace_url.clone(),
     })

@@ -3,7 +3,7 @@
 
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiQuery, FunctionName};
-use crate::index::service::{ask, IndexQuery};
+use crate::index::service::{IndexClient, IndexQuery};
 use crate::index::store;
 use crate::AppState;
 use axum::extract::State;
@@ -61,7 +61,11 @@ async fn ask_typed<T: serde::de::DeserializeOwned>(
     state: &AppState,
     query: IndexQuery,
 ) -> Result<Json<T>, ApiError> {
-    let answer = ask(state, query).await?;
+    let index = IndexClient {
+        local: state.query_index().cloned(),
+        client: state.broker.client.clone(),
+    };
+    let answer = index.ask(query).await?;
     serde_json::from_value(answer)
         .map(Json)
         .map_err(|e| ApiError::internal("query index answer", e))

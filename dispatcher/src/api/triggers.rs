@@ -107,7 +107,7 @@ pub async fn put(
         source,
         created_at_ms: now_ms(),
     };
-    let existing = all_triggers(&state).await?;
+    let existing = all_triggers(&state.broker).await?;
     if let Some(old) = existing.iter().find(|r| r.name == name) {
         if old.function == record.function && old.source == record.source {
             return Ok(Json(trigger_view(old)));
@@ -137,11 +137,11 @@ pub async fn put(
             .with("overlaps", other.name.as_str()));
         }
     }
-    let stream = event_stream(&state, &record).await?;
+    let stream = event_stream(&state.broker, &record).await?;
     if let TriggerSource::Subject { subject } = &record.source {
         let mut patterns = subject_patterns(&existing, &name);
         patterns.push(subject.clone());
-        sync_event_subjects(&state, patterns).await?;
+        sync_event_subjects(&state.broker, patterns).await?;
     }
     // A changed binding gets a fresh consumer.
     replace_trigger_consumer(&stream, &record)
@@ -166,7 +166,7 @@ pub async fn put(
         (status = 400, description = "Invalid name.", body = ErrorBody),
         (status = 404, description = "Unknown trigger.", body = ErrorBody)))]
 pub async fn get(State(state): Shared, name: Name<OfTrigger>) -> Result<Json<Trigger>, ApiError> {
-    match read_trigger(&state, &name).await? {
+    match read_trigger(&state.broker, &name).await? {
         Some(record) => Ok(Json(trigger_view(&record))),
         None => Err(not_found(&name)),
     }
@@ -180,7 +180,7 @@ fn not_found(name: &str) -> ApiError {
 #[utoipa::path(get, path = "/v1/triggers", tag = "triggers", responses(
     (status = 200, description = "All triggers, by name.", body = TriggerList)))]
 pub async fn list(State(state): Shared) -> Result<Json<TriggerList>, ApiError> {
-    let triggers = all_triggers(&state)
+    let triggers = all_triggers(&state.broker)
         .await?
         .iter()
         .map(trigger_view)
@@ -197,7 +197,7 @@ pub async fn list(State(state): Shared) -> Result<Json<TriggerList>, ApiError> {
         (status = 404, description = "Unknown trigger.", body = ErrorBody)))]
 pub async fn delete(State(state): Shared, name: Name<OfTrigger>) -> Result<StatusCode, ApiError> {
     let name = name.into_string();
-    let Some(record) = read_trigger(&state, &name).await? else {
+    let Some(record) = read_trigger(&state.broker, &name).await? else {
         return Err(not_found(&name));
     };
     state
@@ -207,12 +207,12 @@ pub async fn delete(State(state): Shared, name: Name<OfTrigger>) -> Result<Statu
         .delete(&name)
         .await
         .map_err(|e| ApiError::broker("cannot delete the trigger", e))?;
-    if let Ok(stream) = event_stream(&state, &record).await {
+    if let Ok(stream) = event_stream(&state.broker, &record).await {
         delete_trigger_consumer(&stream, &name).await;
     }
     if let TriggerSource::Subject { subject } = &record.source {
-        let existing = all_triggers(&state).await?;
-        sync_event_subjects(&state, subject_patterns(&existing, &name)).await?;
+        let existing = all_triggers(&state.broker).await?;
+        sync_event_subjects(&state.broker, subject_patterns(&existing, &name)).await?;
         // Events of the old binding must not fire a later one on the same subject.
         let _ = state
             .broker

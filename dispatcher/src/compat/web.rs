@@ -358,7 +358,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     };
     let open = web.as_ref().is_some_and(|w| w.auth == WebAuth::None);
     if !open {
-        if let Err(refused) = auth::check(state, &request, Access::Scope(Scope::Invoke)) {
+        if let Err(refused) = auth::check(&state.keys, &request, Access::Scope(Scope::Invoke)) {
             return Ok(refused.into_response());
         }
     }

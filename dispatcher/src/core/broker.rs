@@ -35,3 +35,20 @@ impl Deref for Broker {
         &self.0
     }
 }
+
+/// A broker operation that failed: what was being done, and the broker's error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{context}: {error}")]
+pub struct BrokerError {
+    pub context: &'static str,
+    pub error: String,
+}
+
+impl BrokerError {
+    pub fn new(context: &'static str, error: impl std::fmt::Display) -> BrokerError {
+        BrokerError {
+            context,
+            error: error.to_string(),
+        }
+    }
+}

@@ -1,9 +1,10 @@
 //! Cancelling invocations: the pure decision and the one way an invocation ends as cancelled (a marker, then a terminal result), for one id or a function's queued backlog.
 
+use crate::core::broker::{Broker, BrokerError};
+use crate::core::invoke::Invoker;
+use crate::core::registry::Registry;
 use crate::core::waiter::Finished;
-use crate::http::error::ApiError;
 use crate::index::Accepted;
-use crate::AppState;
 use squall_broker::names::{jobs_subject, results_subject};
 use squall_broker::time::now_ms;
 use squall_broker::{headers as h, publish, InvocationStatus, ResultMeta};
@@ -72,18 +73,31 @@ pub(crate) enum Ended {
 
 /// Cancels invocation `id` of `target`: marks it for the workers, then stores its terminal
 /// `cancelled` result unless another terminal result was stored first.
-pub(crate) async fn cancel(state: &AppState, id: &str, target: &Target) -> Result<Ended, ApiError> {
+/// Why a cancellation could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("unreadable result record: {0}")]
+    Corrupt(String),
+}
+
+pub(crate) async fn cancel(
+    invoker: &Invoker,
+    registry: &Registry,
+    id: &str,
+    target: &Target,
+) -> Result<Ended, CancelError> {
+    let broker = &invoker.submitter.broker;
     let marker = serde_json::json!({ "function": target.function, "at_ms": now_ms() });
-    state
-        .broker
+    broker
         .topology
         .cancels
         .put(id, marker.to_string().into())
         .await
-        .map_err(|e| ApiError::broker("cannot record the cancellation", e))?;
+        .map_err(|e| BrokerError::new("cannot record the cancellation", e))?;
     let version = target.version.clone().unwrap_or_else(|| {
-        state
-            .registry
+        registry
             .get(&target.function)
             .map(|record| record.version.clone())
             .unwrap_or_default()
@@ -110,25 +124,24 @@ pub(crate) async fn cancel(state: &AppState, id: &str, target: &Target) -> Resul
     let mut headers = meta.to_headers();
     headers.insert(h::NATS_MSG_ID, meta.message_id().as_str());
     let ack = publish::publish_acked(
-        &state.broker.topology.jetstream,
+        &broker.topology.jetstream,
         &results_subject(&target.function, id),
         headers,
         CANCELLED_BODY.into(),
         &publish::PublishPolicy::default(),
     )
     .await
-    .map_err(|e| ApiError::broker("cannot record the cancelled result", e))?;
+    .map_err(|e| BrokerError::new("cannot record the cancelled result", e))?;
     let ended = if ack.duplicate {
         // Another terminal result was stored first; the acknowledgement names it.
-        let stored = state
-            .broker
+        let stored = broker
             .topology
             .results
             .direct_get(ack.sequence)
             .await
-            .map_err(|e| ApiError::broker("cannot read the stored result", e))?;
+            .map_err(|e| BrokerError::new("cannot read the stored result", e))?;
         let meta = ResultMeta::from_headers(&stored.headers)
-            .map_err(|e| ApiError::internal("result record", e))?;
+            .map_err(|e| CancelError::Corrupt(e.to_string()))?;
         let outcome = Finished {
             meta,
             body: stored.payload,
@@ -145,21 +158,21 @@ pub(crate) async fn cancel(state: &AppState, id: &str, target: &Target) -> Resul
             body: CANCELLED_BODY.into(),
         };
         // A synchronous request waiting here hears of it at once (others: from their worker).
-        state.waiter.deliver(&outcome);
+        invoker.waiter.deliver(&outcome);
         Ended::Cancelled(outcome)
     };
-    state.invoker.forget(id);
+    invoker.forget(id);
     Ok(ended)
 }
 
 /// The ids and creation times of `function`'s jobs that its consumer has not delivered yet,
 /// read one by one with direct gets (JOBS is a work queue: no second consumer may read it).
 pub(crate) async fn queued_jobs(
-    state: &AppState,
+    broker: &Broker,
     function: &str,
-) -> Result<Vec<(String, u64)>, ApiError> {
+) -> Result<Vec<(String, u64)>, BrokerError> {
     use async_nats::jetstream::stream::DirectGetErrorKind;
-    let jobs = &state.broker.topology.jobs;
+    let jobs = &broker.topology.jobs;
     // Jobs after the last one the consumer delivered were never started.
     let delivered = match jobs
         .consumer_info(squall_broker::names::consumer_name(function))
@@ -176,7 +189,7 @@ pub(crate) async fn queued_jobs(
             Ok(message) => message,
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
             Err(e) => {
-                return Err(ApiError::broker(
+                return Err(BrokerError::new(
                     "cannot read the function's queued jobs",
                     e,
                 ))

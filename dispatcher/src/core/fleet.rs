@@ -1,7 +1,6 @@
 //! The fleet as the broker knows it: supervisors, live worker processes, and per-function backlog.
 
-use crate::http::error::ApiError;
-use crate::AppState;
+use crate::core::broker::{Broker, BrokerError};
 use futures::StreamExt as _;
 use squall_broker::fleet::{
     self, Allocation, Heartbeat, WorkerBeat, ALLOCATION_KEY, HEARTBEAT_PREFIX, WORKER_PREFIX,
@@ -17,9 +16,9 @@ pub struct FleetView {
 }
 
 /// Reads the fleet bucket, leaving out heartbeats older than the heartbeat TTL.
-pub async fn read(state: &AppState) -> Result<FleetView, ApiError> {
-    let bucket = &state.broker.topology.fleet;
-    let broker = |e: &dyn std::fmt::Display| ApiError::broker("cannot read the fleet", e);
+pub async fn read(broker: &Broker) -> Result<FleetView, BrokerError> {
+    let bucket = &broker.topology.fleet;
+    let broker = |e: &dyn std::fmt::Display| BrokerError::new("cannot read the fleet", e);
     let mut keys = bucket.keys().await.map_err(|e| broker(&e))?;
     let (now, ttl) = (now_ms(), FLEET_HEARTBEAT_TTL.as_millis() as u64);
     let mut view = FleetView {

@@ -1,6 +1,5 @@
 //! API keys: the key store this dispatcher accepts, kept current by a KV watch, and how keys are made and hashed.
 
-use crate::AppState;
 use async_nats::jetstream::kv;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
@@ -147,12 +146,12 @@ impl Keys {
 }
 
 /// Follows the keys bucket forever, so creations and revocations reach this dispatcher.
-pub async fn follow(state: Arc<AppState>) {
+pub async fn follow(keys: Arc<Keys>, bucket: async_nats::jetstream::kv::Store) {
     loop {
         let result = async {
-            let mut watch = state.keys_bucket.watch_with_history(">").await?;
+            let mut watch = bucket.watch_with_history(">").await?;
             while let Some(entry) = watch.next().await {
-                state.keys.apply(&entry?);
+                keys.apply(&entry?);
             }
             anyhow::Ok(())
         }

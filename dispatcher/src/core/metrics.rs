@@ -1,7 +1,8 @@
 //! The dispatcher's Prometheus metrics: every definition (a prometheus-client registry), the
 //! per-function work and fleet gauges read from JetStream at scrape time, and the rendering.
 
-use crate::AppState;
+use crate::core::broker::Broker;
+use crate::core::registry::Registry as FunctionRegistry;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -308,7 +309,7 @@ impl Metrics {
 /// The layer in front of every route: times each request and records it by the route
 /// template it matched.
 pub async fn track(
-    axum::extract::State(state): axum::extract::State<std::sync::Arc<AppState>>,
+    axum::extract::State(metrics): axum::extract::State<std::sync::Arc<Metrics>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -319,7 +320,7 @@ pub async fn track(
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = request.method().clone();
     let response = next.run(request).await;
-    state.metrics.http_request(
+    metrics.http_request(
         &route,
         &method,
         response.status(),
@@ -330,13 +331,11 @@ pub async fn track(
 
 /// What `GET /metrics` serves: this dispatcher's counters, with the per-function backlog and
 /// in-flight work and the live worker count read from JetStream now.
-pub async fn scrape(state: &AppState) -> String {
-    let metrics = &state.metrics;
+pub async fn scrape(metrics: &Metrics, registry: &FunctionRegistry, broker: &Broker) -> String {
     let _scraping = metrics.scraping.lock().await;
     let mut work = Vec::new();
-    for name in state.registry.names() {
-        if let Ok(info) = state
-            .broker
+    for name in registry.names() {
+        if let Ok(info) = broker
             .topology
             .jobs
             .consumer_info(consumer_name(&name))
@@ -347,8 +346,7 @@ pub async fn scrape(state: &AppState) -> String {
             // function's subject is the oldest unfinished one.
             let mut age = 0.0;
             if pending + unacknowledged > 0 {
-                if let Ok(oldest) = state
-                    .broker
+                if let Ok(oldest) = broker
                     .topology
                     .jobs
                     .get_first_raw_message_by_subject(squall_broker::names::jobs_subject(&name), 1)
@@ -362,7 +360,7 @@ pub async fn scrape(state: &AppState) -> String {
         }
     }
     metrics.set_function_work(&work);
-    if let Ok(fleet) = crate::core::fleet::read(state).await {
+    if let Ok(fleet) = crate::core::fleet::read(broker).await {
         metrics.workers.set(fleet.workers.len() as i64);
     }
     metrics.render()

@@ -5,10 +5,12 @@
 //! once, never touches the invocation, and a delivery that finally fails is recorded on the
 //! invocation, counted, and kept as a destination dead letter that can be replayed.
 
+use crate::core::broker::Broker;
+use crate::core::broker::BrokerError;
 use crate::core::cloudevents::Attributes;
+use crate::core::metrics::Metrics;
+use crate::core::registry::Registry;
 use crate::core::view::rfc3339;
-use crate::http::error::ApiError;
-use crate::AppState;
 use async_nats::jetstream::{self, AckKind};
 use base64::Engine as _;
 use futures::StreamExt as _;
@@ -33,6 +35,18 @@ pub const EVENT_TYPE_PREFIX: &str = "io.squall.invocation.";
 /// Deliveries in flight at once in one dispatcher.
 const MAX_IN_FLIGHT: usize = 64;
 
+/// Why a destination's record, filter or dead letter could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// A spec's subject destination breaks the subject rule.
+    #[error("{0}")]
+    InvalidSpec(String),
+    #[error("cannot keep the destination dead letter: {0}")]
+    Publish(#[source] squall_broker::publish::PublishError),
+}
+
 /// How deliveries to URLs are tried.
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
@@ -52,6 +66,17 @@ impl Default for DeliveryConfig {
             first_backoff: Duration::from_millis(250),
         }
     }
+}
+
+/// What delivering needs: the service below, the broker, the registry (for each function's
+/// destinations and secret), the metrics and how URL deliveries are tried.
+#[derive(Clone)]
+pub struct Destinations {
+    pub service: Arc<Service>,
+    pub broker: Broker,
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+    pub delivery: DeliveryConfig,
 }
 
 /// The dispatcher's part of destinations: the buckets and stream, the HTTP client, and the
@@ -219,7 +244,7 @@ pub fn backoff(first: Duration, tries: u32) -> Duration {
 
 /// Checks the subject destinations of a spec against the broker contract's subject rule (a
 /// literal subject outside what Squall reserves); URLs were checked with the spec.
-pub fn check_subjects(spec: &squall_broker::FunctionSpec) -> Result<(), ApiError> {
+pub fn check_subjects(spec: &squall_broker::FunctionSpec) -> Result<(), DestinationError> {
     let Some(destinations) = &spec.destinations else {
         return Ok(());
     };
@@ -231,11 +256,9 @@ pub fn check_subjects(spec: &squall_broker::FunctionSpec) -> Result<(), ApiError
             continue;
         };
         if let Err(e) = squall_broker::events::validate_subject_pattern(subject) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_spec",
-                format!("destinations.{field}: {e}"),
-            ));
+            return Err(DestinationError::InvalidSpec(format!(
+                "destinations.{field}: {e}"
+            )));
         }
     }
     Ok(())
@@ -251,12 +274,12 @@ pub fn new_secret() -> String {
 /// Remembers a call's callback URL and makes sure the destinations consumer follows its
 /// function's results, before its job is published.
 pub async fn register_callback(
-    state: &AppState,
+    state: &Destinations,
     function: &str,
     id: &str,
     url: &str,
-) -> Result<(), ApiError> {
-    let service = &state.destinations;
+) -> Result<(), DestinationError> {
+    let service = &state.service;
     let record = DeliveriesRecord {
         callback: Some(url.to_string()),
         deliveries: Vec::new(),
@@ -267,13 +290,13 @@ pub async fn register_callback(
         .deliveries
         .put(id, json.into())
         .await
-        .map_err(|e| ApiError::broker("cannot record the callback", e))?;
+        .map_err(|e| BrokerError::new("cannot record the callback", e))?;
     service
         .topology
         .callbacks
         .put(function, now_ms().to_string().into())
         .await
-        .map_err(|e| ApiError::broker("cannot record the callback", e))?;
+        .map_err(|e| BrokerError::new("cannot record the callback", e))?;
     let known = service
         .filtered
         .lock()
@@ -287,9 +310,9 @@ pub async fn register_callback(
 
 /// The functions the destinations consumer must follow, from the buckets: those whose record
 /// names destinations and those with a recent callback.
-async fn wanted_functions(state: &AppState) -> Result<BTreeSet<String>, ApiError> {
+async fn wanted_functions(state: &Destinations) -> Result<BTreeSet<String>, DestinationError> {
     let broker = |e: &dyn std::fmt::Display| {
-        ApiError::broker(
+        BrokerError::new(
             "cannot read which functions have destinations",
             e.to_string(),
         )
@@ -321,7 +344,7 @@ async fn wanted_functions(state: &AppState) -> Result<BTreeSet<String>, ApiError
         }
     }
     let mut callbacks = state
-        .destinations
+        .service
         .topology
         .callbacks
         .keys()
@@ -336,29 +359,30 @@ async fn wanted_functions(state: &AppState) -> Result<BTreeSet<String>, ApiError
 /// Sets the destinations consumer's filter to the functions that need it. Dispatchers may do
 /// this at once: each writes what the buckets say, then reads them and the consumer again
 /// until both agree, so the last one to finish leaves the whole set in place.
-pub async fn sync_filter(state: &AppState) -> Result<(), ApiError> {
+pub async fn sync_filter(state: &Destinations) -> Result<(), DestinationError> {
     let results = &state.broker.topology.results;
     for _ in 0..5 {
         let wanted = wanted_functions(state).await?;
         let filters = topology::destinations_filter(wanted.iter().cloned());
         topology::set_destinations_filter(results, filters.clone())
             .await
-            .map_err(|e| ApiError::broker("cannot set the destinations consumer's filter", e))?;
+            .map_err(|e| BrokerError::new("cannot set the destinations consumer's filter", e))?;
         let again = wanted_functions(state).await?;
         let now = topology::destinations_filter_now(results).await;
         if again == wanted && now.as_ref() == Some(&filters) {
-            *state.destinations.filtered.lock().expect("filter lock") = wanted;
+            *state.service.filtered.lock().expect("filter lock") = wanted;
             return Ok(());
         }
     }
-    Err(ApiError::broker(
+    Err(BrokerError::new(
         "cannot set the destinations consumer's filter",
         "other dispatchers kept changing it; retry",
-    ))
+    )
+    .into())
 }
 
 /// Delivers terminal events until the process ends.
-pub async fn run(state: Arc<AppState>) {
+pub async fn run(state: Destinations) {
     loop {
         if let Err(error) = serve(&state).await {
             tracing::warn!(message = "the destinations loop failed; restarting", error = %error);
@@ -367,9 +391,9 @@ pub async fn run(state: Arc<AppState>) {
     }
 }
 
-async fn serve(state: &Arc<AppState>) -> anyhow::Result<()> {
+async fn serve(state: &Destinations) -> anyhow::Result<()> {
     if let Err(error) = sync_filter(state).await {
-        tracing::warn!(message = "cannot set the destinations consumer's filter", error = %error.message);
+        tracing::warn!(message = "cannot set the destinations consumer's filter", %error);
     }
     let consumer = topology::destinations_consumer(&state.broker.topology.results).await?;
     let mut messages = consumer.messages().await?;
@@ -383,7 +407,7 @@ async fn serve(state: &Arc<AppState>) -> anyhow::Result<()> {
                 Ok(()) => AckKind::Ack,
                 Err(error) => {
                     tracing::warn!(message = "cannot finish a terminal event's deliveries; will retry",
-                        subject = %message.subject, error = %error.message);
+                        subject = %message.subject, %error);
                     AckKind::Nak(Some(Duration::from_secs(2)))
                 }
             };
@@ -395,14 +419,14 @@ async fn serve(state: &Arc<AppState>) -> anyhow::Result<()> {
 }
 
 /// Reads an invocation's deliveries record.
-async fn read_record(state: &AppState, id: &str) -> Result<DeliveriesRecord, ApiError> {
+async fn read_record(state: &Destinations, id: &str) -> Result<DeliveriesRecord, DestinationError> {
     let value = state
-        .destinations
+        .service
         .topology
         .deliveries
         .get(id)
         .await
-        .map_err(|e| ApiError::broker("cannot read the invocation's deliveries", e))?;
+        .map_err(|e| BrokerError::new("cannot read the invocation's deliveries", e))?;
     Ok(value
         .and_then(|v| serde_json::from_slice(&v).ok())
         .unwrap_or_default())
@@ -410,29 +434,29 @@ async fn read_record(state: &AppState, id: &str) -> Result<DeliveriesRecord, Api
 
 /// Adds `outcomes` to an invocation's deliveries record.
 async fn append_outcomes(
-    state: &AppState,
+    state: &Destinations,
     id: &str,
     outcomes: &[DestinationDelivery],
-) -> Result<(), ApiError> {
+) -> Result<(), DestinationError> {
     let mut record = read_record(state, id).await?;
     record.deliveries.extend_from_slice(outcomes);
     let json = serde_json::to_vec(&record).expect("a deliveries record encodes");
     state
-        .destinations
+        .service
         .topology
         .deliveries
         .put(id, json.into())
         .await
-        .map_err(|e| ApiError::broker("cannot record the deliveries", e))?;
+        .map_err(|e| BrokerError::new("cannot record the deliveries", e))?;
     Ok(())
 }
 
 /// The deliveries of invocation `id` that ended, for its view.
-pub async fn outcomes(state: &AppState, id: &str) -> Vec<DestinationDelivery> {
+pub async fn outcomes(state: &Destinations, id: &str) -> Vec<DestinationDelivery> {
     match read_record(state, id).await {
         Ok(record) => record.deliveries,
         Err(error) => {
-            tracing::warn!(message = "cannot read an invocation's deliveries", invocation_id = %id, error = %error.message);
+            tracing::warn!(message = "cannot read an invocation's deliveries", invocation_id = %id, %error);
             Vec::new()
         }
     }
@@ -440,7 +464,10 @@ pub async fn outcomes(state: &AppState, id: &str) -> Vec<DestinationDelivery> {
 
 /// One terminal result: deliver its event to every target not delivered to yet, keep the
 /// failures as dead letters, record every outcome. An error leaves the result for a retry.
-async fn handle(state: &AppState, message: &jetstream::Message) -> Result<(), ApiError> {
+async fn handle(
+    state: &Destinations,
+    message: &jetstream::Message,
+) -> Result<(), DestinationError> {
     let Some(headers) = message.headers.as_ref() else {
         return Ok(());
     };
@@ -521,7 +548,7 @@ async fn handle(state: &AppState, message: &jetstream::Message) -> Result<(), Ap
 
 /// Delivers `event` to one destination: a subject or a URL.
 async fn deliver(
-    state: &AppState,
+    state: &Destinations,
     secret: Option<&str>,
     target: DestinationTarget,
     destination: &str,
@@ -552,7 +579,7 @@ async fn deliver(
 /// JetStream acknowledgement when a stream captures the subject (a trigger's subject chains
 /// functions this way), as a plain publish otherwise.
 async fn publish(
-    state: &AppState,
+    state: &Destinations,
     target: DestinationTarget,
     subject: &str,
     event: &OutEvent,
@@ -596,18 +623,18 @@ async fn publish(
 /// POSTs `event` in binary mode, signed, trying again with backoff within the retry budget.
 /// Returns the tries made and the outcome.
 async fn post(
-    state: &AppState,
+    state: &Destinations,
     secret: Option<&str>,
     url: &str,
     event: &OutEvent,
 ) -> (u32, Result<(), String>) {
-    let config = &state.config.destinations;
+    let config = &state.delivery;
     let deadline = tokio::time::Instant::now() + config.retry_for;
     let mut tries = 0;
     loop {
         tries += 1;
         let mut request = state
-            .destinations
+            .service
             .http
             .post(url)
             .timeout(config.try_timeout)
@@ -640,11 +667,11 @@ async fn post(
 
 /// Keeps a failed delivery as a destination dead letter.
 async fn dead_letter(
-    state: &AppState,
+    state: &Destinations,
     meta: &ResultMeta,
     delivery: &DestinationDelivery,
     event: &OutEvent,
-) -> Result<(), ApiError> {
+) -> Result<(), DestinationError> {
     let letter = DestinationLetter {
         invocation_id: meta.invocation_id.clone(),
         function: meta.function.clone(),
@@ -675,16 +702,16 @@ async fn dead_letter(
     )
     .await
     .map(|_| ())
-    .map_err(|e| ApiError::publish("cannot keep the destination dead letter", e))
+    .map_err(DestinationError::Publish)
 }
 
 /// Tries every letter of invocation `id` again; a delivered one leaves the dead-letter stream.
 /// Returns every delivery's outcome, also appended to the invocation's record.
 pub(crate) async fn replay_letters(
-    state: &AppState,
+    state: &Destinations,
     id: &str,
     letters: Vec<(u64, DestinationLetter)>,
-) -> Result<Vec<DestinationDelivery>, ApiError> {
+) -> Result<Vec<DestinationDelivery>, DestinationError> {
     let mut deliveries = Vec::new();
     for (sequence, letter) in letters {
         let secret = match crate::core::names::FunctionName::parse(letter.function.clone()) {
@@ -718,12 +745,12 @@ pub(crate) async fn replay_letters(
         );
         if delivery.outcome == DeliveryOutcome::Delivered {
             state
-                .destinations
+                .service
                 .topology
                 .dead_letters
                 .delete_message(sequence)
                 .await
-                .map_err(|e| ApiError::broker("cannot remove the destination dead letter", e))?;
+                .map_err(|e| BrokerError::new("cannot remove the destination dead letter", e))?;
         }
         append_outcomes(state, id, std::slice::from_ref(&delivery)).await?;
         deliveries.push(delivery);
@@ -736,15 +763,15 @@ const MAX_LISTED: usize = 1000;
 
 /// Reads destination dead letters matching `filter`, oldest first, with their sequences.
 pub(crate) async fn scan(
-    state: &AppState,
+    state: &Destinations,
     filter: String,
-) -> Result<Vec<(u64, DestinationLetter)>, ApiError> {
+) -> Result<Vec<(u64, DestinationLetter)>, DestinationError> {
     use async_nats::jetstream::consumer::pull::OrderedConfig;
     let broker = |e: &dyn std::fmt::Display| {
-        ApiError::broker("cannot read the destination dead letters", e.to_string())
+        BrokerError::new("cannot read the destination dead letters", e.to_string())
     };
     let mut consumer = state
-        .destinations
+        .service
         .topology
         .dead_letters
         .create_consumer(OrderedConfig {

@@ -1,15 +1,15 @@
 //! The dead-letter queue: the mover that records jobs which exhausted their deliveries, and the
 //! `/v1/dlq` API to list, show, replay and remove dead letters.
 
+use crate::core::broker::Broker;
 use crate::core::names::FunctionName;
-use crate::AppState;
+use crate::core::registry::Registry;
 use futures::StreamExt;
 use squall_broker::dlq::{self, AttemptRecord, DeadLetter, CRASH_MESSAGE};
 use squall_broker::names::results_subject;
 use squall_broker::time::now_ms;
 use squall_broker::topology::dlq_mover_consumer;
 use squall_broker::{headers as h, ErrorKind, InvocationStatus, ResultMeta};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// What JetStream says when a job ran out of deliveries.
@@ -18,21 +18,24 @@ pub const MAX_SWEPT: usize = 100_000;
 
 /// Dead-letters every job still queued for a deleted function, so none is left without an
 /// outcome. Returns how many were moved.
-pub async fn sweep_deleted_function(state: &AppState, function: &str) -> anyhow::Result<usize> {
+pub async fn sweep_deleted_function(
+    broker: &Broker,
+    registry: &Registry,
+    function: &str,
+) -> anyhow::Result<usize> {
     use async_nats::jetstream::stream::RawMessageErrorKind;
     let subject = squall_broker::names::jobs_subject(function);
     let mut next = 1;
     let mut moved = 0;
     while moved < MAX_SWEPT {
-        match state
-            .broker
+        match broker
             .topology
             .jobs
             .get_first_raw_message_by_subject(&subject, next)
             .await
         {
             Ok(job) => {
-                remove_job(state, job.sequence, Removal::FunctionDeleted).await?;
+                remove_job(broker, registry, job.sequence, Removal::FunctionDeleted).await?;
                 next = job.sequence + 1;
                 moved += 1;
             }
@@ -52,23 +55,23 @@ struct MaxDeliveries {
 /// Runs the dead-letter mover until the process ends. Every dispatcher runs one; they share one
 /// durable consumer on a work-queue stream, so each exhausted job is handled once, and the DLQ
 /// record is de-duplicated by invocation id besides.
-pub async fn run_mover(state: Arc<AppState>) {
+pub async fn run_mover(broker: Broker, registry: Registry) {
     loop {
-        if let Err(error) = mover(&state).await {
+        if let Err(error) = mover(&broker, &registry).await {
             tracing::warn!(message = "dead-letter mover failed; restarting", error = %error);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-async fn mover(state: &AppState) -> anyhow::Result<()> {
-    let consumer = dlq_mover_consumer(&state.broker.topology.advisories).await?;
+async fn mover(broker: &Broker, registry: &Registry) -> anyhow::Result<()> {
+    let consumer = dlq_mover_consumer(&broker.topology.advisories).await?;
     let mut messages = consumer.messages().await?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
         match serde_json::from_slice::<MaxDeliveries>(&message.payload) {
             Ok(advisory) => {
-                if let Err(error) = move_to_dlq(state, &advisory).await {
+                if let Err(error) = move_to_dlq(broker, registry, &advisory).await {
                     // Not acknowledged: the advisory comes back and the move is retried.
                     tracing::warn!(message = "cannot dead-letter an exhausted job; will retry",
                         stream_seq = advisory.stream_seq, error = %error);
@@ -93,10 +96,15 @@ pub enum Removal {
     FunctionDeleted,
 }
 
-async fn move_to_dlq(state: &AppState, advisory: &MaxDeliveries) -> anyhow::Result<()> {
+async fn move_to_dlq(
+    broker: &Broker,
+    registry: &Registry,
+    advisory: &MaxDeliveries,
+) -> anyhow::Result<()> {
     let deliveries = advisory.deliveries.clamp(1, u64::from(u32::MAX)) as u32;
     remove_job(
-        state,
+        broker,
+        registry,
         advisory.stream_seq,
         Removal::Exhausted { deliveries },
     )
@@ -107,9 +115,14 @@ async fn move_to_dlq(state: &AppState, advisory: &MaxDeliveries) -> anyhow::Resu
 /// terminal state: when it has none yet, writes one (`dead_lettered`, kind `crash` or `load`)
 /// and a dead letter; a dead letter is also written when the worker recorded a dead end but
 /// could not store the record. Safe to repeat.
-pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> anyhow::Result<()> {
+pub async fn remove_job(
+    broker: &Broker,
+    registry: &Registry,
+    stream_seq: u64,
+    removal: Removal,
+) -> anyhow::Result<()> {
     use async_nats::jetstream::stream::RawMessageErrorKind;
-    let jobs = &state.broker.topology.jobs;
+    let jobs = &broker.topology.jobs;
     let job = match jobs.get_raw_message(stream_seq).await {
         Ok(job) => job,
         // Already moved (or acknowledged at the last moment): nothing to do.
@@ -130,7 +143,7 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
     let created_at_ms = header(h::CREATED_AT)
         .and_then(|v| v.parse().ok())
         .unwrap_or(published_ms);
-    let history = dlq::result_history(&state.broker.topology.results, &function, &id).await;
+    let history = dlq::result_history(&broker.topology.results, &function, &id).await;
     let recorded = history
         .iter()
         .map(|(meta, _)| meta.attempt)
@@ -151,8 +164,7 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
     let version = match history.last() {
         Some((meta, _)) => meta.version.clone(),
         None => match FunctionName::parse(function.clone()) {
-            Ok(name) => state
-                .registry
+            Ok(name) => registry
                 .load(&name)
                 .await
                 .map(|record| record.version)
@@ -199,7 +211,7 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
                 .filter(|to| squall_broker::names::is_reply_subject(to, &id))
                 .map(|to| (to, headers.clone()));
             squall_broker::publish::publish_acked(
-                &state.broker.topology.jetstream,
+                &broker.topology.jetstream,
                 &results_subject(&function, &id),
                 headers,
                 reason.clone().into(),
@@ -208,8 +220,7 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
             .await?;
             // A synchronous caller still waiting hears of the crash at once.
             if let Some((to, headers)) = reply {
-                let _ = state
-                    .broker
+                let _ = broker
                     .client
                     .publish_with_headers(to, headers, reason.clone().into())
                     .await;
@@ -236,7 +247,7 @@ pub async fn remove_job(state: &AppState, stream_seq: u64, removal: Removal) -> 
         }
     }
     let letter = letter.build(attempts, now_ms());
-    dlq::publish_dead_letter(&state.broker.topology.jetstream, &letter).await?;
+    dlq::publish_dead_letter(&broker.topology.jetstream, &letter).await?;
     jobs.delete_message(stream_seq).await?;
     tracing::info!(message = "job dead-lettered", function = %function, invocation_id = %id, attempts, reason = %reason);
     Ok(())

@@ -6,15 +6,15 @@
 //! cluster fires exactly one tick each time, and any JetStream consumer can read the ticks).
 //! One durable consumer, shared by every dispatcher, turns each tick into one invocation.
 
+use crate::core::registry::Registry;
+use crate::core::submit::Submitter;
 use crate::core::submit::{new_traceparent, Job};
 use crate::core::versions::{job_version, resolve, Qualified};
-use crate::AppState;
 use futures::StreamExt;
 use squall_broker::headers as h;
 use squall_broker::names::tick_subject;
 use squall_broker::topology::cron_dispatch_consumer;
 use std::str::FromStr as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How long an unprocessed tick is kept (the broker's per-message TTL on ticks).
@@ -124,17 +124,17 @@ impl CronSpec {
 }
 
 /// Turns ticks into invocations, forever; restarts after broker errors.
-pub async fn run_ticks(state: Arc<AppState>) {
+pub async fn run_ticks(registry: Registry, submitter: Submitter) {
     loop {
-        if let Err(error) = dispatch_ticks(&state).await {
+        if let Err(error) = dispatch_ticks(&registry, &submitter).await {
             tracing::warn!(message = "cron tick dispatcher failed; restarting", error = %error);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-async fn dispatch_ticks(state: &AppState) -> anyhow::Result<()> {
-    let consumer = cron_dispatch_consumer(&state.broker.topology.schedules).await?;
+async fn dispatch_ticks(registry: &Registry, submitter: &Submitter) -> anyhow::Result<()> {
+    let consumer = cron_dispatch_consumer(&submitter.broker.topology.schedules).await?;
     let mut messages = consumer.messages().await?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -163,7 +163,7 @@ async fn dispatch_ticks(state: &AppState) -> anyhow::Result<()> {
             sequence,
         );
         let loaded = match Qualified::parse(&function, None) {
-            Ok(target) => match state.registry.load(&target.name).await {
+            Ok(target) => match registry.load(&target.name).await {
                 Ok(record) => resolve(&record, target.qualifier.as_deref(), &id)
                     .map(|version| (target.name.into_string(), job_version(&version)))
                     .map_err(|error| error.to_string()),
@@ -192,7 +192,7 @@ async fn dispatch_ticks(state: &AppState) -> anyhow::Result<()> {
             extra_headers: vec![(h::SCHEDULE.to_string(), name.clone())],
             reply_to: None,
         };
-        match state.submitter.submit(job, message.payload.clone()).await {
+        match submitter.submit(job, message.payload.clone()).await {
             Ok(()) => {
                 let _ = message.ack().await;
             }

@@ -7,37 +7,48 @@
 //! each event becomes one invocation (its id is derived from the event, and the job's
 //! `Nats-Msg-Id` drops a re-submission after a redelivery).
 
+use crate::core::broker::{Broker, BrokerError};
 use crate::core::cloudevents;
+use crate::core::registry::Registry;
 use crate::core::registry::RegistryError;
 use crate::core::submit::SubmitError;
+use crate::core::submit::Submitter;
 use crate::core::submit::{event_key, new_traceparent, Job};
 use crate::core::versions::{job_version, resolve, Qualified};
 use crate::core::versions::{QualifierError, Refused};
-use crate::http::error::ApiError;
-use crate::AppState;
 use async_nats::jetstream::{kv, AckKind};
-use axum::http::StatusCode;
 use futures::StreamExt;
 use squall_broker::events::{TriggerRecord, TriggerSource};
 use squall_broker::headers as h;
 use squall_broker::topology::{set_events_subjects, trigger_consumer, EventsSubjectsError};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
+/// Why the triggers' records or streams could not be read or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("unreadable trigger record: {0}")]
+    Corrupt(String),
+    #[error("no key-value bucket named {0:?}")]
+    NoBucket(String),
+    #[error("the broker refused the subjects: {0} (another stream may capture them)")]
+    SubjectInUse(String),
+}
+
 /// Every trigger in the bucket.
-pub(crate) async fn all_triggers(state: &AppState) -> Result<Vec<TriggerRecord>, ApiError> {
-    let mut keys = state
-        .broker
+pub(crate) async fn all_triggers(broker: &Broker) -> Result<Vec<TriggerRecord>, TriggerError> {
+    let mut keys = broker
         .topology
         .triggers
         .keys()
         .await
-        .map_err(|e| ApiError::broker("cannot list triggers", e))?;
+        .map_err(|e| BrokerError::new("cannot list triggers", e))?;
     let mut records = Vec::new();
     while let Some(key) = keys.next().await {
-        let key = key.map_err(|e| ApiError::broker("cannot list triggers", e))?;
-        if let Some(record) = read_trigger(state, &key).await? {
+        let key = key.map_err(|e| BrokerError::new("cannot list triggers", e))?;
+        if let Some(record) = read_trigger(broker, &key).await? {
             records.push(record);
         }
     }
@@ -46,54 +57,46 @@ pub(crate) async fn all_triggers(state: &AppState) -> Result<Vec<TriggerRecord>,
 }
 
 pub(crate) async fn read_trigger(
-    state: &AppState,
+    broker: &Broker,
     name: &str,
-) -> Result<Option<TriggerRecord>, ApiError> {
-    match state.broker.topology.triggers.get(name).await {
+) -> Result<Option<TriggerRecord>, TriggerError> {
+    match broker.topology.triggers.get(name).await {
         Ok(Some(bytes)) => TriggerRecord::decode(&bytes)
             .map(Some)
-            .map_err(|e| ApiError::internal("trigger record", e)),
+            .map_err(|e| TriggerError::Corrupt(e.to_string())),
         Ok(None) => Ok(None),
-        Err(e) => Err(ApiError::broker("cannot read the trigger", e)),
+        Err(e) => Err(BrokerError::new("cannot read the trigger", e).into()),
     }
 }
 
 pub(crate) async fn event_stream(
-    state: &AppState,
+    broker: &Broker,
     record: &TriggerRecord,
-) -> Result<async_nats::jetstream::stream::Stream, ApiError> {
+) -> Result<async_nats::jetstream::stream::Stream, TriggerError> {
     match &record.source {
-        TriggerSource::Subject { .. } => Ok(state.broker.topology.events.clone()),
-        TriggerSource::Kv { bucket, .. } => state
-            .broker
+        TriggerSource::Subject { .. } => Ok(broker.topology.events.clone()),
+        TriggerSource::Kv { bucket, .. } => broker
             .topology
             .jetstream
             .get_stream(format!("KV_{bucket}"))
             .await
-            .map_err(|_| {
-                ApiError::not_found(
-                    "bucket_not_found",
-                    format!("no key-value bucket named {bucket:?}"),
-                )
-            }),
+            .map_err(|_| TriggerError::NoBucket(bucket.clone())),
     }
 }
 
 /// Sets EVENTS' subjects to the placeholder plus every subject trigger's pattern.
 pub(crate) async fn sync_event_subjects(
-    state: &AppState,
+    broker: &Broker,
     patterns: Vec<String>,
-) -> Result<(), ApiError> {
-    let topology = &state.broker.topology;
+) -> Result<(), TriggerError> {
+    let topology = &broker.topology;
     set_events_subjects(&topology.jetstream, &topology.events, patterns)
         .await
         .map_err(|e| match e {
-            EventsSubjectsError::Read(e) => ApiError::broker("cannot read the EVENTS stream", e),
-            EventsSubjectsError::Refused(e) => ApiError::new(
-                StatusCode::CONFLICT,
-                "subject_in_use",
-                format!("the broker refused the subjects: {e} (another stream may capture them)"),
-            ),
+            EventsSubjectsError::Read(e) => {
+                BrokerError::new("cannot read the EVENTS stream", e).into()
+            }
+            EventsSubjectsError::Refused(e) => TriggerError::SubjectInUse(e.to_string()),
         })
 }
 
@@ -109,18 +112,18 @@ pub(crate) fn subject_patterns(records: &[TriggerRecord], except: &str) -> Vec<S
 }
 
 /// Runs every trigger's event loop, following the triggers bucket, forever.
-pub async fn run(state: Arc<AppState>) {
+pub async fn run(registry: Registry, submitter: Submitter) {
     loop {
-        if let Err(error) = follow(&state).await {
+        if let Err(error) = follow(&registry, &submitter).await {
             tracing::warn!(message = "trigger runner failed; restarting", error = %error);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-async fn follow(state: &Arc<AppState>) -> anyhow::Result<()> {
+async fn follow(registry: &Registry, submitter: &Submitter) -> anyhow::Result<()> {
     let mut running: HashMap<String, (TriggerRecord, tokio::task::JoinHandle<()>)> = HashMap::new();
-    let mut watch = state
+    let mut watch = submitter
         .broker
         .topology
         .triggers
@@ -141,7 +144,11 @@ async fn follow(state: &Arc<AppState>) -> anyhow::Result<()> {
                     if let Some((_, task)) = running.remove(&entry.key) {
                         task.abort();
                     }
-                    let task = tokio::spawn(serve_trigger(state.clone(), record.clone()));
+                    let task = tokio::spawn(serve_trigger(
+                        registry.clone(),
+                        submitter.clone(),
+                        record.clone(),
+                    ));
                     running.insert(entry.key.clone(), (record, task));
                 }
                 kv::Operation::Delete | kv::Operation::Purge => {
@@ -161,24 +168,26 @@ async fn follow(state: &Arc<AppState>) -> anyhow::Result<()> {
 }
 
 /// Turns one trigger's events into invocations until aborted.
-async fn serve_trigger(state: Arc<AppState>, record: TriggerRecord) {
+async fn serve_trigger(registry: Registry, submitter: Submitter, record: TriggerRecord) {
     loop {
-        if let Err(error) = serve_events(&state, &record).await {
+        if let Err(error) = serve_events(&registry, &submitter, &record).await {
             tracing::warn!(message = "trigger event loop failed; restarting", trigger = %record.name, error = %error);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-async fn serve_events(state: &AppState, record: &TriggerRecord) -> anyhow::Result<()> {
-    let stream = event_stream(state, record)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.message))?;
+async fn serve_events(
+    registry: &Registry,
+    submitter: &Submitter,
+    record: &TriggerRecord,
+) -> anyhow::Result<()> {
+    let stream = event_stream(&submitter.broker, record).await?;
     let consumer = trigger_consumer(&stream, record).await?;
     let mut messages = consumer.messages().await?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let ack = match submit_event(state, record, &message).await {
+        let ack = match submit_event(registry, submitter, record, &message).await {
             Ok(()) => AckKind::Ack,
             Err(error) => {
                 // Kept: it comes back and is tried again.
@@ -208,7 +217,8 @@ enum EventError {
 }
 
 async fn submit_event(
-    state: &AppState,
+    registry: &Registry,
+    submitter: &Submitter,
     record: &TriggerRecord,
     message: &async_nats::jetstream::Message,
 ) -> Result<(), EventError> {
@@ -217,7 +227,7 @@ async fn submit_event(
         .map_err(|e| EventError::NoInfo(e.to_string()))?;
     let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as u64;
     let target = Qualified::parse(&record.function, None)?;
-    let function = state.registry.load(&target.name).await?;
+    let function = registry.load(&target.name).await?;
     let subject = message.subject.as_str();
     let mut extra = vec![(h::TRIGGER.to_string(), record.name.clone())];
     let mut claim = None;
@@ -279,7 +289,7 @@ async fn submit_event(
     let (id, created_at_ms) = match claim {
         // A CloudEvent's source and id make it the same invocation however often it is sent.
         Some(kv_key) => {
-            let (id, created_at_ms, _) = state.submitter.claim_kv_key(&kv_key).await?;
+            let (id, created_at_ms, _) = submitter.claim_kv_key(&kv_key).await?;
             (id, created_at_ms)
         }
         None => (
@@ -305,7 +315,7 @@ async fn submit_event(
         extra_headers: extra,
         reply_to: None,
     };
-    Ok(state.submitter.submit(job, payload).await?)
+    Ok(submitter.submit(job, payload).await?)
 }
 
 /// The CloudEvent a subject trigger's message carries: structured mode (a `Content-Type`

@@ -5,8 +5,8 @@
 //! with every known hash in constant time; when no admin key is configured, the API is open
 //! (and `main` refuses to listen beyond loopback unless anonymous access was asked for).
 
+use crate::core::keys::Keys;
 use crate::http::error::ApiError;
-use crate::AppState;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -76,12 +76,12 @@ impl IntoResponse for Refusal {
 }
 
 /// Whether `request` may use a route that needs `needed`.
-pub fn check(state: &AppState, request: &Request, needed: Access) -> Result<(), Refusal> {
-    if !state.keys.enabled() || needed == Access::Open {
+pub fn check(keys: &Keys, request: &Request, needed: Access) -> Result<(), Refusal> {
+    if !keys.enabled() || needed == Access::Open {
         return Ok(());
     }
     let scopes = bearer(request)
-        .and_then(|key| state.keys.scopes_of(key))
+        .and_then(|key| keys.scopes_of(key))
         .ok_or(Refusal::NoKey)?;
     match needed {
         Access::Scope(scope) if !scopes.contains(&scope) && !scopes.contains(&Scope::Admin) => {
@@ -93,22 +93,22 @@ pub fn check(state: &AppState, request: &Request, needed: Access) -> Result<(), 
 
 /// The scopes of the key `request` presents: `admin` when keys are off, none without a
 /// known key.
-pub fn scopes(state: &AppState, request: &Request) -> Vec<Scope> {
-    if !state.keys.enabled() {
+pub fn scopes(keys: &Keys, request: &Request) -> Vec<Scope> {
+    if !keys.enabled() {
         return vec![Scope::Admin];
     }
     bearer(request)
-        .and_then(|key| state.keys.scopes_of(key))
+        .and_then(|key| keys.scopes_of(key))
         .unwrap_or_default()
 }
 
 /// The layer of a group of routes that need `access` (see `routes`).
 pub async fn require(
-    State((state, access)): State<(Arc<AppState>, Access)>,
+    State((keys, access)): State<(Arc<Keys>, Access)>,
     request: Request,
     next: Next,
 ) -> Response {
-    match check(&state, &request, access) {
+    match check(&keys, &request, access) {
         Ok(()) => next.run(request).await,
         Err(refused) => refused.into_response(),
     }

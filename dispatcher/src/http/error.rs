@@ -229,3 +229,62 @@ impl From<crate::core::invoke::InvokeError> for ApiError {
         }
     }
 }
+
+impl From<crate::core::broker::BrokerError> for ApiError {
+    fn from(error: crate::core::broker::BrokerError) -> Self {
+        ApiError::broker_message(error.to_string())
+    }
+}
+
+impl From<crate::core::cancel::CancelError> for ApiError {
+    fn from(error: crate::core::cancel::CancelError) -> Self {
+        use crate::core::cancel::CancelError;
+        match error {
+            CancelError::Broker(error) => error.into(),
+            CancelError::Corrupt(_) => ApiError::internal_message(error.to_string()),
+        }
+    }
+}
+
+impl From<crate::index::service::AskError> for ApiError {
+    fn from(error: crate::index::service::AskError) -> Self {
+        use crate::index::service::AskError;
+        match error {
+            AskError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "index_unavailable",
+                error.to_string(),
+            ),
+            AskError::Failed(_) => ApiError::internal_message(error.to_string()),
+        }
+    }
+}
+
+impl From<crate::events::triggers::TriggerError> for ApiError {
+    fn from(error: crate::events::triggers::TriggerError) -> Self {
+        use crate::events::triggers::TriggerError;
+        match error {
+            TriggerError::Broker(error) => error.into(),
+            TriggerError::Corrupt(_) => ApiError::internal_message(error.to_string()),
+            TriggerError::NoBucket(_) => ApiError::not_found("bucket_not_found", error.to_string()),
+            TriggerError::SubjectInUse(_) => {
+                ApiError::new(StatusCode::CONFLICT, "subject_in_use", error.to_string())
+            }
+        }
+    }
+}
+
+impl From<crate::events::destinations::DestinationError> for ApiError {
+    fn from(error: crate::events::destinations::DestinationError) -> Self {
+        use crate::events::destinations::DestinationError;
+        match error {
+            DestinationError::Broker(error) => error.into(),
+            DestinationError::InvalidSpec(message) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec", message)
+            }
+            DestinationError::Publish(error) => {
+                ApiError::publish("cannot keep the destination dead letter", error)
+            }
+        }
+    }
+}

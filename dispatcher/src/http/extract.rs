@@ -5,12 +5,9 @@ pub use crate::core::names::{
     FunctionName, InvocationId, Name, NameKind, OfFunction, OfKey, OfSchedule, OfTrigger,
 };
 use crate::http::error::ApiError;
-use crate::AppState;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-
-use std::sync::Arc;
 
 /// The largest JSON body of the API's small documents (keys, schedules, triggers, secrets),
 /// on top of the invocation payload limit a schedule's payload may reach.
@@ -71,11 +68,18 @@ impl JsonBody for squall_api::functions::SecretValues {
 /// `Content-Type`; too large is a 413, malformed a 400 with the type's code.
 pub struct ApiJson<T>(pub T);
 
-impl<T: JsonBody> FromRequest<Arc<AppState>> for ApiJson<T> {
+/// The largest invocation payload, as the state gives it to extractors.
+#[derive(Debug, Clone, Copy)]
+pub struct PayloadLimit(pub usize);
+
+impl<T: JsonBody, S: Send + Sync> FromRequest<S> for ApiJson<T>
+where
+    PayloadLimit: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        let limit = state.config.max_payload + JSON_SLACK;
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let limit = PayloadLimit::from_ref(state).0 + JSON_SLACK;
         let bytes = crate::http::limits::read_limited(request.into_body(), limit)
             .await
             .map_err(|_| {

@@ -1,28 +1,30 @@
 //! The query index's feed: every result RESULTS stores, applied to the query store in batches.
 
+use crate::core::broker::Broker;
+use crate::core::metrics::Metrics;
 use crate::index::store;
-use crate::AppState;
 use futures::StreamExt;
 use squall_broker::ResultMeta;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Keeps the query index up to date with RESULTS, forever; restarts after broker errors.
-pub async fn run_indexer(state: Arc<AppState>) {
+pub async fn run_indexer(index: store::QueryIndex, broker: Broker, metrics: Arc<Metrics>) {
     loop {
-        if let Err(error) = index_results(&state).await {
+        if let Err(error) = index_results(&index, &broker, &metrics).await {
             tracing::warn!(message = "result indexer failed; restarting", error = %error);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-async fn index_results(state: &AppState) -> anyhow::Result<()> {
+async fn index_results(
+    index: &store::QueryIndex,
+    broker: &Broker,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
     use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
-    let Some(index) = state.query_index() else {
-        return Ok(());
-    };
-    let mut results = state.broker.topology.results.clone();
+    let mut results = broker.topology.results.clone();
     let last_in_stream = results.info().await?.state.last_sequence;
     let mut applied = index.sequence()?;
     if applied > last_in_stream {
@@ -69,7 +71,7 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
                 Some(None) => break,
                 None => {
                     // Nothing more has arrived: finish the write before waiting for more.
-                    finish(state, index, in_flight.take()).await?;
+                    finish(metrics, index, in_flight.take()).await?;
                     continue;
                 }
             }
@@ -105,9 +107,7 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
                     // Only results that arrived while this feed runs: a replay of what the
                     // stream held before is not new latency to report.
                     if sequence > last_in_stream {
-                        state
-                            .metrics
-                            .indexed_result(&meta.function, meta.status, meta.duration_us);
+                        metrics.indexed_result(&meta.function, meta.status, meta.duration_us);
                     }
                     batch.push((sequence, meta))
                 }
@@ -121,12 +121,12 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
             }
         }
         // Batches are written in stream order: the previous one first.
-        finish(state, index, in_flight.take()).await?;
+        finish(metrics, index, in_flight.take()).await?;
         if batch.len() < OVERLAP_FROM {
             // A trickle (one synchronous call's result, say): written here, at once, without
             // a hand-off to a blocking thread and back, which would cost more than the write.
             index.apply_all(&batch)?;
-            state.metrics.indexed(batch.len());
+            metrics.indexed(batch.len());
             batch.clear();
             progressed(index, last_seen);
             continue;
@@ -142,7 +142,7 @@ async fn index_results(state: &AppState) -> anyhow::Result<()> {
             through: last_seen,
         });
     }
-    finish(state, index, in_flight.take()).await?;
+    finish(metrics, index, in_flight.take()).await?;
     Ok(())
 }
 
@@ -154,7 +154,7 @@ struct Applying {
 
 /// Waits for the batch being written, then counts it and notes how far the index is.
 async fn finish(
-    state: &AppState,
+    metrics: &Metrics,
     index: &store::QueryIndex,
     applying: Option<Applying>,
 ) -> anyhow::Result<()> {
@@ -162,7 +162,7 @@ async fn finish(
         return Ok(());
     };
     let applied = applying.task.await??;
-    state.metrics.indexed(applied);
+    metrics.indexed(applied);
     progressed(index, applying.through);
     Ok(())
 }

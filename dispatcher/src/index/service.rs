@@ -7,15 +7,12 @@
 //! with 503 `index_unavailable` and nothing else is affected.
 
 use crate::core::view::rfc3339;
-use crate::http::error::ApiError;
 use crate::index::store::{self, GroupBy, GroupKey, QueryIndex};
-use crate::AppState;
 use async_nats::service::ServiceExt as _;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use squall_broker::time::now_ms;
 use squall_broker::InvocationStatus;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The service's name, as `$SRV.PING.squall-index` finds it.
@@ -154,68 +151,77 @@ pub fn answer(index: &QueryIndex, query: &IndexQuery) -> Result<serde_json::Valu
     Ok(view)
 }
 
-/// Answers `query`: from this process's index when it holds one, else from whichever index
-/// holder answers first.
-pub async fn ask(state: &AppState, query: IndexQuery) -> Result<serde_json::Value, ApiError> {
-    if let Some(index) = state.query_index() {
-        let index = index.clone();
-        return tokio::task::spawn_blocking(move || answer(&index, &query))
-            .await
-            .map_err(|e| ApiError::internal("query index", e))?
-            .map_err(|e| ApiError::internal("query index", e));
-    }
-    let body = serde_json::to_vec(&query).map_err(|e| ApiError::internal("query", e))?;
-    let asked = tokio::time::timeout(
-        QUERY_TIMEOUT,
-        state.broker.client.request(QUERY_SUBJECT, body.into()),
-    )
-    .await;
-    let reply = match asked {
-        Ok(Ok(reply)) => reply,
-        Ok(Err(error)) => return Err(unavailable(&error.to_string())),
-        Err(_) => {
-            return Err(unavailable(&format!(
-                "no query index answered within {} s",
-                QUERY_TIMEOUT.as_secs()
-            )))
-        }
-    };
-    let service_error = reply
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR))
-        .map(|v| v.as_str().to_string());
-    if let Some(error) = service_error {
-        return Err(ApiError::internal("query index", error));
-    }
-    serde_json::from_slice(&reply.payload).map_err(|e| ApiError::internal("query index reply", e))
+/// Where a query is answered: this process's index when it holds one, else whichever index
+/// holder answers first over NATS.
+#[derive(Clone)]
+pub struct IndexClient {
+    pub local: Option<QueryIndex>,
+    pub client: async_nats::Client,
 }
 
-fn unavailable(why: &str) -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        "index_unavailable",
-        format!("no query index is reachable ({why}); invocations are unaffected, and queries work again once a dispatcher holding the index runs"),
-    )
+/// Why a query got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("no query index is reachable ({0}); invocations are unaffected, and queries work again once a dispatcher holding the index runs")]
+    Unavailable(String),
+    #[error("query index: {0}")]
+    Failed(String),
+}
+
+impl IndexClient {
+    /// Answers `query`.
+    pub async fn ask(&self, query: IndexQuery) -> Result<serde_json::Value, AskError> {
+        let failed = |e: &dyn std::fmt::Display| AskError::Failed(e.to_string());
+        if let Some(index) = &self.local {
+            let index = index.clone();
+            return tokio::task::spawn_blocking(move || answer(&index, &query))
+                .await
+                .map_err(|e| failed(&e))?
+                .map_err(|e| failed(&e));
+        }
+        let body = serde_json::to_vec(&query).map_err(|e| failed(&e))?;
+        let asked = tokio::time::timeout(
+            QUERY_TIMEOUT,
+            self.client.request(QUERY_SUBJECT, body.into()),
+        )
+        .await;
+        let reply = match asked {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(error)) => return Err(AskError::Unavailable(error.to_string())),
+            Err(_) => {
+                return Err(AskError::Unavailable(format!(
+                    "no query index answered within {} s",
+                    QUERY_TIMEOUT.as_secs()
+                )))
+            }
+        };
+        let service_error = reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR))
+            .map(|v| v.as_str().to_string());
+        if let Some(error) = service_error {
+            return Err(AskError::Failed(error));
+        }
+        serde_json::from_slice(&reply.payload).map_err(|e| failed(&e))
+    }
 }
 
 /// Serves this process's index as the `squall-index` service, forever; restarts after errors.
-pub async fn serve(state: Arc<AppState>) {
+pub async fn serve(index: QueryIndex, client: async_nats::Client) {
     loop {
-        if let Err(error) = serve_once(&state).await {
+        if let Err(error) = serve_once(&index, &client).await {
             tracing::warn!(message = "query index service failed; restarting", error = %error);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-async fn serve_once(state: &Arc<AppState>) -> Result<(), async_nats::Error> {
-    let Some(index) = state.query_index().cloned() else {
-        return Ok(());
-    };
-    let service = state
-        .broker
-        .client
+async fn serve_once(
+    index: &QueryIndex,
+    client: &async_nats::Client,
+) -> Result<(), async_nats::Error> {
+    let service = client
         .service_builder()
         .description("Squall's query index: invocations, stats and usage from RESULTS")
         .start(SERVICE_NAME, SERVICE_VERSION)
