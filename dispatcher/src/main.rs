@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use squall_broker::env;
-use squall_dispatcher::api::batch;
+use squall_dispatcher::http::limits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,10 +29,10 @@ struct Args {
     #[arg(long, env = env::ENV_MAX_ARTIFACT, default_value_t = env::DEFAULT_MAX_ARTIFACT)]
     max_artifact: usize,
     /// Most lines (invocations) of one batch request.
-    #[arg(long, env = env::ENV_MAX_BATCH_LINES, default_value_t = batch::DEFAULT_MAX_BATCH_LINES)]
+    #[arg(long, env = env::ENV_MAX_BATCH_LINES, default_value_t = limits::DEFAULT_MAX_BATCH_LINES)]
     max_batch_lines: usize,
     /// Largest batch request body, in bytes.
-    #[arg(long, env = env::ENV_MAX_BATCH_BYTES, default_value_t = batch::DEFAULT_MAX_BATCH_BYTES)]
+    #[arg(long, env = env::ENV_MAX_BATCH_BYTES, default_value_t = limits::DEFAULT_MAX_BATCH_BYTES)]
     max_batch_bytes: usize,
     /// Longest a synchronous invoke waits, in seconds, before answering 202.
     #[arg(long, default_value_t = 300)]
@@ -103,18 +103,18 @@ fn main() -> std::process::ExitCode {
         eprintln!("squall-dispatcher: --max-payload must be between 1 and {MAX_PAYLOAD_LIMIT} bytes, got {}", args.max_payload);
         return std::process::ExitCode::from(64);
     }
-    if args.max_batch_lines == 0 || args.max_batch_lines > batch::MAX_BATCH_LINES_LIMIT {
+    if args.max_batch_lines == 0 || args.max_batch_lines > limits::MAX_BATCH_LINES_LIMIT {
         eprintln!(
             "squall-dispatcher: --max-batch-lines must be between 1 and {}, got {}",
-            batch::MAX_BATCH_LINES_LIMIT,
+            limits::MAX_BATCH_LINES_LIMIT,
             args.max_batch_lines
         );
         return std::process::ExitCode::from(64);
     }
-    if args.max_batch_bytes == 0 || args.max_batch_bytes > batch::MAX_BATCH_BYTES_LIMIT {
+    if args.max_batch_bytes == 0 || args.max_batch_bytes > limits::MAX_BATCH_BYTES_LIMIT {
         eprintln!(
             "squall-dispatcher: --max-batch-bytes must be between 1 and {} bytes, got {}",
-            batch::MAX_BATCH_BYTES_LIMIT,
+            limits::MAX_BATCH_BYTES_LIMIT,
             args.max_batch_bytes
         );
         return std::process::ExitCode::from(64);
@@ -196,7 +196,7 @@ fn main() -> std::process::ExitCode {
         data_dir: args.data_dir,
         max_payload: args.max_payload,
         max_artifact: args.max_artifact,
-        batch: batch::BatchLimits {
+        batch: limits::BatchLimits {
             max_lines: args.max_batch_lines,
             max_bytes: args.max_batch_bytes,
         },

@@ -1,6 +1,5 @@
 //! The dispatcher's configuration and the state its requests share.
 
-use crate::api::batch;
 use crate::compat::rate_limit;
 use crate::core::broker::Broker;
 use crate::core::invoke::Invoker;
@@ -8,6 +7,7 @@ use crate::core::submit::Submitter;
 use crate::core::{metrics, registry, versions, waiter};
 use crate::events::destinations;
 use crate::http::extract::PayloadLimit;
+use crate::http::limits::BatchLimits;
 use crate::index;
 use axum::extract::FromRef;
 use squall_broker::TopologyConfig;
@@ -30,7 +30,7 @@ pub struct DispatcherConfig {
     /// Largest artifact, in bytes.
     pub max_artifact: usize,
     /// Most lines and bytes of one batch request.
-    pub batch: batch::BatchLimits,
+    pub batch: BatchLimits,
     /// Longest a synchronous invoke waits before answering 202.
     pub max_wait: Duration,
     /// How long a job publish keeps trying through a leader election before a 503.
@@ -78,7 +78,7 @@ impl Default for DispatcherConfig {
             data_dir: PathBuf::from(".squall/dispatcher"),
             max_payload,
             max_artifact: squall_broker::env::DEFAULT_MAX_ARTIFACT,
-            batch: batch::BatchLimits::default(),
+            batch: BatchLimits::default(),
             max_wait: Duration::from_secs(300),
             publish: squall_broker::publish::PublishPolicy::default(),
             replicas: None,

@@ -9,6 +9,7 @@ use crate::core::versions::{job_version, resolve, Qualified};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
 use crate::http::limits::read_limited;
+use crate::http::limits::BatchLimits;
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -27,39 +28,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use tracing::Instrument as _;
 
-/// The default most lines (invocations) of one batch.
-pub const DEFAULT_MAX_BATCH_LINES: usize = 10_000;
-/// The default largest batch body: 16 MiB.
-pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
-/// The highest line limit an operator may configure: a line's index must fit the 26 bits an
-/// invocation id has for it (see `line_ids`), and far smaller batches already amortise a request.
-pub const MAX_BATCH_LINES_LIMIT: usize = 1_000_000;
-const _: () = assert!(MAX_BATCH_LINES_LIMIT < 1 << 26);
-/// The highest body limit an operator may configure: 256 MiB.
-pub const MAX_BATCH_BYTES_LIMIT: usize = 256 * 1024 * 1024;
 /// Publishes in flight before the oldest one's acknowledgement is awaited.
 const ACK_WINDOW: usize = 256;
 /// What the jobs of a batch carry as `Squall-Source`: a batch is an HTTP submission, and the
 /// function sees the same `ctx.event.source` as for a single invoke.
 const SOURCE: &str = "http";
-
-/// The limits of one batch request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchLimits {
-    /// Most lines, each one invocation.
-    pub max_lines: usize,
-    /// Largest body, in bytes.
-    pub max_bytes: usize,
-}
-
-impl Default for BatchLimits {
-    fn default() -> Self {
-        BatchLimits {
-            max_lines: DEFAULT_MAX_BATCH_LINES,
-            max_bytes: DEFAULT_MAX_BATCH_BYTES,
-        }
-    }
-}
 
 /// Why a body is not a batch. Line numbers are 1-based.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -452,6 +425,7 @@ async fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::limits::DEFAULT_MAX_BATCH_BYTES;
 
     fn limits(max_lines: usize) -> BatchLimits {
         BatchLimits {

@@ -14,7 +14,6 @@ use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use squall_api::functions::{DeployForm, Function, FunctionList};
 use squall_api::invocations::Binary;
@@ -257,31 +256,10 @@ fn deploy_warnings(name: &str, spec: &FunctionSpec) -> Vec<String> {
     (status = 200, description = "All functions, by name.", body = FunctionList),
     (status = 503, description = "The broker is unavailable.", body = ErrorBody)))]
 pub async fn list_functions(State(state): Shared) -> Result<Json<FunctionList>, ApiError> {
-    let mut keys = state
-        .broker
-        .topology
-        .registry
-        .keys()
-        .await
-        .map_err(|e| ApiError::broker("cannot list the function registry", e))?;
-    let mut names = Vec::new();
-    while let Some(key) = keys.next().await {
-        names.push(key.map_err(|e| ApiError::broker("cannot list the function registry", e))?);
-    }
-    names.sort();
-    let mut functions = Vec::new();
-    for name in names {
-        let Ok(name) = FunctionName::parse(name) else {
-            continue;
-        };
-        match state.registry.load(&name).await {
-            Ok(record) => functions.push(function_view(&record)),
-            // Deleted between the listing and the read.
-            Err(RegistryError::NotDeployed(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(Json(FunctionList { functions }))
+    let functions = state.registry.list().await?;
+    Ok(Json(FunctionList {
+        functions: functions.iter().map(function_view).collect(),
+    }))
 }
 
 /// Show a function.

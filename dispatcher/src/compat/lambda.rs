@@ -10,7 +10,6 @@ use crate::core::versions::{job_version, resolve, Qualified};
 use crate::core::view::rfc3339;
 use crate::http::auth::Scope;
 use crate::http::error::ApiError;
-use crate::http::extract::FunctionName;
 use crate::http::limits::read_limited;
 use crate::AppState;
 use axum::extract::{Path, Request, State};
@@ -285,15 +284,12 @@ async fn list_functions(State(state): State<Arc<AppState>>, request: Request) ->
             })?,
     };
     let marker = query_value(raw, "Marker");
-    let axum::Json(list) = crate::api::functions::list_functions(State(state.clone()))
-        .await
-        .map_err(LambdaError::from_api)?;
+    let records = state.registry.list().await.map_err(LambdaError::from_api)?;
     let mut functions = Vec::new();
     let mut next = None;
-    for view in list
-        .functions
+    for record in records
         .iter()
-        .filter(|f| marker.as_deref().is_none_or(|m| f.name.as_str() > m))
+        .filter(|r| marker.as_deref().is_none_or(|m| r.name.as_str() > m))
     {
         if functions.len() == max {
             next = functions
@@ -301,13 +297,8 @@ async fn list_functions(State(state): State<Arc<AppState>>, request: Request) ->
                 .and_then(|f: &serde_json::Value| f["FunctionName"].as_str().map(str::to_string));
             break;
         }
-        let Ok(name) = FunctionName::parse(view.name.clone()) else {
-            continue;
-        };
-        if let Ok(record) = state.registry.load(&name).await {
-            if let Some(latest) = record.versions.latest() {
-                functions.push(configuration(&record, latest, LATEST, &region));
-            }
+        if let Some(latest) = record.versions.latest() {
+            functions.push(configuration(record, latest, LATEST, &region));
         }
     }
     Ok(json(

@@ -132,6 +132,32 @@ impl Registry {
         self.cache.get(function)?.version_number(version)
     }
 
+    /// Every deployed function's record, by name. A function deleted between the listing and
+    /// its read is left out.
+    pub async fn list(&self) -> Result<Vec<FunctionRecord>, RegistryError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            RegistryError::Broker(format!("cannot list the function registry: {e}"))
+        };
+        let mut keys = self.bucket().keys().await.map_err(|e| failed(&e))?;
+        let mut names = Vec::new();
+        while let Some(key) = keys.next().await {
+            names.push(key.map_err(|e| failed(&e))?);
+        }
+        names.sort();
+        let mut records = Vec::with_capacity(names.len());
+        for name in names {
+            let Ok(name) = FunctionName::parse(name) else {
+                continue;
+            };
+            match self.load(&name).await {
+                Ok(record) => records.push(record),
+                Err(RegistryError::NotDeployed(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(records)
+    }
+
     /// The deployed record of `name`: from the cache, else from the bucket.
     pub async fn load(&self, name: &FunctionName) -> Result<FunctionRecord, RegistryError> {
         let name = name.as_str();

@@ -66,3 +66,32 @@ pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<bytes::Byte
     }
     Ok(buffer.freeze())
 }
+
+/// The default most lines (invocations) of one batch.
+pub const DEFAULT_MAX_BATCH_LINES: usize = 10_000;
+/// The default largest batch body: 16 MiB.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// The highest line limit an operator may configure: a line's index must fit the 26 bits an
+/// invocation id has for it (see `line_ids`), and far smaller batches already amortise a request.
+pub const MAX_BATCH_LINES_LIMIT: usize = 1_000_000;
+const _: () = assert!(MAX_BATCH_LINES_LIMIT < 1 << 26);
+/// The highest body limit an operator may configure: 256 MiB.
+pub const MAX_BATCH_BYTES_LIMIT: usize = 256 * 1024 * 1024;
+
+/// The limits of one batch request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Most lines, each one invocation.
+    pub max_lines: usize,
+    /// Largest body, in bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_lines: DEFAULT_MAX_BATCH_LINES,
+            max_bytes: DEFAULT_MAX_BATCH_BYTES,
+        }
+    }
+}
