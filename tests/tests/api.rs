@@ -8,7 +8,7 @@ use squall_api::invocations::Accepted;
 use squall_api::operations::{CreatedKey, KeyList, Schedule, Trigger};
 use squall_api::InvocationStatus;
 use squall_tests::in_process::App;
-use squall_tests::{built, compile_c, workspace_root};
+use squall_tests::{built, compile_c, eventually, workspace_root};
 
 const ADMIN: &str = "in-process-admin-key-0123456789";
 
@@ -511,24 +511,22 @@ async fn every_route_needs_its_scope_and_the_document_says_which() {
         keys.push((scope, format!("Bearer {}", created.key)));
     }
     // The bucket's watch delivers the new keys to this dispatcher's cache.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while app
-        .send(
-            Method::GET,
-            "/v1/functions",
-            &[("authorization", &keys[0].1)],
-            Body::empty(),
-        )
-        .await
-        .status
-        == 401
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the keys never arrived"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually(
+        std::time::Duration::from_secs(5),
+        "the keys to reach the dispatcher",
+        async || {
+            let answer = app
+                .send(
+                    Method::GET,
+                    "/v1/functions",
+                    &[("authorization", &keys[0].1)],
+                    Body::empty(),
+                )
+                .await;
+            (answer.status != 401).then_some(()).ok_or(answer.status)
+        },
+    )
+    .await;
     let document: serde_json::Value = app.get("/v1/openapi.json").await.decode();
     let refused = |status: StatusCode| status == 401 || status == 403;
     for &(method, path, needs) in ROUTES {

@@ -13,7 +13,8 @@ use squall_broker::names::{
 };
 use squall_broker::record::FunctionRecord;
 use squall_tests::{
-    built, AuthUser, Cluster, ClusterOptions, AUTH_CLIENT, AUTH_DISPATCHER, AUTH_WORKER,
+    built, eventually, AuthUser, Cluster, ClusterOptions, Text, AUTH_CLIENT, AUTH_DISPATCHER,
+    AUTH_WORKER,
 };
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -603,30 +604,32 @@ async fn wait_output(
     function: &str,
     pred: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, page) = cluster
-            .get_as::<InvocationPage>(&format!("/v1/invocations?function={function}&limit=1000"))
-            .await;
-        assert_eq!(status, 200, "{page:?}");
-        for item in &page.items {
-            let id = &item.invocation_id;
-            let (_, view) = cluster
-                .get_as::<Invocation>(&format!("/v1/invocations/{id}"))
+    eventually(
+        Duration::from_secs(30),
+        format_args!("a succeeded invocation of {function} with the expected output"),
+        async || {
+            let (status, page) = cluster
+                .get_as::<InvocationPage>(&format!(
+                    "/v1/invocations?function={function}&limit=1000"
+                ))
                 .await;
-            // The echo function's output is its own free-form JSON.
-            let output = serde_json::from_str(view.output.as_deref().unwrap_or("null"))
-                .unwrap_or(serde_json::Value::Null);
-            if view.status == InvocationStatus::Succeeded && pred(&output) {
-                return output;
+            assert_eq!(status, 200, "{page:?}");
+            for item in &page.items {
+                let id = &item.invocation_id;
+                let (_, view) = cluster
+                    .get_as::<Invocation>(&format!("/v1/invocations/{id}"))
+                    .await;
+                // The echo function's output is its own free-form JSON.
+                let output = serde_json::from_str(view.output.as_deref().unwrap_or("null"))
+                    .unwrap_or(serde_json::Value::Null);
+                if view.status == InvocationStatus::Succeeded && pred(&output) {
+                    return Ok(output);
+                }
             }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{function}: none matched in {page:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            Err(page)
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -685,24 +688,19 @@ async fn triggers_schedules_retries_dead_letters_and_api_keys_need_nothing_beyon
     assert_eq!(view.status, InvocationStatus::DeadLettered, "{view:?}");
     assert_eq!(view.attempts, 2, "{view:?}");
     // The worker writes the dead letter right after the terminal result.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, letter) = cluster.get_json(&format!("/v1/dlq/{id}")).await;
-        if status == 200 {
-            let letter: DeadLetter = serde_json::from_value(letter.clone())
-                .unwrap_or_else(|e| panic!("dead letter does not decode ({e}): {letter}"));
-            assert_eq!(letter.summary.function, "fail", "{letter:?}");
-            // The worker read both attempts back from RESULTS.
-            assert_eq!(letter.attempt_history.len(), 2, "{letter:?}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no dead letter: {letter}\n{:#?}",
-            violations(&cluster)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let letter: DeadLetter = eventually(
+        Duration::from_secs(20),
+        format_args!("the dead letter of {id}"),
+        async || match cluster.get_json(&format!("/v1/dlq/{id}")).await {
+            (200, letter) => Ok(serde_json::from_value(letter.clone())
+                .unwrap_or_else(|e| panic!("dead letter does not decode ({e}): {letter}"))),
+            (_, letter) => Err((letter, violations(&cluster))),
+        },
+    )
+    .await;
+    assert_eq!(letter.summary.function, "fail", "{letter:?}");
+    // The worker read both attempts back from RESULTS.
+    assert_eq!(letter.attempt_history.len(), 2, "{letter:?}");
     assert_eq!(delete(&cluster, "/v1/functions/fail").await, 204);
 
     // An API key is created, used and revoked.
@@ -775,19 +773,18 @@ async fn a_fleet_supervisor_logged_in_as_worker_scales_a_worker_that_completes_a
         &["--min", "0", "--max", "1", "--interval-ms", "200"],
     );
     // The supervisor is up once it shows in /v1/fleet (it wrote its heartbeat as `worker`).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, view) = cluster.get_as::<Fleet>("/v1/fleet").await;
-        if view.supervisors.len() == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no supervisor:\n{}",
-            fleet.output()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "the supervisor's heartbeat",
+        async || {
+            let (_, view) = cluster.get_as::<Fleet>("/v1/fleet").await;
+            match view.supervisors.len() {
+                1 => Ok(()),
+                _ => Err((view, Text(fleet.output()))),
+            }
+        },
+    )
+    .await;
     assert_eq!(fleet.live_children().len(), 0, "min 0 starts no worker");
 
     let id = invoke_async(&cluster, "hello", r#"{"name": "Fleet"}"#).await;
@@ -870,21 +867,21 @@ async fn direct_replies_reach_only_the_waiting_dispatcher_and_the_index_answers_
         assert!(started.elapsed() < Duration::from_millis(1500));
     }
     // The gateway without the index asks the index holder over NATS.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let response = cluster
-            .http
-            .get(format!("{gateway}/v1/usage"))
-            .send()
-            .await
-            .expect("usage");
-        let (_, usage) = squall_tests::decode_response::<UsageReport>(response).await;
-        if usage.total.invocations == 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{usage:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the gateway's usage to count both invocations",
+        async || {
+            let response = cluster
+                .http
+                .get(format!("{gateway}/v1/usage"))
+                .send()
+                .await
+                .expect("usage");
+            let (_, usage) = squall_tests::decode_response::<UsageReport>(response).await;
+            (usage.total.invocations == 2).then_some(()).ok_or(usage)
+        },
+    )
+    .await;
     // Only the refusals provoked above were logged (the test's own connections carry no
     // client name): the roles cover everything the Squall processes did.
     let all = violations(&cluster);

@@ -7,7 +7,7 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use squall_api::invocations::{CancelledBacklog, Invocation};
 use squall_api::status::InvocationStatus;
-use squall_tests::{compile_c, workspace_root, Cluster};
+use squall_tests::{compile_c, eventually, workspace_root, Cluster};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,14 +30,6 @@ fn runs_dir(cluster: &Cluster) -> PathBuf {
 /// How often invocation `id` ran (bytes of its marker file).
 fn runs(dir: &Path, id: &str) -> usize {
     std::fs::read(dir.join(format!("{id}.ran"))).map_or(0, |b| b.len())
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn submit(cluster: &Cluster, input: &str) -> String {
@@ -91,20 +83,20 @@ async fn terminal_records(cluster: &Cluster) -> HashMap<String, Vec<InvocationSt
 async fn wait_jobs_drained(cluster: &Cluster) {
     let js = jetstream::new(cluster.nats_client().await);
     let stream = js.get_stream("JOBS").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let info = stream.consumer_info("fn-probe").await.unwrap();
-        if info.num_pending == 0 && info.num_ack_pending == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "jobs never drained: {} pending, {} unacknowledged",
-            info.num_pending,
-            info.num_ack_pending
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "the probe's jobs to drain",
+        async || {
+            let info = stream.consumer_info("fn-probe").await.unwrap();
+            match (info.num_pending, info.num_ack_pending) {
+                (0, 0) => Ok(()),
+                (pending, unacknowledged) => Err(format!(
+                    "{pending} pending, {unacknowledged} unacknowledged"
+                )),
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,8 +106,8 @@ async fn a_queued_invocation_is_cancelled_at_once_and_never_runs() {
     let dir = runs_dir(&cluster);
     let d = dir.display();
     let blocker = submit(&cluster, &format!("sleep 1500 {d}")).await;
-    wait_until("the blocker runs", Duration::from_secs(20), || {
-        runs(&dir, &blocker) == 1
+    eventually(Duration::from_secs(20), "the blocker to run", async || {
+        (runs(&dir, &blocker) == 1).then_some(())
     })
     .await;
     let victim = submit(&cluster, &format!("quick {d}")).await;
@@ -175,13 +167,11 @@ async fn a_running_cooperative_function_stops_early_and_its_waiting_caller_hears
         })
     };
     // Find the running invocation by its marker file.
-    let mut id = String::new();
-    wait_until("the function runs", Duration::from_secs(20), || {
-        let found = std::fs::read_dir(&dir).unwrap().flatten().find_map(|e| {
+    let id = eventually(Duration::from_secs(20), "the function to run", async || {
+        std::fs::read_dir(&dir).unwrap().flatten().find_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
             name.strip_suffix(".ran").map(str::to_string)
-        });
-        found.map(|f| id = f).is_some()
+        })
     })
     .await;
     let started = Instant::now();
@@ -196,9 +186,11 @@ async fn a_running_cooperative_function_stops_early_and_its_waiting_caller_hears
     assert_eq!(error["error"]["code"], "invocation_cancelled");
     // The function saw the cancellation and stopped long before its 30 s of work.
     let stopped = dir.join(format!("{id}.stopped"));
-    wait_until("the function stops early", Duration::from_secs(10), || {
-        stopped.exists()
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the function to stop early",
+        async || stopped.exists().then_some(()),
+    )
     .await;
     assert!(started.elapsed() < Duration::from_secs(10));
     wait_jobs_drained(&cluster).await;
@@ -225,8 +217,8 @@ async fn a_function_that_ignores_cancellation_still_ends_cancelled_and_a_retry_n
 
     // Running, and never asking: its "finished" is not stored.
     let running = submit(&cluster, &format!("sleep 800 {d}")).await;
-    wait_until("it runs", Duration::from_secs(20), || {
-        runs(&dir, &running) == 1
+    eventually(Duration::from_secs(20), "it to run", async || {
+        (runs(&dir, &running) == 1).then_some(())
     })
     .await;
     let (status, body) = cancel(&cluster, &running).await;
@@ -234,17 +226,19 @@ async fn a_function_that_ignores_cancellation_still_ends_cancelled_and_a_retry_n
 
     // Waiting for its retry: the retry never runs.
     let retrying = submit(&cluster, &format!("retry {d}")).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, view) = cluster
-            .get_as::<Invocation>(&format!("/v1/invocations/{retrying}"))
-            .await;
-        if view.status == InvocationStatus::Retrying {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never retrying: {view:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "a retry to be waiting",
+        async || {
+            let (_, view) = cluster
+                .get_as::<Invocation>(&format!("/v1/invocations/{retrying}"))
+                .await;
+            (view.status == InvocationStatus::Retrying)
+                .then_some(())
+                .ok_or(view)
+        },
+    )
+    .await;
     let (status, body) = cancel(&cluster, &retrying).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["attempts"], 1);
@@ -278,8 +272,8 @@ async fn a_functions_backlog_is_cancelled_in_one_request_and_none_of_it_runs() {
     let dir = runs_dir(&cluster);
     let d = dir.display();
     let blocker = submit(&cluster, &format!("sleep 1500 {d}")).await;
-    wait_until("the blocker runs", Duration::from_secs(20), || {
-        runs(&dir, &blocker) == 1
+    eventually(Duration::from_secs(20), "the blocker to run", async || {
+        (runs(&dir, &blocker) == 1).then_some(())
     })
     .await;
     let backlog = cluster

@@ -1,9 +1,11 @@
 //! The `squall` CLI driving real clusters: deploy, invoke, get, ls, errors, and `squall up`.
 
-use squall_tests::{built, free_port, nats_server_binary, workspace_root, Cluster, Process};
+use squall_tests::{
+    built, eventually, free_port, nats_server_binary, workspace_root, Cluster, Process, Text,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What one run of the CLI did.
 #[derive(Debug)]
@@ -101,15 +103,18 @@ async fn cli_builds_and_deploys_a_function_directory_then_invokes_it() {
     .await
     .ok();
     let id = invocation_id(&accepted.stdout);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let shown = loop {
-        let shown = squall(url, &["get", &id]).await.ok();
-        if shown.stdout.contains("status      succeeded") {
-            break shown;
-        }
-        assert!(Instant::now() < deadline, "never succeeded: {shown:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let shown = eventually(
+        Duration::from_secs(20),
+        "the invocation to succeed",
+        async || {
+            let shown = squall(url, &["get", &id]).await.ok();
+            match shown.stdout.contains("status      succeeded") {
+                true => Ok(shown),
+                false => Err(shown),
+            }
+        },
+    )
+    .await;
     assert!(
         shown.stdout.contains(&format!("invocation  {id}")),
         "{shown:#?}"
@@ -276,14 +281,7 @@ fn port_is_free(port: u16) -> bool {
 }
 
 fn wait_exit(process: &mut Process, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = process.child.try_wait() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
+    squall_tests::poll_blocking(timeout, || process.child.try_wait().ok().flatten()).ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,30 +313,29 @@ async fn squall_up_runs_a_local_cluster_and_stops_cleanly_on_ctrl_c() {
     let url = format!("http://127.0.0.1:{http_port}");
 
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        if let Ok(response) = http.get(format!("{url}/readyz")).send().await {
-            if response.status().is_success() {
-                break;
+    eventually(
+        Duration::from_secs(40),
+        "squall up to be ready",
+        async || {
+            if let Ok(Some(status)) = up.child.try_wait() {
+                panic!("squall up exited with {status}:\n{}", up.output());
             }
-        }
-        if let Ok(Some(status)) = up.child.try_wait() {
-            panic!("squall up exited with {status}:\n{}", up.output());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not ready:\n{}\n{}",
-            up.output(),
-            logs(&state)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            match http.get(format!("{url}/readyz")).send().await {
+                Ok(response) if response.status().is_success() => Ok(()),
+                answer => Err((answer, Text(up.output()), Text(logs(&state)))),
+            }
+        },
+    )
+    .await;
     // The banner comes after readiness; give it a moment to reach the log.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !up.output().contains("press Ctrl-C to stop") {
-        assert!(Instant::now() < deadline, "no banner:\n{}", up.output());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(5), "the banner", async || {
+        let output = up.output();
+        match output.contains("press Ctrl-C to stop") {
+            true => Ok(()),
+            false => Err(Text(output)),
+        }
+    })
+    .await;
     assert!(up.output().contains(&url), "{}", up.output());
 
     // `squall up` made an admin key: the API refuses callers without it.
@@ -442,28 +439,23 @@ async fn cli_lists_shows_replays_and_removes_dead_letters() {
         );
     }
     // The worker writes the dead letter right after the terminal result.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let run = squall(
-            &cluster.url,
-            &["--json", "dlq", "ls", "--function", "flaky"],
-        )
-        .await;
-        assert_eq!(run.code, Some(0), "{}", run.stderr);
-        if parse_json(&run.stdout)["dead_letters"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 2
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dead letters never listed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "both dead letters listed",
+        async || {
+            let run = squall(
+                &cluster.url,
+                &["--json", "dlq", "ls", "--function", "flaky"],
+            )
+            .await;
+            assert_eq!(run.code, Some(0), "{}", run.stderr);
+            let listed = parse_json(&run.stdout)["dead_letters"].clone();
+            (listed.as_array().unwrap().len() == 2)
+                .then_some(())
+                .ok_or(listed)
+        },
+    )
+    .await;
     let table = squall(&cluster.url, &["dlq", "ls"]).await;
     assert!(
         table.stdout.contains(&ids[0]) && table.stdout.contains("retry"),
@@ -742,22 +734,22 @@ async fn cli_manages_keys_and_secrets_and_sends_its_key() {
     .await
     .ok();
     assert_eq!(set.stdout, "FILED\nPLAIN\n", "{set:#?}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = squall(url, &["--api-key", admin, "invoke", "echo"])
-            .await
-            .ok();
-        let view = parse_json(&out.stdout);
-        if view["secret_lengths"]["FILED"] == "from-a-file".len() {
-            assert_eq!(view["secret_lengths"]["PLAIN"], 3);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "secrets never reached echo: {out:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let view = eventually(
+        Duration::from_secs(10),
+        "the secrets to reach echo",
+        async || {
+            let out = squall(url, &["--api-key", admin, "invoke", "echo"])
+                .await
+                .ok();
+            let view = parse_json(&out.stdout);
+            match view["secret_lengths"]["FILED"] == "from-a-file".len() {
+                true => Ok(view),
+                false => Err(out),
+            }
+        },
+    )
+    .await;
+    assert_eq!(view["secret_lengths"]["PLAIN"], 3);
     squall(url, &["--api-key", admin, "secrets", "rm", "echo"])
         .await
         .ok();
@@ -807,14 +799,17 @@ async fn squall_up_cluster_3_runs_three_replicating_nodes_that_survive_losing_on
         .arg(nats_port.to_string());
     let mut up = Process::spawn("squall up", command, dir.path().join("up.log")).expect("spawn");
     let url = format!("http://127.0.0.1:{http_port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !up.output().contains("press Ctrl-C to stop") {
+    eventually(Duration::from_secs(60), "squall up to be up", async || {
         if let Ok(Some(status)) = up.child.try_wait() {
             panic!("squall up exited with {status}:\n{}", up.output());
         }
-        assert!(Instant::now() < deadline, "not up:\n{}", up.output());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let output = up.output();
+        match output.contains("press Ctrl-C to stop") {
+            true => Ok(()),
+            false => Err(Text(output)),
+        }
+    })
+    .await;
     assert!(up.output().contains("3 nodes"), "{}", up.output());
     let key = std::fs::read_to_string(state.join("admin.key"))
         .unwrap()
@@ -857,23 +852,24 @@ async fn squall_up_cluster_3_runs_three_replicating_nodes_that_survive_losing_on
     assert_eq!(greeting.stdout, "Hello from C, Ada!");
 
     // The dead node is started again and catches up; Ctrl-C then stops everything.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !up.output().contains("nats-server-2 exited") {
-        assert!(
-            Instant::now() < deadline,
-            "no restart notice:\n{}",
-            up.output()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    while processes_mentioning(&node_2.to_string_lossy()).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "node 2 not restarted:\n{}",
-            up.output()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let restart = Duration::from_secs(30);
+    eventually(restart, "the restart notice", async || {
+        let output = up.output();
+        match output.contains("nats-server-2 exited") {
+            true => Ok(()),
+            false => Err(Text(output)),
+        }
+    })
+    .await;
+    eventually(
+        restart,
+        "node 2 to run again",
+        async || match processes_mentioning(&node_2.to_string_lossy()).is_empty() {
+            true => Err(Text(up.output())),
+            false => Ok(()),
+        },
+    )
+    .await;
     Command::new("kill")
         .args(["-INT", &up.child.id().to_string()])
         .status()

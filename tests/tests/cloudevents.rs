@@ -5,7 +5,7 @@
 use squall_api::invocations::CloudEventBatchAccepted;
 use squall_api::queries::InvocationPage;
 use squall_api::ErrorBody;
-use squall_tests::Cluster;
+use squall_tests::{eventually, Cluster};
 use std::time::Duration;
 
 /// A Python with the CloudEvents SDK and requests: `$SQUALL_CLOUDEVENTS_PYTHON`, else what
@@ -287,17 +287,20 @@ async fn nats_events_on_a_trigger_subject_reach_the_function_in_both_modes() {
         .unwrap()
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let items = loop {
-        let (_, page) = cluster
-            .get_as::<InvocationPage>("/v1/invocations?function=echo&status=succeeded")
-            .await;
-        if page.items.len() >= 2 {
-            break page.items;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{page:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let items = eventually(
+        Duration::from_secs(30),
+        "both events' invocations",
+        async || {
+            let (_, page) = cluster
+                .get_as::<InvocationPage>("/v1/invocations?function=echo&status=succeeded")
+                .await;
+            match page.items.len() >= 2 {
+                true => Ok(page.items),
+                false => Err(page),
+            }
+        },
+    )
+    .await;
     let mut seen = std::collections::BTreeMap::new();
     for item in &items {
         let view = cluster

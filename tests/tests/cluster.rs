@@ -4,7 +4,7 @@
 use futures::StreamExt as _;
 use squall_api::invocations::{Accepted, Invocation};
 use squall_api::ErrorBody;
-use squall_tests::{wait_workers_ready, Cluster, ClusterOptions};
+use squall_tests::{eventually, wait_workers_ready, Cluster, ClusterOptions, Text};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,22 +21,21 @@ fn three_nodes(workers: usize) -> ClusterOptions {
 /// stream info.
 async fn stream_leader(cluster: &Cluster, stream: &str) -> usize {
     let js = async_nats::jetstream::new(cluster.nats_client().await);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut handle) = js.get_stream(stream).await {
-            if let Ok(info) = handle.info().await {
-                if let Some(leader) = info.cluster.as_ref().and_then(|c| c.leader.clone()) {
-                    let n: usize = leader
-                        .trim_start_matches("node-")
-                        .parse()
-                        .expect("node name");
-                    return n - 1;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "{stream} has no leader");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let leader = eventually(
+        Duration::from_secs(20),
+        format_args!("a leader of {stream}"),
+        async || {
+            let mut handle = js.get_stream(stream).await.ok()?;
+            let info = handle.info().await.ok()?;
+            info.cluster.as_ref().and_then(|c| c.leader.clone())
+        },
+    )
+    .await;
+    let n: usize = leader
+        .trim_start_matches("node-")
+        .parse()
+        .expect("node name");
+    n - 1
 }
 
 /// Submits `n` asynchronous invocations of hello, 16 at a time, counting each answer's status;
@@ -91,26 +90,25 @@ async fn submit_to(
 /// Polls an invocation until it is terminal, taking a 503 (its RESULTS read fell into an
 /// election while the cluster heals) as "not yet".
 async fn wait_terminal_through_elections(cluster: &Cluster, id: &str) -> Invocation {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (status, body) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
-        match status {
-            200 => {
-                let view: Invocation = serde_json::from_value(body.clone())
-                    .unwrap_or_else(|e| panic!("invocation {id} does not decode ({e}): {body}"));
-                if view.status.is_terminal() {
-                    return view;
+    eventually(
+        Duration::from_secs(90),
+        format_args!("invocation {id} to end"),
+        async || {
+            let (status, body) = cluster.get_json(&format!("/v1/invocations/{id}")).await;
+            match status {
+                200 => {
+                    let view: Invocation =
+                        serde_json::from_value(body.clone()).unwrap_or_else(|e| {
+                            panic!("invocation {id} does not decode ({e}): {body}")
+                        });
+                    view.status.is_terminal().then_some(view).ok_or(body)
                 }
+                503 => Err(body),
+                _ => panic!("invocation {id}: {status} {body}"),
             }
-            503 => {}
-            _ => panic!("invocation {id}: {status} {body}"),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "invocation {id} not terminal: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        },
+    )
+    .await
 }
 
 /// Waits until every id is terminal; returns how many ended in each status and how many ran
@@ -199,11 +197,15 @@ async fn killing_the_jobs_leader_under_load_refuses_nothing_and_loses_nothing() 
         accepted.clone(),
     ));
     // Kill the leader once a quarter of the load is in.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while accepted.lock().unwrap().len() < total / 4 {
-        assert!(Instant::now() < deadline, "the load never got going");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        "a quarter of the load",
+        async || {
+            let accepted = accepted.lock().unwrap().len();
+            (accepted >= total / 4).then_some(()).ok_or(accepted)
+        },
+    )
+    .await;
     cluster.nats_nodes()[leader].kill();
     let refused = load.await.expect("the load ran");
     assert!(
@@ -224,46 +226,39 @@ async fn killing_the_jobs_leader_under_load_refuses_nothing_and_loses_nothing() 
     assert!(repeated <= 64, "{repeated} invocations ran more than once");
 
     // The query index's feed (an ordered consumer, on whichever node) lost nothing either.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, stats) = cluster
-            .get_as::<squall_api::queries::FunctionStats>("/v1/functions/hello/stats")
-            .await;
-        assert_eq!(status, 200, "{stats:?}");
-        if stats.count == total as u64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the index holds {} of {total}",
-            stats.count
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        format_args!("the index to hold all {total}"),
+        async || {
+            let (status, stats) = cluster
+                .get_as::<squall_api::queries::FunctionStats>("/v1/functions/hello/stats")
+                .await;
+            assert_eq!(status, 200, "{stats:?}");
+            (stats.count == total as u64).then_some(()).ok_or(stats)
+        },
+    )
+    .await;
 
     // The killed node comes back and catches up: its JOBS replica is current again.
     cluster.nats_nodes()[leader].start_again();
     cluster.nats_nodes()[leader].wait_healthy(Duration::from_secs(60));
     let js = async_nats::jetstream::new(cluster.nats_client().await);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut jobs = js.get_stream("JOBS").await.expect("JOBS");
-        let info = jobs.info().await.expect("JOBS info");
-        let cluster_info = info.cluster.clone().expect("clustered");
-        let name = format!("node-{}", leader + 1);
-        let current = cluster_info
-            .replicas
-            .iter()
-            .any(|r| r.name == name && r.current);
-        if current {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the restarted node never caught up: {cluster_info:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let name = format!("node-{}", leader + 1);
+    eventually(
+        Duration::from_secs(60),
+        "the restarted node to catch up",
+        async || {
+            let mut jobs = js.get_stream("JOBS").await.expect("JOBS");
+            let info = jobs.info().await.expect("JOBS info");
+            let cluster_info = info.cluster.clone().expect("clustered");
+            let current = cluster_info
+                .replicas
+                .iter()
+                .any(|r| r.name == name && r.current);
+            current.then_some(()).ok_or(cluster_info)
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -300,19 +295,16 @@ async fn a_lost_quorum_is_a_503_with_retry_after_and_service_resumes_by_itself()
 
     // One node back: quorum again, and the same dispatcher accepts without a restart.
     cluster.nats_nodes()[1].start_again();
-    let deadline = Instant::now() + Duration::from_secs(60);
     let after = Arc::new(Mutex::new(Vec::new()));
-    loop {
-        let refused = submit(&cluster, 1, after.clone()).await;
-        if refused.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still refused after a node returned: {refused:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        "a submission accepted after a node returned",
+        async || {
+            let refused = submit(&cluster, 1, after.clone()).await;
+            refused.is_empty().then_some(()).ok_or(refused)
+        },
+    )
+    .await;
     assert!(submit(&cluster, 20, after.clone()).await.is_empty());
     let mut ids = before.lock().unwrap().clone();
     ids.extend(during.lock().unwrap().iter().cloned());
@@ -341,19 +333,19 @@ async fn a_node_in_lame_duck_mode_is_left_at_once_and_invocations_go_on() {
         .status()
         .expect("kill -USR2");
     assert!(signalled.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cluster
-        .dispatcher
-        .output()
-        .contains("lame-duck mode; moving to another")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the dispatcher did not notice lame-duck mode:\n{}",
-            cluster.dispatcher.output()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Its log line is the only sign that the dispatcher saw lame-duck mode before it moved.
+    eventually(
+        Duration::from_secs(20),
+        "the dispatcher to notice lame-duck mode",
+        async || {
+            let log = cluster.dispatcher.output();
+            match log.contains("lame-duck mode; moving to another") {
+                true => Ok(()),
+                false => Err(Text(log)),
+            }
+        },
+    )
+    .await;
     // Well before the node's 30 s lame-duck period ends, the dispatcher serves from another node:
     // the client's last connection is to another node's port.
     let response = cluster.invoke("hello", r#"{"name": "duck"}"#).await;

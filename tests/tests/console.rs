@@ -5,8 +5,8 @@
 use squall_api::invocations::Invocation;
 use squall_api::operations::DeadLetterList;
 use squall_api::InvocationStatus;
-use squall_tests::{Cluster, ClusterOptions};
-use std::time::{Duration, Instant};
+use squall_tests::{eventually, Cluster, ClusterOptions};
+use std::time::Duration;
 
 const ADMIN: &str = "console-admin-key-0123456789";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -82,15 +82,18 @@ async fn an_operator_signs_in_reads_charts_and_invocations_and_replays_a_dead_le
         .to_str()
         .unwrap()
         .to_string();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, list) = cluster.get_as::<DeadLetterList>("/v1/dlq").await;
-        if list.dead_letters.iter().any(|d| d.id == dead_id) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no dead letter for {dead_id}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(15),
+        format_args!("a dead letter for {dead_id}"),
+        async || {
+            let (_, list) = cluster.get_as::<DeadLetterList>("/v1/dlq").await;
+            match list.dead_letters.iter().any(|d| d.id == dead_id) {
+                true => Ok(()),
+                false => Err(list),
+            }
+        },
+    )
+    .await;
     let created = cluster
         .http
         .post(format!("{}/v1/keys", cluster.url))
@@ -150,17 +153,19 @@ async fn an_operator_signs_in_reads_charts_and_invocations_and_replays_a_dead_le
         list.dead_letters.iter().all(|d| d.id != dead_id),
         "{list:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, page) = cluster
-            .get_json("/v1/invocations?function=panic&limit=10")
-            .await;
-        if page["items"].as_array().map_or(0, Vec::len) == 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no replayed invocation: {page}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(15),
+        "the replayed invocation",
+        async || {
+            let (_, page) = cluster
+                .get_json("/v1/invocations?function=panic&limit=10")
+                .await;
+            (page["items"].as_array().map_or(0, Vec::len) == 2)
+                .then_some(())
+                .ok_or(page)
+        },
+    )
+    .await;
     let (_, original) = cluster
         .get_as::<Invocation>(&format!("/v1/invocations/{dead_id}"))
         .await;

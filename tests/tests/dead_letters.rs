@@ -5,7 +5,7 @@ use squall_api::invocations::Accepted;
 use squall_api::operations::{DeadLetter, DeadLetterList, ReplayedAll};
 use squall_api::status::{ErrorKind, InvocationStatus};
 use squall_api::ErrorBody;
-use squall_tests::{built, Cluster, ClusterOptions};
+use squall_tests::{built, eventually, Cluster, ClusterOptions};
 use std::time::{Duration, Instant};
 
 async fn invoke_async(cluster: &Cluster, function: &str, body: &str) -> String {
@@ -36,16 +36,16 @@ async fn dlq_ids(cluster: &Cluster, function: &str) -> Vec<String> {
 /// Waits until the DLQ has a record for `id` (the worker or the mover writes it right after the
 /// terminal result).
 async fn wait_dead_letter(cluster: &Cluster, id: &str) -> DeadLetter {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = cluster.get_json(&format!("/v1/dlq/{id}")).await;
-        if status == 200 {
-            return serde_json::from_value(body.clone())
-                .unwrap_or_else(|e| panic!("dead letter {id} does not decode ({e}): {body}"));
-        }
-        assert!(Instant::now() < deadline, "no dead letter for {id}: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        format_args!("a dead letter for {id}"),
+        async || match cluster.get_json(&format!("/v1/dlq/{id}")).await {
+            (200, body) => Ok(serde_json::from_value(body.clone())
+                .unwrap_or_else(|e| panic!("dead letter {id} does not decode ({e}): {body}"))),
+            (_, body) => Err(body),
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,19 +117,22 @@ async fn retrying_shows_between_attempts_and_exhausted_retries_are_dead_lettered
         serde_json::json!({"max_attempts": 2, "backoff": {"initial_ms": 1500, "jitter": false}});
     cluster.deploy_example("panic", Some(spec)).await;
     let id = invoke_async(&cluster, "panic", "").await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, view) = cluster
-            .get_as::<squall_api::invocations::Invocation>(&format!("/v1/invocations/{id}"))
-            .await;
-        if view.status == InvocationStatus::Retrying {
-            assert_eq!(view.attempts, 1);
-            assert_eq!(view.error.as_ref().map(|e| e.kind), Some(ErrorKind::Panic));
-            break;
-        }
-        assert!(Instant::now() < deadline, "never saw retrying: {view:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let view = eventually(
+        Duration::from_secs(20),
+        "a retry to be waiting",
+        async || {
+            let (_, view) = cluster
+                .get_as::<squall_api::invocations::Invocation>(&format!("/v1/invocations/{id}"))
+                .await;
+            match view.status == InvocationStatus::Retrying {
+                true => Ok(view),
+                false => Err(view),
+            }
+        },
+    )
+    .await;
+    assert_eq!(view.attempts, 1);
+    assert_eq!(view.error.as_ref().map(|e| e.kind), Some(ErrorKind::Panic));
     let view = cluster.wait_terminal(&id, Duration::from_secs(20)).await;
     assert_eq!(view.status, InvocationStatus::DeadLettered);
     assert_eq!(view.attempts, 2);

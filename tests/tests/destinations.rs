@@ -9,7 +9,7 @@ use squall_api::invocations::{
     DeliveryOutcome, DestinationDeadLetterList, DestinationReplay, DestinationTarget,
 };
 use squall_api::queries::InvocationPage;
-use squall_tests::{Cluster, ClusterOptions};
+use squall_tests::{eventually, Cluster, ClusterOptions};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,19 +67,14 @@ impl Receiver {
 
     /// Waits until `path` got `n` POSTs, returning them.
     async fn wait_for(&self, path: &str, n: usize, timeout: Duration) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        eventually(timeout, format_args!("{n} POSTs to {path}"), async || {
             let got = self.at(path);
-            if got.len() >= n {
-                return got;
+            match got.len() >= n {
+                true => Ok(got),
+                false => Err(format!("{} POSTs", got.len())),
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{path} got {} of {n} POSTs",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 
@@ -155,15 +150,18 @@ async fn metrics(cluster: &Cluster) -> String {
 
 /// Polls an invocation until its view shows `n` destination outcomes.
 async fn outcomes(cluster: &Cluster, id: &str, n: usize) -> squall_api::invocations::Invocation {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let view = cluster.wait_terminal(id, Duration::from_secs(20)).await;
-        if view.destinations.len() >= n {
-            return view;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{view:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        format_args!("{n} destination outcomes of {id}"),
+        async || {
+            let view = cluster.wait_terminal(id, Duration::from_secs(20)).await;
+            match view.destinations.len() >= n {
+                true => Ok(view),
+                false => Err(view),
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

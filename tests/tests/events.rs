@@ -5,8 +5,8 @@ use squall_api::invocations::Invocation;
 use squall_api::operations::{Schedule, ScheduleList, Trigger, TriggerKind, TriggerList};
 use squall_api::queries::{InvocationPage, InvocationSummary};
 use squall_api::{ErrorBody, InvocationStatus};
-use squall_tests::{Cluster, ClusterOptions};
-use std::time::{Duration, Instant};
+use squall_tests::{eventually, Cluster, ClusterOptions};
+use std::time::Duration;
 
 async fn delete(cluster: &Cluster, path: &str) -> u16 {
     cluster
@@ -32,31 +32,29 @@ async fn invocations_of(cluster: &Cluster, function: &str) -> Vec<InvocationSumm
 
 /// Polls until `function` has `count` succeeded invocations; returns their full views.
 async fn wait_succeeded(cluster: &Cluster, function: &str, count: usize) -> Vec<Invocation> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let items = invocations_of(cluster, function).await;
-        let done: Vec<_> = items
-            .iter()
-            .filter(|i| i.status == InvocationStatus::Succeeded)
-            .collect();
-        if done.len() >= count {
-            let mut views = Vec::new();
-            for item in done {
-                let id = &item.invocation_id;
-                let (_, view) = cluster
-                    .get_as::<Invocation>(&format!("/v1/invocations/{id}"))
-                    .await;
-                views.push(view);
-            }
-            return views;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{function}: {} of {count} succeeded: {items:#?}",
-            done.len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let done = eventually(
+        Duration::from_secs(30),
+        format_args!("{count} succeeded invocations of {function}"),
+        async || {
+            let items = invocations_of(cluster, function).await;
+            let done: Vec<_> = items
+                .iter()
+                .filter(|i| i.status == InvocationStatus::Succeeded)
+                .cloned()
+                .collect();
+            (done.len() >= count).then_some(done).ok_or(items)
+        },
+    )
+    .await;
+    let mut views = Vec::new();
+    for item in done {
+        let id = &item.invocation_id;
+        let (_, view) = cluster
+            .get_as::<Invocation>(&format!("/v1/invocations/{id}"))
+            .await;
+        views.push(view);
     }
+    views
 }
 
 /// The echo function's output, which is free-form JSON of the function's own.

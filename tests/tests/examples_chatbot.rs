@@ -2,8 +2,8 @@
 //! answers only requests Slack signed recently, and keeps each user's conversation in state.
 
 use sha2::{Digest, Sha256};
-use squall_tests::Cluster;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use squall_tests::{eventually, Cluster};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 
@@ -63,20 +63,14 @@ async fn start() -> Cluster {
         .await;
     assert_eq!(status, 200, "{body}");
     let challenge = r#"{"token":"t","challenge":"ready","type":"url_verification"}"#;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), "the bot to be ready", async || {
         let response = post(&cluster, SIGNING_SECRET, now_s(), challenge).await;
-        if response.status() == 200 {
-            break;
+        match response.status() {
+            reqwest::StatusCode::OK => Ok(()),
+            status => Err((status, response.text().await.unwrap_or_default())),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the bot never became ready: {} {}",
-            response.status(),
-            response.text().await.unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     cluster
 }
 

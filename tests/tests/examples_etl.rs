@@ -5,7 +5,7 @@
 use squall_api::operations::Trigger;
 use squall_api::queries::InvocationPage;
 use squall_api::InvocationStatus;
-use squall_tests::{built, Cluster};
+use squall_tests::{built, eventually, Cluster};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -266,16 +266,18 @@ async fn ten_thousand_records_are_loaded_once_and_every_bad_row_is_reported_by_l
     let id = extracted["upload"].as_str().unwrap().to_string();
 
     // Wait until load has counted every line, one way or the other.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let done = loop {
-        let report = report(&cluster, &id).await;
-        let seen = report["records"].as_u64().unwrap() + report["rejected"].as_u64().unwrap();
-        if seen >= RECORDS as u64 {
-            break report;
-        }
-        assert!(Instant::now() < deadline, "only {seen} lines accounted for");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let done = eventually(
+        Duration::from_secs(90),
+        "every line to be accounted for",
+        async || {
+            let report = report(&cluster, &id).await;
+            let seen = report["records"].as_u64().unwrap() + report["rejected"].as_u64().unwrap();
+            (seen >= RECORDS as u64)
+                .then_some(report)
+                .ok_or(format!("only {seen} lines accounted for"))
+        },
+    )
+    .await;
     let elapsed = started.elapsed();
 
     // Every good record loaded exactly once, every bad one reported with its line and why.
@@ -358,15 +360,14 @@ async fn the_readme_sample_loads_four_orders_and_reports_four_bad_lines() {
         (Some(8), Some(1))
     );
     let id = extracted["upload"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let done = loop {
+    let done = eventually(Duration::from_secs(30), "the upload to load", async || {
         let report = report(&cluster, &id).await;
-        if report["records"].as_u64().unwrap() + report["rejected"].as_u64().unwrap() >= 8 {
-            break report;
+        match report["records"].as_u64().unwrap() + report["rejected"].as_u64().unwrap() >= 8 {
+            true => Ok(report),
+            false => Err(report),
         }
-        assert!(Instant::now() < deadline, "not loaded: {report}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     assert_eq!(done["records"], 4);
     assert_eq!(done["loaded_lines"], serde_json::json!([2, 3, 4, 10]));
     assert_eq!(

@@ -3,7 +3,7 @@
 //! match what was sent, exactly once, although a worker is killed mid-stream; iot-rollup's
 //! schedule summarises the fleet.
 
-use squall_tests::{built, free_port, Cluster, ClusterOptions};
+use squall_tests::{built, eventually, free_port, Cluster, ClusterOptions};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -235,11 +235,15 @@ async fn device_windows_match_what_was_sent_over_mqtt_across_a_worker_kill() {
         stats["count"].as_u64().unwrap_or(0)
     };
     let before = count().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while count().await < before + 2 {
-        assert!(Instant::now() < deadline, "the schedule did not fire");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "the schedule to fire twice",
+        async || {
+            let count = count().await;
+            (count >= before + 2).then_some(()).ok_or(count)
+        },
+    )
+    .await;
 
     // Throughput, for BENCHMARKS.md (printed, not asserted): a burst of later readings as fast
     // as the devices can send them, until iot-ingest has run once for each.
@@ -266,11 +270,17 @@ async fn device_windows_match_what_was_sent_over_mqtt_across_a_worker_kill() {
         "{}",
         String::from_utf8_lossy(&burst.stderr)
     );
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while ingested().await < before + DEVICES * 20 {
-        assert!(Instant::now() < deadline, "the burst was not ingested");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(120),
+        "the burst to be ingested",
+        async || {
+            let ingested = ingested().await;
+            (ingested >= before + DEVICES * 20)
+                .then_some(())
+                .ok_or(ingested)
+        },
+    )
+    .await;
     eprintln!(
         "iot: a burst of {} readings ingested at {:.0} messages/s (publish to the last result)",
         DEVICES * 20,

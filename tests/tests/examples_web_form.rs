@@ -1,9 +1,9 @@
 //! The `web-form` example end to end, driven like a browser: form posts, 303 redirects followed
 //! by a GET, and the session cookie kept between requests, against a real dispatcher and worker.
 
-use squall_tests::{built, Cluster};
+use squall_tests::{built, eventually, Cluster};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SESSION_SECRET: &str = "web-form-test-session-secret-0123";
 const PAGE: &str = "/function/web-form";
@@ -116,20 +116,14 @@ async fn start() -> Cluster {
         .await;
     assert_eq!(status, 200, "{body}");
     let mut browser = Browser::new(&cluster);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), "the page to come up", async || {
         let page = browser.get(PAGE).await;
-        if page.status == 200 {
-            break;
+        match page.status {
+            200 => Ok(()),
+            status => Err((status, page.body)),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the page never came up: {} {}",
-            page.status,
-            page.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     cluster
 }
 

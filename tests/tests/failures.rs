@@ -3,7 +3,7 @@
 use squall_api::invocations::Invocation;
 use squall_api::status::{ErrorKind, InvocationStatus};
 use squall_api::ErrorBody;
-use squall_tests::{compile_c, decode_response, Cluster};
+use squall_tests::{compile_c, decode_response, eventually, Cluster};
 use std::time::Duration;
 
 /// The attempts an error body reports.
@@ -125,17 +125,17 @@ async fn a_library_that_fails_to_load_gives_load_errors_and_others_keep_working(
     cluster
         .deploy("badinit", squall_tests::built().library("c-hello"), None)
         .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let response = cluster.invoke("badinit", "fixed").await;
-        if response.status() == 200 {
-            assert_eq!(response.text().await.unwrap(), "Hello from C, fixed!");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redeploy did not take effect"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let text = eventually(
+        Duration::from_secs(10),
+        "the redeploy to take effect",
+        async || {
+            let response = cluster.invoke("badinit", "fixed").await;
+            match response.status().as_u16() {
+                200 => Ok(response.text().await.unwrap()),
+                status => Err(status),
+            }
+        },
+    )
+    .await;
+    assert_eq!(text, "Hello from C, fixed!");
 }

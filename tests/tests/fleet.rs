@@ -4,7 +4,7 @@
 use squall_api::invocations::Invocation;
 use squall_api::operations::Fleet;
 use squall_api::InvocationStatus;
-use squall_tests::{Cluster, ClusterOptions, Process};
+use squall_tests::{eventually, Cluster, ClusterOptions, Process, Text};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -72,15 +72,15 @@ async fn a_backlog_scales_the_fleet_to_max_and_back_to_min_after_the_idle_time()
         .status()
         .unwrap()
         .success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while fleet.live_children().len() != 1 || fleet.children().contains(&victim) {
-        assert!(
-            Instant::now() < deadline,
-            "the killed worker was not replaced:\n{}",
-            fleet.output()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(15),
+        "the killed worker to be replaced",
+        async || match fleet.live_children().len() == 1 && !fleet.children().contains(&victim) {
+            true => Ok(()),
+            false => Err(Text(fleet.output())),
+        },
+    )
+    .await;
     let ids = cluster.submit_async("sleep", "1500", 9).await;
     let reaction = wait_workers(&[&fleet], 3, 3, Duration::from_secs(10)).await;
     eprintln!("scale-up 1 -> 3 took {reaction:?}");
@@ -97,15 +97,15 @@ async fn a_backlog_scales_the_fleet_to_max_and_back_to_min_after_the_idle_time()
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(fleet.live_children().len(), 1, "min is kept");
     // The killed worker's heartbeat counts until it is older than the heartbeat TTL (10 s).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, view) = cluster.get_as::<Fleet>("/v1/fleet").await;
-        if view.workers.len() == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "stale workers listed: {view:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "the killed worker to leave the fleet",
+        async || {
+            let (_, view) = cluster.get_as::<Fleet>("/v1/fleet").await;
+            (view.workers.len() == 1).then_some(()).ok_or(view)
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

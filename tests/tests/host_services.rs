@@ -5,7 +5,7 @@
 use squall_api::invocations::Invocation;
 use squall_api::queries::UsageReport;
 use squall_api::status::InvocationStatus;
-use squall_tests::{built, compile_c, workspace_root, Cluster, ClusterOptions};
+use squall_tests::{built, compile_c, eventually, workspace_root, Cluster, ClusterOptions};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -93,30 +93,27 @@ async fn every_host_call_answers_its_documented_code_through_the_real_worker() {
     assert_eq!(probe(&cluster, "probe", "otherctx k").await, "-4");
 
     // The state traffic is metered in usage.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, report) = cluster
-            .get_as::<UsageReport>("/v1/usage?group_by=function")
-            .await;
-        assert_eq!(status, 200);
-        let row = report
-            .groups
-            .iter()
-            .find(|g| g.function.as_deref() == Some("probe"));
-        let kv = row.map_or((0, 0), |r| (r.usage.kv_ops, r.usage.kv_bytes));
-        // Ten operations reached the store above (five gets, three puts and two deletes; not
-        // the refused ones); "hi", "hello" and "v" were written and read back.
-        if kv.0 >= 10 {
-            assert_eq!(kv, (10, 2 * (2 + 5 + 1)));
-            assert!(report.total.kv_ops >= kv.0);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "usage never showed the state traffic: {kv:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (kv, total_kv_ops) = eventually(
+        Duration::from_secs(10),
+        "usage to show the state traffic",
+        async || {
+            let (status, report) = cluster
+                .get_as::<UsageReport>("/v1/usage?group_by=function")
+                .await;
+            assert_eq!(status, 200);
+            let row = report
+                .groups
+                .iter()
+                .find(|g| g.function.as_deref() == Some("probe"));
+            let kv = row.map_or((0, 0), |r| (r.usage.kv_ops, r.usage.kv_bytes));
+            (kv.0 >= 10).then_some((kv, report.total.kv_ops)).ok_or(kv)
+        },
+    )
+    .await;
+    // Ten operations reached the store above (five gets, three puts and two deletes; not the
+    // refused ones); "hi", "hello" and "v" were written and read back.
+    assert_eq!(kv, (10, 2 * (2 + 5 + 1)));
+    assert!(total_kv_ops >= kv.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! Prometheus metrics of the dispatcher and the workers.
 
-use squall_tests::Cluster;
-use std::time::{Duration, Instant};
+use squall_tests::{eventually, Cluster, Text};
+use std::time::Duration;
 
 async fn scrape(cluster: &Cluster, url: &str) -> String {
     let response = cluster.http.get(url).send().await.expect("scrape");
@@ -54,15 +54,17 @@ async fn dispatcher_and_worker_metrics_count_invocations_by_function_and_status(
 
     // The worker counts after publishing the result; give it a moment to settle.
     let url = cluster.worker_metrics[0].clone();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let worker = loop {
+    let done = "squall_worker_invocations_total{function=\"hello\",status=\"succeeded\"}";
+    let worker = squall_tests::poll(Duration::from_secs(10), async || {
         let text = scrape(&cluster, &url).await;
-        let done = "squall_worker_invocations_total{function=\"hello\",status=\"succeeded\"}";
-        if sample(&text, done) == Some(3.0) || Instant::now() > deadline {
-            break text;
+        match sample(&text, done) == Some(3.0) {
+            true => Ok(text),
+            false => Err(Text(text)),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await
+    // The assertions below name what the last scrape lacked.
+    .unwrap_or_else(|last| last);
     let ok = "squall_worker_invocations_total{function=\"hello\",status=\"succeeded\"}";
     assert_eq!(sample(&worker, ok), Some(3.0), "{worker}");
     let failed = "squall_worker_invocations_total{function=\"fail\",status=\"failed\"}";
@@ -193,16 +195,15 @@ async fn scrape_until(
     within: Duration,
     ready: impl Fn(&Parsed) -> bool,
 ) -> (String, Parsed) {
-    let deadline = Instant::now() + within;
-    loop {
+    eventually(within, format_args!("metrics at {url}"), async || {
         let text = scrape(cluster, url).await;
         let parsed = Parsed::of(&text);
-        if ready(&parsed) {
-            return (text, parsed);
+        match ready(&parsed) {
+            true => Ok((text, parsed)),
+            false => Err(Text(text)),
         }
-        assert!(Instant::now() < deadline, "never ready:\n{text}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,10 +4,10 @@
 use serde::de::DeserializeOwned;
 use squall_api::queries::{FunctionStats, InvocationPage, UsageReport};
 use squall_api::{ErrorKind, InvocationStatus};
-use squall_tests::{built, workspace_root, Cluster};
+use squall_tests::{built, eventually, workspace_root, Cluster};
 use std::collections::HashSet;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Polls `path` until `done` accepts its decoded body.
 async fn poll<T: DeserializeOwned + std::fmt::Debug>(
@@ -15,19 +15,19 @@ async fn poll<T: DeserializeOwned + std::fmt::Debug>(
     path: &str,
     done: impl Fn(&T) -> bool,
 ) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = cluster.get_as::<T>(path).await;
-        assert_eq!(status, 200, "{path}: {body:?}");
-        if done(&body) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path} never matched; last: {body:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        format_args!("{path} to match"),
+        async || {
+            let (status, body) = cluster.get_as::<T>(path).await;
+            assert_eq!(status, 200, "{path}: {body:?}");
+            match done(&body) {
+                true => Ok(body),
+                false => Err(body),
+            }
+        },
+    )
+    .await
 }
 
 /// Every invocation id of the listing, page by page with `limit`.

