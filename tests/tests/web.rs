@@ -289,6 +289,6 @@ async fn web_routes_refuse_what_is_not_a_web_request_before_any_job() {
     assert_eq!(answer.error().code, "payload_too_large");
     let long = format!("/function/w/{}", "a".repeat(5000));
     assert_eq!(app.get(&long).await.status, StatusCode::URI_TOO_LONG);
-    let mut jobs = app.state.topology.jobs.clone();
+    let mut jobs = app.state.broker.topology.jobs.clone();
     assert_eq!(jobs.info().await.unwrap().state.messages, 0);
 }
