@@ -13,6 +13,6 @@ pub mod spec;
 pub mod status;
 pub mod versions;
 
-pub use error::{ErrorBody, ErrorDetail};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use spec::{Backoff, FunctionSpec, SpecError, WebAuth, WebSpec};
 pub use status::{ErrorKind, InvocationStatus};

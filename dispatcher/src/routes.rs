@@ -29,7 +29,7 @@ type Routes = OpenApiRouter<Arc<AppState>>;
         description = "Deploy natively compiled functions and invoke them through NATS JetStream. \
             Every error answers `{\"error\": {\"code\", \"message\"}}`."
     ),
-    components(schemas(squall_api::ErrorBody))
+    components(schemas(squall_api::ErrorBody, squall_api::ErrorDetail, squall_api::ErrorCode))
 )]
 struct Frame;
 
@@ -258,6 +258,28 @@ pub fn app(state: Arc<AppState>) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_document_lists_every_error_code() {
+        let doc = serde_json::to_value(document(false)).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let listed: Vec<&str> = schemas["ErrorCode"]["enum"]
+            .as_array()
+            .expect("ErrorCode is an enum schema")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let all: Vec<&str> = squall_api::ErrorCode::ALL
+            .iter()
+            .map(|c| c.as_str())
+            .collect();
+        assert_eq!(listed, all);
+        let code = &schemas["ErrorDetail"];
+        assert!(
+            code.to_string().contains("#/components/schemas/ErrorCode"),
+            "{code}"
+        );
+    }
 
     #[test]
     fn operation_ids_are_unique() {

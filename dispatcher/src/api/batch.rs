@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use squall_api::invocations::Binary;
 use squall_api::invocations::{BatchAccepted, QualifierParams};
 use squall_api::ErrorBody;
+use squall_api::ErrorCode;
 use squall_broker::headers as h;
 use squall_broker::names::jobs_subject;
 use squall_broker::time::now_ms;
@@ -57,19 +58,23 @@ impl From<BatchError> for ApiError {
     fn from(error: BatchError) -> ApiError {
         let message = error.to_string();
         match error {
-            BatchError::Empty => ApiError::bad_request("empty_batch", message),
-            BatchError::TooManyLines { limit } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_lines", message)
-                    .with("limit", limit)
-            }
+            BatchError::Empty => ApiError::bad_request(ErrorCode::EmptyBatch, message),
+            BatchError::TooManyLines { limit } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::TooManyLines,
+                message,
+            )
+            .with("limit", limit),
             BatchError::BlankLine { line } | BatchError::InvalidJson { line, .. } => {
-                ApiError::bad_request("invalid_line", message).with("line", line)
+                ApiError::bad_request(ErrorCode::InvalidLine, message).with("line", line)
             }
-            BatchError::LineTooLarge { line, limit, .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "line_too_large", message)
-                    .with("line", line)
-                    .with("limit", limit)
-            }
+            BatchError::LineTooLarge { line, limit, .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::LineTooLarge,
+                message,
+            )
+            .with("line", line)
+            .with("limit", limit),
         }
     }
 }
@@ -293,7 +298,7 @@ async fn claim_batch_key(
     if stored_digest != digest {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyReused,
             format!("Idempotency-Key {key:?} was used for a different batch of {function}; use a new key for new input"),
         ));
     }
@@ -528,7 +533,7 @@ mod tests {
         ];
         for (error, status, code) in cases {
             let api = ApiError::from(error);
-            assert_eq!((api.status.as_u16(), api.code), (status, code));
+            assert_eq!((api.status.as_u16(), api.code.as_str()), (status, code));
         }
     }
 

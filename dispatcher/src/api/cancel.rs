@@ -18,6 +18,7 @@ use axum::Json;
 use futures::StreamExt;
 use squall_api::invocations::{CancelBacklogParams, CancelledBacklog, Invocation};
 use squall_api::ErrorBody;
+use squall_api::ErrorCode;
 use squall_broker::InvocationStatus;
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ type Shared = State<Arc<AppState>>;
 fn already_ended(id: &str, status: InvocationStatus) -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
-        "already_finished",
+        ErrorCode::AlreadyFinished,
         format!(
             "invocation {id} already ended as {}; only a queued, retrying or running invocation can be cancelled",
             status.as_str()
@@ -59,7 +60,7 @@ pub async fn cancel_invocation(
     let target = match decide(accepted.as_ref(), latest.as_ref().map(|o| &o.meta)) {
         Decision::Unknown => {
             return Err(ApiError::not_found(
-                "invocation_not_found",
+                ErrorCode::InvocationNotFound,
                 format!("no invocation with id {}", &*id),
             ))
         }
@@ -93,13 +94,13 @@ pub async fn cancel_backlog(
         Some("queued") => {}
         Some(other) => {
             return Err(ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 format!("status must be queued (the jobs no worker has started), not {other:?}"),
             ))
         }
         None => {
             return Err(ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 "cancelling a backlog needs ?status=queued",
             ))
         }

@@ -10,6 +10,7 @@ use squall_api::invocations::{
     DestinationDeadLetter, DestinationDeadLetterList, DestinationReplay,
 };
 use squall_api::ErrorBody;
+use squall_api::ErrorCode;
 
 fn letter_view(letter: &DestinationLetter) -> DestinationDeadLetter {
     DestinationDeadLetter {
@@ -56,7 +57,7 @@ pub async fn replay(
     .await?;
     if letters.is_empty() {
         return Err(ApiError::not_found(
-            "destination_dead_letter_not_found",
+            ErrorCode::DestinationDeadLetterNotFound,
             format!("no destination dead letter for invocation {}", id.as_str()),
         ));
     }

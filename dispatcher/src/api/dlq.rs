@@ -18,6 +18,7 @@ use squall_api::operations::{
     ReplayedAll,
 };
 use squall_api::ErrorBody;
+use squall_api::ErrorCode;
 use squall_broker::dlq::DeadLetter;
 use squall_broker::time::now_ms;
 use squall_broker::{headers as h, InvocationStatus};
@@ -115,7 +116,7 @@ async fn find(state: &AppState, id: &str) -> Result<(u64, DeadLetter), ApiError>
     use async_nats::jetstream::stream::LastRawMessageErrorKind;
     let not_found = || {
         ApiError::not_found(
-            "dead_letter_not_found",
+            ErrorCode::DeadLetterNotFound,
             format!("no dead letter for invocation {id}"),
         )
     };
@@ -271,7 +272,10 @@ pub async fn replay_all(
     ApiQuery(params): ApiQuery<DlqParams>,
 ) -> Result<(StatusCode, Json<ReplayedAll>), ApiError> {
     let name = function_filter(params)?.ok_or_else(|| {
-        ApiError::bad_request("missing_function", "bulk replay needs ?function=<name>")
+        ApiError::bad_request(
+            ErrorCode::MissingFunction,
+            "bulk replay needs ?function=<name>",
+        )
     })?;
     state.registry.load(&name).await?;
     let letters = scan(&state, format!("dlq.{name}.*")).await?;

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use squall_api::functions::{DeployForm, Function, FunctionList};
 use squall_api::invocations::Binary;
 use squall_api::ErrorBody;
+use squall_api::ErrorCode;
 use squall_broker::names::{artifact_key, consumer_name};
 use squall_broker::time::now_ms;
 use squall_broker::{FunctionRecord, FunctionSpec};
@@ -55,7 +56,7 @@ async fn deploy_parts(state: &Arc<AppState>, request: Request) -> Result<DeployP
     }
     let mut multipart = Multipart::from_request(request, state)
         .await
-        .map_err(|e| ApiError::bad_request("bad_multipart", e.body_text()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::BadMultipart, e.body_text()))?;
     let mut artifact = None;
     let mut config = None;
     loop {
@@ -63,20 +64,30 @@ async fn deploy_parts(state: &Arc<AppState>, request: Request) -> Result<DeployP
             Ok(Some(field)) => field,
             Ok(None) => break,
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
-            Err(e) => return Err(ApiError::bad_request("bad_multipart", e.body_text())),
+            Err(e) => {
+                return Err(ApiError::bad_request(
+                    ErrorCode::BadMultipart,
+                    e.body_text(),
+                ))
+            }
         };
         let name = field.name().unwrap_or_default().to_string();
         let data = match field.bytes().await {
             Ok(data) => data,
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
-            Err(e) => return Err(ApiError::bad_request("bad_multipart", e.body_text())),
+            Err(e) => {
+                return Err(ApiError::bad_request(
+                    ErrorCode::BadMultipart,
+                    e.body_text(),
+                ))
+            }
         };
         match name.as_str() {
             "artifact" => artifact = Some(data),
             "config" => config = Some(data),
             other => {
                 return Err(ApiError::bad_request(
-                    "bad_multipart",
+                    ErrorCode::BadMultipart,
                     format!(
                     "unexpected part {other:?}; expected \"artifact\" and optionally \"config\""
                 ),
@@ -86,7 +97,7 @@ async fn deploy_parts(state: &Arc<AppState>, request: Request) -> Result<DeployP
     }
     let artifact = artifact.ok_or_else(|| {
         ApiError::bad_request(
-            "bad_multipart",
+            ErrorCode::BadMultipart,
             "the multipart body has no \"artifact\" part",
         )
     })?;
@@ -120,14 +131,14 @@ pub async fn deploy(
         Some(bytes) => FunctionSpec::from_json(bytes).map_err(|e| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_spec",
+                ErrorCode::InvalidSpec,
                 e.to_string(),
             )
         })?,
     };
     crate::events::destinations::check_subjects(&spec)?;
     validate_artifact(&parts.artifact)
-        .map_err(|e| ApiError::bad_request("invalid_artifact", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidArtifact, e.to_string()))?;
     let sha = hex::encode(Sha256::digest(&parts.artifact));
     let key = artifact_key(&sha);
     let store = &state.broker.topology.artifacts;
@@ -229,7 +240,7 @@ async fn write_deploy(
     }
     Err(ApiError::new(
         StatusCode::CONFLICT,
-        "concurrent_change",
+        ErrorCode::ConcurrentChange,
         format!("{name} changed too often while being deployed; try again"),
     ))
 }

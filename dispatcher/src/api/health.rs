@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use squall_api::invocations::Health;
 use squall_api::ErrorBody;
+use squall_api::ErrorCode;
 use std::sync::Arc;
 
 type Shared = State<Arc<AppState>>;
@@ -32,7 +33,7 @@ pub async fn readyz(State(state): Shared) -> Result<Json<Health>, ApiError> {
         })),
         other => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
+            ErrorCode::NotReady,
             format!("NATS connection is {other}"),
         )),
     }
@@ -68,6 +69,9 @@ pub async fn not_found(State(state): Shared, request: Request) -> Response {
     {
         return refused.into_response();
     }
-    ApiError::not_found("route_not_found", "no such route; see GET /v1/openapi.json")
-        .into_response()
+    ApiError::not_found(
+        ErrorCode::RouteNotFound,
+        "no such route; see GET /v1/openapi.json",
+    )
+    .into_response()
 }

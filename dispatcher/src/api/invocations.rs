@@ -28,6 +28,7 @@ use squall_api::invocations::{
     InvokeParams, StructuredCloudEvent,
 };
 use squall_api::ErrorBody;
+use squall_api::ErrorCode;
 use squall_broker::time::now_ms;
 use squall_broker::{headers as h, FunctionRecord, InvocationStatus};
 use std::sync::Arc;
@@ -41,7 +42,7 @@ fn parse_flag(value: Option<&str>, key: &str) -> Result<bool, ApiError> {
         None | Some("false") | Some("0") => Ok(false),
         Some("") | Some("true") | Some("1") => Ok(true),
         Some(other) => Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!("{key}={other:?} is not a boolean; use true or false"),
         )),
     }
@@ -144,7 +145,7 @@ async fn invoke_traced(
             }
             _ => {
                 return Err(ApiError::bad_request(
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     format!("wait={text:?} is not a number of seconds"),
                 ))
             }
@@ -246,7 +247,7 @@ async fn invoke_traced(
 
 /// The 400 of an event that is not a valid CloudEvent, naming the attribute.
 fn invalid_event(e: cloudevents::CloudEventError) -> ApiError {
-    ApiError::bad_request("invalid_cloudevent", e.message).with("attribute", e.attribute)
+    ApiError::bad_request(ErrorCode::InvalidCloudevent, e.message).with("attribute", e.attribute)
 }
 
 /// The `X-Callback-Url` of a call: an `http://` or `https://` URL, or a 400.
@@ -259,11 +260,11 @@ fn callback_url(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match squall_api::spec::check_destination(url) {
         Ok(()) if is_url => Ok(Some(url.to_string())),
         Ok(()) => Err(ApiError::bad_request(
-            "invalid_callback_url",
+            ErrorCode::InvalidCallbackUrl,
             format!("X-Callback-Url {url:?} is not an http:// or https:// URL"),
         )),
         Err(message) => Err(ApiError::bad_request(
-            "invalid_callback_url",
+            ErrorCode::InvalidCallbackUrl,
             format!("X-Callback-Url {message}"),
         )),
     }
@@ -362,9 +363,13 @@ fn render(outcome: Outcome) -> Response {
         }
         Some(kind) => {
             let (status, code) = match meta.status {
-                InvocationStatus::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "function_timed_out"),
-                InvocationStatus::Cancelled => (StatusCode::CONFLICT, "invocation_cancelled"),
-                _ => (StatusCode::INTERNAL_SERVER_ERROR, "function_failed"),
+                InvocationStatus::TimedOut => {
+                    (StatusCode::GATEWAY_TIMEOUT, ErrorCode::FunctionTimedOut)
+                }
+                InvocationStatus::Cancelled => {
+                    (StatusCode::CONFLICT, ErrorCode::InvocationCancelled)
+                }
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::FunctionFailed),
             };
             ApiError::new(
                 status,
@@ -404,7 +409,7 @@ async fn find_invocation(
     }
     accepted.map(Err).ok_or_else(|| {
         ApiError::not_found(
-            "invocation_not_found",
+            ErrorCode::InvocationNotFound,
             format!("no invocation with id {id}"),
         )
     })
@@ -484,7 +489,7 @@ pub async fn get_output(State(state): Shared, id: InvocationId) -> Result<Respon
         }
         Ok(outcome) if outcome.meta.status.is_terminal() => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "no_output",
+            ErrorCode::NoOutput,
             format!(
                 "invocation {id} ended as {} and has no output",
                 outcome.meta.status.as_str()
@@ -498,7 +503,7 @@ pub async fn get_output(State(state): Shared, id: InvocationId) -> Result<Respon
 fn not_finished(id: &str, status: InvocationStatus) -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
-        "not_finished",
+        ErrorCode::NotFinished,
         format!(
             "invocation {id} is {}; it has no output yet",
             status.as_str()

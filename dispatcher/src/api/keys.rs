@@ -13,6 +13,7 @@ use futures::StreamExt as _;
 pub use squall_api::operations::Scope;
 use squall_api::operations::{CreatedKey, KeyInfo, KeyList, NewKey, WhoAmI};
 use squall_api::ErrorBody;
+use squall_api::ErrorCode;
 use squall_broker::time::now_ms;
 use std::sync::Arc;
 
@@ -42,13 +43,13 @@ pub async fn create(
     Name::<OfKey>::parse(body.name.clone())?;
     if body.name == ADMIN_KEY_NAME {
         return Err(ApiError::bad_request(
-            "invalid_name",
+            ErrorCode::InvalidName,
             "the name admin is the admin key's access key id in AWS Signature V4; choose another",
         ));
     }
     if body.scopes.is_empty() {
         return Err(ApiError::bad_request(
-            "invalid_scope",
+            ErrorCode::InvalidScope,
             "give at least one scope: admin, invoke or read",
         ));
     }
@@ -56,7 +57,7 @@ pub async fn create(
     for scope in &body.scopes {
         let parsed = Scope::parse(scope).ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_scope",
+                ErrorCode::InvalidScope,
                 format!("unknown scope {scope:?}; the scopes are admin, invoke and read"),
             )
         })?;
@@ -78,7 +79,7 @@ pub async fn create(
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "key_exists",
+                ErrorCode::KeyExists,
                 format!("a key named {:?} exists; delete it first", body.name),
             ))
         }
@@ -138,7 +139,7 @@ pub async fn delete(
         Ok(Some(_)) => {}
         Ok(None) => {
             return Err(ApiError::not_found(
-                "key_not_found",
+                ErrorCode::KeyNotFound,
                 format!("no key named {name:?}"),
             ))
         }

@@ -13,6 +13,7 @@ use squall_api::queries::{
     DEFAULT_LIMIT, DEFAULT_STATS_WINDOW_SECS, MAX_LIMIT, MAX_STATS_WINDOW_SECS,
 };
 use squall_api::ErrorBody;
+use squall_api::ErrorCode;
 use squall_broker::time::now_ms;
 use squall_broker::InvocationStatus;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ fn parse_time(name: &str, value: &str) -> Result<u64, ApiError> {
         .and_then(|t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
         .ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_time",
+                ErrorCode::InvalidTime,
                 format!("{name}={value:?} is neither an RFC 3339 time nor Unix milliseconds"),
             )
         })
@@ -49,7 +50,7 @@ fn window(
     let until = time_bound(until, "until")?.unwrap_or(u64::MAX);
     if since >= until {
         return Err(ApiError::bad_request(
-            "invalid_time",
+            ErrorCode::InvalidTime,
             "since must be before until",
         ));
     }
@@ -89,7 +90,7 @@ pub async fn list(
     let status = match query.status.as_deref() {
         Some(s) => Some(InvocationStatus::parse(s).ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_status",
+                ErrorCode::InvalidStatus,
                 format!("status={s:?} is not one of retrying, succeeded, failed, timed_out, dead_lettered"),
             )
         })?),
@@ -104,7 +105,7 @@ pub async fn list(
             .filter(|l| (1..=MAX_LIMIT).contains(l))
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_limit",
+                    ErrorCode::InvalidLimit,
                     format!("limit={l:?} must be a number from 1 to {MAX_LIMIT}"),
                 )
             })?,
@@ -113,7 +114,7 @@ pub async fn list(
         None => None,
         Some(c) => Some(store::decode_cursor(c).ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_cursor",
+                ErrorCode::InvalidCursor,
                 "cursor must be a next_cursor value from an earlier page",
             )
         })?),
@@ -152,7 +153,7 @@ pub async fn stats(
         None => now.saturating_sub(DEFAULT_STATS_WINDOW_SECS * 1000),
         Some(_) if query.since.is_some() => {
             return Err(ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 "give either window or since, not both",
             ))
         }
@@ -163,7 +164,7 @@ pub async fn stats(
                 .filter(|s| (1..=MAX_STATS_WINDOW_SECS).contains(s))
                 .ok_or_else(|| {
                     ApiError::bad_request(
-                        "invalid_window",
+                        ErrorCode::InvalidWindow,
                         format!("window={w:?} must be a number of seconds from 1 to {MAX_STATS_WINDOW_SECS}"),
                     )
                 })?;
@@ -199,7 +200,7 @@ pub async fn usage(
         Some("hour") => true,
         Some(other) => {
             return Err(ApiError::bad_request(
-                "invalid_group_by",
+                ErrorCode::InvalidGroupBy,
                 format!("group_by={other:?} must be function or hour"),
             ))
         }
@@ -222,7 +223,7 @@ mod tests {
         assert_eq!(parse_time("since", "1500").unwrap(), 1500);
         assert_eq!(parse_time("since", "1970-01-01T00:00:01.5Z").unwrap(), 1500);
         let e = parse_time("since", "yesterday").unwrap_err();
-        assert_eq!(e.code, "invalid_time");
+        assert_eq!(e.code, ErrorCode::InvalidTime);
         assert!(e.message.contains("yesterday"));
     }
 }

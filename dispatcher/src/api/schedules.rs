@@ -13,6 +13,7 @@ use axum::Json;
 use futures::StreamExt;
 use squall_api::operations::{Schedule, ScheduleList, ScheduleRequest};
 use squall_api::ErrorBody;
+use squall_api::ErrorCode;
 use squall_broker::headers as h;
 use squall_broker::names::{schedule_subject, tick_subject};
 use squall_broker::time::now_ms;
@@ -42,8 +43,10 @@ fn schedule_view(name: &str, function: &str, spec: &CronSpec, payload: &[u8]) ->
 
 fn cron_error(e: CronError) -> ApiError {
     match e {
-        CronError::Expression { .. } => ApiError::bad_request("invalid_cron", e.to_string()),
-        CronError::TimeZone(_) => ApiError::bad_request("invalid_timezone", e.to_string()),
+        CronError::Expression { .. } => {
+            ApiError::bad_request(ErrorCode::InvalidCron, e.to_string())
+        }
+        CronError::TimeZone(_) => ApiError::bad_request(ErrorCode::InvalidTimezone, e.to_string()),
     }
 }
 
@@ -132,7 +135,7 @@ pub async fn put(
             .await
             .map_err(|e| {
                 ApiError::bad_request(
-                    "invalid_cron",
+                    ErrorCode::InvalidCron,
                     format!("the broker refused the schedule {:?}: {e}", spec.expression),
                 )
             })?;
@@ -158,7 +161,10 @@ pub async fn get(State(state): Shared, name: Name<OfSchedule>) -> Result<Json<Sc
 }
 
 fn not_found(name: &str) -> ApiError {
-    ApiError::not_found("schedule_not_found", format!("no schedule named {name:?}"))
+    ApiError::not_found(
+        ErrorCode::ScheduleNotFound,
+        format!("no schedule named {name:?}"),
+    )
 }
 
 /// List schedules.

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use squall_api::functions::{SecretValues, Secrets};
 use squall_api::ErrorBody;
+use squall_api::ErrorCode;
 use squall_broker::FunctionRecord;
 use std::sync::Arc;
 
@@ -33,7 +34,7 @@ fn view(record: &FunctionRecord) -> Json<Secrets> {
 
 /// Checks a secrets body: at most `MAX_SECRETS` values, plain names, bounded values.
 fn checked(map: SecretValues) -> Result<SecretValues, ApiError> {
-    let invalid = |m: String| ApiError::bad_request("invalid_secrets", m);
+    let invalid = |m: String| ApiError::bad_request(ErrorCode::InvalidSecrets, m);
     if map.len() > MAX_SECRETS {
         return Err(invalid(format!(
             "{} secrets; the limit is {MAX_SECRETS}",
@@ -148,7 +149,7 @@ mod tests {
             values(&[("", "x")]),
             values(&[("A", &long)]),
         ] {
-            assert_eq!(checked(bad).unwrap_err().code, "invalid_secrets");
+            assert_eq!(checked(bad).unwrap_err().code, ErrorCode::InvalidSecrets);
         }
     }
 

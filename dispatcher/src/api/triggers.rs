@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use squall_api::operations::{Trigger, TriggerKind, TriggerList, TriggerRequest};
 use squall_api::ErrorBody;
+use squall_api::ErrorCode;
 use squall_broker::events::{
     subjects_overlap, validate_subject_pattern, TriggerRecord, TriggerSource,
 };
@@ -49,7 +50,7 @@ fn trigger_view(record: &TriggerRecord) -> Trigger {
 fn validate_key_pattern(key: &str) -> Result<(), ApiError> {
     let bad = || {
         ApiError::bad_request(
-            "invalid_trigger",
+            ErrorCode::InvalidTrigger,
             format!("key pattern {key:?} must be dot-separated tokens, with '*' for one token and '>' for the rest"),
         )
     };
@@ -82,7 +83,7 @@ pub async fn put(
     let source = match (body.subject, body.bucket, body.key) {
         (Some(subject), None, None) => {
             validate_subject_pattern(&subject)
-                .map_err(|e| ApiError::bad_request("invalid_subject", e.to_string()))?;
+                .map_err(|e| ApiError::bad_request(ErrorCode::InvalidSubject, e.to_string()))?;
             TriggerSource::Subject { subject }
         }
         (None, Some(bucket), key) => {
@@ -92,7 +93,7 @@ pub async fn put(
         }
         _ => {
             return Err(ApiError::bad_request(
-                "invalid_trigger",
+                ErrorCode::InvalidTrigger,
                 "give either subject, or bucket (and optionally key), not both",
             ))
         }
@@ -127,7 +128,7 @@ pub async fn put(
         if overlap {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "trigger_overlap",
+                ErrorCode::TriggerOverlap,
                 format!(
                     "trigger {name:?} would overlap trigger {:?} ({}); an event must belong to one trigger",
                     other.name,
@@ -173,7 +174,10 @@ pub async fn get(State(state): Shared, name: Name<OfTrigger>) -> Result<Json<Tri
 }
 
 fn not_found(name: &str) -> ApiError {
-    ApiError::not_found("trigger_not_found", format!("no trigger named {name:?}"))
+    ApiError::not_found(
+        ErrorCode::TriggerNotFound,
+        format!("no trigger named {name:?}"),
+    )
 }
 
 /// List triggers.

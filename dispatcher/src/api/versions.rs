@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use squall_api::versions::{valid_alias_name, Alias, AliasBody, AliasList, VersionList};
 use squall_api::ErrorBody;
+use squall_api::ErrorCode;
 use squall_broker::time::now_ms;
 use squall_broker::versions::{AliasTarget, VersionError};
 use std::sync::Arc;
@@ -26,7 +27,7 @@ fn checked_alias(name: String) -> Result<String, ApiError> {
         Ok(name)
     } else {
         Err(ApiError::bad_request(
-            "invalid_name",
+            ErrorCode::InvalidName,
             format!("alias name {name:?} must be 1 to 64 ASCII letters, digits, '-' or '_', not only digits"),
         ))
     }
@@ -66,7 +67,7 @@ pub async fn delete_version(
     let name = FunctionName::parse(name)?;
     let number: u32 = version.parse().map_err(|_| {
         ApiError::bad_request(
-            "invalid_version",
+            ErrorCode::InvalidVersion,
             format!("{version:?} is not a version number"),
         )
     })?;
@@ -125,7 +126,7 @@ pub async fn put_alias(
         let number: u32 = version.parse().map_err(|_| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_weights",
+                ErrorCode::InvalidWeights,
                 format!("weights key {version:?} is not a version number"),
             )
         })?;

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 use base64::Engine as _;
 use squall_api::invocations::Binary;
+use squall_api::ErrorCode;
 use squall_api::{ErrorBody, WebAuth};
 use squall_broker::headers as h;
 use squall_broker::time::now_ms;
@@ -265,7 +266,7 @@ fn query_map(uri: &Uri) -> BTreeMap<String, String> {
 }
 
 /// A generic error of a web function's answer: no detail, and the invocation id in its header.
-fn generic(status: StatusCode, code: &'static str, message: &str, id: &str) -> Response {
+fn generic(status: StatusCode, code: ErrorCode, message: &str, id: &str) -> Response {
     let mut response = ApiError::new(status, code, message).into_response();
     if let Ok(value) = HeaderValue::from_str(id) {
         response.headers_mut().insert(h::INVOCATION_ID, value);
@@ -365,7 +366,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     let (name, record) = record?;
     let Some(web) = web else {
         return Err(ApiError::not_found(
-            "not_a_web_function",
+            ErrorCode::NotAWebFunction,
             format!(
                 "function {:?} is not a web function; deploy it with \"web\" in its spec",
                 name.as_str()
@@ -381,7 +382,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         if let Err(wait) = state.web_limits.take(address, &name, rate, Instant::now()) {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 format!("more than {rate} requests per second to this function from one address"),
             )
             .retry_after(wait.as_secs_f64().ceil().max(1.0) as u64));
@@ -392,7 +393,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     if path.len() + raw_query.len() > MAX_URI_BYTES {
         return Err(ApiError::new(
             StatusCode::URI_TOO_LONG,
-            "uri_too_long",
+            ErrorCode::UriTooLong,
             format!("the path and query are longer than {MAX_URI_BYTES} bytes"),
         ));
     }
@@ -437,7 +438,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         Outcome::Pending { .. } => {
             return Ok(generic(
                 StatusCode::GATEWAY_TIMEOUT,
-                "function_unanswered",
+                ErrorCode::FunctionUnanswered,
                 "the function did not answer in time",
                 &id,
             ))
@@ -445,7 +446,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         Outcome::Failed(_) | Outcome::Cancelled(_) => {
             return Ok(generic(
                 StatusCode::BAD_GATEWAY,
-                "function_failed",
+                ErrorCode::FunctionFailed,
                 "the function failed",
                 &id,
             ))
@@ -457,7 +458,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
             tracing::info!(message = "a web function's answer is not a valid response", function = %name, invocation_id = %id, %error);
             return Ok(generic(
                 StatusCode::BAD_GATEWAY,
-                "invalid_response",
+                ErrorCode::InvalidResponse,
                 "the function's answer is not a valid response",
                 &id,
             ));

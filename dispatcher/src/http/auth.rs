@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use squall_api::ErrorCode;
 use std::sync::Arc;
 
 pub use squall_api::operations::Scope;
@@ -51,7 +52,7 @@ impl IntoResponse for Refusal {
             Refusal::NoKey => {
                 let mut response = ApiError::new(
                     StatusCode::UNAUTHORIZED,
-                    "unauthorized",
+                    ErrorCode::Unauthorized,
                     "this route needs an API key: send Authorization: Bearer <key>",
                 )
                 .into_response();
@@ -63,7 +64,7 @@ impl IntoResponse for Refusal {
             }
             Refusal::MissingScope(scope) => ApiError::new(
                 StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 format!(
                     "this key lacks the {} scope this route needs",
                     scope.as_str()

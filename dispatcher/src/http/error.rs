@@ -3,13 +3,13 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use squall_api::{ErrorBody, ErrorDetail};
+use squall_api::{ErrorBody, ErrorCode, ErrorDetail};
 
 /// An error answer of the HTTP API.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// Extra fields merged into the `error` object (e.g. `kind`, `invocation_id`).
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -19,7 +19,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with no extra fields.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -39,16 +39,20 @@ impl ApiError {
         self
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            message,
+        )
     }
 
     /// The broker could not be reached or refused the operation.
@@ -60,7 +64,7 @@ impl ApiError {
     pub fn broker_message(message: String) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "broker_unavailable",
+            ErrorCode::BrokerUnavailable,
             message,
         )
     }
@@ -73,7 +77,7 @@ impl ApiError {
         match &error {
             PublishError::Full(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "queue_full",
+                ErrorCode::QueueFull,
                 format!("{context}: {error}; it frees up as workers take jobs"),
             )
             .retry_after(retry_after),
@@ -88,11 +92,11 @@ impl ApiError {
     /// operator must act on; the broker's (`broker_unavailable`, `queue_full`) a WARN.
     pub fn log(&self) {
         match self.code {
-            "internal" => {
+            ErrorCode::Internal => {
                 tracing::error!(message = "internal error", status = self.status.as_u16(), error = %self.message)
             }
-            "broker_unavailable" | "queue_full" => {
-                tracing::warn!(message = "broker operation failed", code = self.code, error = %self.message)
+            ErrorCode::BrokerUnavailable | ErrorCode::QueueFull => {
+                tracing::warn!(message = "broker operation failed", code = self.code.as_str(), error = %self.message)
             }
             _ => {}
         }
@@ -111,7 +115,11 @@ impl ApiError {
 
     /// A `500 internal` whose message says what failed.
     pub fn internal_message(message: String) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            message,
+        )
     }
 }
 
@@ -121,7 +129,7 @@ impl IntoResponse for ApiError {
         self.log();
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code.to_string(),
+                code: self.code.as_str().to_string(),
                 message: self.message,
                 extra: self.extra,
             },
@@ -140,8 +148,8 @@ impl From<crate::core::names::NameError> for ApiError {
     fn from(error: crate::core::names::NameError) -> Self {
         use crate::core::names::NameError;
         let code = match error {
-            NameError::Name(_) => "invalid_name",
-            NameError::InvocationId(_) => "invalid_invocation_id",
+            NameError::Name(_) => ErrorCode::InvalidName,
+            NameError::InvocationId(_) => ErrorCode::InvalidInvocationId,
         };
         ApiError::bad_request(code, error.to_string())
     }
@@ -152,7 +160,7 @@ impl From<crate::core::registry::RegistryError> for ApiError {
         use crate::core::registry::RegistryError;
         match error {
             RegistryError::NotDeployed(_) => {
-                ApiError::not_found("function_not_found", error.to_string())
+                ApiError::not_found(ErrorCode::FunctionNotFound, error.to_string())
             }
             RegistryError::Broker(_) => ApiError::broker_message(error.to_string()),
             RegistryError::Corrupt { .. } => ApiError::internal_message(error.to_string()),
@@ -165,16 +173,22 @@ impl From<crate::core::versions::Refused> for ApiError {
         use squall_broker::versions::VersionError;
         let message = refused.to_string();
         match refused.error {
-            VersionError::NoSuchVersion(_) => ApiError::not_found("version_not_found", message),
-            VersionError::NoSuchAlias(_) => ApiError::not_found("alias_not_found", message),
-            VersionError::BadQualifier(_) => ApiError::bad_request("invalid_qualifier", message),
-            VersionError::BadWeight(_) | VersionError::WeightsOver => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_weights", message)
+            VersionError::NoSuchVersion(_) => {
+                ApiError::not_found(ErrorCode::VersionNotFound, message)
             }
+            VersionError::NoSuchAlias(_) => ApiError::not_found(ErrorCode::AliasNotFound, message),
+            VersionError::BadQualifier(_) => {
+                ApiError::bad_request(ErrorCode::InvalidQualifier, message)
+            }
+            VersionError::BadWeight(_) | VersionError::WeightsOver => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidWeights,
+                message,
+            ),
             VersionError::Aliased { .. }
             | VersionError::Latest(_)
             | VersionError::NoPrevious(_) => {
-                ApiError::new(StatusCode::CONFLICT, "version_in_use", message)
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::VersionInUse, message)
             }
         }
     }
@@ -186,7 +200,7 @@ impl From<crate::core::versions::QualifierError> for ApiError {
         match error {
             QualifierError::Name(name) => name.into(),
             QualifierError::Disagree { .. } => {
-                ApiError::bad_request("invalid_qualifier", error.to_string())
+                ApiError::bad_request(ErrorCode::InvalidQualifier, error.to_string())
             }
         }
     }
@@ -197,9 +211,11 @@ impl From<crate::core::versions::ModifyError> for ApiError {
         use crate::core::versions::ModifyError;
         match error {
             ModifyError::Registry(error) => error.into(),
-            ModifyError::Contended(_) => {
-                ApiError::new(StatusCode::CONFLICT, "concurrent_change", error.to_string())
-            }
+            ModifyError::Contended(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::ConcurrentChange,
+                error.to_string(),
+            ),
         }
     }
 }
@@ -209,7 +225,7 @@ impl From<crate::core::submit::SubmitError> for ApiError {
         use crate::core::submit::SubmitError;
         match error {
             SubmitError::InvalidIdempotencyKey => {
-                ApiError::bad_request("invalid_idempotency_key", error.to_string())
+                ApiError::bad_request(ErrorCode::InvalidIdempotencyKey, error.to_string())
             }
             SubmitError::Broker { .. } => ApiError::broker_message(error.to_string()),
             SubmitError::Publish(error) => {
@@ -252,7 +268,7 @@ impl From<crate::index::service::AskError> for ApiError {
         match error {
             AskError::Unavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "index_unavailable",
+                ErrorCode::IndexUnavailable,
                 error.to_string(),
             ),
             AskError::Failed(_) => ApiError::internal_message(error.to_string()),
@@ -266,10 +282,14 @@ impl From<crate::events::triggers::TriggerError> for ApiError {
         match error {
             TriggerError::Broker(error) => error.into(),
             TriggerError::Corrupt(_) => ApiError::internal_message(error.to_string()),
-            TriggerError::NoBucket(_) => ApiError::not_found("bucket_not_found", error.to_string()),
-            TriggerError::SubjectInUse(_) => {
-                ApiError::new(StatusCode::CONFLICT, "subject_in_use", error.to_string())
+            TriggerError::NoBucket(_) => {
+                ApiError::not_found(ErrorCode::BucketNotFound, error.to_string())
             }
+            TriggerError::SubjectInUse(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::SubjectInUse,
+                error.to_string(),
+            ),
         }
     }
 }
@@ -279,9 +299,11 @@ impl From<crate::events::destinations::DestinationError> for ApiError {
         use crate::events::destinations::DestinationError;
         match error {
             DestinationError::Broker(error) => error.into(),
-            DestinationError::InvalidSpec(message) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec", message)
-            }
+            DestinationError::InvalidSpec(message) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidSpec,
+                message,
+            ),
             DestinationError::Publish(error) => {
                 ApiError::publish("cannot keep the destination dead letter", error)
             }

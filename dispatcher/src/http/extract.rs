@@ -8,6 +8,7 @@ use crate::http::error::ApiError;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use squall_api::ErrorCode;
 
 /// The largest JSON body of the API's small documents (keys, schedules, triggers, secrets),
 /// on top of the invocation payload limit a schedule's payload may reach.
@@ -23,7 +24,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         match Query::<T>::try_from_uri(&parts.uri) {
             Ok(Query(value)) => Ok(ApiQuery(value)),
             Err(rejection) => Err(ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 rejection
                     .body_text()
                     .replace("Failed to deserialize query string: ", "invalid query: "),
@@ -34,33 +35,33 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 
 /// A request body type: the error code and expected shape its parse errors name.
 pub trait JsonBody: DeserializeOwned {
-    const INVALID: &'static str;
+    const INVALID: ErrorCode;
     const SHAPE: &'static str;
 }
 
 impl JsonBody for squall_api::operations::ScheduleRequest {
-    const INVALID: &'static str = "invalid_schedule";
+    const INVALID: ErrorCode = ErrorCode::InvalidSchedule;
     const SHAPE: &'static str = "schedule body must be JSON {function, cron, timezone?, payload?}";
 }
 
 impl JsonBody for squall_api::operations::TriggerRequest {
-    const INVALID: &'static str = "invalid_trigger";
+    const INVALID: ErrorCode = ErrorCode::InvalidTrigger;
     const SHAPE: &'static str =
         "trigger body must be JSON {function, subject} or {function, bucket, key}";
 }
 
 impl JsonBody for squall_api::operations::NewKey {
-    const INVALID: &'static str = "invalid_key";
+    const INVALID: ErrorCode = ErrorCode::InvalidKey;
     const SHAPE: &'static str = "key body must be JSON {name, scopes}";
 }
 
 impl JsonBody for squall_api::versions::AliasBody {
-    const INVALID: &'static str = "invalid_alias";
+    const INVALID: ErrorCode = ErrorCode::InvalidAlias;
     const SHAPE: &'static str = "alias body must be JSON {version, weights?: {\"4\": 0.1}}";
 }
 
 impl JsonBody for squall_api::functions::SecretValues {
-    const INVALID: &'static str = "invalid_secrets";
+    const INVALID: ErrorCode = ErrorCode::InvalidSecrets;
     const SHAPE: &'static str = "secrets must be a JSON object of name → string";
 }
 
@@ -99,7 +100,7 @@ async fn single_path_param<S: Send + Sync>(
     Path::<String>::from_request_parts(parts, state)
         .await
         .map(|Path(value)| value)
-        .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, e.body_text()))
 }
 
 impl<K: NameKind, S: Send + Sync> FromRequestParts<S> for Name<K> {

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
+use squall_api::ErrorCode;
 use std::time::Duration;
 
 /// Most request headers accepted.
@@ -28,7 +29,7 @@ pub async fn headers(request: Request, next: Next) -> Response {
     if count > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
         return ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             format!(
                 "{count} headers of {bytes} bytes; the limits are {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes"
             ),

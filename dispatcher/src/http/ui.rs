@@ -8,6 +8,7 @@ use crate::http::error::ApiError;
 use axum::extract::Path;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use squall_api::ErrorCode;
 
 /// The console's files: name, content type, bytes.
 const FILES: [(&str, &str, &str); 3] = [
@@ -64,8 +65,11 @@ pub async fn index() -> Response {
         (status = 404, description = "No such file.", body = squall_api::ErrorBody)))]
 pub async fn asset(Path(name): Path<String>) -> Response {
     file(&name).unwrap_or_else(|| {
-        ApiError::not_found("not_found", format!("the console has no file {name:?}"))
-            .into_response()
+        ApiError::not_found(
+            ErrorCode::NotFound,
+            format!("the console has no file {name:?}"),
+        )
+        .into_response()
     })
 }
 
