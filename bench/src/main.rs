@@ -7,6 +7,7 @@ mod baseline;
 mod cluster;
 mod cold;
 mod drive;
+mod measure;
 mod procs;
 mod replicated;
 mod report;

@@ -7,14 +7,15 @@
 
 use crate::bare;
 use crate::cluster::Cluster;
-use crate::drive::{self, Completion, Nats, Submit};
+use crate::drive::{self, Nats};
+use crate::measure::{self, Driver, Load};
 use crate::procs::{Environment, NatsCluster};
 use crate::report::Report;
-use crate::resources::{clock_ticks_per_second, CpuMeter, Usage, Watch};
+use crate::resources::{clock_ticks_per_second, Usage, Watch};
 use crate::run::{progress, Settings, FUNCTION};
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
-use squall_broker::names::{consumer_name, jobs_subject, JOBS_STREAM, RESULTS_STREAM};
+use squall_broker::names::{consumer_name, JOBS_STREAM, RESULTS_STREAM};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -284,15 +285,7 @@ impl Phase<'_> {
     ) -> anyhow::Result<Measured> {
         let urls = nodes.urls();
         let servers = squall_broker::connect::servers(&urls)?;
-        let client = async_nats::ConnectOptions::new()
-            .name("squall-bench")
-            .connect(servers)
-            .await
-            .context("cannot connect to the benchmark's cluster")?;
-        let nats = Nats {
-            js: async_nats::jetstream::new(client.clone()),
-            client,
-        };
+        let nats = measure::connect(servers, "cluster").await?;
         let replicas_flag = setup.replicas.to_string();
         let mut squall = Cluster::start_with(
             self.env,
@@ -304,17 +297,7 @@ impl Phase<'_> {
         let measured = self
             .measure_with(nodes, &nats, &mut squall, &dir, setup)
             .await;
-        if measured.is_err() {
-            eprintln!(
-                "--- dispatcher log (end) ---\n{}",
-                squall.dispatcher.log_tail(15)
-            );
-            for worker in &squall.workers {
-                eprintln!("--- {} log (end) ---\n{}", worker.name, worker.log_tail(15));
-            }
-        }
-        squall.stop_workers().await;
-        squall.dispatcher.terminate(Duration::from_secs(10)).await;
+        measure::stop(&mut squall, measured.is_err()).await;
         measured
     }
 
@@ -334,10 +317,7 @@ impl Phase<'_> {
         } = setup;
         let s = self.settings;
         let spec = serde_json::json!({ "concurrency": s.concurrency });
-        squall
-            .deploy(FUNCTION, self.artifact.to_vec(), &spec)
-            .await?;
-        bare::setup(&nats.js, FUNCTION).await?;
+        measure::deploy(squall, nats, self.artifact, &spec).await?;
         let placement = placement(nats, replicas).await?;
         progress(
             self.started,
@@ -353,6 +333,13 @@ impl Phase<'_> {
             .map(|n| Watch::process(n.process.pid()))
             .collect();
         let own = Watch::process(std::process::id());
+        let driver = Driver {
+            nats,
+            payload: &self.payload,
+            warmup: s.warmup(),
+            limit: s.limit(),
+            ticks_per_second: self.ticks_per_second,
+        };
 
         // The bare pipeline, one worker connection, on streams copied from the dispatcher's
         // (so at the same replicas).
@@ -365,40 +352,17 @@ impl Phase<'_> {
             s.concurrency,
         )
         .await?;
-        let submit = Submit::JetStream {
-            subject: bare::JOBS_SUBJECT.into(),
-        };
-        let results = format!("{}.>", bare::RESULTS_PREFIX);
-        let throughput = |completion, submit, results, n| {
-            drive::throughput(
-                nats,
-                results,
-                completion,
-                submit,
-                n,
-                &self.payload,
-                s.limit(),
-            )
-        };
-        throughput(Completion::Any, &submit, &results, s.warmup()).await?;
-        drive::quiesce(nats, bare::JOBS_STREAM, bare::CONSUMER).await?;
-        let cpu = CpuMeter::start(self.ticks_per_second, &node_watches)?;
-        let bare = throughput(Completion::Any, &submit, &results, s.n).await?;
-        let bare_nodes = NodeCpu::of(&cpu.usage(s.n)?);
-        drive::quiesce(nats, bare::JOBS_STREAM, bare::CONSUMER).await?;
+        let load = Load::bare();
+        let (bare, usage) = driver.warm_then_measure(&load, s.n, &node_watches).await?;
+        let bare_nodes = NodeCpu::of(&usage);
+        driver.quiesce(&load).await?;
         bare_worker.terminate(Duration::from_secs(5)).await;
         drive::purge(nats, bare::RESULTS_STREAM).await?;
 
         // Squall: raw NATS publishes to the function's subject, results counted on its
         // results subject, as in the single-node measurement.
-        let submit = Submit::JetStream {
-            subject: jobs_subject(FUNCTION),
-        };
-        let results = format!("results.{FUNCTION}.>");
-        let consumer = consumer_name(FUNCTION);
+        let load = Load::squall_raw();
         squall.add_worker(FUNCTION).await?;
-        throughput(Completion::Succeeded, &submit, &results, s.warmup()).await?;
-        drive::quiesce(nats, JOBS_STREAM, &consumer).await?;
         // A worker is measured with its children (a supervisor and the worker proper).
         let mut watched = node_watches.clone();
         watched.extend([
@@ -406,9 +370,7 @@ impl Phase<'_> {
             Watch::process(squall.dispatcher.pid()),
             own,
         ]);
-        let cpu = CpuMeter::start(self.ticks_per_second, &watched)?;
-        let t = throughput(Completion::Succeeded, &submit, &results, s.n).await?;
-        let usage = cpu.usage(s.n)?;
+        let (t, usage) = driver.warm_then_measure(&load, s.n, &watched).await?;
         let (node_usage, rest) = usage.split_at(NODES);
         progress(
             self.started,
@@ -430,16 +392,10 @@ impl Phase<'_> {
         let cpu_ms_per_second =
             usage.iter().map(|u| u.cpu_ms_per_1000).sum::<f64>() * t.per_second / 1000.0;
         let mut squall_figures = vec![(1, t.per_second)];
-        drive::quiesce(nats, JOBS_STREAM, &consumer).await?;
+        driver.quiesce(&load).await?;
         for &count in more_workers {
-            while squall.workers.len() < count {
-                squall.add_worker(FUNCTION).await?;
-            }
-            throughput(Completion::Succeeded, &submit, &results, s.warmup()).await?;
-            drive::quiesce(nats, JOBS_STREAM, &consumer).await?;
-            let t = throughput(Completion::Succeeded, &submit, &results, s.n).await?;
+            let t = driver.with_workers(squall, &load, count, s.n).await?;
             squall_figures.push((count, t.per_second));
-            drive::quiesce(nats, JOBS_STREAM, &consumer).await?;
         }
         Ok(Measured {
             bare: bare.per_second,

@@ -8,7 +8,8 @@ use crate::bare;
 use crate::baseline::{self, Baseline};
 use crate::cluster::{lacks_query_index_flag, Cluster};
 use crate::cold;
-use crate::drive::{self, Completion, Nats, NoBatchEndpoint, Submit, Throughput};
+use crate::drive::{self, Nats, NoBatchEndpoint, Submit};
+use crate::measure::{self, Driver, Load};
 use crate::procs::{version_of, Environment, NatsServer, Proc};
 use crate::replicated;
 use crate::report::{Machine, Report};
@@ -18,12 +19,11 @@ use crate::zero;
 use anyhow::Context as _;
 use bytes::Bytes;
 use serde_json::json;
-use squall_broker::names::{consumer_name, jobs_subject, JOBS_STREAM, RESULTS_STREAM};
+use squall_broker::names::RESULTS_STREAM;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The trivial function every Squall measurement invokes.
-pub const FUNCTION: &str = "noop";
+pub use crate::measure::FUNCTION;
 
 // Section titles of the report; their numbers order the printed tables.
 pub const S1: &str = "1. bare reference: minimal async-nats pipeline";
@@ -189,33 +189,40 @@ impl Bench {
         progress(self.started, what);
     }
 
-    /// The bare figures of one run, for its ratios.
-    fn bare_figure(&self, key: &str, run: usize) -> Option<f64> {
-        self.report
-            .figures
-            .iter()
-            .find(|f| f.key == key)
-            .and_then(|f| f.values.get(run - 1).copied())
-    }
-
-    async fn measure_throughput(
-        &self,
-        results: &str,
-        completion: Completion,
-        submit: &Submit,
-        n: usize,
-    ) -> anyhow::Result<Throughput> {
-        drive::throughput(
+    /// What drives the single-node throughput measurements.
+    fn driver(&self) -> Driver<'_> {
+        driver(
+            &self.settings,
             &self.nats,
-            results,
-            completion,
-            submit,
-            n,
             &self.payload,
-            self.settings.limit(),
+            self.ticks_per_second,
         )
-        .await
     }
+}
+
+/// What drives a throughput measurement under `settings`.
+pub fn driver<'a>(
+    settings: &Settings,
+    nats: &'a Nats,
+    payload: &'a Bytes,
+    ticks_per_second: u64,
+) -> Driver<'a> {
+    Driver {
+        nats,
+        payload,
+        warmup: settings.warmup(),
+        limit: settings.limit(),
+        ticks_per_second,
+    }
+}
+
+/// A figure of `report` in one run, for a ratio against it.
+fn bare_figure(report: &Report, key: &str, run: usize) -> Option<f64> {
+    report
+        .figures
+        .iter()
+        .find(|f| f.key == key)
+        .and_then(|f| f.values.get(run - 1).copied())
 }
 
 /// Runs the whole benchmark and writes its report.
@@ -298,20 +305,11 @@ async fn single_node_phases(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let nats_server = NatsServer::start(env, dir).await?;
-    let client = async_nats::ConnectOptions::new()
-        .name("squall-bench")
-        .connect(nats_server.url.as_str())
-        .await
-        .context("cannot connect to the benchmark's nats-server")?;
-    let nats = Nats {
-        js: async_nats::jetstream::new(client.clone()),
-        client,
-    };
+    let nats = measure::connect(nats_server.url.as_str(), "nats-server").await?;
     let cluster = Cluster::start(env, &nats_server.url, dir.to_path_buf()).await?;
     // Also a web function (`/function/noop`, no key), for the web requests' sync latency.
     let spec = json!({ "concurrency": settings.concurrency, "web": { "auth": "none" } });
-    cluster.deploy(FUNCTION, artifact.to_vec(), &spec).await?;
-    bare::setup(&nats.js, FUNCTION).await?;
+    measure::deploy(&cluster, &nats, artifact, &spec).await?;
     let mut bench = Bench {
         report: std::mem::take(report),
         payload: Bytes::from(vec![b'x'; settings.payload]),
@@ -344,22 +342,8 @@ async fn single_node_phases(
         measure_all(&mut bench).await
     }
     .await;
-    if measured.is_err() {
-        // Show the end of the Squall processes' logs.
-        eprintln!(
-            "--- dispatcher log (end) ---\n{}",
-            bench.cluster.dispatcher.log_tail(15)
-        );
-        for worker in &bench.cluster.workers {
-            eprintln!("--- {} log (end) ---\n{}", worker.name, worker.log_tail(15));
-        }
-    }
-    bench.cluster.stop_workers().await;
-    bench
-        .cluster
-        .dispatcher
-        .terminate(Duration::from_secs(10))
-        .await;
+    // After a failure, shows the end of the Squall processes' logs.
+    measure::stop(&mut bench.cluster, measured.is_err()).await;
     *report = std::mem::take(&mut bench.report);
     drop(nats_server);
     measured
@@ -436,7 +420,7 @@ async fn web_latency(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
         "web request (/function/noop), sequential",
         &latency,
     );
-    if let Some(bare) = bench.bare_figure("bare.rt.seq.p50", run) {
+    if let Some(bare) = bare_figure(&bench.report, "bare.rt.seq.p50", run) {
         bench.report.add(
             S3,
             "squall.web.seq.p50.ratio",
@@ -473,10 +457,7 @@ fn add_latency(
 
 async fn bare_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
     let s = bench.settings.clone();
-    let submit = Submit::JetStream {
-        subject: bare::JOBS_SUBJECT.into(),
-    };
-    let results = format!("{}.>", bare::RESULTS_PREFIX);
+    let load = Load::bare();
     let mut first = bare::spawn_worker(
         &bench.env,
         &bench.nats_url,
@@ -506,18 +487,11 @@ async fn bare_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
         &Latency::of(&concurrent),
     );
 
-    bench
-        .measure_throughput(&results, Completion::Any, &submit, s.warmup())
+    let watched = [Watch::process(first.pid()), Watch::process(bench.nats_pid)];
+    let (one, usage) = bench
+        .driver()
+        .warm_then_measure(&load, s.n, &watched)
         .await?;
-    drive::quiesce(&bench.nats, bare::JOBS_STREAM, bare::CONSUMER).await?;
-    let cpu = CpuMeter::start(
-        bench.ticks_per_second,
-        &[Watch::process(first.pid()), Watch::process(bench.nats_pid)],
-    )?;
-    let one = bench
-        .measure_throughput(&results, Completion::Any, &submit, s.n)
-        .await?;
-    let usage = cpu.usage(s.n)?;
     add_usage(
         &mut bench.report,
         "bare pipeline",
@@ -534,7 +508,7 @@ async fn bare_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
         "jobs/s",
         one.per_second,
     );
-    drive::quiesce(&bench.nats, bare::JOBS_STREAM, bare::CONSUMER).await?;
+    bench.driver().quiesce(&load).await?;
 
     let mut second = bare::spawn_worker(
         &bench.env,
@@ -544,13 +518,9 @@ async fn bare_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
         s.concurrency,
     )
     .await?;
-    bench
-        .measure_throughput(&results, Completion::Any, &submit, s.warmup())
-        .await?;
-    drive::quiesce(&bench.nats, bare::JOBS_STREAM, bare::CONSUMER).await?;
-    let two = bench
-        .measure_throughput(&results, Completion::Any, &submit, s.n)
-        .await?;
+    let driver = bench.driver();
+    driver.warm_up(&load).await?;
+    let two = driver.throughput(&load, s.n).await?;
     bench.report.add(
         S1,
         "bare.tput.2",
@@ -558,7 +528,7 @@ async fn bare_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
         "jobs/s",
         two.per_second,
     );
-    drive::quiesce(&bench.nats, bare::JOBS_STREAM, bare::CONSUMER).await?;
+    bench.driver().quiesce(&load).await?;
     first.terminate(Duration::from_secs(5)).await;
     second.terminate(Duration::from_secs(5)).await;
     drive::purge(&bench.nats, bare::RESULTS_STREAM).await?;
@@ -590,20 +560,20 @@ fn add_usage(report: &mut Report, mode: &str, processes: &[(&str, &str, bool)], 
 
 /// Records a Squall throughput and, when the same run measured it, its ratio to the bare one.
 fn add_throughput(
-    bench: &mut Bench,
+    report: &mut Report,
     run: usize,
     key: &str,
     label: &str,
     bare_key: &str,
     value: f64,
 ) {
-    bench.report.add(S2, key, label, "inv/s", value);
-    if let Some(bare) = bench.bare_figure(bare_key, run) {
+    report.add(S2, key, label, "inv/s", value);
+    if let Some(bare) = bare_figure(report, bare_key, run) {
         let bare_label = match bare_key {
             "bare.tput.1" => "1 connection",
             _ => "2 connections",
         };
-        bench.report.add(
+        report.add(
             S2,
             &format!("{key}.ratio"),
             &format!("  … as % of the bare pipeline ({bare_label})"),
@@ -615,16 +585,12 @@ fn add_throughput(
 
 async fn squall_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
     let s = bench.settings.clone();
-    let results = format!("results.{FUNCTION}.>");
-    let raw = Submit::JetStream {
-        subject: jobs_subject(FUNCTION),
-    };
-    let http = Submit::Http {
+    let raw = Load::squall_raw();
+    let http = Load::squall(Submit::Http {
         http: bench.cluster.http.clone(),
         url: format!("{}?async=true", bench.cluster.invoke_url(FUNCTION)),
         submitters: s.http_submitters,
-    };
-    let consumer = consumer_name(FUNCTION);
+    });
     let sync_url = bench.cluster.invoke_url(FUNCTION);
 
     bench.cluster.add_worker(FUNCTION).await?;
@@ -668,17 +634,12 @@ async fn squall_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
     let gateway_watch = gateway.as_ref().map(|g| Watch::process(g.pid()));
     let gateway_sampler =
         gateway_watch.map(|w| RssSampler::start(vec![w], Duration::from_millis(20)));
-    bench
-        .measure_throughput(&results, Completion::Succeeded, &raw, s.warmup())
-        .await?;
-    drive::quiesce(&bench.nats, JOBS_STREAM, &consumer).await?;
     let mut watched = vec![worker, dispatcher, nats];
     watched.extend(gateway_watch);
-    let cpu = CpuMeter::start(bench.ticks_per_second, &watched)?;
-    let t = bench
-        .measure_throughput(&results, Completion::Succeeded, &raw, s.n)
+    let (t, usage) = bench
+        .driver()
+        .warm_then_measure(&raw, s.n, &watched)
         .await?;
-    let usage = cpu.usage(s.n)?;
     add_usage(
         &mut bench.report,
         "raw NATS",
@@ -730,25 +691,20 @@ async fn squall_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
         process.terminate(Duration::from_secs(10)).await;
     }
     add_throughput(
-        bench,
+        &mut bench.report,
         run,
         "squall.tput.nats.1",
         "raw NATS publishes, 1 worker",
         "bare.tput.1",
         t.per_second,
     );
-    drive::quiesce(&bench.nats, JOBS_STREAM, &consumer).await?;
+    bench.driver().quiesce(&raw).await?;
 
     // Through the dispatcher, one worker.
-    bench
-        .measure_throughput(&results, Completion::Succeeded, &http, s.warmup())
+    let (t, usage) = bench
+        .driver()
+        .warm_then_measure(&http, s.n, &[worker, dispatcher, nats, own])
         .await?;
-    drive::quiesce(&bench.nats, JOBS_STREAM, &consumer).await?;
-    let cpu = CpuMeter::start(bench.ticks_per_second, &[worker, dispatcher, nats, own])?;
-    let t = bench
-        .measure_throughput(&results, Completion::Succeeded, &http, s.n)
-        .await?;
-    let usage = cpu.usage(s.n)?;
     add_usage(
         &mut bench.report,
         "HTTP async",
@@ -761,7 +717,7 @@ async fn squall_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
         &usage,
     );
     add_throughput(
-        bench,
+        &mut bench.report,
         run,
         "squall.tput.http.1",
         "through the dispatcher (HTTP async), 1 worker",
@@ -775,7 +731,7 @@ async fn squall_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
         "inv/s",
         s.n as f64 / t.submitted_in.as_secs_f64(),
     );
-    drive::quiesce(&bench.nats, JOBS_STREAM, &consumer).await?;
+    bench.driver().quiesce(&http).await?;
 
     // Probes that split a synchronous invocation into parts.
     probes(bench).await?;
@@ -816,7 +772,7 @@ async fn squall_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
         "sync invoke, sequential",
         &latency,
     );
-    if let Some(bare) = bench.bare_figure("bare.rt.seq.p50", run) {
+    if let Some(bare) = bare_figure(&bench.report, "bare.rt.seq.p50", run) {
         bench.report.add(
             S3,
             "squall.sync.seq.p50.ratio",
@@ -825,7 +781,7 @@ async fn squall_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
             latency.p50 / bare,
         );
     }
-    if let Some(bare) = bench.bare_figure("bare.rt.seq.p99", run) {
+    if let Some(bare) = bare_figure(&bench.report, "bare.rt.seq.p99", run) {
         bench.report.add(
             S3,
             "squall.sync.seq.p99.ratio",
@@ -849,7 +805,7 @@ async fn squall_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
     let latency = Latency::of(&concurrent);
     let label = format!("sync invoke, {} concurrent clients", s.clients);
     add_latency(&mut bench.report, S3, "squall.sync.conc", &label, &latency);
-    if let Some(bare) = bench.bare_figure("bare.rt.conc.p50", run) {
+    if let Some(bare) = bare_figure(&bench.report, "bare.rt.conc.p50", run) {
         bench.report.add(
             S3,
             "squall.sync.conc.p50.ratio",
@@ -880,38 +836,31 @@ async fn squall_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
         "MiB",
         mib(peaks[1]),
     );
-    drive::quiesce(&bench.nats, JOBS_STREAM, &consumer).await?;
+    bench.driver().quiesce(&raw).await?;
 
     // Two workers.
-    bench.cluster.add_worker(FUNCTION).await?;
-    bench
-        .measure_throughput(&results, Completion::Succeeded, &raw, s.warmup())
-        .await?;
-    drive::quiesce(&bench.nats, JOBS_STREAM, &consumer).await?;
-    let t = bench
-        .measure_throughput(&results, Completion::Succeeded, &raw, s.n)
+    let driver = driver(&s, &bench.nats, &bench.payload, bench.ticks_per_second);
+    let t = driver
+        .with_workers(&mut bench.cluster, &raw, 2, s.n)
         .await?;
     add_throughput(
-        bench,
+        &mut bench.report,
         run,
         "squall.tput.nats.2",
         "raw NATS publishes, 2 workers",
         "bare.tput.2",
         t.per_second,
     );
-    drive::quiesce(&bench.nats, JOBS_STREAM, &consumer).await?;
-    let t = bench
-        .measure_throughput(&results, Completion::Succeeded, &http, s.n)
-        .await?;
+    let t = bench.driver().throughput(&http, s.n).await?;
     add_throughput(
-        bench,
+        &mut bench.report,
         run,
         "squall.tput.http.2",
         "through the dispatcher (HTTP async), 2 workers",
         "bare.tput.2",
         t.per_second,
     );
-    drive::quiesce(&bench.nats, JOBS_STREAM, &consumer).await?;
+    bench.driver().quiesce(&http).await?;
     bench.cluster.stop_workers().await;
     drive::purge(&bench.nats, RESULTS_STREAM).await?;
     Ok(())
@@ -948,19 +897,15 @@ async fn start_gateway(bench: &mut Bench, run: usize) -> anyhow::Result<Option<P
 /// measurements. Skipped, with the reason in the report, when the first batch answers 404 or 405.
 async fn batch_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
     let s = bench.settings.clone();
-    let results = format!("results.{FUNCTION}.>");
-    let consumer = consumer_name(FUNCTION);
-    let submit = Submit::HttpBatch {
+    let batch = Load::squall(Submit::HttpBatch {
         http: bench.cluster.http.clone(),
         url: format!("{}/v1/functions/{FUNCTION}/batch", bench.cluster.url),
         submitters: BATCH_SUBMITTERS,
         lines: s.batch_lines,
         line: json_string_line(s.payload),
-    };
+    });
     bench.cluster.add_worker(FUNCTION).await?;
-    let warm = bench
-        .measure_throughput(&results, Completion::Succeeded, &submit, s.warmup())
-        .await;
+    let warm = bench.driver().throughput(&batch, s.warmup()).await;
     if let Err(error) = warm {
         let Some(missing) = error.downcast_ref::<NoBatchEndpoint>() else {
             return Err(error);
@@ -989,12 +934,11 @@ async fn batch_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
     let worker = Watch::tree(bench.cluster.workers[0].pid());
     let nats = Watch::process(bench.nats_pid);
     let own = Watch::process(std::process::id());
-    drive::quiesce(&bench.nats, JOBS_STREAM, &consumer).await?;
-    let cpu = CpuMeter::start(bench.ticks_per_second, &[worker, dispatcher, nats, own])?;
-    let t = bench
-        .measure_throughput(&results, Completion::Succeeded, &submit, s.n)
+    let driver = bench.driver();
+    driver.quiesce(&batch).await?;
+    let (t, usage) = driver
+        .measure(&batch, s.n, &[worker, dispatcher, nats, own])
         .await?;
-    let usage = cpu.usage(s.n)?;
     add_usage(
         &mut bench.report,
         "HTTP batch",
@@ -1007,7 +951,7 @@ async fn batch_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
         &usage,
     );
     add_throughput(
-        bench,
+        &mut bench.report,
         run,
         "squall.tput.batch.1",
         &format!(
@@ -1024,7 +968,7 @@ async fn batch_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
         "inv/s",
         s.n as f64 / t.submitted_in.as_secs_f64(),
     );
-    drive::quiesce(&bench.nats, JOBS_STREAM, &consumer).await?;
+    bench.driver().quiesce(&batch).await?;
     bench.cluster.stop_workers().await;
     drive::purge(&bench.nats, RESULTS_STREAM).await?;
     Ok(())

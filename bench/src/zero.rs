@@ -112,7 +112,7 @@ fn start_fleet(bench: &Bench) -> anyhow::Result<Proc> {
     let mut command = Command::new(&bench.env.worker);
     command
         // The job's own line ("job done", with the attempt's duration) is a debug line.
-        .env("RUST_LOG", "info,squall_worker::job=debug")
+        .env("RUST_LOG", "info,squall_worker::jobs::settle=debug")
         .arg("fleet")
         .arg("--nats-url")
         .arg(&bench.nats_url)
@@ -501,7 +501,7 @@ mod tests {
 2026-11-27T08:30:01.020000Z  INFO squall_worker: worker started nats_url=nats://x worker=h-7
 2026-11-27T08:30:01.025000Z  INFO squall_worker: function ready function=other version=v1
 2026-11-27T08:30:01.030000Z  INFO squall_worker: function ready function=zero version=v1
-2026-11-27T08:30:01.032000Z DEBUG squall.attempt{squall.function=zero}: squall_worker::job: job done function=zero invocation_id=i status=\"succeeded\" attempt=1 duration_us=42
+2026-11-27T08:30:01.032000Z DEBUG squall.attempt{squall.function=zero}: squall_worker::jobs::settle: job done function=zero invocation_id=i status=\"succeeded\" attempt=1 duration_us=42
 2026-11-27T08:30:02.000000Z  INFO squall_worker: worker started nats_url=nats://x worker=h-8
 ";
         let steps = log_steps(log, "zero");

@@ -134,7 +134,7 @@ async fn run_fleet(config: FleetConfig) -> anyhow::Result<()> {
     tracing::info!(message = "fleet supervisor started", supervisor = %state.id,
         min = state.config.policy.min, max = state.config.policy.max,
         idle_ms = state.config.policy.idle_ms);
-    let signal = crate::wait_for_signal();
+    let signal = crate::signal::wait_for_signal();
     tokio::pin!(signal);
     let mut every = tokio::time::interval(state.config.interval);
     // At zero workers, a job's publish wakes the supervisor at once instead of at the next tick:

@@ -1,6 +1,7 @@
 //! The `squall-worker` binary: parses configuration and runs the worker library.
 
 mod fleet;
+mod signal;
 mod supervisor;
 
 use clap::Parser;
@@ -177,7 +178,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signal::wait_for_signal().await;
             let _ = stop.send(true);
         });
         squall_worker::run(config, shutdown).await
@@ -194,19 +195,5 @@ fn main() -> std::process::ExitCode {
             eprintln!("squall-worker: {error:#}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-pub(crate) async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -20,7 +20,7 @@ pub async fn supervise(grace_secs: u64) -> ExitCode {
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut backoff = Duration::from_millis(100);
-    let signal = crate::wait_for_signal();
+    let signal = crate::signal::wait_for_signal();
     tokio::pin!(signal);
     loop {
         let started = Instant::now();
