@@ -22,13 +22,14 @@ use squall_api::invocations::{
     DestinationReplay, DestinationTarget,
 };
 use squall_api::ErrorBody;
+use squall_broker::backoff::Doubling;
 use squall_broker::names::destination_dlq_subject;
 use squall_broker::time::now_ms;
 use squall_broker::topology::{self, DestinationTopology};
 use squall_broker::{headers as h, FunctionRecord, InvocationStatus, ResultMeta};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The header of a destination or callback POST that signs its body: `sha256=<hex>`, the
 /// HMAC-SHA256 of the body keyed by the function's destination secret (its text's bytes).
@@ -217,11 +218,6 @@ pub fn targets(
 /// Whether a destination is a URL (else it is a NATS subject).
 fn is_url(destination: &str) -> bool {
     destination.starts_with("http://") || destination.starts_with("https://")
-}
-
-/// The pause before try `tries + 1`: `first` doubling, at most 5 s.
-pub fn backoff(first: Duration, tries: u32) -> Duration {
-    (first * 2u32.saturating_pow(tries.saturating_sub(1).min(16))).min(Duration::from_secs(5))
 }
 
 /// Checks the subject destinations of a spec against the broker contract's subject rule (a
@@ -608,7 +604,9 @@ async fn post(
     event: &OutEvent,
 ) -> (u32, Result<(), String>) {
     let config = &state.config.destinations;
-    let deadline = tokio::time::Instant::now() + config.retry_for;
+    // `first_backoff` doubling, at most 5 s, within the retry budget.
+    let mut pauses = Doubling::new(config.first_backoff, Duration::from_secs(5))
+        .until(Instant::now() + config.retry_for);
     let mut tries = 0;
     loop {
         tries += 1;
@@ -636,11 +634,10 @@ async fn post(
             }
             Err(e) => (format!("cannot POST to {url}: {e}"), false),
         };
-        let pause = backoff(config.first_backoff, tries);
-        if permanent || tokio::time::Instant::now() + pause >= deadline {
-            return (tries, Err(error));
+        match pauses.fail_at(Instant::now()) {
+            Some(pause) if !permanent => tokio::time::sleep(pause).await,
+            _ => return (tries, Err(error)),
         }
-        tokio::time::sleep(pause).await;
     }
 }
 
@@ -909,13 +906,5 @@ mod tests {
             ]
         );
         assert!(targets(None, InvocationStatus::Failed, None).is_empty());
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_five_seconds() {
-        let first = Duration::from_millis(250);
-        assert_eq!(backoff(first, 1), first);
-        assert_eq!(backoff(first, 2), first * 2);
-        assert_eq!(backoff(first, 40), Duration::from_secs(5));
     }
 }

@@ -42,11 +42,12 @@ pub mod web;
 pub use routes::app;
 
 use anyhow::Context as _;
+use squall_broker::backoff::Doubling;
 use squall_broker::{Topology, TopologyConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Everything the dispatcher needs; built by `main` from flags and environment.
 #[derive(Debug, Clone)]
@@ -166,8 +167,8 @@ async fn set_up_topology(
     client: &async_nats::Client,
     config: &TopologyConfig,
 ) -> anyhow::Result<(Topology, async_nats::jetstream::kv::Store)> {
-    let deadline = tokio::time::Instant::now() + TOPOLOGY_SETUP_BUDGET;
-    let mut pause = Duration::from_millis(250);
+    let mut pauses = Doubling::new(Duration::from_millis(250), Duration::from_secs(4))
+        .until(Instant::now() + TOPOLOGY_SETUP_BUDGET);
     loop {
         let attempt = async {
             let topology = squall_broker::ensure_topology(client.clone(), config)
@@ -179,19 +180,19 @@ async fn set_up_topology(
                 .context("the topology has no keys bucket")?;
             anyhow::Ok((topology, keys))
         };
-        match attempt.await {
+        let error = match attempt.await {
             Ok(done) => return Ok(done),
-            Err(error) if tokio::time::Instant::now() + pause < deadline => {
-                tracing::warn!(
-                    message = "the JetStream topology is not ready yet; trying again",
-                    error = format!("{error:#}"),
-                    retry_in_ms = pause.as_millis() as u64
-                );
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(4));
-            }
-            Err(error) => return Err(error),
-        }
+            Err(error) => error,
+        };
+        let Some(pause) = pauses.fail_at(Instant::now()) else {
+            return Err(error);
+        };
+        tracing::warn!(
+            message = "the JetStream topology is not ready yet; trying again",
+            error = format!("{error:#}"),
+            retry_in_ms = pause.as_millis() as u64
+        );
+        tokio::time::sleep(pause).await;
     }
 }
 
