@@ -15,8 +15,9 @@ use axum::extract::State;
 use axum::Json;
 use base64::Engine as _;
 use futures::StreamExt as _;
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use squall_api::invocations::{
     DeliveryOutcome, DestinationDeadLetter, DestinationDeadLetterList, DestinationDelivery,
     DestinationReplay, DestinationTarget,
@@ -116,23 +117,9 @@ pub struct OutEvent {
 
 /// HMAC-SHA256 (RFC 2104) of `message` keyed by `key`.
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut block = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| block.map(|b| b ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// The `Squall-Signature` value of `body` under `secret`.

@@ -2,6 +2,7 @@
 //! key and the signature, as the Lambda-compatible API checks them. Pure functions over the
 //! request's parts; HMAC-SHA256 is written out over `sha2` (RFC 2104), so no extra crate.
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
@@ -92,22 +93,9 @@ pub fn parse_authorization(value: &str) -> Result<Credential, SigError> {
 
 /// HMAC-SHA256 (RFC 2104).
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| block.map(|b| b ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// SigV4's URI encoding: every byte but `A-Z a-z 0-9 - _ . ~` as `%XX` (uppercase), and `/`
