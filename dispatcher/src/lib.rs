@@ -98,8 +98,10 @@ impl Default for DispatcherConfig {
     /// The binary's defaults: a local broker, loopback HTTP, no keys, the default limits.
     fn default() -> Self {
         let max_payload = squall_broker::env::DEFAULT_MAX_PAYLOAD;
-        let mut topology = TopologyConfig::default();
-        topology.max_message_size = (max_payload + 64 * 1024) as i32;
+        let topology = TopologyConfig {
+            max_message_size: (max_payload + 64 * 1024) as i32,
+            ..TopologyConfig::default()
+        };
         Self {
             nats_url: squall_broker::env::DEFAULT_NATS_URL.to_string(),
             nats_auth: squall_broker::connect::NatsAuth::default(),
