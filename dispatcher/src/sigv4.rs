@@ -228,12 +228,9 @@ pub fn parse_amz_date(text: &str) -> Option<i64> {
         return None;
     }
     let num = |range: std::ops::Range<usize>| text.get(range)?.parse::<u32>().ok();
-    let month = time::Month::try_from(num(4..6)? as u8).ok()?;
-    let date = time::Date::from_calendar_date(num(0..4)? as i32, month, num(6..8)? as u8).ok()?;
-    let at = date
-        .with_hms(num(9..11)? as u8, num(11..13)? as u8, num(13..15)? as u8)
-        .ok()?;
-    Some(at.assume_utc().unix_timestamp())
+    let date = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(4..6)?, num(6..8)?)?;
+    let at = date.and_hms_opt(num(9..11)?, num(11..13)?, num(13..15)?)?;
+    Some(at.and_utc().timestamp())
 }
 
 /// Checks that `credential` signed `parts` at `amz_date` with `secret`, within the skew of
