@@ -1,6 +1,7 @@
 //! AWS Signature Version 4, verified: the canonical request, the string to sign, the signing
 //! key and the signature, as the Lambda-compatible API checks them. Pure functions over the
-//! request's parts; HMAC-SHA256 is written out over `sha2` (RFC 2104), so no extra crate.
+//! request's parts; HMAC-SHA256 is the `hmac` crate's. `tests/sigv4_botocore.rs` checks it
+//! against requests botocore's own signer signed.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
