@@ -98,9 +98,7 @@ impl Machine {
             }
             None => "unknown".into(),
         };
-        let date = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
         Machine {
             cpu,
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),

@@ -41,18 +41,10 @@ pub fn parse_log_time(line: &str) -> Option<SystemTime> {
         return None;
     }
     let nanos: u32 = format!("{fraction:0<9}").parse().ok()?;
-    let date = time::Date::from_calendar_date(
-        i32::try_from(year).ok()?,
-        time::Month::try_from(u8::try_from(month).ok()?).ok()?,
-        u8::try_from(day).ok()?,
-    )
-    .ok()?;
-    let clock = time::Time::from_hms_nano(hour, minute, second, nanos).ok()?;
-    Some(
-        time::PrimitiveDateTime::new(date, clock)
-            .assume_utc()
-            .into(),
-    )
+    let utc = chrono::NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?
+        .and_hms_nano_opt(hour.into(), minute.into(), second.into(), nanos)?
+        .and_utc();
+    Some(utc.into())
 }
 
 /// When the fleet's log says each step of one cold start happened.

@@ -3,6 +3,7 @@
 //! Architecture invariant: this crate knows nothing about HTTP, function loading or the CLI; it
 //! describes what lives in NATS and how to create it.
 
+pub mod backoff;
 pub mod connect;
 pub mod dlq;
 pub mod env;

@@ -6,6 +6,7 @@
 //! twice. A refusal that a retry cannot change (a full stream, a message over the size limit) is
 //! returned at once.
 
+use crate::backoff::Doubling;
 use crate::headers as h;
 use async_nats::jetstream::context::{PublishError as NatsPublishError, PublishErrorKind};
 use async_nats::jetstream::{self, publish::PublishAck};
@@ -20,6 +21,8 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The pause before the second try; it doubles up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// The least time a try must have left in the budget to wait for its acknowledgement.
+const LAST_TRY_MIN: Duration = Duration::from_millis(100);
 /// JetStream's answer to a message whose id is already being stored (`409`, 10158).
 const DUPLICATE_IN_PROCESS: jetstream::ErrorCode = jetstream::ErrorCode(10158);
 /// What a refused client is told to wait before trying again.
@@ -120,17 +123,12 @@ fn classify_unavailable(description: &str) -> Failure {
     }
 }
 
-/// The pause after try number `try_no` (0-based) failed.
-pub fn backoff(try_no: u32) -> Duration {
-    FIRST_BACKOFF
-        .saturating_mul(1 << try_no.min(16))
-        .min(MAX_BACKOFF)
-}
-
-/// Whether another try fits: the next one starts after `pause` and must have at least a short
-/// while to wait for its acknowledgement before the budget ends.
-pub fn another_try_fits(elapsed: Duration, pause: Duration, policy: &PublishPolicy) -> bool {
-    elapsed + pause + Duration::from_millis(100) < policy.budget
+/// The pauses between the tries of a publish started at `started`: `FIRST_BACKOFF` doubling up
+/// to `MAX_BACKOFF`, and none after which the next try would have less than `LAST_TRY_MIN` of
+/// the budget left to wait for its acknowledgement.
+pub fn pauses(started: Instant, policy: &PublishPolicy) -> Doubling {
+    Doubling::new(FIRST_BACKOFF, MAX_BACKOFF)
+        .until(started + policy.budget.saturating_sub(LAST_TRY_MIN))
 }
 
 /// Publishes `payload` with `headers` to `subject` and waits for the stream's acknowledgement,
@@ -145,6 +143,7 @@ pub async fn publish_acked(
 ) -> Result<PublishAck, PublishError> {
     let started = Instant::now();
     let retry_safe = headers.get(h::NATS_MSG_ID).is_some();
+    let mut pauses = pauses(started, policy);
     let mut tries = 0;
     loop {
         tries += 1;
@@ -174,25 +173,23 @@ pub async fn publish_acked(
             Ok(Err(error)) => error,
             Err(_) => NatsPublishError::new(PublishErrorKind::TimedOut),
         };
-        let failure = classify(&error);
-        let pause = backoff(tries - 1);
-        match failure {
+        match classify(&error) {
             Failure::Full => return Err(PublishError::Full(error_text(&error))),
             Failure::Permanent => return Err(PublishError::Refused(error_text(&error))),
-            Failure::Transient
-                if retry_safe && another_try_fits(started.elapsed(), pause, policy) =>
-            {
-                tracing::debug!(message = "publish not acknowledged; trying again", subject,
-                    tries, error = %error);
-                tokio::time::sleep(pause).await;
-            }
-            Failure::Transient => {
-                return Err(PublishError::Unacknowledged {
-                    budget: policy.budget,
-                    tries,
-                    last: error_text(&error),
-                })
-            }
+            Failure::Transient => match pauses.fail_at(Instant::now()).filter(|_| retry_safe) {
+                Some(pause) => {
+                    tracing::debug!(message = "publish not acknowledged; trying again", subject,
+                        tries, error = %error);
+                    tokio::time::sleep(pause).await;
+                }
+                None => {
+                    return Err(PublishError::Unacknowledged {
+                        budget: policy.budget,
+                        tries,
+                        last: error_text(&error),
+                    })
+                }
+            },
         }
     }
 }
@@ -210,27 +207,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_a_second() {
-        assert_eq!(backoff(0), Duration::from_millis(50));
-        assert_eq!(backoff(1), Duration::from_millis(100));
-        assert_eq!(backoff(4), Duration::from_millis(800));
-        assert_eq!(backoff(5), MAX_BACKOFF);
-        assert_eq!(backoff(40), MAX_BACKOFF);
-    }
-
-    #[test]
-    fn tries_stop_before_the_budget_ends() {
+    fn pauses_double_up_to_a_second_and_stop_before_the_budget_ends() {
+        let started = Instant::now();
         let policy = PublishPolicy::with_budget(Duration::from_secs(15));
-        assert!(another_try_fits(
-            Duration::from_secs(10),
-            Duration::from_secs(1),
-            &policy
-        ));
-        assert!(!another_try_fits(
-            Duration::from_millis(14_950),
-            Duration::from_millis(50),
-            &policy
-        ));
+        let schedule = pauses(started, &policy);
+        assert_eq!(schedule.pause_after(1), Duration::from_millis(50));
+        assert_eq!(schedule.pause_after(5), Duration::from_millis(800));
+        assert_eq!(schedule.pause_after(6), MAX_BACKOFF);
+        let mut late = schedule;
+        assert_eq!(
+            late.fail_at(started + Duration::from_secs(10)),
+            Some(Duration::from_millis(50))
+        );
+        let mut too_late = schedule;
+        assert_eq!(
+            too_late.fail_at(started + Duration::from_millis(14_850)),
+            None
+        );
         let tiny = PublishPolicy::with_budget(Duration::from_millis(500));
         assert_eq!(tiny.ack_timeout, Duration::from_millis(500));
     }

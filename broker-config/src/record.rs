@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub enum RecordError {
     #[error("corrupt function record: {0}")]
     Decode(String),
+    #[error("function record layout {0} is unknown to this release")]
+    UnknownLayout(u8),
     #[error("result is missing header {0}")]
     MissingHeader(&'static str),
     #[error("result header {name} has an invalid value {value:?}")]
@@ -86,10 +88,29 @@ impl RecordDestinations {
     }
 }
 
-/// A record as written before destinations and versions: every field of `FunctionRecord` up to
-/// `web`.
-#[derive(Deserialize)]
-struct RecordBeforeDestinations {
+// How a registry value says which layout it has.
+//
+// Records of layouts 1 to 3 carry no tag: they are the bincode of a struct whose first field is
+// `name`, a string, which bincode's standard configuration writes as its length in a
+// variable-length integer. That integer's first byte is the length itself when below 251, or a
+// marker (251 to 254) saying a wider integer follows; 255 is reserved, and no bincode decoder
+// accepts it as the start of an integer. So no untagged record that any release could read
+// begins with 0xFF (in practice a function name is 1 to 64 bytes, so the first byte is 1 to 64),
+// and a tagged record is `RECORD_TAG`, the layout number, then the bincode of that layout.
+// Tagging begins at layout 4, so that the layout numbers of untagged records stay meaningful.
+
+/// The first byte of a tagged registry record.
+const RECORD_TAG: u8 = 0xFF;
+/// The layout this release writes: `RECORD_TAG`, this number, then the bincode of a
+/// `FunctionRecord`. Appending a field to `FunctionRecord` means a new number here, a frozen
+/// copy of the previous layout and a migration from it in `decode`.
+const RECORD_LAYOUT: u8 = 4;
+
+/// Layout 1, untagged: a record as written before web functions, every field of
+/// `FunctionRecord` up to `secrets_json`, in order (bincode is positional, so a missing trailing
+/// field is an error, not a default).
+#[derive(Serialize, Deserialize)]
+struct RecordLayout1 {
     name: String,
     version: String,
     sha256: String,
@@ -102,53 +123,29 @@ struct RecordBeforeDestinations {
     config_json: String,
     max_concurrency: Option<u32>,
     secrets_json: String,
+}
+
+/// Layout 2, untagged: a record as written before destinations and versions, layout 1 plus
+/// `web` (bincode writes a nested struct as its fields in order, so nesting the older layout
+/// encodes exactly as the flat record did).
+#[derive(Serialize, Deserialize)]
+struct RecordLayout2 {
+    layout1: RecordLayout1,
     web: Option<WebSpec>,
 }
 
-impl From<RecordBeforeDestinations> for FunctionRecord {
-    fn from(old: RecordBeforeDestinations) -> Self {
-        FunctionRecord {
-            versions: Versions::first(&old.sha256, old.artifact_size, old.deployed_at_ms),
-            name: old.name,
-            version: old.version,
-            sha256: old.sha256,
-            artifact_size: old.artifact_size,
-            deployed_at_ms: old.deployed_at_ms,
-            timeout_ms: old.timeout_ms,
-            max_attempts: old.max_attempts,
-            backoff: old.backoff,
-            concurrency: old.concurrency,
-            config_json: old.config_json,
-            max_concurrency: old.max_concurrency,
-            secrets_json: old.secrets_json,
-            web: old.web,
-            destinations: None,
-            destination_secret: String::new(),
-        }
-    }
+/// Layout 3, untagged: the previous release's record, layout 2 plus destinations, their secret
+/// and versions.
+#[derive(Serialize, Deserialize)]
+struct RecordLayout3 {
+    layout2: RecordLayout2,
+    destinations: Option<RecordDestinations>,
+    destination_secret: String,
+    versions: Versions,
 }
 
-/// A record as written before web functions: every field of `FunctionRecord` up to
-/// `secrets_json`, in order (bincode is positional, so a missing trailing field is an error, not a
-/// default).
-#[derive(Deserialize)]
-struct RecordBeforeWeb {
-    name: String,
-    version: String,
-    sha256: String,
-    artifact_size: u64,
-    deployed_at_ms: u64,
-    timeout_ms: u64,
-    max_attempts: u32,
-    backoff: Backoff,
-    concurrency: u32,
-    config_json: String,
-    max_concurrency: Option<u32>,
-    secrets_json: String,
-}
-
-impl From<RecordBeforeWeb> for FunctionRecord {
-    fn from(old: RecordBeforeWeb) -> Self {
+impl From<RecordLayout1> for FunctionRecord {
+    fn from(old: RecordLayout1) -> Self {
         FunctionRecord {
             versions: Versions::first(&old.sha256, old.artifact_size, old.deployed_at_ms),
             name: old.name,
@@ -168,6 +165,53 @@ impl From<RecordBeforeWeb> for FunctionRecord {
             destination_secret: String::new(),
         }
     }
+}
+
+impl From<RecordLayout2> for FunctionRecord {
+    fn from(old: RecordLayout2) -> Self {
+        FunctionRecord {
+            web: old.web,
+            ..FunctionRecord::from(old.layout1)
+        }
+    }
+}
+
+impl From<RecordLayout3> for FunctionRecord {
+    fn from(old: RecordLayout3) -> Self {
+        FunctionRecord {
+            destinations: old.destinations,
+            destination_secret: old.destination_secret,
+            versions: old.versions,
+            ..FunctionRecord::from(old.layout2)
+        }
+    }
+}
+
+/// Decodes `bytes` as exactly one `T`: trailing bytes are an error.
+fn exactly<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, RecordError> {
+    match bincode::serde::decode_from_slice::<T, _>(bytes, bincode::config::standard()) {
+        Ok((value, read)) if read == bytes.len() => Ok(value),
+        Ok(_) => Err(RecordError::Decode(
+            "trailing bytes after the record".into(),
+        )),
+        Err(e) => Err(RecordError::Decode(e.to_string())),
+    }
+}
+
+/// Reads a record written before records were tagged (layouts 3, 2 and 1) into the current form.
+///
+/// Each layout is the previous one plus trailing fields, so a value decodes exactly (every byte
+/// read) as one layout only: as an older layout it leaves bytes over, as a newer one it runs out.
+fn migrate_untagged(bytes: &[u8]) -> Result<FunctionRecord, RecordError> {
+    exactly::<RecordLayout3>(bytes)
+        .map(FunctionRecord::from)
+        .or_else(|newest| {
+            exactly::<RecordLayout2>(bytes)
+                .map(FunctionRecord::from)
+                .or_else(|_| exactly::<RecordLayout1>(bytes).map(FunctionRecord::from))
+                // The error worth reporting is the one of the layout most records have.
+                .map_err(|_| newest)
+        })
 }
 
 impl FunctionRecord {
@@ -268,30 +312,22 @@ impl FunctionRecord {
         serde_json::Value::Object(config).to_string()
     }
 
-    /// Encodes the record for the registry.
+    /// Encodes the record for the registry, tagged with the layout this release writes.
     pub fn encode(&self) -> Vec<u8> {
-        bincode::serde::encode_to_vec(self, bincode::config::standard())
-            .expect("a FunctionRecord always encodes")
+        let mut bytes = vec![RECORD_TAG, RECORD_LAYOUT];
+        bincode::serde::encode_into_std_write(self, &mut bytes, bincode::config::standard())
+            .expect("a FunctionRecord always encodes");
+        bytes
     }
 
-    /// Decodes a registry value, also one written before versions or before web functions.
+    /// Decodes a registry value: a tagged record of the current layout, or an untagged one an
+    /// earlier release wrote, migrated to the current form.
     pub fn decode(bytes: &[u8]) -> Result<FunctionRecord, RecordError> {
-        fn exactly<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
-            bincode::serde::decode_from_slice::<T, _>(bytes, bincode::config::standard())
-                .ok()
-                .filter(|(_, read)| *read == bytes.len())
-                .map(|(value, _)| value)
-        }
-        let config = bincode::config::standard();
-        match bincode::serde::decode_from_slice::<FunctionRecord, _>(bytes, config) {
-            Ok((record, read)) if read == bytes.len() => Ok(record),
-            current => exactly::<RecordBeforeDestinations>(bytes)
-                .map(FunctionRecord::from)
-                .or_else(|| exactly::<RecordBeforeWeb>(bytes).map(FunctionRecord::from))
-                .ok_or_else(|| match current {
-                    Err(e) => RecordError::Decode(e.to_string()),
-                    Ok(_) => RecordError::Decode("trailing bytes after the record".into()),
-                }),
+        match bytes {
+            [RECORD_TAG, RECORD_LAYOUT, body @ ..] => exactly::<FunctionRecord>(body),
+            [RECORD_TAG, layout, ..] => Err(RecordError::UnknownLayout(*layout)),
+            [RECORD_TAG] => Err(RecordError::Decode("a tag without a layout".into())),
+            untagged => migrate_untagged(untagged),
         }
     }
 }
@@ -532,65 +568,144 @@ mod tests {
         assert_eq!(back.spec(), spec);
     }
 
-    #[test]
-    fn web_settings_round_trip_and_older_records_still_decode() {
-        let spec = FunctionSpec {
+    /// A record with every field set, as this release writes it.
+    fn full_record() -> FunctionRecord {
+        let mut spec = FunctionSpec {
+            max_concurrency: Some(3),
             web: Some(WebSpec {
                 auth: crate::spec::WebAuth::None,
                 rate_per_s: Some(5.0),
             }),
+            destinations: Some(Destinations {
+                on_success: Some("events.next".into()),
+                on_failure: Some("https://example.com/failed".into()),
+            }),
             ..FunctionSpec::default()
         };
-        let record = FunctionRecord::new("hook", "ab12", 10, 5, &spec);
-        let back = FunctionRecord::decode(&record.encode()).unwrap();
-        assert_eq!(back.spec(), spec);
-        // A record as a dispatcher before web functions wrote it: the same fields, minus `web`.
-        #[derive(Serialize)]
-        struct Old<'a>(
-            &'a str,
-            &'a str,
-            &'a str,
-            u64,
-            u64,
-            u64,
-            u32,
-            &'a Backoff,
-            u32,
-            &'a str,
-            Option<u32>,
-            &'a str,
-        );
-        let r = &record;
-        let old = Old(
-            &r.name,
-            &r.version,
-            &r.sha256,
-            r.artifact_size,
-            r.deployed_at_ms,
-            r.timeout_ms,
-            r.max_attempts,
-            &r.backoff,
-            r.concurrency,
-            &r.config_json,
-            r.max_concurrency,
-            &r.secrets_json,
-        );
-        let bytes = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
-        let decoded = FunctionRecord::decode(&bytes).unwrap();
-        assert_eq!(decoded.web, None);
-        assert_eq!(decoded.name, "hook");
-        assert_eq!(decoded.secrets_json, record.secrets_json);
-        assert_eq!(decoded.versions.latest().unwrap().sha256, "ab12");
-        // A record as a dispatcher before versions wrote it: the same, plus `web`.
-        let with_web = (old, &r.web);
-        let bytes = bincode::serde::encode_to_vec(&with_web, bincode::config::standard()).unwrap();
-        let decoded = FunctionRecord::decode(&bytes).unwrap();
-        assert_eq!(decoded.web, record.web);
-        assert_eq!(decoded.versions, Versions::first("ab12", 10, 5));
-        assert_eq!(
-            (decoded.destinations, decoded.destination_secret),
-            (None, String::new())
-        );
+        spec.config.insert("greeting".into(), "Hi".into());
+        let mut record = FunctionRecord::new("hook", "ab12", 10, 5, &spec);
+        record.secrets_json = r#"{"token":"s3cret"}"#.into();
+        record.destination_secret = "a".repeat(64);
+        record.versions.deploy("cd34", 20, 6);
+        record
+            .versions
+            .set_alias(
+                "live",
+                crate::versions::AliasTarget {
+                    version: 1,
+                    weights: vec![(2, 0.25)],
+                },
+                7,
+            )
+            .unwrap();
+        let latest = record.versions.latest().unwrap().clone();
+        record.set_current(&latest);
+        record
+    }
+
+    fn layout1(r: &FunctionRecord) -> RecordLayout1 {
+        RecordLayout1 {
+            name: r.name.clone(),
+            version: r.version.clone(),
+            sha256: r.sha256.clone(),
+            artifact_size: r.artifact_size,
+            deployed_at_ms: r.deployed_at_ms,
+            timeout_ms: r.timeout_ms,
+            max_attempts: r.max_attempts,
+            backoff: r.backoff.clone(),
+            concurrency: r.concurrency,
+            config_json: r.config_json.clone(),
+            max_concurrency: r.max_concurrency,
+            secrets_json: r.secrets_json.clone(),
+        }
+    }
+
+    fn layout2(r: &FunctionRecord) -> RecordLayout2 {
+        RecordLayout2 {
+            layout1: layout1(r),
+            web: r.web.clone(),
+        }
+    }
+
+    fn untagged<T: Serialize>(layout: &T) -> Vec<u8> {
+        bincode::serde::encode_to_vec(layout, bincode::config::standard()).unwrap()
+    }
+
+    #[test]
+    fn a_record_is_written_tagged_with_its_layout() {
+        let record = full_record();
+        let bytes = record.encode();
+        assert_eq!(bytes[..2], [RECORD_TAG, RECORD_LAYOUT]);
+        assert_eq!(FunctionRecord::decode(&bytes).unwrap(), record);
+    }
+
+    #[test]
+    fn a_layout_1_record_before_web_functions_migrates() {
+        let current = full_record();
+        let decoded = FunctionRecord::decode(&untagged(&layout1(&current))).unwrap();
+        let expected = FunctionRecord {
+            web: None,
+            destinations: None,
+            destination_secret: String::new(),
+            versions: Versions::first(
+                &current.sha256,
+                current.artifact_size,
+                current.deployed_at_ms,
+            ),
+            ..current
+        };
+        assert_eq!(decoded, expected);
+    }
+
+    #[test]
+    fn a_layout_2_record_before_destinations_and_versions_migrates() {
+        let current = full_record();
+        let decoded = FunctionRecord::decode(&untagged(&layout2(&current))).unwrap();
+        let expected = FunctionRecord {
+            destinations: None,
+            destination_secret: String::new(),
+            versions: Versions::first(
+                &current.sha256,
+                current.artifact_size,
+                current.deployed_at_ms,
+            ),
+            ..current
+        };
+        assert_eq!(decoded, expected);
+        assert!(decoded.web.is_some());
+    }
+
+    #[test]
+    fn a_layout_3_record_of_the_previous_release_migrates_whole() {
+        let current = full_record();
+        let old = RecordLayout3 {
+            layout2: layout2(&current),
+            destinations: current.destinations.clone(),
+            destination_secret: current.destination_secret.clone(),
+            versions: current.versions.clone(),
+        };
+        let bytes = untagged(&old);
+        // The previous release wrote the bare bincode of the record, which is this layout.
+        assert_eq!(bytes, untagged(&current));
+        assert_eq!(FunctionRecord::decode(&bytes).unwrap(), current);
+    }
+
+    #[test]
+    fn an_unknown_layout_or_trailing_bytes_are_errors() {
+        let mut bytes = full_record().encode();
+        bytes[1] = RECORD_LAYOUT + 1;
+        assert!(matches!(
+            FunctionRecord::decode(&bytes),
+            Err(RecordError::UnknownLayout(l)) if l == RECORD_LAYOUT + 1
+        ));
+        let mut bytes = full_record().encode();
+        bytes.push(0);
+        assert!(FunctionRecord::decode(&bytes).is_err());
+        let mut bytes = untagged(&full_record());
+        bytes.push(0);
+        assert!(FunctionRecord::decode(&bytes).is_err());
+        assert!(FunctionRecord::decode(&[RECORD_TAG]).is_err());
+        assert!(FunctionRecord::decode(&[]).is_err());
     }
 
     #[test]

@@ -13,9 +13,10 @@ use crate::index;
 use crate::routes::{self, app};
 use crate::state::{AppState, DispatcherConfig};
 use anyhow::Context as _;
+use squall_broker::backoff::Doubling;
 use squall_broker::{Topology, TopologyConfig};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a starting dispatcher keeps trying to set up the topology: a cluster that is still
 /// electing its metadata leader, or another dispatcher creating the same streams at the same
@@ -28,8 +29,8 @@ async fn set_up_topology(
     client: &async_nats::Client,
     config: &TopologyConfig,
 ) -> anyhow::Result<(Topology, async_nats::jetstream::kv::Store)> {
-    let deadline = tokio::time::Instant::now() + TOPOLOGY_SETUP_BUDGET;
-    let mut pause = Duration::from_millis(250);
+    let mut pauses = Doubling::new(Duration::from_millis(250), Duration::from_secs(4))
+        .until(Instant::now() + TOPOLOGY_SETUP_BUDGET);
     loop {
         let attempt = async {
             let topology = squall_broker::ensure_topology(client.clone(), config)
@@ -41,19 +42,19 @@ async fn set_up_topology(
                 .context("the topology has no keys bucket")?;
             anyhow::Ok((topology, keys))
         };
-        match attempt.await {
+        let error = match attempt.await {
             Ok(done) => return Ok(done),
-            Err(error) if tokio::time::Instant::now() + pause < deadline => {
-                tracing::warn!(
-                    message = "the JetStream topology is not ready yet; trying again",
-                    error = format!("{error:#}"),
-                    retry_in_ms = pause.as_millis() as u64
-                );
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(4));
-            }
-            Err(error) => return Err(error),
-        }
+            Err(error) => error,
+        };
+        let Some(pause) = pauses.fail_at(Instant::now()) else {
+            return Err(error);
+        };
+        tracing::warn!(
+            message = "the JetStream topology is not ready yet; trying again",
+            error = format!("{error:#}"),
+            retry_in_ms = pause.as_millis() as u64
+        );
+        tokio::time::sleep(pause).await;
     }
 }
 

@@ -9,6 +9,7 @@
 use anyhow::Context as _;
 use async_nats::jetstream::kv;
 use futures::StreamExt as _;
+use squall_broker::backoff::Doubling;
 use squall_broker::fleet::{
     self, Allocation, Heartbeat, ALLOCATION_KEY, HEARTBEAT_EVERY_MS, HEARTBEAT_PREFIX,
 };
@@ -64,9 +65,9 @@ struct Fleet {
     granted: u32,
     below_since_ms: Option<u64>,
     desired: u32,
-    /// Earliest time the next worker may start after a crash, and the current backoff.
+    /// Earliest time the next worker may start after a crash, and the pauses that set it.
     restart_after: Instant,
-    backoff: Duration,
+    restart_pauses: Doubling,
     last_heartbeat: Option<Instant>,
     /// The host's metrics and the socket its workers report them to, with `--metrics-addr`.
     metrics: Option<(Arc<Collector>, PathBuf)>,
@@ -127,7 +128,7 @@ async fn run_fleet(config: FleetConfig) -> anyhow::Result<()> {
         below_since_ms: None,
         desired: 0,
         restart_after: Instant::now(),
-        backoff: Duration::from_millis(100),
+        restart_pauses: Doubling::new(Duration::from_millis(100), Duration::from_secs(5)),
         last_heartbeat: None,
         metrics,
     };
@@ -270,14 +271,13 @@ impl Fleet {
             _ => true,
         });
         if crashed {
-            self.restart_after = Instant::now() + self.backoff;
-            self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+            self.restart_after = Instant::now() + self.restart_pauses.fail();
         } else if self
             .running
             .iter()
             .all(|w| w.started.elapsed() > Duration::from_secs(30))
         {
-            self.backoff = Duration::from_millis(100);
+            self.restart_pauses.reset();
         }
     }
 

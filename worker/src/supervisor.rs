@@ -1,6 +1,7 @@
 //! The simplest supervisor: runs the worker as a child process and restarts it when it crashes
 //! (a function segfaulted or aborted) or recycles itself (a function hung past its timeout).
 
+use squall_broker::backoff::Doubling;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ pub async fn supervise(grace_secs: u64) -> ExitCode {
         }
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut backoff = Duration::from_millis(100);
+    let mut pauses = Doubling::new(Duration::from_millis(100), MAX_BACKOFF);
     let signal = crate::signal::wait_for_signal();
     tokio::pin!(signal);
     loop {
@@ -51,9 +52,9 @@ pub async fn supervise(grace_secs: u64) -> ExitCode {
             }
         };
         if started.elapsed() > HEALTHY_AFTER {
-            backoff = Duration::from_millis(100);
+            pauses.reset();
         }
-        match status.code() {
+        let pause = match status.code() {
             Some(0) => return ExitCode::SUCCESS,
             Some(code) if code == i32::from(squall_worker::EXIT_RECYCLE) => {
                 tracing::info!(
@@ -63,15 +64,16 @@ pub async fn supervise(grace_secs: u64) -> ExitCode {
                 continue;
             }
             _ => {
+                let pause = pauses.fail();
                 tracing::warn!(message = "worker process died; restarting it", pid, status = %status,
-                    restart_in_ms = backoff.as_millis() as u64);
+                    restart_in_ms = pause.as_millis() as u64);
+                pause
             }
-        }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = &mut signal => return ExitCode::SUCCESS,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

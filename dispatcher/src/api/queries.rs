@@ -25,9 +25,9 @@ fn parse_time(name: &str, value: &str) -> Result<u64, ApiError> {
     if let Ok(ms) = value.parse::<u64>() {
         return Ok(ms);
     }
-    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+    chrono::DateTime::parse_from_rfc3339(value)
         .ok()
-        .and_then(|t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+        .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
         .ok_or_else(|| {
             ApiError::bad_request(
                 ErrorCode::InvalidTime,

@@ -1,7 +1,9 @@
 //! AWS Signature Version 4, verified: the canonical request, the string to sign, the signing
 //! key and the signature, as the Lambda-compatible API checks them. Pure functions over the
-//! request's parts; HMAC-SHA256 is written out over `sha2` (RFC 2104), so no extra crate.
+//! request's parts; HMAC-SHA256 is the `hmac` crate's. `tests/sigv4_botocore.rs` checks it
+//! against requests botocore's own signer signed.
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
@@ -92,22 +94,9 @@ pub fn parse_authorization(value: &str) -> Result<Credential, SigError> {
 
 /// HMAC-SHA256 (RFC 2104).
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| block.map(|b| b ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// SigV4's URI encoding: every byte but `A-Z a-z 0-9 - _ . ~` as `%XX` (uppercase), and `/`
@@ -240,12 +229,9 @@ pub fn parse_amz_date(text: &str) -> Option<i64> {
         return None;
     }
     let num = |range: std::ops::Range<usize>| text.get(range)?.parse::<u32>().ok();
-    let month = time::Month::try_from(num(4..6)? as u8).ok()?;
-    let date = time::Date::from_calendar_date(num(0..4)? as i32, month, num(6..8)? as u8).ok()?;
-    let at = date
-        .with_hms(num(9..11)? as u8, num(11..13)? as u8, num(13..15)? as u8)
-        .ok()?;
-    Some(at.assume_utc().unix_timestamp())
+    let date = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(4..6)?, num(6..8)?)?;
+    let at = date.and_hms_opt(num(9..11)?, num(11..13)?, num(13..15)?)?;
+    Some(at.and_utc().timestamp())
 }
 
 /// Checks that `credential` signed `parts` at `amz_date` with `secret`, within the skew of

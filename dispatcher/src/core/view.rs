@@ -2,6 +2,7 @@
 
 use crate::index::store::Entry;
 use base64::Engine;
+use chrono::{DateTime, Datelike as _};
 use squall_api::functions::Function;
 use squall_api::invocations::{Invocation, InvocationError};
 use squall_api::queries::InvocationSummary;
@@ -9,15 +10,26 @@ use squall_api::versions::{Alias, AliasTarget as AliasTargetView, Version, Versi
 use squall_broker::versions::{AliasTarget, VersionEntry};
 use squall_broker::{ErrorKind, FunctionRecord, InvocationStatus, ResultMeta};
 use std::collections::BTreeMap;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 /// Formats Unix milliseconds as RFC 3339.
 pub fn rfc3339(ms: u64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+    // UTC as `Z`, and the fewest fraction digits that keep the milliseconds (none when whole:
+    // `…:01Z`, `…:01.5Z`, `…:01.25Z`, `…:01.125Z`); empty past the year 9999, which RFC 3339
+    // cannot write.
+    let Some(t) = i64::try_from(ms)
         .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
+        .and_then(DateTime::from_timestamp_millis)
+        .filter(|t| t.year() <= 9999)
+    else {
+        return String::new();
+    };
+    let mut text = t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let millis = ms % 1000;
+    if millis > 0 {
+        text.push_str(format!(".{millis:03}").trim_end_matches('0'));
+    }
+    text.push('Z');
+    text
 }
 
 /// The API view of a deployed function.
@@ -212,6 +224,17 @@ mod tests {
             worker: String::new(),
             trace_id: String::new(),
         }
+    }
+
+    #[test]
+    fn times_are_rfc3339_in_utc_with_the_fewest_fraction_digits() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1500), "1970-01-01T00:00:01.5Z");
+        assert_eq!(rfc3339(1520), "1970-01-01T00:00:01.52Z");
+        assert_eq!(rfc3339(1_700_000_000_001), "2023-11-14T22:13:20.001Z");
+        assert_eq!(rfc3339(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(253_402_300_800_000), "");
+        assert_eq!(rfc3339(u64::MAX), "");
     }
 
     #[test]

@@ -14,16 +14,18 @@ use crate::core::view::rfc3339;
 use async_nats::jetstream::{self, AckKind};
 use base64::Engine as _;
 use futures::StreamExt as _;
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use squall_api::invocations::{DeliveryOutcome, DestinationDelivery, DestinationTarget};
+use squall_broker::backoff::Doubling;
 use squall_broker::names::destination_dlq_subject;
 use squall_broker::time::now_ms;
 use squall_broker::topology::{self, DestinationTopology};
 use squall_broker::{headers as h, FunctionRecord, InvocationStatus, ResultMeta};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The header of a destination or callback POST that signs its body: `sha256=<hex>`, the
 /// HMAC-SHA256 of the body keyed by the function's destination secret (its text's bytes).
@@ -133,23 +135,9 @@ pub struct OutEvent {
 
 /// HMAC-SHA256 (RFC 2104) of `message` keyed by `key`.
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut block = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| block.map(|b| b ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// The `Squall-Signature` value of `body` under `secret`.
@@ -235,11 +223,6 @@ pub fn targets(
 /// Whether a destination is a URL (else it is a NATS subject).
 fn is_url(destination: &str) -> bool {
     destination.starts_with("http://") || destination.starts_with("https://")
-}
-
-/// The pause before try `tries + 1`: `first` doubling, at most 5 s.
-pub fn backoff(first: Duration, tries: u32) -> Duration {
-    (first * 2u32.saturating_pow(tries.saturating_sub(1).min(16))).min(Duration::from_secs(5))
 }
 
 /// Checks the subject destinations of a spec against the broker contract's subject rule (a
@@ -629,7 +612,9 @@ async fn post(
     event: &OutEvent,
 ) -> (u32, Result<(), String>) {
     let config = &state.delivery;
-    let deadline = tokio::time::Instant::now() + config.retry_for;
+    // `first_backoff` doubling, at most 5 s, within the retry budget.
+    let mut pauses = Doubling::new(config.first_backoff, Duration::from_secs(5))
+        .until(Instant::now() + config.retry_for);
     let mut tries = 0;
     loop {
         tries += 1;
@@ -657,11 +642,10 @@ async fn post(
             }
             Err(e) => (format!("cannot POST to {url}: {e}"), false),
         };
-        let pause = backoff(config.first_backoff, tries);
-        if permanent || tokio::time::Instant::now() + pause >= deadline {
-            return (tries, Err(error));
+        match pauses.fail_at(Instant::now()) {
+            Some(pause) if !permanent => tokio::time::sleep(pause).await,
+            _ => return (tries, Err(error)),
         }
-        tokio::time::sleep(pause).await;
     }
 }
 
@@ -894,13 +878,5 @@ mod tests {
             ]
         );
         assert!(targets(None, InvocationStatus::Failed, None).is_empty());
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_five_seconds() {
-        let first = Duration::from_millis(250);
-        assert_eq!(backoff(first, 1), first);
-        assert_eq!(backoff(first, 2), first * 2);
-        assert_eq!(backoff(first, 40), Duration::from_secs(5));
     }
 }

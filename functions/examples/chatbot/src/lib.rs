@@ -4,8 +4,9 @@
 //! The reply is the HTTP answer's body (`{"channel", "text", "turn"}`, the arguments a real bot
 //! would hand to Slack's `chat.postMessage`): functions make no outbound calls here.
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use squall_sdk::http::{Method, StatusCode};
 use squall_sdk::serde_json::{json, Value};
 use squall_sdk::{export_web_function, Context, FnError, WebRequest, WebResponse};
@@ -30,22 +31,9 @@ const MAX_NAME_CHARS: usize = 40;
 
 /// HMAC-SHA256 (RFC 2104) of `message` under `key`.
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| block.map(|b| b ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// The `X-Slack-Signature` value Slack sends for `body` signed at `timestamp`.

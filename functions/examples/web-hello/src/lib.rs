@@ -1,7 +1,8 @@
 //! Example web function: answers 201 with a header and a cookie, echoes its request, checks a
 //! webhook signature of its own at `/hook`, and panics at `/panic`.
 
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use squall_sdk::http::StatusCode;
 use squall_sdk::serde_json::{json, Value};
 use squall_sdk::{export_web_function, Context, FnError, WebRequest, WebResponse};
@@ -11,22 +12,9 @@ pub const SIGNATURE_HEADER: &str = "x-signature";
 
 /// HMAC-SHA256 (RFC 2104) of `message` under `key`.
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| block.map(|b| b ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// The signature header's value for `body` under `secret`.
