@@ -283,12 +283,11 @@ pub struct CancelledBacklog {
     pub already_finished: u64,
 }
 
-/// A structured-mode CloudEvent (`application/cloudevents+json`; a batch is an array of them).
-/// Extension attributes are further members: 1 to 20 lowercase letters or digits, with a
-/// string, number or boolean value. `data` (JSON, or text when `datacontenttype` is not JSON)
-/// or `data_base64` is the function's input.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct StructuredCloudEvent {
+/// A CloudEvent's context attributes (CloudEvents 1.0), declared once: the structured events
+/// the API takes, the attributes a function sees in `ctx.event.cloudevent` and those of the
+/// events destinations receive all carry these.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct CloudEventAttributes {
     /// `1.0`.
     pub specversion: String,
     pub id: String,
@@ -304,6 +303,16 @@ pub struct StructuredCloudEvent {
     pub datacontenttype: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataschema: Option<String>,
+}
+
+/// A structured-mode CloudEvent (`application/cloudevents+json`; a batch is an array of them).
+/// Extension attributes are further members: 1 to 20 lowercase letters or digits, with a
+/// string, number or boolean value. `data` (JSON, or text when `datacontenttype` is not JSON)
+/// or `data_base64` is the function's input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StructuredCloudEvent {
+    #[serde(flatten)]
+    pub attributes: CloudEventAttributes,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,

@@ -3,6 +3,7 @@
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use squall_api::invocations::CloudEventAttributes;
 use std::collections::BTreeMap;
 
 /// The only CloudEvents version Squall reads and writes.
@@ -20,25 +21,30 @@ pub const MAX_EXTENSION_NAME: usize = 20;
 /// The most events in one batch.
 pub const MAX_BATCH: usize = 1000;
 
-/// An event's context attributes, as the function sees them in `ctx.event.cloudevent`.
+/// An event's attributes, as the function sees them in `ctx.event.cloudevent`: the context
+/// attributes of `squall-api` (read through `Deref`), and the extensions as an object of their
+/// own.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Attributes {
-    pub specversion: String,
-    pub id: String,
-    pub source: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub datacontenttype: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dataschema: Option<String>,
+    #[serde(flatten)]
+    pub context: CloudEventAttributes,
     /// Extension attributes by name (strings, numbers or booleans).
     #[serde(default)]
     pub extensions: BTreeMap<String, serde_json::Value>,
+}
+
+impl std::ops::Deref for Attributes {
+    type Target = CloudEventAttributes;
+
+    fn deref(&self) -> &CloudEventAttributes {
+        &self.context
+    }
+}
+
+impl std::ops::DerefMut for Attributes {
+    fn deref_mut(&mut self) -> &mut CloudEventAttributes {
+        &mut self.context
+    }
 }
 
 /// One event: its attributes and its data (the function's input).
@@ -111,7 +117,10 @@ pub fn from_binary<'a>(
     data: bytes::Bytes,
 ) -> Result<Event, CloudEventError> {
     let mut attributes = Attributes {
-        datacontenttype: content_type.map(str::to_string),
+        context: CloudEventAttributes {
+            datacontenttype: content_type.map(str::to_string),
+            ..CloudEventAttributes::default()
+        },
         ..Attributes::default()
     };
     let mut seen = std::collections::BTreeSet::new();

@@ -17,7 +17,9 @@ use futures::StreamExt as _;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use squall_api::invocations::{DeliveryOutcome, DestinationDelivery, DestinationTarget};
+use squall_api::invocations::{
+    CloudEventAttributes, DeliveryOutcome, DestinationDelivery, DestinationTarget,
+};
 use squall_broker::backoff::Doubling;
 use squall_broker::names::destination_dlq_subject;
 use squall_broker::time::now_ms;
@@ -181,14 +183,16 @@ pub fn invocation_event(meta: &ResultMeta, body: &[u8]) -> OutEvent {
     }
     OutEvent {
         attributes: Attributes {
-            specversion: crate::core::cloudevents::SPEC_VERSION.into(),
-            id: format!("{}:{status}", meta.invocation_id),
-            source: format!("{EVENT_SOURCE_PREFIX}{}", meta.function),
-            kind: format!("{EVENT_TYPE_PREFIX}{status}"),
-            subject: Some(meta.invocation_id.clone()),
-            time: Some(rfc3339(meta.finished_at_ms)),
-            datacontenttype: Some("application/json".into()),
-            dataschema: None,
+            context: CloudEventAttributes {
+                specversion: crate::core::cloudevents::SPEC_VERSION.into(),
+                id: format!("{}:{status}", meta.invocation_id),
+                source: format!("{EVENT_SOURCE_PREFIX}{}", meta.function),
+                kind: format!("{EVENT_TYPE_PREFIX}{status}"),
+                subject: Some(meta.invocation_id.clone()),
+                time: Some(rfc3339(meta.finished_at_ms)),
+                datacontenttype: Some("application/json".into()),
+                dataschema: None,
+            },
             extensions: Default::default(),
         },
         data: data.to_string().into_bytes(),
