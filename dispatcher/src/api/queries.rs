@@ -3,7 +3,7 @@
 
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiQuery, FunctionName};
-use crate::index::service::{IndexClient, IndexQuery};
+use crate::index::service::{Answered, IndexClient, IndexQuery};
 use crate::index::store;
 use crate::AppState;
 use axum::extract::State;
@@ -58,18 +58,12 @@ fn window(
 }
 
 /// The index's answer as the API type `T`.
-async fn ask_typed<T: serde::de::DeserializeOwned>(
-    state: &AppState,
-    query: IndexQuery,
-) -> Result<Json<T>, ApiError> {
+async fn ask_typed<T: Answered>(state: &AppState, query: IndexQuery) -> Result<Json<T>, ApiError> {
     let index = IndexClient {
         local: state.query_index().cloned(),
         client: state.broker.client.clone(),
     };
-    let answer = index.ask(query).await?;
-    serde_json::from_value(answer)
-        .map(Json)
-        .map_err(|e| ApiError::internal("query index answer", e))
+    Ok(Json(index.ask(query).await?))
 }
 
 /// Invocations that have a result (retrying or terminal), newest first by creation time, a

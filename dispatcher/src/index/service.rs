@@ -11,6 +11,7 @@ use crate::index::store::{self, GroupBy, GroupKey, QueryIndex};
 use async_nats::service::ServiceExt as _;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
+use squall_api::queries::{FunctionStats, InvocationPage, Usage, UsageReport, UsageRow};
 use squall_broker::time::now_ms;
 use squall_broker::InvocationStatus;
 use std::time::Duration;
@@ -60,14 +61,68 @@ fn shown_until(until_ms: u64) -> String {
     }
 }
 
+/// An index's answer: the API type of the query's route. Untagged, so the wire carries the
+/// API type's own JSON and the asker decodes the type it expects.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum IndexAnswer {
+    List(InvocationPage),
+    Stats(FunctionStats),
+    Usage(UsageReport),
+}
+
+/// An API type an index answers with.
+pub trait Answered: serde::de::DeserializeOwned + Send + 'static {
+    /// The answer, if it is of this type.
+    fn from_answer(answer: IndexAnswer) -> Option<Self>;
+}
+
+impl Answered for InvocationPage {
+    fn from_answer(answer: IndexAnswer) -> Option<Self> {
+        match answer {
+            IndexAnswer::List(page) => Some(page),
+            _ => None,
+        }
+    }
+}
+
+impl Answered for FunctionStats {
+    fn from_answer(answer: IndexAnswer) -> Option<Self> {
+        match answer {
+            IndexAnswer::Stats(stats) => Some(stats),
+            _ => None,
+        }
+    }
+}
+
+impl Answered for UsageReport {
+    fn from_answer(answer: IndexAnswer) -> Option<Self> {
+        match answer {
+            IndexAnswer::Usage(report) => Some(report),
+            _ => None,
+        }
+    }
+}
+
+fn usage_view(usage: &store::Usage) -> Usage {
+    Usage {
+        invocations: usage.invocations,
+        attempts: usage.attempts,
+        cpu_ms: usage.cpu_ms,
+        wall_ms: usage.wall_ms,
+        kv_ops: usage.kv_ops,
+        kv_bytes: usage.kv_bytes,
+    }
+}
+
 /// Answers `query` from the index; blocking (sled), so run it off the async threads. Every
 /// answer says whether the index is still catching up with RESULTS, and how far it is.
-pub fn answer(index: &QueryIndex, query: &IndexQuery) -> Result<serde_json::Value, String> {
+pub fn answer(index: &QueryIndex, query: &IndexQuery) -> Result<IndexAnswer, String> {
     let failed = |e: crate::index::IndexError| e.to_string();
     // Read before the answer, so a flag that says "caught up" is true of the data below.
     let catching_up = index.catching_up();
     let applied_sequence = index.sequence().map_err(failed)?;
-    let mut view = match query {
+    Ok(match query {
         IndexQuery::List {
             function,
             status,
@@ -85,12 +140,16 @@ pub fn answer(index: &QueryIndex, query: &IndexQuery) -> Result<serde_json::Valu
             let page = index
                 .list(&filter, *limit, cursor.as_deref())
                 .map_err(failed)?;
-            let items: Vec<_> = page
-                .items
-                .iter()
-                .map(|(id, entry)| crate::core::view::summary_view(id, entry))
-                .collect();
-            serde_json::json!({ "items": items, "next_cursor": page.next_cursor })
+            IndexAnswer::List(InvocationPage {
+                items: page
+                    .items
+                    .iter()
+                    .map(|(id, entry)| crate::core::view::summary_view(id, entry))
+                    .collect(),
+                next_cursor: page.next_cursor,
+                catching_up,
+                applied_sequence,
+            })
         }
         IndexQuery::Stats {
             function,
@@ -100,11 +159,21 @@ pub fn answer(index: &QueryIndex, query: &IndexQuery) -> Result<serde_json::Valu
             let stats = index
                 .stats(function, *since_ms, *until_ms, now_ms())
                 .map_err(failed)?;
-            let mut view = serde_json::to_value(stats).map_err(|e| e.to_string())?;
-            view["function"] = function.as_str().into();
-            view["since"] = rfc3339(*since_ms).into();
-            view["until"] = shown_until(*until_ms).into();
-            view
+            IndexAnswer::Stats(FunctionStats {
+                function: function.clone(),
+                since: rfc3339(*since_ms),
+                until: shown_until(*until_ms),
+                count: stats.count,
+                succeeded: stats.succeeded,
+                errors: stats.errors,
+                error_rate: stats.error_rate,
+                in_progress: stats.in_progress,
+                p50_ms: stats.p50_ms,
+                p95_ms: stats.p95_ms,
+                p99_ms: stats.p99_ms,
+                catching_up,
+                applied_sequence,
+            })
         }
         IndexQuery::Usage {
             since_ms,
@@ -119,8 +188,8 @@ pub fn answer(index: &QueryIndex, query: &IndexQuery) -> Result<serde_json::Valu
             let groups = index
                 .usage(*since_ms, *until_ms, group_by, now_ms())
                 .map_err(failed)?;
-            let mut total = store::Usage::default();
-            let rows: Vec<_> = groups
+            let mut total = Usage::default();
+            let rows = groups
                 .iter()
                 .map(|(key, usage)| {
                     total.invocations += usage.invocations;
@@ -129,26 +198,32 @@ pub fn answer(index: &QueryIndex, query: &IndexQuery) -> Result<serde_json::Valu
                     total.wall_ms += usage.wall_ms;
                     total.kv_ops += usage.kv_ops;
                     total.kv_bytes += usage.kv_bytes;
-                    let mut row = serde_json::to_value(usage).unwrap_or_default();
-                    match key {
-                        GroupKey::Function(f) => row["function"] = f.as_str().into(),
-                        GroupKey::Hour(ms) => row["hour"] = rfc3339(*ms).into(),
+                    let (function, hour) = match key {
+                        GroupKey::Function(f) => (Some(f.clone()), None),
+                        GroupKey::Hour(ms) => (None, Some(rfc3339(*ms))),
+                    };
+                    UsageRow {
+                        function,
+                        hour,
+                        usage: usage_view(usage),
                     }
-                    row
                 })
                 .collect();
-            serde_json::json!({
-                "group_by": if *by_hour { "hour" } else { "function" },
-                "since": rfc3339(*since_ms),
-                "until": shown_until(*until_ms),
-                "groups": rows,
-                "total": total,
+            IndexAnswer::Usage(UsageReport {
+                group_by: if *by_hour {
+                    squall_api::queries::GroupBy::Hour
+                } else {
+                    squall_api::queries::GroupBy::Function
+                },
+                since: rfc3339(*since_ms),
+                until: shown_until(*until_ms),
+                groups: rows,
+                total,
+                catching_up,
+                applied_sequence,
             })
         }
-    };
-    view["catching_up"] = catching_up.into();
-    view["applied_sequence"] = applied_sequence.into();
-    Ok(view)
+    })
 }
 
 /// Where a query is answered: this process's index when it holds one, else whichever index
@@ -169,15 +244,17 @@ pub enum AskError {
 }
 
 impl IndexClient {
-    /// Answers `query`.
-    pub async fn ask(&self, query: IndexQuery) -> Result<serde_json::Value, AskError> {
+    /// Answers `query` with the API type `T` its route answers.
+    pub async fn ask<T: Answered>(&self, query: IndexQuery) -> Result<T, AskError> {
         let failed = |e: &dyn std::fmt::Display| AskError::Failed(e.to_string());
         if let Some(index) = &self.local {
             let index = index.clone();
-            return tokio::task::spawn_blocking(move || answer(&index, &query))
+            let answer = tokio::task::spawn_blocking(move || answer(&index, &query))
                 .await
                 .map_err(|e| failed(&e))?
-                .map_err(|e| failed(&e));
+                .map_err(|e| failed(&e))?;
+            return T::from_answer(answer)
+                .ok_or_else(|| failed(&"the index answered with another type"));
         }
         let body = serde_json::to_vec(&query).map_err(|e| failed(&e))?;
         let asked = tokio::time::timeout(
@@ -281,13 +358,13 @@ mod tests {
         ];
         index.start_catch_up(0, 5);
         for query in &queries {
-            let view = answer(&index, query).unwrap();
+            let view = serde_json::to_value(answer(&index, query).unwrap()).unwrap();
             assert_eq!(view["catching_up"], true, "{view}");
             assert_eq!(view["applied_sequence"], 0);
         }
         index.progressed(5);
         for query in &queries {
-            let view = answer(&index, query).unwrap();
+            let view = serde_json::to_value(answer(&index, query).unwrap()).unwrap();
             assert_eq!(view["catching_up"], false, "{view}");
         }
     }
