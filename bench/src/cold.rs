@@ -1,8 +1,11 @@
 //! Cold paths: a new function's first result (its artifact new, or already loaded), a new
 //! version's first result, and the artifact fetch a first load starts with.
 
+use crate::cluster::Cluster;
+use crate::context::{Context, Server, S4};
 use crate::drive;
-use crate::run::{Bench, FUNCTION, S4};
+use crate::measure::FUNCTION;
+use crate::report::Report;
 use crate::stats::Latency;
 use anyhow::{bail, Context as _};
 use futures::StreamExt;
@@ -31,17 +34,16 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// One synchronous call, which must answer 200.
-async fn invoke(bench: &Bench, function: &str) -> anyhow::Result<()> {
+async fn invoke(cx: &Context, squall: &Cluster, function: &str) -> anyhow::Result<()> {
     let url = format!(
         "{}?wait={}",
-        bench.cluster.invoke_url(function),
+        squall.invoke_url(function),
         COLD_LIMIT.as_secs()
     );
-    let response = bench
-        .cluster
+    let response = squall
         .http
         .post(url)
-        .body(bench.payload.clone())
+        .body(cx.payload.clone())
         .send()
         .await?;
     let status = response.status();
@@ -58,23 +60,24 @@ async fn invoke(bench: &Bench, function: &str) -> anyhow::Result<()> {
 /// Deploys `artifact` as `function` and times the deploy and the first result after it.
 /// Returns (deploy, 201 → first result).
 async fn deploy_then_invoke(
-    bench: &Bench,
+    cx: &Context,
+    squall: &Cluster,
     function: &str,
     artifact: Vec<u8>,
 ) -> anyhow::Result<(Duration, Duration)> {
-    let spec = serde_json::json!({ "concurrency": bench.settings.concurrency });
+    let spec = serde_json::json!({ "concurrency": cx.settings.concurrency });
     let started = Instant::now();
-    bench.cluster.deploy(function, artifact, &spec).await?;
+    squall.deploy(function, artifact, &spec).await?;
     let deployed = Instant::now();
-    invoke(bench, function).await?;
+    invoke(cx, squall, function).await?;
     Ok((deployed - started, deployed.elapsed()))
 }
 
 /// Fetches an artifact from the object store and checks its sha256, as a worker's first load
 /// does before it writes the file and loads it. Returns (fetch, sha256 check).
-async fn fetch_artifact(bench: &Bench, artifact: &[u8]) -> anyhow::Result<(Duration, Duration)> {
+async fn fetch_artifact(server: &Server, artifact: &[u8]) -> anyhow::Result<(Duration, Duration)> {
     let sha = hex::encode(Sha256::digest(artifact));
-    let store = bench
+    let store = server
         .nats
         .js
         .get_object_store(squall_broker::names::ARTIFACT_BUCKET)
@@ -97,15 +100,20 @@ async fn fetch_artifact(bench: &Bench, artifact: &[u8]) -> anyhow::Result<(Durat
 /// Deploys a new version of the warm function `VERSIONED` and returns the time from the
 /// deploy's answer to the first result produced by the new version, while a client keeps
 /// invoking it one call at a time.
-async fn new_version(bench: &Bench, artifact: Vec<u8>) -> anyhow::Result<Duration> {
-    let mut results = bench
+async fn new_version(
+    cx: &Context,
+    server: &Server,
+    squall: &Cluster,
+    artifact: Vec<u8>,
+) -> anyhow::Result<Duration> {
+    let mut results = server
         .nats
         .client
         .subscribe(format!("results.{VERSIONED}.>"))
         .await?;
-    bench.nats.client.flush().await?;
-    let spec = serde_json::json!({ "concurrency": bench.settings.concurrency });
-    let answer = bench.cluster.deploy(VERSIONED, artifact, &spec).await?;
+    server.nats.client.flush().await?;
+    let spec = serde_json::json!({ "concurrency": cx.settings.concurrency });
+    let answer = squall.deploy(VERSIONED, artifact, &spec).await?;
     let deployed = Instant::now();
     let version = answer["version"]
         .as_str()
@@ -129,7 +137,7 @@ async fn new_version(bench: &Bench, artifact: Vec<u8>) -> anyhow::Result<Duratio
             watcher.abort();
             bail!("the new version produced no result within {COLD_LIMIT:?}");
         }
-        invoke(bench, VERSIONED).await?;
+        invoke(cx, squall, VERSIONED).await?;
     }
     watcher
         .await
@@ -138,49 +146,55 @@ async fn new_version(bench: &Bench, artifact: Vec<u8>) -> anyhow::Result<Duratio
 }
 
 /// Measures every cold path once per run, with one worker.
-pub async fn measure(bench: &mut Bench) -> anyhow::Result<()> {
-    bench.cluster.add_worker(FUNCTION).await?;
-    let spec = serde_json::json!({ "concurrency": bench.settings.concurrency });
+pub async fn measure(
+    cx: &Context,
+    server: &Server,
+    squall: &mut Cluster,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    squall.add_worker(FUNCTION).await?;
+    let spec = serde_json::json!({ "concurrency": cx.settings.concurrency });
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    bench
-        .cluster
+    squall
         .deploy(
             VERSIONED,
-            with_nonce(&bench.artifact, &format!("{stamp}-v0")),
+            with_nonce(&cx.artifact, &format!("{stamp}-v0")),
             &spec,
         )
         .await?;
-    invoke(bench, VERSIONED).await?;
-    for run in 1..=bench.settings.runs {
+    invoke(cx, squall, VERSIONED).await?;
+    for run in 1..=cx.settings.runs {
         let mut warm = Vec::with_capacity(WARM_CALLS);
         for _ in 0..WARM_CALLS {
             let started = Instant::now();
-            invoke(bench, VERSIONED).await?;
+            invoke(cx, squall, VERSIONED).await?;
             warm.push(started.elapsed());
         }
         let warm_ms = Latency::of(&warm).p50 / 1e3;
 
         // A new function whose artifact no worker has seen: deploy, fetch, load, subscribe.
-        let fresh = with_nonce(&bench.artifact, &format!("{stamp}-new-{run}"));
+        let fresh = with_nonce(&cx.artifact, &format!("{stamp}-new-{run}"));
         let new_name = format!("cold-new-{run}");
-        let (deploy, first) = deploy_then_invoke(bench, &new_name, fresh.clone()).await?;
-        let (fetch, hash) = fetch_artifact(bench, &fresh).await?;
+        let (deploy, first) = deploy_then_invoke(cx, squall, &new_name, fresh.clone()).await?;
+        let (fetch, hash) = fetch_artifact(server, &fresh).await?;
 
         // The same artifact under another name: everything but the first load.
         let cached_name = format!("cold-cached-{run}");
-        let (_, cached) = deploy_then_invoke(bench, &cached_name, fresh).await?;
+        let (_, cached) = deploy_then_invoke(cx, squall, &cached_name, fresh).await?;
 
         // A new version of a function that is serving.
         let version = new_version(
-            bench,
-            with_nonce(&bench.artifact, &format!("{stamp}-v{run}")),
+            cx,
+            server,
+            squall,
+            with_nonce(&cx.artifact, &format!("{stamp}-v{run}")),
         )
         .await?;
 
-        let r = &mut bench.report;
+        let r = &mut *report;
         r.add(
             S4,
             "cold.warm",
@@ -251,16 +265,16 @@ pub async fn measure(bench: &mut Bench) -> anyhow::Result<()> {
             "ms",
             ms(hash),
         );
-        bench.cluster.delete(&new_name).await?;
-        bench.cluster.delete(&cached_name).await?;
+        squall.delete(&new_name).await?;
+        squall.delete(&cached_name).await?;
     }
-    bench.cluster.delete(VERSIONED).await?;
+    squall.delete(VERSIONED).await?;
     drive::quiesce(
-        &bench.nats,
+        &server.nats,
         squall_broker::names::JOBS_STREAM,
         &squall_broker::names::consumer_name(FUNCTION),
     )
     .await?;
-    bench.cluster.stop_workers().await;
+    squall.stop_workers().await;
     Ok(())
 }

@@ -4,22 +4,28 @@
 
 mod bare;
 mod baseline;
+mod batch;
 mod cluster;
 mod cold;
+mod context;
 mod drive;
 mod measure;
 mod procs;
+mod record;
+mod reference;
 mod replicated;
 mod report;
 mod resources;
 mod run;
 mod scale;
+mod squall;
 mod state;
 mod stats;
+mod targets;
 mod zero;
 
 use clap::{Parser, Subcommand};
-use run::{Phase, Settings};
+use context::{Phase, Settings};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -7,12 +7,12 @@
 
 use crate::bare;
 use crate::cluster::Cluster;
+use crate::context::{progress, Settings};
 use crate::drive::{self, Nats};
-use crate::measure::{self, Driver, Load};
+use crate::measure::{self, Driver, Load, FUNCTION};
 use crate::procs::{Environment, NatsCluster};
 use crate::report::Report;
 use crate::resources::{clock_ticks_per_second, Usage, Watch};
-use crate::run::{progress, Settings, FUNCTION};
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use squall_broker::names::{consumer_name, JOBS_STREAM, RESULTS_STREAM};

@@ -4,8 +4,10 @@
 //! process's RSS, and the time of stats, usage and list queries against the full index.
 
 use crate::cluster::Cluster;
+use crate::context::{Context, Server};
+use crate::measure::FUNCTION;
+use crate::report::Report;
 use crate::resources::{RssSampler, Watch};
-use crate::run::{Bench, FUNCTION};
 use crate::stats::Latency;
 use anyhow::{bail, Context as _};
 use squall_broker::headers as h;
@@ -117,7 +119,7 @@ fn synthetic(n: usize, now_ms: u64) -> Vec<ResultMeta> {
 }
 
 /// Publishes `results` into RESULTS with a window of acknowledgements in flight.
-async fn publish(bench: &Bench, results: &[ResultMeta]) -> anyhow::Result<Duration> {
+async fn publish(server: &Server, results: &[ResultMeta]) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut pending = VecDeque::with_capacity(WINDOW);
     for meta in results {
@@ -128,7 +130,7 @@ async fn publish(bench: &Bench, results: &[ResultMeta]) -> anyhow::Result<Durati
         } else {
             &b"synthetic failure"[..]
         };
-        let ack = bench
+        let ack = server
             .nats
             .js
             .publish_with_headers(
@@ -216,21 +218,22 @@ async fn time_query(cluster: &Cluster, path: &str, count: usize) -> anyhow::Resu
 /// Runs the phase once: stops the benchmark's dispatcher (so that only the fresh one indexes),
 /// publishes the results, starts a dispatcher with an empty data folder and measures it. The
 /// fresh dispatcher then replaces the benchmark's (the phase runs last).
-pub async fn measure(bench: &mut Bench) -> anyhow::Result<()> {
-    let n = bench.settings.scale_n;
-    let queries = if bench.settings.smoke { 5 } else { 30 };
-    bench
-        .cluster
-        .dispatcher
-        .terminate(Duration::from_secs(10))
-        .await;
-    crate::drive::purge(&bench.nats, RESULTS_STREAM).await?;
+pub async fn measure(
+    cx: &Context,
+    server: &Server,
+    squall: &mut Cluster,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let n = cx.settings.scale_n;
+    let queries = if cx.settings.smoke { 5 } else { 30 };
+    squall.dispatcher.terminate(Duration::from_secs(10)).await;
+    crate::drive::purge(&server.nats, RESULTS_STREAM).await?;
     let now = squall_broker::time::now_ms();
     let results = synthetic(n, now);
-    bench.progress(&format!("scale: publishing {n} synthetic results"));
-    let published = publish(bench, &results).await?;
+    cx.progress(&format!("scale: publishing {n} synthetic results"));
+    let published = publish(server, &results).await?;
     drop(results);
-    bench.report.add(
+    report.add(
         S8,
         "scale.publish.rate",
         "synthetic results published into RESULTS",
@@ -238,10 +241,10 @@ pub async fn measure(bench: &mut Bench) -> anyhow::Result<()> {
         n as f64 / published.as_secs_f64(),
     );
 
-    bench.progress("scale: starting a fresh index holder");
-    let dir = bench.dir.join("scale");
+    cx.progress("scale: starting a fresh index holder");
+    let dir = cx.dir.join("scale");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut fresh = Cluster::start(&bench.env, &bench.nats_url, dir.clone()).await?;
+    let mut fresh = Cluster::start(&cx.env, &server.url, dir.clone()).await?;
     let started = Instant::now();
     let pid = fresh.dispatcher.pid();
     let rss = RssSampler::start(vec![Watch::process(pid)], Duration::from_millis(50));
@@ -257,18 +260,18 @@ pub async fn measure(bench: &mut Bench) -> anyhow::Result<()> {
     }
     let caught_up = started.elapsed();
     let peak_catch_up = rss.stop()[0];
-    bench.progress(&format!(
+    cx.progress(&format!(
         "scale: caught up with {n} results in {:.1} s",
         caught_up.as_secs_f64()
     ));
-    bench.report.add(
+    report.add(
         S8,
         "scale.catchup.rate",
         "index catch-up from an empty index (ready to all applied)",
         "results/s",
         n as f64 / caught_up.as_secs_f64(),
     );
-    bench.report.add(
+    report.add(
         S8,
         "scale.rss.catchup",
         "index holder (dispatcher) RSS, peak during catch-up",
@@ -305,11 +308,11 @@ pub async fn measure(bench: &mut Bench) -> anyhow::Result<()> {
     )
     .await?;
     let peak_queries = rss.stop()[0];
-    bench.progress(&format!(
+    cx.progress(&format!(
         "scale: queries timed in {:.1} s",
         queries_started.elapsed().as_secs_f64()
     ));
-    let r = &mut bench.report;
+    let r = &mut *report;
     for (key, label, latency) in [
         ("scale.stats", "stats of one function over 24 h", &stats),
         ("scale.usage.fn", "usage over 24 h by function", &usage),
@@ -348,7 +351,7 @@ pub async fn measure(bench: &mut Bench) -> anyhow::Result<()> {
     let index_dir = dir.join("dispatcher").join("index");
     fresh.dispatcher.terminate(Duration::from_secs(30)).await;
     let (blocks, len) = disk_usage(&index_dir);
-    let r = &mut bench.report;
+    let r = &mut *report;
     r.add(
         S8,
         "scale.disk.total",
@@ -371,15 +374,15 @@ pub async fn measure(bench: &mut Bench) -> anyhow::Result<()> {
         len as f64 / n as f64,
     );
     // Restart it on the same folder so the phases' shared teardown finds a live dispatcher.
-    let restarted = Cluster::start(&bench.env, &bench.nats_url, dir).await?;
+    let restarted = Cluster::start(&cx.env, &server.url, dir).await?;
     fresh = restarted;
-    std::mem::swap(&mut bench.cluster, &mut fresh);
+    std::mem::swap(squall, &mut fresh);
     Ok(())
 }
 
 /// The targets at 1,000,000 indexed invocations (the disk target as bytes per
 /// invocation, so a smaller run is judged by the same measure).
-pub fn add_targets(report: &mut crate::report::Report) {
+pub fn add_targets(report: &mut Report) {
     report.target(
         "index catch-up >= 50,000 results/s",
         "scale.catchup.rate",

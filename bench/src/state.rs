@@ -6,8 +6,10 @@
 //! them twice and times each call itself: the first round misses the worker's cache and goes
 //! to the broker, the second is served from memory.
 
+use crate::cluster::Cluster;
+use crate::context::{Context, Server, S7};
 use crate::procs::BUILD_COMMAND;
-use crate::run::{Bench, S7};
+use crate::report::Report;
 use crate::stats::Latency;
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
@@ -32,8 +34,13 @@ struct Timings {
 }
 
 /// Deploys the state function with a worker of its own, measures every run, and removes both.
-pub async fn measure(bench: &mut Bench) -> anyhow::Result<()> {
-    let path = &bench.env.state_artifact;
+pub async fn measure(
+    cx: &Context,
+    server: &Server,
+    squall: &mut Cluster,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let path = &cx.env.state_artifact;
     let artifact = std::fs::read(path).with_context(|| {
         format!(
             "{} is missing; build it with: {BUILD_COMMAND}",
@@ -41,19 +48,25 @@ pub async fn measure(bench: &mut Bench) -> anyhow::Result<()> {
         )
     })?;
     let spec = serde_json::json!({"timeout_ms": 60000, "max_attempts": 1});
-    bench.cluster.deploy(FUNCTION, artifact, &spec).await?;
-    bench.cluster.add_worker(FUNCTION).await?;
-    for run in 1..=bench.settings.runs {
-        measure_run(bench, run).await?;
+    squall.deploy(FUNCTION, artifact, &spec).await?;
+    squall.add_worker(FUNCTION).await?;
+    for run in 1..=cx.settings.runs {
+        measure_run(cx, server, squall, report, run).await?;
     }
-    bench.cluster.stop_workers().await;
-    bench.cluster.delete(FUNCTION).await
+    squall.stop_workers().await;
+    squall.delete(FUNCTION).await
 }
 
 /// Measures one run and adds its figures to the report.
-async fn measure_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
-    let n = if bench.settings.smoke { 200 } else { 5_000 };
-    let bucket = bench
+async fn measure_run(
+    cx: &Context,
+    server: &Server,
+    squall: &Cluster,
+    report: &mut Report,
+    run: usize,
+) -> anyhow::Result<()> {
+    let n = if cx.settings.smoke { 200 } else { 5_000 };
+    let bucket = server
         .nats
         .js
         .get_key_value(STATE_BUCKET)
@@ -81,10 +94,9 @@ async fn measure_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
     let bare = Latency::of(&bare);
 
     let plan = serde_json::json!({"prefix": prefix, "keys": n, "rounds": 2});
-    let response = bench
-        .cluster
+    let response = squall
         .http
-        .post(format!("{}?wait=120", bench.cluster.invoke_url(FUNCTION)))
+        .post(format!("{}?wait=120", squall.invoke_url(FUNCTION)))
         .body(plan.to_string())
         .send()
         .await?;
@@ -105,7 +117,7 @@ async fn measure_run(bench: &mut Bench, run: usize) -> anyhow::Result<()> {
             cached.found
         );
     }
-    let r = &mut bench.report;
+    let r = &mut *report;
     r.add(
         S7,
         "state.bare.p50",

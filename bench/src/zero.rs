@@ -2,9 +2,11 @@
 //! fleet --min 0`) runs no worker, timed from sending the request to its 200, and split into
 //! steps by what the benchmark sees on the wire and the timestamps in the fleet's log.
 
+use crate::cluster::Cluster;
+use crate::context::{Context, Server, S4};
 use crate::procs::Proc;
+use crate::report::Report;
 use crate::resources::process_tree;
-use crate::run::{Bench, S4};
 use anyhow::{bail, Context as _};
 use futures::StreamExt as _;
 use squall_broker::names::jobs_subject;
@@ -100,16 +102,16 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Starts the fleet supervisor for `ZERO_FUNCTION` with no minimum.
-fn start_fleet(bench: &Bench) -> anyhow::Result<Proc> {
-    let mut command = Command::new(&bench.env.worker);
+fn start_fleet(cx: &Context, server: &Server) -> anyhow::Result<Proc> {
+    let mut command = Command::new(&cx.env.worker);
     command
         // The job's own line ("job done", with the attempt's duration) is a debug line.
         .env("RUST_LOG", "info,squall_worker::jobs::settle=debug")
         .arg("fleet")
         .arg("--nats-url")
-        .arg(&bench.nats_url)
+        .arg(&server.url)
         .arg("--data-dir")
-        .arg(bench.dir.join("fleet"))
+        .arg(cx.dir.join("fleet"))
         .arg("--function")
         .arg(ZERO_FUNCTION)
         .args(["--min", "0", "--max", "1"])
@@ -117,11 +119,11 @@ fn start_fleet(bench: &Bench) -> anyhow::Result<Proc> {
         .arg(IDLE_SECS.to_string())
         .arg("--interval-ms")
         .arg(INTERVAL_MS.to_string());
-    Proc::spawn("fleet", command, bench.dir.join("fleet.log"))
+    Proc::spawn("fleet", command, cx.dir.join("fleet.log"))
 }
 
 /// Waits until the supervisor's heartbeat is in the fleet bucket: before it, it does not scale.
-async fn wait_supervisor(bench: &Bench, fleet: &mut Proc) -> anyhow::Result<()> {
+async fn wait_supervisor(squall: &Cluster, fleet: &mut Proc) -> anyhow::Result<()> {
     fleet
         .wait_for_log("its start", ZERO_LIMIT, |log| {
             log.contains("fleet supervisor started")
@@ -129,10 +131,9 @@ async fn wait_supervisor(bench: &Bench, fleet: &mut Proc) -> anyhow::Result<()> 
         .await?;
     let deadline = Instant::now() + ZERO_LIMIT;
     loop {
-        let view: serde_json::Value = bench
-            .cluster
+        let view: serde_json::Value = squall
             .http
-            .get(format!("{}/v1/fleet", bench.cluster.url))
+            .get(format!("{}/v1/fleet", squall.url))
             .send()
             .await?
             .json()
@@ -219,9 +220,14 @@ struct ColdCall {
 }
 
 /// One synchronous call to the function with no worker running.
-async fn cold_call(bench: &Bench, fleet: &Proc) -> anyhow::Result<ColdCall> {
+async fn cold_call(
+    cx: &Context,
+    server: &Server,
+    squall: &Cluster,
+    fleet: &Proc,
+) -> anyhow::Result<ColdCall> {
     let offset = fleet.log_text().len();
-    let client = &bench.nats.client;
+    let client = &server.nats.client;
     let jobs = client.subscribe(jobs_subject(ZERO_FUNCTION)).await?;
     let results = client
         .subscribe(format!("results.{ZERO_FUNCTION}.>"))
@@ -229,18 +235,17 @@ async fn cold_call(bench: &Bench, fleet: &Proc) -> anyhow::Result<ColdCall> {
     client.flush().await?;
     let url = format!(
         "{}?wait={}",
-        bench.cluster.invoke_url(ZERO_FUNCTION),
+        squall.invoke_url(ZERO_FUNCTION),
         ZERO_LIMIT.as_secs()
     );
     let wall = SystemTime::now();
     let started = Instant::now();
     let published = first_message(jobs, started, |_| true);
     let result = first_message(results, started, succeeded);
-    let response = bench
-        .cluster
+    let response = squall
         .http
         .post(url)
-        .body(bench.payload.clone())
+        .body(cx.payload.clone())
         .send()
         .await
         .context("the cold call failed")?;
@@ -290,9 +295,12 @@ async fn cold_call(bench: &Bench, fleet: &Proc) -> anyhow::Result<ColdCall> {
 /// Replays, from the benchmark's own (warm) process, what a new worker does before it can
 /// load a function: start the program, connect, open the topology. Returns (program start and
 /// exit of `squall-worker --version`, connect, topology open).
-async fn replay_start(bench: &Bench) -> anyhow::Result<(Duration, Duration, Duration)> {
+async fn replay_start(
+    cx: &Context,
+    server: &Server,
+) -> anyhow::Result<(Duration, Duration, Duration)> {
     let started = Instant::now();
-    let status = tokio::process::Command::new(&bench.env.worker)
+    let status = tokio::process::Command::new(&cx.env.worker)
         .arg("--version")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -307,7 +315,7 @@ async fn replay_start(bench: &Bench) -> anyhow::Result<(Duration, Duration, Dura
     let started = Instant::now();
     let client = async_nats::ConnectOptions::new()
         .name("squall-bench-replay")
-        .connect(bench.nats_url.as_str())
+        .connect(server.url.as_str())
         .await
         .context("cannot connect to the benchmark's nats-server")?;
     let connect = started.elapsed();
@@ -319,36 +327,46 @@ async fn replay_start(bench: &Bench) -> anyhow::Result<(Duration, Duration, Dura
 }
 
 /// Measures scale-from-zero once per run with one fleet supervisor.
-pub async fn measure(bench: &mut Bench) -> anyhow::Result<()> {
-    let spec = serde_json::json!({ "concurrency": bench.settings.concurrency });
-    bench
-        .cluster
-        .deploy(ZERO_FUNCTION, bench.artifact.clone(), &spec)
+pub async fn measure(
+    cx: &Context,
+    server: &Server,
+    squall: &mut Cluster,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let spec = serde_json::json!({ "concurrency": cx.settings.concurrency });
+    squall
+        .deploy(ZERO_FUNCTION, cx.artifact.clone(), &spec)
         .await?;
-    let mut fleet = start_fleet(bench)?;
-    let outcome = measure_with(bench, &mut fleet).await;
+    let mut fleet = start_fleet(cx, server)?;
+    let outcome = measure_with(cx, server, squall, report, &mut fleet).await;
     if outcome.is_err() {
         eprintln!("--- fleet log (end) ---\n{}", fleet.log_tail(20));
     }
     fleet.terminate(Duration::from_secs(10)).await;
     outcome?;
-    bench.cluster.delete(ZERO_FUNCTION).await
+    squall.delete(ZERO_FUNCTION).await
 }
 
-async fn measure_with(bench: &mut Bench, fleet: &mut Proc) -> anyhow::Result<()> {
-    wait_supervisor(bench, fleet).await?;
-    for run in 1..=bench.settings.runs {
+async fn measure_with(
+    cx: &Context,
+    server: &Server,
+    squall: &Cluster,
+    report: &mut Report,
+    fleet: &mut Proc,
+) -> anyhow::Result<()> {
+    wait_supervisor(squall, fleet).await?;
+    for run in 1..=cx.settings.runs {
         wait_zero(fleet).await?;
         // A few readings at zero, so the call finds the supervisor idle, not just done reaping.
         tokio::time::sleep(Duration::from_millis(3 * INTERVAL_MS)).await;
-        let call = cold_call(bench, fleet).await?;
-        let (exec, connect, topology) = replay_start(bench).await?;
-        bench.progress(&format!(
+        let call = cold_call(cx, server, squall, fleet).await?;
+        let (exec, connect, topology) = replay_start(cx, server).await?;
+        cx.progress(&format!(
             "scale-from-zero {run}/{}: {:.1} ms",
-            bench.settings.runs,
+            cx.settings.runs,
             ms(call.total)
         ));
-        record(bench, &call, (exec, connect, topology));
+        record(cx, report, &call, (exec, connect, topology));
     }
     for key in [
         "cold.zero",
@@ -360,15 +378,20 @@ async fn measure_with(bench: &mut Bench, fleet: &mut Proc) -> anyhow::Result<()>
         "cold.zero.result",
         "cold.zero.answer",
     ] {
-        bench.report.list_values(key);
+        report.list_values(key);
     }
     Ok(())
 }
 
 /// Adds one run's figures: the total, then each step from the previous milestone, when every
 /// milestone was seen (a partial chain would attribute one step's time to another).
-fn record(bench: &mut Bench, call: &ColdCall, replay: (Duration, Duration, Duration)) {
-    let r = &mut bench.report;
+fn record(
+    cx: &Context,
+    report: &mut Report,
+    call: &ColdCall,
+    replay: (Duration, Duration, Duration),
+) {
+    let r = &mut *report;
     r.add(
         S4,
         "cold.zero",
@@ -428,12 +451,12 @@ fn record(bench: &mut Bench, call: &ColdCall, replay: (Duration, Duration, Durat
             r.add(S4, key, label, "ms", ms(step));
         }
     } else {
-        bench.progress(&format!(
+        cx.progress(&format!(
             "scale-from-zero: not every step was seen (job, spawn, connect, start, ready, result: \
              {milestones:?}); no breakdown for this run"
         ));
     }
-    let r = &mut bench.report;
+    let r = &mut *report;
     if let Some(call) = call.call {
         r.add(
             S4,
