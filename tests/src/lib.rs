@@ -17,4 +17,6 @@ pub use build::{built, compile_c, workspace_root, Built};
 pub use cluster::{wait_workers_ready, Cluster, ClusterOptions};
 pub use http::{decode_response, http_get_blocking, json_response};
 pub use process::{children, free_port, Process};
-pub use wait::{eventually, eventually_blocking, poll, poll_blocking, Text};
+pub use wait::{
+    eventually, eventually_blocking, eventually_every, poll, poll_blocking, poll_every, Text,
+};

@@ -49,7 +49,18 @@ pub async fn eventually<O: Observation>(
     what: impl Display,
     probe: impl AsyncFnMut() -> O,
 ) -> O::Value {
-    poll(within, probe)
+    eventually_every(within, POLL, what, probe).await
+}
+
+/// `eventually` asking `probe` every `every` rather than every 50 ms: for a probe that does
+/// real work each time (an invocation), so the test keeps the pace it means.
+pub async fn eventually_every<O: Observation>(
+    within: Duration,
+    every: Duration,
+    what: impl Display,
+    probe: impl AsyncFnMut() -> O,
+) -> O::Value {
+    poll_every(within, every, probe)
         .await
         .unwrap_or_else(|last| timed_out(within, &what, &last))
 }
@@ -67,6 +78,15 @@ pub fn eventually_blocking<O: Observation>(
 /// observation. For a bounded wait whose timeout is not a failure (a graceful stop before a kill).
 pub async fn poll<O: Observation>(
     within: Duration,
+    probe: impl AsyncFnMut() -> O,
+) -> Result<O::Value, String> {
+    poll_every(within, POLL, probe).await
+}
+
+/// `poll` asking `probe` every `every`.
+pub async fn poll_every<O: Observation>(
+    within: Duration,
+    every: Duration,
     mut probe: impl AsyncFnMut() -> O,
 ) -> Result<O::Value, String> {
     let deadline = Instant::now() + within;
@@ -74,7 +94,7 @@ pub async fn poll<O: Observation>(
         match probe().await.into_result() {
             Ok(value) => return Ok(value),
             Err(last) if Instant::now() >= deadline => return Err(last),
-            Err(_) => tokio::time::sleep(POLL).await,
+            Err(_) => tokio::time::sleep(every).await,
         }
     }
 }

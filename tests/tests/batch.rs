@@ -1,9 +1,11 @@
 //! Batch submission (`POST /v1/functions/{name}/batch` and `squall invoke --batch`): lines become
 //! invocations in order, bad input is refused whole, and an Idempotency-Key covers the batch.
 
+use axum::http::Method;
 use squall_api::invocations::BatchAccepted;
 use squall_api::{ErrorBody, InvocationStatus};
 use squall_broker::names::JOBS_STREAM;
+use squall_tests::in_process::App;
 use squall_tests::{built, json_response, workspace_root, Cluster, ClusterOptions};
 use std::process::Command;
 use std::time::Duration;
@@ -53,9 +55,36 @@ fn line(body: &serde_json::Value) -> Option<u64> {
 
 /// How many messages JOBS has ever stored (its last sequence): consumed jobs count too.
 async fn jobs_stored(cluster: &Cluster) -> u64 {
-    let js = async_nats::jetstream::new(cluster.nats_client().await);
+    jobs_stored_in(cluster.nats_client().await).await
+}
+
+/// `jobs_stored` through a client of the broker.
+async fn jobs_stored_in(client: async_nats::Client) -> u64 {
+    let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream(JOBS_STREAM).await.expect("JOBS stream");
     stream.info().await.expect("JOBS info").state.last_sequence
+}
+
+/// `batch` through the in-process router.
+async fn batch_in(
+    app: &App,
+    function: &str,
+    body: impl Into<axum::body::Body>,
+    key: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut headers = vec![("content-type", "application/x-ndjson")];
+    if let Some(key) = key {
+        headers.push(("idempotency-key", key));
+    }
+    let answer = app
+        .send(
+            Method::POST,
+            &format!("/v1/functions/{function}/batch"),
+            &headers,
+            body,
+        )
+        .await;
+    (answer.status.as_u16(), answer.json())
 }
 
 /// What the `echo` example answered for an invocation: its input text and event.
@@ -127,26 +156,24 @@ async fn a_batch_runs_one_invocation_per_line_in_line_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_batches_are_refused_whole_and_publish_nothing() {
-    // No worker: every job published stays in JOBS, so the count below sees all of them.
-    let cluster = Cluster::start_with(ClusterOptions {
-        workers: 0,
-        max_payload: Some(1000),
-        dispatcher_env: vec![
-            ("SQUALL_MAX_BATCH_LINES".into(), "5".into()),
-            ("SQUALL_MAX_BATCH_BYTES".into(), "65536".into()),
-        ],
-        ..Default::default()
+    // In process, with no worker: every job published stays in JOBS, so the count below sees
+    // all of them.
+    let app = App::start_with(|config| {
+        config.max_payload = 1000;
+        config.batch.max_lines = 5;
+        config.batch.max_bytes = 65536;
     })
     .await;
-    cluster.deploy_example("echo", None).await;
+    let echo = std::fs::read(built().library("echo")).unwrap();
+    assert_eq!(app.deploy("echo", &echo, None).await.status, 201);
 
     for empty in ["", "\n", " \r\n\n"] {
-        let (status, body) = batch(&cluster, "echo", empty, None).await;
+        let (status, body) = batch_in(&app, "echo", empty, None).await;
         assert_eq!(status, 400, "{empty:?}: {body}");
         assert_eq!(refusal(&body).error.code, "empty_batch");
     }
 
-    let (status, body) = batch(&cluster, "echo", "{\"a\": 1}\n2\n{\"b\": \n4\n", None).await;
+    let (status, body) = batch_in(&app, "echo", "{\"a\": 1}\n2\n{\"b\": \n4\n", None).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(refusal(&body).error.code, "invalid_line");
     assert_eq!(line(&body), Some(3));
@@ -155,7 +182,7 @@ async fn bad_batches_are_refused_whole_and_publish_nothing() {
         "{body}"
     );
 
-    let (status, body) = batch(&cluster, "echo", "1\n\n3\n", None).await;
+    let (status, body) = batch_in(&app, "echo", "1\n\n3\n", None).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(refusal(&body).error.code, "invalid_line");
     assert_eq!(
@@ -163,13 +190,13 @@ async fn bad_batches_are_refused_whole_and_publish_nothing() {
         "line 2 is blank; every line must hold one JSON value"
     );
 
-    let (status, body) = batch(&cluster, "echo", "1\n2\n3\n4\n5\n6\n", None).await;
+    let (status, body) = batch_in(&app, "echo", "1\n2\n3\n4\n5\n6\n", None).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(refusal(&body).error.code, "too_many_lines");
     assert!(message(&body).contains("more than 5 lines"), "{body}");
 
     let long = format!("1\n\"{}\"\n3\n", "x".repeat(1200));
-    let (status, body) = batch(&cluster, "echo", long, None).await;
+    let (status, body) = batch_in(&app, "echo", long, None).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(refusal(&body).error.code, "line_too_large");
     assert_eq!(line(&body), Some(2));
@@ -179,28 +206,28 @@ async fn bad_batches_are_refused_whole_and_publish_nothing() {
     );
 
     let huge = format!("\"{}\"\n", "y".repeat(100_000));
-    let (status, body) = batch(&cluster, "echo", huge, None).await;
+    let (status, body) = batch_in(&app, "echo", huge, None).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(refusal(&body).error.code, "payload_too_large");
     assert!(message(&body).contains("65536 bytes"), "{body}");
 
-    let (status, body) = batch(&cluster, "nosuch", "1\n", None).await;
+    let (status, body) = batch_in(&app, "nosuch", "1\n", None).await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(refusal(&body).error.code, "function_not_found");
 
-    let (status, body) = batch(&cluster, "echo", "1\n", Some("")).await;
+    let (status, body) = batch_in(&app, "echo", "1\n", Some("")).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(refusal(&body).error.code, "invalid_idempotency_key");
 
     assert_eq!(
-        jobs_stored(&cluster).await,
+        jobs_stored_in(app.state.broker.client.clone()).await,
         0,
         "a refused batch publishes nothing"
     );
     // The count does see published jobs.
-    let (status, body) = batch(&cluster, "echo", "1\n2\n3\n4\n5", None).await;
+    let (status, body) = batch_in(&app, "echo", "1\n2\n3\n4\n5", None).await;
     assert_eq!(status, 202, "{body}");
-    assert_eq!(jobs_stored(&cluster).await, 5);
+    assert_eq!(jobs_stored_in(app.state.broker.client.clone()).await, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

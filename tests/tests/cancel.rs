@@ -79,6 +79,31 @@ async fn terminal_records(cluster: &Cluster) -> HashMap<String, Vec<InvocationSt
     out
 }
 
+/// Waits until the probe's consumer has delivered at least `deliveries` jobs (redeliveries
+/// count) and every delivery is acknowledged.
+async fn wait_deliveries_acknowledged(cluster: &Cluster, deliveries: u64) {
+    let js = jetstream::new(cluster.nats_client().await);
+    let stream = js.get_stream("JOBS").await.unwrap();
+    eventually(
+        Duration::from_secs(20),
+        format_args!("{deliveries} deliveries of the probe's jobs, all acknowledged"),
+        async || {
+            let info = stream.consumer_info("fn-probe").await.unwrap();
+            let (delivered, acknowledged) = (
+                info.delivered.consumer_sequence,
+                info.ack_floor.consumer_sequence,
+            );
+            match delivered >= deliveries && acknowledged == delivered {
+                true => Ok(()),
+                false => Err(format!(
+                    "{delivered} delivered, acknowledged up to {acknowledged}"
+                )),
+            }
+        },
+    )
+    .await
+}
+
 /// Waits until the probe's consumer holds no job: every job was run or dropped and acked.
 async fn wait_jobs_drained(cluster: &Cluster) {
     let js = jetstream::new(cluster.nats_client().await);
@@ -242,8 +267,9 @@ async fn a_function_that_ignores_cancellation_still_ends_cancelled_and_a_retry_n
     let (status, body) = cancel(&cluster, &retrying).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["attempts"], 1);
-    // The redelivery comes after the backoff and is dropped.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The redelivery comes after the backoff and is dropped: three deliveries in all (the
+    // running one, the retrying one and its redelivery), every one of them acknowledged.
+    wait_deliveries_acknowledged(&cluster, 3).await;
     wait_jobs_drained(&cluster).await;
     assert_eq!(
         runs(&dir, &retrying),

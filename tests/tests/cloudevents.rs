@@ -1,10 +1,13 @@
 //! CloudEvents in: the Python CloudEvents SDK sends events to the invoke endpoint in binary,
 //! structured and batch modes, NATS clients publish them to subject triggers in both modes,
-//! and malformed events are refused with a 400 that names the attribute.
+//! and malformed events are refused with a 400 that names the attribute (in process: no worker
+//! is needed for that).
 
+use axum::http::Method;
 use squall_api::invocations::CloudEventBatchAccepted;
 use squall_api::queries::InvocationPage;
 use squall_api::ErrorBody;
+use squall_tests::in_process::App;
 use squall_tests::{eventually, Cluster};
 use std::time::Duration;
 
@@ -152,23 +155,22 @@ async fn sdk_events_reach_the_function_in_binary_structured_and_batch_modes() {
     }
 }
 
+/// Submits an event to `function` through the in-process router; returns status and JSON.
 async fn post(
-    cluster: &Cluster,
+    app: &App,
     function: &str,
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, serde_json::Value) {
-    let mut request = cluster
-        .http
-        .post(format!(
-            "{}/v1/functions/{function}/invocations?async=true",
-            cluster.url
-        ))
-        .body(body.to_string());
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    squall_tests::json_response(request.send().await.unwrap()).await
+    let answer = app
+        .send(
+            Method::POST,
+            &format!("/v1/functions/{function}/invocations?async=true"),
+            headers,
+            body.to_string(),
+        )
+        .await;
+    (answer.status.as_u16(), answer.json())
 }
 
 /// A refused request: its headers, its body and the attribute the answer names.
@@ -176,12 +178,9 @@ type Case<'a> = (Vec<(&'a str, &'a str)>, String, &'a str);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_events_are_a_400_naming_the_attribute_and_unknown_functions_a_404() {
-    let cluster = Cluster::start_with(squall_tests::ClusterOptions {
-        workers: 0,
-        ..Default::default()
-    })
-    .await;
-    cluster.deploy_example("echo", None).await;
+    let app = App::start().await;
+    let echo = std::fs::read(squall_tests::built().library("echo")).unwrap();
+    assert_eq!(app.deploy("echo", &echo, None).await.status, 201);
     let required = [
         ("ce-specversion", "1.0"),
         ("ce-id", "1"),
@@ -223,7 +222,7 @@ async fn invalid_events_are_a_400_naming_the_attribute_and_unknown_functions_a_4
         "time",
     ));
     for (headers, body, attribute) in cases {
-        let (status, answer) = post(&cluster, "echo", &headers, &body).await;
+        let (status, answer) = post(&app, "echo", &headers, &body).await;
         assert_eq!(status, 400, "{headers:?} {body}: {answer}");
         let error: ErrorBody = serde_json::from_value(answer.clone()).unwrap();
         assert_eq!(error.error.code, "invalid_cloudevent", "{answer}");
@@ -238,11 +237,9 @@ async fn invalid_events_are_a_400_naming_the_attribute_and_unknown_functions_a_4
         );
     }
     // Nothing was accepted by the refused batch.
-    let (_, page) = cluster
-        .get_as::<InvocationPage>("/v1/invocations?function=echo")
-        .await;
+    let page: InvocationPage = app.get("/v1/invocations?function=echo").await.decode();
     assert!(page.items.is_empty(), "{page:?}");
-    let (status, answer) = post(&cluster, "nope", &required, "").await;
+    let (status, answer) = post(&app, "nope", &required, "").await;
     assert_eq!(status, 404, "{answer}");
     assert_eq!(answer["error"]["code"], "function_not_found", "{answer}");
 }

@@ -4,7 +4,7 @@
 use futures::StreamExt as _;
 use squall_api::invocations::{Accepted, Invocation};
 use squall_api::ErrorBody;
-use squall_tests::{eventually, wait_workers_ready, Cluster, ClusterOptions, Text};
+use squall_tests::{eventually, wait_workers_ready, Cluster, ClusterOptions};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -318,56 +318,68 @@ async fn a_node_in_lame_duck_mode_is_left_at_once_and_invocations_go_on() {
     let mut cluster = Cluster::start_with(three_nodes(1)).await;
     cluster.deploy_example("hello", None).await;
     wait_workers_ready(&cluster, "hello").await;
-    // The node the dispatcher is connected to, from its own log line.
-    let log = cluster.dispatcher.output();
-    let server = log
-        .lines()
-        .filter_map(|l| l.split("server=node-").nth(1))
-        .next_back()
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the dispatcher names its server");
-    let node: usize = server.parse::<usize>().expect("node number") - 1;
+    // The node the dispatcher is connected to, from the nodes' own connection lists.
+    let monitors: Vec<String> = cluster
+        .nats_nodes()
+        .iter()
+        .map(|n| n.monitoring_url())
+        .collect();
+    let node = eventually(
+        Duration::from_secs(10),
+        "the dispatcher to be connected to one node",
+        async || match dispatcher_nodes(&monitors).await.as_slice() {
+            [node] => Ok(*node),
+            nodes => Err(nodes.to_vec()),
+        },
+    )
+    .await;
     let pid = cluster.nats_nodes()[node].process.child.id();
     let signalled = std::process::Command::new("kill")
         .args(["-USR2", &pid.to_string()])
         .status()
         .expect("kill -USR2");
     assert!(signalled.success());
-    // Its log line is the only sign that the dispatcher saw lame-duck mode before it moved.
+    // A node in lame-duck mode closes its clients' connections only after its grace period
+    // (10 s by default): a dispatcher connected to another node before then left by itself.
     eventually(
-        Duration::from_secs(20),
-        "the dispatcher to notice lame-duck mode",
-        async || {
-            let log = cluster.dispatcher.output();
-            match log.contains("lame-duck mode; moving to another") {
-                true => Ok(()),
-                false => Err(Text(log)),
-            }
+        LAME_DUCK_GRACE.saturating_sub(Duration::from_secs(2)),
+        "the dispatcher to move to another node",
+        async || match dispatcher_nodes(&monitors).await.as_slice() {
+            [now] if *now != node => Ok(()),
+            nodes => Err(nodes.to_vec()),
         },
     )
     .await;
-    // Well before the node's 30 s lame-duck period ends, the dispatcher serves from another node:
-    // the client's last connection is to another node's port.
+    // Well before the node's lame-duck period ends, the dispatcher serves from another node.
     let response = cluster.invoke("hello", r#"{"name": "duck"}"#).await;
     assert_eq!(response.status(), 200);
-    let duck_port = cluster.nats_nodes()[node]
-        .url
-        .rsplit(':')
-        .next()
-        .expect("port")
-        .to_string();
-    let reconnected = cluster.dispatcher.output();
-    let last_port = reconnected
-        .lines()
-        .filter_map(|l| l.split("connected successfully server=").nth(1))
-        .next_back()
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_default()
-        .to_string();
-    assert_ne!(
-        last_port, duck_port,
-        "still on the lame-duck node:\n{reconnected}"
+    let nodes = dispatcher_nodes(&monitors).await;
+    assert!(
+        nodes.len() == 1 && nodes[0] != node,
+        "still on the lame-duck node: {nodes:?}"
     );
+}
+
+/// nats-server's default `lame_duck_grace_period`: how long a node in lame-duck mode waits
+/// before it closes client connections (the test profiles do not change it).
+const LAME_DUCK_GRACE: Duration = Duration::from_secs(10);
+
+/// The nodes (by index in `monitors`) whose `/connz` lists the dispatcher's connection.
+async fn dispatcher_nodes(monitors: &[String]) -> Vec<usize> {
+    let mut nodes = Vec::new();
+    for (i, monitor) in monitors.iter().enumerate() {
+        let Ok(answer) = reqwest::get(format!("{monitor}/connz?limit=1024")).await else {
+            continue;
+        };
+        let Ok(connz) = answer.json::<serde_json::Value>().await else {
+            continue;
+        };
+        let connections = connz["connections"].as_array().cloned().unwrap_or_default();
+        if connections.iter().any(|c| c["name"] == "squall-dispatcher") {
+            nodes.push(i);
+        }
+    }
+    nodes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

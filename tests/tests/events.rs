@@ -1,11 +1,14 @@
 //! Schedules fired by the broker, subject and key-value triggers fed by plain NATS clients,
-//! and fleet-wide max concurrency, against a real cluster.
+//! and fleet-wide max concurrency, against a real cluster (refusals in process).
 
+use axum::body::Body;
+use axum::http::Method;
 use squall_api::invocations::Invocation;
 use squall_api::operations::{Schedule, ScheduleList, Trigger, TriggerKind, TriggerList};
 use squall_api::queries::{InvocationPage, InvocationSummary};
 use squall_api::{ErrorBody, InvocationStatus};
-use squall_tests::{eventually, Cluster, ClusterOptions};
+use squall_tests::in_process::App;
+use squall_tests::{built, eventually, Cluster, ClusterOptions};
 use std::time::Duration;
 
 async fn delete(cluster: &Cluster, path: &str) -> u16 {
@@ -135,26 +138,24 @@ async fn a_per_second_schedule_fires_once_per_tick_with_two_dispatchers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_schedules_and_triggers_are_refused_with_precise_errors() {
-    let cluster = Cluster::start_with(ClusterOptions {
-        workers: 0,
-        ..Default::default()
-    })
-    .await;
-    cluster.deploy_example("echo", None).await;
-    let js = async_nats::jetstream::new(cluster.nats_client().await);
+    // In process: refusals need no worker.
+    let app = App::start().await;
+    let echo = std::fs::read(built().library("echo")).unwrap();
+    assert_eq!(app.deploy("echo", &echo, None).await.status, 201);
+    let js = async_nats::jetstream::new(app.state.broker.client.clone());
     js.create_key_value(async_nats::jetstream::kv::Config {
         bucket: "config".into(),
         ..Default::default()
     })
     .await
     .unwrap();
-    let (status, _) = cluster
+    let answer = app
         .put_json(
             "/v1/triggers/orders",
-            serde_json::json!({"function": "echo", "subject": "events.orders.>"}),
+            &serde_json::json!({"function": "echo", "subject": "events.orders.>"}),
         )
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(answer.status, 200);
     let cases = [
         (
             "/v1/schedules/s",
@@ -230,19 +231,24 @@ async fn bad_schedules_and_triggers_are_refused_with_precise_errors() {
         ),
     ];
     for (path, body, code, error) in cases {
-        let (status, answer) = cluster.put_as::<ErrorBody>(path, body.clone()).await;
+        let answer = app.put_json(path, &body).await;
+        let status = answer.status;
+        let answer = answer.decode::<ErrorBody>();
         assert_eq!(status, code, "{path} {body}: {answer:?}");
         assert_eq!(answer.error.code, error, "{path} {body}: {answer:?}");
     }
-    let (_, answer) = cluster
-        .put_as::<ErrorBody>(
+    let answer = app
+        .put_json(
             "/v1/triggers/all",
-            serde_json::json!({"function": "echo", "subject": "events.>"}),
+            &serde_json::json!({"function": "echo", "subject": "events.>"}),
         )
-        .await;
+        .await
+        .decode::<ErrorBody>();
     assert!(answer.error.message.contains("orders"), "{answer:?}");
-    assert_eq!(delete(&cluster, "/v1/triggers/nope").await, 404);
-    assert_eq!(delete(&cluster, "/v1/schedules/nope").await, 404);
+    for path in ["/v1/triggers/nope", "/v1/schedules/nope"] {
+        let answer = app.send(Method::DELETE, path, &[], Body::empty()).await;
+        assert_eq!(answer.status, 404, "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

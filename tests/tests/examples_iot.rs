@@ -3,7 +3,7 @@
 //! match what was sent, exactly once, although a worker is killed mid-stream; iot-rollup's
 //! schedule summarises the fleet.
 
-use squall_tests::{built, eventually, free_port, Cluster, ClusterOptions};
+use squall_tests::{built, eventually, eventually_every, free_port, Cluster, ClusterOptions};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -156,42 +156,43 @@ async fn device_windows_match_what_was_sent_over_mqtt_across_a_worker_kill() {
         }
     }
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(90);
     for (device, minutes) in &expected {
-        loop {
-            let response = cluster
-                .invoke(
-                    "iot-ingest",
-                    serde_json::json!({"device": device}).to_string(),
-                )
-                .await;
-            assert_eq!(response.status(), 200);
-            let body: serde_json::Value = response.json().await.unwrap();
-            let windows = body["windows"].as_array().cloned().unwrap_or_default();
-            let counts: u64 = windows.iter().map(|w| w["count"].as_u64().unwrap()).sum();
-            if counts == READINGS {
-                assert_eq!(windows.len(), minutes.len(), "{device}: {body}");
-                for (window, (minute, values)) in windows.iter().zip(minutes) {
-                    let mean = values.iter().sum::<f64>() / values.len() as f64;
-                    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-                    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    assert_eq!(window["minute_ms"].as_u64(), Some(*minute));
-                    assert_eq!(window["count"].as_u64(), Some(values.len() as u64));
-                    assert_eq!(window["min"].as_f64(), Some(min), "{device}");
-                    assert_eq!(window["max"].as_f64(), Some(max), "{device}");
-                    assert!((window["mean"].as_f64().unwrap() - mean).abs() < 1e-9);
-                }
-                break;
-            }
-            assert!(
-                counts < READINGS,
-                "{device} counted {counts} readings: {body}"
-            );
-            assert!(
-                Instant::now() < deadline,
-                "{device} has {counts} of {READINGS} readings"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        // One time budget for every device together.
+        let (windows, body) = eventually_every(
+            Duration::from_secs(90).saturating_sub(started.elapsed()),
+            Duration::from_millis(250),
+            format_args!("{device} to have all {READINGS} readings"),
+            async || {
+                let response = cluster
+                    .invoke(
+                        "iot-ingest",
+                        serde_json::json!({"device": device}).to_string(),
+                    )
+                    .await;
+                assert_eq!(response.status(), 200);
+                let body: serde_json::Value = response.json().await.unwrap();
+                let windows = body["windows"].as_array().cloned().unwrap_or_default();
+                let counts: u64 = windows.iter().map(|w| w["count"].as_u64().unwrap()).sum();
+                assert!(
+                    counts <= READINGS,
+                    "{device} counted {counts} readings: {body}"
+                );
+                (counts == READINGS)
+                    .then(|| (windows, body.clone()))
+                    .ok_or_else(|| format!("{counts} readings: {body}"))
+            },
+        )
+        .await;
+        assert_eq!(windows.len(), minutes.len(), "{device}: {body}");
+        for (window, (minute, values)) in windows.iter().zip(minutes) {
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(window["minute_ms"].as_u64(), Some(*minute));
+            assert_eq!(window["count"].as_u64(), Some(values.len() as u64));
+            assert_eq!(window["min"].as_f64(), Some(min), "{device}");
+            assert_eq!(window["max"].as_f64(), Some(max), "{device}");
+            assert!((window["mean"].as_f64().unwrap() - mean).abs() < 1e-9);
         }
     }
     eprintln!(
@@ -208,27 +209,27 @@ async fn device_windows_match_what_was_sent_over_mqtt_across_a_worker_kill() {
         serde_json::json!({"function": "iot-rollup", "cron": "*/2 * * * * *", "payload": {"summarize": true}}),
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let response = cluster.invoke("iot-rollup", r#"{"summarize": true}"#).await;
-        assert_eq!(response.status(), 200);
-        let body: serde_json::Value = response.json().await.unwrap();
-        let minutes = body["minutes"].as_array().cloned().unwrap_or_default();
-        let readings: u64 = minutes
-            .iter()
-            .map(|m| m["readings"].as_u64().unwrap())
-            .sum();
-        if readings == DEVICES * READINGS {
-            assert_eq!(minutes.len(), 2, "{body}");
-            assert!(minutes.iter().all(|m| m["devices"] == DEVICES), "{body}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rollup saw {readings} readings: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let (minutes, body) = eventually_every(
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        "the rollup to see every reading",
+        async || {
+            let response = cluster.invoke("iot-rollup", r#"{"summarize": true}"#).await;
+            assert_eq!(response.status(), 200);
+            let body: serde_json::Value = response.json().await.unwrap();
+            let minutes = body["minutes"].as_array().cloned().unwrap_or_default();
+            let readings: u64 = minutes
+                .iter()
+                .map(|m| m["readings"].as_u64().unwrap())
+                .sum();
+            (readings == DEVICES * READINGS)
+                .then(|| (minutes, body.clone()))
+                .ok_or_else(|| format!("rollup saw {readings} readings: {body}"))
+        },
+    )
+    .await;
+    assert_eq!(minutes.len(), 2, "{body}");
+    assert!(minutes.iter().all(|m| m["devices"] == DEVICES), "{body}");
     // And it keeps firing: every 2 s, each a summarising invocation of its own.
     let count = || async {
         let (_, stats) = cluster.get_json("/v1/functions/iot-rollup/stats").await;

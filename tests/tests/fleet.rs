@@ -1,9 +1,12 @@
 //! The autoscaling fleet (`squall-worker fleet`) against a real cluster: scaling up with the
 //! backlog, down after the idle time, from zero, and two supervisors sharing one maximum.
 
+use futures::StreamExt as _;
 use squall_api::invocations::Invocation;
 use squall_api::operations::Fleet;
 use squall_api::InvocationStatus;
+use squall_broker::fleet::{self, Heartbeat, HEARTBEAT_PREFIX};
+use squall_broker::names::FLEET_BUCKET;
 use squall_tests::{eventually, Cluster, ClusterOptions, Process, Text};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,23 +19,63 @@ async fn wait_workers(
     within: Duration,
 ) -> Duration {
     let start = Instant::now();
-    loop {
+    eventually(within, format_args!("{want} workers"), async || {
         let now: usize = supervisors.iter().map(|s| s.live_children().len()).sum();
         assert!(now <= max, "{now} workers, more than the max {max}");
-        if now == want {
-            return start.elapsed();
+        match now == want {
+            true => Ok(()),
+            false => Err(Text(format!(
+                "{now} workers:\n{}",
+                supervisors
+                    .iter()
+                    .map(|s| s.output())
+                    .collect::<Vec<_>>()
+                    .join("\n---\n")
+            ))),
         }
-        assert!(
-            start.elapsed() < within,
-            "{now} workers, not {want}, after {within:?}:\n{}",
-            supervisors
-                .iter()
-                .map(|s| s.output())
-                .collect::<Vec<_>>()
-                .join("\n---\n")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    start.elapsed()
+}
+
+/// The time now, in milliseconds since the Unix epoch (the clock heartbeats are stamped with).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as u64
+}
+
+/// Waits for a heartbeat of the (only) fleet supervisor written after `after_ms`, from the
+/// fleet bucket, and returns it: the sign that the supervisor went on deciding after then.
+async fn heartbeat_after(cluster: &Cluster, after_ms: u64) -> Heartbeat {
+    let js = async_nats::jetstream::new(cluster.nats_client().await);
+    let bucket = js
+        .get_key_value(FLEET_BUCKET)
+        .await
+        .expect("the fleet bucket");
+    eventually(
+        Duration::from_secs(10),
+        format_args!("a supervisor heartbeat written after {after_ms}"),
+        async || {
+            let mut keys = bucket.keys().await.map_err(|e| e.to_string())?;
+            let mut beats = Vec::new();
+            while let Some(key) = keys.next().await {
+                let key = key.map_err(|e| e.to_string())?;
+                if !key.starts_with(HEARTBEAT_PREFIX) {
+                    continue;
+                }
+                if let Ok(Some(bytes)) = bucket.get(&key).await {
+                    beats.push(fleet::decode::<Heartbeat>(&bytes).map_err(|e| e.to_string())?);
+                }
+            }
+            match beats.as_slice() {
+                [beat] if beat.updated_at_ms > after_ms => Ok(beat.clone()),
+                _ => Err(format!("{beats:?}")),
+            }
+        },
+    )
+    .await
 }
 
 fn no_workers() -> ClusterOptions {
@@ -92,9 +135,12 @@ async fn a_backlog_scales_the_fleet_to_max_and_back_to_min_after_the_idle_time()
         let done = cluster.wait_terminal(id, Duration::from_secs(60)).await;
         assert_eq!(done.status, InvocationStatus::Succeeded, "{done:?}");
     }
-    // Idle for 2 s: back to the minimum, never below it.
+    // Idle for 2 s: back to the minimum, never below it. A heartbeat written after that shows
+    // the supervisor still deciding, still asking for the minimum and running it.
     wait_workers(&[&fleet], 1, 3, Duration::from_secs(20)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let at_min = now_ms();
+    let beat = heartbeat_after(&cluster, at_min).await;
+    assert_eq!((beat.desired, beat.workers.len()), (1, 1), "{beat:?}");
     assert_eq!(fleet.live_children().len(), 1, "min is kept");
     // The killed worker's heartbeat counts until it is older than the heartbeat TTL (10 s).
     eventually(
@@ -125,7 +171,10 @@ async fn a_fleet_scaled_to_zero_cold_starts_and_completes_the_first_job() {
             "200",
         ],
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The first heartbeat comes before any decision; the one after it reports one.
+    let first = heartbeat_after(&cluster, 0).await;
+    let beat = heartbeat_after(&cluster, first.updated_at_ms).await;
+    assert_eq!((beat.desired, beat.workers.len()), (0, 0), "{beat:?}");
     assert_eq!(fleet.live_children().len(), 0, "nothing runs without work");
     let started = Instant::now();
     let response = cluster.invoke("hello", r#"{"name": "cold"}"#).await;
@@ -164,20 +213,23 @@ async fn two_supervisors_together_never_exceed_the_shared_max() {
     let reached = wait_workers(&[&a, &b], 3, 3, Duration::from_secs(15)).await;
     eprintln!("two supervisors reached 3 workers in {reached:?}");
     let drain = Instant::now();
-    let deadline = drain + Duration::from_secs(60);
     for id in &ids {
-        loop {
-            let total = a.live_children().len() + b.live_children().len();
-            assert!(total <= 3, "{total} workers across both supervisors");
-            let (_, view) = cluster
-                .get_as::<Invocation>(&format!("/v1/invocations/{id}"))
-                .await;
-            if view.status == InvocationStatus::Succeeded {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{id} did not finish: {view:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // One time budget for the whole backlog.
+        eventually(
+            Duration::from_secs(60).saturating_sub(drain.elapsed()),
+            format_args!("{id} to succeed"),
+            async || {
+                let total = a.live_children().len() + b.live_children().len();
+                assert!(total <= 3, "{total} workers across both supervisors");
+                let (_, view) = cluster
+                    .get_as::<Invocation>(&format!("/v1/invocations/{id}"))
+                    .await;
+                (view.status == InvocationStatus::Succeeded)
+                    .then_some(())
+                    .ok_or(view)
+            },
+        )
+        .await;
     }
     eprintln!("drained in {:?}", drain.elapsed());
     let (_, view) = cluster.get_as::<Fleet>("/v1/fleet").await;
@@ -197,14 +249,14 @@ fn gone(pid: u32) -> bool {
 }
 
 async fn wait_gone(pids: &[u32], within: Duration) {
-    let start = Instant::now();
-    while !pids.iter().all(|pid| gone(*pid)) {
-        assert!(
-            start.elapsed() < within,
-            "orphaned worker processes still run: {pids:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(within, "the worker processes to be gone", async || {
+        let running: Vec<u32> = pids.iter().copied().filter(|pid| !gone(*pid)).collect();
+        match running.is_empty() {
+            true => Ok(()),
+            false => Err(format!("orphaned worker processes still run: {running:?}")),
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

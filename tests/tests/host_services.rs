@@ -5,7 +5,9 @@
 use squall_api::invocations::Invocation;
 use squall_api::queries::UsageReport;
 use squall_api::status::InvocationStatus;
-use squall_tests::{built, compile_c, eventually, workspace_root, Cluster, ClusterOptions};
+use squall_tests::{
+    built, compile_c, eventually, eventually_every, workspace_root, Cluster, ClusterOptions,
+};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -159,14 +161,16 @@ async fn a_key_put_with_a_ttl_expires() {
     assert_eq!(probe(&cluster, "probe", "put session v 1000").await, "0");
     assert_eq!(probe(&cluster, "probe", "put kept v 0").await, "0");
     assert_eq!(probe(&cluster, "probe", "get session").await, "0 v");
-    let deadline = put_at + Duration::from_secs(10);
-    loop {
-        if probe(&cluster, "probe", "get session").await == "1" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the key never expired");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_every(
+        Duration::from_secs(10).saturating_sub(put_at.elapsed()),
+        Duration::from_millis(100),
+        "the key to expire",
+        async || match probe(&cluster, "probe", "get session").await {
+            gone if gone == "1" => Ok(()),
+            seen => Err(seen),
+        },
+    )
+    .await;
     assert!(put_at.elapsed() >= Duration::from_millis(900));
     assert_eq!(probe(&cluster, "probe", "get kept").await, "0 v");
 }
@@ -190,24 +194,27 @@ async fn a_put_on_one_worker_is_seen_by_every_workers_next_get() {
         // Reads until both workers have answered at least twice (so each read once from its
         // cache): every read sees the latest put.
         let mut served: Vec<String> = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (out, worker) = run(&cluster, "probe", "get shared").await;
-            assert_eq!(
-                out,
-                format!("0 {round}"),
-                "worker {worker} read a stale value"
-            );
-            served.push(worker);
-            let workers: HashSet<&String> = served.iter().collect();
-            let twice = workers
-                .iter()
-                .all(|w| served.iter().filter(|s| s == w).count() >= 2);
-            if workers.len() == 2 && twice {
-                break;
-            }
-            assert!(Instant::now() < deadline, "only {workers:?} served reads");
-        }
+        eventually(
+            Duration::from_secs(30),
+            "both workers to serve reads twice",
+            async || {
+                let (out, worker) = run(&cluster, "probe", "get shared").await;
+                assert_eq!(
+                    out,
+                    format!("0 {round}"),
+                    "worker {worker} read a stale value"
+                );
+                served.push(worker);
+                let workers: HashSet<&String> = served.iter().collect();
+                let twice = workers
+                    .iter()
+                    .all(|w| served.iter().filter(|s| s == w).count() >= 2);
+                (workers.len() == 2 && twice)
+                    .then_some(())
+                    .ok_or_else(|| format!("served by {served:?}"))
+            },
+        )
+        .await;
     }
 }
 

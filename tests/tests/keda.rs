@@ -4,7 +4,8 @@
 
 use squall_broker::names::{consumer_name, JOBS_STREAM};
 use squall_tests::{
-    nats_server_binary, wait_workers_ready, workspace_root, Cluster, ClusterOptions,
+    eventually_every, nats_server_binary, wait_workers_ready, workspace_root, Cluster,
+    ClusterOptions,
 };
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -752,28 +753,29 @@ async fn wait_for_lag(
     timeout: Duration,
     done: impl Fn(&LagReading) -> bool,
 ) -> (Vec<LagReading>, Vec<u64>) {
-    let deadline = Instant::now() + timeout;
     let mut seen = Vec::new();
-    loop {
-        let mut readings = Vec::new();
-        for entry in 0..nodes.len() {
-            if let Some(reading) = keda_lag(http, nodes, entry, trigger).await {
-                if seen.last() != Some(&reading.lag()) {
-                    seen.push(reading.lag());
+    let readings = eventually_every(
+        timeout,
+        Duration::from_millis(100),
+        "the lag KEDA reads to settle",
+        async || {
+            let mut readings = Vec::new();
+            for entry in 0..nodes.len() {
+                if let Some(reading) = keda_lag(http, nodes, entry, trigger).await {
+                    if seen.last() != Some(&reading.lag()) {
+                        seen.push(reading.lag());
+                    }
+                    readings.push(reading);
                 }
-                readings.push(reading);
             }
-        }
-        if readings.len() == nodes.len() && readings.iter().all(&done) {
-            return (readings, seen);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the lag KEDA reads did not settle within {timeout:?}; lags seen {seen:?}, last \
-             readings {readings:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            match readings.len() == nodes.len() && readings.iter().all(&done) {
+                true => Ok(readings),
+                false => Err(format!("lags seen {seen:?}, last readings {readings:?}")),
+            }
+        },
+    )
+    .await;
+    (readings, seen)
 }
 
 #[tokio::test(flavor = "multi_thread")]

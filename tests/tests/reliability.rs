@@ -5,9 +5,9 @@ use futures::StreamExt;
 use squall_api::invocations::Invocation;
 use squall_api::operations::DeadLetter;
 use squall_api::{ErrorBody, ErrorKind, InvocationStatus};
-use squall_tests::{Cluster, ClusterOptions};
+use squall_tests::{eventually, Cluster, ClusterOptions};
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Reads every result record of `function` from RESULTS until each id in `ids` has a terminal
 /// one; returns the number of terminal records per id.
@@ -28,21 +28,29 @@ async fn terminal_results(
         .unwrap();
     let mut messages = consumer.messages().await.unwrap();
     let mut terminal: HashMap<String, usize> = HashMap::new();
-    let deadline = Instant::now() + timeout;
-    while ids.iter().any(|id| !terminal.contains_key(id)) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let missing = ids.iter().filter(|id| !terminal.contains_key(*id)).count();
-        let next = tokio::time::timeout(left, messages.next())
-            .await
-            .unwrap_or_else(|_| panic!("{missing} invocations never reached a terminal state"));
-        let Some(Ok(message)) = next else { continue };
-        let headers = message.headers.clone().unwrap();
-        let status = headers.get("Squall-Status").unwrap().as_str().to_string();
-        if InvocationStatus::parse(&status).is_some_and(InvocationStatus::is_terminal) {
-            let id = headers.get("Squall-Invocation-Id").unwrap().to_string();
-            *terminal.entry(id).or_default() += 1;
-        }
-    }
+    eventually(
+        timeout,
+        "every invocation to reach a terminal state",
+        async || {
+            // Reads what has arrived, then counts who is still missing.
+            while let Ok(Some(next)) =
+                tokio::time::timeout(Duration::from_millis(100), messages.next()).await
+            {
+                let Ok(message) = next else { continue };
+                let headers = message.headers.clone().unwrap();
+                let status = headers.get("Squall-Status").unwrap().as_str().to_string();
+                if InvocationStatus::parse(&status).is_some_and(InvocationStatus::is_terminal) {
+                    let id = headers.get("Squall-Invocation-Id").unwrap().to_string();
+                    *terminal.entry(id).or_default() += 1;
+                }
+            }
+            match ids.iter().filter(|id| !terminal.contains_key(*id)).count() {
+                0 => Ok(()),
+                missing => Err(format!("{missing} invocations without a terminal state")),
+            }
+        },
+    )
+    .await;
     // Anything still arriving shortly after is a duplicate too.
     while let Ok(Some(Ok(message))) =
         tokio::time::timeout(Duration::from_millis(500), messages.next()).await
@@ -116,18 +124,21 @@ async fn hung_function_times_out_its_worker_recycles_and_other_jobs_complete() {
     }
     let response = cluster.invoke("sleep", "10").await;
     assert_eq!(response.text().await.unwrap(), "slept 10 ms");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cluster.workers[0]
-        .output()
-        .contains("worker recycled itself")
-    {
-        assert!(Instant::now() < deadline, "the worker did not recycle");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_ne!(
-        cluster.workers[0].children(),
-        before,
-        "a new worker process runs"
+    // The supervisor starts a new worker process once the old one recycled itself.
+    eventually(
+        Duration::from_secs(10),
+        "a new worker process to run",
+        async || {
+            let now = cluster.workers[0].live_children();
+            (!now.is_empty() && now != before).then_some(()).ok_or(now)
+        },
+    )
+    .await;
+    assert!(
+        cluster.workers[0]
+            .output()
+            .contains("worker recycled itself"),
+        "the worker did not recycle"
     );
     // A terminal timeout is a dead letter.
     let id = body.error.extra_str("invocation_id").unwrap();

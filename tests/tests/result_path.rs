@@ -3,7 +3,7 @@
 
 use futures::StreamExt;
 use squall_api::ErrorBody;
-use squall_tests::{Cluster, ClusterOptions};
+use squall_tests::{eventually_every, Cluster, ClusterOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -246,20 +246,18 @@ async fn queries_through_a_dispatcher_without_the_index_match_the_index_holder()
     );
 
     // The index holder sees them once RESULTS is applied.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, usage) = cluster
-            .get_as::<squall_api::queries::UsageReport>("/v1/usage")
-            .await;
-        if usage.total.invocations == 6 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "index never caught up: {usage:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_every(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        "the index to catch up",
+        async || {
+            let (_, usage) = cluster
+                .get_as::<squall_api::queries::UsageReport>("/v1/usage")
+                .await;
+            (usage.total.invocations == 6).then_some(()).ok_or(usage)
+        },
+    )
+    .await;
     for path in [
         "/v1/invocations",
         "/v1/invocations?function=hello&limit=2",

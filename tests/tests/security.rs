@@ -1,12 +1,18 @@
 //! API keys and scopes, secure defaults, function secrets and request limits, against real
-//! dispatchers and workers.
+//! dispatchers and workers (and the router in process where no worker is needed).
 
+use axum::body::Body;
+use axum::http::Method;
 use squall_api::functions::{Function, Secrets};
 use squall_api::operations::{CreatedKey, KeyList, Scope};
 use squall_api::ErrorBody;
-use squall_tests::{built, free_port, json_response, Cluster, ClusterOptions, Process};
+use squall_tests::in_process::App;
+use squall_tests::{
+    built, eventually, eventually_blocking, eventually_every, free_port, http_get_blocking,
+    json_response, Cluster, ClusterOptions, Process, Text,
+};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ADMIN: &str = "admin-key-for-tests-0123456789";
 
@@ -100,36 +106,30 @@ async fn keys_and_scopes_guard_every_route_and_revocation_reaches_every_dispatch
     assert!(!text.contains("sha256"), "{text}");
 
     // The other dispatcher knows the new key, and forgets it when it is revoked.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while call(&other, M::GET, "/v1/functions", Some(&read), None)
-        .await
-        .0
-        != 200
-    {
-        assert!(
-            Instant::now() < deadline,
-            "key never reached the other dispatcher"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        "the key to reach the other dispatcher",
+        async || match call(&other, M::GET, "/v1/functions", Some(&read), None).await {
+            (200, _) => Ok(()),
+            seen => Err(seen),
+        },
+    )
+    .await;
     assert_eq!(
         call(&url, M::DELETE, "/v1/keys/dashboard", Some(ADMIN), None)
             .await
             .0,
         204
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while call(&other, M::GET, "/v1/functions", Some(&read), None)
-        .await
-        .0
-        != 401
-    {
-        assert!(
-            Instant::now() < deadline,
-            "revocation never reached the other dispatcher"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        "the revocation to reach the other dispatcher",
+        async || match call(&other, M::GET, "/v1/functions", Some(&read), None).await {
+            (401, _) => Ok(()),
+            seen => Err(seen),
+        },
+    )
+    .await;
     assert_eq!(
         call(&url, M::DELETE, "/v1/keys/dashboard", Some(ADMIN), None)
             .await
@@ -138,11 +138,12 @@ async fn keys_and_scopes_guard_every_route_and_revocation_reaches_every_dispatch
     );
 }
 
-/// Starts a dispatcher with `args` and `env` against a fresh nats-server; returns it and its
-/// exit status if it exits within a few seconds.
+/// Starts a dispatcher listening on `0.0.0.0:<port>` with `args` and `env` against a fresh
+/// nats-server; returns it and its exit status if it exits, or `None` once it serves.
 fn dispatcher_alone(
     nats: &squall_tests::NatsServer,
     dir: &std::path::Path,
+    port: u16,
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (Process, Option<std::process::ExitStatus>) {
@@ -155,16 +156,26 @@ fn dispatcher_alone(
         .arg(&nats.url)
         .arg("--data-dir")
         .arg(dir.join(format!("d-{}", free_port())))
+        .arg("--http-addr")
+        .arg(format!("0.0.0.0:{port}"))
         .args(args);
     let mut process = Process::spawn("dispatcher", command, dir.join("alone.log")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = process.child.try_wait() {
-            return (process, Some(status));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (process, None)
+    // It either refuses its configuration and exits, or serves: wait for whichever comes.
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let exited = eventually_blocking(
+        Duration::from_secs(20),
+        "the dispatcher to exit or to serve",
+        || {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                return Ok(Some(status));
+            }
+            match http_get_blocking(&readyz) {
+                Some((200, _)) => Ok(None),
+                answer => Err((answer, Text(process.output()))),
+            }
+        },
+    );
+    (process, exited)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,8 +183,7 @@ async fn without_keys_the_dispatcher_refuses_a_non_loopback_address_unless_told(
     tokio::task::spawn_blocking(built).await.unwrap();
     let nats = squall_tests::NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let open = format!("0.0.0.0:{}", free_port());
-    let (process, status) = dispatcher_alone(&nats, dir.path(), &["--http-addr", &open], &[]);
+    let (process, status) = dispatcher_alone(&nats, dir.path(), free_port(), &[], &[]);
     assert_eq!(
         status.and_then(|s| s.code()),
         Some(64),
@@ -186,11 +196,11 @@ async fn without_keys_the_dispatcher_refuses_a_non_loopback_address_unless_told(
         "{said}"
     );
 
-    let short = format!("0.0.0.0:{}", free_port());
     let (process, status) = dispatcher_alone(
         &nats,
         dir.path(),
-        &["--http-addr", &short],
+        free_port(),
+        &[],
         &[("SQUALL_ADMIN_KEY", "short")],
     );
     assert_eq!(
@@ -209,10 +219,7 @@ async fn without_keys_the_dispatcher_refuses_a_non_loopback_address_unless_told(
         (vec!["--allow-anonymous"], vec![]),
         (vec![], vec![("SQUALL_ADMIN_KEY", ADMIN)]),
     ] {
-        let addr = format!("0.0.0.0:{}", free_port());
-        let mut all = vec!["--http-addr", addr.as_str()];
-        all.extend(args);
-        let (mut process, status) = dispatcher_alone(&nats, dir.path(), &all, &env);
+        let (mut process, status) = dispatcher_alone(&nats, dir.path(), free_port(), &args, &env);
         assert!(status.is_none(), "it should run: {}", process.output());
         process.kill();
     }
@@ -242,23 +249,23 @@ async fn secrets_reach_the_function_and_never_show_in_responses_or_logs() {
     squall_tests::wait_workers_ready(&cluster, "echo").await;
 
     // The function sees it (echo reports each secret's length, never its value).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let id = loop {
-        let response = cluster.invoke("echo", "hi").await;
-        let id = response.headers()["squall-invocation-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
-        let out: serde_json::Value = response.json().await.unwrap();
-        if out["secret_lengths"]["API_TOKEN"] == secret.len() {
-            break id;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the worker never saw the secret: {out}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let id = eventually_every(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        "the worker to see the secret",
+        async || {
+            let response = cluster.invoke("echo", "hi").await;
+            let id = response.headers()["squall-invocation-id"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            let out: serde_json::Value = response.json().await.unwrap();
+            (out["secret_lengths"]["API_TOKEN"] == secret.len())
+                .then_some(id)
+                .ok_or(out)
+        },
+    )
+    .await;
     // A redeploy keeps it.
     cluster.deploy_example("echo", None).await;
     let (_, function) = cluster.get_json("/v1/functions/echo").await;
@@ -302,71 +309,73 @@ async fn secrets_reach_the_function_and_never_show_in_responses_or_logs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_request_limit_refuses_a_request_just_over_it() {
-    let cluster = Cluster::start_with(ClusterOptions {
-        workers: 0,
-        max_payload: Some(1000),
-        ..Default::default()
-    })
-    .await;
-    cluster.deploy_example("hello", None).await;
-    let url = &cluster.url;
+    // In process: the limits are the router's, and no worker is needed.
+    let app = App::start_with(|config| config.max_payload = 1000).await;
+    let hello = std::fs::read(built().library("hello")).unwrap();
+    assert_eq!(app.deploy("hello", &hello, None).await.status, 201);
     // Body: the payload limit.
-    let response = cluster.invoke("hello", vec![b'x'; 1001]).await;
-    assert_eq!(response.status(), 413);
+    let answer = app
+        .send(
+            Method::POST,
+            "/v1/functions/hello/invocations",
+            &[],
+            vec![b'x'; 1001],
+        )
+        .await;
+    assert_eq!(answer.status, 413);
     // Headers: 16 KiB in total.
     let big = "v".repeat(16 * 1024);
-    let response = reqwest::Client::new()
-        .get(format!("{url}/v1/functions"))
-        .header("x-big", big)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = squall_tests::decode_response::<ErrorBody>(response).await;
+    let answer = app
+        .send(
+            Method::GET,
+            "/v1/functions",
+            &[("x-big", &big)],
+            Body::empty(),
+        )
+        .await;
+    let body = answer.decode::<ErrorBody>();
     assert_eq!(
-        (status, body.error.code.as_str()),
+        (answer.status.as_u16(), body.error.code.as_str()),
         (431, "headers_too_large"),
         "{body:?}"
     );
     // Headers: 64 at most.
-    let mut request = reqwest::Client::new().get(format!("{url}/v1/functions"));
-    for i in 0..70 {
-        request = request.header(format!("x-h{i}"), "1");
-    }
-    assert_eq!(request.send().await.unwrap().status(), 431);
+    let names: Vec<String> = (0..70).map(|i| format!("x-h{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|name| (name.as_str(), "1")).collect();
+    let answer = app
+        .send(Method::GET, "/v1/functions", &many, Body::empty())
+        .await;
+    assert_eq!(answer.status, 431);
     // Names: 64 characters.
     let long = "f".repeat(65);
-    let (status, body) = cluster
-        .get_as::<ErrorBody>(&format!("/v1/functions/{long}"))
-        .await;
+    let answer = app.get(&format!("/v1/functions/{long}")).await;
+    let body = answer.decode::<ErrorBody>();
     assert_eq!(
-        (status, body.error.code.as_str()),
+        (answer.status.as_u16(), body.error.code.as_str()),
         (400, "invalid_name"),
         "{body:?}"
     );
     // JSON depth: 128 levels.
     let deep = format!("{}1{}", "[".repeat(129), "]".repeat(129));
-    let response = cluster
-        .http
-        .put(format!("{url}/v1/schedules/deep"))
-        .header("content-type", "application/json")
-        .body(format!(
-            r#"{{"function": "hello", "cron": "* * * * *", "payload": {deep}}}"#
-        ))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = squall_tests::decode_response::<ErrorBody>(response).await;
-    assert_eq!(status, 400, "{body:?}");
+    let answer = app
+        .send(
+            Method::PUT,
+            "/v1/schedules/deep",
+            &[("content-type", "application/json")],
+            format!(r#"{{"function": "hello", "cron": "* * * * *", "payload": {deep}}}"#),
+        )
+        .await;
+    let body = answer.decode::<ErrorBody>();
+    assert_eq!(answer.status, 400, "{body:?}");
     assert!(body.error.message.contains("recursion limit"), "{body:?}");
     // Just under each limit is fine (and an absurd wait is clamped, not a crash).
-    let response = cluster
-        .http
-        .post(format!(
-            "{url}/v1/functions/hello/invocations?async=true&wait=1e300"
-        ))
-        .body(vec![b' '; 1000])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    let answer = app
+        .send(
+            Method::POST,
+            "/v1/functions/hello/invocations?async=true&wait=1e300",
+            &[],
+            vec![b' '; 1000],
+        )
+        .await;
+    assert_eq!(answer.status, 202);
 }

@@ -2,10 +2,13 @@
 //! and the worker reach it with `--nats-ca`, the API is served over HTTPS, and the CLI trusts
 //! it with `--ca-cert`.
 
-use squall_tests::{built, free_port, nats_server_binary, workspace_root, Process};
+use squall_tests::{
+    built, eventually, eventually_every, free_port, nats_server_binary, workspace_root, Process,
+    Text,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Writes `ca.pem`, `server.pem` and `server.key` (for localhost and 127.0.0.1) into `dir`.
 fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
@@ -103,21 +106,20 @@ async fn https_api_and_tls_to_nats_work_with_certificates_the_test_made() {
         .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = trusted.get(format!("{url}/readyz")).send().await {
-            if r.status().is_success() {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the HTTPS API never became ready:\n{}\n{}",
-            dispatcher.output(),
-            worker.output()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_every(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        "the HTTPS API to be ready",
+        async || match trusted.get(format!("{url}/readyz")).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            answer => Err(Text(format!(
+                "{answer:?}\n{}\n{}",
+                dispatcher.output(),
+                worker.output()
+            ))),
+        },
+    )
+    .await;
     // Plain HTTP gets no API answer.
     let plain = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{http_port}/readyz"))
@@ -142,27 +144,20 @@ async fn https_api_and_tls_to_nats_work_with_certificates_the_test_made() {
         .await
         .unwrap();
     assert_eq!(deployed.status(), 201);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let greeting = eventually(Duration::from_secs(30), "a greeting over TLS", async || {
         let response = trusted
             .post(format!("{url}/v1/functions/hello/invocations?wait=5"))
             .body(r#"{"name": "TLS"}"#)
             .send()
             .await
             .unwrap();
-        if response.status() == 200 {
-            assert_eq!(
-                response.text().await.unwrap(),
-                r#"{"greeting":"Hello, TLS!"}"#
-            );
-            break;
+        match response.status() {
+            reqwest::StatusCode::OK => Ok(response.text().await.unwrap()),
+            status => Err(Text(format!("{status}\n{}", worker.output()))),
         }
-        assert!(
-            Instant::now() < deadline,
-            "no greeting over TLS:\n{}",
-            worker.output()
-        );
-    }
+    })
+    .await;
+    assert_eq!(greeting, r#"{"greeting":"Hello, TLS!"}"#);
 
     // The CLI trusts the test CA when told, and refuses the unknown certificate otherwise.
     let ca_text = ca.to_str().unwrap();

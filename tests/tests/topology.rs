@@ -1,9 +1,12 @@
 //! The JetStream topology is created idempotently and deploy keeps each function's consumer in
-//! step with its spec.
+//! step with its spec (through the dispatcher in process: none of it needs a worker).
 
 use async_nats::jetstream::stream::{DiscardPolicy, RetentionPolicy};
+use axum::body::Body;
+use axum::http::Method;
 use squall_broker::{ensure_topology, open_topology, TopologyConfig};
-use squall_tests::{Cluster, NatsServer};
+use squall_tests::in_process::App;
+use squall_tests::{built, eventually_every, NatsServer};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,14 +86,17 @@ async fn ensure_topology_is_idempotent_and_follows_the_design() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_creates_and_updates_the_function_consumer() {
-    let cluster = Cluster::start().await;
-    cluster
-        .deploy_example(
+    // In process: the consumer is the dispatcher's doing; no worker is needed.
+    let app = App::start().await;
+    let answer = app
+        .deploy(
             "hello",
-            Some(serde_json::json!({"max_attempts": 4, "concurrency": 7, "max_concurrency": 9, "timeout_ms": 1000})),
+            &hello(),
+            Some(&serde_json::json!({"max_attempts": 4, "concurrency": 7, "max_concurrency": 9, "timeout_ms": 1000})),
         )
         .await;
-    let js = async_nats::jetstream::new(cluster.nats_client().await);
+    assert_eq!(answer.status, 201, "{:?}", answer.json());
+    let js = async_nats::jetstream::new(app.state.broker.client.clone());
     let stream = js.get_stream("JOBS").await.unwrap();
     let info = stream.consumer_info("fn-hello").await.unwrap();
     assert_eq!(info.config.filter_subject, "jobs.hello");
@@ -101,12 +107,14 @@ async fn deploy_creates_and_updates_the_function_consumer() {
     );
     assert_eq!(info.config.ack_wait, Duration::from_secs(5));
 
-    cluster
-        .deploy_example(
+    let answer = app
+        .deploy(
             "hello",
-            Some(serde_json::json!({"max_attempts": 2, "concurrency": 3})),
+            &hello(),
+            Some(&serde_json::json!({"max_attempts": 2, "concurrency": 3})),
         )
         .await;
+    assert_eq!(answer.status, 201, "{:?}", answer.json());
     let info = stream.consumer_info("fn-hello").await.unwrap();
     assert_eq!(info.config.max_deliver, 2);
     assert_eq!(
@@ -114,20 +122,24 @@ async fn deploy_creates_and_updates_the_function_consumer() {
         "no fleet-wide cap without max_concurrency"
     );
 
-    let response = cluster
-        .http
-        .delete(format!("{}/v1/functions/hello", cluster.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
+    let answer = app
+        .send(Method::DELETE, "/v1/functions/hello", &[], Body::empty())
+        .await;
+    assert_eq!(answer.status, 204);
     assert!(
         stream.consumer_info("fn-hello").await.is_err(),
         "delete removes the consumer"
     );
-    let (status, _) = cluster.get_json("/v1/functions/hello").await;
-    assert_eq!(status, 404);
-    assert_eq!(cluster.invoke("hello", "").await.status(), 404);
+    assert_eq!(app.get("/v1/functions/hello").await.status, 404);
+    let answer = app
+        .send(Method::POST, "/v1/functions/hello/invocations", &[], "")
+        .await;
+    assert_eq!(answer.status, 404);
+}
+
+/// The hello example's library.
+fn hello() -> Vec<u8> {
+    std::fs::read(built().library("hello")).unwrap()
 }
 
 /// Waits until `stream` holds the durable consumer `name`, and returns its configuration.
@@ -136,39 +148,40 @@ async fn consumer_config(
     stream: &str,
     name: &str,
 ) -> async_nats::jetstream::consumer::Config {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = match js.get_stream(stream).await {
-            Ok(stream) => stream.consumer_info(name).await.ok(),
-            Err(_) => None,
-        };
-        match found {
-            Some(info) => return info.config,
-            None if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            None => panic!("no consumer {name} on {stream}"),
-        }
-    }
+    eventually_every(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        format_args!("a consumer {name} on {stream}"),
+        async || {
+            let stream = js.get_stream(stream).await.ok()?;
+            stream
+                .consumer_info(name)
+                .await
+                .ok()
+                .map(|info| info.config)
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dispatchers_shared_consumers_keep_their_names_on_the_broker() {
-    let cluster = Cluster::start().await;
-    let js = async_nats::jetstream::new(cluster.nats_client().await);
+    // In process: the shared consumers are the dispatcher's; no worker is needed.
+    let app = App::start().await;
+    let js = async_nats::jetstream::new(app.state.broker.client.clone());
     let mover = consumer_config(&js, "SQUALL_ADVISORIES", "dlq-mover").await;
     assert_eq!(mover.ack_wait, Duration::from_secs(30));
     let cron = consumer_config(&js, "SCHEDULES", "cron-dispatch").await;
     assert_eq!(cron.filter_subject, "cron.*");
 
-    cluster.deploy_example("hello", None).await;
-    let (status, body) = cluster
+    assert_eq!(app.deploy("hello", &hello(), None).await.status, 201);
+    let answer = app
         .put_json(
             "/v1/triggers/orders",
-            serde_json::json!({"function": "hello", "subject": "shop.orders.>"}),
+            &serde_json::json!({"function": "hello", "subject": "shop.orders.>"}),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(answer.status, 200, "{:?}", answer.json());
     let trigger = consumer_config(&js, "EVENTS", "trigger-orders").await;
     assert_eq!(trigger.filter_subject, "shop.orders.>");
     let mut events = js.get_stream("EVENTS").await.unwrap();

@@ -3,8 +3,8 @@
 //! from raw NATS publishers too.
 
 use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
-use squall_tests::{Cluster, ClusterOptions};
-use std::time::{Duration, Instant};
+use squall_tests::{eventually, Cluster, ClusterOptions};
+use std::time::Duration;
 
 /// Collects spans until `done` holds for the spans of trace `trace_id`.
 async fn spans_of(
@@ -13,27 +13,28 @@ async fn spans_of(
     trace_id: &str,
     done: impl Fn(&[&ExportedSpan]) -> bool,
 ) -> Vec<ExportedSpan> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        // Drain often: the collector's queue is small and blocks exporters when full.
-        seen.extend(
-            collector
-                .exported_spans(1, Duration::from_millis(200))
-                .await,
-        );
-        let trace: Vec<&ExportedSpan> = seen.iter().filter(|s| s.trace_id == trace_id).collect();
-        if done(&trace) {
-            return trace.into_iter().cloned().collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "trace {trace_id} incomplete: {:#?}",
-            trace
-                .iter()
-                .map(|s| (&s.name, &s.span_id, &s.parent_span_id))
-                .collect::<Vec<_>>()
-        );
-    }
+    eventually(
+        Duration::from_secs(30),
+        format_args!("trace {trace_id} to be complete"),
+        async || {
+            // Drain often: the collector's queue is small and blocks exporters when full.
+            seen.extend(
+                collector
+                    .exported_spans(1, Duration::from_millis(200))
+                    .await,
+            );
+            let trace: Vec<&ExportedSpan> =
+                seen.iter().filter(|s| s.trace_id == trace_id).collect();
+            match done(&trace) {
+                true => Ok(trace.into_iter().cloned().collect::<Vec<_>>()),
+                false => Err(trace
+                    .iter()
+                    .map(|s| (s.name.clone(), s.span_id.clone(), s.parent_span_id.clone()))
+                    .collect::<Vec<_>>()),
+            }
+        },
+    )
+    .await
 }
 
 fn named<'a>(spans: &'a [ExportedSpan], name: &str) -> Vec<&'a ExportedSpan> {
@@ -172,20 +173,23 @@ async fn one_trace_per_invocation_from_http_through_every_attempt() {
         .unwrap()
         .to_string();
     let done = cluster.wait_terminal(&id, Duration::from_secs(30)).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let trace_id = loop {
-        seen.extend(
-            collector
-                .exported_spans(1, Duration::from_millis(200))
-                .await,
-        );
-        if let Some(s) = seen.iter().find(|s| {
-            s.name == "squall.invoke" && attribute(s, "squall.invocation_id").contains(&id)
-        }) {
-            break s.trace_id.clone();
-        }
-        assert!(Instant::now() < deadline, "no invoke span for {id}");
-    };
+    let trace_id = eventually(
+        Duration::from_secs(30),
+        format_args!("an invoke span for {id}"),
+        async || {
+            seen.extend(
+                collector
+                    .exported_spans(1, Duration::from_millis(200))
+                    .await,
+            );
+            seen.iter()
+                .find(|s| {
+                    s.name == "squall.invoke" && attribute(s, "squall.invocation_id").contains(&id)
+                })
+                .map(|s| s.trace_id.clone())
+        },
+    )
+    .await;
     let spans = spans_of(&mut collector, &mut seen, &trace_id, |t| {
         count(t, "squall.attempt") == 3 && count(t, "squall.dead_letter") == 1
     })

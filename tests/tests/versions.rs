@@ -7,10 +7,10 @@ use squall_api::queries::{FunctionStats, InvocationPage};
 use squall_api::versions::{Alias, VersionList};
 use squall_api::ErrorBody;
 use squall_tests::in_process::App;
-use squall_tests::{built, compile_c, decode_response, Cluster, ClusterOptions};
+use squall_tests::{built, compile_c, decode_response, eventually_every, Cluster, ClusterOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A C function that answers `"<tag>"`, so each build is a distinct version.
 pub fn tagged(dir: &Path, tag: &str) -> PathBuf {
@@ -204,21 +204,18 @@ async fn versions_are_numbered_and_qualifiers_and_aliases_pick_them() {
     let client = cluster.nats_client().await;
     client.publish("events.tagged", "{}".into()).await.unwrap();
     client.flush().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let fired = loop {
-        let items = listed(&cluster).await;
-        if let Some(new) = items
-            .into_iter()
-            .find(|i| !before.contains(&i.invocation_id) && i.status.is_terminal())
-        {
-            break new;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the trigger's invocation never finished"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let fired = eventually_every(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        "the trigger's invocation to finish",
+        async || {
+            listed(&cluster)
+                .await
+                .into_iter()
+                .find(|i| !before.contains(&i.invocation_id) && i.status.is_terminal())
+        },
+    )
+    .await;
     assert_eq!(fired.version_number, Some(1), "{fired:?}");
     assert_eq!(
         delete("/v1/triggers/tagged-live").await,
@@ -272,21 +269,20 @@ async fn a_weighted_alias_follows_its_weights_over_ten_thousand_invocations() {
 
     // Wait for every one to finish (the stats are one cheap query), then count the finished
     // invocations by the version that ran, from the query index.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, stats) = cluster
-            .get_as::<FunctionStats>("/v1/functions/canary/stats")
-            .await;
-        if stats.succeeded >= total as u64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {total} finished",
-            stats.succeeded
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    eventually_every(
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        format_args!("all {total} to finish"),
+        async || {
+            let (_, stats) = cluster
+                .get_as::<FunctionStats>("/v1/functions/canary/stats")
+                .await;
+            (stats.succeeded >= total as u64)
+                .then_some(())
+                .ok_or_else(|| format!("only {} finished", stats.succeeded))
+        },
+    )
+    .await;
     let mut counts: HashMap<u32, usize> = HashMap::new();
     let mut cursor = None::<String>;
     loop {
