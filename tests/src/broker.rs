@@ -280,3 +280,30 @@ pub fn auth_env() -> Vec<(String, String)> {
         .map(|u| (u.password_env.to_string(), u.password.to_string()))
         .collect()
 }
+
+/// Waits until each `(stream, consumer)`, in order (name them upstream first), has nothing
+/// pending and nothing unacknowledged: the event that says all the work they were given is
+/// done, so a "nothing else happened" check may look now instead of after a fixed pause.
+pub async fn consumers_settled(client: &async_nats::Client, consumers: &[(&str, &str)]) {
+    let js = async_nats::jetstream::new(client.clone());
+    for (stream, consumer) in consumers {
+        let stream = js.get_stream(*stream).await.expect("the consumer's stream");
+        crate::eventually(
+            Duration::from_secs(30),
+            format_args!("consumer {consumer} settled"),
+            async || {
+                let info = stream
+                    .consumer_info(*consumer)
+                    .await
+                    .expect("consumer info");
+                match (info.num_pending, info.num_ack_pending) {
+                    (0, 0) => Ok(()),
+                    (pending, unacknowledged) => Err(format!(
+                        "{pending} pending, {unacknowledged} unacknowledged"
+                    )),
+                }
+            },
+        )
+        .await;
+    }
+}

@@ -11,7 +11,8 @@ pub mod process;
 pub mod wait;
 
 pub use broker::{
-    auth_env, nats_server_binary, AuthUser, NatsServer, AUTH_CLIENT, AUTH_DISPATCHER, AUTH_WORKER,
+    auth_env, consumers_settled, nats_server_binary, AuthUser, NatsServer, AUTH_CLIENT,
+    AUTH_DISPATCHER, AUTH_WORKER,
 };
 pub use build::{built, compile_c, workspace_root, Built};
 pub use cluster::{wait_workers_ready, Cluster, ClusterOptions};

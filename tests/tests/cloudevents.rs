@@ -318,8 +318,38 @@ async fn nats_events_on_a_trigger_subject_reach_the_function_in_both_modes() {
     let structured = &seen["n-2"];
     assert_eq!(structured["input"], r#"{"paid":true}"#);
     assert_eq!(structured["event"]["cloudevent"]["type"], "order.paid");
-    // The repeated binary event did not run a second time.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The repeated binary event did not run a second time: once the trigger has acknowledged
+    // all three messages and echo's consumer has nothing left, it delivered exactly two jobs.
+    let events = js.get_stream("EVENTS").await.unwrap();
+    let jobs = js.get_stream("JOBS").await.unwrap();
+    let delivered = eventually(
+        Duration::from_secs(20),
+        "the trigger's three messages handled and echo's jobs done",
+        async || {
+            let trigger = events.consumer_info("trigger-orders").await.unwrap();
+            let function = jobs.consumer_info("fn-echo").await.unwrap();
+            let settled = trigger.delivered.stream_sequence >= 3
+                && trigger.num_pending == 0
+                && trigger.num_ack_pending == 0
+                && function.num_pending == 0
+                && function.num_ack_pending == 0;
+            match settled {
+                true => Ok(function.delivered.consumer_sequence),
+                false => Err(format!(
+                    "trigger: {} pending, {} unacknowledged; echo: {} pending, {} unacknowledged",
+                    trigger.num_pending,
+                    trigger.num_ack_pending,
+                    function.num_pending,
+                    function.num_ack_pending
+                )),
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        delivered, 2,
+        "echo's consumer delivered a job per distinct event"
+    );
     let (_, page) = cluster
         .get_as::<InvocationPage>("/v1/invocations?function=echo")
         .await;

@@ -164,6 +164,14 @@ async fn outcomes(cluster: &Cluster, id: &str, n: usize) -> squall_api::invocati
     .await
 }
 
+/// Waits until each `(stream, consumer)` named, upstream first, and then the destinations
+/// consumer on RESULTS have settled: every delivery that will happen has happened.
+async fn deliveries_settled(cluster: &Cluster, upstream: &[(&str, &str)]) {
+    let mut consumers = upstream.to_vec();
+    consumers.push(("RESULTS", "destinations"));
+    squall_tests::consumers_settled(&cluster.nats_client().await, &consumers).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminal_states_and_callbacks_are_posted_signed_to_urls() {
     let cluster = Cluster::start().await;
@@ -452,7 +460,8 @@ async fn an_unreachable_url_is_recorded_dead_lettered_and_replays_once_it_is_up(
         .get_as::<InvocationPage>("/v1/invocations?function=echo")
         .await;
     assert_eq!(page.items.len(), 1, "{page:?}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every result the destinations consumer holds is handled: no delivery is still coming.
+    deliveries_settled(&cluster, &[]).await;
     assert_eq!(receiver.at("/late").len(), 1);
 }
 
@@ -528,8 +537,19 @@ async fn a_three_stage_pipeline_chained_by_destinations_delivers_every_record_on
     let got = receiver
         .wait_for("/done", RECORDS, Duration::from_secs(60))
         .await;
-    // Whatever is still in flight would arrive now.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Once every stage's jobs, every trigger's events and every result's deliveries are
+    // handled, nothing is in flight that could still arrive.
+    deliveries_settled(
+        &cluster,
+        &[
+            ("JOBS", "fn-stage-a"),
+            ("EVENTS", "trigger-pipe-b"),
+            ("JOBS", "fn-stage-b"),
+            ("EVENTS", "trigger-pipe-c"),
+            ("JOBS", "fn-stage-c"),
+        ],
+    )
+    .await;
     let got_now = receiver.at("/done");
     assert_eq!(
         got_now.len(),

@@ -305,7 +305,20 @@ async fn subject_and_kv_triggers_fire_for_plain_nats_clients_even_with_no_worker
     kv.put("app.color", "blue".into()).await.unwrap();
     kv.delete("app.color").await.unwrap();
     kv.put("other.key", "ignored".into()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The four bound events became four jobs, waiting: nothing ran without a worker.
+    let jobs = js.get_stream("JOBS").await.unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "four jobs of echo queued by the triggers",
+        async || {
+            let info = jobs.consumer_info("fn-echo").await.unwrap();
+            match info.num_pending {
+                4 => Ok(()),
+                pending => Err(format!("{pending} pending")),
+            }
+        },
+    )
+    .await;
     assert!(
         invocations_of(&cluster, "echo").await.is_empty(),
         "nothing ran without a worker"
@@ -314,7 +327,16 @@ async fn subject_and_kv_triggers_fire_for_plain_nats_clients_even_with_no_worker
     // A worker arrives: every kept event runs.
     cluster.add_worker();
     let views = wait_succeeded(&cluster, "echo", 4).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every event the triggers hold is handled and every job run: no fifth invocation is coming.
+    squall_tests::consumers_settled(
+        &client,
+        &[
+            ("EVENTS", "trigger-orders"),
+            ("KV_config", "trigger-settings"),
+            ("JOBS", "fn-echo"),
+        ],
+    )
+    .await;
     assert_eq!(invocations_of(&cluster, "echo").await.len(), 4);
     let outputs: Vec<serde_json::Value> = views.iter().map(output).collect();
     let find = |pred: &dyn Fn(&serde_json::Value) -> bool| {
@@ -347,7 +369,17 @@ async fn subject_and_kv_triggers_fire_for_plain_nats_clients_even_with_no_worker
         .await
         .unwrap();
     client.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Unbound, the subject is captured by no stream (a JetStream publish there finds none), so
+    // the plain publish above was stored nowhere and can run nothing.
+    let stored = js
+        .publish("events.orders.late", "probe".into())
+        .await
+        .unwrap()
+        .await;
+    assert!(
+        stored.is_err(),
+        "events.orders.late is still captured: {stored:?}"
+    );
     assert_eq!(
         invocations_of(&cluster, "echo").await.len(),
         4,

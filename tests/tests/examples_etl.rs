@@ -311,8 +311,20 @@ async fn ten_thousand_records_are_loaded_once_and_every_bad_row_is_reported_by_l
     assert_eq!(stored_on(&cluster, "events.etl.transformed").await, 20);
     assert_eq!(stored_on(&cluster, "events.etl.rejected").await, 20);
 
-    // Nothing arrives late to count twice.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Nothing arrives late to count twice: once every trigger's events and every stage's jobs
+    // are handled, upstream first, nothing is in flight.
+    squall_tests::consumers_settled(
+        &cluster.nats_client().await,
+        &[
+            ("JOBS", "fn-etl-extract"),
+            ("EVENTS", "trigger-etl-extracted"),
+            ("JOBS", "fn-etl-transform"),
+            ("EVENTS", "trigger-etl-transformed"),
+            ("EVENTS", "trigger-etl-rejected"),
+            ("JOBS", "fn-etl-load"),
+        ],
+    )
+    .await;
     let again = report(&cluster, &id).await;
     assert_eq!(again["records"], done["records"]);
     assert_eq!(again["rejected"], done["rejected"]);

@@ -213,7 +213,14 @@ async fn invocations_are_listed_paged_counted_and_metered_and_survive_a_restart(
     // After a restart the index is still there and is not re-read from RESULTS.
     cluster.restart_dispatcher(&[]).await;
     assert_eq!(all_pages(&cluster, "", 4).await, ids);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the feed has looked at RESULTS (answers stop saying `catching_up`), a re-read would
+    // have been applied: none was.
+    poll(
+        &cluster,
+        "/v1/functions/hello/stats?since=2000-01-01T00:00:00Z",
+        |s: &FunctionStats| !s.catching_up && s.applied_sequence >= hello_before.applied_sequence,
+    )
+    .await;
     assert_eq!(
         applied_since_start(&cluster).await,
         0.0,
