@@ -141,3 +141,103 @@ impl FromRef<Arc<AppState>> for destinations::Destinations {
         state.destinations.clone()
     }
 }
+
+impl FromRef<Arc<AppState>> for crate::core::registry::Registry {
+    fn from_ref(state: &Arc<AppState>) -> crate::core::registry::Registry {
+        state.registry.clone()
+    }
+}
+
+impl FromRef<Arc<AppState>> for Broker {
+    fn from_ref(state: &Arc<AppState>) -> Broker {
+        state.broker.clone()
+    }
+}
+
+impl FromRef<Arc<AppState>> for Invoker {
+    fn from_ref(state: &Arc<AppState>) -> Invoker {
+        state.invoker.clone()
+    }
+}
+
+impl FromRef<Arc<AppState>> for Submitter {
+    fn from_ref(state: &Arc<AppState>) -> Submitter {
+        state.submitter.clone()
+    }
+}
+
+impl FromRef<Arc<AppState>> for crate::index::service::IndexClient {
+    fn from_ref(state: &Arc<AppState>) -> crate::index::service::IndexClient {
+        crate::index::service::IndexClient {
+            local: state.query_index().cloned(),
+            client: state.broker.client.clone(),
+        }
+    }
+}
+
+impl FromRef<Arc<AppState>> for crate::core::keys::KeyRing {
+    fn from_ref(state: &Arc<AppState>) -> crate::core::keys::KeyRing {
+        crate::core::keys::KeyRing(state.keys.clone())
+    }
+}
+
+impl FromRef<Arc<AppState>> for crate::core::keys::KeysBucket {
+    fn from_ref(state: &Arc<AppState>) -> crate::core::keys::KeysBucket {
+        crate::core::keys::KeysBucket(state.keys_bucket.clone())
+    }
+}
+
+impl FromRef<Arc<AppState>> for crate::core::keys::TraceUrl {
+    fn from_ref(state: &Arc<AppState>) -> crate::core::keys::TraceUrl {
+        crate::core::keys::TraceUrl(state.config.trace_url.clone())
+    }
+}
+
+impl FromRef<Arc<AppState>> for metrics::SharedMetrics {
+    fn from_ref(state: &Arc<AppState>) -> metrics::SharedMetrics {
+        metrics::SharedMetrics(state.metrics.clone())
+    }
+}
+
+/// The OpenAPI document this dispatcher serves, rendered once.
+#[derive(Clone)]
+pub struct OpenApiDocument(pub bytes::Bytes);
+
+impl FromRef<Arc<AppState>> for OpenApiDocument {
+    fn from_ref(state: &Arc<AppState>) -> OpenApiDocument {
+        OpenApiDocument(state.openapi.clone())
+    }
+}
+
+/// The limits a handler applies, copied out of the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_payload: usize,
+    pub max_artifact: usize,
+    pub max_wait: Duration,
+    pub batch: BatchLimits,
+    pub keep_versions: usize,
+}
+
+impl FromRef<Arc<AppState>> for Limits {
+    fn from_ref(state: &Arc<AppState>) -> Limits {
+        let config = &state.config;
+        Limits {
+            max_payload: config.max_payload,
+            max_artifact: config.max_artifact,
+            max_wait: config.max_wait,
+            batch: config.batch,
+            keep_versions: config.keep_versions,
+        }
+    }
+}
+
+/// The streams' definitions, as a deploy takes them (a function's consumer follows them).
+#[derive(Debug, Clone)]
+pub struct TopologySettings(pub TopologyConfig);
+
+impl FromRef<Arc<AppState>> for TopologySettings {
+    fn from_ref(state: &Arc<AppState>) -> TopologySettings {
+        TopologySettings(state.config.topology.clone())
+    }
+}

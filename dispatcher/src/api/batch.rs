@@ -1,6 +1,8 @@
 //! `POST /v1/functions/{name}/batch`: many invocations from one NDJSON body (one JSON input per
 //! line), validated whole before any job is published, then published with pipelined acks.
 
+use crate::core::registry::Registry;
+use crate::core::submit::Submitter;
 use crate::core::submit::{
     checked_idempotency_key, forwarded_headers, is_valid_traceparent, job_headers, new_traceparent,
     Job, IDEMPOTENCY_KEY,
@@ -10,7 +12,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
 use crate::http::limits::read_limited;
 use crate::http::limits::BatchLimits;
-use crate::AppState;
+use crate::state::Limits;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -26,7 +28,6 @@ use squall_broker::headers as h;
 use squall_broker::names::jobs_subject;
 use squall_broker::time::now_ms;
 use std::collections::VecDeque;
-use std::sync::Arc;
 use tracing::Instrument as _;
 
 /// Publishes in flight before the oldest one's acknowledgement is awaited.
@@ -177,7 +178,9 @@ fn line_id(salt: &[u8], created_at_ms: u64, index: usize) -> uuid::Uuid {
         (status = 422, description = "The Idempotency-Key was used for a different batch of this function.", body = ErrorBody),
         (status = 503, description = "The broker did not accept every job; retry with the same Idempotency-Key.", body = ErrorBody)))]
 pub async fn submit(
-    State(state): State<Arc<AppState>>,
+    State(registry): State<Registry>,
+    State(submitter): State<Submitter>,
+    State(limits): State<Limits>,
     Path(name): Path<String>,
     ApiQuery(query): ApiQuery<QualifierParams>,
     headers: HeaderMap,
@@ -195,9 +198,17 @@ pub async fn submit(
         &span,
         squall_telemetry::context_from_traceparent(client_trace),
     );
-    let response = submit_traced(&state, &name, query.qualifier.as_deref(), &headers, body)
-        .instrument(span.clone())
-        .await;
+    let response = submit_traced(
+        &registry,
+        &submitter,
+        limits,
+        &name,
+        query.qualifier.as_deref(),
+        &headers,
+        body,
+    )
+    .instrument(span.clone())
+    .await;
     let status = match &response {
         Ok(r) => r.status(),
         Err(e) => e.status,
@@ -207,13 +218,16 @@ pub async fn submit(
 }
 
 async fn submit_traced(
-    state: &AppState,
+    registry: &Registry,
+    submitter: &Submitter,
+    limits: Limits,
     name: &str,
     qualifier: Option<&str>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let limits = state.config.batch;
+    let max_payload = limits.max_payload;
+    let limits = limits.batch;
     let body = read_limited(body, limits.max_bytes).await.map_err(|_| {
         ApiError::too_large(format!(
             "the batch is larger than the limit of {} bytes; split it",
@@ -223,16 +237,16 @@ async fn submit_traced(
     // The body is read before the name is judged, so a client still sending gets an answer.
     let qualified = Qualified::parse(name, qualifier)?;
     let name = qualified.name;
-    let record = state.registry.load(&name).await?;
+    let record = registry.load(&name).await?;
     if qualified.qualifier.is_some() {
         resolve(&record, qualified.qualifier.as_deref(), "")?;
     }
     let name = name.as_str();
-    let lines = split_lines(&body, &limits, state.config.max_payload)?;
+    let lines = split_lines(&body, &limits, max_payload)?;
     tracing::Span::current().record("squall.batch_size", lines.len());
     let (batch, created_at_ms) = match headers.get(IDEMPOTENCY_KEY) {
         None => (uuid::Uuid::now_v7(), now_ms()),
-        Some(key) => claim_batch_key(state, name, key, &body).await?,
+        Some(key) => claim_batch_key(submitter, name, key, &body).await?,
     };
     let ids = line_ids(&batch, created_at_ms, lines.len());
     // Each line draws its own version, so an alias's weights hold within a batch too.
@@ -256,7 +270,7 @@ async fn submit_traced(
         extra_headers: forwarded_headers(headers),
         reply_to: None,
     };
-    publish(state, &template, &lines, &ids, &versions).await?;
+    publish(submitter, &template, &lines, &ids, &versions).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(BatchAccepted {
@@ -271,7 +285,7 @@ async fn submit_traced(
 /// idempotency window, in the bucket single invokes use, under a key of its own namespace.
 /// A repeat with a different body is refused: its lines would not be the ones the ids name.
 async fn claim_batch_key(
-    state: &AppState,
+    submitter: &Submitter,
     function: &str,
     key: &HeaderValue,
     body: &[u8],
@@ -282,10 +296,7 @@ async fn claim_batch_key(
     ));
     let digest = hex::encode(Sha256::digest(body));
     let value = format!("{} {} {digest}", uuid::Uuid::now_v7(), now_ms());
-    let (value, _repeated) = state
-        .submitter
-        .claim_idempotency_value(&kv_key, value)
-        .await?;
+    let (value, _repeated) = submitter.claim_idempotency_value(&kv_key, value).await?;
     let mut words = value.split(' ');
     let (Some(batch), Some(created), Some(stored_digest)) =
         (words.next(), words.next(), words.next())
@@ -312,7 +323,7 @@ async fn claim_batch_key(
 /// like a single invoke's. If the broker fails, no more are published, the outstanding acks are
 /// still awaited (so what was stored is indexed), and the answer is a 503.
 async fn publish(
-    state: &AppState,
+    submitter: &Submitter,
     template: &Job<'_>,
     lines: &[Bytes],
     ids: &[String],
@@ -338,7 +349,7 @@ async fn publish(
         reply_to: None,
     };
     async {
-        let jetstream = &state.broker.topology.jetstream;
+        let jetstream = &submitter.broker.topology.jetstream;
         let subject = async_nats::Subject::from(jobs_subject(template.function));
         let mut pending = VecDeque::with_capacity(ACK_WINDOW);
         let mut failure: Option<squall_broker::publish::PublishError> = None;
@@ -352,7 +363,7 @@ async fn publish(
                 &subject,
                 headers,
                 lines[index].clone(),
-                &state.broker.publish,
+                &submitter.broker.publish,
             )
         };
         for (index, payload) in lines.iter().enumerate() {
@@ -366,7 +377,7 @@ async fn publish(
                 };
                 match acked {
                     Ok(()) => {
-                        state.submitter.record_accepted(&job(done));
+                        submitter.record_accepted(&job(done));
                         stored += 1;
                     }
                     Err(error) => {
@@ -383,7 +394,7 @@ async fn publish(
                 Ok(ack) => pending.push_back((index, ack)),
                 Err(_) => match resend(index).await {
                     Ok(_) => {
-                        state.submitter.record_accepted(&job(index));
+                        submitter.record_accepted(&job(index));
                         stored += 1;
                     }
                     Err(error) => {
@@ -407,7 +418,7 @@ async fn publish(
                 },
             };
             if acked {
-                state.submitter.record_accepted(&job(done));
+                submitter.record_accepted(&job(done));
                 stored += 1;
             }
         }

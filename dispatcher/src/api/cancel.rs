@@ -8,10 +8,11 @@
 //! stored first, which is what the answer reports.
 
 use crate::core::cancel::{cancel, decide, queued_jobs, Decision, Ended, Target, BACKLOG_PARALLEL};
+use crate::core::invoke::Invoker;
+use crate::core::registry::Registry;
 use crate::core::view::invocation_view;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiQuery, FunctionName, InvocationId};
-use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -20,9 +21,6 @@ use squall_api::invocations::{CancelBacklogParams, CancelledBacklog, Invocation}
 use squall_api::ErrorBody;
 use squall_api::ErrorCode;
 use squall_broker::InvocationStatus;
-use std::sync::Arc;
-
-type Shared = State<Arc<AppState>>;
 
 fn already_ended(id: &str, status: InvocationStatus) -> ApiError {
     ApiError::new(
@@ -48,15 +46,17 @@ fn already_ended(id: &str, status: InvocationStatus) -> ApiError {
         (status = 409, description = "It already ended; `status` says how.", body = ErrorBody),
         (status = 503, description = "The broker did not answer.", body = ErrorBody)))]
 pub async fn cancel_invocation(
-    State(state): Shared,
+    State(invoker): State<Invoker>,
+    State(registry): State<Registry>,
     id: InvocationId,
 ) -> Result<Json<Invocation>, ApiError> {
-    let accepted = state
+    let accepted = invoker
+        .submitter
         .index
         .get(&id)
         .map_err(|e| ApiError::internal("invocation index", e))?;
     let function = accepted.as_ref().map(|a| a.function.as_str());
-    let latest = state.invoker.lookup(&id, function).await?;
+    let latest = invoker.lookup(&id, function).await?;
     let target = match decide(accepted.as_ref(), latest.as_ref().map(|o| &o.meta)) {
         Decision::Unknown => {
             return Err(ApiError::not_found(
@@ -67,7 +67,7 @@ pub async fn cancel_invocation(
         Decision::Ended(status) => return Err(already_ended(&id, status)),
         Decision::Cancel(target) => target,
     };
-    match cancel(&state.invoker, &state.registry, &id, &target).await? {
+    match cancel(&invoker, &registry, &id, &target).await? {
         Ended::Cancelled(outcome) => {
             tracing::info!(message = "invocation cancelled", function = %target.function, invocation_id = %&*id);
             Ok(Json(invocation_view(&outcome.meta, &outcome.body)))
@@ -86,7 +86,8 @@ pub async fn cancel_invocation(
         (status = 404, description = "Unknown function.", body = ErrorBody),
         (status = 503, description = "The broker did not answer.", body = ErrorBody)))]
 pub async fn cancel_backlog(
-    State(state): Shared,
+    State(invoker): State<Invoker>,
+    State(registry): State<Registry>,
     name: FunctionName,
     ApiQuery(query): ApiQuery<CancelBacklogParams>,
 ) -> Result<Json<CancelledBacklog>, ApiError> {
@@ -105,8 +106,8 @@ pub async fn cancel_backlog(
             ))
         }
     }
-    let record = state.registry.load(&name).await?;
-    let queued = queued_jobs(&state.broker, &record.name).await?;
+    let record = registry.load(&name).await?;
+    let queued = queued_jobs(&invoker.submitter.broker, &record.name).await?;
     let version = Some(record.version.clone());
     let results = futures::stream::iter(queued)
         .map(|(id, created_at_ms)| {
@@ -116,15 +117,15 @@ pub async fn cancel_backlog(
                 attempts: 0,
                 version: version.clone(),
             };
-            let state = state.clone();
+            let (invoker, registry) = (invoker.clone(), registry.clone());
             async move {
                 // A job cancelled (or finished) earlier may still wait in the queue.
-                if let Some(latest) = state.invoker.lookup(&id, Some(&target.function)).await? {
+                if let Some(latest) = invoker.lookup(&id, Some(&target.function)).await? {
                     if latest.meta.status.is_terminal() {
                         return Ok(Ended::Before(latest));
                     }
                 }
-                Ok::<_, ApiError>(cancel(&state.invoker, &state.registry, &id, &target).await?)
+                Ok::<_, ApiError>(cancel(&invoker, &registry, &id, &target).await?)
             }
         })
         .buffer_unordered(BACKLOG_PARALLEL)

@@ -1,11 +1,13 @@
 //! The dead-letter routes: list, show, remove and replay what the mover recorded.
 
+use crate::core::broker::Broker;
+use crate::core::registry::Registry;
+use crate::core::submit::Submitter;
 use crate::core::submit::{new_traceparent, Job};
 use crate::core::view::rfc3339;
 use crate::http::answer::accepted;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiQuery, FunctionName, InvocationId};
-use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -22,17 +24,14 @@ use squall_api::ErrorCode;
 use squall_broker::dlq::DeadLetter;
 use squall_broker::time::now_ms;
 use squall_broker::{headers as h, InvocationStatus};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The most dead letters one listing returns.
 pub const MAX_LISTED: usize = 1000;
 
 /// `summary` with its version's number, while the function retains that version.
-fn numbered(state: &AppState, mut summary: DeadLetterSummary) -> DeadLetterSummary {
-    summary.version_number = state
-        .registry
-        .version_number(&summary.function, &summary.version);
+fn numbered(registry: &Registry, mut summary: DeadLetterSummary) -> DeadLetterSummary {
+    summary.version_number = registry.version_number(&summary.function, &summary.version);
     summary
 }
 
@@ -81,13 +80,12 @@ fn full_view(letter: &DeadLetter) -> DeadLetterView {
 }
 
 /// Every dead letter whose subject matches `filter`, with its stream sequence, oldest first.
-async fn scan(state: &AppState, filter: String) -> Result<Vec<(u64, DeadLetter)>, ApiError> {
+async fn scan(broker: &Broker, filter: String) -> Result<Vec<(u64, DeadLetter)>, ApiError> {
     use async_nats::jetstream::consumer::pull::OrderedConfig;
-    let broker = |e: &dyn std::fmt::Display| {
+    let failed = |e: &dyn std::fmt::Display| {
         ApiError::broker("cannot read the dead-letter queue", e.to_string())
     };
-    let mut consumer = state
-        .broker
+    let mut consumer = broker
         .topology
         .dlq
         .create_consumer(OrderedConfig {
@@ -95,9 +93,9 @@ async fn scan(state: &AppState, filter: String) -> Result<Vec<(u64, DeadLetter)>
             ..Default::default()
         })
         .await
-        .map_err(|e| broker(&e))?;
-    let pending = consumer.info().await.map_err(|e| broker(&e))?.num_pending as usize;
-    let mut messages = consumer.messages().await.map_err(|e| broker(&e))?;
+        .map_err(|e| failed(&e))?;
+    let pending = consumer.info().await.map_err(|e| failed(&e))?.num_pending as usize;
+    let mut messages = consumer.messages().await.map_err(|e| failed(&e))?;
     let mut letters = Vec::new();
     for _ in 0..pending.min(MAX_LISTED) {
         let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
@@ -112,7 +110,7 @@ async fn scan(state: &AppState, filter: String) -> Result<Vec<(u64, DeadLetter)>
 }
 
 /// The dead letter of invocation `id`, with its stream sequence.
-async fn find(state: &AppState, id: &str) -> Result<(u64, DeadLetter), ApiError> {
+async fn find(broker: &Broker, id: &str) -> Result<(u64, DeadLetter), ApiError> {
     use async_nats::jetstream::stream::LastRawMessageErrorKind;
     let not_found = || {
         ApiError::not_found(
@@ -120,8 +118,7 @@ async fn find(state: &AppState, id: &str) -> Result<(u64, DeadLetter), ApiError>
             format!("no dead letter for invocation {id}"),
         )
     };
-    match state
-        .broker
+    match broker
         .topology
         .dlq
         .get_last_raw_message_by_subject(&format!("dlq.*.{id}"))
@@ -149,18 +146,19 @@ const ID: &str = "Invocation id (UUIDv7) of the dead-lettered invocation.";
     (status = 200, description = "Dead letters.", body = DeadLetterList),
     (status = 400, description = "Invalid function name or parameter.", body = ErrorBody)))]
 pub async fn list(
-    State(state): State<Arc<AppState>>,
+    State(registry): State<Registry>,
+    State(submitter): State<Submitter>,
     ApiQuery(params): ApiQuery<DlqParams>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
     let filter = match function_filter(params)? {
         Some(name) => format!("dlq.{name}.*"),
         None => "dlq.*.*".to_string(),
     };
-    let letters = scan(&state, filter).await?;
+    let letters = scan(&submitter.broker, filter).await?;
     Ok(Json(DeadLetterList {
         dead_letters: letters
             .iter()
-            .map(|(_, l)| numbered(&state, summary_view(l)))
+            .map(|(_, l)| numbered(&registry, summary_view(l)))
             .collect(),
     }))
 }
@@ -173,12 +171,13 @@ pub async fn list(
         (status = 400, description = "Not a UUID.", body = ErrorBody),
         (status = 404, description = "No dead letter for this invocation.", body = ErrorBody)))]
 pub async fn show(
-    State(state): State<Arc<AppState>>,
+    State(registry): State<Registry>,
+    State(submitter): State<Submitter>,
     id: InvocationId,
 ) -> Result<Json<DeadLetterView>, ApiError> {
-    let (_, letter) = find(&state, &id).await?;
+    let (_, letter) = find(&submitter.broker, &id).await?;
     let mut view = full_view(&letter);
-    view.summary = numbered(&state, view.summary);
+    view.summary = numbered(&registry, view.summary);
     Ok(Json(view))
 }
 
@@ -190,11 +189,12 @@ pub async fn show(
         (status = 400, description = "Not a UUID.", body = ErrorBody),
         (status = 404, description = "No dead letter for this invocation.", body = ErrorBody)))]
 pub async fn remove(
-    State(state): State<Arc<AppState>>,
+    State(_registry): State<Registry>,
+    State(submitter): State<Submitter>,
     id: InvocationId,
 ) -> Result<StatusCode, ApiError> {
-    let (sequence, _) = find(&state, &id).await?;
-    state
+    let (sequence, _) = find(&submitter.broker, &id).await?;
+    submitter
         .broker
         .topology
         .dlq
@@ -207,12 +207,12 @@ pub async fn remove(
 /// Submits a dead letter again as a new invocation linked to the original, then removes it
 /// from the DLQ. Returns the new invocation id.
 async fn replay_one(
-    state: &AppState,
+    registry: &Registry,
+    submitter: &Submitter,
     sequence: u64,
     letter: &DeadLetter,
 ) -> Result<String, ApiError> {
-    let record = state
-        .registry
+    let record = registry
         .load(&FunctionName::parse(letter.function.clone())?)
         .await?;
     let id = uuid::Uuid::now_v7().to_string();
@@ -234,11 +234,8 @@ async fn replay_one(
         extra_headers,
         reply_to: None,
     };
-    state
-        .submitter
-        .submit(job, letter.payload.clone().into())
-        .await?;
-    if let Err(error) = state.broker.topology.dlq.delete_message(sequence).await {
+    submitter.submit(job, letter.payload.clone().into()).await?;
+    if let Err(error) = submitter.broker.topology.dlq.delete_message(sequence).await {
         tracing::warn!(message = "replayed dead letter could not be removed", invocation_id = %letter.invocation_id, %error);
     }
     tracing::info!(message = "dead letter replayed", function = %letter.function, replay_of = %letter.invocation_id, invocation_id = %id);
@@ -254,11 +251,12 @@ async fn replay_one(
         (status = 400, description = "Not a UUID.", body = ErrorBody),
         (status = 404, description = "No dead letter, or its function is no longer deployed.", body = ErrorBody)))]
 pub async fn replay(
-    State(state): State<Arc<AppState>>,
+    State(registry): State<Registry>,
+    State(submitter): State<Submitter>,
     id: InvocationId,
 ) -> Result<Response, ApiError> {
-    let (sequence, letter) = find(&state, &id).await?;
-    let new_id = replay_one(&state, sequence, &letter).await?;
+    let (sequence, letter) = find(&submitter.broker, &id).await?;
+    let new_id = replay_one(&registry, &submitter, sequence, &letter).await?;
     Ok(accepted(&new_id, InvocationStatus::Queued, Some(&id)))
 }
 
@@ -268,7 +266,8 @@ pub async fn replay(
     (status = 400, description = "Missing or invalid function.", body = ErrorBody),
     (status = 404, description = "Unknown function.", body = ErrorBody)))]
 pub async fn replay_all(
-    State(state): State<Arc<AppState>>,
+    State(registry): State<Registry>,
+    State(submitter): State<Submitter>,
     ApiQuery(params): ApiQuery<DlqParams>,
 ) -> Result<(StatusCode, Json<ReplayedAll>), ApiError> {
     let name = function_filter(params)?.ok_or_else(|| {
@@ -277,11 +276,11 @@ pub async fn replay_all(
             "bulk replay needs ?function=<name>",
         )
     })?;
-    state.registry.load(&name).await?;
-    let letters = scan(&state, format!("dlq.{name}.*")).await?;
+    registry.load(&name).await?;
+    let letters = scan(&submitter.broker, format!("dlq.{name}.*")).await?;
     let mut replayed = Vec::new();
     for (sequence, letter) in &letters {
-        let new_id = replay_one(&state, *sequence, letter).await?;
+        let new_id = replay_one(&registry, &submitter, *sequence, letter).await?;
         replayed.push(Replay {
             replay_of: letter.invocation_id.clone(),
             invocation_id: new_id,

@@ -1,28 +1,30 @@
 //! `GET /v1/fleet`: the fleet supervisors, the live worker processes, and per-function backlog
 //! and in-flight work, read from the fleet bucket and the function consumers.
 
+use crate::core::broker::Broker;
 use crate::core::fleet::read;
+use crate::core::registry::Registry;
 use crate::core::view::rfc3339;
 use crate::http::error::ApiError;
-use crate::AppState;
 use axum::extract::State;
 use axum::Json;
 use squall_api::operations::{Fleet, FleetWorker, FunctionLoad, Supervisor};
 use squall_broker::names::consumer_name;
-use std::sync::Arc;
 
 /// Fleet supervisors and their workers, live worker processes, and per-function backlog and
 /// in-flight jobs.
 #[utoipa::path(get, path = "/v1/fleet", tag = "fleet", responses(
     (status = 200, description = "The fleet.", body = Fleet)))]
-pub async fn get(State(state): State<Arc<AppState>>) -> Result<Json<Fleet>, ApiError> {
-    let view = read(&state.broker).await?;
+pub async fn get(
+    State(registry): State<Registry>,
+    State(broker): State<Broker>,
+) -> Result<Json<Fleet>, ApiError> {
+    let view = read(&broker).await?;
     let mut functions = Vec::new();
-    let mut names = state.registry.names();
+    let mut names = registry.names();
     names.sort();
     for name in names {
-        if let Ok(info) = state
-            .broker
+        if let Ok(info) = broker
             .topology
             .jobs
             .consumer_info(consumer_name(&name))

@@ -1,15 +1,18 @@
 //! The function routes: deploy (multipart or a bare artifact), list, show and delete.
 
 use crate::core::artifact::validate_artifact;
+use crate::core::broker::Broker;
+use crate::core::registry::Registry;
 use crate::core::registry::RegistryError;
 use crate::core::versions::modify;
 use crate::core::versions::ModifyError;
 use crate::core::view::function_view;
+use crate::events::destinations::Destinations;
 use crate::http::error::ApiError;
 use crate::http::extract::FunctionName;
 use crate::http::extract::NAME;
 use crate::http::limits::read_limited;
-use crate::AppState;
+use crate::state::{Limits, TopologySettings};
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,10 +25,7 @@ use squall_api::ErrorCode;
 use squall_broker::names::{artifact_key, consumer_name};
 use squall_broker::time::now_ms;
 use squall_broker::{FunctionRecord, FunctionSpec};
-use std::sync::Arc;
 use std::time::Duration;
-
-type Shared = State<Arc<AppState>>;
 
 /// The artifact and spec of a deploy request, from either body form.
 struct DeployParts {
@@ -33,8 +33,7 @@ struct DeployParts {
     config: Option<bytes::Bytes>,
 }
 
-async fn deploy_parts(state: &Arc<AppState>, request: Request) -> Result<DeployParts, ApiError> {
-    let limit = state.config.max_artifact;
+async fn deploy_parts(limit: usize, request: Request) -> Result<DeployParts, ApiError> {
     let too_large = || {
         ApiError::too_large(format!(
             "artifact is larger than the limit of {limit} bytes"
@@ -54,7 +53,7 @@ async fn deploy_parts(state: &Arc<AppState>, request: Request) -> Result<DeployP
             config: None,
         });
     }
-    let mut multipart = Multipart::from_request(request, state)
+    let mut multipart = Multipart::from_request(request, &())
         .await
         .map_err(|e| ApiError::bad_request(ErrorCode::BadMultipart, e.body_text()))?;
     let mut artifact = None;
@@ -118,13 +117,16 @@ async fn deploy_parts(state: &Arc<AppState>, request: Request) -> Result<DeployP
         (status = 422, description = "Invalid spec (unknown field, value out of range, a destination that is neither an http(s) URL nor a subject Squall may publish to).", body = ErrorBody),
         (status = 503, description = "The broker is unavailable.", body = ErrorBody)))]
 pub async fn deploy(
-    State(state): Shared,
+    State(registry): State<Registry>,
+    State(destinations): State<Destinations>,
+    State(limits): State<Limits>,
+    State(TopologySettings(topology)): State<TopologySettings>,
     Path(name): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
     // Read the body before judging the name, so a client still sending gets an answer, not a
     // reset connection.
-    let parts = deploy_parts(&state, request).await?;
+    let parts = deploy_parts(limits.max_artifact, request).await?;
     let name = FunctionName::parse(name)?;
     let spec = match &parts.config {
         None => FunctionSpec::default(),
@@ -141,7 +143,8 @@ pub async fn deploy(
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidArtifact, e.to_string()))?;
     let sha = hex::encode(Sha256::digest(&parts.artifact));
     let key = artifact_key(&sha);
-    let store = &state.broker.topology.artifacts;
+    let broker = &destinations.broker;
+    let store = &broker.topology.artifacts;
     if store.info(&key).await.is_err() {
         let mut reader = parts.artifact.as_ref();
         store
@@ -149,23 +152,16 @@ pub async fn deploy(
             .await
             .map_err(|e| ApiError::broker("cannot store the artifact", e))?;
     }
-    squall_broker::ensure_function_consumer(
-        &state.broker.topology.jobs,
-        &name,
-        &spec,
-        &state.config.topology,
-    )
-    .await
-    .map_err(|e| ApiError::broker("cannot create the function's consumer", e))?;
+    squall_broker::ensure_function_consumer(&broker.topology.jobs, &name, &spec, &topology)
+        .await
+        .map_err(|e| ApiError::broker("cannot create the function's consumer", e))?;
     let size = parts.artifact.len() as u64;
-    let (record, had_destinations) = write_deploy(&state, &name, &sha, size, &spec).await?;
+    let (record, had_destinations) =
+        write_deploy(&registry, limits.keep_versions, &name, &sha, size, &spec).await?;
     // The destinations consumer follows the function's results from now on (or stops).
     if had_destinations || record.destinations.is_some() {
         // Boxed: a large future, polled on the caller's stack.
-        Box::pin(crate::events::destinations::sync_filter(
-            &state.destinations,
-        ))
-        .await?;
+        Box::pin(crate::events::destinations::sync_filter(&destinations)).await?;
     }
     tracing::info!(message = "function deployed", function = %name, version = %record.version);
     let mut view = function_view(&record);
@@ -181,19 +177,19 @@ pub async fn deploy(
 /// destination secret is made at the first deploy and kept. Also answers whether the previous
 /// record had destinations.
 async fn write_deploy(
-    state: &AppState,
+    registry: &Registry,
+    keep: usize,
     name: &FunctionName,
     sha: &str,
     size: u64,
     spec: &FunctionSpec,
 ) -> Result<(FunctionRecord, bool), ApiError> {
-    let keep = state.config.keep_versions;
     let new_secret = crate::events::destinations::new_secret();
     for _ in 0..5 {
         let mut fresh = FunctionRecord::new(name, sha, size, now_ms(), spec);
         fresh.destination_secret = new_secret.clone();
         let mut had_destinations = false;
-        let changed = modify(&state.registry, name, |previous| {
+        let changed = modify(registry, name, |previous| {
             let mut next = fresh.clone();
             next.secrets_json = previous.secrets_json.clone();
             had_destinations = previous.destinations.is_some();
@@ -222,15 +218,13 @@ async fn write_deploy(
             Err(ModifyError::Registry(RegistryError::NotDeployed(_))) => {}
             Err(e) => return Err(e.into()),
         }
-        match state
-            .broker
-            .topology
-            .registry
+        match registry
+            .bucket()
             .create(name.as_str(), fresh.encode().into())
             .await
         {
             Ok(revision) => {
-                state.registry.put(revision, fresh.clone());
+                registry.put(revision, fresh.clone());
                 return Ok((fresh, false));
             }
             // Deployed by someone else in between: add this deploy to theirs.
@@ -266,8 +260,10 @@ fn deploy_warnings(name: &str, spec: &FunctionSpec) -> Vec<String> {
 #[utoipa::path(get, path = "/v1/functions", tag = "functions", responses(
     (status = 200, description = "All functions, by name.", body = FunctionList),
     (status = 503, description = "The broker is unavailable.", body = ErrorBody)))]
-pub async fn list_functions(State(state): Shared) -> Result<Json<FunctionList>, ApiError> {
-    let functions = state.registry.list().await?;
+pub async fn list_functions(
+    State(registry): State<Registry>,
+) -> Result<Json<FunctionList>, ApiError> {
+    let functions = registry.list().await?;
     Ok(Json(FunctionList {
         functions: functions.iter().map(function_view).collect(),
     }))
@@ -281,10 +277,10 @@ pub async fn list_functions(State(state): Shared) -> Result<Json<FunctionList>, 
         (status = 400, description = "Invalid name.", body = ErrorBody),
         (status = 404, description = "Not deployed.", body = ErrorBody)))]
 pub async fn get_function(
-    State(state): Shared,
+    State(registry): State<Registry>,
     name: FunctionName,
 ) -> Result<Json<Function>, ApiError> {
-    Ok(Json(function_view(&state.registry.load(&name).await?)))
+    Ok(Json(function_view(&registry.load(&name).await?)))
 }
 
 /// Remove a function: running jobs finish, queued ones become dead letters.
@@ -295,26 +291,24 @@ pub async fn get_function(
         (status = 400, description = "Invalid name.", body = ErrorBody),
         (status = 404, description = "Not deployed.", body = ErrorBody)))]
 pub async fn delete_function(
-    State(state): Shared,
+    State(registry): State<Registry>,
+    State(broker): State<Broker>,
     name: FunctionName,
 ) -> Result<Response, ApiError> {
-    let record = state.registry.load(&name).await?;
-    state
-        .broker
-        .topology
-        .registry
+    let record = registry.load(&name).await?;
+    registry
+        .bucket()
         .delete(&name)
         .await
         .map_err(|e| ApiError::broker("cannot delete from the function registry", e))?;
-    state.registry.remove(&name, u64::MAX);
+    registry.remove(&name, u64::MAX);
     // Workers stop pulling once they see the delete; let the jobs they are running finish (up
     // to the function's timeout, at most 30 s) so that those end with their own result.
     let drain = Duration::from_millis(record.timeout_ms).min(Duration::from_secs(30))
         + Duration::from_secs(1);
     let deadline = tokio::time::Instant::now() + drain;
     while tokio::time::Instant::now() < deadline {
-        match state
-            .broker
+        match broker
             .topology
             .jobs
             .consumer_info(consumer_name(&name))
@@ -327,13 +321,13 @@ pub async fn delete_function(
         }
     }
     if let Err(error) =
-        squall_broker::topology::delete_function_consumer(&state.broker.topology.jobs, &name).await
+        squall_broker::topology::delete_function_consumer(&broker.topology.jobs, &name).await
     {
         tracing::warn!(message = "cannot delete the function's consumer", function = %name, error = %error);
     }
     // Jobs still queued can no longer run: they become dead letters (replayable after a
     // redeploy) instead of waiting forever.
-    match crate::events::dlq::sweep_deleted_function(&state.broker, &state.registry, &name).await {
+    match crate::events::dlq::sweep_deleted_function(&broker, &registry, &name).await {
         Ok(0) => {}
         Ok(moved) => {
             tracing::info!(message = "queued jobs of a deleted function dead-lettered", function = %name, moved)

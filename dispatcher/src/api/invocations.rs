@@ -2,7 +2,9 @@
 //! logs, read from the local index and RESULTS.
 
 use crate::core::cloudevents;
+use crate::core::invoke::Invoker;
 use crate::core::invoke::{default_wait, invoke_span, Call, Outcome};
+use crate::core::registry::Registry;
 use crate::core::submit::{
     checked_idempotency_key, event_key, forwarded_headers, is_valid_traceparent, new_traceparent,
     Job, IDEMPOTENCY_KEY,
@@ -10,6 +12,7 @@ use crate::core::submit::{
 use crate::core::versions::{job_version, resolve, Qualified};
 use crate::core::view::{invocation_view, queued_view};
 use crate::core::waiter::Finished;
+use crate::events::destinations::Destinations;
 use crate::http::answer::accepted;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiQuery, InvocationId};
@@ -393,17 +396,18 @@ fn render(outcome: Outcome) -> Response {
 }
 
 async fn find_invocation(
-    state: &AppState,
+    invoker: &Invoker,
     id: &str,
 ) -> Result<Result<Finished, Accepted>, ApiError> {
-    let accepted = state
+    let accepted = invoker
+        .submitter
         .index
         .get(id)
         .map_err(|e| ApiError::internal("invocation index", e))?;
     let function = accepted.as_ref().map(|a| a.function.as_str());
-    if let Some(outcome) = state.invoker.lookup(id, function).await? {
+    if let Some(outcome) = invoker.lookup(id, function).await? {
         if accepted.is_some() && outcome.meta.status.is_terminal() {
-            state.invoker.forget(id);
+            invoker.forget(id);
         }
         return Ok(Ok(outcome));
     }
@@ -423,25 +427,24 @@ async fn find_invocation(
         (status = 400, description = "Not a UUID.", body = ErrorBody),
         (status = 404, description = "Unknown invocation.", body = ErrorBody)))]
 pub async fn get_invocation(
-    State(state): Shared,
+    State(invoker): State<Invoker>,
+    State(registry): State<Registry>,
+    State(destinations): State<Destinations>,
     id: InvocationId,
 ) -> Result<Json<Invocation>, ApiError> {
-    let mut view = match find_invocation(&state, &id).await? {
+    let mut view = match find_invocation(&invoker, &id).await? {
         Ok(outcome) => {
             let mut view = invocation_view(&outcome.meta, &outcome.body);
             if outcome.meta.status.is_terminal() {
-                view.destinations = Box::pin(crate::events::destinations::outcomes(
-                    &state.destinations,
-                    &id,
-                ))
-                .await;
+                view.destinations =
+                    Box::pin(crate::events::destinations::outcomes(&destinations, &id)).await;
             }
             view
         }
         Err(accepted) => queued_view(&id, &accepted.function, accepted.created_at_ms),
     };
     if let Some(version) = &view.version {
-        view.version_number = state.registry.version_number(&view.function, version);
+        view.version_number = registry.version_number(&view.function, version);
     }
     Ok(Json(view))
 }
@@ -455,10 +458,10 @@ pub async fn get_invocation(
         (status = 400, description = "Not a UUID.", body = ErrorBody),
         (status = 404, description = "Unknown invocation.", body = ErrorBody)))]
 pub async fn get_logs(
-    State(state): Shared,
+    State(invoker): State<Invoker>,
     id: InvocationId,
 ) -> Result<Json<InvocationLogs>, ApiError> {
-    let (status, logs) = match find_invocation(&state, &id).await? {
+    let (status, logs) = match find_invocation(&invoker, &id).await? {
         Ok(outcome) => (outcome.meta.status, outcome.meta.logs),
         Err(_) => (InvocationStatus::Queued, Vec::new()),
     };
@@ -477,8 +480,11 @@ pub async fn get_logs(
         (status = 400, description = "Not a UUID.", body = ErrorBody),
         (status = 404, description = "Unknown invocation.", body = ErrorBody),
         (status = 409, description = "Not finished, or ended without output.", body = ErrorBody)))]
-pub async fn get_output(State(state): Shared, id: InvocationId) -> Result<Response, ApiError> {
-    match find_invocation(&state, &id).await? {
+pub async fn get_output(
+    State(invoker): State<Invoker>,
+    id: InvocationId,
+) -> Result<Response, ApiError> {
+    match find_invocation(&invoker, &id).await? {
         Ok(outcome) if outcome.meta.status == InvocationStatus::Succeeded => {
             let mut r = (StatusCode::OK, outcome.body).into_response();
             r.headers_mut().insert(

@@ -1,10 +1,11 @@
 //! The key routes: `/v1/keys` (create, list, delete) and `/v1/whoami`.
 
-use crate::core::keys::{hash_key, new_key, KeyRecord, ADMIN_KEY_NAME};
+use crate::core::keys::{
+    hash_key, new_key, KeyRecord, KeyRing, KeysBucket, TraceUrl, ADMIN_KEY_NAME,
+};
 use crate::http::auth::scopes;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, Name, OfKey};
-use crate::AppState;
 use async_nats::jetstream::kv;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -15,17 +16,20 @@ use squall_api::operations::{CreatedKey, KeyInfo, KeyList, NewKey, WhoAmI};
 use squall_api::ErrorBody;
 use squall_api::ErrorCode;
 use squall_broker::time::now_ms;
-use std::sync::Arc;
 
 /// What the presented key may do (its scopes), so a client offers only what it may; and the
 /// trace viewer's link the console shows.
 #[utoipa::path(get, path = "/v1/whoami", tag = "keys", responses(
     (status = 200, description = "The key's scopes.", body = WhoAmI)))]
-pub async fn whoami(State(state): State<Arc<AppState>>, request: Request) -> Json<WhoAmI> {
+pub async fn whoami(
+    State(KeyRing(keys)): State<KeyRing>,
+    State(TraceUrl(trace_url)): State<TraceUrl>,
+    request: Request,
+) -> Json<WhoAmI> {
     Json(WhoAmI {
-        scopes: scopes(&state.keys, &request),
-        auth_required: state.keys.enabled(),
-        trace_url: state.config.trace_url.clone(),
+        scopes: scopes(&keys, &request),
+        auth_required: keys.enabled(),
+        trace_url,
     })
 }
 
@@ -37,7 +41,7 @@ pub async fn whoami(State(state): State<Arc<AppState>>, request: Request) -> Jso
     (status = 409, description = "A key with this name exists.", body = ErrorBody),
     (status = 413, description = "The body is too large.", body = ErrorBody)))]
 pub async fn create(
-    State(state): State<Arc<AppState>>,
+    State(KeysBucket(bucket)): State<KeysBucket>,
     ApiJson(body): ApiJson<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     Name::<OfKey>::parse(body.name.clone())?;
@@ -74,7 +78,7 @@ pub async fn create(
         sigv4_secret: body.sigv4.then(|| key.clone()),
     };
     let value = serde_json::to_vec(&record).map_err(|e| ApiError::internal("key record", e))?;
-    match state.keys_bucket.create(&body.name, value.into()).await {
+    match bucket.create(&body.name, value.into()).await {
         Ok(_) => {}
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
             return Err(ApiError::new(
@@ -100,16 +104,15 @@ pub async fn create(
 /// List keys: names and scopes, never the keys.
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", responses(
     (status = 200, description = "The keys.", body = KeyList)))]
-pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<KeyList>, ApiError> {
-    let mut keys = state
-        .keys_bucket
+pub async fn list(State(KeysBucket(bucket)): State<KeysBucket>) -> Result<Json<KeyList>, ApiError> {
+    let mut keys = bucket
         .keys()
         .await
         .map_err(|e| ApiError::broker("cannot list keys", e))?;
     let mut views = Vec::new();
     while let Some(name) = keys.next().await {
         let name = name.map_err(|e| ApiError::broker("cannot list keys", e))?;
-        if let Ok(Some(value)) = state.keys_bucket.get(&name).await {
+        if let Ok(Some(value)) = bucket.get(&name).await {
             if let Ok(record) = serde_json::from_slice::<KeyRecord>(&value) {
                 views.push(KeyInfo {
                     created_at: crate::core::view::rfc3339(record.created_at_ms),
@@ -131,11 +134,11 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<KeyList>, A
         (status = 400, description = "Invalid name.", body = ErrorBody),
         (status = 404, description = "Unknown key.", body = ErrorBody)))]
 pub async fn delete(
-    State(state): State<Arc<AppState>>,
+    State(KeysBucket(bucket)): State<KeysBucket>,
     name: Name<OfKey>,
 ) -> Result<StatusCode, ApiError> {
     let name = name.as_str();
-    match state.keys_bucket.get(name).await {
+    match bucket.get(name).await {
         Ok(Some(_)) => {}
         Ok(None) => {
             return Err(ApiError::not_found(
@@ -145,8 +148,7 @@ pub async fn delete(
         }
         Err(e) => return Err(ApiError::broker("cannot read the key", e)),
     }
-    state
-        .keys_bucket
+    bucket
         .delete(name)
         .await
         .map_err(|e| ApiError::broker("cannot delete the key", e))?;

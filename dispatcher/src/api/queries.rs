@@ -1,11 +1,11 @@
 //! Invocation queries, function stats and usage (validated here, answered by the query index
 //! role in `index_service`), and the task that feeds this process's index from RESULTS.
 
+use crate::core::registry::Registry;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiQuery, FunctionName};
 use crate::index::service::{Answered, IndexClient, IndexQuery};
 use crate::index::store;
-use crate::AppState;
 use axum::extract::State;
 use axum::Json;
 use squall_api::queries::{
@@ -16,9 +16,6 @@ use squall_api::ErrorBody;
 use squall_api::ErrorCode;
 use squall_broker::time::now_ms;
 use squall_broker::InvocationStatus;
-use std::sync::Arc;
-
-type Shared = State<Arc<AppState>>;
 
 /// Parses a time bound: RFC 3339 or Unix milliseconds.
 fn parse_time(name: &str, value: &str) -> Result<u64, ApiError> {
@@ -58,11 +55,10 @@ fn window(
 }
 
 /// The index's answer as the API type `T`.
-async fn ask_typed<T: Answered>(state: &AppState, query: IndexQuery) -> Result<Json<T>, ApiError> {
-    let index = IndexClient {
-        local: state.query_index().cloned(),
-        client: state.broker.client.clone(),
-    };
+async fn ask_typed<T: Answered>(
+    index: &IndexClient,
+    query: IndexQuery,
+) -> Result<Json<T>, ApiError> {
     Ok(Json(index.ask(query).await?))
 }
 
@@ -73,7 +69,8 @@ async fn ask_typed<T: Answered>(state: &AppState, query: IndexQuery) -> Result<J
     (status = 400, description = "An invalid parameter.", body = ErrorBody),
     (status = 503, description = "No query index answered.", body = ErrorBody)))]
 pub async fn list(
-    State(state): Shared,
+    State(index): State<IndexClient>,
+    State(registry): State<Registry>,
     ApiQuery(query): ApiQuery<ListParams>,
 ) -> Result<Json<InvocationPage>, ApiError> {
     let function = query
@@ -121,9 +118,9 @@ pub async fn list(
         limit,
         cursor,
     };
-    let Json(mut page): Json<InvocationPage> = ask_typed(&state, query).await?;
+    let Json(mut page): Json<InvocationPage> = ask_typed(&index, query).await?;
     for item in &mut page.items {
-        item.version_number = state.registry.version_number(&item.function, &item.version);
+        item.version_number = registry.version_number(&item.function, &item.version);
     }
     Ok(Json(page))
 }
@@ -138,7 +135,8 @@ pub async fn list(
         (status = 404, description = "Unknown function.", body = ErrorBody),
         (status = 503, description = "No query index answered.", body = ErrorBody)))]
 pub async fn stats(
-    State(state): Shared,
+    State(index): State<IndexClient>,
+    State(registry): State<Registry>,
     name: FunctionName,
     ApiQuery(query): ApiQuery<StatsParams>,
 ) -> Result<Json<FunctionStats>, ApiError> {
@@ -170,13 +168,13 @@ pub async fn stats(
         query.until.as_deref(),
         default_since,
     )?;
-    state.registry.load(&name).await?;
+    registry.load(&name).await?;
     let query = IndexQuery::Stats {
         function: name.into_string(),
         since_ms: since,
         until_ms: until,
     };
-    ask_typed(&state, query).await
+    ask_typed(&index, query).await
 }
 
 /// Metered usage of invocations created in a window: invocations, attempts, CPU-ms and
@@ -186,7 +184,8 @@ pub async fn stats(
     (status = 400, description = "An invalid parameter.", body = ErrorBody),
     (status = 503, description = "No query index answered.", body = ErrorBody)))]
 pub async fn usage(
-    State(state): Shared,
+    State(index): State<IndexClient>,
+    State(_registry): State<Registry>,
     ApiQuery(query): ApiQuery<UsageParams>,
 ) -> Result<Json<UsageReport>, ApiError> {
     let by_hour = match query.group_by.as_deref() {
@@ -205,7 +204,7 @@ pub async fn usage(
         until_ms: until,
         by_hour,
     };
-    ask_typed(&state, query).await
+    ask_typed(&index, query).await
 }
 
 #[cfg(test)]

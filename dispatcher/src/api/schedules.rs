@@ -1,11 +1,12 @@
 //! The schedule routes: `/v1/schedules` (put, show, list, delete).
 
+use crate::core::broker::Broker;
+use crate::core::registry::Registry;
 use crate::core::versions::{resolve, Qualified};
 use crate::core::view::rfc3339;
 use crate::events::schedules::{CronError, CronSpec, PREVIEW, TICK_TTL};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, Name, OfSchedule};
-use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -17,9 +18,6 @@ use squall_api::ErrorCode;
 use squall_broker::headers as h;
 use squall_broker::names::{schedule_subject, tick_subject};
 use squall_broker::time::now_ms;
-use std::sync::Arc;
-
-type Shared = State<Arc<AppState>>;
 
 fn schedule_view(name: &str, function: &str, spec: &CronSpec, payload: &[u8]) -> Schedule {
     let payload = (!payload.is_empty()).then(|| {
@@ -52,12 +50,11 @@ fn cron_error(e: CronError) -> ApiError {
 
 /// The schedule stored under `name`, as (function, spec, payload).
 async fn read_schedule(
-    state: &AppState,
+    broker: &Broker,
     name: &str,
 ) -> Result<Option<(String, CronSpec, Bytes)>, ApiError> {
     use async_nats::jetstream::stream::LastRawMessageErrorKind;
-    let message = match state
-        .broker
+    let message = match broker
         .topology
         .schedules
         .get_last_raw_message_by_subject(&schedule_subject(name))
@@ -90,7 +87,8 @@ const NAME: &str = "Schedule name: 1 to 64 ASCII letters, digits, '-' or '_'.";
         (status = 404, description = "Unknown function.", body = ErrorBody),
         (status = 413, description = "The body is too large.", body = ErrorBody)))]
 pub async fn put(
-    State(state): Shared,
+    State(registry): State<Registry>,
+    State(broker): State<Broker>,
     name: Name<OfSchedule>,
     ApiJson(body): ApiJson<ScheduleRequest>,
 ) -> Result<Json<Schedule>, ApiError> {
@@ -98,7 +96,7 @@ pub async fn put(
     let spec = CronSpec::parse(&body.cron, body.timezone.as_deref()).map_err(cron_error)?;
     // `name:alias` is kept as given and resolved at each tick.
     let target = Qualified::parse(&body.function, None)?;
-    let function = state.registry.load(&target.name).await?;
+    let function = registry.load(&target.name).await?;
     resolve(&function, target.qualifier.as_deref(), "")?;
     let payload = body
         .payload
@@ -106,7 +104,7 @@ pub async fn put(
         .map(|p| p.to_string().into_bytes())
         .unwrap_or_default();
     // Re-publishing an unchanged schedule would restart its timer: skip it.
-    let unchanged = match read_schedule(&state, name).await? {
+    let unchanged = match read_schedule(&broker, name).await? {
         Some((function, old, old_payload)) => {
             function == body.function
                 && old.expression == spec.expression
@@ -125,8 +123,7 @@ pub async fn put(
         headers.insert("Nats-Rollup", "sub");
         headers.insert(h::FUNCTION, body.function.as_str());
         headers.insert(h::SCHEDULE, name);
-        state
-            .broker
+        broker
             .topology
             .jetstream
             .publish_with_headers(schedule_subject(name), headers, payload.clone().into())
@@ -151,8 +148,12 @@ pub async fn put(
         (status = 200, description = "The schedule.", body = Schedule),
         (status = 400, description = "Invalid name.", body = ErrorBody),
         (status = 404, description = "Unknown schedule.", body = ErrorBody)))]
-pub async fn get(State(state): Shared, name: Name<OfSchedule>) -> Result<Json<Schedule>, ApiError> {
-    match read_schedule(&state, &name).await? {
+pub async fn get(
+    State(_registry): State<Registry>,
+    State(broker): State<Broker>,
+    name: Name<OfSchedule>,
+) -> Result<Json<Schedule>, ApiError> {
+    match read_schedule(&broker, &name).await? {
         Some((function, spec, payload)) => {
             Ok(Json(schedule_view(&name, &function, &spec, &payload)))
         }
@@ -170,8 +171,11 @@ fn not_found(name: &str) -> ApiError {
 /// List schedules.
 #[utoipa::path(get, path = "/v1/schedules", tag = "schedules", responses(
     (status = 200, description = "All schedules, by name.", body = ScheduleList)))]
-pub async fn list(State(state): Shared) -> Result<Json<ScheduleList>, ApiError> {
-    let schedules = state.broker.topology.schedules.clone();
+pub async fn list(
+    State(_registry): State<Registry>,
+    State(broker): State<Broker>,
+) -> Result<Json<ScheduleList>, ApiError> {
+    let schedules = broker.topology.schedules.clone();
     let info = schedules
         .info_with_subjects("schedules.*")
         .await
@@ -187,7 +191,7 @@ pub async fn list(State(state): Shared) -> Result<Json<ScheduleList>, ApiError> 
     names.sort();
     let mut views = Vec::new();
     for name in names {
-        if let Some((function, spec, payload)) = read_schedule(&state, &name).await? {
+        if let Some((function, spec, payload)) = read_schedule(&broker, &name).await? {
             views.push(schedule_view(&name, &function, &spec, &payload));
         }
     }
@@ -201,12 +205,15 @@ pub async fn list(State(state): Shared) -> Result<Json<ScheduleList>, ApiError> 
         (status = 204, description = "Deleted."),
         (status = 400, description = "Invalid name.", body = ErrorBody),
         (status = 404, description = "Unknown schedule.", body = ErrorBody)))]
-pub async fn delete(State(state): Shared, name: Name<OfSchedule>) -> Result<StatusCode, ApiError> {
-    if read_schedule(&state, &name).await?.is_none() {
+pub async fn delete(
+    State(_registry): State<Registry>,
+    State(broker): State<Broker>,
+    name: Name<OfSchedule>,
+) -> Result<StatusCode, ApiError> {
+    if read_schedule(&broker, &name).await?.is_none() {
         return Err(not_found(&name));
     }
-    state
-        .broker
+    broker
         .topology
         .schedules
         .purge()

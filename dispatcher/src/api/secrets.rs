@@ -1,9 +1,9 @@
 //! Function secrets: `/v1/functions/{name}/secrets`. Values travel to workers in the registry
 //! record and reach the function as `ctx.config.secrets`; the API only ever shows their names.
 
+use crate::core::registry::Registry;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, FunctionName};
-use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -11,7 +11,6 @@ use squall_api::functions::{SecretValues, Secrets};
 use squall_api::ErrorBody;
 use squall_api::ErrorCode;
 use squall_broker::FunctionRecord;
-use std::sync::Arc;
 
 /// Most secrets a function may have.
 pub const MAX_SECRETS: usize = 64;
@@ -61,15 +60,13 @@ fn checked(map: SecretValues) -> Result<SecretValues, ApiError> {
     Ok(map)
 }
 
-async fn store(state: &AppState, record: FunctionRecord) -> Result<FunctionRecord, ApiError> {
-    let revision = state
-        .broker
-        .topology
-        .registry
+async fn store(registry: &Registry, record: FunctionRecord) -> Result<FunctionRecord, ApiError> {
+    let revision = registry
+        .bucket()
         .put(&record.name, record.encode().into())
         .await
         .map_err(|e| ApiError::broker("cannot store the secrets", e))?;
-    state.registry.put(revision, record.clone());
+    registry.put(revision, record.clone());
     Ok(record)
 }
 
@@ -85,15 +82,15 @@ const NAME: &str = crate::http::extract::NAME;
         (status = 404, description = "Unknown function.", body = ErrorBody),
         (status = 413, description = "The body is too large.", body = ErrorBody)))]
 pub async fn put(
-    State(state): State<Arc<AppState>>,
+    State(registry): State<Registry>,
     name: FunctionName,
     ApiJson(secrets): ApiJson<SecretValues>,
 ) -> Result<Json<Secrets>, ApiError> {
     let secrets = checked(secrets)?;
-    let mut record = state.registry.load(&name).await?;
+    let mut record = registry.load(&name).await?;
     record.secrets_json =
         serde_json::to_string(&secrets).map_err(|e| ApiError::internal("secrets", e))?;
-    let record = store(&state, record).await?;
+    let record = store(&registry, record).await?;
     tracing::info!(message = "secrets set", function = %name, count = record.secret_names().len());
     Ok(view(&record))
 }
@@ -106,10 +103,10 @@ pub async fn put(
         (status = 400, description = "Invalid name.", body = ErrorBody),
         (status = 404, description = "Unknown function.", body = ErrorBody)))]
 pub async fn get(
-    State(state): State<Arc<AppState>>,
+    State(registry): State<Registry>,
     name: FunctionName,
 ) -> Result<Json<Secrets>, ApiError> {
-    Ok(view(&state.registry.load(&name).await?))
+    Ok(view(&registry.load(&name).await?))
 }
 
 /// Remove all of a function's secrets.
@@ -120,12 +117,12 @@ pub async fn get(
         (status = 400, description = "Invalid name.", body = ErrorBody),
         (status = 404, description = "Unknown function.", body = ErrorBody)))]
 pub async fn delete(
-    State(state): State<Arc<AppState>>,
+    State(registry): State<Registry>,
     name: FunctionName,
 ) -> Result<StatusCode, ApiError> {
-    let mut record = state.registry.load(&name).await?;
+    let mut record = registry.load(&name).await?;
     record.secrets_json = String::new();
-    store(&state, record).await?;
+    store(&registry, record).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

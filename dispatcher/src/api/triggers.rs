@@ -1,5 +1,7 @@
 //! The trigger routes: `/v1/triggers` (put, show, list, delete), binding a subject pattern or a KV bucket's keys to a function.
 
+use crate::core::broker::Broker;
+use crate::core::registry::Registry;
 use crate::core::versions::{resolve, Qualified};
 use crate::core::view::rfc3339;
 use crate::events::triggers::{
@@ -7,7 +9,6 @@ use crate::events::triggers::{
 };
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, Name, OfTrigger};
-use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -19,9 +20,6 @@ use squall_broker::events::{
 };
 use squall_broker::time::now_ms;
 use squall_broker::topology::{delete_trigger_consumer, replace_trigger_consumer};
-use std::sync::Arc;
-
-type Shared = State<Arc<AppState>>;
 
 fn trigger_view(record: &TriggerRecord) -> Trigger {
     let (kind, subject, bucket, key) = match &record.source {
@@ -75,7 +73,8 @@ const NAME: &str = "Trigger name: 1 to 64 ASCII letters, digits, '-' or '_'.";
         (status = 409, description = "The pattern overlaps another trigger's, or another stream's subjects.", body = ErrorBody),
         (status = 413, description = "The body is too large.", body = ErrorBody)))]
 pub async fn put(
-    State(state): Shared,
+    State(registry): State<Registry>,
+    State(broker): State<Broker>,
     name: Name<OfTrigger>,
     ApiJson(body): ApiJson<TriggerRequest>,
 ) -> Result<Json<Trigger>, ApiError> {
@@ -100,7 +99,7 @@ pub async fn put(
     };
     // `name:alias` is kept as given and resolved at each event.
     let target = Qualified::parse(&body.function, None)?;
-    let function = state.registry.load(&target.name).await?;
+    let function = registry.load(&target.name).await?;
     resolve(&function, target.qualifier.as_deref(), "")?;
     let record = TriggerRecord {
         name: name.clone(),
@@ -108,7 +107,7 @@ pub async fn put(
         source,
         created_at_ms: now_ms(),
     };
-    let existing = all_triggers(&state.broker).await?;
+    let existing = all_triggers(&broker).await?;
     if let Some(old) = existing.iter().find(|r| r.name == name) {
         if old.function == record.function && old.source == record.source {
             return Ok(Json(trigger_view(old)));
@@ -138,18 +137,17 @@ pub async fn put(
             .with("overlaps", other.name.as_str()));
         }
     }
-    let stream = event_stream(&state.broker, &record).await?;
+    let stream = event_stream(&broker, &record).await?;
     if let TriggerSource::Subject { subject } = &record.source {
         let mut patterns = subject_patterns(&existing, &name);
         patterns.push(subject.clone());
-        sync_event_subjects(&state.broker, patterns).await?;
+        sync_event_subjects(&broker, patterns).await?;
     }
     // A changed binding gets a fresh consumer.
     replace_trigger_consumer(&stream, &record)
         .await
         .map_err(|e| ApiError::broker("cannot create the trigger's consumer", e))?;
-    state
-        .broker
+    broker
         .topology
         .triggers
         .put(&name, record.encode().into())
@@ -166,8 +164,12 @@ pub async fn put(
         (status = 200, description = "The trigger.", body = Trigger),
         (status = 400, description = "Invalid name.", body = ErrorBody),
         (status = 404, description = "Unknown trigger.", body = ErrorBody)))]
-pub async fn get(State(state): Shared, name: Name<OfTrigger>) -> Result<Json<Trigger>, ApiError> {
-    match read_trigger(&state.broker, &name).await? {
+pub async fn get(
+    State(_registry): State<Registry>,
+    State(broker): State<Broker>,
+    name: Name<OfTrigger>,
+) -> Result<Json<Trigger>, ApiError> {
+    match read_trigger(&broker, &name).await? {
         Some(record) => Ok(Json(trigger_view(&record))),
         None => Err(not_found(&name)),
     }
@@ -183,8 +185,11 @@ fn not_found(name: &str) -> ApiError {
 /// List triggers.
 #[utoipa::path(get, path = "/v1/triggers", tag = "triggers", responses(
     (status = 200, description = "All triggers, by name.", body = TriggerList)))]
-pub async fn list(State(state): Shared) -> Result<Json<TriggerList>, ApiError> {
-    let triggers = all_triggers(&state.broker)
+pub async fn list(
+    State(_registry): State<Registry>,
+    State(broker): State<Broker>,
+) -> Result<Json<TriggerList>, ApiError> {
+    let triggers = all_triggers(&broker)
         .await?
         .iter()
         .map(trigger_view)
@@ -199,27 +204,29 @@ pub async fn list(State(state): Shared) -> Result<Json<TriggerList>, ApiError> {
         (status = 204, description = "Deleted."),
         (status = 400, description = "Invalid name.", body = ErrorBody),
         (status = 404, description = "Unknown trigger.", body = ErrorBody)))]
-pub async fn delete(State(state): Shared, name: Name<OfTrigger>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(_registry): State<Registry>,
+    State(broker): State<Broker>,
+    name: Name<OfTrigger>,
+) -> Result<StatusCode, ApiError> {
     let name = name.into_string();
-    let Some(record) = read_trigger(&state.broker, &name).await? else {
+    let Some(record) = read_trigger(&broker, &name).await? else {
         return Err(not_found(&name));
     };
-    state
-        .broker
+    broker
         .topology
         .triggers
         .delete(&name)
         .await
         .map_err(|e| ApiError::broker("cannot delete the trigger", e))?;
-    if let Ok(stream) = event_stream(&state.broker, &record).await {
+    if let Ok(stream) = event_stream(&broker, &record).await {
         delete_trigger_consumer(&stream, &name).await;
     }
     if let TriggerSource::Subject { subject } = &record.source {
-        let existing = all_triggers(&state.broker).await?;
-        sync_event_subjects(&state.broker, subject_patterns(&existing, &name)).await?;
+        let existing = all_triggers(&broker).await?;
+        sync_event_subjects(&broker, subject_patterns(&existing, &name)).await?;
         // Events of the old binding must not fire a later one on the same subject.
-        let _ = state
-            .broker
+        let _ = broker
             .topology
             .events
             .purge()

@@ -1,10 +1,10 @@
 //! The version and alias routes: list and delete versions; set, show, delete and roll back aliases.
 
+use crate::core::registry::Registry;
 use crate::core::versions::{modify, Refused};
 use crate::core::view::{alias_view, version_list};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, FunctionName};
-use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,9 +14,6 @@ use squall_api::ErrorBody;
 use squall_api::ErrorCode;
 use squall_broker::time::now_ms;
 use squall_broker::versions::{AliasTarget, VersionError};
-use std::sync::Arc;
-
-type Shared = State<Arc<AppState>>;
 
 /// The `{name}` parameter of these routes (as `functions::NAME`, which this module may not
 /// import: handlers import services, not each other).
@@ -45,10 +42,10 @@ fn checked_pair(name: String, alias: String) -> Result<(FunctionName, String), A
         (status = 400, description = "Invalid name.", body = ErrorBody),
         (status = 404, description = "Not deployed.", body = ErrorBody)))]
 pub async fn list_versions(
-    State(state): Shared,
+    State(registry): State<Registry>,
     name: FunctionName,
 ) -> Result<Json<VersionList>, ApiError> {
-    Ok(Json(version_list(&state.registry.load(&name).await?)))
+    Ok(Json(version_list(&registry.load(&name).await?)))
 }
 
 /// Delete a version: refused (409) for `$LATEST` and for a version an alias routes to.
@@ -61,7 +58,7 @@ pub async fn list_versions(
         (status = 404, description = "No such function or version.", body = ErrorBody),
         (status = 409, description = "The version is $LATEST or an alias points at it.", body = ErrorBody)))]
 pub async fn delete_version(
-    State(state): Shared,
+    State(registry): State<Registry>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let name = FunctionName::parse(name)?;
@@ -71,7 +68,7 @@ pub async fn delete_version(
             format!("{version:?} is not a version number"),
         )
     })?;
-    modify(&state.registry, &name, |record| {
+    modify(&registry, &name, |record| {
         record
             .versions
             .delete(number)
@@ -90,10 +87,10 @@ pub async fn delete_version(
         (status = 400, description = "Invalid name.", body = ErrorBody),
         (status = 404, description = "Not deployed.", body = ErrorBody)))]
 pub async fn list_aliases(
-    State(state): Shared,
+    State(registry): State<Registry>,
     name: FunctionName,
 ) -> Result<Json<AliasList>, ApiError> {
-    let record = state.registry.load(&name).await?;
+    let record = registry.load(&name).await?;
     Ok(Json(AliasList {
         function: record.name.clone(),
         aliases: record
@@ -116,7 +113,7 @@ pub async fn list_aliases(
         (status = 404, description = "No such function or version.", body = ErrorBody),
         (status = 422, description = "Invalid body or weights.", body = ErrorBody)))]
 pub async fn put_alias(
-    State(state): Shared,
+    State(registry): State<Registry>,
     Path((name, alias)): Path<(String, String)>,
     ApiJson(body): ApiJson<AliasBody>,
 ) -> Result<Json<Alias>, ApiError> {
@@ -138,7 +135,7 @@ pub async fn put_alias(
         version: body.version,
         weights,
     };
-    let (record, ()) = modify(&state.registry, &name, |record| {
+    let (record, ()) = modify(&registry, &name, |record| {
         record
             .versions
             .set_alias(&alias, target.clone(), now_ms())
@@ -161,11 +158,11 @@ pub async fn put_alias(
         (status = 400, description = "Invalid name.", body = ErrorBody),
         (status = 404, description = "No such function or alias.", body = ErrorBody)))]
 pub async fn get_alias(
-    State(state): Shared,
+    State(registry): State<Registry>,
     Path((name, alias)): Path<(String, String)>,
 ) -> Result<Json<Alias>, ApiError> {
     let (name, alias) = checked_pair(name, alias)?;
-    let record = state.registry.load(&name).await?;
+    let record = registry.load(&name).await?;
     alias_view(&record, &alias)
         .map(Json)
         .ok_or_else(|| refused(&name, VersionError::NoSuchAlias(alias)))
@@ -180,11 +177,11 @@ pub async fn get_alias(
         (status = 400, description = "Invalid name.", body = ErrorBody),
         (status = 404, description = "No such function or alias.", body = ErrorBody)))]
 pub async fn delete_alias(
-    State(state): Shared,
+    State(registry): State<Registry>,
     Path((name, alias)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (name, alias) = checked_pair(name, alias)?;
-    modify(&state.registry, &name, |record| {
+    modify(&registry, &name, |record| {
         record
             .versions
             .aliases
@@ -206,11 +203,11 @@ pub async fn delete_alias(
         (status = 404, description = "No such function, alias or version.", body = ErrorBody),
         (status = 409, description = "The alias never moved.", body = ErrorBody)))]
 pub async fn rollback_alias(
-    State(state): Shared,
+    State(registry): State<Registry>,
     Path((name, alias)): Path<(String, String)>,
 ) -> Result<Json<Alias>, ApiError> {
     let (name, alias) = checked_pair(name, alias)?;
-    let (record, version) = modify(&state.registry, &name, |record| {
+    let (record, version) = modify(&registry, &name, |record| {
         record
             .versions
             .rollback(&alias, now_ms())

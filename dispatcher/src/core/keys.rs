@@ -163,6 +163,18 @@ pub async fn follow(keys: Arc<Keys>, bucket: async_nats::jetstream::kv::Store) {
     }
 }
 
+/// The keys this dispatcher accepts, as a handler takes them.
+#[derive(Clone)]
+pub struct KeyRing(pub Arc<Keys>);
+
+/// The keys bucket, as the key routes take it.
+#[derive(Clone)]
+pub struct KeysBucket(pub async_nats::jetstream::kv::Store);
+
+/// The trace viewer's link the console shows (`--trace-url`), as `/v1/whoami` takes it.
+#[derive(Clone)]
+pub struct TraceUrl(pub Option<String>);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -306,6 +306,10 @@ impl Metrics {
     }
 }
 
+/// This process's metrics, as a handler takes them.
+#[derive(Clone)]
+pub struct SharedMetrics(pub std::sync::Arc<Metrics>);
+
 /// The layer in front of every route: times each request and records it by the route
 /// template it matched.
 pub async fn track(
