@@ -126,14 +126,9 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
         config,
         registry,
         broker,
-        invoker: Invoker {
-            submitter: submitter.clone(),
-            waiter: waiter.clone(),
-        },
-        waiter,
+        invoker: Invoker { submitter, waiter },
         index,
         metrics,
-        submitter,
         openapi,
         keys,
         keys_bucket,
@@ -167,11 +162,11 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
     }
     tokio::spawn(schedules::run_ticks(
         state.registry.clone(),
-        state.submitter.clone(),
+        state.invoker.submitter.clone(),
     ));
     tokio::spawn(triggers::run(
         state.registry.clone(),
-        state.submitter.clone(),
+        state.invoker.submitter.clone(),
     ));
     tokio::spawn(destinations::run(state.destinations.clone()));
     Ok(state)

@@ -4,7 +4,7 @@ use crate::compat::rate_limit;
 use crate::core::broker::Broker;
 use crate::core::invoke::Invoker;
 use crate::core::submit::Submitter;
-use crate::core::{metrics, registry, versions, waiter};
+use crate::core::{metrics, registry, versions};
 use crate::events::destinations;
 use crate::http::extract::PayloadLimit;
 use crate::http::limits::BatchLimits;
@@ -101,15 +101,13 @@ pub struct AppState {
     pub config: DispatcherConfig,
     /// The connection, the topology's handles and the publish policy.
     pub broker: Broker,
-    pub waiter: waiter::ResultWaiter,
     pub index: index::Index,
     /// The registry as of the last watch event or local change, over its bucket.
     pub registry: registry::Registry,
     /// This process's metrics.
     pub metrics: Arc<metrics::Metrics>,
-    /// Job submission: the broker, the index and the metrics above, in one handle.
-    pub submitter: Submitter,
-    /// The invoke core: submission and the waiter, in one handle.
+    /// The invoke core: job submission (the broker, the index and the metrics above, in one
+    /// handle) and this dispatcher's result waiter.
     pub invoker: Invoker,
     /// The API keys this dispatcher accepts.
     pub keys: Arc<crate::core::keys::Keys>,
@@ -162,7 +160,7 @@ impl FromRef<Arc<AppState>> for Invoker {
 
 impl FromRef<Arc<AppState>> for Submitter {
     fn from_ref(state: &Arc<AppState>) -> Submitter {
-        state.submitter.clone()
+        state.invoker.submitter.clone()
     }
 }
 

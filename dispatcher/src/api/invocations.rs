@@ -214,12 +214,13 @@ async fn invoke_traced(
     let (id, created_at_ms, repeated) = match (headers.get(IDEMPOTENCY_KEY), claim) {
         (Some(key), _) => {
             state
+                .invoker
                 .submitter
                 .claim_idempotency_key(&name, checked_idempotency_key(key)?)
                 .await?
         }
         // An event's source and id are its idempotency key when the caller gave none.
-        (None, Some(kv_key)) => state.submitter.claim_kv_key(&kv_key).await?,
+        (None, Some(kv_key)) => state.invoker.submitter.claim_kv_key(&kv_key).await?,
         (None, None) => (uuid::Uuid::now_v7().to_string(), now_ms(), false),
     };
     tracing::Span::current().record("squall.invocation_id", id.as_str());
@@ -315,7 +316,7 @@ async fn submit_event_batch(
             let mut extra_headers = forwarded.clone();
             extra_headers.push((h::CLOUDEVENT.to_string(), attributes));
             async move {
-                let (id, created_at_ms, _) = state.submitter.claim_kv_key(&kv_key).await?;
+                let (id, created_at_ms, _) = state.invoker.submitter.claim_kv_key(&kv_key).await?;
                 let version = job_version(&resolve(record, qualifier, &id)?);
                 let job = Job {
                     reply_to: None,
@@ -327,7 +328,7 @@ async fn submit_event_batch(
                     source: "http",
                     extra_headers,
                 };
-                state.submitter.submit(job, data).await?;
+                state.invoker.submitter.submit(job, data).await?;
                 Ok(AcceptedView {
                     location: format!("/v1/invocations/{id}"),
                     invocation_id: id,

@@ -515,6 +515,7 @@ async fn invoke(
         .unwrap_or_else(new_traceparent);
     let (id, created_at_ms, repeated) = match header("amz-sdk-invocation-id") {
         Some(call_id) => state
+            .invoker
             .submitter
             .claim_idempotency_key(&record.name, &format!("lambda-{kind}-{call_id}"))
             .await
