@@ -125,15 +125,17 @@ impl DeadLetterBuilder {
         self
     }
 
-    /// The original job: its headers, every value in order, and its payload.
+    /// The original job: its headers, every value in order (less credentials: see
+    /// [`kept_header`]), and its payload.
     pub fn job(mut self, headers: Option<&async_nats::HeaderMap>, payload: &[u8]) -> Self {
         self.letter.headers = headers
             .iter()
             .flat_map(|hs| hs.iter())
             .flat_map(|(name, values)| {
+                let name = name.to_string();
                 values
                     .iter()
-                    .map(move |v| (name.to_string(), v.as_str().to_string()))
+                    .filter_map(move |v| kept_header(&name, v.as_str()))
             })
             .collect();
         self.letter.payload = payload.to_vec();
@@ -165,6 +167,32 @@ impl DeadLetterBuilder {
         self.letter.dead_lettered_at_ms = dead_lettered_at_ms;
         self.letter
     }
+}
+
+/// Request headers that carry a caller's credentials: a dead letter, kept for days and shown
+/// to whoever reads the DLQ, never keeps them.
+pub const CREDENTIAL_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+
+/// A job header as its dead letter keeps it: a credential header is dropped, and a web job's
+/// request description (`Squall-Web`) loses its credential headers.
+pub fn kept_header(name: &str, value: &str) -> Option<(String, String)> {
+    if CREDENTIAL_HEADERS
+        .iter()
+        .any(|c| name.eq_ignore_ascii_case(c))
+    {
+        return None;
+    }
+    if !name.eq_ignore_ascii_case(h::WEB) {
+        return Some((name.to_string(), value.to_string()));
+    }
+    // Unreadable: kept whole is no worse than the job itself, but dropping it is safer.
+    let mut request = crate::web::WebRequest::from_header(value)?;
+    request.headers.retain(|name, _| {
+        !CREDENTIAL_HEADERS
+            .iter()
+            .any(|c| name.eq_ignore_ascii_case(c))
+    });
+    Some((name.to_string(), request.to_header()))
 }
 
 /// The message recorded for an attempt whose worker died before reporting it.
@@ -250,6 +278,42 @@ pub async fn publish_dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_letter_keeps_no_credentials_of_a_web_request_or_a_job() {
+        let request = crate::web::WebRequest {
+            method: "POST".into(),
+            path: "/form".into(),
+            headers: [
+                ("cookie".to_string(), "session=s3cret".to_string()),
+                ("authorization".to_string(), "Bearer sq_x".to_string()),
+                ("Proxy-Authorization".to_string(), "Basic x".to_string()),
+                ("content-type".to_string(), "text/plain".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(h::WEB, request.to_header().as_str());
+        headers.insert("Authorization", "Bearer sq_y");
+        headers.insert("X-Tenant", "t1");
+        let letter = DeadLetter::builder("id", "f", "v", 1)
+            .job(Some(&headers), b"body")
+            .build(1, 2);
+        let text = format!("{:?}", letter.headers);
+        assert!(!text.contains("s3cret") && !text.contains("sq_"), "{text}");
+        assert!(letter
+            .headers
+            .iter()
+            .any(|(n, v)| n == "X-Tenant" && v == "t1"));
+        let (_, web) = letter.headers.iter().find(|(n, _)| n == h::WEB).unwrap();
+        let kept = crate::web::WebRequest::from_header(web).unwrap();
+        assert_eq!(kept.path, "/form");
+        assert_eq!(
+            kept.headers.keys().collect::<Vec<_>>(),
+            vec!["content-type"]
+        );
+    }
 
     fn failed(attempt: u32) -> AttemptRecord {
         AttemptRecord {

@@ -2,6 +2,12 @@
 
 /// NATS server URL(s), comma separated.
 pub const ENV_NATS_URL: &str = "SQUALL_NATS_URL";
+/// The broker user a process logs in as (broker-config/nats/users.conf).
+pub const ENV_NATS_USER: &str = "SQUALL_NATS_USER";
+/// That user's password.
+pub const ENV_NATS_PASSWORD: &str = "SQUALL_NATS_PASSWORD";
+/// The prefix of a process's reply inboxes (each role may read only its own).
+pub const ENV_NATS_INBOX_PREFIX: &str = "SQUALL_NATS_INBOX_PREFIX";
 /// Address the dispatcher's HTTP API listens on.
 pub const ENV_HTTP_ADDR: &str = "SQUALL_HTTP_ADDR";
 /// Folder for a process's local state (sled index, artifact cache).

@@ -95,6 +95,16 @@ pub fn validate_subject_pattern(pattern: &str) -> Result<(), SubjectError> {
             return Err(SubjectError::BadWildcard(pattern.to_string()));
         }
     }
+    // Every `$` subject (the server's own APIs: JetStream, KV, object stores, system, services,
+    // MQTT, …) and every inbox prefix (`_INBOX`, and each role's `_INBOX_<role>`) is reserved,
+    // not only the ones listed.
+    let first = tokens[0];
+    if first.starts_with('$') || first.starts_with("_INBOX") {
+        return Err(SubjectError::Reserved {
+            pattern: pattern.to_string(),
+            prefix: first.to_string(),
+        });
+    }
     for prefix in RESERVED_PREFIXES {
         if subjects_overlap(pattern, &format!("{prefix}.>")) || pattern == *prefix {
             return Err(SubjectError::Reserved {
@@ -102,6 +112,37 @@ pub fn validate_subject_pattern(pattern: &str) -> Result<(), SubjectError> {
                 prefix: prefix.to_string(),
             });
         }
+    }
+    Ok(())
+}
+
+/// The prefix of the buckets Squall keeps (registry, keys, state, …): no trigger may watch them.
+pub const RESERVED_BUCKET_PREFIX: &str = "squall_";
+
+/// Why a key-value trigger's bucket was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BucketError {
+    #[error("bucket name {0:?} must be 1 to 64 ASCII letters, digits, '-' or '_'")]
+    Malformed(String),
+    #[error("bucket {0:?} is one of Squall's own (squall_*), which triggers may not watch")]
+    Reserved(String),
+}
+
+/// Checks the bucket a key-value trigger watches: a plain bucket name, not one of Squall's
+/// (`squall_registry` holds secrets, `squall_keys` the API keys' hashes, `squall_state` every
+/// function's state).
+pub fn validate_kv_bucket(bucket: &str) -> Result<(), BucketError> {
+    let plain = !bucket.is_empty()
+        && bucket.len() <= 64
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !plain {
+        return Err(BucketError::Malformed(bucket.to_string()));
+    }
+    let prefix = RESERVED_BUCKET_PREFIX.len();
+    if bucket.len() >= prefix && bucket[..prefix].eq_ignore_ascii_case(RESERVED_BUCKET_PREFIX) {
+        return Err(BucketError::Reserved(bucket.to_string()));
     }
     Ok(())
 }
@@ -154,7 +195,17 @@ mod tests {
             validate_subject_pattern("events.a*"),
             Err(SubjectError::BadWildcard(_))
         ));
-        for bad in ["jobs.hello", ">", "*.hello", "$KV.b.k", "cron.x"] {
+        for bad in [
+            "jobs.hello",
+            ">",
+            "*.hello",
+            "$KV.b.k",
+            "cron.x",
+            "$SRV.PING",
+            "$MQTT.sess.x",
+            "_INBOX_dispatcher.squall-reply.d.id",
+            "_INBOX_client.x",
+        ] {
             assert!(
                 matches!(
                     validate_subject_pattern(bad),
@@ -162,6 +213,29 @@ mod tests {
                 ),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn kv_triggers_may_not_watch_squalls_own_buckets() {
+        assert_eq!(validate_kv_bucket("orders"), Ok(()));
+        assert_eq!(validate_kv_bucket("my_squall_data"), Ok(()));
+        for own in [
+            "squall_keys",
+            "squall_registry",
+            "squall_state",
+            "SQUALL_keys",
+        ] {
+            assert_eq!(
+                validate_kv_bucket(own),
+                Err(BucketError::Reserved(own.into()))
+            );
+        }
+        for bad in ["", "a.b", "a*", "a>", "a b", "$KV"] {
+            assert!(matches!(
+                validate_kv_bucket(bad),
+                Err(BucketError::Malformed(_))
+            ));
         }
     }
 

@@ -18,7 +18,8 @@ pub fn heartbeat_key(id: &str) -> String {
     format!("{HEARTBEAT_PREFIX}{id}")
 }
 
-/// What a supervisor reports about itself, every few seconds.
+/// What a supervisor reports about itself, every few seconds (JSON, so fields can be added with
+/// a default).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub id: String,
@@ -30,9 +31,22 @@ pub struct Heartbeat {
     pub max: u32,
     /// Process ids of its running workers.
     pub workers: Vec<u32>,
-    /// What its last scaling decision asked for.
+    /// What its last scaling decision asked for, all pools together.
     pub desired: u32,
     pub updated_at_ms: u64,
+    /// Its pools by function: each function's processes run only that function. Heartbeats
+    /// of supervisors before pools have none.
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolBeat>,
+}
+
+/// One function's pool on one supervisor.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolBeat {
+    /// Process ids of the function's running worker processes.
+    pub processes: Vec<u32>,
+    /// What the last scaling decision asked for.
+    pub desired: u32,
 }
 
 impl Heartbeat {
@@ -95,7 +109,12 @@ pub struct WorkerBeat {
     /// Jobs running now.
     pub in_flight: u32,
     pub updated_at_ms: u64,
+    /// Its limits and sandbox, once it serves one function with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<Confinement>,
 }
+
+pub use squall_api::operations::{Confinement, SandboxFeature};
 
 /// How often supervisors and workers refresh their heartbeats.
 pub const HEARTBEAT_EVERY_MS: u64 = 2000;

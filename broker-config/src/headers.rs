@@ -33,6 +33,10 @@ pub const WORKER: &str = "Squall-Worker";
 /// On a result: the W3C trace id (32 hex digits) of the invocation's trace, so a reader of the
 /// result can link to it; absent when unknown.
 pub const TRACE_ID: &str = "Squall-Trace-Id";
+/// On a result a worker stored: the `JOBS` stream sequence of the job message whose attempt it
+/// records, so that a later delivery of that message tells its own earlier records from those
+/// of another job that claimed the same invocation id.
+pub const JOB_SEQUENCE: &str = "Squall-Job-Sequence";
 /// On a replayed job: the invocation id of the dead letter it replays.
 pub const REPLAY_OF: &str = "Squall-Replay-Of";
 /// On a job made from a cron tick: the schedule's name.

@@ -4,6 +4,7 @@
 //! describes what lives in NATS and how to create it.
 
 pub mod backoff;
+pub mod callout;
 pub mod connect;
 pub mod dlq;
 pub mod env;
@@ -17,6 +18,7 @@ pub mod retry;
 pub mod time;
 pub mod topology;
 pub mod versions;
+pub mod watch;
 pub mod web;
 
 pub use names::{validate_function_name, NameError};

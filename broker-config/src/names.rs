@@ -23,6 +23,25 @@ pub fn results_subject(function: &str, id: &str) -> String {
     format!("results.{function}.{id}")
 }
 
+/// The subjects of every result of invocation `id`, whichever function it belongs to: what a
+/// lookup by id reads the latest of.
+pub fn any_results_subject(id: &str) -> String {
+    format!("results.*.{id}")
+}
+
+/// The longest invocation id a job may claim.
+pub const MAX_INVOCATION_ID: usize = 128;
+
+/// Whether a client-set invocation id can name an invocation: one literal subject token (1 to
+/// `MAX_INVOCATION_ID` printable ASCII characters, none of them `.`, `*` or `>`), so that
+/// `results.<fn>.<id>` is one invocation's subject and `results.*.<id>` matches no other's.
+pub fn is_invocation_id(id: &str) -> bool {
+    (1..=MAX_INVOCATION_ID).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'.' | b'*' | b'>'))
+}
+
 /// The token that marks a direct-reply subject: `<inbox prefix>.squall-reply.<waiter>.<id>`.
 pub const REPLY_TOKEN: &str = "squall-reply";
 
@@ -173,6 +192,22 @@ pub fn validate_function_name(name: &str) -> Result<(), NameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invocation_id_is_one_literal_subject_token() {
+        for id in [
+            "0193a5c2-1111-7000-8000-000000000001",
+            "order-17",
+            "a:b",
+            "x",
+        ] {
+            assert!(is_invocation_id(id), "{id}");
+        }
+        let long = "a".repeat(MAX_INVOCATION_ID + 1);
+        for id in ["", "a.b", "*", ">", "a b", "a\tb", "ü", long.as_str()] {
+            assert!(!is_invocation_id(id), "{id:?}");
+        }
+    }
 
     #[test]
     fn only_direct_reply_subjects_for_the_same_invocation_are_replied_to() {

@@ -70,6 +70,10 @@ pub enum PublishError {
     /// The stream is at its limit and refuses new messages until some are consumed.
     #[error("the stream is full: {0}")]
     Full(String),
+    /// The subject is at the stream's per-subject limit (a function's backlog in JOBS): the
+    /// stream still takes other subjects' messages.
+    #[error("the subject is full: {0}")]
+    SubjectFull(String),
     /// The broker refused the message for a reason a retry cannot change.
     #[error("the broker refused the message: {0}")]
     Refused(String),
@@ -82,6 +86,8 @@ pub enum Failure {
     Transient,
     /// The stream is full.
     Full,
+    /// The subject is at the stream's per-subject limit.
+    SubjectFull,
     /// Never going to be accepted.
     Permanent,
 }
@@ -116,7 +122,9 @@ pub fn classify(error: &NatsPublishError) -> Failure {
 /// A 503 from JetStream: full when it names a stream limit, transient otherwise.
 fn classify_unavailable(description: &str) -> Failure {
     let text = description.to_ascii_lowercase();
-    if text.contains("maximum bytes") || text.contains("maximum messages") {
+    if text.contains("maximum messages per subject") {
+        Failure::SubjectFull
+    } else if text.contains("maximum bytes") || text.contains("maximum messages") {
         Failure::Full
     } else {
         Failure::Transient
@@ -175,6 +183,7 @@ pub async fn publish_acked(
         };
         match classify(&error) {
             Failure::Full => return Err(PublishError::Full(error_text(&error))),
+            Failure::SubjectFull => return Err(PublishError::SubjectFull(error_text(&error))),
             Failure::Permanent => return Err(PublishError::Refused(error_text(&error))),
             Failure::Transient => match pauses.fail_at(Instant::now()).filter(|_| retry_safe) {
                 Some(pause) => {
@@ -245,6 +254,12 @@ mod tests {
         assert_eq!(
             classify_unavailable("maximum bytes exceeded (code 503, error code 10077)"),
             Failure::Full
+        );
+        assert_eq!(
+            classify_unavailable(
+                "maximum messages per subject exceeded (code 503, error code 10077)"
+            ),
+            Failure::SubjectFull
         );
         assert_eq!(
             classify_unavailable("JetStream system temporarily unavailable (code 503)"),

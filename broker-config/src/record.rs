@@ -53,6 +53,16 @@ pub struct FunctionRecord {
     /// Numbered versions and aliases; `version` and `sha256` above are `$LATEST`'s. Records
     /// written before versions (and destinations) decode with their artifact as version 1.
     pub versions: Versions,
+    /// Most of its jobs queued or running at once, when its spec lowers the dispatcher's
+    /// limit. Records of layouts before 5 decode as `None`.
+    pub max_backlog: Option<u64>,
+    /// Worker processes kept running when idle, and the most at once (its spec's
+    /// `min_instances` and `max_instances`). Records of layouts before 6 decode as 0 and `None`.
+    pub min_instances: u32,
+    pub max_instances: Option<u32>,
+    /// Memory of one of its worker processes, in MiB. Records of layouts before 6 decode with
+    /// the default.
+    pub memory_mb: u32,
 }
 
 /// A spec's destinations as the record keeps them: every field always written, since bincode is
@@ -104,7 +114,11 @@ const RECORD_TAG: u8 = 0xFF;
 /// The layout this release writes: `RECORD_TAG`, this number, then the bincode of a
 /// `FunctionRecord`. Appending a field to `FunctionRecord` means a new number here, a frozen
 /// copy of the previous layout and a migration from it in `decode`.
-const RECORD_LAYOUT: u8 = 4;
+const RECORD_LAYOUT: u8 = 6;
+/// An earlier tagged layout: layout 4 plus `max_backlog`.
+const RECORD_LAYOUT_5: u8 = 5;
+/// An earlier tagged layout: the fields of layout 3, tagged.
+const RECORD_LAYOUT_4: u8 = 4;
 
 /// Layout 1, untagged: a record as written before web functions, every field of
 /// `FunctionRecord` up to `secrets_json`, in order (bincode is positional, so a missing trailing
@@ -134,14 +148,30 @@ struct RecordLayout2 {
     web: Option<WebSpec>,
 }
 
-/// Layout 3, untagged: the previous release's record, layout 2 plus destinations, their secret
-/// and versions.
+/// Layout 3, untagged: a record as written before records were tagged, layout 2 plus
+/// destinations, their secret and versions. Layout 4 is the same fields, tagged.
 #[derive(Serialize, Deserialize)]
 struct RecordLayout3 {
     layout2: RecordLayout2,
     destinations: Option<RecordDestinations>,
     destination_secret: String,
     versions: Versions,
+}
+
+/// Layout 5, tagged: layout 3 plus `max_backlog`.
+#[derive(Serialize, Deserialize)]
+struct RecordLayout5 {
+    layout3: RecordLayout3,
+    max_backlog: Option<u64>,
+}
+
+impl From<RecordLayout5> for FunctionRecord {
+    fn from(old: RecordLayout5) -> Self {
+        FunctionRecord {
+            max_backlog: old.max_backlog,
+            ..FunctionRecord::from(old.layout3)
+        }
+    }
 }
 
 impl From<RecordLayout1> for FunctionRecord {
@@ -163,6 +193,10 @@ impl From<RecordLayout1> for FunctionRecord {
             web: None,
             destinations: None,
             destination_secret: String::new(),
+            max_backlog: None,
+            min_instances: 0,
+            max_instances: None,
+            memory_mb: crate::spec::DEFAULT_MEMORY_MB,
         }
     }
 }
@@ -240,6 +274,10 @@ impl FunctionRecord {
             destinations: spec.destinations.as_ref().and_then(RecordDestinations::of),
             destination_secret: String::new(),
             versions: Versions::first(sha256_hex, artifact_size, deployed_at_ms),
+            max_backlog: spec.max_backlog,
+            min_instances: spec.min_instances,
+            max_instances: spec.max_instances,
+            memory_mb: spec.memory_mb,
         }
     }
 
@@ -264,6 +302,15 @@ impl FunctionRecord {
             .map(|v| v.number)
     }
 
+    /// The retained version whose artifact `version` (`sha256:<hex>`, as a job's
+    /// `Squall-Version` names it) is, the newest when several share it; `None` when the
+    /// function has no such version (another function's artifact, a dropped version, or not a
+    /// version at all).
+    pub fn retained_version(&self, version: &str) -> Option<&VersionEntry> {
+        let sha = version.strip_prefix("sha256:")?;
+        self.versions.list.iter().rev().find(|v| v.sha256 == sha)
+    }
+
     /// The spec this record was built from.
     pub fn spec(&self) -> FunctionSpec {
         let config = match serde_json::from_str(&self.config_json) {
@@ -276,6 +323,10 @@ impl FunctionRecord {
             backoff: self.backoff.clone(),
             concurrency: self.concurrency,
             max_concurrency: self.max_concurrency,
+            max_backlog: self.max_backlog,
+            min_instances: self.min_instances,
+            max_instances: self.max_instances,
+            memory_mb: self.memory_mb,
             config,
             web: self.web.clone(),
             destinations: self.destinations.as_ref().map(RecordDestinations::spec),
@@ -325,6 +376,12 @@ impl FunctionRecord {
     pub fn decode(bytes: &[u8]) -> Result<FunctionRecord, RecordError> {
         match bytes {
             [RECORD_TAG, RECORD_LAYOUT, body @ ..] => exactly::<FunctionRecord>(body),
+            [RECORD_TAG, RECORD_LAYOUT_5, body @ ..] => {
+                exactly::<RecordLayout5>(body).map(FunctionRecord::from)
+            }
+            [RECORD_TAG, RECORD_LAYOUT_4, body @ ..] => {
+                exactly::<RecordLayout3>(body).map(FunctionRecord::from)
+            }
             [RECORD_TAG, layout, ..] => Err(RecordError::UnknownLayout(*layout)),
             [RECORD_TAG] => Err(RecordError::Decode("a tag without a layout".into())),
             untagged => migrate_untagged(untagged),
@@ -559,6 +616,25 @@ mod tests {
     }
 
     #[test]
+    fn a_job_version_must_be_a_retained_version_of_the_function() {
+        let mut record = FunctionRecord::new("pa", "aa11", 10, 5, &FunctionSpec::default());
+        record.versions.deploy("bb22", 20, 6);
+        assert_eq!(record.retained_version("sha256:aa11").unwrap().number, 1);
+        assert_eq!(record.retained_version("sha256:bb22").unwrap().number, 2);
+        // Another function's artifact, a bare digest, or something else altogether.
+        assert_eq!(record.retained_version("sha256:cc33"), None);
+        assert_eq!(record.retained_version("aa11"), None);
+        assert_eq!(record.retained_version("sha256:"), None);
+        assert_eq!(record.retained_version("2"), None);
+        record.versions.retain(1);
+        assert_eq!(
+            record.retained_version("sha256:aa11"),
+            None,
+            "a dropped version is no longer the function's"
+        );
+    }
+
+    #[test]
     fn function_record_round_trips_with_config() {
         let mut spec = FunctionSpec::default();
         spec.config.insert("greeting".into(), "Hi".into());
@@ -572,6 +648,10 @@ mod tests {
     fn full_record() -> FunctionRecord {
         let mut spec = FunctionSpec {
             max_concurrency: Some(3),
+            max_backlog: Some(500),
+            min_instances: 1,
+            max_instances: Some(4),
+            memory_mb: 1024,
             web: Some(WebSpec {
                 auth: crate::spec::WebAuth::None,
                 rate_per_s: Some(5.0),
@@ -645,6 +725,10 @@ mod tests {
         let decoded = FunctionRecord::decode(&untagged(&layout1(&current))).unwrap();
         let expected = FunctionRecord {
             web: None,
+            max_backlog: None,
+            min_instances: 0,
+            max_instances: None,
+            memory_mb: crate::spec::DEFAULT_MEMORY_MB,
             destinations: None,
             destination_secret: String::new(),
             versions: Versions::first(
@@ -663,6 +747,10 @@ mod tests {
         let decoded = FunctionRecord::decode(&untagged(&layout2(&current))).unwrap();
         let expected = FunctionRecord {
             destinations: None,
+            max_backlog: None,
+            min_instances: 0,
+            max_instances: None,
+            memory_mb: crate::spec::DEFAULT_MEMORY_MB,
             destination_secret: String::new(),
             versions: Versions::first(
                 &current.sha256,
@@ -675,19 +763,56 @@ mod tests {
         assert!(decoded.web.is_some());
     }
 
+    fn layout3(r: &FunctionRecord) -> RecordLayout3 {
+        RecordLayout3 {
+            layout2: layout2(r),
+            destinations: r.destinations.clone(),
+            destination_secret: r.destination_secret.clone(),
+            versions: r.versions.clone(),
+        }
+    }
+
     #[test]
-    fn a_layout_3_record_of_the_previous_release_migrates_whole() {
+    fn a_layout_3_record_migrates_whole_but_its_backlog_limit() {
         let current = full_record();
-        let old = RecordLayout3 {
-            layout2: layout2(&current),
-            destinations: current.destinations.clone(),
-            destination_secret: current.destination_secret.clone(),
-            versions: current.versions.clone(),
+        let decoded = FunctionRecord::decode(&untagged(&layout3(&current))).unwrap();
+        let expected = FunctionRecord {
+            max_backlog: None,
+            min_instances: 0,
+            max_instances: None,
+            memory_mb: crate::spec::DEFAULT_MEMORY_MB,
+            ..current
         };
-        let bytes = untagged(&old);
-        // The previous release wrote the bare bincode of the record, which is this layout.
-        assert_eq!(bytes, untagged(&current));
-        assert_eq!(FunctionRecord::decode(&bytes).unwrap(), current);
+        assert_eq!(decoded, expected);
+    }
+
+    #[test]
+    fn a_tagged_layout_5_record_migrates_with_no_instance_bounds_and_the_default_memory() {
+        let current = full_record();
+        let mut bytes = vec![RECORD_TAG, RECORD_LAYOUT_5];
+        bytes.extend(untagged(&RecordLayout5 {
+            layout3: layout3(&current),
+            max_backlog: current.max_backlog,
+        }));
+        let decoded = FunctionRecord::decode(&bytes).unwrap();
+        let expected = FunctionRecord {
+            min_instances: 0,
+            max_instances: None,
+            memory_mb: crate::spec::DEFAULT_MEMORY_MB,
+            ..current
+        };
+        assert_eq!(decoded, expected);
+    }
+
+    #[test]
+    fn a_tagged_layout_4_record_of_the_previous_release_migrates() {
+        let current = full_record();
+        let mut bytes = vec![RECORD_TAG, RECORD_LAYOUT_4];
+        bytes.extend(untagged(&layout3(&current)));
+        let decoded = FunctionRecord::decode(&bytes).unwrap();
+        assert_eq!(decoded.max_backlog, None);
+        assert_eq!(decoded.versions, current.versions);
+        assert_eq!(decoded.destination_secret, current.destination_secret);
     }
 
     #[test]

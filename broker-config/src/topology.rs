@@ -24,6 +24,9 @@ pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(5);
 /// store one result (30 s).
 pub const RESULTS_DUPLICATE_WINDOW: Duration = Duration::from_secs(40);
 
+/// The most jobs one function may have in JOBS unless the dispatcher is told otherwise.
+pub const DEFAULT_MAX_BACKLOG: i64 = 100_000;
+
 /// Limits of the streams; every one is configurable, the defaults follow DESIGN.md.
 #[derive(Debug, Clone)]
 pub struct TopologyConfig {
@@ -31,6 +34,10 @@ pub struct TopologyConfig {
     pub replicas: usize,
     /// JOBS refuses new publishes beyond this many bytes (it never discards accepted jobs).
     pub jobs_max_bytes: i64,
+    /// The most jobs one function may have queued (or running) in JOBS: the stream's
+    /// per-subject limit, beyond which it refuses that function's new jobs and no other's. A
+    /// function's spec may set a lower `max_backlog`, never a higher one.
+    pub max_backlog: i64,
     /// The window within which a repeated `Nats-Msg-Id` is dropped as a duplicate.
     pub duplicate_window: Duration,
     /// How long results are kept.
@@ -39,6 +46,15 @@ pub struct TopologyConfig {
     pub results_max_bytes: i64,
     /// How long dead letters are kept.
     pub dlq_max_age: Duration,
+    /// DLQ discards its oldest dead letters beyond this many bytes. (JetStream reserves a
+    /// stream's `max_bytes` in the server's store when the stream is made: the sum of the
+    /// bounded streams must fit the server's `max_file_store`.)
+    pub dlq_max_bytes: i64,
+    /// DESTINATION_DLQ discards its oldest letters beyond this many bytes.
+    pub destination_dlq_max_bytes: i64,
+    /// `squall_state` refuses new writes beyond this many bytes (it never drops a function's
+    /// stored value to make room).
+    pub state_max_bytes: i64,
     /// The largest single message (job or result) a stream accepts.
     pub max_message_size: i32,
     /// Redelivery delay of a job whose worker went silent; see `DEFAULT_ACK_WAIT`.
@@ -50,10 +66,14 @@ impl Default for TopologyConfig {
         TopologyConfig {
             replicas: 1,
             jobs_max_bytes: 1 << 30,
+            max_backlog: DEFAULT_MAX_BACKLOG,
             duplicate_window: Duration::from_secs(120),
             results_max_age: Duration::from_secs(24 * 3600),
             results_max_bytes: 1 << 30,
             dlq_max_age: Duration::from_secs(14 * 24 * 3600),
+            dlq_max_bytes: 256 << 20,
+            destination_dlq_max_bytes: 64 << 20,
+            state_max_bytes: 256 << 20,
             max_message_size: 8 * 1024 * 1024,
             ack_wait: DEFAULT_ACK_WAIT,
         }
@@ -235,6 +255,11 @@ pub fn jobs_stream_config(cfg: &TopologyConfig) -> stream::Config {
         retention: stream::RetentionPolicy::WorkQueue,
         discard: stream::DiscardPolicy::New,
         max_bytes: cfg.jobs_max_bytes,
+        // One subject per function: a function whose backlog is full is refused on its own
+        // (`maximum messages per subject exceeded`) while the others' jobs are still stored.
+        max_messages_per_subject: cfg.max_backlog,
+        // The server takes it only with a limit (`max_backlog` -1: none).
+        discard_new_per_subject: cfg.max_backlog > 0,
         max_message_size: cfg.max_message_size,
         duplicate_window: cfg.duplicate_window,
         num_replicas: cfg.replicas,
@@ -271,7 +296,10 @@ pub fn dlq_stream_config(cfg: &TopologyConfig) -> stream::Config {
         description: Some("Squall dead letters".into()),
         subjects: vec!["dlq.*.*".into()],
         retention: stream::RetentionPolicy::Limits,
+        // When full, the oldest dead letters go first: the newest failures matter most.
+        discard: stream::DiscardPolicy::Old,
         max_age: cfg.dlq_max_age,
+        max_bytes: cfg.dlq_max_bytes,
         max_message_size: cfg.max_message_size,
         num_replicas: cfg.replicas,
         allow_direct: true,
@@ -304,6 +332,39 @@ async fn ensure_stream(
     js.get_stream(name)
         .await
         .map_err(|source| TopologyError::GetStream { name, source })
+}
+
+/// The most jobs any one function has in JOBS now (0 when JOBS does not exist or cannot be
+/// read).
+async fn largest_backlog(js: &jetstream::Context) -> i64 {
+    use futures::StreamExt as _;
+    let Ok(jobs) = js.get_stream(JOBS_STREAM).await else {
+        return 0;
+    };
+    let Ok(subjects) = jobs.info_with_subjects("jobs.*").await else {
+        return 0;
+    };
+    subjects
+        .filter_map(|entry| async move { entry.ok().map(|(_, count)| count as i64) })
+        .fold(0, |largest, count| async move { largest.max(count) })
+        .await
+}
+
+/// The per-subject limit to give JOBS: the configured one, unless a function already has more
+/// jobs queued. The server drops a subject's oldest messages when its limit is lowered below
+/// what it holds, and accepted jobs are never dropped: the limit stays at that function's
+/// backlog (which refuses its new jobs until it drains) until a later start lowers it.
+pub fn backlog_limit(configured: i64, largest: i64) -> i64 {
+    if configured > 0 && largest > configured {
+        tracing::warn!(
+            message = "a function has more jobs queued than --max-backlog; the limit stays at its backlog until it drains and a dispatcher starts again",
+            max_backlog = configured,
+            backlog = largest
+        );
+        largest
+    } else {
+        configured
+    }
 }
 
 /// Raises a stream that is kept as it is (EVENTS, the artifact store's) to `replicas` when it
@@ -343,7 +404,11 @@ pub async fn ensure_topology(
     let js = jetstream::ContextBuilder::new()
         .timeout(API_TIMEOUT)
         .build(client);
-    let jobs = ensure_stream(&js, jobs_stream_config(cfg), JOBS_STREAM).await?;
+    let jobs_config = jobs_stream_config(&TopologyConfig {
+        max_backlog: backlog_limit(cfg.max_backlog, largest_backlog(&js).await),
+        ..cfg.clone()
+    });
+    let jobs = ensure_stream(&js, jobs_config, JOBS_STREAM).await?;
     let results = ensure_stream(&js, results_stream_config(cfg), RESULTS_STREAM).await?;
     let dlq = ensure_stream(&js, dlq_stream_config(cfg), DLQ_STREAM).await?;
     let advisories = ensure_stream(&js, advisory_stream_config(cfg), ADVISORY_STREAM).await?;
@@ -568,6 +633,9 @@ pub fn state_bucket_config(cfg: &TopologyConfig) -> kv::Config {
         // The value plus its key and headers.
         max_value_size: (STATE_MAX_VALUE + 4096) as i32,
         limit_markers: Some(STATE_MARKER_TTL),
+        // A key-value bucket discards new writes when full: a function's `kv_put` fails
+        // (the host service reports the broker's refusal) and nothing stored is lost.
+        max_bytes: cfg.state_max_bytes,
         num_replicas: cfg.replicas,
         ..Default::default()
     }
@@ -833,6 +901,14 @@ mod tests {
     }
 
     #[test]
+    fn the_backlog_limit_never_drops_queued_jobs() {
+        assert_eq!(backlog_limit(100, 0), 100);
+        assert_eq!(backlog_limit(100, 100), 100);
+        assert_eq!(backlog_limit(100, 250), 250);
+        assert_eq!(backlog_limit(-1, 250), -1);
+    }
+
+    #[test]
     fn events_keeps_its_placeholder_and_each_pattern_once() {
         assert_eq!(events_subjects([]), [EVENTS_PLACEHOLDER_SUBJECT]);
         assert_eq!(
@@ -862,7 +938,10 @@ pub fn destination_dlq_stream_config(cfg: &TopologyConfig) -> stream::Config {
         description: Some("Squall destination deliveries that finally failed".into()),
         subjects: vec!["dlq-destinations.*.*.*".into()],
         retention: stream::RetentionPolicy::Limits,
+        // When full, the oldest letters go first, as in DLQ.
+        discard: stream::DiscardPolicy::Old,
         max_age: cfg.dlq_max_age,
+        max_bytes: cfg.destination_dlq_max_bytes,
         max_message_size: cfg.max_message_size,
         num_replicas: cfg.replicas,
         allow_direct: true,
