@@ -304,7 +304,17 @@ pub struct HostServices {
     call_bound: Duration,
     /// The invocations cancelled so far, for the `cancelled` host call.
     cancels: Arc<crate::cancel::Cancellations>,
+    /// Whether a stream captures an event subject, as last asked, and when.
+    captured: std::sync::Mutex<HashMap<String, (bool, Instant)>>,
+    /// The client, for plain publishes of events no stream captures.
+    client: async_nats::Client,
 }
+
+/// How long the answer to "does a stream capture this subject" is reused: a stream made for
+/// events starts storing a subject's publishes at most this long after it is created.
+const CAPTURE_TTL: Duration = Duration::from_secs(5);
+/// Subjects whose capture answer is remembered at most; beyond, the memory starts over.
+const CAPTURE_MEMORY: usize = 4096;
 
 impl Drop for HostServices {
     fn drop(&mut self) {
@@ -314,18 +324,22 @@ impl Drop for HostServices {
 
 impl HostServices {
     /// Services over the topology's state bucket; starts the watch that keeps the cache
-    /// coherent. Call from within the worker's runtime.
+    /// coherent: of `only`'s namespace when the process serves that one function (which its
+    /// credentials may be limited to), else of the whole bucket. Call from within the worker's
+    /// runtime.
     pub async fn start(
         topology: &squall_broker::Topology,
         call_bound: Duration,
         cancels: Arc<crate::cancel::Cancellations>,
+        only: Option<String>,
     ) -> Result<Arc<HostServices>, jetstream::context::GetStreamError> {
         let stream = topology
             .jetstream
             .get_stream_no_info(format!("KV_{STATE_BUCKET}"))
             .await?;
         let cache = Arc::new(Cache::default());
-        let watch = tokio::spawn(follow(topology.state.clone(), cache.clone()));
+        let client = topology.jetstream.client();
+        let watch = tokio::spawn(follow(client, topology.state.clone(), only, cache.clone()));
         Ok(Arc::new(HostServices {
             jetstream: topology.jetstream.clone(),
             stream,
@@ -334,7 +348,33 @@ impl HostServices {
             watch,
             call_bound,
             cancels,
+            captured: std::sync::Mutex::new(HashMap::new()),
+            client: topology.jetstream.client(),
         }))
+    }
+
+    /// Whether a stream captures `subject` (asked of JetStream at most every `CAPTURE_TTL`).
+    async fn captured(&self, subject: &str) -> Result<bool, HostFailure> {
+        use async_nats::jetstream::context::GetStreamByNameErrorKind;
+        if let Some((captured, at)) = self.captured.lock().expect("capture memory").get(subject) {
+            if at.elapsed() < CAPTURE_TTL {
+                return Ok(*captured);
+            }
+        }
+        let captured = match self.jetstream.stream_by_subject(subject).await {
+            Ok(_) => true,
+            Err(error) if error.kind() == GetStreamByNameErrorKind::NotFound => false,
+            Err(error) => {
+                tracing::debug!(message = "cannot ask which stream captures an event", %error);
+                return Err(HostFailure::Unavailable);
+            }
+        };
+        let mut memory = self.captured.lock().expect("capture memory");
+        if memory.len() >= CAPTURE_MEMORY {
+            memory.clear();
+        }
+        memory.insert(subject.to_string(), (captured, Instant::now()));
+        Ok(captured)
     }
 
     /// The cache, for tests and benchmarks.
@@ -479,7 +519,8 @@ impl HostServices {
     }
 
     /// Publishes an event with its `Nats-Msg-Id`; stored with an acknowledgement when a stream
-    /// captures the subject, sent as a plain message otherwise.
+    /// captures the subject, sent as a plain message otherwise (answered at once, whoever
+    /// subscribes: a plain subscriber never acknowledges a JetStream publish).
     pub async fn publish(
         &self,
         subject: &str,
@@ -493,6 +534,16 @@ impl HostServices {
         if !traceparent.is_empty() {
             headers.insert(squall_broker::headers::TRACEPARENT, traceparent);
         }
+        if !self.captured(subject).await? {
+            return self
+                .client
+                .publish_with_headers(subject.to_string(), headers, payload)
+                .await
+                .map_err(|error| {
+                    tracing::debug!(message = "event publish failed", %error);
+                    HostFailure::Unavailable
+                });
+        }
         let ack = self
             .jetstream
             .publish_with_headers(subject.to_string(), headers, payload)
@@ -501,7 +552,7 @@ impl HostServices {
             .await;
         match ack {
             Ok(_) => Ok(()),
-            // No stream captures the subject: the message went out as a core NATS message.
+            // The stream went away since it was asked about: the message went out plain.
             Err(error) if error.kind() == PublishErrorKind::StreamNotFound => Ok(()),
             Err(error) => {
                 tracing::debug!(message = "event publish failed", %error);
@@ -532,10 +583,32 @@ impl Drop for Pending<'_> {
     }
 }
 
-/// Follows the bucket's changes into the cache, restarting the watch when it fails.
-async fn follow(bucket: kv::Store, cache: Arc<Cache>) {
+/// Follows the bucket's changes (of `only`'s namespace, if given) into the cache, restarting
+/// the watch when it fails.
+async fn follow(
+    client: async_nats::Client,
+    bucket: kv::Store,
+    only: Option<String>,
+    cache: Arc<Cache>,
+) {
     loop {
-        match bucket.watch_all().await {
+        let changes = match &only {
+            Some(function) => squall_broker::watch::watch_named(
+                &client,
+                &bucket,
+                &format!("{function}.>"),
+                jetstream::consumer::DeliverPolicy::New,
+            )
+            .await
+            .map(|changes| changes.map(|c| c.map_err(anyhow::Error::from)).boxed())
+            .map_err(anyhow::Error::from),
+            None => bucket
+                .watch_all()
+                .await
+                .map(|changes| changes.map(|c| c.map_err(anyhow::Error::from)).boxed())
+                .map_err(anyhow::Error::from),
+        };
+        match changes {
             Ok(mut changes) => {
                 cache.set_live(true);
                 while let Some(change) = changes.next().await {

@@ -6,7 +6,8 @@
 //! (`jobs/`), which runs each attempt; `state` is the shared state at the bottom.
 //!
 //! Architecture invariant: only `loader` touches `libloading` or `unsafe` (besides the one
-//! `pre_exec` hook in `process` that ties child processes to their parent); everything else
+//! `pre_exec` hook in `process` that ties child processes to their parent, and the system
+//! calls of `limits` and `sandbox` that confine a single-function process); everything else
 //! here is plain async code around it.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -14,13 +15,17 @@
 pub mod aggregate;
 pub mod artifacts;
 pub mod cancel;
+pub mod confine;
+pub mod credentials;
 pub mod heartbeat;
 pub mod host;
 pub mod jobs;
+pub mod limits;
 pub mod loader;
 pub mod metrics;
 pub mod process;
 pub mod registry;
+pub mod sandbox;
 pub mod scale;
 pub mod state;
 
@@ -45,6 +50,8 @@ pub struct WorkerConfig {
     pub nats_auth: squall_broker::connect::NatsAuth,
     /// Where fetched artifacts are cached, one file per version.
     pub cache_dir: PathBuf,
+    /// The folder of the language runtimes' libraries (`--runtimes`).
+    pub runtimes_dir: PathBuf,
     /// Functions this worker serves; empty means all.
     pub functions: Vec<String>,
     /// Bytes of log lines kept per invocation.
@@ -57,6 +64,9 @@ pub struct WorkerConfig {
     pub metrics_report: Option<PathBuf>,
     /// Longest one host-service call waits for the broker, within the invocation's deadline.
     pub host_call_timeout: Duration,
+    /// Limits and sandbox, for a process that serves exactly one function; `None` keeps a
+    /// process as it is.
+    pub confine: Option<confine::ConfineConfig>,
 }
 
 /// Opens the topology, waiting for a dispatcher to create it if it does not exist yet.
@@ -124,12 +134,23 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
         .unwrap_or(Duration::from_secs(24 * 3600));
     let (cancels, _follow_cancels) =
         cancel::Cancellations::start(topology.cancels.clone(), keep_cancels);
-    let host = host::HostServices::start(&topology, config.host_call_timeout, cancels.clone())
-        .await
-        .context("cannot open the functions' state bucket")?;
+    let only = match config.functions.as_slice() {
+        [function] => Some(function.clone()),
+        _ => None,
+    };
+    let host =
+        host::HostServices::start(&topology, config.host_call_timeout, cancels.clone(), only)
+            .await
+            .context("cannot open the functions' state bucket")?;
     let metrics = Arc::new(metrics::Metrics::new());
     let mut artifacts = ArtifactCache::new(config.cache_dir.clone());
     artifacts.metrics = Some(metrics.clone());
+    artifacts.runtimes = config.runtimes_dir.clone();
+    let confiner = config
+        .confine
+        .clone()
+        .map(|confine| Arc::new(confine::Confiner::new(confine, config.cache_dir.clone())));
+    artifacts.confiner = confiner.clone();
     let jobs = Arc::new(Jobs {
         functions: Functions::new(artifacts, topology.artifacts.clone()),
         outlet: Outlet {
@@ -142,6 +163,7 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
         host,
         cancels,
         log_capture_bytes: config.log_capture_bytes,
+        confiner: confiner.clone(),
     });
     let (topology, worker_id) = (&jobs.outlet.topology, &jobs.outlet.worker_id);
     if let Some(addr) = config.metrics_addr {
@@ -163,6 +185,7 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
         config.functions.clone(),
         jobs.in_flight.clone(),
         topology.fleet.clone(),
+        confiner,
     ));
     // The caller's shutdown request becomes the worker's own stop signal.
     let forward = {

@@ -30,6 +30,105 @@ pub enum LoadError {
     MissingSymbol(&'static str),
     #[error("squall_init failed with status {0}")]
     Init(i32),
+    #[error("the {runtime} runtime cannot load the bundle: {message}")]
+    Runtime { runtime: String, message: String },
+}
+
+/// A language runtime's entry points beyond ABI v1: `squall_runtime_open`,
+/// `squall_runtime_check` and `squall_runtime_test`, each `(bundle_dir, *out) -> status`.
+type RuntimeEntryFn = unsafe extern "C" fn(SquallBytes, *mut SquallBuf) -> i32;
+
+/// What a runtime library is asked to do with a bundle besides serving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeTool {
+    /// Validate the bundle without running its code: 0 valid, else the error names FILE:LINE.
+    Check,
+    /// Run the bundle's own tests: 0 all passed, 1 a test failed, 2 they could not run.
+    Test,
+}
+
+impl RuntimeTool {
+    fn symbol(self) -> &'static [u8] {
+        match self {
+            RuntimeTool::Check => b"squall_runtime_check\0",
+            RuntimeTool::Test => b"squall_runtime_test\0",
+        }
+    }
+}
+
+/// Calls a runtime entry point with `bundle` and returns its status and the text it wrote.
+///
+/// # Safety
+/// `entry` must come from a library that stays loaded and exports it with the runtime signature;
+/// `free` must be that library's `squall_free`.
+unsafe fn call_runtime_entry(entry: RuntimeEntryFn, free: FreeFn, bundle: &Path) -> (i32, String) {
+    let path = bundle.as_os_str().as_encoded_bytes();
+    let mut out = SquallBuf::EMPTY;
+    // SAFETY: per this function's contract; `path` and `out` outlive the call.
+    let status = unsafe { entry(SquallBytes::from_slice(path), &mut out) };
+    let text = if out.ptr.is_null() || out.len == 0 {
+        String::new()
+    } else {
+        // SAFETY: the runtime wrote `len` initialised bytes it owns until `squall_free`.
+        String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(out.ptr, out.len) })
+            .into_owned()
+    };
+    if !out.ptr.is_null() {
+        // SAFETY: the buffer came from this library and is freed exactly once.
+        unsafe { free(out) };
+    }
+    (status, text)
+}
+
+/// Runs a runtime library's `tool` on `bundle` (a runtime library at `library`, loaded for
+/// the purpose and never unloaded): its status and report.
+pub fn run_runtime_tool(
+    library: &Path,
+    tool: RuntimeTool,
+    bundle: &Path,
+) -> Result<(i32, String), LoadError> {
+    let library = open_checked(library)?;
+    // SAFETY: the ABI version matched; the runtime exports these with the runtime signature.
+    let (entry, free) = unsafe {
+        let entry = *library.get::<RuntimeEntryFn>(tool.symbol()).map_err(|_| {
+            LoadError::MissingSymbol(match tool {
+                RuntimeTool::Check => "squall_runtime_check",
+                RuntimeTool::Test => "squall_runtime_test",
+            })
+        })?;
+        let free = *library
+            .get::<FreeFn>(abi::symbols::FREE)
+            .map_err(|_| LoadError::MissingSymbol("squall_free"))?;
+        (entry, free)
+    };
+    // SAFETY: both entry points come from `library`, kept loaded below.
+    let outcome = unsafe { call_runtime_entry(entry, free, bundle) };
+    std::mem::forget(library);
+    Ok(outcome)
+}
+
+/// Opens the library at `path` and checks its ABI version before anything else is resolved.
+fn open_checked(path: &Path) -> Result<libloading::Library, LoadError> {
+    // SAFETY: loading a library runs its initialisers. The artifact passed the dispatcher's
+    // validation and the worker's sha256 check (a runtime library ships with the worker);
+    // running the author's code is the point.
+    let library =
+        unsafe { libloading::Library::new(path) }.map_err(|e| LoadError::Open(e.to_string()))?;
+    // SAFETY: `squall_abi_version` is declared by the ABI as `const uint32_t`; we only read it.
+    let version = unsafe {
+        let symbol = library
+            .get::<*const u32>(abi::symbols::ABI_VERSION)
+            .map_err(|_| LoadError::NoAbiVersion)?;
+        let ptr: *const u32 = *symbol;
+        if ptr.is_null() {
+            return Err(LoadError::NoAbiVersion);
+        }
+        ptr.read_unaligned()
+    };
+    if version != abi::SQUALL_ABI_VERSION {
+        return Err(LoadError::AbiVersion { found: version });
+    }
+    Ok(library)
 }
 
 /// A loaded function library and the entry points taken from it.
@@ -38,6 +137,8 @@ pub enum LoadError {
 pub struct Loaded {
     invoke: InvokeFn,
     free: FreeFn,
+    /// The library is a language runtime that ends a running call itself at its deadline.
+    interrupts: bool,
     _library: libloading::Library,
 }
 
@@ -340,24 +441,16 @@ impl Loaded {
     /// Loads the library at `path`: checks the ABI version before resolving anything else,
     /// then resolves the entry points and runs `squall_init` when it is exported.
     pub fn load(path: &Path) -> Result<Loaded, LoadError> {
-        // SAFETY: loading a library runs its initialisers. The artifact passed the dispatcher's
-        // validation and the worker's sha256 check; running the author's code is the point.
-        let library = unsafe { libloading::Library::new(path) }
-            .map_err(|e| LoadError::Open(e.to_string()))?;
-        // SAFETY: `squall_abi_version` is declared by the ABI as `const uint32_t`; we only read it.
-        let version = unsafe {
-            let symbol = library
-                .get::<*const u32>(abi::symbols::ABI_VERSION)
-                .map_err(|_| LoadError::NoAbiVersion)?;
-            let ptr: *const u32 = *symbol;
-            if ptr.is_null() {
-                return Err(LoadError::NoAbiVersion);
-            }
-            ptr.read_unaligned()
-        };
-        if version != abi::SQUALL_ABI_VERSION {
-            return Err(LoadError::AbiVersion { found: version });
-        }
+        Loaded::load_with(path, None)
+    }
+
+    /// Loads a library as [`Loaded::load`] does; with `bundle` (a runtime and the folder of
+    /// the bundle it serves), calls `squall_runtime_open` before `squall_init`.
+    pub fn load_with(
+        path: &Path,
+        bundle: Option<(squall_bundle::Runtime, &Path)>,
+    ) -> Result<Loaded, LoadError> {
+        let library = open_checked(path)?;
         // SAFETY: the ABI version matched, so these symbols have the v1 signatures.
         let (invoke, free, init) = unsafe {
             let invoke = *library
@@ -369,6 +462,22 @@ impl Loaded {
             let init = library.get::<InitFn>(abi::symbols::INIT).ok().map(|s| *s);
             (invoke, free, init)
         };
+        if let Some((runtime, bundle)) = bundle {
+            // SAFETY: a runtime library exports `squall_runtime_open` with the runtime signature.
+            let open = unsafe {
+                *library
+                    .get::<RuntimeEntryFn>(b"squall_runtime_open\0")
+                    .map_err(|_| LoadError::MissingSymbol("squall_runtime_open"))?
+            };
+            // SAFETY: `open` and `free` come from `library`, which outlives the call.
+            let (status, message) = unsafe { call_runtime_entry(open, free, bundle) };
+            if status != 0 {
+                return Err(LoadError::Runtime {
+                    runtime: runtime.id().to_string(),
+                    message,
+                });
+            }
+        }
         if let Some(init) = init {
             let host = host_struct(std::ptr::null_mut(), init_log);
             // SAFETY: `init` has the v1 signature; `host` outlives the call.
@@ -380,8 +489,26 @@ impl Loaded {
         Ok(Loaded {
             invoke,
             free,
+            interrupts: bundle.is_some_and(|(runtime, _)| runtime.interrupts_at_deadline()),
             _library: library,
         })
+    }
+
+    /// Loads a version: a native library, or a runtime library opening its bundle (the
+    /// bundle's runtime and unpacked folder).
+    pub fn load_target(
+        library: &Path,
+        bundle: &Option<(squall_bundle::Runtime, std::path::PathBuf)>,
+    ) -> Result<Loaded, LoadError> {
+        match bundle {
+            Some((runtime, dir)) => Loaded::load_with(library, Some((*runtime, dir))),
+            None => Loaded::load(library),
+        }
+    }
+
+    /// Whether a call returns by itself soon after its deadline (the runtime interrupts it).
+    pub fn interrupts_at_deadline(&self) -> bool {
+        self.interrupts
     }
 
     /// Calls `squall_invoke` once, capturing log lines into `logs` and serving host calls

@@ -1,5 +1,10 @@
 //! The `squall-worker` binary: parses configuration and runs the worker library.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+// glibc's allocator under its `__libc_` names: the hook exists where those do.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod alloc_hook;
 mod fleet;
 mod signal;
 mod supervisor;
@@ -23,9 +28,16 @@ struct Args {
     /// Folder for local state; the artifact cache lives in `<data-dir>/artifacts`.
     #[arg(long, global = true, env = env::ENV_DATA_DIR, default_value = ".squall/worker")]
     data_dir: PathBuf,
-    /// Serve only these functions (repeatable); all by default.
+    /// The function this worker process serves. Repeatable only with `--shared`; `fleet`
+    /// serves these (all by default), each in processes of its own.
     #[arg(long = "function", global = true)]
     functions: Vec<String>,
+    /// Serve several functions in this one process (every function, without `--function`).
+    /// Functions sharing a process can read each other's memory, secrets and the worker's
+    /// broker credentials: only for functions that trust each other. Without it a worker
+    /// process serves exactly one function, and `fleet` runs a process per function.
+    #[arg(long)]
+    shared: bool,
     /// Most threads running function code at once.
     #[arg(long, global = true, default_value_t = 256)]
     max_threads: usize,
@@ -56,6 +68,15 @@ struct Args {
     /// crashes or recycles itself (for orchestrators that restart processes themselves).
     #[arg(long)]
     no_supervise: bool,
+    /// Sandbox of a worker that serves exactly one function (no_new_privs, landlock, seccomp):
+    /// `required` refuses to start on a kernel that lacks a feature, `auto` uses what the
+    /// kernel offers and reports the rest, `off` runs without. The fleet passes it down.
+    #[arg(long, global = true, value_enum, default_value_t = squall_worker::sandbox::Mode::Auto)]
+    sandbox: squall_worker::sandbox::Mode,
+    /// The folder that holds the language runtimes' libraries (`libsquall_runtime_*.so`);
+    /// by default the folder of this executable.
+    #[arg(long, global = true, env = "SQUALL_RUNTIMES")]
+    runtimes: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -63,17 +84,74 @@ enum Sub {
     /// Run an autoscaling fleet of worker processes on this host, sized from the backlog of the
     /// functions it serves; several hosts' fleets share `--max` through the broker.
     Fleet(FleetArgs),
+    /// Validate an unpacked function bundle without running its code (the dispatcher runs
+    /// this at deploy): prints "FILE:LINE: problem" and exits 1 when it is not valid.
+    CheckBundle {
+        /// The bundle's folder (with squall-bundle.json).
+        dir: PathBuf,
+    },
+    /// Run an unpacked function bundle's own tests in its runtime (`squall test`): prints the
+    /// report; exits 0 when all passed, 1 when one failed, 2 when they could not run.
+    TestBundle {
+        /// The bundle's folder (with squall-bundle.json).
+        dir: PathBuf,
+    },
+}
+
+/// Runs `check-bundle` or `test-bundle`: loads the bundle's runtime library and calls it.
+fn run_bundle_tool(
+    runtimes: &std::path::Path,
+    tool: squall_worker::loader::RuntimeTool,
+    dir: &std::path::Path,
+) -> std::process::ExitCode {
+    let manifest = std::fs::read(dir.join(squall_bundle::MANIFEST_FILE))
+        .map_err(|_| squall_bundle::BundleError::NoManifest)
+        .and_then(|text| squall_bundle::parse_manifest(&text))
+        .and_then(|manifest| manifest.validate());
+    let runtime = match manifest {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            println!("{error}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let library = match squall_worker::artifacts::runtime_library(runtimes, runtime) {
+        Ok(library) => library,
+        Err(missing) => {
+            eprintln!("squall-worker: {missing}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match squall_worker::loader::run_runtime_tool(&library, tool, dir) {
+        Ok((status, report)) => {
+            if !report.is_empty() {
+                println!("{}", report.trim_end());
+            }
+            match status {
+                0 => std::process::ExitCode::SUCCESS,
+                1 => std::process::ExitCode::from(1),
+                _ => std::process::ExitCode::from(2),
+            }
+        }
+        Err(error) => {
+            eprintln!("squall-worker: cannot load the {runtime} runtime: {error}");
+            std::process::ExitCode::from(2)
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
 struct FleetArgs {
-    /// Workers this host keeps running even when there is no work (0 scales to zero).
-    #[arg(long, default_value_t = 1)]
+    /// Worker processes this host keeps for each function served even when it has no work,
+    /// below the function's own `min_instances` (0, the default, scales idle functions to zero).
+    #[arg(long, default_value_t = 0)]
     min: u32,
-    /// Workers the whole fleet may run, shared with the other hosts' fleets.
-    #[arg(long, default_value_t = 4)]
+    /// Worker processes the whole fleet may run, all functions together, shared with the other
+    /// hosts' fleets and fairly among busy functions.
+    #[arg(long, default_value_t = 16)]
     max: u32,
-    /// Seconds the work must stay below the running workers before the fleet scales down.
+    /// Seconds a function's work must stay below its running processes before its pool scales
+    /// down.
     #[arg(long, default_value_t = 60)]
     idle_secs: u64,
     /// Milliseconds between two readings of the backlog.
@@ -83,6 +161,23 @@ struct FleetArgs {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    let runtimes_dir = args
+        .runtimes
+        .clone()
+        .unwrap_or_else(squall_worker::artifacts::default_runtimes_dir);
+    match &args.command {
+        Some(Sub::CheckBundle { dir }) => {
+            return run_bundle_tool(
+                &runtimes_dir,
+                squall_worker::loader::RuntimeTool::Check,
+                dir,
+            )
+        }
+        Some(Sub::TestBundle { dir }) => {
+            return run_bundle_tool(&runtimes_dir, squall_worker::loader::RuntimeTool::Test, dir)
+        }
+        _ => {}
+    }
     if let Err(error) = squall_broker::connect::servers(&args.nats_url) {
         eprintln!("squall-worker: {error}");
         return std::process::ExitCode::from(64);
@@ -91,7 +186,22 @@ fn main() -> std::process::ExitCode {
         eprintln!("squall-worker: --max-threads must be at least 1");
         return std::process::ExitCode::from(64);
     }
+    if args.command.is_none() && !args.shared && args.functions.len() != 1 {
+        eprintln!(
+            "squall-worker: a worker process serves one function: name it with --function NAME, \
+             or run `squall-worker fleet`, which runs a process per function; --shared serves \
+             several functions in one process (only for functions that trust each other)"
+        );
+        return std::process::ExitCode::from(64);
+    }
     if let Some(Sub::Fleet(fleet)) = &args.command {
+        if args.shared {
+            eprintln!(
+                "squall-worker fleet: --shared is for a single worker process; the fleet runs \
+                 a process per function"
+            );
+            return std::process::ExitCode::from(64);
+        }
         if fleet.max == 0 || fleet.min > fleet.max {
             eprintln!(
                 "squall-worker fleet: need 0 <= --min <= --max and --max >= 1, got --min {} --max {}",
@@ -107,6 +217,33 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(64);
         }
     }
+    if let Err(error) =
+        squall_worker::sandbox::check_required(args.sandbox, &squall_worker::sandbox::probe())
+    {
+        eprintln!("squall-worker: {error}");
+        return std::process::ExitCode::from(64);
+    }
+    // A process that serves exactly one function is confined: limits and sandbox, and a
+    // private temporary folder, set before any thread starts.
+    let confine =
+        (args.command.is_none() && args.no_supervise && args.functions.len() == 1).then(|| {
+            let tmp_dir = args
+                .data_dir
+                .join("tmp")
+                .join(std::process::id().to_string());
+            if let Err(error) = std::fs::create_dir_all(&tmp_dir) {
+                eprintln!(
+                    "squall-worker: cannot create the temporary folder {}: {error}",
+                    tmp_dir.display()
+                );
+            }
+            std::env::set_var("TMPDIR", &tmp_dir);
+            squall_worker::confine::ConfineConfig {
+                sandbox: args.sandbox,
+                max_threads: args.max_threads,
+                tmp_dir,
+            }
+        });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(args.max_threads)
@@ -132,12 +269,14 @@ fn main() -> std::process::ExitCode {
         nats_url: args.nats_url,
         nats_auth: args.nats_auth,
         cache_dir: args.data_dir.join("artifacts"),
+        runtimes_dir: runtimes_dir.clone(),
         functions: args.functions,
         log_capture_bytes: args.log_capture_bytes,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         metrics_addr: args.metrics_addr,
         metrics_report: args.metrics_report,
         host_call_timeout: Duration::from_millis(args.host_call_timeout_ms.max(1)),
+        confine: confine.clone(),
     };
     if let Some(Sub::Fleet(fleet)) = args.command {
         let config = fleet::FleetConfig {
@@ -160,6 +299,10 @@ fn main() -> std::process::ExitCode {
                 args.shutdown_grace_secs.to_string(),
                 "--host-call-timeout-ms".into(),
                 args.host_call_timeout_ms.to_string(),
+                "--sandbox".into(),
+                args.sandbox.as_str().into(),
+                "--runtimes".into(),
+                runtimes_dir.display().to_string(),
             ],
             grace_secs: args.shutdown_grace_secs,
             metrics_addr: config.metrics_addr,
@@ -170,7 +313,24 @@ fn main() -> std::process::ExitCode {
         return code;
     }
     if !args.no_supervise {
-        let code = runtime.block_on(supervisor::supervise(args.shutdown_grace_secs));
+        // A supervisor of one function's process hands it that function's credentials when it
+        // holds the issuer's seed (the broker hands function logins to the auth callout).
+        let login = match (config.functions.as_slice(), args.shared) {
+            ([function], false) => match squall_broker::callout::Issuer::from_env() {
+                Ok(issuer) => issuer.map(|issuer| supervisor::FunctionLogin {
+                    function: function.clone(),
+                    issuer,
+                    nats_url: config.nats_url.clone(),
+                    nats_auth: config.nats_auth.clone(),
+                }),
+                Err(error) => {
+                    eprintln!("squall-worker: cannot read the callout issuer's seed: {error}");
+                    return std::process::ExitCode::from(64);
+                }
+            },
+            _ => None,
+        };
+        let code = runtime.block_on(supervisor::supervise(args.shutdown_grace_secs, login));
         runtime.shutdown_timeout(Duration::from_millis(500));
         telemetry.shutdown();
         return code;
@@ -186,6 +346,9 @@ fn main() -> std::process::ExitCode {
     // A call thread or a blocking task still waiting for the broker must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(500));
     telemetry.shutdown();
+    if let Some(confine) = &confine {
+        let _ = std::fs::remove_dir_all(&confine.tmp_dir);
+    }
     match result {
         Ok(squall_worker::Exit::Stopped) => std::process::ExitCode::SUCCESS,
         Ok(squall_worker::Exit::Recycle) => {

@@ -73,6 +73,8 @@ pub struct Metrics {
     retries: Family<KindLabels, Counter>,
     /// `squall_worker_dead_letters_total{function}`.
     dead_letters: Family<FunctionLabels, Counter>,
+    /// `squall_worker_failures_total{function, kind}`.
+    failures: Family<KindLabels, Counter>,
     /// `squall_worker_in_flight{function}`.
     in_flight: Family<FunctionLabels, Gauge>,
     /// `squall_worker_artifact_loads_total{function, outcome}`.
@@ -94,6 +96,7 @@ impl Metrics {
         let queue_wait = Histograms::new_with_constructor(duration_histogram);
         let retries = Family::default();
         let dead_letters = Family::default();
+        let failures = Family::default();
         let in_flight = Family::default();
         let artifact_loads = Family::default();
         // prometheus-client ends every help text with a period of its own.
@@ -123,6 +126,11 @@ impl Metrics {
             dead_letters.clone(),
         );
         registry.register(
+            "squall_worker_failures",
+            "Attempts that failed, by error kind (out_of_memory among them), retried or not",
+            failures.clone(),
+        );
+        registry.register(
             "squall_worker_in_flight",
             "Jobs running now",
             in_flight.clone(),
@@ -139,6 +147,7 @@ impl Metrics {
             queue_wait,
             retries,
             dead_letters,
+            failures,
             in_flight,
             artifact_loads,
         }
@@ -157,6 +166,7 @@ impl Metrics {
             dead_letters: self.dead_letters.get_or_create_owned(&labels),
             invocations: self.invocations.clone(),
             retries: self.retries.clone(),
+            failures: self.failures.clone(),
             function,
         }
     }
@@ -189,6 +199,7 @@ pub struct FunctionMetrics {
     dead_letters: Counter,
     invocations: Family<StatusLabels, Counter>,
     retries: Family<KindLabels, Counter>,
+    failures: Family<KindLabels, Counter>,
 }
 
 /// A job counted in `squall_worker_in_flight` until it is dropped.
@@ -215,6 +226,16 @@ impl FunctionMetrics {
     /// Records how long an attempt ran.
     pub fn executed(&self, seconds: f64) {
         self.execution.observe(seconds);
+    }
+
+    /// Counts a failed attempt by its kind, whatever follows it.
+    pub fn failed(&self, kind: ErrorKind) {
+        self.failures
+            .get_or_create(&KindLabels {
+                function: self.function.clone(),
+                kind: kind.as_str(),
+            })
+            .inc();
     }
 
     /// Counts a settled attempt: by the status its result records, as a retry by the kind of
@@ -449,6 +470,7 @@ mod tests {
         hello.settled(InvocationStatus::Succeeded, None, false);
         hello.settled(InvocationStatus::Retrying, Some(ErrorKind::Panic), false);
         hello.settled(InvocationStatus::DeadLettered, None, true);
+        hello.failed(ErrorKind::OutOfMemory);
         metrics.artifact_loaded("hello", true);
         let text = metrics.render();
         let f = "{function=\"hello\"}";
@@ -462,6 +484,10 @@ mod tests {
                 "1",
             ),
             (&format!("squall_worker_dead_letters_total{f}"), "1"),
+            (
+                "squall_worker_failures_total{function=\"hello\",kind=\"out_of_memory\"}",
+                "1",
+            ),
             (&format!("squall_worker_in_flight{f}"), "0"),
             (&format!("squall_worker_execution_seconds_count{f}"), "1"),
             (&format!("squall_worker_queue_wait_seconds_count{f}"), "1"),

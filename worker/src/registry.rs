@@ -3,6 +3,7 @@
 
 use crate::jobs::context::Jobs;
 use crate::jobs::pull::serve_function;
+use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use squall_broker::FunctionRecord;
@@ -50,6 +51,25 @@ impl Registry {
         } else {
             tracing::info!(message = "function ready", function = %record.name, version = %record.version);
         }
+        // A Python interpreter keeps the modules it imported by name: a new version's code
+        // runs in a fresh process (this one finishes its calls and goes).
+        if self.functions.len() == 1 && self.jobs.functions.wants_fresh_process() {
+            self.jobs
+                .lifecycle
+                .request_recycle("a new version of a one-per-process runtime's bundle");
+        }
+        // A confined process keeps the limits it started with: a new memory_mb needs a new
+        // process.
+        if let Some(confiner) = &self.jobs.confiner {
+            if confiner
+                .memory_mb()
+                .is_some_and(|applied| applied != record.memory_mb)
+            {
+                self.jobs
+                    .lifecycle
+                    .request_recycle("the function's memory_mb changed");
+            }
+        }
         let name = record.name.clone();
         let concurrency = state.spec.concurrency;
         let previous = self.jobs.functions.insert(name.clone(), state);
@@ -83,13 +103,25 @@ impl Registry {
     /// Applies the registry's history and then its changes, until the worker stops (`Ok`) or
     /// the watch fails.
     pub async fn watch(&self) -> anyhow::Result<()> {
-        let mut entries = self
-            .jobs
-            .outlet
-            .topology
-            .registry
-            .watch_with_history(">")
-            .await?;
+        let topology = &self.jobs.outlet.topology;
+        // A process of one function watches only its entry (its credentials may allow no more).
+        let mut entries = match self.functions.as_slice() {
+            [only] => squall_broker::watch::watch_named(
+                &topology.jetstream.client(),
+                &topology.registry,
+                only,
+                DeliverPolicy::LastPerSubject,
+            )
+            .await?
+            .map(|e| e.map_err(anyhow::Error::from))
+            .boxed(),
+            _ => topology
+                .registry
+                .watch_with_history(">")
+                .await?
+                .map(|e| e.map_err(anyhow::Error::from))
+                .boxed(),
+        };
         let mut shutdown = self.jobs.lifecycle.stopping();
         if *shutdown.borrow() {
             return Ok(());

@@ -1,5 +1,6 @@
-//! The fleet's scaling decisions, as pure functions: how many workers the work needs, how many
-//! this supervisor should run, and how the shared allocation changes.
+//! The fleet's scaling decisions, as pure functions: how many processes each function's pool
+//! needs, how a supervisor's slots are shared fairly among pools, and how the shared allocation
+//! changes.
 //!
 //! Invariant: `regrant` never makes the granted total exceed the fleet's maximum, whatever the
 //! other supervisors hold; supervisors change the allocation only by compare-and-set.
@@ -14,75 +15,133 @@ pub struct Load {
     pub backlog: u64,
     /// Jobs delivered and not yet acknowledged.
     pub in_flight: u64,
-    /// Jobs of this function one worker runs at once.
+    /// Jobs of this function one worker process runs at once.
     pub concurrency: u32,
 }
 
-/// Workers the whole fleet needs so that every function's work runs at once: a worker runs
-/// up to `concurrency` jobs of each function, so the busiest function decides.
-pub fn needed(loads: &[Load]) -> u32 {
-    loads
-        .iter()
-        .map(|l| {
-            let work = l.backlog + l.in_flight;
-            work.div_ceil(u64::from(l.concurrency.max(1)))
-        })
-        .max()
-        .unwrap_or(0)
-        .min(u64::from(u32::MAX)) as u32
+/// One function's pool as a tick sees it: its work and the bounds of its spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolLoad {
+    pub load: Load,
+    /// Processes kept even when idle (its `min_instances`, or the supervisor's `--min` when
+    /// higher).
+    pub min: u32,
+    /// Most processes at once (its `max_instances`), if any.
+    pub max: Option<u32>,
+    /// A job of this function was seen on the wire since the last tick, before its consumer
+    /// counted it: it needs a process even at zero backlog.
+    pub woken: bool,
+}
+
+/// Processes one function's work needs: its backlog and in-flight jobs over its per-process
+/// concurrency, at least one when woken, within its floor and ceiling.
+pub fn wanted(pool: &PoolLoad) -> u32 {
+    let work = pool.load.backlog + pool.load.in_flight;
+    let mut need = work
+        .div_ceil(u64::from(pool.load.concurrency.max(1)))
+        .min(u64::from(u32::MAX)) as u32;
+    if pool.woken {
+        need = need.max(1);
+    }
+    let need = need.max(pool.min);
+    pool.max.map_or(need, |max| need.min(max))
 }
 
 /// A supervisor's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
-    /// Workers this supervisor keeps even when idle.
+    /// Processes each function served keeps even when idle, below its own `min_instances`.
     pub min: u32,
-    /// Workers the whole fleet may run, shared by every supervisor.
+    /// Processes the whole fleet may run, shared by every supervisor and every function.
     pub max: u32,
-    /// How long the work must stay below the running count before scaling down.
+    /// How long a pool's work must stay below its running count before it scales down.
     pub idle_ms: u64,
 }
 
-/// The decision of one tick.
+/// Shares `room` process slots among pools that want `wanted[i]` each, max-min fairly: every
+/// floor first (in order, as far as the room goes), then one slot at a time to the pool holding
+/// the fewest among those still wanting more. A flood on one function takes no more than an
+/// even share while others want theirs.
+pub fn fair_shares(wanted: &[u32], floors: &[u32], room: u32) -> Vec<u32> {
+    let mut left = room;
+    let mut shares: Vec<u32> = wanted
+        .iter()
+        .zip(floors)
+        .map(|(w, f)| {
+            let floor = (*f).min(*w).min(left);
+            left -= floor;
+            floor
+        })
+        .collect();
+    while left > 0 {
+        let mut hungry: Vec<usize> = (0..shares.len())
+            .filter(|i| shares[*i] < wanted[*i])
+            .collect();
+        if hungry.is_empty() {
+            break;
+        }
+        hungry.sort_by_key(|i| (shares[*i], *i));
+        let each = (left / hungry.len() as u32).max(1);
+        for i in hungry {
+            let give = each.min(wanted[i] - shares[i]).min(left);
+            shares[i] += give;
+            left -= give;
+            if left == 0 {
+                break;
+            }
+        }
+    }
+    shares
+}
+
+/// One pool's decision of a tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
-    /// Workers this supervisor should run.
-    pub workers: u32,
-    /// Since when fewer workers than are running would do (scale-down timer).
+    /// Processes this pool should run.
+    pub processes: u32,
+    /// Since when fewer processes than are running would do (its scale-down timer).
     pub below_since_ms: Option<u64>,
 }
 
-/// How many workers this supervisor should run, given the fleet's need, what the others are
-/// granted, what it runs now, and how long it has had more than needed. Scaling up is
-/// immediate; scaling down waits until the surplus lasted `idle_ms`.
-pub fn target(
-    needed: u32,
-    others: u32,
-    running: u32,
-    policy: Policy,
-    below_since_ms: Option<u64>,
+/// What each pool runs, from its fair share, what it runs now and its scale-down timer.
+/// Scaling up is immediate. A pool above its share keeps its surplus until the surplus has
+/// lasted `idle_ms`, but only out of room no other pool's share needs: under pressure it
+/// shrinks to its share at once.
+pub fn targets(
+    shares: &[u32],
+    running: &[u32],
+    below_since_ms: &[Option<u64>],
+    room: u32,
+    idle_ms: u64,
     now_ms: u64,
-) -> Target {
-    let room = policy.max.saturating_sub(others);
-    let want = needed.saturating_sub(others).max(policy.min).min(room);
-    if want >= running {
-        return Target {
-            workers: want,
-            below_since_ms: None,
-        };
-    }
-    let since = below_since_ms.unwrap_or(now_ms);
-    if now_ms.saturating_sub(since) >= policy.idle_ms {
-        Target {
-            workers: want,
-            below_since_ms: None,
-        }
-    } else {
-        Target {
-            workers: running,
-            below_since_ms: Some(since),
-        }
-    }
+) -> Vec<Target> {
+    let mut spare = room.saturating_sub(shares.iter().sum());
+    shares
+        .iter()
+        .zip(running)
+        .zip(below_since_ms)
+        .map(|((share, running), below)| {
+            if share >= running {
+                return Target {
+                    processes: *share,
+                    below_since_ms: None,
+                };
+            }
+            let since = below.unwrap_or(now_ms);
+            if now_ms.saturating_sub(since) >= idle_ms {
+                return Target {
+                    processes: *share,
+                    below_since_ms: None,
+                };
+            }
+            let keep = (running - share).min(spare);
+            spare -= keep;
+            Target {
+                processes: share + keep,
+                below_since_ms: Some(since),
+            }
+        })
+        .collect()
 }
 
 /// The allocation after supervisor `me` asks for `want` slots: supervisors not in `alive` lose
@@ -112,79 +171,115 @@ pub fn regrant(
 mod tests {
     use super::*;
 
-    const POLICY: Policy = Policy {
-        min: 1,
-        max: 4,
-        idle_ms: 1000,
-    };
-
-    fn load(backlog: u64, in_flight: u64, concurrency: u32) -> Load {
-        Load {
-            backlog,
-            in_flight,
-            concurrency,
+    fn pool(backlog: u64, concurrency: u32, min: u32, max: Option<u32>) -> PoolLoad {
+        PoolLoad {
+            load: Load {
+                backlog,
+                in_flight: 0,
+                concurrency,
+            },
+            min,
+            max,
+            woken: false,
         }
     }
 
     #[test]
-    fn the_busiest_function_decides_what_is_needed() {
-        assert_eq!(needed(&[]), 0);
-        assert_eq!(needed(&[load(0, 0, 4)]), 0);
-        assert_eq!(needed(&[load(1, 0, 4)]), 1);
-        assert_eq!(needed(&[load(5, 4, 4), load(2, 0, 1)]), 3);
+    fn a_pool_wants_its_work_over_its_concurrency_within_its_bounds() {
+        assert_eq!(wanted(&pool(0, 4, 0, None)), 0, "idle scales to zero");
+        assert_eq!(wanted(&pool(1, 4, 0, None)), 1);
+        assert_eq!(wanted(&pool(9, 4, 0, None)), 3);
         assert_eq!(
-            needed(&[load(3, 0, 0)]),
+            wanted(&pool(3, 0, 0, None)),
             3,
             "zero concurrency counts as one"
         );
+        assert_eq!(wanted(&pool(0, 4, 2, None)), 2, "the warm floor");
+        assert_eq!(wanted(&pool(100, 1, 0, Some(5))), 5, "the ceiling");
+        let woken = PoolLoad {
+            woken: true,
+            ..pool(0, 4, 0, None)
+        };
+        assert_eq!(wanted(&woken), 1, "a job on the wire wakes a pool at zero");
     }
 
     #[test]
-    fn scaling_up_is_immediate_and_capped_by_the_fleet_max() {
-        let t = target(10, 0, 1, POLICY, None, 0);
-        assert_eq!(t.workers, 4);
-        let t = target(10, 3, 0, POLICY, None, 0);
-        assert_eq!(t.workers, 1, "only the room the others leave");
-        let t = target(10, 4, 0, POLICY, None, 0);
-        assert_eq!(t.workers, 0, "no room at all: not even min");
+    fn a_flood_on_one_function_takes_only_an_even_share() {
+        // Four slots; one function wants 100, two others one each.
+        assert_eq!(fair_shares(&[100, 1, 1], &[0, 0, 0], 4), vec![2, 1, 1]);
+        assert_eq!(fair_shares(&[100, 100], &[0, 0], 4), vec![2, 2]);
+        assert_eq!(fair_shares(&[100, 1], &[0, 0], 4), vec![3, 1]);
+        // Enough room: everyone gets what they want.
+        assert_eq!(fair_shares(&[2, 1, 0], &[0, 0, 0], 10), vec![2, 1, 0]);
+        // Floors come first.
+        assert_eq!(fair_shares(&[100, 1], &[0, 1], 1), vec![0, 1]);
+        // No room at all: nothing, not even floors.
+        assert_eq!(fair_shares(&[3, 1], &[1, 1], 0), vec![0, 0]);
     }
 
     #[test]
-    fn scaling_down_waits_for_the_idle_time_then_goes_to_min() {
-        let t = target(0, 0, 4, POLICY, None, 10_000);
+    fn shares_never_exceed_the_room_or_what_is_wanted() {
+        for room in 0..12 {
+            let wanted = [5, 0, 3, 1, 7];
+            let floors = [1, 0, 2, 0, 0];
+            let shares = fair_shares(&wanted, &floors, room);
+            assert!(shares.iter().sum::<u32>() <= room);
+            assert!(shares.iter().zip(&wanted).all(|(s, w)| s <= w));
+            let total: u32 = wanted.iter().sum();
+            assert_eq!(
+                shares.iter().sum::<u32>(),
+                room.min(total),
+                "room is not wasted"
+            );
+        }
+    }
+
+    #[test]
+    fn scaling_down_waits_for_the_idle_time_then_goes_to_the_floor() {
+        let t = targets(&[0], &[4], &[None], 8, 1000, 10_000);
         assert_eq!(
-            t,
+            t[0],
             Target {
-                workers: 4,
+                processes: 4,
                 below_since_ms: Some(10_000)
             }
         );
-        let t = target(0, 0, 4, POLICY, t.below_since_ms, 10_500);
-        assert_eq!(t.workers, 4);
-        let t = target(0, 0, 4, POLICY, t.below_since_ms, 11_000);
+        let t = targets(&[0], &[4], &[t[0].below_since_ms], 8, 1000, 10_500);
+        assert_eq!(t[0].processes, 4);
+        let t = targets(&[1], &[4], &[t[0].below_since_ms], 8, 1000, 11_000);
         assert_eq!(
-            t,
+            t[0],
             Target {
-                workers: 1,
+                processes: 1,
                 below_since_ms: None
             }
         );
         // Work coming back resets the timer.
-        let t = target(4, 0, 4, POLICY, Some(10_000), 10_900);
-        assert_eq!(
-            t,
-            Target {
-                workers: 4,
-                below_since_ms: None
-            }
-        );
+        let t = targets(&[4], &[4], &[Some(10_000)], 8, 1000, 10_900);
+        assert_eq!(t[0].below_since_ms, None);
     }
 
     #[test]
-    fn min_zero_scales_to_zero_and_back() {
-        let policy = Policy { min: 0, ..POLICY };
-        assert_eq!(target(0, 0, 1, policy, Some(0), 5_000).workers, 0);
-        assert_eq!(target(1, 0, 0, policy, None, 5_000).workers, 1);
+    fn an_idle_surplus_gives_way_at_once_to_a_pool_that_needs_the_room() {
+        // Pool 0 runs 3 and needs none; pool 1 needs 3; the room is 4.
+        let wanted = [0, 3];
+        let shares = fair_shares(&wanted, &[0, 0], 4);
+        let t = targets(&shares, &[3, 0], &[None, None], 4, 60_000, 1_000);
+        assert_eq!(t[1].processes, 3);
+        assert_eq!(t[0].processes, 1, "only the room pool 1 leaves is kept");
+        assert!(t.iter().map(|t| t.processes).sum::<u32>() <= 4);
+    }
+
+    #[test]
+    fn scaling_up_is_immediate() {
+        let t = targets(&[3], &[1], &[Some(5)], 4, 60_000, 10);
+        assert_eq!(
+            t[0],
+            Target {
+                processes: 3,
+                below_since_ms: None
+            }
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use crate::artifacts::ArtifactCache;
 use crate::loader::Loaded;
 use async_nats::jetstream::object_store::ObjectStore;
+use squall_broker::versions::VersionEntry;
 use squall_broker::{FunctionRecord, FunctionSpec};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +59,12 @@ impl Functions {
         }
     }
 
+    /// Whether this process should be replaced by a fresh one: it loaded a second bundle of a
+    /// runtime that keeps one per process (a new version of a Python function).
+    pub fn wants_fresh_process(&self) -> bool {
+        self.artifacts.wants_fresh_process()
+    }
+
     /// Makes `state` the function's current state; returns the concurrency of the one it
     /// replaced, if any.
     pub fn insert(&self, name: String, state: FunctionState) -> Option<u32> {
@@ -73,22 +80,19 @@ impl Functions {
         self.table.lock().expect("functions lock").remove(name);
     }
 
-    /// The function's state for a job stamped with `version` (`sha256:<hex>`; none on plain
-    /// NATS jobs): `current` when it is that version and loaded; otherwise that version's
-    /// library, loaded once (a transient fetch failure is retried here). The current spec applies.
+    /// The function's state for a job pinned to version `pinned` (one of the function's own, as
+    /// the job's admission found it; `None`: the current one): `current` when it is that version
+    /// and loaded; otherwise that version's library, loaded once (a transient fetch failure is
+    /// retried here). The current spec applies.
     pub async fn for_job(
         &self,
         current: Arc<FunctionState>,
-        version: Option<&str>,
+        pinned: Option<&VersionEntry>,
     ) -> Arc<FunctionState> {
-        let sha = version
-            .and_then(|v| v.strip_prefix("sha256:"))
-            .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()));
-        let record = match sha {
-            Some(sha) if sha != current.record.sha256 => {
+        let record = match pinned {
+            Some(entry) if entry.sha256 != current.record.sha256 => {
                 let mut record = current.record.clone();
-                record.version = format!("sha256:{sha}");
-                record.sha256 = sha.to_string();
+                record.set_current(entry);
                 record
             }
             _ if current.library.is_ok() => return current,

@@ -1,19 +1,29 @@
 //! One attempt of a job, in two steps: `execute` runs the function on one of its call threads
 //! and reads its return; `decide` (pure) turns that into a settlement, which `settle` carries out.
 
+use crate::jobs::admit::{pinned_version, read_claim, Claim, ForeignVersion};
 use crate::jobs::context::{Jobs, Serving};
 use crate::jobs::decide::{decide, jitter_unit, Attempt};
 use crate::jobs::meta::{header, job_meta, JobMeta};
-use crate::jobs::settle::{drop_cancelled, settle, Attempted, Timing};
+use crate::jobs::settle::{drop_cancelled, keep_alive, settle, Attempted, Timing};
 use crate::loader::{thread_cpu_time, CallContext, LogCapture};
 use crate::state::FunctionState;
 use async_nats::jetstream::{self, AckKind};
+use squall_broker::backoff::Doubling;
 use squall_broker::record::{LogLevel, LogLine};
 use squall_broker::time::now_ms;
-use squall_broker::{headers as h, ErrorKind, InvocationStatus};
+use squall_broker::versions::VersionEntry;
+use squall_broker::{headers as h, ErrorKind, FunctionRecord, InvocationStatus};
 use squall_telemetry::KeyValue;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How often a confined attempt's waiter looks whether the call ran out of memory.
+const OUT_OF_MEMORY_CHECK: Duration = Duration::from_millis(10);
+/// How long past its deadline a call to a runtime that interrupts its script may take to
+/// come back before the process is replaced as for a native function.
+const INTERRUPT_GRACE: Duration = Duration::from_millis(250);
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument as _;
 
@@ -49,6 +59,12 @@ async fn execute(
     let library = match &state.library {
         Ok(library) => library.clone(),
         Err(error) => {
+            // A version this process must not load (a second Python bundle): a fresh process
+            // will, and this attempt is retried there.
+            if jobs.confiner.is_some() && jobs.functions.wants_fresh_process() {
+                jobs.lifecycle
+                    .request_recycle("a job for another version of a one-per-process runtime");
+            }
             let message = format!(
                 "function {} version {} failed to load: {error}",
                 state.record.name, state.record.version
@@ -57,6 +73,7 @@ async fn execute(
         }
     };
     let timeout = Duration::from_millis(state.spec.timeout_ms);
+    let interrupts = library.interrupts_at_deadline();
     let state = state.clone();
     let budget = jobs.log_capture_bytes;
     let invocation_id = job.invocation_id.clone();
@@ -66,6 +83,7 @@ async fn execute(
     let event = job.event.clone();
     let attempt_no = job.attempt;
     let deadline = now_ms() + state.spec.timeout_ms;
+    let deadline_ms = deadline;
     let mut services = jobs.host.for_call(
         &state.record.name,
         &invocation_id,
@@ -75,6 +93,10 @@ async fn execute(
     );
     let (done, mut call) = tokio::sync::oneshot::channel();
     let cancels = jobs.cancels.clone();
+    let memory_mb = state.spec.memory_mb;
+    // Set, on its call thread, when the function finds no memory within its limit.
+    let out_of_memory = Arc::new(AtomicBool::new(false));
+    let oom_flag = out_of_memory.clone();
     let ticket = executor.submit(move || {
         let mut logs = LogCapture::new(budget);
         let cx = CallContext {
@@ -92,7 +114,9 @@ async fn execute(
         }
         let started = std::time::Instant::now();
         let cpu_before = thread_cpu_time();
-        let result = library.call(&cx, &input, &mut logs, &mut services);
+        let result = crate::limits::during_call(&oom_flag, || {
+            library.call(&cx, &input, &mut logs, &mut services)
+        });
         let cpu_us = thread_cpu_time().saturating_sub(cpu_before).as_micros() as u64;
         let timing = Timing {
             wall_us: started.elapsed().as_micros() as u64,
@@ -103,23 +127,48 @@ async fn execute(
     });
     // While the function runs, keep telling JetStream the job is alive, so it is never
     // redelivered however long it runs within its timeout.
+    let waiting_since = std::time::Instant::now();
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut progress =
         tokio::time::interval_at(tokio::time::Instant::now() + progress_every, progress_every);
+    // Only a confined process has a memory limit to run out of.
+    let confined = crate::limits::armed();
+    let mut memory_check = tokio::time::interval(OUT_OF_MEMORY_CHECK);
     let call = loop {
         tokio::select! {
             done = &mut call => break done,
             _ = &mut deadline => {
-                // The thread cannot be killed: record the timeout and replace this process.
-                ticket.abandon();
-                jobs.lifecycle.request_recycle("a function ran past its timeout");
                 let message = format!(
                     "function did not return within its timeout of {} ms",
                     timeout.as_millis()
                 );
+                // A runtime that interrupts its script at the deadline gives the thread back:
+                // the attempt timed out all the same, and the process serves on.
+                if interrupts {
+                    if let Ok(Ok(_)) = tokio::time::timeout(INTERRUPT_GRACE, &mut call).await {
+                        let timing = Timing { wall_us: timeout.as_micros() as u64, ..Timing::default() };
+                        return Execution::failed(ErrorKind::Timeout, message, timing);
+                    }
+                }
+                // The thread cannot be killed: record the timeout and replace this process.
+                ticket.abandon();
+                jobs.lifecycle.request_recycle("a function ran past its timeout");
                 let timing = Timing { wall_us: timeout.as_micros() as u64, ..Timing::default() };
                 return Execution::failed(ErrorKind::Timeout, message, timing);
+            }
+            _ = memory_check.tick(), if confined => {
+                if out_of_memory.load(Ordering::SeqCst) {
+                    // The call thread is parked for good: end the attempt and replace this
+                    // process, whose memory the function holds.
+                    ticket.abandon();
+                    jobs.lifecycle.request_recycle("a function ran out of memory");
+                    let message = format!(
+                        "function ran out of memory: it asked for more than its memory_mb of {memory_mb} MiB"
+                    );
+                    let timing = Timing { wall_us: waiting_since.elapsed().as_micros() as u64, ..Timing::default() };
+                    return Execution::failed(ErrorKind::OutOfMemory, message, timing);
+                }
             }
             _ = progress.tick() => {
                 let _ = message.ack_with(AckKind::Progress).await;
@@ -127,6 +176,21 @@ async fn execute(
         }
     };
     match call {
+        // A runtime that interrupted its script at the deadline reports an error of its own:
+        // the attempt timed out, as a native function's would have.
+        Ok((result, logs, timing))
+            if interrupts && result.status != 0 && now_ms() >= deadline_ms =>
+        {
+            let message = format!(
+                "function did not return within its timeout of {} ms",
+                timeout.as_millis()
+            );
+            Execution {
+                outcome: Attempt::failed(ErrorKind::Timeout, message),
+                logs: logs.lines,
+                timing,
+            }
+        }
         Ok((result, logs, timing)) => Execution {
             outcome: Attempt::from_call(result),
             logs: logs.lines,
@@ -205,20 +269,46 @@ async fn run_attempt(
             .await;
         return;
     };
-    // A job runs the version that was current when it was accepted.
+    // An id the job's headers set must not be an earlier invocation's: such a job never runs
+    // and stores nothing, so the earlier invocation keeps its own records.
+    if job.id_claimed && !claim_is_free(jobs, serving, &job, &message).await {
+        return;
+    }
+    // A job runs the version that was current when it was accepted, which must be one of the
+    // function's own: another function's artifact would run with this function's secrets and
+    // state.
     let version = header(message.headers.as_ref(), h::VERSION);
-    let state = jobs.functions.for_job(current, version).await;
+    let (state, refused) = match job_version(jobs, serving, &current, version, &message).await {
+        JobVersion::Runs(pinned) => (jobs.functions.for_job(current, pinned.as_ref()).await, None),
+        JobVersion::Refused(foreign) => (current, Some(foreign)),
+        JobVersion::Unreadable => {
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return;
+        }
+    };
     tracing::Span::current().record("squall.version", state.record.version.as_str());
     let started_at_ms = now_ms();
     let m = &serving.metrics;
     if job.attempt == 1 {
         m.waited(started_at_ms.saturating_sub(job.created_at_ms) as f64 / 1000.0);
     }
-    let execution = {
-        let _running = m.running();
-        execute(jobs, serving, &state, &job, &message).await
+    let execution = match refused {
+        Some(foreign) => {
+            tracing::warn!(message = "job refused: it names a version of another function or none",
+                function = %job.function, invocation_id = %job.invocation_id, version = %foreign.version);
+            Execution::failed(ErrorKind::Error, foreign.to_string(), Timing::default())
+        }
+        None => {
+            let execution = {
+                let _running = m.running();
+                execute(jobs, serving, &state, &job, &message).await
+            };
+            m.executed(execution.timing.wall_us as f64 / 1e6);
+            execution
+        }
     };
-    m.executed(execution.timing.wall_us as f64 / 1e6);
     emit_function_logs(&job, &execution.logs);
     // Cancelled while it ran: whatever it returned, the invocation ended `cancelled`.
     if jobs.cancels.is_cancelled(&job.invocation_id).await {
@@ -247,6 +337,130 @@ async fn run_attempt(
         settlement,
     )
     .await;
+}
+
+/// How long reading RESULTS or the registry for a job's admission may keep trying through a
+/// broker's hiccup before the job is handed back for a later delivery.
+const ADMISSION_BUDGET: Duration = Duration::from_secs(10);
+
+/// Runs `read` until it succeeds, pausing between tries and keeping the job alive meanwhile;
+/// after `ADMISSION_BUDGET`, the last error. The first try is made bare: it almost always
+/// succeeds, and runs on every job.
+async fn read_patiently<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    serving: &Serving,
+    message: &jetstream::Message,
+    what: &str,
+    mut read: impl FnMut() -> F,
+) -> Result<T, E> {
+    if let Ok(value) = read().await {
+        return Ok(value);
+    }
+    let mut pauses = Doubling::new(Duration::from_millis(50), Duration::from_secs(1))
+        .until(Instant::now() + ADMISSION_BUDGET);
+    let reading = async {
+        loop {
+            match read().await {
+                Ok(value) => return Ok(value),
+                Err(error) => match pauses.fail_at(Instant::now()) {
+                    Some(pause) => {
+                        tracing::debug!(message = "cannot read for a job's admission; trying again", what, %error);
+                        tokio::time::sleep(pause).await;
+                    }
+                    None => return Err(error),
+                },
+            }
+        }
+    };
+    keep_alive(message, serving.progress_every, reading).await
+}
+
+/// Whether the invocation id `job`'s headers set is its own to take (`admit::claim_of`). When
+/// it is not, the job is terminated unrun and without a result (a result would be stored under
+/// the other invocation's id); when RESULTS cannot be read, the job is handed back to be
+/// checked again.
+async fn claim_is_free(
+    jobs: &Jobs,
+    serving: &Serving,
+    job: &JobMeta,
+    message: &jetstream::Message,
+) -> bool {
+    let results = &jobs.outlet.topology.results;
+    let (id, function) = (&job.invocation_id, &job.function);
+    let claim = read_patiently(serving, message, "the invocation's results", || {
+        read_claim(results, id, job.sequence, function, job.attempt)
+    })
+    .await;
+    let refusal = match claim {
+        Ok(Claim::Free) => return true,
+        Ok(Claim::Taken {
+            function: owner,
+            status,
+        }) => {
+            tracing::warn!(message = "job refused: its invocation id is an earlier invocation's",
+                function = %function, invocation_id = %id, owner = %owner, owner_status = %status);
+            AckKind::Term
+        }
+        Ok(Claim::Malformed) => {
+            tracing::warn!(message = "job refused: its invocation id is not one subject token",
+                function = %function, invocation_id = %id.chars().take(80).collect::<String>());
+            AckKind::Term
+        }
+        Err(error) => {
+            tracing::warn!(message = "cannot check the job's invocation id; job left for redelivery",
+                function = %function, invocation_id = %id, %error);
+            AckKind::Nak(Some(Duration::from_secs(1)))
+        }
+    };
+    if let Err(error) = message.ack_with(refusal).await {
+        tracing::warn!(message = "cannot hand back or terminate a job",
+            function = %function, invocation_id = %id, %error);
+    }
+    false
+}
+
+/// What the function's record says of the version a job names.
+enum JobVersion {
+    /// The job runs this version of the function (`None`: the current one).
+    Runs(Option<VersionEntry>),
+    /// The job names no version of the function: it fails unrun.
+    Refused(ForeignVersion),
+    /// The registry could not be read to tell.
+    Unreadable,
+}
+
+/// Checks the version `version` (the job's `Squall-Version`) against the function's record:
+/// this worker's, and when that does not list it, the registry's own (a deploy the watch has
+/// not delivered yet).
+async fn job_version(
+    jobs: &Jobs,
+    serving: &Serving,
+    current: &FunctionState,
+    version: Option<&str>,
+    message: &jetstream::Message,
+) -> JobVersion {
+    let foreign = match pinned_version(&current.record, version) {
+        Ok(pinned) => return JobVersion::Runs(pinned.cloned()),
+        Err(foreign) => foreign,
+    };
+    let registry = &jobs.outlet.topology.registry;
+    let name = &current.record.name;
+    let entry = read_patiently(serving, message, "the function's record", || {
+        registry.get(name)
+    })
+    .await;
+    let record = match entry {
+        Ok(Some(value)) => FunctionRecord::decode(&value).ok(),
+        Ok(None) => None,
+        Err(error) => {
+            tracing::warn!(message = "cannot read the function's record to check a job's version; job left for redelivery",
+                function = %name, %error);
+            return JobVersion::Unreadable;
+        }
+    };
+    match record.map(|record| pinned_version(&record, version).map(|p| p.cloned())) {
+        Some(Ok(pinned)) => JobVersion::Runs(pinned),
+        Some(Err(_)) | None => JobVersion::Refused(foreign),
+    }
 }
 
 /// The function's own log lines also become this process's log events, at their own level,

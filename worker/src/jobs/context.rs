@@ -27,6 +27,18 @@ pub struct Jobs {
     pub cancels: Arc<Cancellations>,
     /// Bytes of log lines kept per invocation.
     pub log_capture_bytes: usize,
+    /// The limits and sandbox of a process that serves one function.
+    pub confiner: Option<Arc<crate::confine::Confiner>>,
+}
+
+impl Jobs {
+    /// The call threads (and jobs at once) of a function with `concurrency` in this process.
+    pub fn call_threads(&self, concurrency: u32) -> usize {
+        match &self.confiner {
+            Some(confiner) => confiner.call_threads(concurrency),
+            None => concurrency as usize,
+        }
+    }
 }
 
 /// Where an attempt's outcome goes: the topology's streams, under this worker's name; all that

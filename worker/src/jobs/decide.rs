@@ -144,6 +144,15 @@ pub fn decide(
             message,
             ..
         } => Settlement::Failed { message },
+        // The same input under the same limit would run out again: one attempt is enough.
+        Attempt::Failed {
+            kind: ErrorKind::OutOfMemory,
+            message,
+            ..
+        } => Settlement::DeadLetter {
+            kind: ErrorKind::OutOfMemory,
+            message,
+        },
         Attempt::Failed {
             kind,
             message,
@@ -181,6 +190,14 @@ mod tests {
             max_ms: 100,
             jitter: false,
         }
+    }
+
+    #[test]
+    fn out_of_memory_dead_letters_at_its_first_attempt() {
+        let s = decide(failed(ErrorKind::OutOfMemory), 1, 3, &backoff(), 0.0);
+        assert_eq!(s.job_action(), JobAction::DeadLetter);
+        assert_eq!(s.status(), InvocationStatus::DeadLettered);
+        assert_eq!(s.error_kind(), Some(ErrorKind::OutOfMemory));
     }
 
     #[test]

@@ -197,6 +197,12 @@ fn spawn(shared: &Arc<Shared>, queue: &mut Queue) {
 /// A call thread: takes calls until the executor is dropped and the queue is empty (or, for a
 /// thread beyond `soft`, until it has had no work for `SURPLUS_IDLE`).
 fn serve(shared: Arc<Shared>) {
+    // In a sandboxed process, function code runs only inside the sandbox: a thread that cannot
+    // enter it ends the process rather than run calls outside it.
+    if let Err(error) = crate::sandbox::enter_thread() {
+        tracing::error!(message = "a call thread cannot enter the sandbox; exiting", function = %shared.name, %error);
+        std::process::exit(70);
+    }
     let mut queue = shared.queue.lock().expect("executor lock");
     loop {
         let Some(next) = queue.calls.pop_front() else {

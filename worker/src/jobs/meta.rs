@@ -1,5 +1,10 @@
 //! Reads a job message into what its attempt needs: its invocation id, attempt number, trace
 //! context and the event the function receives. Pure over the message; no IO.
+//!
+//! Every header here may come from any client that can publish to `jobs.<fn>`: what decides
+//! which invocation a result belongs to, or when the invocation was made, is either checked
+//! before the job runs (`admit`) or bounded by what the broker itself says (the stream sequence
+//! and timestamp of the message).
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
@@ -10,8 +15,13 @@ use squall_broker::time::now_ms;
 /// The identity and timing of a job, read from its headers or derived from its delivery.
 pub(crate) struct JobMeta {
     pub invocation_id: String,
+    /// Whether the id came from the job's headers (a client may set any), rather than being
+    /// derived from the message's own place in the stream.
+    pub id_claimed: bool,
     pub function: String,
     pub attempt: u32,
+    /// The job message's sequence in the `JOBS` stream (0 when unknown).
+    pub sequence: u64,
     pub created_at_ms: u64,
     pub traceparent: String,
     pub event: Vec<u8>,
@@ -31,14 +41,12 @@ pub(crate) fn job_meta(message: &jetstream::Message) -> JobMeta {
         ),
         Err(_) => (1, now_ms(), 0),
     };
-    let invocation_id =
-        squall_broker::record::job_invocation_id(|name| header(headers, name).map(str::to_string))
-            .unwrap_or_else(|| {
-                squall_broker::record::derived_invocation_id(published_ms, sequence)
-            });
-    let created_at_ms = header(headers, h::CREATED_AT)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(published_ms);
+    let claimed =
+        squall_broker::record::job_invocation_id(|name| header(headers, name).map(str::to_string));
+    let id_claimed = claimed.is_some();
+    let invocation_id = claimed
+        .unwrap_or_else(|| squall_broker::record::derived_invocation_id(published_ms, sequence));
+    let created_at_ms = created_at(header(headers, h::CREATED_AT), published_ms);
     let source = header(headers, h::SOURCE).unwrap_or("nats");
     let mut user_headers = serde_json::Map::new();
     if let Some(hs) = headers {
@@ -88,14 +96,31 @@ pub(crate) fn job_meta(message: &jetstream::Message) -> JobMeta {
     JobMeta {
         function,
         attempt,
+        sequence,
         created_at_ms,
         traceparent: header(headers, h::TRACEPARENT)
             .filter(|t| squall_telemetry::context_is_valid(t))
             .map(str::to_string)
             .unwrap_or_else(|| derived_traceparent(&invocation_id)),
         invocation_id,
+        id_claimed,
         event: event.to_string().into_bytes(),
     }
+}
+
+/// How far a job's `Squall-Created-At` may be from the time the broker stored the job: more
+/// than any honest publisher's clock is off, less than what would skew the invocation's place
+/// in queries and the index's pruning.
+pub(crate) const CREATED_AT_SKEW_MS: u64 = 5 * 60 * 1000;
+
+/// When the invocation was made: the job's `Squall-Created-At` when it is within
+/// `CREATED_AT_SKEW_MS` of `published_ms` (the broker's timestamp of the job message), else
+/// that timestamp.
+fn created_at(claimed: Option<&str>, published_ms: u64) -> u64 {
+    claimed
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|at| at.abs_diff(published_ms) <= CREATED_AT_SKEW_MS)
+        .unwrap_or(published_ms)
 }
 
 /// The event of a job made from a web request: `Squall-Source: web` with a readable
@@ -119,6 +144,22 @@ fn derived_traceparent(invocation_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_creation_time_far_from_the_brokers_timestamp_is_replaced_by_it() {
+        let stored = 1_700_000_000_000;
+        let within = stored - CREATED_AT_SKEW_MS;
+        assert_eq!(created_at(Some(&within.to_string()), stored), within);
+        assert_eq!(
+            created_at(Some(&(stored + 1500).to_string()), stored),
+            stored + 1500
+        );
+        let future = stored + CREATED_AT_SKEW_MS + 1;
+        assert_eq!(created_at(Some(&future.to_string()), stored), stored);
+        assert_eq!(created_at(Some("0"), stored), stored);
+        assert_eq!(created_at(Some("soon"), stored), stored);
+        assert_eq!(created_at(None, stored), stored);
+    }
 
     #[test]
     fn a_web_job_gets_the_request_as_its_event_and_others_do_not() {

@@ -45,9 +45,10 @@ async fn pull_jobs(jobs: &Arc<Jobs>, function: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot open consumer {}: {e}", consumer_name(function)))?;
     let progress_every =
         (consumer.cached_info().config.ack_wait / 3).max(Duration::from_millis(100));
-    let limit = Arc::new(tokio::sync::Semaphore::new(state.spec.concurrency as usize));
+    let threads = jobs.call_threads(state.spec.concurrency);
+    let limit = Arc::new(tokio::sync::Semaphore::new(threads));
     let serving = Arc::new(Serving {
-        executor: Executor::new(function, state.spec.concurrency as usize),
+        executor: Executor::new(function, threads),
         progress_every,
         metrics: jobs.metrics.function(function),
     });

@@ -53,6 +53,9 @@ pub(crate) async fn settle(
     let status = settlement.status();
     let kind = settlement.error_kind();
     let action = settlement.job_action();
+    if let Some(kind) = kind {
+        serving.metrics.failed(kind);
+    }
     serving.metrics.settled(
         status,
         kind.filter(|_| matches!(action, JobAction::Redeliver(_))),
@@ -87,12 +90,13 @@ pub(crate) async fn settle(
         (action == JobAction::DeadLetter).then(|| dlq::AttemptRecord::from_result(&meta, &body));
     let reply = header(message.headers.as_ref(), h::REPLY_TO)
         .filter(|to| squall_broker::names::is_reply_subject(to, &job.invocation_id));
-    let published =
-        publish_result(&outlet.topology, &meta, body, reply).instrument(tracing::info_span!(
+    let published = publish_result(&outlet.topology, &meta, job.sequence, body, reply).instrument(
+        tracing::info_span!(
             "squall.result",
             otel.kind = "producer",
             squall.outcome = status.as_str()
-        ));
+        ),
+    );
     let published = keep_alive(message, serving.progress_every, published).await;
     let stored = match published {
         Ok(stored) => stored,
@@ -171,7 +175,7 @@ async fn dead_letter(
 
 /// Runs `work` while telling JetStream every `every` that the job is alive, so a result or
 /// dead letter that takes a leader election to store does not get the job redelivered meanwhile.
-async fn keep_alive<T>(
+pub(crate) async fn keep_alive<T>(
     message: &jetstream::Message,
     every: Duration,
     work: impl std::future::Future<Output = T>,
@@ -202,10 +206,13 @@ enum Stored {
 /// election (see `squall_broker::publish`); a terminal result of a synchronous job then goes to
 /// the waiting dispatcher's reply subject too (a plain publish: if it is lost, the dispatcher
 /// reads RESULTS when its wait ends). When RESULTS already held the invocation's terminal
-/// result (same terminal message id), that one is what the waiter hears.
+/// result (same terminal message id), that one is what the waiter hears. The result is marked
+/// with `job_sequence`, the job message's, so its later deliveries know it for their own
+/// (`admit::claim_of`).
 async fn publish_result(
     topology: &squall_broker::Topology,
     meta: &ResultMeta,
+    job_sequence: u64,
     body: Vec<u8>,
     reply: Option<&str>,
 ) -> anyhow::Result<Stored> {
@@ -214,6 +221,9 @@ async fn publish_result(
     let body = bytes::Bytes::from(body);
     let mut headers = meta.to_headers();
     headers.insert(h::NATS_MSG_ID, meta.message_id().as_str());
+    if job_sequence != 0 {
+        headers.insert(h::JOB_SEQUENCE, job_sequence.to_string().as_str());
+    }
     let reply = reply
         .filter(|_| meta.status.is_terminal())
         .map(|to| (to, headers.clone()));
@@ -301,7 +311,7 @@ pub(crate) async fn drop_cancelled(outlet: &Outlet, job: &JobMeta, message: &jet
                 trace_id: squall_broker::record::trace_id_of(&job.traceparent),
             };
             let body = b"cancelled".to_vec();
-            if let Err(error) = publish_result(topology, &meta, body, reply).await {
+            if let Err(error) = publish_result(topology, &meta, job.sequence, body, reply).await {
                 // Left unacknowledged, the job comes back and is dropped again.
                 tracing::warn!(message = "cannot record a cancelled invocation; job left for redelivery",
                     function = %job.function, invocation_id = %job.invocation_id, error = %error);
