@@ -29,8 +29,9 @@ pub struct Function {
     /// key; absent elsewhere.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
-    /// The key (hex) of the `Squall-Signature` HMAC-SHA256 over the body of the function's
-    /// destination and callback POSTs. Only a deploy's answer (admin scope) shows it.
+    /// The key (`whsec_<base64>`) of the Standard Webhooks signature (`webhook-signature`) of
+    /// the function's destination and callback POSTs; during a rotation of the operator's
+    /// secrets, the new one. Only a deploy's answer (admin scope) shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_secret: Option<String>,
 }

@@ -189,7 +189,20 @@ pub struct Supervisor {
     pub desired: u32,
     /// Process ids of its running workers.
     pub workers: Vec<u32>,
+    /// Its pools: each function's worker processes, which run that function alone.
+    #[serde(default)]
+    pub pools: Vec<Pool>,
     pub updated_at: String,
+}
+
+/// One function's worker processes on one supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Pool {
+    pub function: String,
+    /// Process ids of its running worker processes.
+    pub processes: Vec<u32>,
+    /// What the supervisor's last scaling decision asked for.
+    pub desired: u32,
 }
 
 /// A worker process that is alive.
@@ -202,6 +215,38 @@ pub struct FleetWorker {
     /// Jobs running now.
     pub in_flight: u32,
     pub updated_at: String,
+    /// Its limits and sandbox, when it serves one function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<Confinement>,
+}
+
+/// The limits and sandbox of a worker process that serves one function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Confinement {
+    /// The function's `memory_mb`.
+    pub memory_mb: u32,
+    /// How memory is enforced: `cgroup` (the process's cgroup v2 `memory.max`, plus the
+    /// rlimit) or `rlimit` (`RLIMIT_DATA`).
+    pub memory_via: String,
+    /// The `RLIMIT_DATA` in bytes: `memory_mb` plus the worker's own allowance.
+    pub data_limit_bytes: u64,
+    /// The `RLIMIT_NOFILE`.
+    pub open_files: u64,
+    /// Most call threads the function gets in this process.
+    pub call_threads: u32,
+    /// The `--sandbox` mode: `required`, `auto` or `off`.
+    pub sandbox: String,
+    /// Each sandbox feature: whether it is active and, when not, why.
+    pub features: Vec<SandboxFeature>,
+}
+
+/// One feature of a worker's sandbox (`no_new_privs`, `landlock`, `seccomp`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SandboxFeature {
+    pub name: String,
+    pub active: bool,
+    /// What it does when active; why it is not, otherwise.
+    pub detail: String,
 }
 
 /// A function's queue.
@@ -212,6 +257,9 @@ pub struct FunctionLoad {
     pub backlog: u64,
     /// Jobs delivered and not yet acknowledged.
     pub in_flight: u64,
+    /// Its worker processes running now, on every supervisor.
+    #[serde(default)]
+    pub processes: u32,
 }
 
 /// What a key may do.
@@ -257,6 +305,32 @@ pub struct NewKey {
     /// dispatcher then keeps the key itself, not only its hash.
     #[serde(default)]
     pub sigv4: bool,
+    /// The functions the key may invoke and read: names (`billing`) or prefixes ending in `*`
+    /// (`orders-*`). Empty: every function. Not for an `admin` key, which may mint any key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
+    /// The most requests per second the key may make, on each dispatcher (a token bucket per
+    /// dispatcher); past it, 429 `rate_limited` with `Retry-After`. None: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_s: Option<f64>,
+    /// How many requests the key may make at once above its rate (the bucket's size); by
+    /// default one second's worth, and at least 1. Only with `rate_per_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+/// What a key is limited to besides its scopes: functions and a request rate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct KeyLimits {
+    /// Function names and `prefix*` patterns the key may invoke and read; empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
+    /// Requests per second, per dispatcher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_s: Option<f64>,
+    /// The token bucket's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
 }
 
 /// A key as listed: never the key itself.
@@ -265,6 +339,8 @@ pub struct KeyInfo {
     pub name: String,
     pub scopes: Vec<Scope>,
     pub created_at: String,
+    #[serde(flatten)]
+    pub limits: KeyLimits,
 }
 
 /// `POST /v1/keys` (201): the key, shown this once.
@@ -274,6 +350,8 @@ pub struct CreatedKey {
     pub scopes: Vec<Scope>,
     pub key: String,
     pub created_at: String,
+    #[serde(flatten)]
+    pub limits: KeyLimits,
 }
 
 /// `GET /v1/whoami`: what the presented key may do, and what a client such as the console
@@ -288,6 +366,9 @@ pub struct WhoAmI {
     /// The trace viewer's link for a trace id: `{trace_id}` is replaced by the id (the
     /// dispatcher's `--trace-url`); none when not configured.
     pub trace_url: Option<String>,
+    /// The functions the key is limited to (names and `prefix*` patterns); empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
 }
 
 /// `GET /v1/keys`.

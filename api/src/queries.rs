@@ -144,6 +144,10 @@ pub struct Usage {
     pub attempts: u64,
     pub cpu_ms: f64,
     pub wall_ms: f64,
+    /// GB-seconds: each function's `memory_mb` (as deployed now) / 1024 times the wall time
+    /// of its attempts, in seconds; the unit serverless memory is billed in.
+    #[serde(default)]
+    pub gb_s: f64,
     /// State operations (the host's `kv_get`, `kv_put`, `kv_delete`) of every attempt.
     #[serde(default)]
     pub kv_ops: u64,

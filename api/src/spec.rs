@@ -10,6 +10,18 @@ pub const MAX_TIMEOUT_MS: u64 = 60 * 60 * 1000;
 pub const MAX_ATTEMPTS: u32 = 100;
 /// The highest per-function concurrency.
 pub const MAX_CONCURRENCY: u32 = 10_000;
+/// The memory a function gets when its spec names none, in MiB (as Lambda's 128 to 10,240 MB
+/// range, with a default that fits a native function and its call threads comfortably).
+pub const DEFAULT_MEMORY_MB: u32 = 256;
+/// The least memory a spec may name, in MiB.
+pub const MIN_MEMORY_MB: u32 = 64;
+/// The most memory a spec may name, in MiB (10 GiB, Lambda's maximum).
+pub const MAX_MEMORY_MB: u32 = 10_240;
+/// The highest backlog limit a spec may name (a dispatcher's `--max-backlog` caps it further).
+pub const MAX_BACKLOG: u64 = 100_000_000;
+/// The most worker processes a spec may ask for, as a warm floor or a ceiling (a fleet's own
+/// `--max` caps them further).
+pub const MAX_INSTANCES: u32 = 1_000;
 
 /// An integer schema bounded by `[min, max]`, for limits that live in this module's constants.
 fn bounded(min: u64, max: u64, description: &str) -> Object {
@@ -41,6 +53,16 @@ fn concurrency_schema() -> Object {
     )
 }
 
+fn memory_schema() -> Object {
+    bounded(
+        u64::from(MIN_MEMORY_MB),
+        u64::from(MAX_MEMORY_MB),
+        "Memory of one worker process of the function, in MiB: its heap on top of the worker's \
+         runtime and its call threads' stacks. An attempt that exceeds it ends with kind \
+         out_of_memory.",
+    )
+}
+
 fn max_concurrency_schema() -> Object {
     ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
@@ -51,6 +73,46 @@ fn max_concurrency_schema() -> Object {
         .maximum(Some(f64::from(MAX_CONCURRENCY)))
         .description(Some(
             "Most attempts running at once across the whole fleet; unlimited when absent.",
+        ))
+        .build()
+}
+
+fn min_instances_schema() -> Object {
+    bounded(
+        0,
+        u64::from(MAX_INSTANCES),
+        "Worker processes of this function kept running even when idle (a warm floor); 0, the \
+         default, scales to zero.",
+    )
+}
+
+fn max_instances_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::Integer,
+            Type::Null,
+        ]))
+        .minimum(Some(1.0))
+        .maximum(Some(f64::from(MAX_INSTANCES)))
+        .description(Some(
+            "Most worker processes of this function at once across the fleet's hosts, each \
+             within its host's share; absent: only the fleet's process cap.",
+        ))
+        .build()
+}
+
+fn max_backlog_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::Integer,
+            Type::Null,
+        ]))
+        .minimum(Some(1.0))
+        .maximum(Some(MAX_BACKLOG as f64))
+        .description(Some(
+            "Most of its jobs queued or running at once; a submission beyond is answered 429 \
+             function_backlog_full. Absent: the dispatcher's --max-backlog (100000 by default), \
+             which a spec may lower but not raise.",
         ))
         .build()
 }
@@ -148,6 +210,21 @@ pub struct FunctionSpec {
     /// unlimited when absent.
     #[schema(schema_with = max_concurrency_schema)]
     pub max_concurrency: Option<u32>,
+    /// Most of its jobs queued or running at once (see `max_backlog_schema`); absent: the
+    /// dispatcher's limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = max_backlog_schema)]
+    pub max_backlog: Option<u64>,
+    /// Worker processes kept running when idle (see `min_instances_schema`).
+    #[schema(schema_with = min_instances_schema)]
+    pub min_instances: u32,
+    /// Most worker processes at once (see `max_instances_schema`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = max_instances_schema)]
+    pub max_instances: Option<u32>,
+    /// Memory of one of its worker processes, in MiB.
+    #[schema(schema_with = memory_schema)]
+    pub memory_mb: u32,
     /// Values passed to the function as `ctx.config`.
     #[schema(value_type = Object)]
     pub config: serde_json::Map<String, serde_json::Value>,
@@ -200,6 +277,10 @@ impl Default for FunctionSpec {
             backoff: Backoff::default(),
             concurrency: 64,
             max_concurrency: None,
+            max_backlog: None,
+            min_instances: 0,
+            max_instances: None,
+            memory_mb: DEFAULT_MEMORY_MB,
             config: serde_json::Map::new(),
             web: None,
             destinations: None,
@@ -215,6 +296,15 @@ pub enum SpecError {
     Attempts(u32),
     Concurrency(u32),
     MaxConcurrency(u32),
+    MaxBacklog(u64),
+    MinInstances(u32),
+    MaxInstances(u32),
+    /// `min_instances` above `max_instances`.
+    InstancesRange {
+        min: u32,
+        max: u32,
+    },
+    MemoryMb(u32),
     Multiplier(f64),
     BackoffRange {
         initial: u64,
@@ -253,6 +343,28 @@ impl std::fmt::Display for SpecError {
             SpecError::MaxConcurrency(v) => write!(
                 f,
                 "max_concurrency must be between 1 and {MAX_CONCURRENCY}, got {v}"
+            ),
+            SpecError::MaxBacklog(v) => {
+                write!(
+                    f,
+                    "max_backlog must be between 1 and {MAX_BACKLOG}, got {v}"
+                )
+            }
+            SpecError::MinInstances(v) => write!(
+                f,
+                "min_instances must be between 0 and {MAX_INSTANCES}, got {v}"
+            ),
+            SpecError::MaxInstances(v) => write!(
+                f,
+                "max_instances must be between 1 and {MAX_INSTANCES}, got {v}"
+            ),
+            SpecError::InstancesRange { min, max } => write!(
+                f,
+                "min_instances ({min}) must not be above max_instances ({max})"
+            ),
+            SpecError::MemoryMb(v) => write!(
+                f,
+                "memory_mb must be between {MIN_MEMORY_MB} and {MAX_MEMORY_MB}, got {v}"
             ),
             SpecError::Multiplier(v) => write!(
                 f,
@@ -302,6 +414,28 @@ impl FunctionSpec {
             if max == 0 || max > MAX_CONCURRENCY {
                 return Err(SpecError::MaxConcurrency(max));
             }
+        }
+        if let Some(max) = self.max_backlog {
+            if max == 0 || max > MAX_BACKLOG {
+                return Err(SpecError::MaxBacklog(max));
+            }
+        }
+        if self.min_instances > MAX_INSTANCES {
+            return Err(SpecError::MinInstances(self.min_instances));
+        }
+        if let Some(max) = self.max_instances {
+            if max == 0 || max > MAX_INSTANCES {
+                return Err(SpecError::MaxInstances(max));
+            }
+            if self.min_instances > max {
+                return Err(SpecError::InstancesRange {
+                    min: self.min_instances,
+                    max,
+                });
+            }
+        }
+        if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&self.memory_mb) {
+            return Err(SpecError::MemoryMb(self.memory_mb));
         }
         let m = self.backoff.multiplier;
         if !m.is_finite() || m < 1.0 {
@@ -392,6 +526,45 @@ mod tests {
     fn unknown_fields_are_refused_by_name() {
         let err = FunctionSpec::from_json(br#"{"timeout": 5}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `timeout`"), "{err}");
+    }
+
+    #[test]
+    fn memory_defaults_to_256_and_is_bounded_by_name() {
+        assert_eq!(FunctionSpec::default().memory_mb, DEFAULT_MEMORY_MB);
+        let spec = FunctionSpec::from_json(br#"{"memory_mb": 10240}"#).unwrap();
+        assert_eq!(spec.memory_mb, MAX_MEMORY_MB);
+        for bad in [0, 63, 10_241] {
+            let json = format!(r#"{{"memory_mb": {bad}}}"#);
+            let err = FunctionSpec::from_json(json.as_bytes()).unwrap_err();
+            assert_eq!(err, SpecError::MemoryMb(bad));
+            assert_eq!(
+                err.to_string(),
+                format!("memory_mb must be between 64 and 10240, got {bad}")
+            );
+        }
+    }
+
+    #[test]
+    fn instance_bounds_are_checked_and_named() {
+        let spec = FunctionSpec::from_json(br#"{"min_instances": 2, "max_instances": 5}"#).unwrap();
+        assert_eq!((spec.min_instances, spec.max_instances), (2, Some(5)));
+        for (body, wanted) in [
+            (
+                &br#"{"max_instances": 0}"#[..],
+                "max_instances must be between 1 and 1000, got 0",
+            ),
+            (
+                br#"{"min_instances": 1001}"#,
+                "min_instances must be between 0 and 1000, got 1001",
+            ),
+            (
+                br#"{"min_instances": 3, "max_instances": 2}"#,
+                "min_instances (3) must not be above max_instances (2)",
+            ),
+        ] {
+            let err = FunctionSpec::from_json(body).unwrap_err();
+            assert_eq!(err.to_string(), wanted);
+        }
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub enum ErrorKind {
     Crash,
     /// The artifact could not be fetched or loaded.
     Load,
+    /// The function asked for more memory than its `memory_mb` allows.
+    OutOfMemory,
 }
 
 impl ErrorKind {
@@ -103,6 +105,7 @@ impl ErrorKind {
             Self::Timeout => "timeout",
             Self::Crash => "crash",
             Self::Load => "load",
+            Self::OutOfMemory => "out_of_memory",
         }
     }
 
@@ -115,6 +118,7 @@ impl ErrorKind {
             "timeout" => Self::Timeout,
             "crash" => Self::Crash,
             "load" => Self::Load,
+            "out_of_memory" => Self::OutOfMemory,
             _ => return None,
         })
     }
@@ -124,13 +128,16 @@ impl ErrorKind {
         match self {
             Self::Error => InvocationStatus::Failed,
             Self::Timeout => InvocationStatus::TimedOut,
-            Self::Retry | Self::Panic | Self::Crash | Self::Load => InvocationStatus::DeadLettered,
+            Self::Retry | Self::Panic | Self::Crash | Self::Load | Self::OutOfMemory => {
+                InvocationStatus::DeadLettered
+            }
         }
     }
 
-    /// Whether another attempt may help.
+    /// Whether another attempt may help: not after a permanent error, nor after running out
+    /// of memory (the same input under the same limit would again).
     pub fn is_retryable(self) -> bool {
-        !matches!(self, Self::Error)
+        !matches!(self, Self::Error | Self::OutOfMemory)
     }
 }
 
@@ -160,5 +167,14 @@ mod tests {
         );
         assert!(!ErrorKind::Error.is_retryable());
         assert!(ErrorKind::Load.is_retryable());
+        assert_eq!(
+            ErrorKind::OutOfMemory.terminal_status(),
+            InvocationStatus::DeadLettered
+        );
+        assert_eq!(
+            ErrorKind::parse(ErrorKind::OutOfMemory.as_str()),
+            Some(ErrorKind::OutOfMemory)
+        );
+        assert_eq!(ErrorKind::OutOfMemory.as_str(), "out_of_memory");
     }
 }

@@ -8,7 +8,7 @@
 //! `index/` (the accepted map, the query store and its service and feed), `events/`
 //! (schedules, triggers, destinations, the dead-letter mover), `http/` (extractors, limits, TLS,
 //! the auth layer, errors, the console's files), `api/` (the native routes, one file per
-//! resource), `compat/` (the Lambda API, SigV4, web functions, rate limits); on top, `state`,
+//! resource), `compat/` (the Lambda API, SigV4, web functions); on top, `state`,
 //! `start` and `routes`.
 
 pub mod api;
@@ -21,6 +21,6 @@ pub mod routes;
 pub mod start;
 pub mod state;
 
-pub use routes::app;
+pub use routes::{app, web_app};
 pub use start::{connect, serve};
 pub use state::{AppState, DispatcherConfig};

@@ -7,6 +7,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The web listener's address (`--web-addr`).
+const ENV_WEB_ADDR: &str = "SQUALL_WEB_ADDR";
+
+/// Serve /metrics without a key (`--metrics-open`).
+const ENV_METRICS_OPEN: &str = "SQUALL_METRICS_OPEN";
+
 /// The Squall HTTP API gateway.
 #[derive(Parser, Debug)]
 #[command(name = "squall-dispatcher", version)]
@@ -16,9 +22,14 @@ struct Args {
     nats_url: String,
     #[command(flatten)]
     nats_auth: squall_broker::connect::NatsAuth,
-    /// Address to listen on.
+    /// Address the API (and the console) listens on.
     #[arg(long, env = env::ENV_HTTP_ADDR, default_value = env::DEFAULT_HTTP_ADDR)]
     http_addr: SocketAddr,
+    /// Address web functions (`/function/{name}`) are served on: an origin of their own, apart
+    /// from the console and the API. By default the --http-addr host with the next port
+    /// (127.0.0.1:8081 beside the default API address).
+    #[arg(long, env = ENV_WEB_ADDR)]
+    web_addr: Option<SocketAddr>,
     /// Folder for local state (the invocation index).
     #[arg(long, env = env::ENV_DATA_DIR, default_value = ".squall/dispatcher")]
     data_dir: PathBuf,
@@ -28,6 +39,10 @@ struct Args {
     /// Largest function artifact, in bytes.
     #[arg(long, env = env::ENV_MAX_ARTIFACT, default_value_t = env::DEFAULT_MAX_ARTIFACT)]
     max_artifact: usize,
+    /// The `squall-worker` binary that checks Python and JavaScript bundles at deploy (by
+    /// default the one beside this executable, else the one on PATH).
+    #[arg(long, env = "SQUALL_WORKER_BINARY")]
+    worker_binary: Option<std::path::PathBuf>,
     /// Most lines (invocations) of one batch request.
     #[arg(long, env = env::ENV_MAX_BATCH_LINES, default_value_t = limits::DEFAULT_MAX_BATCH_LINES)]
     max_batch_lines: usize,
@@ -56,9 +71,11 @@ struct Args {
     /// Serve the API without keys even on a non-loopback address (no SQUALL_ADMIN_KEY).
     #[arg(long)]
     allow_anonymous: bool,
-    /// Require a key with the `read` scope for /metrics (open by default, like the probes).
-    #[arg(long)]
-    metrics_auth: bool,
+    /// Serve /metrics without a key (by default it needs a key with the `read` scope not
+    /// limited to some functions, as it names every function): for a Prometheus scraping
+    /// over loopback or a private network only.
+    #[arg(long, env = ENV_METRICS_OPEN)]
+    metrics_open: bool,
     /// The trace viewer's link for a trace id, which the console shows beside an invocation:
     /// `{trace_id}` is replaced by the id, e.g. `http://127.0.0.1:16686/trace/{trace_id}`
     /// for Jaeger.
@@ -82,13 +99,54 @@ struct Args {
     /// delivery fails and becomes a destination dead letter.
     #[arg(long, env = "SQUALL_DESTINATION_RETRY_MS", default_value_t = 60_000)]
     destination_retry_ms: u64,
-    /// The longest one destination or callback POST may take.
-    #[arg(long, env = "SQUALL_DESTINATION_TIMEOUT_MS", default_value_t = 10_000)]
+    /// The longest one destination or callback POST may take (connecting takes at most 3 s
+    /// of it).
+    #[arg(long, env = "SQUALL_DESTINATION_TIMEOUT_MS", default_value_t = 5_000)]
     destination_timeout_ms: u64,
+    /// Destination and callback POSTs in flight at once to one host from this dispatcher;
+    /// the others wait their turn outside the delivery slots, so a dead receiver cannot hold
+    /// them all.
+    #[arg(long, env = "SQUALL_DESTINATION_PER_HOST", default_value_t = 4)]
+    destination_per_host: usize,
+    /// Internal targets destinations and callbacks may reach on purpose: comma-separated CIDR
+    /// blocks, addresses and host names (`10.1.0.0/16,127.0.0.1,hooks.internal`). Everything
+    /// else that is or resolves to a loopback, link-local, private, unique-local, unspecified,
+    /// multicast or broadcast address is refused.
+    #[arg(long, env = squall_dispatcher::events::egress::ENV_EGRESS_ALLOW, default_value = "")]
+    egress_allow: String,
+    /// The signing secrets of destination and callback POSTs (`whsec_<base64>`, 24 to 64
+    /// bytes), the current one first; two during a rotation, both signing. Each function's key
+    /// is derived from them; without any, from its own random key alone.
+    #[arg(long, env = squall_dispatcher::events::webhook::ENV_WEBHOOK_SECRETS, default_value = "", hide_env_values = true)]
+    webhook_secret: String,
     /// How many of a function's newest versions are kept; older ones are deleted at a deploy
     /// unless an alias points at them.
     #[arg(long, env = "SQUALL_KEEP_VERSIONS", default_value_t = squall_dispatcher::core::versions::DEFAULT_KEEP_VERSIONS)]
     keep_versions: usize,
+    /// The most jobs one function may have waiting or running; beyond it that function's
+    /// submissions are answered 429 function_backlog_full and no other function's. A spec's
+    /// `max_backlog` may lower it for one function.
+    #[arg(long, env = "SQUALL_MAX_BACKLOG", default_value_t = squall_broker::topology::DEFAULT_MAX_BACKLOG)]
+    max_backlog: i64,
+    /// Bytes the dead-letter queue keeps; when full, the oldest dead letters are dropped.
+    #[arg(long, env = "SQUALL_DLQ_MAX_BYTES", default_value_t = 256 << 20)]
+    dlq_max_bytes: i64,
+    /// Bytes the destination dead letters keep; when full, the oldest are dropped.
+    #[arg(long, env = "SQUALL_DESTINATION_DLQ_MAX_BYTES", default_value_t = 64 << 20)]
+    destination_dlq_max_bytes: i64,
+    /// Bytes the functions' state bucket holds; when full, new writes fail (the function's
+    /// `kv_put` gets an error) and nothing stored is dropped.
+    #[arg(long, env = "SQUALL_STATE_MAX_BYTES", default_value_t = 256 << 20)]
+    state_max_bytes: i64,
+    /// Seconds a client may take to send a request's headers before its connection is closed.
+    #[arg(long, env = "SQUALL_HEADER_TIMEOUT_SECS", default_value_t = 30)]
+    header_timeout_secs: u64,
+    /// Seconds a request body may stall (no bytes arriving) before it is answered 408.
+    #[arg(long, env = "SQUALL_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    body_timeout_secs: u64,
+    /// The most HTTP connections open at once; a connection beyond is closed as it arrives.
+    #[arg(long, env = "SQUALL_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -152,6 +210,29 @@ fn main() -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(64);
     }
+    if !(1..=64).contains(&args.destination_per_host) {
+        eprintln!(
+            "squall-dispatcher: --destination-per-host must be between 1 and 64, got {}",
+            args.destination_per_host
+        );
+        return std::process::ExitCode::from(64);
+    }
+    let egress_allow = match squall_dispatcher::events::egress::Allowlist::parse(&args.egress_allow)
+    {
+        Ok(allow) => allow,
+        Err(error) => {
+            eprintln!("squall-dispatcher: --egress-allow: {error}");
+            return std::process::ExitCode::from(64);
+        }
+    };
+    let webhook_secrets =
+        match squall_dispatcher::events::webhook::Secrets::parse(&args.webhook_secret) {
+            Ok(secrets) => secrets,
+            Err(error) => {
+                eprintln!("squall-dispatcher: --webhook-secret: {error}");
+                return std::process::ExitCode::from(64);
+            }
+        };
     if args.idempotency_window_secs == 0 || args.idempotency_window_secs > 7 * 24 * 3600 {
         eprintln!(
             "squall-dispatcher: --idempotency-window-secs must be between 1 and {}, got {}",
@@ -174,6 +255,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(64);
         }
     };
+    let web_addr = args
+        .web_addr
+        .unwrap_or_else(|| squall_dispatcher::state::web_addr_beside(args.http_addr));
+    if web_addr == args.http_addr && web_addr.port() != 0 {
+        eprintln!(
+            "squall-dispatcher: --web-addr {web_addr} is the API's address; web functions need an origin of their own"
+        );
+        return std::process::ExitCode::from(64);
+    }
     if admin_key.is_none() && !args.http_addr.ip().is_loopback() && !args.allow_anonymous {
         eprintln!(
             "squall-dispatcher: refusing to serve the API without keys on {}, a non-loopback address: \
@@ -184,8 +274,47 @@ fn main() -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(64);
     }
+    if admin_key.is_none() && !web_addr.ip().is_loopback() && !args.allow_anonymous {
+        eprintln!(
+            "squall-dispatcher: refusing to serve web functions without keys on {web_addr}, a non-loopback \
+             address: a web function that asks for a key would answer anyone. Configure an admin key \
+             (SQUALL_ADMIN_KEY or SQUALL_ADMIN_KEY_FILE), or pass --allow-anonymous."
+        );
+        return std::process::ExitCode::from(64);
+    }
+    for (flag, value) in [
+        ("--max-backlog", args.max_backlog),
+        ("--dlq-max-bytes", args.dlq_max_bytes),
+        (
+            "--destination-dlq-max-bytes",
+            args.destination_dlq_max_bytes,
+        ),
+        ("--state-max-bytes", args.state_max_bytes),
+    ] {
+        if value < 1 {
+            eprintln!("squall-dispatcher: {flag} must be at least 1, got {value}");
+            return std::process::ExitCode::from(64);
+        }
+    }
+    for (flag, value) in [
+        ("--header-timeout-secs", args.header_timeout_secs),
+        ("--body-timeout-secs", args.body_timeout_secs),
+    ] {
+        if !(1..=3600).contains(&value) {
+            eprintln!("squall-dispatcher: {flag} must be between 1 and 3600, got {value}");
+            return std::process::ExitCode::from(64);
+        }
+    }
+    if args.max_connections == 0 {
+        eprintln!("squall-dispatcher: --max-connections must be at least 1");
+        return std::process::ExitCode::from(64);
+    }
     let mut topology = squall_broker::TopologyConfig {
         duplicate_window: Duration::from_secs(args.idempotency_window_secs),
+        max_backlog: args.max_backlog,
+        dlq_max_bytes: args.dlq_max_bytes,
+        destination_dlq_max_bytes: args.destination_dlq_max_bytes,
+        state_max_bytes: args.state_max_bytes,
         ..Default::default()
     };
     topology.max_message_size = (args.max_payload + 64 * 1024) as i32;
@@ -193,9 +322,13 @@ fn main() -> std::process::ExitCode {
         nats_url: args.nats_url,
         nats_auth: args.nats_auth,
         http_addr: args.http_addr,
+        web_addr,
         data_dir: args.data_dir,
         max_payload: args.max_payload,
         max_artifact: args.max_artifact,
+        worker_binary: args
+            .worker_binary
+            .unwrap_or_else(squall_dispatcher::core::bundle::default_worker_binary),
         batch: limits::BatchLimits {
             max_lines: args.max_batch_lines,
             max_bytes: args.max_batch_bytes,
@@ -210,15 +343,23 @@ fn main() -> std::process::ExitCode {
         query_index: args.query_index,
         bucket_retention: Duration::from_secs(args.usage_retention_days * 24 * 3600),
         admin_key,
-        metrics_open: !args.metrics_auth,
+        metrics_open: args.metrics_open,
         tls: args.tls_cert.zip(args.tls_key),
         destinations: squall_dispatcher::events::destinations::DeliveryConfig {
             retry_for: Duration::from_millis(args.destination_retry_ms),
             try_timeout: Duration::from_millis(args.destination_timeout_ms),
+            per_host: args.destination_per_host,
+            allow: egress_allow,
+            secrets: webhook_secrets,
             ..Default::default()
         },
         trace_url: args.trace_url,
         keep_versions: args.keep_versions,
+        server: squall_dispatcher::http::server::ServerLimits {
+            header_timeout: Duration::from_secs(args.header_timeout_secs),
+            body_timeout: Duration::from_secs(args.body_timeout_secs),
+            max_connections: args.max_connections,
+        },
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -58,23 +58,24 @@ fn groups(metrics_open: bool, deploy_limit: usize) -> Vec<(Access, Routes)> {
         .routes(routes!(ui::index))
         .routes(routes!(ui::asset));
     let any_key = Routes::new().routes(routes!(keys::whoami));
-    let mut read = Routes::new()
+    let read = Routes::new()
         .routes(routes!(functions::list_functions))
         .routes(routes!(functions::get_function))
         .routes(routes!(versions::list_versions))
         .routes(routes!(versions::list_aliases))
         .routes(routes!(versions::get_alias))
-        .routes(routes!(queries::stats))
+        .routes(routes!(queries::stats));
+    // What shows every function at once: not for a key limited to some.
+    let mut read_every = Routes::new()
         .routes(routes!(queries::usage))
         .routes(routes!(fleet::get));
     if metrics_open {
         open = open.routes(routes!(health::metrics));
     } else {
-        read = read.routes(routes!(health::metrics));
+        read_every = read_every.routes(routes!(health::metrics));
     }
     let invoke = Routes::new()
         .routes(unbounded(routes!(invocations::invoke)))
-        .routes(routes!(cancel::cancel_backlog))
         .routes(unbounded(routes!(batch::submit)))
         .routes(routes!(queries::list))
         .routes(routes!(
@@ -85,6 +86,7 @@ fn groups(metrics_open: bool, deploy_limit: usize) -> Vec<(Access, Routes)> {
         .routes(routes!(invocations::get_logs));
     let admin = Routes::new()
         .routes(deploy)
+        .routes(routes!(cancel::cancel_backlog))
         .routes(routes!(functions::delete_function))
         .routes(routes!(versions::delete_version))
         .routes(routes!(versions::put_alias, versions::delete_alias))
@@ -106,6 +108,7 @@ fn groups(metrics_open: bool, deploy_limit: usize) -> Vec<(Access, Routes)> {
         (Access::Open, open),
         (Access::AnyKey, any_key),
         (Access::Scope(Scope::Read), read),
+        (Access::EveryFunction(Scope::Read), read_every),
         (Access::Scope(Scope::Invoke), invoke),
         (Access::Scope(Scope::Admin), admin),
     ]
@@ -165,9 +168,11 @@ fn secure(doc: &mut OpenApi, access: Access) {
             });
             match access {
                 Access::Open => operation.security = Some(vec![SecurityRequirement::default()]),
-                Access::AnyKey | Access::Scope(_) => {
+                Access::AnyKey | Access::Scope(_) | Access::EveryFunction(_) => {
                     let scopes: Vec<&str> = match access {
-                        Access::Scope(scope) => vec![scope.as_str()],
+                        Access::Scope(scope) | Access::EveryFunction(scope) => {
+                            vec![scope.as_str()]
+                        }
                         _ => vec![],
                     };
                     operation.security = Some(vec![SecurityRequirement::new(BEARER, scopes)]);
@@ -178,7 +183,15 @@ fn secure(doc: &mut OpenApi, access: Access) {
                     );
                     responses.insert(
                         "403".into(),
-                        error_response("The key lacks the scope this route needs.").into(),
+                        error_response(match access {
+                            Access::EveryFunction(_) => "The key lacks the scope this route needs, or is limited to some functions.",
+                            _ => "The key lacks the scope this route needs, or may not reach the function the path names.",
+                        })
+                        .into(),
+                    );
+                    responses.insert(
+                        "429".into(),
+                        error_response("The key's request rate is spent (per dispatcher); retry after `Retry-After`.").into(),
                     );
                 }
             }
@@ -194,7 +207,9 @@ fn build(state: Option<&Arc<AppState>>, metrics_open: bool) -> (Router<Arc<AppSt
     let mut api = Routes::with_openapi(Frame::openapi());
     for (access, mut group) in groups(metrics_open, deploy_limit) {
         secure(group.get_openapi_mut(), access);
-        if let (Some(state), Access::AnyKey | Access::Scope(_)) = (state, access) {
+        if let (Some(state), Access::AnyKey | Access::Scope(_) | Access::EveryFunction(_)) =
+            (state, access)
+        {
             group = group.route_layer(axum::middleware::from_fn_with_state(
                 (state.keys.clone(), access),
                 auth::require,
@@ -203,8 +218,9 @@ fn build(state: Option<&Arc<AppState>>, metrics_open: bool) -> (Router<Arc<AppSt
         api = api.merge(group);
     }
     let (router, mut doc) = api.split_for_parts();
-    // Web functions check access themselves, by the function's spec: a key with the invoke
-    // scope, or none for `"auth": "none"` (the empty requirement).
+    // Web functions are served on their own listener (`web_app`) and check access themselves,
+    // by the function's spec: a key with the invoke scope, or none for `"auth": "none"` (the
+    // empty requirement). They are in this document, which describes every listener.
     let mut web_doc = web::Document::openapi();
     secure(&mut web_doc, Access::Scope(Scope::Invoke));
     for item in web_doc.paths.paths.values_mut() {
@@ -213,8 +229,9 @@ fn build(state: Option<&Arc<AppState>>, metrics_open: bool) -> (Router<Arc<AppSt
                 security.push(SecurityRequirement::default());
             }
             operation.description = Some(
-                "Every method is served; a function whose spec says `\"web\": {\"auth\": \"none\"}` \
-                 takes no key."
+                "Served on the web listener (`--web-addr`, by default the API's port + 1), never on \
+                 the API's origin. Every method is served; a function whose spec says \
+                 `\"web\": {\"auth\": \"none\"}` takes no key."
                     .into(),
             );
         }
@@ -222,7 +239,7 @@ fn build(state: Option<&Arc<AppState>>, metrics_open: bool) -> (Router<Arc<AppSt
     doc.merge(web_doc);
     // The Lambda-compatible API checks SigV4 itself and follows Lambda's contract, so it stays
     // out of this document.
-    let router = router.merge(web::router()).merge(lambda::router());
+    let router = router.merge(web::elsewhere()).merge(lambda::router());
     let scheme = HttpBuilder::new()
         .scheme(HttpAuthScheme::Bearer)
         .description(Some(
@@ -235,6 +252,19 @@ fn build(state: Option<&Arc<AppState>>, metrics_open: bool) -> (Router<Arc<AppSt
         .get_or_insert_with(Default::default)
         .add_security_scheme(BEARER, SecurityScheme::Http(scheme));
     (router, doc)
+}
+
+/// The web listener's router over `state`: web functions and nothing else (no console, no
+/// API), so a function's answer never shares an origin with them.
+pub fn web_app(state: Arc<AppState>) -> Router {
+    web::router()
+        .fallback(web::not_here)
+        .layer(axum::middleware::from_fn(crate::http::limits::headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::core::metrics::track,
+        ))
+        .with_state(state)
 }
 
 /// The OpenAPI 3.1 document of the API as a dispatcher with `metrics_open` serves it.

@@ -2,15 +2,15 @@
 //! (the registry and key watches, the dead-letter mover, schedules, triggers, destinations, the
 //! query index's feed and pruning) and serving HTTP.
 
-use crate::compat::{rate_limit, web};
+use crate::compat::web;
 use crate::core::broker::Broker;
 use crate::core::invoke::Invoker;
 use crate::core::submit::Submitter;
-use crate::core::{metrics, registry, waiter};
+use crate::core::{metrics, rate_limit, registry, waiter};
 use crate::events::{destinations, dlq, schedules, triggers};
-use crate::http::tls;
+use crate::http::{server, tls};
 use crate::index;
-use crate::routes::{self, app};
+use crate::routes::{self, app, web_app};
 use crate::state::{AppState, DispatcherConfig};
 use anyhow::Context as _;
 use squall_broker::backoff::Doubling;
@@ -106,14 +106,18 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
     }
     let broker = Broker::new(client, topology, config.publish);
     let metrics = Arc::new(metrics::Metrics::new());
+    let registry = registry::Registry::new(broker.clone());
     let submitter = Submitter {
         broker: broker.clone(),
         index: index.clone(),
         metrics: metrics.clone(),
+        registry: registry.cache().clone(),
     };
-    let registry = registry::Registry::new(broker.clone());
     let destinations = destinations::Destinations {
-        service: Arc::new(destinations::Service::new(destination_topology)),
+        service: Arc::new(destinations::Service::new(
+            destination_topology,
+            &config.destinations,
+        )),
         broker: broker.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
@@ -133,6 +137,7 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
         keys,
         keys_bucket,
         web_limits: rate_limit::RateLimiter::default(),
+        sigv4_replays: crate::compat::sigv4::ReplayCache::default(),
         destinations,
     });
     tokio::spawn(crate::core::keys::follow(
@@ -233,42 +238,54 @@ async fn prune_query_index(state: Arc<AppState>) {
     }
 }
 
-/// Serves the API until `shutdown` completes.
+/// Serves the API on `http_addr` and web functions on `web_addr` until `shutdown` completes.
 pub async fn serve(
     config: DispatcherConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let addr = config.http_addr;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bind = |addr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))
+    };
+    let api_listener = bind(config.http_addr).await?;
+    let web_listener = bind(config.web_addr).await?;
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls::server_config(cert, key)?),
         None => None,
     };
+    let limits = config.server;
     let state = connect(config).await?;
-    let local = listener.local_addr()?;
-    let served = match tls {
-        None => {
-            tracing::info!(message = "dispatcher listening", addr = %local, scheme = "http");
-            axum::serve(
-                listener,
-                app(state.clone()).into_make_service_with_connect_info::<web::ClientAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
+    // One shutdown signal for both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
         }
-        Some(config) => {
-            tracing::info!(message = "dispatcher listening", addr = %local, scheme = "https");
-            axum::serve(
-                tls::TlsListener::new(listener, config)?,
-                app(state.clone()).into_make_service_with_connect_info::<web::ClientAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
-        }
-    }
-    .context("HTTP server failed");
+    };
+    let api = listen(
+        api_listener,
+        tls.clone(),
+        app(state.clone()),
+        "API",
+        limits,
+        until_stopped(),
+    );
+    let web = listen(
+        web_listener,
+        tls,
+        web_app(state.clone()),
+        "web functions",
+        limits,
+        until_stopped(),
+    );
+    let (api, web) = tokio::join!(api, web);
+    let served = api.and(web);
     // Accepted invocations still waiting for the index writer would be forgotten otherwise.
     if let Err(error) = state.index.flush_pending() {
         tracing::warn!(message = "cannot store the last accepted invocations", %error);
@@ -277,4 +294,30 @@ pub async fn serve(
         tracing::warn!(message = "cannot flush the query index", %error);
     }
     served
+}
+
+/// Serves `router` on `listener` (HTTPS with `tls`) until `shutdown` completes, within the
+/// listener's `limits` (header and body deadlines, its own connection limit).
+async fn listen(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::rustls::ServerConfig>,
+    router: axum::Router,
+    what: &'static str,
+    limits: server::ServerLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr()?;
+    match tls {
+        None => {
+            tracing::info!(message = "dispatcher listening", serves = what, addr = %local, scheme = "http");
+            server::serve(listener, router, limits, web::ClientAddr, shutdown).await;
+        }
+        Some(config) => {
+            tracing::info!(message = "dispatcher listening", serves = what, addr = %local, scheme = "https");
+            let listener = tls::TlsListener::new(listener, config)
+                .with_context(|| format!("the {what} HTTPS listener failed"))?;
+            server::serve(listener, router, limits, web::ClientAddr, shutdown).await;
+        }
+    }
+    Ok(())
 }

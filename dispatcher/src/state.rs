@@ -1,10 +1,9 @@
 //! The dispatcher's configuration and the state its requests share.
 
-use crate::compat::rate_limit;
 use crate::core::broker::Broker;
 use crate::core::invoke::Invoker;
 use crate::core::submit::Submitter;
-use crate::core::{metrics, registry, versions};
+use crate::core::{metrics, rate_limit, registry, versions};
 use crate::events::destinations;
 use crate::http::extract::PayloadLimit;
 use crate::http::limits::BatchLimits;
@@ -16,6 +15,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The web listener's address when none is given and the API's is the default: the API's
+/// port + 1 (`web_addr_beside`).
+pub const DEFAULT_WEB_ADDR: &str = "127.0.0.1:8081";
+
+/// The web listener's address beside the API's `http_addr`: the same host, the next port (0
+/// stays 0: any free port).
+pub fn web_addr_beside(http_addr: SocketAddr) -> SocketAddr {
+    let port = match http_addr.port() {
+        0 => 0,
+        port => port.wrapping_add(1).max(1),
+    };
+    SocketAddr::new(http_addr.ip(), port)
+}
+
 /// Everything the dispatcher needs; built by `main` from flags and environment.
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -23,12 +36,17 @@ pub struct DispatcherConfig {
     /// NATS credentials and TLS.
     pub nats_auth: squall_broker::connect::NatsAuth,
     pub http_addr: SocketAddr,
+    /// Where web functions are served: a listener of their own, so that no function's answer
+    /// shares an origin with the console and the API.
+    pub web_addr: SocketAddr,
     /// Folder of the local sled index.
     pub data_dir: PathBuf,
     /// Largest invocation payload, in bytes.
     pub max_payload: usize,
     /// Largest artifact, in bytes.
     pub max_artifact: usize,
+    /// The `squall-worker` binary that checks function bundles at deploy.
+    pub worker_binary: PathBuf,
     /// Most lines and bytes of one batch request.
     pub batch: BatchLimits,
     /// Longest a synchronous invoke waits before answering 202.
@@ -49,7 +67,8 @@ pub struct DispatcherConfig {
     pub bucket_retention: Duration,
     /// The admin API key; `None` leaves the API open (loopback only, unless allowed).
     pub admin_key: Option<String>,
-    /// Serve `/metrics` without a key even when keys are required.
+    /// Serve `/metrics` without a key even when keys are required (off by default: it names
+    /// every function).
     pub metrics_open: bool,
     /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -59,6 +78,8 @@ pub struct DispatcherConfig {
     pub trace_url: Option<String>,
     /// How many of a function's newest versions a deploy keeps (aliased ones are always kept).
     pub keep_versions: usize,
+    /// The HTTP listener's header and body deadlines and its connection limit.
+    pub server: crate::http::server::ServerLimits,
 }
 
 impl Default for DispatcherConfig {
@@ -75,9 +96,13 @@ impl Default for DispatcherConfig {
             http_addr: squall_broker::env::DEFAULT_HTTP_ADDR
                 .parse()
                 .expect("the default HTTP address parses"),
+            web_addr: DEFAULT_WEB_ADDR
+                .parse()
+                .expect("the default web address parses"),
             data_dir: PathBuf::from(".squall/dispatcher"),
             max_payload,
             max_artifact: squall_broker::env::DEFAULT_MAX_ARTIFACT,
+            worker_binary: crate::core::bundle::default_worker_binary(),
             batch: BatchLimits::default(),
             max_wait: Duration::from_secs(300),
             publish: squall_broker::publish::PublishPolicy::default(),
@@ -87,11 +112,12 @@ impl Default for DispatcherConfig {
             query_index: true,
             bucket_retention: Duration::from_secs(30 * 24 * 3600),
             admin_key: None,
-            metrics_open: true,
+            metrics_open: false,
             tls: None,
             destinations: destinations::DeliveryConfig::default(),
             trace_url: None,
             keep_versions: versions::DEFAULT_KEEP_VERSIONS,
+            server: Default::default(),
         }
     }
 }
@@ -116,6 +142,8 @@ pub struct AppState {
     pub openapi: bytes::Bytes,
     /// The web functions' rate limits, per client address and function.
     pub web_limits: rate_limit::RateLimiter,
+    /// The Lambda API's SigV4 signatures already accepted, refused if sent again.
+    pub sigv4_replays: crate::compat::sigv4::ReplayCache,
     /// Destinations and callbacks: their buckets, stream and HTTP client.
     pub destinations: destinations::Destinations,
 }
@@ -226,6 +254,23 @@ impl FromRef<Arc<AppState>> for Limits {
             max_wait: config.max_wait,
             batch: config.batch,
             keep_versions: config.keep_versions,
+        }
+    }
+}
+
+/// How a deploy checks a function bundle: the worker binary that runs the check and the
+/// scratch folder it unpacks into.
+#[derive(Debug, Clone)]
+pub struct BundleChecking {
+    pub worker_binary: PathBuf,
+    pub scratch: PathBuf,
+}
+
+impl FromRef<Arc<AppState>> for BundleChecking {
+    fn from_ref(state: &Arc<AppState>) -> BundleChecking {
+        BundleChecking {
+            worker_binary: state.config.worker_binary.clone(),
+            scratch: state.config.data_dir.join("scratch"),
         }
     }
 }

@@ -503,7 +503,8 @@ async function renderTriggers(root) {
   if (!list.triggers.length) root.append(el("p", { class: "muted" }, "No triggers."));
 }
 
-// Fleet: supervisors, workers, and backlog and in-flight per function as a live chart.
+// Fleet: supervisors, their pools per function, workers, and backlog and in-flight per function
+// as a live chart.
 async function renderFleet(root) {
   root.append(el("h1", {}, "Fleet"));
   const live = el("div", { id: "fleet-live" });
@@ -534,8 +535,14 @@ async function renderFleet(root) {
           el("td", {}, w.functions.length ? w.functions.join(", ") : "all"), el("td", { class: "num" }, w.in_flight),
           el("td", { class: "hide-narrow" }, fmtTime(w.updated_at))))),
       el("h2", {}, "Functions"),
-      table(["Function", "Backlog", "In flight"],
-        fleet.functions.map((f) => el("tr", { class: "load-row" }, el("td", {}, f.name), el("td", { class: "num" }, f.backlog), el("td", { class: "num" }, f.in_flight)))));
+      el("h2", {}, "Pools"),
+      table(["Function", "Supervisor", "Processes", "Desired"],
+        fleet.supervisors.flatMap((s) => (s.pools || []).map((p) => el("tr", { class: "pool-row" },
+          el("td", {}, p.function), el("td", { class: "mono" }, s.id), el("td", { class: "num" }, p.processes.length),
+          el("td", { class: "num" }, p.desired))))),
+      table(["Function", "Backlog", "In flight", "Processes"],
+        fleet.functions.map((f) => el("tr", { class: "load-row" }, el("td", {}, f.name), el("td", { class: "num" }, f.backlog),
+          el("td", { class: "num" }, f.in_flight), el("td", { class: "num" }, f.processes || 0)))));
   };
   await load();
   every(2000, () => load().catch(showError));

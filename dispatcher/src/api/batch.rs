@@ -270,6 +270,7 @@ async fn submit_traced(
         extra_headers: forwarded_headers(headers),
         reply_to: None,
     };
+    submitter.check_backlog(name, lines.len()).await?;
     publish(submitter, &template, &lines, &ids, &versions).await?;
     Ok((
         StatusCode::ACCEPTED,

@@ -11,6 +11,7 @@ use crate::core::cancel::{cancel, decide, queued_jobs, Decision, Ended, Target, 
 use crate::core::invoke::Invoker;
 use crate::core::registry::Registry;
 use crate::core::view::invocation_view;
+use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiQuery, FunctionName, InvocationId};
 use axum::extract::State;
@@ -48,6 +49,7 @@ fn already_ended(id: &str, status: InvocationStatus) -> ApiError {
 pub async fn cancel_invocation(
     State(invoker): State<Invoker>,
     State(registry): State<Registry>,
+    caller: Caller,
     id: InvocationId,
 ) -> Result<Json<Invocation>, ApiError> {
     let accepted = invoker
@@ -57,7 +59,17 @@ pub async fn cancel_invocation(
         .map_err(|e| ApiError::internal("invocation index", e))?;
     let function = accepted.as_ref().map(|a| a.function.as_str());
     let latest = invoker.lookup(&id, function).await?;
-    let target = match decide(accepted.as_ref(), latest.as_ref().map(|o| &o.meta)) {
+    // An invocation of a function the key may not reach is unknown to it.
+    let reachable = latest
+        .as_ref()
+        .map(|o| o.meta.function.as_str())
+        .or(function)
+        .is_none_or(|function| caller.allows(function));
+    let decision = match reachable {
+        true => decide(accepted.as_ref(), latest.as_ref().map(|o| &o.meta)),
+        false => Decision::Unknown,
+    };
+    let target = match decision {
         Decision::Unknown => {
             return Err(ApiError::not_found(
                 ErrorCode::InvocationNotFound,
@@ -78,6 +90,7 @@ pub async fn cancel_invocation(
 
 /// Cancels every queued invocation of a function: the jobs no worker has started yet (at most
 /// 100 000 per request). Running and retrying invocations are left alone; cancel those by id.
+/// It needs the admin scope: it ends work that other callers submitted.
 #[utoipa::path(delete, path = "/v1/functions/{name}/invocations", tag = "invocations",
     params(("name" = String, Path, description = "Function name.", pattern = "^[A-Za-z0-9_-]{1,64}$"), CancelBacklogParams),
     responses(

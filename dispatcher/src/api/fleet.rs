@@ -8,7 +8,7 @@ use crate::core::view::rfc3339;
 use crate::http::error::ApiError;
 use axum::extract::State;
 use axum::Json;
-use squall_api::operations::{Fleet, FleetWorker, FunctionLoad, Supervisor};
+use squall_api::operations::{Fleet, FleetWorker, FunctionLoad, Pool, Supervisor};
 use squall_broker::names::consumer_name;
 
 /// Fleet supervisors and their workers, live worker processes, and per-function backlog and
@@ -30,10 +30,17 @@ pub async fn get(
             .consumer_info(consumer_name(&name))
             .await
         {
+            let processes = view
+                .supervisors
+                .iter()
+                .filter_map(|s| s.pools.get(&name))
+                .map(|p| p.processes.len() as u32)
+                .sum();
             functions.push(FunctionLoad {
                 name,
                 backlog: info.num_pending,
                 in_flight: info.num_ack_pending as u64,
+                processes,
             });
         }
     }
@@ -50,6 +57,15 @@ pub async fn get(
             max: s.max,
             desired: s.desired,
             workers: s.workers,
+            pools: s
+                .pools
+                .into_iter()
+                .map(|(function, p)| Pool {
+                    function,
+                    processes: p.processes,
+                    desired: p.desired,
+                })
+                .collect(),
         })
         .collect();
     let workers = view
@@ -62,6 +78,7 @@ pub async fn get(
             pid: w.pid,
             functions: w.functions,
             in_flight: w.in_flight,
+            confinement: w.confinement,
         })
         .collect();
     Ok(Json(Fleet {

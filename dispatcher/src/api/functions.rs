@@ -2,6 +2,7 @@
 
 use crate::core::artifact::validate_artifact;
 use crate::core::broker::Broker;
+use crate::core::bundle::BundleRefusal;
 use crate::core::registry::Registry;
 use crate::core::registry::RegistryError;
 use crate::core::versions::modify;
@@ -12,7 +13,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::FunctionName;
 use crate::http::extract::NAME;
 use crate::http::limits::read_limited;
-use crate::state::{Limits, TopologySettings};
+use crate::state::{BundleChecking, Limits, TopologySettings};
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,7 +25,7 @@ use squall_api::ErrorBody;
 use squall_api::ErrorCode;
 use squall_broker::names::{artifact_key, consumer_name};
 use squall_broker::time::now_ms;
-use squall_broker::{FunctionRecord, FunctionSpec};
+use squall_broker::{FunctionRecord, FunctionSpec, TopologyConfig};
 use std::time::Duration;
 
 /// The artifact and spec of a deploy request, from either body form.
@@ -112,7 +113,7 @@ async fn deploy_parts(limit: usize, request: Request) -> Result<DeployParts, Api
         (Binary = "application/octet-stream"))),
     responses(
         (status = 201, description = "Deployed; `warnings` names risky settings such as a web function without a key.", body = Function),
-        (status = 400, description = "Invalid name, or not a loadable artifact (not ELF, truncated, wrong architecture, no squall_abi_version export), or a malformed multipart body.", body = ErrorBody),
+        (status = 400, description = "Invalid name, or not a loadable artifact (not ELF, truncated, wrong architecture, no squall_abi_version export), or a malformed multipart body, or a URL destination the egress guard refuses (`invalid_callback_url`: its host is or resolves to a loopback, link-local, private, unique-local, unspecified, multicast or broadcast address the operator did not allow).", body = ErrorBody),
         (status = 413, description = "The artifact is larger than the limit.", body = ErrorBody),
         (status = 422, description = "Invalid spec (unknown field, value out of range, a destination that is neither an http(s) URL nor a subject Squall may publish to).", body = ErrorBody),
         (status = 503, description = "The broker is unavailable.", body = ErrorBody)))]
@@ -121,6 +122,7 @@ pub async fn deploy(
     State(destinations): State<Destinations>,
     State(limits): State<Limits>,
     State(TopologySettings(topology)): State<TopologySettings>,
+    State(checking): State<BundleChecking>,
     Path(name): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -128,8 +130,31 @@ pub async fn deploy(
     // reset connection.
     let parts = deploy_parts(limits.max_artifact, request).await?;
     let name = FunctionName::parse(name)?;
+    let is_bundle = squall_bundle::is_bundle(&parts.artifact);
     let spec = match &parts.config {
+        // A language runtime runs one call at a time per process (the pool scales processes)
+        // unless the spec says otherwise.
+        None if is_bundle => FunctionSpec {
+            concurrency: 1,
+            ..FunctionSpec::default()
+        },
         None => FunctionSpec::default(),
+        Some(bytes) if is_bundle => {
+            let mut spec = FunctionSpec::from_json(bytes).map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorCode::InvalidSpec,
+                    e.to_string(),
+                )
+            })?;
+            let explicit = serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .is_some_and(|v| v.get("concurrency").is_some());
+            if !explicit {
+                spec.concurrency = 1;
+            }
+            spec
+        }
         Some(bytes) => FunctionSpec::from_json(bytes).map_err(|e| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -139,8 +164,30 @@ pub async fn deploy(
         })?,
     };
     crate::events::destinations::check_subjects(&spec)?;
-    validate_artifact(&parts.artifact)
-        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidArtifact, e.to_string()))?;
+    check_backlog_limit(&spec, &topology)?;
+    // Boxed: a large future, polled on the caller's stack.
+    Box::pin(crate::events::destinations::check_spec_urls(
+        &destinations,
+        &spec,
+    ))
+    .await?;
+    if is_bundle {
+        crate::core::bundle::check(
+            &checking.worker_binary,
+            &checking.scratch,
+            parts.artifact.clone(),
+        )
+        .await
+        .map_err(|refusal| match refusal {
+            BundleRefusal::Invalid(message) => {
+                ApiError::bad_request(ErrorCode::InvalidArtifact, message)
+            }
+            BundleRefusal::Unavailable(message) => ApiError::internal_message(message),
+        })?;
+    } else {
+        validate_artifact(&parts.artifact)
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidArtifact, e.to_string()))?;
+    }
     let sha = hex::encode(Sha256::digest(&parts.artifact));
     let key = artifact_key(&sha);
     let broker = &destinations.broker;
@@ -166,8 +213,27 @@ pub async fn deploy(
     tracing::info!(message = "function deployed", function = %name, version = %record.version);
     let mut view = function_view(&record);
     view.warnings = deploy_warnings(&name, &spec);
-    view.destination_secret = Some(record.destination_secret.clone());
+    view.destination_secret =
+        crate::events::destinations::signing_keys(&destinations, Some(&record))
+            .first()
+            .map(|key| key.encode());
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// Refuses a spec whose `max_backlog` is above the dispatcher's: JOBS holds no more of one
+/// function's jobs than that, so a higher limit would be a promise the stream does not keep.
+fn check_backlog_limit(spec: &FunctionSpec, topology: &TopologyConfig) -> Result<(), ApiError> {
+    match spec.max_backlog {
+        Some(limit) if limit > topology.max_backlog.max(0) as u64 => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidSpec,
+            format!(
+                "max_backlog is {limit}, above this dispatcher's limit of {} jobs per function (--max-backlog)",
+                topology.max_backlog
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Writes the record of a deploy: new content becomes the next numbered version (and
@@ -256,16 +322,21 @@ fn deploy_warnings(name: &str, spec: &FunctionSpec) -> Vec<String> {
     }
 }
 
-/// List deployed functions.
+/// List deployed functions (those the key may reach, when it is limited to some).
 #[utoipa::path(get, path = "/v1/functions", tag = "functions", responses(
-    (status = 200, description = "All functions, by name.", body = FunctionList),
+    (status = 200, description = "All functions the key may reach, by name.", body = FunctionList),
     (status = 503, description = "The broker is unavailable.", body = ErrorBody)))]
 pub async fn list_functions(
     State(registry): State<Registry>,
+    caller: crate::http::auth::Caller,
 ) -> Result<Json<FunctionList>, ApiError> {
     let functions = registry.list().await?;
     Ok(Json(FunctionList {
-        functions: functions.iter().map(function_view).collect(),
+        functions: functions
+            .iter()
+            .filter(|record| caller.allows(&record.name))
+            .map(function_view)
+            .collect(),
     }))
 }
 
@@ -283,7 +354,8 @@ pub async fn get_function(
     Ok(Json(function_view(&registry.load(&name).await?)))
 }
 
-/// Remove a function: running jobs finish, queued ones become dead letters.
+/// Remove a function: running jobs finish, queued ones become dead letters, and its state keys
+/// are purged.
 #[utoipa::path(delete, path = "/v1/functions/{name}", tag = "functions",
     params(("name" = String, Path, description = NAME, pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses(
@@ -334,6 +406,16 @@ pub async fn delete_function(
         }
         Err(error) => {
             tracing::warn!(message = "cannot dead-letter the deleted function's queued jobs", function = %name, %error)
+        }
+    }
+    // Its state goes with it: a function deployed later under this name starts with none.
+    match crate::core::state::purge_function_state(&broker, &name).await {
+        Ok(0) => {}
+        Ok(purged) => {
+            tracing::info!(message = "state of a deleted function purged", function = %name, purged)
+        }
+        Err(error) => {
+            tracing::warn!(message = "cannot purge the deleted function's state", function = %name, %error)
         }
     }
     tracing::info!(message = "function deleted", function = %name);

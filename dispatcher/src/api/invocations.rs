@@ -14,6 +14,7 @@ use crate::core::view::{invocation_view, queued_view};
 use crate::core::waiter::Finished;
 use crate::events::destinations::Destinations;
 use crate::http::answer::accepted;
+use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiQuery, InvocationId};
 use crate::http::limits::read_limited;
@@ -60,7 +61,7 @@ fn parse_flag(value: Option<&str>, key: &str) -> Result<bool, ApiError> {
         ("Idempotency-Key" = Option<String>, Header, description = "Same key, same invocation (1 to 256 characters)."),
         ("Prefer" = Option<String>, Header, description = "`respond-async` answers 202 at once."),
         ("traceparent" = Option<String>, Header, description = "W3C trace context to continue."),
-        ("X-Callback-Url" = Option<String>, Header, description = "An http(s) URL that receives the CloudEvent of this call's terminal state (a signed POST, like a destination's)."),
+        ("X-Callback-Url" = Option<String>, Header, description = "An http(s) URL that receives the CloudEvent of this call's terminal state (a signed POST, like a destination's). Refused (400 `invalid_callback_url`) when its host is or resolves to a loopback, link-local, private, unique-local, unspecified, multicast or broadcast address the operator did not allow."),
         ("ce-specversion" = Option<String>, Header, description = "CloudEvents binary mode: `1.0`; with `ce-id`, `ce-source`, `ce-type` (and optionally `ce-subject`, `ce-time`, `ce-dataschema`, `ce-<extension>`) the body is the event's data and `Content-Type` its `datacontenttype`."),
         ("ce-id" = Option<String>, Header, description = "CloudEvents binary mode: the event's id."),
         ("ce-source" = Option<String>, Header, description = "CloudEvents binary mode: the event's source."),
@@ -75,7 +76,7 @@ fn parse_flag(value: Option<&str>, key: &str) -> Result<bool, ApiError> {
             headers(("Squall-Invocation-Id" = String, description = "The invocation id."))),
         (status = 202, description = "Accepted and not finished yet (async, or the wait ran out); a CloudEvents batch answers with every invocation.", body = InvokeAccepted,
             headers(("Location" = String, description = "Where to read the invocation."))),
-        (status = 400, description = "Invalid name, query, Idempotency-Key or X-Callback-Url, or an invalid CloudEvent (`invalid_cloudevent`, with `attribute` naming the attribute at fault).", body = ErrorBody),
+        (status = 400, description = "Invalid name, query, Idempotency-Key or X-Callback-Url (`invalid_callback_url`: not http(s), or an address the egress guard refuses), or an invalid CloudEvent (`invalid_cloudevent`, with `attribute` naming the attribute at fault).", body = ErrorBody),
         (status = 404, description = "Unknown function, version or alias.", body = ErrorBody),
         (status = 413, description = "The payload is larger than the limit (default 1 MiB).", body = ErrorBody),
         (status = 500, description = "The function failed terminally; `kind` says how.", body = ErrorBody),
@@ -161,6 +162,10 @@ async fn invoke_traced(
         .map(str::to_string)
         .unwrap_or_else(new_traceparent);
     let callback = callback_url(&headers)?;
+    if let Some(url) = &callback {
+        // Before anything is claimed or published: a refused URL leaves no trace.
+        crate::events::destinations::check_url(&state.destinations, "X-Callback-Url", url).await?;
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
@@ -396,10 +401,19 @@ fn render(outcome: Outcome) -> Response {
     response
 }
 
+/// The invocation `id`, finished or only accepted; unknown to a caller whose key may not reach
+/// its function (answered exactly as an id that does not exist).
 async fn find_invocation(
     invoker: &Invoker,
+    caller: &Caller,
     id: &str,
 ) -> Result<Result<Finished, Accepted>, ApiError> {
+    let unknown = || {
+        ApiError::not_found(
+            ErrorCode::InvocationNotFound,
+            format!("no invocation with id {id}"),
+        )
+    };
     let accepted = invoker
         .submitter
         .index
@@ -407,17 +421,18 @@ async fn find_invocation(
         .map_err(|e| ApiError::internal("invocation index", e))?;
     let function = accepted.as_ref().map(|a| a.function.as_str());
     if let Some(outcome) = invoker.lookup(id, function).await? {
+        if !caller.allows(&outcome.meta.function) {
+            return Err(unknown());
+        }
         if accepted.is_some() && outcome.meta.status.is_terminal() {
             invoker.forget(id);
         }
         return Ok(Ok(outcome));
     }
-    accepted.map(Err).ok_or_else(|| {
-        ApiError::not_found(
-            ErrorCode::InvocationNotFound,
-            format!("no invocation with id {id}"),
-        )
-    })
+    match accepted {
+        Some(accepted) if caller.allows(&accepted.function) => Ok(Err(accepted)),
+        _ => Err(unknown()),
+    }
 }
 
 /// Invocation status: attempts, timings, error, and the output when it succeeded.
@@ -431,9 +446,10 @@ pub async fn get_invocation(
     State(invoker): State<Invoker>,
     State(registry): State<Registry>,
     State(destinations): State<Destinations>,
+    caller: Caller,
     id: InvocationId,
 ) -> Result<Json<Invocation>, ApiError> {
-    let mut view = match find_invocation(&invoker, &id).await? {
+    let mut view = match find_invocation(&invoker, &caller, &id).await? {
         Ok(outcome) => {
             let mut view = invocation_view(&outcome.meta, &outcome.body);
             if outcome.meta.status.is_terminal() {
@@ -460,9 +476,10 @@ pub async fn get_invocation(
         (status = 404, description = "Unknown invocation.", body = ErrorBody)))]
 pub async fn get_logs(
     State(invoker): State<Invoker>,
+    caller: Caller,
     id: InvocationId,
 ) -> Result<Json<InvocationLogs>, ApiError> {
-    let (status, logs) = match find_invocation(&invoker, &id).await? {
+    let (status, logs) = match find_invocation(&invoker, &caller, &id).await? {
         Ok(outcome) => (outcome.meta.status, outcome.meta.logs),
         Err(_) => (InvocationStatus::Queued, Vec::new()),
     };
@@ -483,9 +500,10 @@ pub async fn get_logs(
         (status = 409, description = "Not finished, or ended without output.", body = ErrorBody)))]
 pub async fn get_output(
     State(invoker): State<Invoker>,
+    caller: Caller,
     id: InvocationId,
 ) -> Result<Response, ApiError> {
-    match find_invocation(&invoker, &id).await? {
+    match find_invocation(&invoker, &caller, &id).await? {
         Ok(outcome) if outcome.meta.status == InvocationStatus::Succeeded => {
             let mut r = (StatusCode::OK, outcome.body).into_response();
             r.headers_mut().insert(

@@ -2,6 +2,7 @@
 //! role in `index_service`), and the task that feeds this process's index from RESULTS.
 
 use crate::core::registry::Registry;
+use crate::http::auth::{allow_function, Caller};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiQuery, FunctionName};
 use crate::index::service::{Answered, IndexClient, IndexQuery};
@@ -71,6 +72,7 @@ async fn ask_typed<T: Answered>(
 pub async fn list(
     State(index): State<IndexClient>,
     State(registry): State<Registry>,
+    Caller(grant): Caller,
     ApiQuery(query): ApiQuery<ListParams>,
 ) -> Result<Json<InvocationPage>, ApiError> {
     let function = query
@@ -78,6 +80,22 @@ pub async fn list(
         .map(FunctionName::parse)
         .transpose()?
         .map(FunctionName::into_string);
+    // A key limited to some functions lists one of them at a time.
+    match &function {
+        Some(function) => {
+            if let Err(refused) = allow_function(&grant, function) {
+                return Err(refused.into());
+            }
+        }
+        None if !grant.functions.is_all() => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                "this key is limited to some functions: list one of them at a time with ?function=",
+            ))
+        }
+        None => {}
+    }
     let status = match query.status.as_deref() {
         Some(s) => Some(InvocationStatus::parse(s).ok_or_else(|| {
             ApiError::bad_request(
@@ -177,15 +195,15 @@ pub async fn stats(
     ask_typed(&index, query).await
 }
 
-/// Metered usage of invocations created in a window: invocations, attempts, CPU-ms and
-/// wall-ms, grouped by function or by hour.
+/// Metered usage of invocations created in a window: invocations, attempts, CPU-ms, wall-ms
+/// and GB-seconds, grouped by function or by hour.
 #[utoipa::path(get, path = "/v1/usage", tag = "queries", params(UsageParams), responses(
     (status = 200, description = "Usage per group and in total.", body = UsageReport),
     (status = 400, description = "An invalid parameter.", body = ErrorBody),
     (status = 503, description = "No query index answered.", body = ErrorBody)))]
 pub async fn usage(
     State(index): State<IndexClient>,
-    State(_registry): State<Registry>,
+    State(registry): State<Registry>,
     ApiQuery(query): ApiQuery<UsageParams>,
 ) -> Result<Json<UsageReport>, ApiError> {
     let by_hour = match query.group_by.as_deref() {
@@ -199,10 +217,23 @@ pub async fn usage(
         }
     };
     let (since, until) = window(query.since.as_deref(), query.until.as_deref(), 0)?;
+    // GB-seconds price each function's wall time at its memory as deployed now; without the
+    // registry, at the default.
+    let memory_mb = registry
+        .list()
+        .await
+        .map(|records| {
+            records
+                .into_iter()
+                .map(|record| (record.name, record.memory_mb))
+                .collect()
+        })
+        .unwrap_or_default();
     let query = IndexQuery::Usage {
         since_ms: since,
         until_ms: until,
         by_hour,
+        memory_mb,
     };
     ask_typed(&index, query).await
 }

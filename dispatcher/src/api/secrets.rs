@@ -2,6 +2,7 @@
 //! record and reach the function as `ctx.config.secrets`; the API only ever shows their names.
 
 use crate::core::registry::Registry;
+use crate::core::versions::modify;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, FunctionName};
 use axum::extract::State;
@@ -60,13 +61,19 @@ fn checked(map: SecretValues) -> Result<SecretValues, ApiError> {
     Ok(map)
 }
 
-async fn store(registry: &Registry, record: FunctionRecord) -> Result<FunctionRecord, ApiError> {
-    let revision = registry
-        .bucket()
-        .put(&record.name, record.encode().into())
-        .await
-        .map_err(|e| ApiError::broker("cannot store the secrets", e))?;
-    registry.put(revision, record.clone());
+/// Sets `name`'s secrets JSON through the registry's compare-and-set (`versions::modify`):
+/// the record written is the one read from the bucket with its revision, never a cached copy,
+/// so a secrets change cannot undo a deploy it did not see, nor bring back a deleted function.
+async fn store(
+    registry: &Registry,
+    name: &FunctionName,
+    secrets_json: String,
+) -> Result<FunctionRecord, ApiError> {
+    let (record, ()) = modify(registry, name, |record| {
+        record.secrets_json = secrets_json.clone();
+        Ok::<_, ApiError>(())
+    })
+    .await?;
     Ok(record)
 }
 
@@ -87,10 +94,8 @@ pub async fn put(
     ApiJson(secrets): ApiJson<SecretValues>,
 ) -> Result<Json<Secrets>, ApiError> {
     let secrets = checked(secrets)?;
-    let mut record = registry.load(&name).await?;
-    record.secrets_json =
-        serde_json::to_string(&secrets).map_err(|e| ApiError::internal("secrets", e))?;
-    let record = store(&registry, record).await?;
+    let json = serde_json::to_string(&secrets).map_err(|e| ApiError::internal("secrets", e))?;
+    let record = store(&registry, &name, json).await?;
     tracing::info!(message = "secrets set", function = %name, count = record.secret_names().len());
     Ok(view(&record))
 }
@@ -120,9 +125,7 @@ pub async fn delete(
     State(registry): State<Registry>,
     name: FunctionName,
 ) -> Result<StatusCode, ApiError> {
-    let mut record = registry.load(&name).await?;
-    record.secrets_json = String::new();
-    store(&registry, record).await?;
+    store(&registry, &name, String::new()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

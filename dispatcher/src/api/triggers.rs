@@ -16,7 +16,7 @@ use squall_api::operations::{Trigger, TriggerKind, TriggerList, TriggerRequest};
 use squall_api::ErrorBody;
 use squall_api::ErrorCode;
 use squall_broker::events::{
-    subjects_overlap, validate_subject_pattern, TriggerRecord, TriggerSource,
+    subjects_overlap, validate_kv_bucket, validate_subject_pattern, TriggerRecord, TriggerSource,
 };
 use squall_broker::time::now_ms;
 use squall_broker::topology::{delete_trigger_consumer, replace_trigger_consumer};
@@ -68,7 +68,7 @@ const NAME: &str = "Trigger name: 1 to 64 ASCII letters, digits, '-' or '_'.";
     request_body = TriggerRequest,
     responses(
         (status = 200, description = "The trigger.", body = Trigger),
-        (status = 400, description = "Invalid name, body, subject or key pattern.", body = ErrorBody),
+        (status = 400, description = "Invalid name, body, subject or key pattern, or a bucket of Squall's own (squall_*).", body = ErrorBody),
         (status = 404, description = "Unknown function or bucket.", body = ErrorBody),
         (status = 409, description = "The pattern overlaps another trigger's, or another stream's subjects.", body = ErrorBody),
         (status = 413, description = "The body is too large.", body = ErrorBody)))]
@@ -86,6 +86,8 @@ pub async fn put(
             TriggerSource::Subject { subject }
         }
         (None, Some(bucket), key) => {
+            validate_kv_bucket(&bucket)
+                .map_err(|e| ApiError::bad_request(ErrorCode::InvalidTrigger, e.to_string()))?;
             let key = key.unwrap_or_else(|| ">".into());
             validate_key_pattern(&key)?;
             TriggerSource::Kv { bucket, key }

@@ -5,6 +5,8 @@
 
 use crate::compat::sigv4;
 use crate::core::invoke::{default_wait, invoke_span, Call, Outcome};
+use crate::core::keys::Grant;
+use crate::core::rate_limit::retry_after_secs;
 use crate::core::submit::{forwarded_headers, is_valid_traceparent, new_traceparent};
 use crate::core::versions::{job_version, resolve, Qualified};
 use crate::core::view::rfc3339;
@@ -60,6 +62,8 @@ pub struct LambdaError {
     pub status: StatusCode,
     pub kind: &'static str,
     pub message: String,
+    /// Seconds to wait before trying again (`Retry-After`), for a spent rate.
+    pub retry_after: Option<u64>,
 }
 
 impl LambdaError {
@@ -68,6 +72,7 @@ impl LambdaError {
             status,
             kind,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -102,6 +107,11 @@ impl IntoResponse for LambdaError {
             HeaderName::from_static("x-amzn-errortype"),
             HeaderValue::from_static(self.kind),
         );
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -141,28 +151,61 @@ fn query_value(raw: &str, key: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-/// Checks the request's Signature V4 and that its key holds `needed`; answers the region of the
-/// credential scope. Without keys configured (the native API is open), requests need none.
-fn authorize(
-    state: &AppState,
-    method: &str,
-    uri: &axum::http::Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-    needed: Scope,
-) -> Result<String, LambdaError> {
-    let denied = |kind, message: String| LambdaError::new(StatusCode::FORBIDDEN, kind, message);
-    let authorization = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if !state.keys.enabled() {
-        let region = authorization
-            .and_then(|a| sigv4::parse_authorization(a).ok())
-            .map(|c| c.region)
-            .unwrap_or_else(|| DEFAULT_REGION.to_string());
-        return Ok(region);
+/// The one answer to a request signed with an unknown key id or a wrong signature, so that an
+/// unsigned caller cannot tell which key ids exist.
+fn bad_signature() -> LambdaError {
+    LambdaError::new(
+        StatusCode::FORBIDDEN,
+        "InvalidSignatureException",
+        "The request signature we calculated does not match the signature you provided. \
+         Check your AWS Secret Access Key and signing method.",
+    )
+}
+
+/// Who signed a request: the credential scope's region and what the key may do.
+struct Signed {
+    region: String,
+    grant: Arc<Grant>,
+}
+
+impl Signed {
+    /// Whether the key may reach `function` (a name, `name:qualifier` or an ARN); Lambda's
+    /// answer when it may not.
+    fn allow(&self, function: &str) -> Result<(), LambdaError> {
+        let name = function_target(function);
+        match self.grant.functions.allows(name) {
+            true => Ok(()),
+            false => Err(LambdaError::new(
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException",
+                format!("this key is not allowed function {name}"),
+            )),
+        }
     }
-    let Some(authorization) = authorization else {
+}
+
+/// What the headers of a signed request established before its body is read: the credential,
+/// its key's secret and grant, and the request's time.
+struct Pending {
+    credential: sigv4::Credential,
+    secret: String,
+    grant: Arc<Grant>,
+    amz_date: String,
+    at_secs: i64,
+}
+
+/// The first half of SigV4 checking, on the headers alone, before any body is read: the
+/// `Authorization` header, the date (format, scope, skew) and the key id. `None` when the
+/// native API needs no key (unsigned requests are served).
+fn check_headers(state: &AppState, headers: &HeaderMap) -> Result<Option<Pending>, LambdaError> {
+    let denied = |kind, message: String| LambdaError::new(StatusCode::FORBIDDEN, kind, message);
+    if !state.keys.enabled() {
+        return Ok(None);
+    }
+    let Some(authorization) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Err(denied(
             "MissingAuthenticationTokenException",
             "Missing Authentication Token: sign the request with AWS Signature V4".into(),
@@ -170,16 +213,50 @@ fn authorize(
     };
     let credential = sigv4::parse_authorization(authorization)
         .map_err(|e| denied("IncompleteSignatureException", e.to_string()))?;
-    let Some((secret, scopes)) = state.keys.signing_key(&credential.access_key) else {
-        return Err(denied(
-            "UnrecognizedClientException",
-            "The security token included in the request is invalid: no SigV4 key has this access key id".into(),
-        ));
-    };
     let amz_date = headers
         .get("x-amz-date")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .to_string();
+    let now = (squall_broker::time::now_ms() / 1000) as i64;
+    let at_secs = sigv4::check_date(&credential, &amz_date, now)
+        .map_err(|e| denied("InvalidSignatureException", e.to_string()))?;
+    let Some((secret, grant)) = state.keys.signing_key(&credential.access_key) else {
+        return Err(bad_signature());
+    };
+    Ok(Some(Pending {
+        credential,
+        secret,
+        grant,
+        amz_date,
+        at_secs,
+    }))
+}
+
+/// The second half, once the body is read: the signature over the whole request, never seen
+/// before (this dispatcher's replay cache), a key holding `needed`, within its rate. Answers
+/// the region of the credential scope and the key's grant.
+fn check_signature(
+    state: &AppState,
+    pending: Option<Pending>,
+    method: &str,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    needed: Scope,
+) -> Result<Signed, LambdaError> {
+    let Some(pending) = pending else {
+        let region = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|a| sigv4::parse_authorization(a).ok())
+            .map(|c| c.region)
+            .unwrap_or_else(|| DEFAULT_REGION.to_string());
+        return Ok(Signed {
+            region,
+            grant: state.keys.open_grant(),
+        });
+    };
     let parts = sigv4::RequestParts {
         method,
         raw_path: uri.path(),
@@ -191,10 +268,27 @@ fn authorize(
         body,
     };
     let now = (squall_broker::time::now_ms() / 1000) as i64;
-    sigv4::verify(&parts, &credential, amz_date, &secret, now)
-        .map_err(|e| denied("InvalidSignatureException", e.to_string()))?;
-    if !scopes.contains(&needed) && !scopes.contains(&Scope::Admin) {
-        return Err(denied(
+    let Pending {
+        credential,
+        secret,
+        grant,
+        amz_date,
+        at_secs,
+    } = pending;
+    sigv4::verify(&parts, &credential, &amz_date, &secret, now).map_err(|_| bad_signature())?;
+    state
+        .sigv4_replays
+        .check(&credential.signature, at_secs + sigv4::MAX_SKEW_SECS, now)
+        .map_err(|e| {
+            LambdaError::new(
+                StatusCode::FORBIDDEN,
+                "InvalidSignatureException",
+                e.to_string(),
+            )
+        })?;
+    if !grant.has(needed) {
+        return Err(LambdaError::new(
+            StatusCode::FORBIDDEN,
             "AccessDeniedException",
             format!(
                 "key {} lacks the {} scope this operation needs",
@@ -203,7 +297,34 @@ fn authorize(
             ),
         ));
     }
-    Ok(credential.region)
+    if let Err(wait) = state.keys.take(&grant, std::time::Instant::now()) {
+        let mut refused = LambdaError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequestsException",
+            "Rate exceeded: this key made more requests than its rate allows",
+        );
+        refused.retry_after = Some(retry_after_secs(wait));
+        return Err(refused);
+    }
+    Ok(Signed {
+        region: credential.region,
+        grant,
+    })
+}
+
+/// Checks a request's Signature V4 (its body already read, or none), that its key holds
+/// `needed` and is within its rate; answers the region of the credential scope and the key's
+/// grant. Without keys configured (the native API is open), requests need none.
+fn authorize(
+    state: &AppState,
+    method: &str,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    needed: Scope,
+) -> Result<Signed, LambdaError> {
+    let pending = check_headers(state, headers)?;
+    check_signature(state, pending, method, uri, headers, body, needed)
 }
 
 fn function_arn(region: &str, name: &str, qualifier: Option<&str>) -> String {
@@ -267,7 +388,8 @@ async fn target(
 /// ListFunctions: `$LATEST` of every function, by name, `MaxItems` at a time after `Marker`.
 async fn list_functions(State(state): State<Arc<AppState>>, request: Request) -> Answer {
     let (parts, _) = request.into_parts();
-    let region = authorize(&state, "GET", &parts.uri, &parts.headers, b"", Scope::Read)?;
+    let signed = authorize(&state, "GET", &parts.uri, &parts.headers, b"", Scope::Read)?;
+    let region = signed.region;
     let raw = parts.uri.query().unwrap_or_default();
     let max = match query_value(raw, "MaxItems") {
         None => 50,
@@ -290,6 +412,7 @@ async fn list_functions(State(state): State<Arc<AppState>>, request: Request) ->
     for record in records
         .iter()
         .filter(|r| marker.as_deref().is_none_or(|m| r.name.as_str() > m))
+        .filter(|r| signed.grant.functions.allows(&r.name))
     {
         if functions.len() == max {
             next = functions
@@ -314,7 +437,9 @@ async fn configuration_of(
     request: Request,
 ) -> Result<serde_json::Value, LambdaError> {
     let (parts, _) = request.into_parts();
-    let region = authorize(state, "GET", &parts.uri, &parts.headers, b"", Scope::Read)?;
+    let signed = authorize(state, "GET", &parts.uri, &parts.headers, b"", Scope::Read)?;
+    signed.allow(function)?;
+    let region = signed.region;
     let query = query_value(parts.uri.query().unwrap_or_default(), "Qualifier");
     let (record, qualifier) = target(state, function, query.as_deref()).await?;
     let entry = resolve(&record, qualifier.as_deref(), "").map_err(LambdaError::from_api)?;
@@ -364,7 +489,7 @@ async fn list_versions(
     Path(function): Path<String>,
     request: Request,
 ) -> Answer {
-    let region = authorize(
+    let signed = authorize(
         &state,
         "GET",
         request.uri(),
@@ -372,6 +497,8 @@ async fn list_versions(
         b"",
         Scope::Read,
     )?;
+    signed.allow(&function)?;
+    let region = signed.region;
     let (record, _) = target(&state, &function, None).await?;
     let mut versions = Vec::new();
     if let Some(latest) = record.versions.latest() {
@@ -397,7 +524,7 @@ async fn list_aliases(
     Path(function): Path<String>,
     request: Request,
 ) -> Answer {
-    let region = authorize(
+    let signed = authorize(
         &state,
         "GET",
         request.uri(),
@@ -405,6 +532,8 @@ async fn list_aliases(
         b"",
         Scope::Read,
     )?;
+    signed.allow(&function)?;
+    let region = signed.region;
     let (record, _) = target(&state, &function, None).await?;
     let aliases: Vec<serde_json::Value> = record
         .versions
@@ -460,6 +589,9 @@ async fn invoke(
     request: Request,
 ) -> Answer {
     let (parts, body) = request.into_parts();
+    // The key id and the date are checked before the body is read: an unknown or stale
+    // signer's body is never read.
+    let pending = check_headers(&state, &parts.headers)?;
     let limit = state.config.max_payload;
     let payload = read_limited(body, limit).await.map_err(|_| {
         LambdaError::new(
@@ -468,14 +600,16 @@ async fn invoke(
             format!("Request must be smaller than {limit} bytes for the Invoke operation"),
         )
     })?;
-    authorize(
+    check_signature(
         &state,
+        pending,
         "POST",
         &parts.uri,
         &parts.headers,
         &payload,
         Scope::Invoke,
-    )?;
+    )?
+    .allow(&function)?;
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let query = query_value(parts.uri.query().unwrap_or_default(), "Qualifier");
     let (record, qualifier) = target(&state, &function, query.as_deref()).await?;

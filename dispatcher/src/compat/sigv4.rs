@@ -234,15 +234,10 @@ pub fn parse_amz_date(text: &str) -> Option<i64> {
     Some(at.and_utc().timestamp())
 }
 
-/// Checks that `credential` signed `parts` at `amz_date` with `secret`, within the skew of
-/// `now_secs`.
-pub fn verify(
-    parts: &RequestParts<'_>,
-    credential: &Credential,
-    amz_date: &str,
-    secret: &str,
-    now_secs: i64,
-) -> Result<(), SigError> {
+/// Checks what a request's headers say before its body is read: `amz_date` is well formed,
+/// matches the credential scope's date, names the lambda service and is within the skew of
+/// `now_secs`. Answers `amz_date` in Unix seconds.
+pub fn check_date(credential: &Credential, amz_date: &str, now_secs: i64) -> Result<i64, SigError> {
     let at = parse_amz_date(amz_date).ok_or(SigError::BadDate)?;
     if !amz_date.starts_with(&credential.date) {
         return Err(SigError::ScopeDate);
@@ -253,6 +248,19 @@ pub fn verify(
     if (at - now_secs).abs() > MAX_SKEW_SECS {
         return Err(SigError::Expired);
     }
+    Ok(at)
+}
+
+/// Checks that `credential` signed `parts` at `amz_date` with `secret`, within the skew of
+/// `now_secs`.
+pub fn verify(
+    parts: &RequestParts<'_>,
+    credential: &Credential,
+    amz_date: &str,
+    secret: &str,
+    now_secs: i64,
+) -> Result<(), SigError> {
+    check_date(credential, amz_date, now_secs)?;
     let canonical = canonical_request(parts, &credential.signed_headers);
     let expected = signature(
         secret,
@@ -263,6 +271,87 @@ pub fn verify(
         Ok(())
     } else {
         Err(SigError::Mismatch)
+    }
+}
+
+/// The signatures a dispatcher accepted, each until it expires (its `X-Amz-Date` plus the
+/// skew), so that a captured request cannot be sent again while its signature is valid. Held in
+/// this dispatcher's memory only: a request replayed to another dispatcher is not caught there
+/// (the idempotency key of a botocore call still maps it to the same invocation for its
+/// window). At most `capacity` signatures are held; past that the one expiring first is
+/// forgotten early.
+pub struct ReplayCache {
+    capacity: usize,
+    seen: std::sync::Mutex<SeenSignatures>,
+}
+
+/// The signatures held, by signature and by expiry.
+#[derive(Default)]
+struct SeenSignatures {
+    by_signature: std::collections::HashMap<String, i64>,
+    by_expiry: std::collections::BTreeSet<(i64, String)>,
+}
+
+/// A signature that was already used within its validity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("this request's signature was already used; sign every request anew")]
+pub struct Replayed;
+
+/// How many signatures a dispatcher holds by default: over 100 signed requests a second for
+/// the half hour a signature stays valid, in some tens of MB.
+pub const DEFAULT_REPLAY_CAPACITY: usize = 200_000;
+
+impl ReplayCache {
+    pub fn new(capacity: usize) -> ReplayCache {
+        ReplayCache {
+            capacity: capacity.max(1),
+            seen: Default::default(),
+        }
+    }
+
+    /// Records `signature`, valid until `expires_secs`, or refuses it when it was seen before
+    /// and has not expired at `now_secs`.
+    pub fn check(&self, signature: &str, expires_secs: i64, now_secs: i64) -> Result<(), Replayed> {
+        let mut seen = self.seen.lock().expect("replay cache lock");
+        while let Some(first) = seen.by_expiry.first().cloned() {
+            if first.0 >= now_secs {
+                break;
+            }
+            seen.by_signature.remove(&first.1);
+            seen.by_expiry.remove(&first);
+        }
+        if seen.by_signature.contains_key(signature) {
+            return Err(Replayed);
+        }
+        if seen.by_signature.len() >= self.capacity {
+            // Full: the signature that would expire first is forgotten early.
+            if let Some(first) = seen.by_expiry.pop_first() {
+                seen.by_signature.remove(&first.1);
+            }
+        }
+        seen.by_signature
+            .insert(signature.to_string(), expires_secs);
+        seen.by_expiry.insert((expires_secs, signature.to_string()));
+        Ok(())
+    }
+
+    /// How many signatures are held.
+    pub fn len(&self) -> usize {
+        self.seen
+            .lock()
+            .expect("replay cache lock")
+            .by_signature
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for ReplayCache {
+    fn default() -> Self {
+        ReplayCache::new(DEFAULT_REPLAY_CAPACITY)
     }
 }
 
@@ -370,6 +459,43 @@ mod tests {
             Err(SigError::Expired)
         );
         assert_eq!(parse_authorization("Bearer x"), Err(SigError::NotSigV4));
+    }
+
+    #[test]
+    fn a_signature_is_accepted_once_until_it_expires_and_the_cache_stays_bounded() {
+        let cache = ReplayCache::new(2);
+        assert_eq!(cache.check("a", 100, 10), Ok(()));
+        assert_eq!(cache.check("a", 100, 50), Err(Replayed));
+        assert_eq!(cache.check("b", 200, 50), Ok(()));
+        // Expired: forgotten, so a new use is a new request as far as the cache knows (the
+        // date check refuses it anyway).
+        assert_eq!(cache.check("a", 300, 101), Ok(()));
+        assert_eq!(cache.len(), 2);
+        // Full: the signature expiring first (b, at 200) makes room.
+        assert_eq!(cache.check("c", 400, 102), Ok(()));
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.check("a", 300, 103), Err(Replayed));
+        assert_eq!(cache.check("c", 400, 103), Err(Replayed));
+    }
+
+    #[test]
+    fn the_date_is_checked_before_any_signature() {
+        let credential = parse_authorization(
+            "AWS4-HMAC-SHA256 Credential=k/20261201/eu-west-1/lambda/aws4_request, \
+             SignedHeaders=host;x-amz-date, Signature=00",
+        )
+        .unwrap();
+        let now = parse_amz_date("20261201T120000Z").unwrap();
+        assert_eq!(check_date(&credential, "20261201T120000Z", now), Ok(now));
+        assert_eq!(
+            check_date(&credential, "20261202T120000Z", now),
+            Err(SigError::ScopeDate)
+        );
+        assert_eq!(
+            check_date(&credential, "20261201T123000Z", now),
+            Err(SigError::Expired)
+        );
+        assert_eq!(check_date(&credential, "soon", now), Err(SigError::BadDate));
     }
 
     #[test]

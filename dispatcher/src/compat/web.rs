@@ -1,5 +1,11 @@
 //! Web functions: `/function/{name}` and `/function/{name}/{*path}`, every method, answered in
-//! Lambda's function-URL response format.
+//! Lambda's function-URL response format, on the web listener only (`--web-addr`).
+//!
+//! A function's answer never shares an origin with the console and the API: the web listener
+//! serves web functions and nothing else, and the API's listener answers their paths with a
+//! 404 naming the web listener (`elsewhere`). Headers that act on a whole origin are dropped,
+//! a function's cookies are confined to its own path (`/function/{name}`, no `Domain`), and a
+//! caller's Squall key is never forwarded to a function.
 //!
 //! A web request is an ordinary invocation: its body is the input, the request's method, path,
 //! query, headers and client address travel in the job's `Squall-Web` header (the worker makes
@@ -10,6 +16,8 @@
 //! and a web function with `auth: "key"` all answer 401 to it.
 
 use crate::core::invoke::{default_wait, Call, Outcome};
+use crate::core::keys::KEY_PREFIX;
+use crate::core::rate_limit::{client_key, retry_after_secs, Rate};
 use crate::core::submit::{is_valid_traceparent, new_traceparent};
 use crate::http::auth::{self, Access, Scope};
 use crate::http::error::ApiError;
@@ -42,8 +50,10 @@ pub const PREFIX: &str = "/function/";
 /// well within the room a job's headers have beside the payload.
 pub const MAX_URI_BYTES: usize = 4096;
 
-/// Response headers a function may not set: HTTP framing, which the server owns, and Squall's
-/// and NATS's own.
+/// Response headers a function may not set: HTTP framing, which the server owns; Squall's and
+/// NATS's own; and those that act on the whole origin (a service worker's scope beyond the
+/// function, wiping the origin's storage, HSTS for the host), which one function must not
+/// decide for the others.
 fn is_forbidden_response_header(name: &HeaderName) -> bool {
     // HTTP header names are lowercase: these are `headers::is_reserved`'s prefixes, lowercased.
     let name = name.as_str();
@@ -57,8 +67,78 @@ fn is_forbidden_response_header(name: &HeaderName) -> bool {
             | "upgrade"
             | "te"
             | "trailer"
+            | "service-worker-allowed"
+            | "clear-site-data"
+            | "strict-transport-security"
     ) || name.starts_with("squall-")
         || name.starts_with("nats-")
+}
+
+/// Where function `name` is served: the path its cookies are confined to.
+pub fn function_prefix(name: &str) -> String {
+    format!("{PREFIX}{name}")
+}
+
+/// A function's `Set-Cookie` confined to its own path `prefix`: `Domain` is dropped, and `Path`
+/// is kept only when it is `prefix` or below it, else it becomes `prefix` (added when absent).
+/// A `__Host-` cookie, which browsers accept only with `Path=/`, is thus refused by them.
+pub fn confine_cookie(cookie: &str, prefix: &str) -> String {
+    let mut parts = cookie.split(';');
+    let mut out = vec![parts.next().unwrap_or_default().trim().to_string()];
+    let mut has_path = false;
+    for attribute in parts.map(str::trim).filter(|a| !a.is_empty()) {
+        let (key, value) = attribute.split_once('=').unwrap_or((attribute, ""));
+        let key = key.trim();
+        if key.eq_ignore_ascii_case("domain") {
+            continue;
+        }
+        if key.eq_ignore_ascii_case("path") {
+            if has_path {
+                continue;
+            }
+            has_path = true;
+            let value = value.trim();
+            let inside = value == prefix
+                || value
+                    .strip_prefix(prefix)
+                    .is_some_and(|r| r.starts_with('/'));
+            out.push(match inside {
+                true => format!("Path={value}"),
+                false => format!("Path={prefix}"),
+            });
+            continue;
+        }
+        out.push(attribute.to_string());
+    }
+    if !has_path {
+        out.push(format!("Path={prefix}"));
+    }
+    out.join("; ")
+}
+
+/// Confines every `Set-Cookie` of `response` to `prefix` (see `confine_cookie`); a cookie that
+/// no longer makes a header value is dropped.
+pub fn confine_cookies(response: &mut WebResponse, prefix: &str) {
+    response.headers.retain_mut(|(name, value)| {
+        if *name != header::SET_COOKIE {
+            return true;
+        }
+        let text = String::from_utf8_lossy(value.as_bytes());
+        match HeaderValue::from_str(&confine_cookie(&text, prefix)) {
+            Ok(confined) => {
+                *value = confined;
+                true
+            }
+            Err(_) => false,
+        }
+    });
+}
+
+/// Whether `Authorization` carries a Squall key: a bearer the dispatcher knows, or one shaped
+/// like the keys it makes (a revoked key, or another dispatcher's).
+fn carries_squall_key(headers: &axum::http::HeaderMap, keys: &crate::core::keys::Keys) -> bool {
+    auth::bearer(headers)
+        .is_some_and(|key| key.starts_with(KEY_PREFIX) || keys.grant_of(key).is_some())
 }
 
 /// The TCP peer of a connection, as the server hands it to each request (plain or TLS).
@@ -225,7 +305,7 @@ fn split_path(path: &str) -> (&str, &str) {
 }
 
 /// The request's headers by lowercase name, repeated ones joined with `,`; without
-/// `Authorization` when it carried the Squall key.
+/// `Authorization` unless `keep_authorization` (it carried no Squall key).
 fn request_headers(
     headers: &axum::http::HeaderMap,
     keep_authorization: bool,
@@ -342,7 +422,7 @@ async fn serve(State(state): State<Arc<AppState>>, request: Request) -> Response
 async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError> {
     let (name, path) = split_path(request.uri().path());
     let (name, path) = (name.to_string(), path.to_string());
-    let record = match FunctionName::parse(name) {
+    let record = match FunctionName::parse(name.clone()) {
         Ok(name) => state
             .registry
             .load(&name)
@@ -359,10 +439,15 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     };
     let open = web.as_ref().is_some_and(|w| w.auth == WebAuth::None);
     if !open {
-        if let Err(refused) = auth::check(&state.keys, &request, Access::Scope(Scope::Invoke)) {
+        let checked = auth::check(&state.keys, &request, Access::Scope(Scope::Invoke))
+            .and_then(|grant| auth::allow_function(&grant, &name));
+        if let Err(refused) = checked {
             return Ok(refused.into_response());
         }
     }
+    // A keyed function never sees the key; an open one sees `Authorization` unless it carries
+    // a Squall key (a caller's console key must not reach a function by mistake).
+    let keep_authorization = open && !carries_squall_key(request.headers(), &state.keys);
     let (name, record) = record?;
     let Some(web) = web else {
         return Err(ApiError::not_found(
@@ -378,14 +463,18 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         .get::<ConnectInfo<ClientAddr>>()
         .map(|ConnectInfo(ClientAddr(peer))| peer.ip());
     if let Some(rate) = web.rate_per_s {
-        let address = client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        if let Err(wait) = state.web_limits.take(address, &name, rate, Instant::now()) {
+        let address = client_key(client.unwrap_or(IpAddr::from([0, 0, 0, 0])));
+        let bucket = (address, name.to_string());
+        if let Err(wait) = state
+            .web_limits
+            .take(bucket, Rate::per_second(rate), Instant::now())
+        {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 ErrorCode::RateLimited,
-                format!("more than {rate} requests per second to this function from one address"),
+                format!("more than {rate} requests per second to this function from one address (an IPv6 client is its /64)"),
             )
-            .retry_after(wait.as_secs_f64().ceil().max(1.0) as u64));
+            .retry_after(retry_after_secs(wait)));
         }
     }
     let uri = request.uri().clone();
@@ -402,7 +491,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         path,
         raw_query,
         query: query_map(&uri),
-        headers: request_headers(request.headers(), open),
+        headers: request_headers(request.headers(), keep_authorization),
         remote_addr: client.map(|ip| ip.to_string()).unwrap_or_default(),
     };
     let traceparent = request
@@ -453,7 +542,10 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         }
     };
     let mut response = match response_of(&outcome.body) {
-        Ok(answer) => answer.into_response(),
+        Ok(mut answer) => {
+            confine_cookies(&mut answer, &function_prefix(&name));
+            answer.into_response()
+        }
         Err(error) => {
             tracing::info!(message = "a web function's answer is not a valid response", function = %name, invocation_id = %id, %error);
             return Ok(generic(
@@ -474,6 +566,34 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(root, under))]
 pub struct Document;
+
+/// The 404 of a web function's path on the API's listener: web functions have their own.
+async fn on_the_web_listener() -> Response {
+    ApiError::not_found(
+        ErrorCode::RouteNotFound,
+        "web functions are served on their own origin, the dispatcher's web listener \
+         (--web-addr; by default the API's port + 1), not on the API's",
+    )
+    .into_response()
+}
+
+/// The API listener's answer to web functions' paths (`on_the_web_listener`).
+pub fn elsewhere() -> axum::Router<Arc<AppState>> {
+    use axum::routing::any;
+    axum::Router::new()
+        .route("/function/{name}", any(on_the_web_listener))
+        .route("/function/{name}/", any(on_the_web_listener))
+        .route("/function/{name}/{*path}", any(on_the_web_listener))
+}
+
+/// The web listener's answer to anything but a web function.
+pub async fn not_here() -> Response {
+    ApiError::not_found(
+        ErrorCode::RouteNotFound,
+        "this origin serves only web functions, at /function/{name}",
+    )
+    .into_response()
+}
 
 /// The router of the web routes (their key check is their own, by the function's spec).
 pub fn router() -> axum::Router<Arc<AppState>> {
@@ -577,6 +697,56 @@ mod tests {
         let response = response_of(output).unwrap();
         let names: Vec<&str> = response.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["x-ok", "content-type"]);
+    }
+
+    #[test]
+    fn headers_acting_on_the_whole_origin_are_dropped() {
+        let output = br#"{"statusCode": 200, "headers": {"Service-Worker-Allowed": "/",
+            "Clear-Site-Data": "\"*\"", "Strict-Transport-Security": "max-age=31536000",
+            "X-Ok": "1"}}"#;
+        let response = response_of(output).unwrap();
+        let names: Vec<&str> = response.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["x-ok", "content-type"]);
+    }
+
+    #[test]
+    fn cookies_are_confined_to_the_functions_path_without_a_domain() {
+        let prefix = "/function/shop";
+        for (given, confined) in [
+            (
+                "a=1; Path=/; HttpOnly",
+                "a=1; Path=/function/shop; HttpOnly",
+            ),
+            ("a=1", "a=1; Path=/function/shop"),
+            (
+                "a=1; Domain=example.com; Secure",
+                "a=1; Secure; Path=/function/shop",
+            ),
+            (
+                "a=1; path=/function/shop/cart",
+                "a=1; Path=/function/shop/cart",
+            ),
+            ("a=1; Path=/function/shop", "a=1; Path=/function/shop"),
+            ("a=1; Path=/function/shopping", "a=1; Path=/function/shop"),
+            ("a=1; Path=/function/other", "a=1; Path=/function/shop"),
+            (
+                "a=1; Path=/; Path=/x; DOMAIN=.x",
+                "a=1; Path=/function/shop",
+            ),
+            ("a=b=c; Max-Age=5", "a=b=c; Max-Age=5; Path=/function/shop"),
+        ] {
+            assert_eq!(confine_cookie(given, prefix), confined, "{given}");
+        }
+        let mut response = response_of(
+            br#"{"statusCode": 200, "headers": {"Set-Cookie": "h=1; Path=/"},
+                "cookies": ["c=2; Domain=evil.example"]}"#,
+        )
+        .unwrap();
+        confine_cookies(&mut response, prefix);
+        assert_eq!(
+            header(&response, "set-cookie"),
+            ["h=1; Path=/function/shop", "c=2; Path=/function/shop"]
+        );
     }
 
     #[test]

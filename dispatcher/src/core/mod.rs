@@ -6,6 +6,7 @@
 
 pub mod artifact;
 pub mod broker;
+pub mod bundle;
 pub mod cancel;
 pub mod cloudevents;
 pub mod fleet;
@@ -13,7 +14,9 @@ pub mod invoke;
 pub mod keys;
 pub mod metrics;
 pub mod names;
+pub mod rate_limit;
 pub mod registry;
+pub mod state;
 pub mod submit;
 pub mod versions;
 pub mod view;

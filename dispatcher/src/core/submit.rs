@@ -3,11 +3,12 @@
 
 use crate::core::broker::Broker;
 use crate::core::metrics::Metrics;
+use crate::core::registry::RegistryCache;
 use crate::index::{Accepted, Index};
 use axum::http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 use squall_broker::headers as h;
-use squall_broker::names::jobs_subject;
+use squall_broker::names::{consumer_name, jobs_subject};
 use squall_broker::publish::PublishError;
 use squall_broker::time::now_ms;
 use std::sync::Arc;
@@ -33,6 +34,10 @@ pub enum SubmitError {
     /// JetStream did not store the job.
     #[error("the invocation was not accepted: {0}")]
     Publish(#[source] PublishError),
+    /// The function already has as many jobs queued or running as its backlog limit allows
+    /// (its spec's `max_backlog`, or the dispatcher's `--max-backlog`).
+    #[error("function {function} has as many jobs waiting or running as its backlog limit allows; try again once its workers catch up")]
+    BacklogFull { function: String },
 }
 
 impl SubmitError {
@@ -52,12 +57,19 @@ pub(crate) fn checked_idempotency_key(key: &HeaderValue) -> Result<&str, SubmitE
         .ok_or(SubmitError::InvalidIdempotencyKey)
 }
 
-/// What submitting a job needs: the broker, the accepted-invocation index and the metrics.
+/// What submitting a job needs: the broker, the accepted-invocation index, the metrics, and
+/// the registry's cache (for a function's own backlog limit).
 #[derive(Clone)]
 pub struct Submitter {
     pub broker: Broker,
     pub index: Index,
     pub metrics: Arc<Metrics>,
+    pub registry: Arc<RegistryCache>,
+}
+
+/// Whether `adding` more jobs would take a backlog of `backlog` jobs past `limit` (pure).
+pub fn backlog_full(backlog: u64, adding: u64, limit: u64) -> bool {
+    backlog.saturating_add(adding) > limit
 }
 
 /// The idempotency bucket's key of a CloudEvent made into an invocation of `function`: its
@@ -235,12 +247,43 @@ impl Submitter {
             .await
     }
 
+    /// Refuses `adding` jobs of `function` when its spec's `max_backlog` would be passed. Only
+    /// a function whose spec lowers the dispatcher's limit pays this read of its consumer; for
+    /// every function JOBS itself refuses a job beyond the dispatcher's limit (the stream's
+    /// per-subject limit), exactly, whoever publishes. This check reads the count before
+    /// publishing, so concurrent submitters may pass the spec's limit by the jobs they have in
+    /// flight at that moment, never the stream's.
+    pub(crate) async fn check_backlog(
+        &self,
+        function: &str,
+        adding: usize,
+    ) -> Result<(), SubmitError> {
+        let Some(limit) = self.registry.get(function).and_then(|r| r.max_backlog) else {
+            return Ok(());
+        };
+        let info = self
+            .broker
+            .topology
+            .jobs
+            .consumer_info(consumer_name(function))
+            .await
+            .map_err(|e| SubmitError::broker("cannot read the function's backlog", e))?;
+        let backlog = info.num_pending + info.num_ack_pending as u64;
+        if backlog_full(backlog, adding as u64, limit) {
+            return Err(SubmitError::BacklogFull {
+                function: function.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     async fn submit_traced(
         &self,
         job: Job<'_>,
         traceparent: &str,
         payload: bytes::Bytes,
     ) -> Result<(), SubmitError> {
+        self.check_backlog(job.function, 1).await?;
         squall_broker::publish::publish_acked(
             &self.broker.topology.jetstream,
             &jobs_subject(job.function),
@@ -249,7 +292,12 @@ impl Submitter {
             &self.broker.publish,
         )
         .await
-        .map_err(SubmitError::Publish)?;
+        .map_err(|error| match error {
+            PublishError::SubjectFull(_) => SubmitError::BacklogFull {
+                function: job.function.to_string(),
+            },
+            error => SubmitError::Publish(error),
+        })?;
         self.record_accepted(&job);
         Ok(())
     }
@@ -270,6 +318,14 @@ impl Submitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backlog_is_full_when_the_new_jobs_would_pass_its_limit() {
+        assert!(!backlog_full(0, 1, 1));
+        assert!(backlog_full(1, 1, 1));
+        assert!(!backlog_full(97, 3, 100));
+        assert!(backlog_full(98, 3, 100));
+    }
 
     #[test]
     fn traceparent_format_is_checked() {

@@ -4,6 +4,10 @@
 //! functions that need it) carries each terminal result to one of them; delivery is at least
 //! once, never touches the invocation, and a delivery that finally fails is recorded on the
 //! invocation, counted, and kept as a destination dead letter that can be replayed.
+//!
+//! URL deliveries go only where the egress guard allows (`egress`), are signed the Standard
+//! Webhooks way (`webhook`), and share the dispatcher fairly (`pacing`): a few tries in flight
+//! per host, and the pause between tries spent outside any slot.
 
 use crate::core::broker::Broker;
 use crate::core::broker::BrokerError;
@@ -11,27 +15,24 @@ use crate::core::cloudevents::Attributes;
 use crate::core::metrics::Metrics;
 use crate::core::registry::Registry;
 use crate::core::view::rfc3339;
+use crate::events::egress::{self, Allowlist, Refusal};
+use crate::events::pacing::{self, HostSlots, Step, TryResult};
+use crate::events::webhook::{self, Secret, Secrets};
 use async_nats::jetstream::{self, AckKind};
 use base64::Engine as _;
 use futures::StreamExt as _;
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use squall_api::invocations::{
     CloudEventAttributes, DeliveryOutcome, DestinationDelivery, DestinationTarget,
 };
-use squall_broker::backoff::Doubling;
 use squall_broker::names::destination_dlq_subject;
 use squall_broker::time::now_ms;
 use squall_broker::topology::{self, DestinationTopology};
 use squall_broker::{headers as h, FunctionRecord, InvocationStatus, ResultMeta};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// The header of a destination or callback POST that signs its body: `sha256=<hex>`, the
-/// HMAC-SHA256 of the body keyed by the function's destination secret (its text's bytes).
-pub const SIGNATURE_HEADER: &str = "Squall-Signature";
 /// The CloudEvents `source` of Squall's own events: `/squall/functions/<name>`.
 pub const EVENT_SOURCE_PREFIX: &str = "/squall/functions/";
 /// The `type` of an invocation's terminal event: `io.squall.invocation.<status>`.
@@ -49,25 +50,63 @@ pub enum DestinationError {
     InvalidSpec(String),
     #[error("cannot keep the destination dead letter: {0}")]
     Publish(#[source] squall_broker::publish::PublishError),
+    /// A URL the egress guard refuses, as the caller gave it: what names it
+    /// (`X-Callback-Url`, `destinations.on_success`), the URL and why.
+    #[error("{what} {url:?} {refusal}{}", allow_hint(refusal))]
+    Refused {
+        what: String,
+        url: String,
+        refusal: Refusal,
+    },
 }
 
-/// How deliveries to URLs are tried.
+/// What a refused address's message adds: how it can be opened on purpose.
+fn allow_hint(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::Address { .. } => "; an operator can allow it with --egress-allow",
+        Refusal::Scheme | Refusal::NoHost => "",
+    }
+}
+
+/// How deliveries to URLs are tried, where they may go and how they are signed.
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
     /// How long a URL delivery keeps trying (with backoff) before it fails.
     pub retry_for: Duration,
     /// The longest one POST may take.
     pub try_timeout: Duration,
+    /// The longest connecting (TCP and TLS) may take, within `try_timeout`.
+    pub connect_timeout: Duration,
     /// The first pause between tries; it doubles up to 5 s.
     pub first_backoff: Duration,
+    /// POSTs in flight at once to one host from this dispatcher.
+    pub per_host: usize,
+    /// Internal hosts and address blocks the operator opened on purpose.
+    pub allow: Allowlist,
+    /// The operator's signing secrets, the current one first.
+    pub secrets: Secrets,
+}
+
+impl DeliveryConfig {
+    /// How long a delivery keeps trying and how its pauses start.
+    pub fn budget(&self) -> pacing::Budget {
+        pacing::Budget {
+            retry_for: self.retry_for,
+            first_backoff: self.first_backoff,
+        }
+    }
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
             retry_for: Duration::from_secs(60),
-            try_timeout: Duration::from_secs(10),
+            try_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
             first_backoff: Duration::from_millis(250),
+            per_host: 4,
+            allow: Allowlist::default(),
+            secrets: Secrets::default(),
         }
     }
 }
@@ -83,35 +122,99 @@ pub struct Destinations {
     pub delivery: DeliveryConfig,
 }
 
-/// The dispatcher's part of destinations: the buckets and stream, the HTTP client, and the
-/// functions it knows the consumer's filter to hold.
+/// The dispatcher's part of destinations: the buckets and stream, the HTTP client, the
+/// hosts' delivery slots, and the functions it knows the consumer's filter to hold.
 pub struct Service {
     pub topology: DestinationTopology,
     http: reqwest::Client,
+    slots: HostSlots,
     filtered: Mutex<BTreeSet<String>>,
 }
 
 impl Service {
-    pub fn new(topology: DestinationTopology) -> Service {
+    pub fn new(topology: DestinationTopology, config: &DeliveryConfig) -> Service {
+        let resolver = egress::GuardedResolver::new(Arc::new(config.allow.clone()));
         Service {
             topology,
+            // No redirects and no proxy: the address dialled is always one the guard judged.
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .connect_timeout(config.connect_timeout.min(config.try_timeout))
+                .dns_resolver(Arc::new(resolver))
                 .build()
                 .expect("an HTTP client with default TLS settings builds"),
+            slots: HostSlots::new(config.per_host),
             filtered: Mutex::new(BTreeSet::new()),
         }
     }
 }
 
-/// What the deliveries bucket keeps per invocation: its call's callback URL and every
-/// delivery that ended.
+/// Checks a URL where it is given (a deploy's destination, an invoke's `X-Callback-Url`):
+/// `what` names it in the refusal.
+pub async fn check_url(
+    state: &Destinations,
+    what: &str,
+    url: &str,
+) -> Result<(), DestinationError> {
+    egress::check(url, &state.delivery.allow)
+        .await
+        .map(|_| ())
+        .map_err(|refusal| DestinationError::Refused {
+            what: what.to_string(),
+            url: url.to_string(),
+            refusal,
+        })
+}
+
+/// Checks the URL destinations of a spec with the egress guard.
+pub async fn check_spec_urls(
+    state: &Destinations,
+    spec: &squall_broker::FunctionSpec,
+) -> Result<(), DestinationError> {
+    let Some(destinations) = &spec.destinations else {
+        return Ok(());
+    };
+    for (field, target) in [
+        ("on_success", &destinations.on_success),
+        ("on_failure", &destinations.on_failure),
+    ] {
+        if let Some(url) = target.as_deref().filter(|t| is_url(t)) {
+            check_url(state, &format!("destinations.{field}:"), url).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The keys a function's deliveries are signed with, the current one first; its record keeps
+/// the function's own random key.
+pub fn signing_keys(state: &Destinations, record: Option<&FunctionRecord>) -> Vec<Secret> {
+    record
+        .map(|r| state.delivery.secrets.function_keys(&r.destination_secret))
+        .unwrap_or_default()
+}
+
+/// What the deliveries bucket keeps per invocation: its call's callback URL, every delivery
+/// that ended, and the ones still being tried.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct DeliveriesRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     callback: Option<String>,
     #[serde(default)]
     deliveries: Vec<DestinationDelivery>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pending: Vec<Pending>,
+}
+
+/// A URL delivery between tries: how many it had, since when it is due, its last error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Pending {
+    target: DestinationTarget,
+    event_type: String,
+    tries: u32,
+    since_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 /// A destination dead letter (JSON): where the event was going, why it failed, and the event.
@@ -133,21 +236,6 @@ pub(crate) struct DestinationLetter {
 pub struct OutEvent {
     pub attributes: Attributes,
     pub data: Vec<u8>,
-}
-
-/// HMAC-SHA256 (RFC 2104) of `message` keyed by `key`.
-pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
-    mac.update(message);
-    mac.finalize().into_bytes().into()
-}
-
-/// The `Squall-Signature` value of `body` under `secret`.
-pub fn signature(secret: &str, body: &[u8]) -> String {
-    format!(
-        "sha256={}",
-        hex::encode(hmac_sha256(secret.as_bytes(), body))
-    )
 }
 
 /// The CloudEvent of a terminal result: `io.squall.invocation.<status>` from
@@ -251,7 +339,8 @@ pub fn check_subjects(spec: &squall_broker::FunctionSpec) -> Result<(), Destinat
     Ok(())
 }
 
-/// A new destination secret: 32 random bytes in hex.
+/// A new key for a function's record: 32 random bytes in hex (the function signs with it, or
+/// with keys derived from it and the operator's secrets: `webhook::Secrets::function_keys`).
 pub fn new_secret() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the OS random generator works");
@@ -269,7 +358,7 @@ pub async fn register_callback(
     let service = &state.service;
     let record = DeliveriesRecord {
         callback: Some(url.to_string()),
-        deliveries: Vec::new(),
+        ..Default::default()
     };
     let json = serde_json::to_vec(&record).expect("a deliveries record encodes");
     service
@@ -391,7 +480,10 @@ async fn serve(state: &Destinations) -> anyhow::Result<()> {
         let state = state.clone();
         tokio::spawn(async move {
             let ack = match handle(&state, &message).await {
-                Ok(()) => AckKind::Ack,
+                Ok(Next::Done) => AckKind::Ack,
+                // The pause before a delivery's next try is spent with the result back in
+                // JetStream, not in a slot.
+                Ok(Next::Later(pause)) => AckKind::Nak(Some(pause)),
                 Err(error) => {
                     tracing::warn!(message = "cannot finish a terminal event's deliveries; will retry",
                         subject = %message.subject, %error);
@@ -419,14 +511,20 @@ async fn read_record(state: &Destinations, id: &str) -> Result<DeliveriesRecord,
         .unwrap_or_default())
 }
 
-/// Adds `outcomes` to an invocation's deliveries record.
+/// Adds `outcomes` to an invocation's deliveries record and, with `pending`, replaces the
+/// deliveries of `event_type` still being tried.
 async fn append_outcomes(
     state: &Destinations,
     id: &str,
     outcomes: &[DestinationDelivery],
+    pending: Option<(&str, Vec<Pending>)>,
 ) -> Result<(), DestinationError> {
     let mut record = read_record(state, id).await?;
     record.deliveries.extend_from_slice(outcomes);
+    if let Some((event_type, pending)) = pending {
+        record.pending.retain(|p| p.event_type != event_type);
+        record.pending.extend(pending);
+    }
     let json = serde_json::to_vec(&record).expect("a deliveries record encodes");
     state
         .service
@@ -449,20 +547,36 @@ pub async fn outcomes(state: &Destinations, id: &str) -> Vec<DestinationDelivery
     }
 }
 
-/// One terminal result: deliver its event to every target not delivered to yet, keep the
-/// failures as dead letters, record every outcome. An error leaves the result for a retry.
+/// What to do with a terminal result once handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Every delivery ended: acknowledge it.
+    Done,
+    /// Some delivery is tried again after this pause: hand the result back until then.
+    Later(Duration),
+}
+
+/// One delivery's part of a handling: it ended, or waits for another handling.
+enum Part {
+    Ended(DestinationDelivery),
+    Waits(Pending, Duration),
+}
+
+/// One terminal result: make one try of every delivery not ended yet (a URL delivery only if
+/// its host has a free slot), keep the ones that finally failed as dead letters, record every
+/// outcome and what is still being tried. An error leaves the result for a retry.
 async fn handle(
     state: &Destinations,
     message: &jetstream::Message,
-) -> Result<(), DestinationError> {
+) -> Result<Next, DestinationError> {
     let Some(headers) = message.headers.as_ref() else {
-        return Ok(());
+        return Ok(Next::Done);
     };
     let Ok(meta) = ResultMeta::from_headers(headers) else {
-        return Ok(());
+        return Ok(Next::Done);
     };
     if !meta.status.is_terminal() {
-        return Ok(());
+        return Ok(Next::Done);
     }
     let record = match state.registry.get(&meta.function) {
         Some(record) => Some(record),
@@ -473,6 +587,7 @@ async fn handle(
     };
     let stored = read_record(state, &meta.invocation_id).await?;
     let event = invocation_event(&meta, &message.payload);
+    let kind = event.attributes.kind.as_str();
     let pending: Vec<_> = targets(record.as_deref(), meta.status, stored.callback.as_deref())
         .into_iter()
         // A redelivered result does not deliver again what already ended.
@@ -480,13 +595,13 @@ async fn handle(
             !stored
                 .deliveries
                 .iter()
-                .any(|d| d.target == *target && d.event_type == event.attributes.kind)
+                .any(|d| d.target == *target && d.event_type == kind)
         })
         .collect();
     if pending.is_empty() {
-        return Ok(());
+        return Ok(Next::Done);
     }
-    // Long URL retries must not let JetStream hand the result to another dispatcher.
+    // A slow try must not let JetStream hand the result to another dispatcher.
     let progress = {
         let message = message.clone();
         tokio::spawn(async move {
@@ -498,25 +613,59 @@ async fn handle(
             }
         })
     };
-    let secret = record.as_ref().map(|r| r.destination_secret.clone());
-    let deliveries = futures::future::join_all(pending.iter().map(|(target, destination)| {
-        deliver(
-            state,
-            secret.as_deref(),
-            *target,
-            destination,
-            &event,
-            false,
-        )
+    let keys = signing_keys(state, record.as_deref());
+    let now = now_ms();
+    let parts = futures::future::join_all(pending.iter().map(|(target, destination)| {
+        let before = stored
+            .pending
+            .iter()
+            .find(|p| p.target == *target && p.event_type == kind)
+            .cloned()
+            .unwrap_or(Pending {
+                target: *target,
+                event_type: kind.to_string(),
+                tries: 0,
+                since_ms: now,
+                error: None,
+            });
+        step(state, &keys, destination, &event, before)
     }))
     .await;
     progress.abort();
+    let mut deliveries = Vec::new();
+    let mut waiting = Vec::new();
+    let mut next = Next::Done;
+    for part in parts {
+        match part {
+            Part::Ended(delivery) => deliveries.push(delivery),
+            Part::Waits(pending, pause) => {
+                waiting.push(pending);
+                next = match next {
+                    Next::Later(p) if p <= pause => next,
+                    _ => Next::Later(pause),
+                };
+            }
+        }
+    }
     for delivery in &deliveries {
         if delivery.outcome == DeliveryOutcome::Failed {
             dead_letter(state, &meta, delivery, &event).await?;
         }
     }
-    append_outcomes(state, &meta.invocation_id, &deliveries).await?;
+    // A deferral that changed nothing needs no write.
+    let unchanged = deliveries.is_empty()
+        && waiting
+            .iter()
+            .all(|w| stored.pending.iter().any(|p| p == w));
+    if !unchanged {
+        append_outcomes(
+            state,
+            &meta.invocation_id,
+            &deliveries,
+            Some((kind, waiting)),
+        )
+        .await?;
+    }
     for delivery in &deliveries {
         state.metrics.delivery(
             &meta.function,
@@ -530,23 +679,91 @@ async fn handle(
                 error = delivery.error.as_deref().unwrap_or_default());
         }
     }
-    Ok(())
+    Ok(next)
 }
 
-/// Delivers `event` to one destination: a subject or a URL.
-async fn deliver(
+/// This handling's part of one delivery: a subject gets its one publish; a URL one try if its
+/// host has a free slot, else it waits (both within the retry budget).
+async fn step(
     state: &Destinations,
-    secret: Option<&str>,
+    keys: &[Secret],
+    destination: &str,
+    event: &OutEvent,
+    mut pending: Pending,
+) -> Part {
+    let target = pending.target;
+    if !is_url(destination) {
+        let result = publish(state, target, destination, event).await;
+        return Part::Ended(ended(target, destination, event, 1, result, false));
+    }
+    let config = &state.delivery;
+    let host = host_key(destination);
+    let step = match state.service.slots.try_take(&host) {
+        Some(slot) => {
+            let result = try_post(state, keys, destination, event).await;
+            drop(slot);
+            pending.tries += 1;
+            if let TryResult::Retryable(error) = &result {
+                pending.error = Some(error.clone());
+            }
+            pacing::after_try(
+                result,
+                pending.tries,
+                pending.since_ms,
+                now_ms(),
+                config.budget(),
+            )
+        }
+        None => {
+            let busy = format!(
+                "not tried: {host} had {} deliveries in flight for the whole retry budget",
+                state.service.slots.per_host()
+            );
+            let jitter = pacing::jitter(config.first_backoff);
+            pacing::after_deferral(
+                pending.since_ms,
+                now_ms(),
+                pending.error.as_deref(),
+                &busy,
+                jitter,
+                config.budget(),
+            )
+        }
+    };
+    match step {
+        Step::Ended(result) => Part::Ended(ended(
+            target,
+            destination,
+            event,
+            pending.tries,
+            result,
+            false,
+        )),
+        Step::Again(pause) => Part::Waits(pending, pause),
+    }
+}
+
+/// The receiver whose slots a URL delivery takes: its host (lower case) and port, so two
+/// services on one host do not wait on each other; the whole URL when it has no host.
+fn host_key(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            let host = u.host_str()?.to_ascii_lowercase();
+            Some(format!("{host}:{}", u.port_or_known_default()?))
+        })
+        .unwrap_or_else(|| url.to_string())
+}
+
+/// The record of a delivery that ended.
+fn ended(
     target: DestinationTarget,
     destination: &str,
     event: &OutEvent,
+    tries: u32,
+    result: Result<(), String>,
     replayed: bool,
 ) -> DestinationDelivery {
-    let (tries, result) = if is_url(destination) {
-        post(state, secret, destination, event).await
-    } else {
-        (1, publish(state, target, destination, event).await)
-    };
     DestinationDelivery {
         target,
         destination: destination.to_string(),
@@ -607,49 +824,58 @@ async fn publish(
     }
 }
 
-/// POSTs `event` in binary mode, signed, trying again with backoff within the retry budget.
-/// Returns the tries made and the outcome.
-async fn post(
-    state: &Destinations,
-    secret: Option<&str>,
-    url: &str,
-    event: &OutEvent,
-) -> (u32, Result<(), String>) {
+/// One POST of `event` in binary mode, signed the Standard Webhooks way with `keys`: its
+/// address judged by the egress guard first (a written one here, a resolved one by the
+/// client's resolver), no redirect followed.
+async fn try_post(state: &Destinations, keys: &[Secret], url: &str, event: &OutEvent) -> TryResult {
     let config = &state.delivery;
-    // `first_backoff` doubling, at most 5 s, within the retry budget.
-    let mut pauses = Doubling::new(config.first_backoff, Duration::from_secs(5))
-        .until(Instant::now() + config.retry_for);
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let mut request = state
-            .service
-            .http
-            .post(url)
-            .timeout(config.try_timeout)
-            .header("content-type", "application/json")
-            .body(event.data.clone());
-        for (name, value) in event.attributes.binary_headers() {
-            request = request.header(name, value);
-        }
-        if let Some(secret) = secret.filter(|s| !s.is_empty()) {
-            request = request.header(SIGNATURE_HEADER, signature(secret, &event.data));
-        }
-        let (error, permanent) = match request.send().await {
-            Ok(response) if response.status().is_success() => return (tries, Ok(())),
-            Ok(response) => {
-                let status = response.status();
-                let permanent = status.is_client_error()
-                    && status != reqwest::StatusCode::REQUEST_TIMEOUT
-                    && status != reqwest::StatusCode::TOO_MANY_REQUESTS;
-                (format!("{url} answered {status}"), permanent)
+    // Refused before anything is sent, so the outcome says nothing about what listens there.
+    let refused = |refusal: &Refusal| TryResult::Permanent(format!("{url} is refused: {refusal}"));
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(parsed) => parsed,
+        Err(_) => return refused(&Refusal::NoHost),
+    };
+    if let Err(refusal) = egress::check_literal(&parsed, &config.allow) {
+        return refused(&refusal);
+    }
+    let mut request = state
+        .service
+        .http
+        .post(parsed)
+        .timeout(config.try_timeout)
+        .header("content-type", "application/json")
+        .body(event.data.clone());
+    for (name, value) in event.attributes.binary_headers() {
+        request = request.header(name, value);
+    }
+    let id = &event.attributes.id;
+    let timestamp = now_ms() / 1000;
+    request = request
+        .header(webhook::ID_HEADER, id)
+        .header(webhook::TIMESTAMP_HEADER, timestamp.to_string());
+    if !keys.is_empty() {
+        request = request.header(
+            webhook::SIGNATURE_HEADER,
+            webhook::sign(keys, id, timestamp, &event.data),
+        );
+    }
+    match request.send().await {
+        Ok(response) if response.status().is_success() => TryResult::Delivered,
+        Ok(response) => {
+            let status = response.status();
+            let error = format!("{url} answered {status}");
+            match status.is_client_error()
+                && status != reqwest::StatusCode::REQUEST_TIMEOUT
+                && status != reqwest::StatusCode::TOO_MANY_REQUESTS
+            {
+                true => TryResult::Permanent(error),
+                false => TryResult::Retryable(error),
             }
-            Err(e) => (format!("cannot POST to {url}: {e}"), false),
-        };
-        match pauses.fail_at(Instant::now()) {
-            Some(pause) if !permanent => tokio::time::sleep(pause).await,
-            _ => return (tries, Err(error)),
         }
+        Err(e) => match egress::refusal_in(&e) {
+            Some(refusal) => refused(refusal),
+            None => TryResult::Retryable(format!("cannot POST to {url}: {e}")),
+        },
     }
 }
 
@@ -702,30 +928,26 @@ pub(crate) async fn replay_letters(
 ) -> Result<Vec<DestinationDelivery>, DestinationError> {
     let mut deliveries = Vec::new();
     for (sequence, letter) in letters {
-        let secret = match crate::core::names::FunctionName::parse(letter.function.clone()) {
-            Ok(name) => state
-                .registry
-                .load(&name)
-                .await
-                .ok()
-                .map(|r| r.destination_secret),
+        let record = match crate::core::names::FunctionName::parse(letter.function.clone()) {
+            Ok(name) => state.registry.load(&name).await.ok(),
             Err(_) => None,
         };
+        let keys = signing_keys(state, record.as_ref());
         let event = OutEvent {
             attributes: letter.attributes.clone(),
             data: base64::engine::general_purpose::STANDARD
                 .decode(&letter.data_base64)
                 .unwrap_or_default(),
         };
-        let delivery = deliver(
-            state,
-            secret.as_deref(),
-            letter.target,
-            &letter.destination,
-            &event,
-            true,
-        )
-        .await;
+        // One try, now: the admin who asked waits for its outcome.
+        let result = match is_url(&letter.destination) {
+            true => match try_post(state, &keys, &letter.destination, &event).await {
+                TryResult::Delivered => Ok(()),
+                TryResult::Permanent(error) | TryResult::Retryable(error) => Err(error),
+            },
+            false => publish(state, letter.target, &letter.destination, &event).await,
+        };
+        let delivery = ended(letter.target, &letter.destination, &event, 1, result, true);
         state.metrics.delivery(
             &letter.function,
             delivery.target.as_str(),
@@ -740,7 +962,7 @@ pub(crate) async fn replay_letters(
                 .await
                 .map_err(|e| BrokerError::new("cannot remove the destination dead letter", e))?;
         }
-        append_outcomes(state, id, std::slice::from_ref(&delivery)).await?;
+        append_outcomes(state, id, std::slice::from_ref(&delivery), None).await?;
         deliveries.push(delivery);
     }
     Ok(deliveries)
@@ -788,26 +1010,6 @@ pub(crate) async fn scan(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hmac_matches_rfc_4231() {
-        // RFC 4231, test case 2.
-        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(
-            hex::encode(mac),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-        // Test case 6: a key longer than a block is hashed first.
-        let mac = hmac_sha256(
-            &[0xaa; 131],
-            b"Test Using Larger Than Block-Size Key - Hash Key First",
-        );
-        assert_eq!(
-            hex::encode(mac),
-            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
-        );
-        assert!(signature("k", b"body").starts_with("sha256="));
-    }
 
     fn meta(status: InvocationStatus) -> ResultMeta {
         ResultMeta {

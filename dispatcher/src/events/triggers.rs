@@ -182,6 +182,14 @@ async fn serve_events(
     submitter: &Submitter,
     record: &TriggerRecord,
 ) -> anyhow::Result<()> {
+    // A trigger recorded before the bucket rule, or written to the bucket by hand, is not run.
+    if let TriggerSource::Kv { bucket, .. } = &record.source {
+        if let Err(error) = squall_broker::events::validate_kv_bucket(bucket) {
+            tracing::warn!(message = "trigger not run: it watches a bucket triggers may not watch",
+                trigger = %record.name, %error);
+            return std::future::pending().await;
+        }
+    }
     let stream = event_stream(&submitter.broker, record).await?;
     let consumer = trigger_consumer(&stream, record).await?;
     let mut messages = consumer.messages().await?;

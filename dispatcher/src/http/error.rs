@@ -81,6 +81,12 @@ impl ApiError {
                 format!("{context}: {error}; it frees up as workers take jobs"),
             )
             .retry_after(retry_after),
+            PublishError::SubjectFull(_) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::FunctionBacklogFull,
+                format!("{context}: the function has as many jobs waiting or running as its backlog limit allows; it frees up as workers take jobs"),
+            )
+            .retry_after(retry_after),
             PublishError::Unacknowledged { .. } => {
                 Self::broker(context, &error).retry_after(retry_after)
             }
@@ -231,6 +237,12 @@ impl From<crate::core::submit::SubmitError> for ApiError {
             SubmitError::Publish(error) => {
                 ApiError::publish("the invocation was not accepted", error)
             }
+            SubmitError::BacklogFull { .. } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::FunctionBacklogFull,
+                error.to_string(),
+            )
+            .retry_after(squall_broker::publish::RETRY_AFTER.as_secs()),
         }
     }
 }
@@ -306,6 +318,9 @@ impl From<crate::events::destinations::DestinationError> for ApiError {
             ),
             DestinationError::Publish(error) => {
                 ApiError::publish("cannot keep the destination dead letter", error)
+            }
+            refused @ DestinationError::Refused { .. } => {
+                ApiError::bad_request(ErrorCode::InvalidCallbackUrl, refused.to_string())
             }
         }
     }

@@ -1,5 +1,5 @@
 //! The HTTP edge: the API's error shape, extractors that answer in it, request limits, TLS,
-//! the auth layer and the console's static files.
+//! the accept loop and its connection limits, the auth layer and the console's static files.
 //!
 //! Invariant: nothing here imports a handler (`api`, `compat`).
 
@@ -8,5 +8,6 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod server;
 pub mod tls;
 pub mod ui;

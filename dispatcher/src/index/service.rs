@@ -49,6 +49,10 @@ pub enum IndexQuery {
         since_ms: u64,
         until_ms: u64,
         by_hour: bool,
+        /// Each deployed function's `memory_mb`, for GB-seconds; a function missing here
+        /// (deleted since) counts with the default.
+        #[serde(default)]
+        memory_mb: std::collections::BTreeMap<String, u32>,
     },
 }
 
@@ -110,6 +114,7 @@ fn usage_view(usage: &store::Usage) -> Usage {
         attempts: usage.attempts,
         cpu_ms: usage.cpu_ms,
         wall_ms: usage.wall_ms,
+        gb_s: usage.gb_s,
         kv_ops: usage.kv_ops,
         kv_bytes: usage.kv_bytes,
     }
@@ -179,6 +184,7 @@ pub fn answer(index: &QueryIndex, query: &IndexQuery) -> Result<IndexAnswer, Str
             since_ms,
             until_ms,
             by_hour,
+            memory_mb,
         } => {
             let group_by = if *by_hour {
                 GroupBy::Hour
@@ -186,7 +192,12 @@ pub fn answer(index: &QueryIndex, query: &IndexQuery) -> Result<IndexAnswer, Str
                 GroupBy::Function
             };
             let groups = index
-                .usage(*since_ms, *until_ms, group_by, now_ms())
+                .usage(*since_ms, *until_ms, group_by, now_ms(), &|function| {
+                    memory_mb
+                        .get(function)
+                        .copied()
+                        .unwrap_or(squall_broker::spec::DEFAULT_MEMORY_MB)
+                })
                 .map_err(failed)?;
             let mut total = Usage::default();
             let rows = groups
@@ -196,6 +207,7 @@ pub fn answer(index: &QueryIndex, query: &IndexQuery) -> Result<IndexAnswer, Str
                     total.attempts += usage.attempts;
                     total.cpu_ms += usage.cpu_ms;
                     total.wall_ms += usage.wall_ms;
+                    total.gb_s += usage.gb_s;
                     total.kv_ops += usage.kv_ops;
                     total.kv_bytes += usage.kv_bytes;
                     let (function, hour) = match key {
@@ -354,6 +366,7 @@ mod tests {
                 since_ms: 0,
                 until_ms: u64::MAX,
                 by_hour: true,
+                memory_mb: Default::default(),
             },
         ];
         index.start_catch_up(0, 5);

@@ -113,13 +113,14 @@ struct Compact {
 
 /// Statuses by their stored number (and their slot in a bucket's counts).
 const STATUSES: [InvocationStatus; 8] = InvocationStatus::ALL;
-const ERROR_KINDS: [ErrorKind; 6] = [
+const ERROR_KINDS: [ErrorKind; 7] = [
     ErrorKind::Error,
     ErrorKind::Retry,
     ErrorKind::Panic,
     ErrorKind::Timeout,
     ErrorKind::Crash,
     ErrorKind::Load,
+    ErrorKind::OutOfMemory,
 ];
 
 /// Whether an invocation in `status` counts in the latency sketch: one that ended by running
@@ -953,28 +954,41 @@ impl QueryIndex {
 
     /// Usage of the invocations created in `[since, until)`, grouped by function name or by
     /// hour (the hour's start in Unix ms).
+    /// `memory_mb` names each function's memory, for GB-seconds.
     pub fn usage(
         &self,
         since_ms: u64,
         until_ms: u64,
         group_by: GroupBy,
         now_ms: u64,
+        memory_mb: &dyn Fn(&str) -> u32,
     ) -> Result<BTreeMap<GroupKey, Usage>, IndexError> {
         let functions = self.names.read().expect("names lock").functions.clone();
-        let mut groups: BTreeMap<GroupKey, Totals> = BTreeMap::new();
+        let mut groups: BTreeMap<GroupKey, (Totals, f64)> = BTreeMap::new();
         for (number, name) in functions.iter().enumerate() {
+            let gb = f64::from(memory_mb(name)) / 1024.0;
             self.gather(number as u32, since_ms, until_ms, false, now_ms, |t, b| {
                 let key = match group_by {
                     GroupBy::Function => GroupKey::Function(name.clone()),
                     GroupBy::Hour => GroupKey::Hour(t - t % HOUR_MS),
                 };
-                groups.entry(key).or_default().merge(&b.totals);
+                let (totals, gb_s) = groups.entry(key).or_default();
+                totals.merge(&b.totals);
+                *gb_s += gb * b.totals.wall_us as f64 / 1e6;
             })?;
         }
         Ok(groups
             .into_iter()
-            .filter(|(_, t)| t.invocations > 0)
-            .map(|(k, t)| (k, Usage::of(&t)))
+            .filter(|(_, (t, _))| t.invocations > 0)
+            .map(|(k, (t, gb_s))| {
+                (
+                    k,
+                    Usage {
+                        gb_s,
+                        ..Usage::of(&t)
+                    },
+                )
+            })
             .collect())
     }
 
@@ -1090,6 +1104,8 @@ pub struct Usage {
     pub attempts: u64,
     pub cpu_ms: f64,
     pub wall_ms: f64,
+    /// `memory_mb` / 1024 times the wall time in seconds.
+    pub gb_s: f64,
     pub kv_ops: u64,
     pub kv_bytes: u64,
 }
@@ -1102,6 +1118,7 @@ impl Usage {
             attempts: totals.attempts,
             cpu_ms: totals.cpu_us as f64 / 1000.0,
             wall_ms: totals.wall_us as f64 / 1000.0,
+            gb_s: 0.0,
             kv_ops: totals.kv_ops,
             kv_bytes: totals.kv_bytes,
         }
@@ -1341,10 +1358,12 @@ mod tests {
         assert_eq!(index.collect(Some("f"), 0, u64::MAX).unwrap().len(), 1);
         // Usage over the last week still counts the 2-day-old one, from its hour bucket.
         let week = index
-            .usage(now - 7 * day, u64::MAX, GroupBy::Function, now)
+            .usage(now - 7 * day, u64::MAX, GroupBy::Function, now, &|_| 1024)
             .unwrap();
         assert_eq!(week[&GroupKey::Function("f".into())].invocations, 2);
-        let all = index.usage(0, u64::MAX, GroupBy::Hour, now).unwrap();
+        let all = index
+            .usage(0, u64::MAX, GroupBy::Hour, now, &|_| 1024)
+            .unwrap();
         assert_eq!(all.values().map(|u| u.invocations).sum::<u64>(), 2);
         let stats = index.stats("f", now - 3 * day, now, now).unwrap();
         assert_eq!((stats.count, stats.errors), (2, 2));
@@ -1398,12 +1417,24 @@ mod tests {
             .apply(3, &meta("z", "a", InvocationStatus::Succeeded, 3_601_000))
             .unwrap();
         let now = 4_000_000;
-        let by_fn = index.usage(0, u64::MAX, GroupBy::Function, now).unwrap();
+        let by_fn = index
+            .usage(0, u64::MAX, GroupBy::Function, now, &|_| 1024)
+            .unwrap();
         assert_eq!(by_fn[&GroupKey::Function("a".into())].invocations, 2);
         assert_eq!(by_fn[&GroupKey::Function("a".into())].cpu_ms, 3.0);
-        let by_hour = index.usage(0, u64::MAX, GroupBy::Hour, now).unwrap();
+        let by_hour = index
+            .usage(0, u64::MAX, GroupBy::Hour, now, &|_| 1024)
+            .unwrap();
         assert_eq!(by_hour[&GroupKey::Hour(0)].invocations, 1);
         assert_eq!(by_hour[&GroupKey::Hour(3_600_000)].wall_ms, 4.0);
+        // 1 GiB for each function: GB-seconds are the wall seconds.
+        let a = &by_fn[&GroupKey::Function("a".into())];
+        assert!((a.gb_s - a.wall_ms / 1000.0).abs() < 1e-12, "{a:?}");
+        let half = index
+            .usage(0, u64::MAX, GroupBy::Function, now, &|_| 512)
+            .unwrap();
+        let a_half = &half[&GroupKey::Function("a".into())];
+        assert!((a_half.gb_s - a.gb_s / 2.0).abs() < 1e-12, "{a_half:?}");
     }
 
     /// A few thousand results over three functions and several hours, with retries that
@@ -1542,8 +1573,15 @@ mod tests {
                 }
             }
             for group_by in [GroupBy::Function, GroupBy::Hour] {
-                let one = incremental.usage(since, until, group_by, now).unwrap();
-                assert_eq!(one, rebuilt.usage(since, until, group_by, now).unwrap());
+                let one = incremental
+                    .usage(since, until, group_by, now, &|_| 256)
+                    .unwrap();
+                assert_eq!(
+                    one,
+                    rebuilt
+                        .usage(since, until, group_by, now, &|_| 256)
+                        .unwrap()
+                );
                 let entries = incremental.collect(None, since, until).unwrap();
                 let total: u64 = one.values().map(|u| u.invocations).sum();
                 assert_eq!(total, entries.len() as u64);
