@@ -34,11 +34,17 @@ pub async fn keys(client: &ApiClient, json: bool, command: &KeysCommand) -> anyh
             name,
             scopes,
             sigv4,
+            functions,
+            rate_per_s,
+            burst,
         } => {
             let body = NewKey {
                 name: name.clone(),
                 scopes: scopes.clone(),
                 sigv4: *sigv4,
+                functions: functions.clone(),
+                rate_per_s: *rate_per_s,
+                burst: *burst,
             };
             let answer = client
                 .answer(client.request(Method::POST, &["v1", "keys"]).json(&body))
@@ -63,11 +69,22 @@ pub async fn keys(client: &ApiClient, json: bool, command: &KeysCommand) -> anyh
             }
             for key in &list.keys {
                 let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+                let mut limits = Vec::new();
+                if !key.limits.functions.is_empty() {
+                    limits.push(format!("functions={}", key.limits.functions.join(",")));
+                }
+                if let Some(rate) = key.limits.rate_per_s {
+                    limits.push(format!("rate={rate}/s"));
+                }
+                if let Some(burst) = key.limits.burst {
+                    limits.push(format!("burst={burst}"));
+                }
                 println!(
-                    "{:<24}  {:<20}  {}",
+                    "{:<24}  {:<20}  {}  {}",
                     key.name,
                     scopes.join(","),
-                    key.created_at
+                    key.created_at,
+                    limits.join(" ")
                 );
             }
         }

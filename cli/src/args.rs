@@ -33,8 +33,13 @@ pub struct Cli {
 pub enum Command {
     /// Start a local cluster: nats-server, a dispatcher and a worker.
     Up(UpArgs),
-    /// Build and deploy a function directory (with squall.toml), or deploy a built library.
+    /// Build and deploy a function directory (with squall.toml), a Python or JavaScript source
+    /// file, or a built library.
     Deploy(DeployArgs),
+    /// Make a new function folder: its handler, a test and squall.toml, ready to deploy.
+    Init(InitArgs),
+    /// Run a Python or JavaScript function folder's own tests in the runtime it deploys to.
+    Test(TestArgs),
     /// Invoke a function and print its output.
     Invoke(InvokeArgs),
     /// Show an invocation: status, attempts, error, output and timings.
@@ -119,8 +124,18 @@ pub enum KeysCommand {
         /// dispatcher then keeps the key itself, not only its hash.
         #[arg(long)]
         sigv4: bool,
+        /// Limit the key to these functions: a name, or a prefix ending in `*` (`orders-*`);
+        /// repeatable or comma-separated. By default it reaches every function.
+        #[arg(long = "functions", value_delimiter = ',')]
+        functions: Vec<String>,
+        /// The most requests per second the key may make, per dispatcher.
+        #[arg(long)]
+        rate_per_s: Option<f64>,
+        /// How many requests the key may make at once above its rate (with --rate-per-s).
+        #[arg(long, requires = "rate_per_s")]
+        burst: Option<u32>,
     },
-    /// List keys: names and scopes.
+    /// List keys: names, scopes and limits.
     Ls,
     /// Revoke a key.
     Rm {
@@ -248,11 +263,16 @@ pub struct UpArgs {
     /// Address the dispatcher's HTTP API listens on.
     #[arg(long, default_value = env::DEFAULT_HTTP_ADDR)]
     pub http_addr: SocketAddr,
+    /// Address web functions are served on, an origin apart from the API and the console; by
+    /// default the --http-addr host with the next port (127.0.0.1:8081).
+    #[arg(long)]
+    pub web_addr: Option<SocketAddr>,
     /// Port nats-server listens on (on 127.0.0.1).
     #[arg(long, default_value_t = 4222)]
     pub nats_port: u16,
-    /// Most worker processes the fleet scales up to (it keeps one when idle).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    /// Most worker processes the fleet runs, all functions together: each function runs in
+    /// processes of its own, started with its backlog and stopped when it is idle.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_workers: u32,
     /// Serve the Prometheus metrics of all the fleet's worker processes, summed, at
     /// `http://<addr>/metrics` (for example 127.0.0.1:9090). The dispatcher's own are at the
@@ -273,9 +293,33 @@ pub struct UpArgs {
     pub mqtt_port: Option<u16>,
 }
 
+/// The languages `squall init` makes folders for.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitRuntime {
+    Python,
+    Javascript,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct InitArgs {
+    /// The function's name; also the folder made (which must not exist yet).
+    pub name: String,
+    /// The language of the function.
+    #[arg(long, value_enum)]
+    pub runtime: InitRuntime,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TestArgs {
+    /// The function folder (with squall.toml naming a runtime).
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct DeployArgs {
-    /// A function directory holding squall.toml, or a built shared library (.so).
+    /// A function directory holding squall.toml, a Python (.py) or JavaScript (.mjs, .js)
+    /// file, or a built shared library (.so).
     pub path: PathBuf,
     /// The function name; overrides squall.toml or the library's file name.
     #[arg(long)]

@@ -2,7 +2,7 @@
 
 use crate::api_client::{answer_of, error_of, ApiClient};
 use crate::args::{CancelArgs, DeployArgs, DlqCommand, GetArgs, InvokeArgs, RmArgs};
-use crate::{artifact, manifest, render};
+use crate::{artifact, bundle, manifest, render};
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
 use reqwest::Method;
@@ -14,7 +14,7 @@ use squall_api::operations::{
 };
 use squall_api::FunctionSpec;
 use std::io::{IsTerminal as _, Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The header that carries an invocation's id.
 const INVOCATION_ID_HEADER: &str = "squall-invocation-id";
@@ -26,15 +26,27 @@ pub(crate) fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
     writeln!(out).context("cannot write to stdout")
 }
 
-/// What a deploy sends: the name, the library and the optional spec.
+/// What a deploy sends: the name, the artifact (a library or a bundle) and the optional spec.
 struct Deployable {
     name: String,
-    library: PathBuf,
+    artifact: Vec<u8>,
+    /// The artifact's file name in the upload.
+    file_name: String,
     spec: Option<FunctionSpec>,
     /// Schedules, triggers and aliases from `squall.toml`, set after the deploy.
     schedules: Vec<(String, ScheduleRequest)>,
     triggers: Vec<(String, TriggerRequest)>,
     aliases: Vec<(String, Option<u32>)>,
+}
+
+/// Reads a built library for upload: its bytes and file name.
+fn read_artifact(path: &Path) -> anyhow::Result<(Vec<u8>, String)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "artifact.so".to_string());
+    Ok((bytes, file_name))
 }
 
 /// Works out what to deploy from a directory (building it) or a library file.
@@ -55,7 +67,10 @@ fn prepare_deploy(args: &DeployArgs) -> anyhow::Result<Deployable> {
         let manifest = manifest::load(&dir)?;
         let name = args.name.clone().unwrap_or_else(|| manifest.name.clone());
         squall_broker::validate_function_name(&name).context("--name")?;
-        let library = artifact::build(&dir, &manifest)?;
+        let (artifact, file_name) = match &manifest.source {
+            Some(source) => (bundle::pack_dir(&dir, source)?, "bundle.tar.gz".to_string()),
+            None => read_artifact(&artifact::build(&dir, &manifest)?)?,
+        };
         // Bindings go to the function under the name it is deployed as.
         let mut schedules = manifest.schedules;
         for (_, body) in &mut schedules {
@@ -70,17 +85,23 @@ fn prepare_deploy(args: &DeployArgs) -> anyhow::Result<Deployable> {
             triggers,
             aliases: manifest.aliases,
             name,
-            library,
+            artifact,
+            file_name,
             spec: Some(manifest.spec),
         });
     }
     if !path.is_file() {
         bail!(
-            "{} is neither a function directory (with {}) nor a library file",
+            "{} is neither a function directory (with {}), a library file nor a .py, .mjs or .js \
+             file",
             path.display(),
             manifest::MANIFEST_FILE
         );
     }
+    let (artifact, file_name) = match squall_bundle::Runtime::of_source_file(path) {
+        Some(_) => (bundle::pack_file(path)?, "bundle.tar.gz".to_string()),
+        None => read_artifact(path)?,
+    };
     let name = match &args.name {
         Some(name) => name.clone(),
         None => manifest::name_from_library(path).with_context(|| {
@@ -102,7 +123,8 @@ fn prepare_deploy(args: &DeployArgs) -> anyhow::Result<Deployable> {
     })?;
     Ok(Deployable {
         name,
-        library: path.clone(),
+        artifact,
+        file_name,
         spec: None,
         schedules: Vec::new(),
         triggers: Vec::new(),
@@ -118,18 +140,10 @@ pub async fn deploy(client: &ApiClient, json: bool, args: &DeployArgs) -> anyhow
     })
     .await
     .context("the build task failed")??;
-    let bytes = tokio::fs::read(&deployable.library)
-        .await
-        .with_context(|| format!("cannot read {}", deployable.library.display()))?;
-    let file_name = deployable
-        .library
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "artifact.so".to_string());
     let mut form = reqwest::multipart::Form::new().part(
         "artifact",
-        reqwest::multipart::Part::bytes(bytes)
-            .file_name(file_name)
+        reqwest::multipart::Part::bytes(deployable.artifact)
+            .file_name(deployable.file_name)
             .mime_str("application/octet-stream")?,
     );
     if let Some(spec) = &deployable.spec {
@@ -153,7 +167,8 @@ pub async fn deploy(client: &ApiClient, json: bool, args: &DeployArgs) -> anyhow
         for warning in &function.warnings {
             eprintln!("warning: {warning}");
         }
-        // The key receivers verify `Squall-Signature` with; `--json` always carries it.
+        // The key receivers verify the Standard Webhooks signature (`webhook-signature`) with;
+        // `--json` always carries it.
         if let (Some(_), Some(secret)) =
             (&function.config.destinations, &function.destination_secret)
         {
@@ -518,6 +533,7 @@ pub async fn dlq(client: &ApiClient, json: bool, command: &DlqCommand) -> anyhow
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn invocation_record_keeps_text_or_base64() {
@@ -541,8 +557,25 @@ mod tests {
         };
         let deployable = prepare_deploy(&args).unwrap();
         assert_eq!(deployable.name, "word_count");
-        assert_eq!(deployable.library, library);
+        assert_eq!(deployable.artifact, b"not really elf");
+        assert_eq!(deployable.file_name, "libword_count.so");
         assert!(deployable.spec.is_none());
+    }
+
+    #[test]
+    fn a_python_file_is_deployed_as_a_bundle_under_its_stem() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("handler.py");
+        std::fs::write(&source, "def handler(event, context):\n    return event\n").unwrap();
+        let deployable = prepare_deploy(&DeployArgs {
+            path: source,
+            name: None,
+        })
+        .unwrap();
+        assert_eq!(deployable.name, "handler");
+        assert!(squall_bundle::is_bundle(&deployable.artifact));
+        let manifest = squall_bundle::read_manifest(&deployable.artifact).unwrap();
+        assert_eq!(manifest.handler, "handler.handler");
     }
 
     #[test]

@@ -85,20 +85,38 @@ pub fn fleet_text(fleet: &Fleet) -> String {
             s.workers.len(),
             s.desired,
         ));
+        for pool in &s.pools {
+            out.push_str(&format!(
+                "  pool {}: {} processes, wants {}\n",
+                pool.function,
+                pool.processes.len(),
+                pool.desired
+            ));
+        }
     }
     out.push_str(&format!("{} worker processes\n", fleet.workers.len()));
     for w in &fleet.workers {
         out.push_str(&format!("  {}  {} in flight\n", w.id, w.in_flight));
+        if let Some(c) = &w.confinement {
+            out.push_str(&format!(
+                "    memory {} MiB ({}), {} open files, {} call threads; sandbox {}\n",
+                c.memory_mb, c.memory_via, c.open_files, c.call_threads, c.sandbox
+            ));
+            for f in &c.features {
+                let state = if f.active { "on" } else { "off" };
+                out.push_str(&format!("      {} {}: {}\n", f.name, state, f.detail));
+            }
+        }
     }
     if !fleet.functions.is_empty() {
         out.push_str(&format!(
-            "{:<20}  {:>8}  {:>9}\n",
-            "FUNCTION", "BACKLOG", "IN FLIGHT"
+            "{:<20}  {:>8}  {:>9}  {:>9}\n",
+            "FUNCTION", "BACKLOG", "IN FLIGHT", "PROCESSES"
         ));
         for f in &fleet.functions {
             out.push_str(&format!(
-                "{:<20}  {:>8}  {:>9}\n",
-                f.name, f.backlog, f.in_flight
+                "{:<20}  {:>8}  {:>9}  {:>9}\n",
+                f.name, f.backlog, f.in_flight, f.processes
             ));
         }
     }
@@ -262,10 +280,41 @@ mod tests {
         assert!(table.contains("subject   events.>"), "{table}");
         let fleet: Fleet = serde_json::from_value(json!({"supervisors": [{"id": "h-1",
             "host": "h", "pid": 1, "functions": [], "min": 0, "max": 3,
-            "workers": [10, 11], "desired": 2, "updated_at": "u"}],
+            "workers": [10, 11], "desired": 2, "updated_at": "u",
+            "pools": [{"function": "resize", "processes": [10, 11], "desired": 2}]}],
             "workers": [], "functions": [], "allocation": {}}))
         .unwrap();
-        assert!(fleet_text(&fleet).contains("h-1 (min 0, max 3): 2 workers, wants 2"));
+        let text = fleet_text(&fleet);
+        assert!(
+            text.contains("h-1 (min 0, max 3): 2 workers, wants 2"),
+            "{text}"
+        );
+        assert!(text.contains("pool resize: 2 processes, wants 2"), "{text}");
+    }
+
+    #[test]
+    fn a_confined_worker_shows_its_limits_and_each_sandbox_feature() {
+        let fleet: Fleet = serde_json::from_value(json!({"supervisors": [],
+            "workers": [{"id": "h-7", "host": "h", "pid": 7, "functions": ["hog"],
+                "in_flight": 0, "updated_at": "u", "confinement": {
+                    "memory_mb": 128, "memory_via": "rlimit", "data_limit_bytes": 1,
+                    "open_files": 1024, "call_threads": 4, "sandbox": "auto",
+                    "features": [
+                        {"name": "landlock", "active": false,
+                            "detail": "not built into this kernel"},
+                        {"name": "seccomp", "active": true, "detail": "exec refused"}]}}],
+            "functions": [], "allocation": {}}))
+        .unwrap();
+        let text = fleet_text(&fleet);
+        assert!(
+            text.contains("memory 128 MiB (rlimit), 1024 open files, 4 call threads; sandbox auto"),
+            "{text}"
+        );
+        assert!(
+            text.contains("landlock off: not built into this kernel"),
+            "{text}"
+        );
+        assert!(text.contains("seccomp on: exec refused"), "{text}");
     }
 
     #[test]

@@ -5,14 +5,18 @@ mod api_client;
 mod args;
 mod artifact;
 mod batch;
+mod bundle;
 mod commands;
+mod credentials;
 mod events;
+mod local;
 mod manifest;
 mod queries;
 mod render;
 mod up;
 mod versions;
 
+use anyhow::Context as _;
 use api_client::ApiClient;
 use args::{Cli, Command};
 use clap::Parser as _;
@@ -41,8 +45,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Up(args) = &cli.command {
-        return up::up(args).await;
+    match &cli.command {
+        Command::Up(args) => return up::up(args).await,
+        Command::Init(args) => return local::init(args),
+        Command::Test(args) => {
+            let args = args.clone();
+            return tokio::task::spawn_blocking(move || local::test(&args))
+                .await
+                .context("the test task failed")?;
+        }
+        _ => {}
     }
     let api_key = cli.api_key.clone().or_else(|| {
         std::fs::read_to_string(up::ADMIN_KEY_PATH)
@@ -52,7 +64,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     });
     let client = ApiClient::new(&cli.url, api_key.as_deref(), cli.ca_cert.as_deref())?;
     match &cli.command {
-        Command::Up(_) => unreachable!("handled above"),
+        Command::Up(_) | Command::Init(_) | Command::Test(_) => unreachable!("handled above"),
         Command::Deploy(args) => commands::deploy(&client, cli.json, args).await,
         Command::Invoke(args) => commands::invoke(&client, cli.json, args).await,
         Command::Get(args) => commands::get(&client, cli.json, args).await,

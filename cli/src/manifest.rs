@@ -16,8 +16,12 @@ pub struct Manifest {
     pub name: String,
     /// The `[function]` table without `name`: the deploy's `config` part.
     pub spec: FunctionSpec,
-    /// How to build the artifact; `None` means `cargo build --release`.
+    /// How to build the artifact; `None` means `cargo build --release` (or a bundle, with
+    /// `source`).
     pub build: Option<BuildSection>,
+    /// `[function] runtime` and `handler`: a Python or JavaScript function, deployed as a
+    /// bundle of the folder.
+    pub source: Option<crate::bundle::Source>,
     /// `[[schedules]]`: (name, body of `PUT /v1/schedules/{name}`), set after the deploy.
     pub schedules: Vec<(String, ScheduleRequest)>,
     /// `[[triggers]]`: (name, body of `PUT /v1/triggers/{name}`), set after the deploy.
@@ -94,6 +98,10 @@ pub fn parse(text: &str) -> anyhow::Result<Manifest> {
         None => bail!("[function] has no name; add `name = \"my-function\"`"),
     };
     squall_broker::validate_function_name(&name).context("[function] name")?;
+    let source = source_of(&mut function)?;
+    if source.is_some() && raw.build.is_some() {
+        bail!("[build] is for native libraries; a function with a runtime is deployed as it is");
+    }
     let spec = table_to_json(function)
         .and_then(check_spec)
         .context("[function]")?;
@@ -159,9 +167,38 @@ pub fn parse(text: &str) -> anyhow::Result<Manifest> {
         name,
         spec,
         build: raw.build,
+        source,
         schedules,
         triggers,
     })
+}
+
+/// Takes `runtime` and `handler` out of `[function]`: both or neither.
+fn source_of(function: &mut toml::Table) -> anyhow::Result<Option<crate::bundle::Source>> {
+    let text = |key: &str, function: &mut toml::Table| match function.remove(key) {
+        None => Ok(None),
+        Some(toml::Value::String(value)) => Ok(Some(value)),
+        Some(other) => bail!(
+            "[function] {key} must be a string, got a {}",
+            other.type_str()
+        ),
+    };
+    let runtime = text("runtime", function)?;
+    let handler = text("handler", function)?;
+    match (runtime, handler) {
+        (None, None) => Ok(None),
+        (Some(runtime), Some(handler)) => {
+            let runtime = squall_bundle::Runtime::from_id(&runtime).context("[function] runtime")?;
+            squall_bundle::check_handler(&handler).context("[function] handler")?;
+            Ok(Some(crate::bundle::Source { runtime, handler }))
+        }
+        (Some(runtime), None) => bail!(
+            "[function] runtime = {runtime:?} needs handler = \"MODULE.FUNCTION\" (for example \"app.handler\")"
+        ),
+        (None, Some(_)) => bail!(
+            "[function] handler needs runtime = \"python3.11\" or \"javascript\""
+        ),
+    }
 }
 
 /// Reads and validates a deploy spec exactly as the dispatcher will, so mistakes are caught
@@ -393,6 +430,18 @@ mod tests {
                 Path::new("../../../../target/release/libetl.so")
             );
         }
+    }
+
+    #[test]
+    fn memory_mb_is_read_and_checked_before_the_deploy() {
+        let manifest = parse("[function]\nname = \"hog\"\nmemory_mb = 128\n").unwrap();
+        assert_eq!(manifest.spec.memory_mb, 128);
+        let err = parse("[function]\nname = \"hog\"\nmemory_mb = 32\n").unwrap_err();
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("memory_mb must be between 64 and 10240, got 32"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -71,21 +71,23 @@ pub fn usage_table(usage: &UsageReport) -> String {
         GroupBy::Function => "function",
     };
     let mut out = format!(
-        "{:<24}  {:>11}  {:>8}  {:>12}  {:>12}\n",
+        "{:<24}  {:>11}  {:>8}  {:>12}  {:>12}  {:>12}\n",
         group.to_uppercase(),
         "INVOCATIONS",
         "ATTEMPTS",
         "CPU-MS",
-        "WALL-MS"
+        "WALL-MS",
+        "GB-S"
     );
     let row = |name: String, u: &Usage| {
         format!(
-            "{:<24}  {:>11}  {:>8}  {:>12}  {:>12}\n",
+            "{:<24}  {:>11}  {:>8}  {:>12}  {:>12}  {:>12.6}\n",
             name,
             u.invocations,
             u.attempts,
             ms(u.cpu_ms),
-            ms(u.wall_ms)
+            ms(u.wall_ms),
+            u.gb_s
         )
     };
     for u in &usage.groups {

@@ -2,6 +2,7 @@
 //! worker fleet).
 
 use crate::args::UpArgs;
+use crate::credentials::{self, Credentials};
 use anyhow::{bail, Context as _};
 use squall_broker::env;
 use std::ffi::OsString;
@@ -11,8 +12,10 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-/// The broker config shared with the tests and docker-compose.
+/// The broker config shared with docker-compose and the benchmark; it includes `users.conf`.
 const NATS_CONFIG: &str = include_str!("../../broker-config/nats/default.conf");
+/// The broker's role users (passwords from nats-server's environment).
+const USERS_CONFIG: &str = include_str!("../../broker-config/nats/users.conf");
 /// The oldest nats-server with message schedules.
 const MIN_NATS_VERSION: (u64, u64) = (2, 14);
 /// How long the cluster may take to become ready.
@@ -29,8 +32,6 @@ pub const ADMIN_KEY_PATH: &str = ".squall/admin.key";
 
 /// Returns the admin key file in `state`, creating it (owner-only, 256 random bits) if missing.
 fn ensure_admin_key(state: &Path) -> anyhow::Result<PathBuf> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let path = state.join("admin.key");
     if path.exists() {
         return Ok(path);
@@ -38,13 +39,7 @@ fn ensure_admin_key(state: &Path) -> anyhow::Result<PathBuf> {
     let mut random = [0u8; 32];
     getrandom::fill(&mut random).context("cannot read random bytes for the admin key")?;
     let key: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    writeln!(file, "sq_{key}").with_context(|| format!("cannot write {}", path.display()))?;
+    credentials::write_owner_only(&path, &format!("sq_{key}\n"))?;
     Ok(path)
 }
 
@@ -198,7 +193,7 @@ impl Child {
         name: &'static str,
         program: &Path,
         args: &[OsString],
-        envs: &[(&str, &Path)],
+        envs: &[(String, String)],
         log: PathBuf,
     ) -> anyhow::Result<Child> {
         // A child started again (a restarted node) appends to the log of its first run.
@@ -209,7 +204,7 @@ impl Child {
             .with_context(|| format!("cannot create log file {}", log.display()))?;
         let process = tokio::process::Command::new(program)
             .args(args)
-            .envs(envs.iter().copied())
+            .envs(envs.iter().map(|(k, v)| (k, v)))
             // Log files are read as plain text, without terminal colours.
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -336,8 +331,10 @@ struct Node {
     route: SocketAddr,
     monitor: SocketAddr,
     store: PathBuf,
-    /// With `--mqtt-port`: the node's MQTT listener and the config file that enables it.
-    mqtt: Option<(SocketAddr, PathBuf)>,
+    /// With `--mqtt-port`: the node's MQTT listener.
+    mqtt: Option<SocketAddr>,
+    /// The node's own config (`nats.conf` plus its MQTT listener and cluster block, if any).
+    config: PathBuf,
 }
 
 /// The broker's nodes: one plain server, or `count` servers that route to each other, with
@@ -365,21 +362,18 @@ fn plan_nodes(port: u16, count: u16, state: &Path) -> anyhow::Result<Vec<Node>> 
                     _ => state.join(format!("nats-{}", i + 1)),
                 },
                 mqtt: None,
+                config: state.join(format!("{}.conf", NODE_NAMES[usize::from(i)])),
             })
         })
         .collect()
 }
 
-/// The nats-server flags of `node` beyond the shared config: its address, store and, in a
-/// cluster, its name, routes and monitoring port.
-fn node_args(node: &Node, nodes: &[Node], config: &Path) -> Vec<OsString> {
-    let config = node
-        .mqtt
-        .as_ref()
-        .map_or(config, |(_, path)| path.as_path());
+/// The nats-server flags of `node` beyond its config: its address, store and, in a cluster,
+/// its name and monitoring port.
+fn node_args(node: &Node, nodes: &[Node]) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         "-c".into(),
-        config.into(),
+        node.config.clone().into(),
         "-a".into(),
         "127.0.0.1".into(),
         "-p".into(),
@@ -389,21 +383,10 @@ fn node_args(node: &Node, nodes: &[Node], config: &Path) -> Vec<OsString> {
         node.store.clone().into(),
     ];
     if nodes.len() > 1 {
-        let routes = nodes
-            .iter()
-            .map(|n| format!("nats-route://{}", n.route))
-            .collect::<Vec<_>>()
-            .join(",");
         args.extend(
             [
                 "--name".to_string(),
                 format!("squall-{}", node.name.trim_start_matches("nats-server-")),
-                "--cluster_name".into(),
-                "squall-local".into(),
-                "--cluster".into(),
-                format!("nats://{}", node.route),
-                "--routes".into(),
-                routes,
                 "-m".into(),
                 node.monitor.port().to_string(),
             ]
@@ -413,21 +396,54 @@ fn node_args(node: &Node, nodes: &[Node], config: &Path) -> Vec<OsString> {
     args
 }
 
-/// The broker config of a node with an MQTT listener at `mqtt`: the shared config plus the
-/// listener (node N of a cluster listens on `--mqtt-port` + N - 1). MQTT needs a server name,
-/// which a cluster node gets from its flags.
-fn mqtt_config(mqtt: SocketAddr, single: bool) -> String {
-    let name = if single {
-        "server_name: squall-local\n"
-    } else {
-        ""
-    };
-    format!(
-        "{NATS_CONFIG}\n# MQTT devices (squall up --mqtt-port): topic a/b/c is subject a.b.c.\n{name}\
-         mqtt {{\n  host: {}\n  port: {}\n}}\n",
-        mqtt.ip(),
-        mqtt.port()
-    )
+/// The config of `node`: the shared config (`nats.conf`, beside it), plus its MQTT listener
+/// (node N of a cluster listens on `--mqtt-port` + N - 1; MQTT needs a server name, which a
+/// cluster node gets from its flags) and, in a cluster, its route listener. Routes log in as
+/// `route`; the password and the route list (which carries it) come from the environment, so
+/// the file holds no secret.
+fn node_config(node: &Node, single: bool) -> String {
+    let mut text =
+        String::from("# Written by `squall up` at every start.\ninclude \"nats.conf\"\n");
+    if let Some(mqtt) = node.mqtt {
+        if single {
+            text.push_str("server_name: squall-local\n");
+        }
+        text.push_str(&format!(
+            "# MQTT devices (squall up --mqtt-port) log in as the client role; topic a/b/c is \
+             subject a.b.c.\nmqtt {{\n  host: {}\n  port: {}\n}}\n",
+            mqtt.ip(),
+            mqtt.port()
+        ));
+    }
+    if !single {
+        text.push_str(&format!(
+            "cluster {{\n  name: squall-local\n  listen: {}\n  authorization {{ user: {}, password: ${} }}\n  routes: $SQUALL_ROUTES\n}}\n",
+            node.route,
+            credentials::ROUTE.0,
+            credentials::ROUTE.1,
+        ));
+    }
+    text
+}
+
+/// nats-server's environment: the role and route passwords and, in a cluster, the routes (with
+/// the route user's login in each URL, which nats-server needs to dial a peer).
+fn server_env(credentials: &Credentials, nodes: &[Node]) -> Vec<(String, String)> {
+    let mut env = credentials.server_env();
+    if nodes.len() > 1 {
+        let login = format!(
+            "{}:{}",
+            credentials::ROUTE.0,
+            credentials.password(credentials::ROUTE.1)
+        );
+        let routes = nodes
+            .iter()
+            .map(|n| format!("\"nats-route://{login}@{}\"", n.route))
+            .collect::<Vec<_>>()
+            .join(", ");
+        env.push(("SQUALL_ROUTES".into(), format!("[{routes}]")));
+    }
+    env
 }
 
 /// Paths and addresses of one `squall up`.
@@ -436,6 +452,8 @@ struct Plan {
     logs: PathBuf,
     nodes: Vec<Node>,
     http_addr: SocketAddr,
+    /// Where web functions are served (the dispatcher's `--web-addr`).
+    web_addr: SocketAddr,
     api_url: String,
     nats_url: String,
     max_workers: u32,
@@ -443,6 +461,11 @@ struct Plan {
     worker_metrics_addr: Option<SocketAddr>,
     /// The generated admin key's file, given to the dispatcher.
     admin_key: PathBuf,
+    /// nats-server's environment (passwords, routes).
+    server_env: Vec<(String, String)>,
+    /// The broker's passwords and the file that keeps them.
+    credentials: Credentials,
+    credentials_file: PathBuf,
 }
 
 /// Runs the local cluster until Ctrl-C or SIGTERM (exit 0) or until a child dies (an error).
@@ -500,17 +523,13 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
     let logs = state.join("logs");
     let mut nodes = plan_nodes(args.nats_port, args.cluster, &state)?;
     if let Some(port) = args.mqtt_port {
-        let single = nodes.len() == 1;
         for (i, node) in nodes.iter_mut().enumerate() {
             let port = u16::try_from(u32::from(port) + i as u32)
                 .ok()
                 .context("--mqtt-port leaves no room for the cluster's MQTT ports")?;
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             check_free(addr, "the MQTT", "--mqtt-port")?;
-            let path = state.join(format!("{}-mqtt.conf", node.name));
-            std::fs::write(&path, mqtt_config(addr, single))
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            node.mqtt = Some((addr, path));
+            node.mqtt = Some(addr);
         }
     }
     for dir in std::iter::once(&logs).chain(nodes.iter().map(|n| &n.store)) {
@@ -522,11 +541,19 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-    let config = state.join("nats.conf");
-    std::fs::write(&config, NATS_CONFIG)
-        .with_context(|| format!("cannot write {}", config.display()))?;
+    for (name, text) in [("nats.conf", NATS_CONFIG), ("users.conf", USERS_CONFIG)] {
+        let path = state.join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let single = nodes.len() == 1;
+    for node in &nodes {
+        std::fs::write(&node.config, node_config(node, single))
+            .with_context(|| format!("cannot write {}", node.config.display()))?;
+    }
 
     let admin_key = ensure_admin_key(&state)?;
+    let (credentials, credentials_file) = credentials::ensure(&state)?;
+    let server_env = server_env(&credentials, &nodes);
     let plan = Plan {
         api_url: format!("http://{}", client_addr(args.http_addr)),
         nats_url: nodes
@@ -538,14 +565,20 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
         logs,
         nodes,
         http_addr: args.http_addr,
+        web_addr: args.web_addr.unwrap_or_else(|| {
+            SocketAddr::new(args.http_addr.ip(), args.http_addr.port().wrapping_add(1))
+        }),
         max_workers: args.max_workers,
         worker_metrics_addr: args.worker_metrics_addr,
         admin_key,
+        server_env,
+        credentials,
+        credentials_file,
     };
     let mut signals = Signals::install()?;
     let mut children = Vec::new();
     let started = tokio::select! {
-        started = start(&plan, &nats_server, &config, &dispatcher, &worker, &mut children) => Some(started),
+        started = start(&plan, &nats_server, &dispatcher, &worker, &mut children) => Some(started),
         _ = signals.next() => None,
     };
     match started {
@@ -563,8 +596,16 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
 
     println!("squall is up");
     println!("  API:  {}", plan.api_url);
-    println!("  NATS: {}", plan.nats_url);
+    println!(
+        "  NATS: {} (users dispatcher, worker and client; passwords in {}: plain NATS clients log in as client, inbox prefix _INBOX_client)",
+        plan.nats_url,
+        plan.credentials_file.display()
+    );
     println!("  console: {}/ui", plan.api_url);
+    println!(
+        "  web functions: http://{}/function/<name>",
+        client_addr(plan.web_addr)
+    );
     println!("  metrics: {}/metrics (dispatcher)", plan.api_url);
     if let Some(addr) = plan.worker_metrics_addr {
         println!("  metrics: http://{}/metrics (workers)", client_addr(addr));
@@ -572,7 +613,7 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
     let mqtt: Vec<String> = plan
         .nodes
         .iter()
-        .filter_map(|n| n.mqtt.as_ref().map(|(addr, _)| format!("mqtt://{addr}")))
+        .filter_map(|n| n.mqtt.map(|addr| format!("mqtt://{addr}")))
         .collect();
     if !mqtt.is_empty() {
         println!(
@@ -632,8 +673,8 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
                 match Child::spawn(
                     children[i].name,
                     &nats_server,
-                    &node_args(node, &plan.nodes, &config),
-                    &[],
+                    &node_args(node, &plan.nodes),
+                    &plan.server_env,
                     children[i].log.clone(),
                 ) {
                     Ok(child) => children[i] = child,
@@ -660,7 +701,6 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
 async fn start(
     plan: &Plan,
     nats_server: &Path,
-    config: &Path,
     dispatcher: &Path,
     worker: &Path,
     children: &mut Vec<Child>,
@@ -679,8 +719,8 @@ async fn start(
         children.push(Child::spawn(
             name,
             nats_server,
-            &node_args(node, &plan.nodes, config),
-            &[],
+            &node_args(node, &plan.nodes),
+            &plan.server_env,
             log,
         )?);
     }
@@ -707,25 +747,39 @@ async fn start(
         }
     }
 
-    let dispatcher_args: Vec<OsString> = vec![
+    let mut dispatcher_args: Vec<OsString> = vec![
         "--nats-url".into(),
         plan.nats_url.clone().into(),
         "--http-addr".into(),
         plan.http_addr.to_string().into(),
+        "--web-addr".into(),
+        plan.web_addr.to_string().into(),
         "--data-dir".into(),
         plan.state.join("dispatcher").into(),
     ];
+    if plan.nodes.len() > 1 {
+        // The cluster's size is known here: the dispatcher need not guess it from routes that
+        // may still be forming on a loaded machine.
+        dispatcher_args.extend([
+            "--replicas".into(),
+            plan.nodes.len().min(3).to_string().into(),
+        ]);
+    }
     children.push(Child::spawn(
         "dispatcher",
         dispatcher,
         &dispatcher_args,
-        &[("SQUALL_ADMIN_KEY_FILE", plan.admin_key.as_path())],
+        &[(
+            "SQUALL_ADMIN_KEY_FILE".to_string(),
+            plan.admin_key.display().to_string(),
+        )]
+        .into_iter()
+        .chain(plan.credentials.login_env("dispatcher"))
+        .collect::<Vec<_>>(),
         plan.logs.join("dispatcher.log"),
     )?);
     let mut worker_args: Vec<OsString> = vec![
         "fleet".into(),
-        "--min".into(),
-        "1".into(),
         "--max".into(),
         plan.max_workers.to_string().into(),
         "--nats-url".into(),
@@ -740,7 +794,7 @@ async fn start(
         "worker",
         worker,
         &worker_args,
-        &[],
+        &plan.credentials.login_env("worker"),
         plan.logs.join("worker.log"),
     )?);
 
@@ -780,11 +834,43 @@ mod tests {
     #[test]
     fn an_mqtt_node_config_adds_the_listener_and_a_server_name_when_alone() {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 1883));
-        let alone = mqtt_config(addr, true);
-        assert!(alone.starts_with(NATS_CONFIG));
+        let mut nodes = plan_nodes(4222, 1, Path::new("/state")).unwrap();
+        nodes[0].mqtt = Some(addr);
+        let alone = node_config(&nodes[0], true);
+        assert!(alone.contains("include \"nats.conf\"\n"));
         assert!(alone.contains("server_name: squall-local\n"));
         assert!(alone.contains("mqtt {\n  host: 127.0.0.1\n  port: 1883\n}"));
-        assert!(!mqtt_config(addr, false).contains("server_name"));
+        assert!(!alone.contains("cluster"));
+        assert!(!node_config(&nodes[0], false).contains("server_name"));
+    }
+
+    #[test]
+    fn cluster_routes_log_in_and_no_config_file_holds_a_password() {
+        let credentials = Credentials::generate().unwrap();
+        let nodes = plan_nodes(4222, 3, Path::new("/state")).unwrap();
+        let route_password = credentials.password(credentials::ROUTE.1).to_string();
+        for node in &nodes {
+            let config = node_config(node, false);
+            assert!(
+                config.contains("authorization { user: route, password: $SQUALL_ROUTE_PASSWORD }")
+            );
+            assert!(config.contains(&format!("listen: {}", node.route)));
+            assert!(!config.contains(&route_password));
+        }
+        let env = server_env(&credentials, &nodes);
+        let routes = &env.iter().find(|(k, _)| k == "SQUALL_ROUTES").unwrap().1;
+        assert_eq!(
+            routes
+                .matches(&format!("route:{route_password}@127.0.0.1:"))
+                .count(),
+            3
+        );
+        assert!(env
+            .iter()
+            .any(|(k, v)| k == "SQUALL_CLIENT_PASSWORD" && v.len() > 16));
+        assert!(server_env(&credentials, &nodes[..1])
+            .iter()
+            .all(|(k, _)| k != "SQUALL_ROUTES"));
     }
 
     #[test]
