@@ -1,8 +1,10 @@
 //! A real nats-server per test (or a loopback cluster of them), and the `auth` profile's users.
 
 use crate::{eventually_blocking, free_port, http_get_blocking, workspace_root, Process, Text};
+use squall_broker::callout::{Issuer, ISSUER_ENV, SEED_ENV};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Finds nats-server: `$NATS_SERVER`, then `PATH`, then the project's `.tools/bin`.
@@ -33,7 +35,8 @@ pub struct NatsServer {
     pub url: String,
     pub process: Process,
     pub dir: tempfile::TempDir,
-    /// The broker config profile (`default` or `strict`, from `broker-config/nats/`).
+    /// The broker config profile (`open`, or one Squall ships, with users: `default`, `strict`,
+    /// `mqtt`; from `broker-config/nats/`).
     pub profile: String,
     /// Extra environment of the nats-server process (kept for restarts).
     pub env: Vec<(String, String)>,
@@ -42,9 +45,10 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts nats-server with the project's default broker config.
+    /// Starts nats-server with the test suite's open broker config (`open.conf`, no users: for
+    /// tests that are not about the broker's roles).
     pub fn start() -> NatsServer {
-        NatsServer::start_profile("default")
+        NatsServer::start_profile("open")
     }
 
     /// Starts nats-server with `broker-config/nats/<profile>.conf`.
@@ -53,7 +57,7 @@ impl NatsServer {
     }
 
     /// Starts nats-server with `broker-config/nats/<profile>.conf` and extra environment (the
-    /// `auth` profile reads its users' passwords from it; see `auth_env`).
+    /// profiles Squall ships read their users' passwords from it; see `auth_env`).
     pub fn start_profile_with_env(profile: &str, env: &[(String, String)]) -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let (process, url) = spawn_nats(dir.path(), profile, None, env, &[]);
@@ -74,9 +78,15 @@ impl NatsServer {
         let ports: Vec<(u16, u16, u16)> = (0..nodes)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
+        // A profile with users authenticates its routes too (as cluster/common.conf does): the
+        // nodes log in to each other as `route`, set in a config that includes the profile.
+        let route_login = match authenticated(profile) {
+            true => format!("{ROUTE_USER}:{ROUTE_PASSWORD}@"),
+            false => String::new(),
+        };
         let routes = ports
             .iter()
-            .map(|(_, route, _)| format!("nats-route://127.0.0.1:{route}"))
+            .map(|(_, route, _)| format!("nats-route://{route_login}127.0.0.1:{route}"))
             .collect::<Vec<_>>()
             .join(",");
         let servers: Vec<NatsServer> = ports
@@ -84,6 +94,10 @@ impl NatsServer {
             .enumerate()
             .map(|(i, (client, route, http))| {
                 let dir = tempfile::tempdir().expect("temp dir");
+                let config = match authenticated(profile) {
+                    true => routed_config(dir.path(), profile),
+                    false => profile.to_string(),
+                };
                 let args = vec![
                     "--name".to_string(),
                     format!("node-{}", i + 1),
@@ -96,12 +110,12 @@ impl NatsServer {
                     "-m".into(),
                     http.to_string(),
                 ];
-                let (process, url) = spawn_nats(dir.path(), profile, Some(*client), env, &args);
+                let (process, url) = spawn_nats(dir.path(), &config, Some(*client), env, &args);
                 NatsServer {
                     url,
                     process,
                     dir,
-                    profile: profile.to_string(),
+                    profile: config,
                     env: env.to_vec(),
                     args,
                 }
@@ -157,6 +171,29 @@ impl NatsServer {
         std::thread::sleep(down_for);
         self.start_again();
     }
+}
+
+/// Whether a profile has users (every profile Squall ships; not the tests' `open*` ones).
+pub fn authenticated(profile: &str) -> bool {
+    !profile.contains('/') && !profile.starts_with("open")
+}
+
+/// The cluster routes' user in the tests' authenticated clusters, and its throwaway password.
+pub const ROUTE_USER: &str = "route";
+pub const ROUTE_PASSWORD: &str = "route-test-password";
+
+/// Writes a config into `dir` that includes `profile` and makes the cluster's routes log in as
+/// `route`; returns its path (a profile a test wrote).
+fn routed_config(dir: &Path, profile: &str) -> String {
+    let path = dir.join("routed.conf");
+    let text = format!(
+        "include \"{}\"\ncluster {{\n  authorization {{ user: {ROUTE_USER}, password: {ROUTE_PASSWORD} }}\n}}\n",
+        workspace_root()
+            .join(format!("broker-config/nats/{profile}.conf"))
+            .display()
+    );
+    std::fs::write(&path, text).expect("write the routed config");
+    path.display().to_string()
 }
 
 fn spawn_nats(
@@ -273,12 +310,27 @@ impl AuthUser {
     }
 }
 
-/// The environment nats-server needs for the `auth` profile: every user's password.
+/// The environment nats-server needs for the `auth` profile: every user's password and the
+/// auth callout's issuer (`test_issuer`).
 pub fn auth_env() -> Vec<(String, String)> {
-    [AUTH_DISPATCHER, AUTH_WORKER, AUTH_CLIENT]
+    let mut env: Vec<(String, String)> = [AUTH_DISPATCHER, AUTH_WORKER, AUTH_CLIENT]
         .iter()
         .map(|u| (u.password_env.to_string(), u.password.to_string()))
-        .collect()
+        .collect();
+    env.push((ISSUER_ENV.to_string(), test_issuer().public_key()));
+    env
+}
+
+/// The issuer of function credentials in this test binary's authenticated brokers (one per
+/// run, generated; the fleet gets its seed through `callout_seed_env`).
+pub fn test_issuer() -> &'static Issuer {
+    static ISSUER: OnceLock<Issuer> = OnceLock::new();
+    ISSUER.get_or_init(Issuer::generate)
+}
+
+/// The environment that hands the fleet the issuer's seed (`SQUALL_CALLOUT_SEED`).
+pub fn callout_seed_env() -> Vec<(String, String)> {
+    vec![(SEED_ENV.to_string(), test_issuer().seed())]
 }
 
 /// Waits until each `(stream, consumer)`, in order (name them upstream first), has nothing

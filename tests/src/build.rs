@@ -168,3 +168,18 @@ pub fn compile_c(dir: &Path, name: &str, source: &str) -> PathBuf {
     assert!(status.success(), "cc failed for {name}");
     out
 }
+
+/// A bundle of `runtime` (`python3.11`, `javascript`) with `handler` and the files given as
+/// (path in the bundle, text), packed as `squall deploy` packs a folder.
+pub fn bundle(runtime: &str, handler: &str, files: &[(&str, &str)]) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (path, text) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("create folder");
+        std::fs::write(path, text).expect("write a bundle file");
+    }
+    let runtime = squall_bundle::Runtime::from_id(runtime).expect("a known runtime");
+    let manifest = squall_bundle::Manifest::new(runtime, handler);
+    let files = squall_bundle::collect(dir.path()).expect("collect");
+    squall_bundle::pack(&manifest, &files).expect("pack")
+}

@@ -1,10 +1,10 @@
 //! A whole local cluster: nats-server, dispatchers and worker processes, and its HTTP client.
 
 use crate::{
-    auth_env, built, decode_response, eventually, free_port, json_response, NatsServer, Process,
-    Text, AUTH_DISPATCHER, AUTH_WORKER,
+    auth_env, authenticated, built, callout_seed_env, decode_response, eventually, free_port,
+    json_response, squall, workspace_root, NatsServer, Process, Text, AUTH_DISPATCHER, AUTH_WORKER,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -21,6 +21,8 @@ pub struct Cluster {
     /// Each worker's metrics URL (`http://…/metrics`), in the order of `workers`.
     pub worker_metrics: Vec<String>,
     pub url: String,
+    /// The first dispatcher's web listener, where web functions are served.
+    pub web_url: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
     pub options: ClusterOptions,
@@ -48,10 +50,11 @@ fn api_client(options: &ClusterOptions) -> reqwest::Client {
         .expect("HTTP client")
 }
 
-/// Starts the first dispatcher on `port` with its data in `dir/dispatcher`.
+/// Starts the first dispatcher on `port`, its web listener on `web_port`, with its data in
+/// `dir/dispatcher`.
 fn spawn_dispatcher(
     nats_url: &str,
-    port: u16,
+    (port, web_port): (u16, u16),
     dir: &Path,
     options: &ClusterOptions,
     extra_args: &[&str],
@@ -65,6 +68,8 @@ fn spawn_dispatcher(
         .arg(server_list(nats_url, options))
         .arg("--http-addr")
         .arg(format!("127.0.0.1:{port}"))
+        .arg("--web-addr")
+        .arg(format!("127.0.0.1:{web_port}"))
         .arg("--data-dir")
         .arg(dir.join("dispatcher"))
         .args(extra_args);
@@ -81,7 +86,8 @@ pub struct ClusterOptions {
     pub workers: usize,
     pub dispatchers: usize,
     pub max_payload: Option<usize>,
-    /// The broker config profile: `default` or `strict`.
+    /// The broker config profile: `open` (the tests' own, without users), or one Squall ships
+    /// (`default`, `strict`, `mqtt`: with users, so use `with_auth`).
     pub profile: &'static str,
     /// Extra environment of every dispatcher and worker process.
     pub env: Vec<(String, String)>,
@@ -112,7 +118,7 @@ impl Default for ClusterOptions {
             workers: 1,
             dispatchers: 1,
             max_payload: None,
-            profile: "default",
+            profile: "open",
             env: Vec::new(),
             dispatcher_env: Vec::new(),
             worker_env: Vec::new(),
@@ -124,12 +130,16 @@ impl Default for ClusterOptions {
 }
 
 impl ClusterOptions {
-    /// The `auth` broker profile, with the dispatchers logged in as `dispatcher` and the
-    /// workers and fleet supervisors as `worker` (added to any environment already set).
+    /// A broker profile with users (`default` unless another one Squall ships is set), with the
+    /// dispatchers logged in as `dispatcher` and the workers and fleet supervisors as `worker`
+    /// (added to any environment already set).
     pub fn with_auth(mut self) -> ClusterOptions {
-        self.profile = "auth";
+        if !authenticated(self.profile) {
+            self.profile = "default";
+        }
         self.dispatcher_env.extend(AUTH_DISPATCHER.login_env());
         self.worker_env.extend(AUTH_WORKER.login_env());
+        self.worker_env.extend(callout_seed_env());
         self.nats_env.extend(auth_env());
         self
     }
@@ -166,8 +176,8 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let dispatcher = spawn_dispatcher(&list, port, dir.path(), &options, &[]);
+        let (port, web_port) = (free_port(), free_port());
+        let dispatcher = spawn_dispatcher(&list, (port, web_port), dir.path(), &options, &[]);
         let mut cluster = Cluster {
             nats,
             nats_peers,
@@ -176,6 +186,7 @@ impl Cluster {
             workers: Vec::new(),
             worker_metrics: Vec::new(),
             url: format!("http://127.0.0.1:{port}"),
+            web_url: format!("http://127.0.0.1:{web_port}"),
             http: api_client(&options),
             dir,
             options: options.clone(),
@@ -194,15 +205,15 @@ impl Cluster {
     /// directory, with `extra_args`; waits until it is ready.
     pub async fn restart_dispatcher(&mut self, extra_args: &[&str]) {
         self.dispatcher.terminate(Duration::from_secs(10));
-        let port: u16 = self
-            .url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port of the dispatcher URL");
+        let port_of = |url: &str| -> u16 {
+            url.rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port of the dispatcher URL")
+        };
         self.dispatcher = spawn_dispatcher(
             &self.broker_list(),
-            port,
+            (port_of(&self.url), port_of(&self.web_url)),
             self.dir.path(),
             &self.options,
             extra_args,
@@ -228,6 +239,8 @@ impl Cluster {
             .arg(server_list(&self.broker_list(), &self.options))
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--web-addr")
+            .arg(format!("127.0.0.1:{}", free_port()))
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("dispatcher-{n}")))
             .args(extra_args);
@@ -261,10 +274,39 @@ impl Cluster {
             .arg("--nats-url")
             .arg(server_list(&self.broker_list(), &self.options))
             .arg("--data-dir")
-            .arg(self.dir.path().join(format!("worker-{n}")));
+            .arg(self.dir.path().join(format!("worker-{n}")))
+            // The suite's plain workers serve every function it deploys in one process: its
+            // functions trust each other. The fleet tests run a process per function.
+            .arg("--shared");
         let log = self.dir.path().join(format!("worker-{n}.log"));
         self.workers
             .push(Process::spawn(&format!("worker-{n}"), command, log).expect("worker"));
+    }
+
+    /// Starts a worker process that serves `function` alone, without a supervisor (so it
+    /// confines itself: memory limit, sandbox), with `args` after the usual ones; returns its
+    /// log file.
+    pub fn add_function_worker(&mut self, function: &str, args: &[&str]) -> PathBuf {
+        let n = self.workers.len();
+        let mut command = Command::new(&built().worker);
+        command
+            .env("RUST_LOG", "info")
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.options.worker_env.iter().map(|(k, v)| (k, v)))
+            .arg("--no-supervise")
+            .arg("--function")
+            .arg(function)
+            .arg("--nats-url")
+            .arg(server_list(&self.broker_list(), &self.options))
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("worker-{n}")))
+            .args(args);
+        let log = self.dir.path().join(format!("worker-{n}.log"));
+        self.workers.push(
+            Process::spawn(&format!("worker-{n}-{function}"), command, log.clone())
+                .expect("worker"),
+        );
+        log
     }
 
     /// Starts an autoscaling fleet supervisor (`squall-worker fleet <args>`) for this cluster.
@@ -302,6 +344,17 @@ impl Cluster {
         spec: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
         let bytes = std::fs::read(library).expect("read library");
+        self.deploy_bytes(name, bytes, spec).await
+    }
+
+    /// Deploys an artifact's bytes (a library or a bundle) as `name` with an optional JSON
+    /// spec, returning status and body.
+    pub async fn deploy_bytes(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        spec: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
         let mut form = reqwest::multipart::Form::new().part(
             "artifact",
             reqwest::multipart::Part::bytes(bytes).file_name("lib.so"),
@@ -325,6 +378,15 @@ impl Cluster {
         assert_eq!(status, 201, "deploy {name}: {body}");
     }
 
+    /// `squall deploy functions/examples/<folder>` with the real CLI, as a user deploys an
+    /// example: the folder's squall.toml names the function, its runtime, handler and config.
+    /// Panics with what the CLI said unless it succeeds.
+    pub async fn deploy_folder(&self, folder: &str) {
+        let path = workspace_root().join("functions/examples").join(folder);
+        let path = path.to_str().expect("a UTF-8 workspace path");
+        squall(&self.url, &["deploy", path]).await.ok();
+    }
+
     /// Invokes synchronously; returns status, headers and body bytes.
     pub async fn invoke(&self, name: &str, input: impl Into<reqwest::Body>) -> reqwest::Response {
         self.http
@@ -333,6 +395,18 @@ impl Cluster {
             .send()
             .await
             .expect("invoke request")
+    }
+
+    /// Invokes `name` synchronously with `input` as JSON: the status, the invocation id and the
+    /// body as text.
+    pub async fn call_json(&self, name: &str, input: serde_json::Value) -> (u16, String, String) {
+        let response = self.invoke(name, input.to_string()).await;
+        let status = response.status().as_u16();
+        let id = response.headers()["squall-invocation-id"]
+            .to_str()
+            .expect("an ASCII invocation id")
+            .to_string();
+        (status, id, response.text().await.expect("a text body"))
     }
 
     /// Submits `n` asynchronous invocations of `function` with `input`; returns their ids.
@@ -435,6 +509,29 @@ impl Cluster {
         .await
     }
 
+    /// The invocation once it has ended, waiting at most 30 s.
+    pub async fn finished(&self, id: &str) -> squall_api::invocations::Invocation {
+        self.wait_terminal(id, Duration::from_secs(30)).await
+    }
+
+    /// The last message stored under `key` in function `function`'s state (its payload and
+    /// headers, such as `Nats-TTL`), read from the state stream directly.
+    pub async fn state_entry(
+        &self,
+        function: &str,
+        key: &str,
+    ) -> async_nats::jetstream::message::StreamMessage {
+        let jetstream = async_nats::jetstream::new(self.nats_client().await);
+        let stream = jetstream
+            .get_stream("KV_squall_state")
+            .await
+            .expect("the state stream");
+        stream
+            .direct_get_last_for_subject(format!("$KV.squall_state.{function}.{key}"))
+            .await
+            .unwrap_or_else(|e| panic!("{function}'s state has {key}: {e}"))
+    }
+
     /// Every nats-server's URL, comma-separated (what the processes get in `--nats-url`).
     pub fn broker_list(&self) -> String {
         std::iter::once(&self.nats)
@@ -451,13 +548,22 @@ impl Cluster {
             .collect()
     }
 
-    /// A plain NATS client connected to this cluster's server.
+    /// A plain NATS client connected to this cluster's server; with users, logged in as the
+    /// dispatcher (the role with the JetStream API the tests inspect streams through).
     pub async fn nats_client(&self) -> async_nats::Client {
         let servers: Vec<async_nats::ServerAddr> = std::iter::once(&self.nats)
             .chain(&self.nats_peers)
             .map(|n| n.url.parse().expect("server address"))
             .collect();
-        async_nats::connect(servers).await.expect("connect to nats")
+        let options = match authenticated(self.options.profile) {
+            true => async_nats::ConnectOptions::with_user_and_password(
+                AUTH_DISPATCHER.user.into(),
+                AUTH_DISPATCHER.password.into(),
+            )
+            .custom_inbox_prefix(AUTH_DISPATCHER.inbox),
+            false => async_nats::ConnectOptions::new(),
+        };
+        options.connect(servers).await.expect("connect to nats")
     }
 }
 
@@ -485,16 +591,37 @@ pub async fn wait_workers_ready(cluster: &Cluster, function: &str) {
         .await
         .expect("the jobs stream");
     let workers = cluster.workers.len();
+    // Generous: on a loaded two-core machine a worker may take a while to load the function;
+    // a worker that never pulls shows in its log, which the observation carries.
     eventually(
-        Duration::from_secs(20),
+        Duration::from_secs(45),
         format_args!("{workers} workers to pull the jobs of {function}"),
         async || match jobs.consumer_info(consumer_name(function)).await {
             Ok(info) if info.num_waiting >= workers => Ok(()),
-            Ok(info) => Err(format!("{} pull requests waiting", info.num_waiting)),
+            Ok(info) => Err(format!(
+                "{} pull requests waiting; worker logs:\n{}",
+                info.num_waiting,
+                worker_log_tails(cluster)
+            )),
             Err(error) => Err(error.to_string()),
         },
     )
     .await
+}
+
+/// The last lines of every worker's log, for a failure message.
+fn worker_log_tails(cluster: &Cluster) -> String {
+    cluster
+        .workers
+        .iter()
+        .map(|w| {
+            let output = w.output();
+            let lines: Vec<&str> = output.lines().rev().take(15).collect();
+            let tail: Vec<&str> = lines.into_iter().rev().collect();
+            format!("--- {} ---\n{}", w.name, tail.join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Whether the dispatcher at `url` answers `/readyz` with success; a dispatcher that exited

@@ -12,7 +12,10 @@ use tower::ServiceExt as _;
 /// A dispatcher's state and router in this process, with its nats-server.
 pub struct App {
     pub state: Arc<AppState>,
+    /// The API listener's router.
     pub router: axum::Router,
+    /// The web listener's router (web functions only).
+    pub web: axum::Router,
     pub nats: NatsServer,
     _dir: tempfile::TempDir,
 }
@@ -70,32 +73,40 @@ impl App {
             .await
             .expect("the dispatcher connects");
         let router = squall_dispatcher::app(state.clone());
+        let web = squall_dispatcher::web_app(state.clone());
         App {
             state,
             router,
+            web,
             nats,
             _dir: dir,
         }
     }
 
-    /// Sends `request` through the router.
+    /// Sends `request` through the API's router.
     pub async fn call(&self, request: Request<Body>) -> Answer {
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("the router answers");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .expect("a whole body");
-        Answer {
-            status,
-            headers,
-            body,
-        }
+        call(&self.router, request).await
+    }
+
+    /// Sends `request` through the web listener's router.
+    pub async fn call_web(&self, request: Request<Body>) -> Answer {
+        call(&self.web, request).await
+    }
+
+    /// `method path` with `body` and `headers` to the web listener.
+    pub async fn send_web(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> Answer {
+        self.call_web(request(method, path, headers, body)).await
+    }
+
+    /// `GET path` on the web listener.
+    pub async fn get_web(&self, path: &str) -> Answer {
+        self.send_web(Method::GET, path, &[], Body::empty()).await
     }
 
     /// `method path` with `body` and `headers`.
@@ -106,11 +117,7 @@ impl App {
         headers: &[(&str, &str)],
         body: impl Into<Body>,
     ) -> Answer {
-        let mut request = Request::builder().method(method).uri(path);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        self.call(request.body(body.into()).unwrap()).await
+        self.call(request(method, path, headers, body)).await
     }
 
     pub async fn get(&self, path: &str) -> Answer {
@@ -135,6 +142,17 @@ impl App {
         artifact: &[u8],
         spec: Option<&serde_json::Value>,
     ) -> Answer {
+        self.deploy_with(name, artifact, spec, &[]).await
+    }
+
+    /// `deploy` with more request headers (a key's `authorization`).
+    pub async fn deploy_with(
+        &self,
+        name: &str,
+        artifact: &[u8],
+        spec: Option<&serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let boundary = "squall-test-boundary";
         let mut body = Vec::new();
         let mut part = |field: &str, content_type: &str, bytes: &[u8]| {
@@ -152,15 +170,48 @@ impl App {
             part("config", "application/json", spec.to_string().as_bytes());
         }
         body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let mut headers = headers.to_vec();
+        headers.push(("content-type", &content_type));
         self.send(
             Method::PUT,
             &format!("/v1/functions/{name}"),
-            &[(
-                "content-type",
-                &format!("multipart/form-data; boundary={boundary}"),
-            )],
+            &headers,
             body,
         )
         .await
+    }
+}
+
+/// `method path` with `headers` and `body`.
+fn request(
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Body>,
+) -> Request<Body> {
+    let mut request = Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(body.into()).unwrap()
+}
+
+/// Sends `request` through `router` and reads the whole answer.
+async fn call(router: &axum::Router, request: Request<Body>) -> Answer {
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("the router answers");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("a whole body");
+    Answer {
+        status,
+        headers,
+        body,
     }
 }

@@ -4,20 +4,28 @@
 
 pub mod broker;
 pub mod build;
+pub mod cli;
 pub mod cluster;
+pub mod examples;
 pub mod http;
 pub mod in_process;
 pub mod process;
+pub mod receiver;
+pub mod runtimes;
 pub mod wait;
 
 pub use broker::{
-    auth_env, consumers_settled, nats_server_binary, AuthUser, NatsServer, AUTH_CLIENT,
-    AUTH_DISPATCHER, AUTH_WORKER,
+    auth_env, authenticated, callout_seed_env, consumers_settled, nats_server_binary, test_issuer,
+    AuthUser, NatsServer, AUTH_CLIENT, AUTH_DISPATCHER, AUTH_WORKER,
 };
-pub use build::{built, compile_c, workspace_root, Built};
+pub use build::{built, bundle, compile_c, workspace_root, Built};
+pub use cli::{squall, squall_in, CliRun};
 pub use cluster::{wait_workers_ready, Cluster, ClusterOptions};
+pub use examples::check_hello_example;
 pub use http::{decode_response, http_get_blocking, json_response};
-pub use process::{children, free_port, Process};
+pub use process::{assert_function_login_only, children, free_port, Process};
+pub use receiver::{Blackhole, Received, Receiver};
+pub use runtimes::check_web_function;
 pub use wait::{
     eventually, eventually_blocking, eventually_every, poll, poll_blocking, poll_every, Text,
 };

@@ -113,9 +113,39 @@ impl Drop for Process {
 }
 
 /// A free loopback port (the listener is closed before returning).
+///
+/// Chosen below the kernel's ephemeral range (32768 and up by default), from a random start:
+/// a port from that range can be taken by any outgoing connection on the machine between this
+/// check and the server's bind (a cluster node once failed to start on a route port that had
+/// become some client's local port), while ports below it are handed out only by a listen.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = uuid::Uuid::new_v4().as_u128() as u32 % SPAN;
+    (0..SPAN)
+        .map(|i| (LOW + (start + i) % SPAN) as u16)
+        .find(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free loopback port below the ephemeral range")
+}
+
+/// Asserts that running process `pid` logs in to the broker with a function's token and
+/// inherited none of its supervisor's login (role user and password, the callout issuer's seed).
+pub fn assert_function_login_only(pid: u32) {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let environ = String::from_utf8_lossy(&environ);
+    let vars: Vec<&str> = environ.split('\0').collect();
+    assert!(
+        vars.iter().any(|v| v.starts_with("SQUALL_NATS_TOKEN=")),
+        "{pid} logs in with its function's token: {vars:?}"
+    );
+    for var in [
+        "SQUALL_NATS_PASSWORD=",
+        "SQUALL_NATS_USER=",
+        "SQUALL_CALLOUT_SEED=",
+    ] {
+        assert!(
+            !vars.iter().any(|v| v.starts_with(var)),
+            "{pid} inherited {var}"
+        );
+    }
 }

@@ -6,7 +6,7 @@ use squall_api::invocations::BatchAccepted;
 use squall_api::{ErrorBody, InvocationStatus};
 use squall_broker::names::JOBS_STREAM;
 use squall_tests::in_process::App;
-use squall_tests::{built, json_response, workspace_root, Cluster, ClusterOptions};
+use squall_tests::{built, json_response, squall, workspace_root, Cluster, ClusterOptions};
 use std::process::Command;
 use std::time::Duration;
 
@@ -271,33 +271,6 @@ async fn the_same_idempotency_key_gives_the_same_ids_and_runs_each_line_once() {
     assert!(ids_of(&fresh).iter().all(|id| !ids_of(&first).contains(id)));
 }
 
-/// What one run of the CLI printed.
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-async fn squall(url: &str, args: &[&str]) -> Run {
-    let mut command = Command::new(&built().squall);
-    command
-        .current_dir(workspace_root())
-        .env_remove("SQUALL_URL")
-        .env_remove("SQUALL_API_KEY")
-        .arg("--url")
-        .arg(url)
-        .args(args);
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("join")
-        .expect("run squall");
-    Run {
-        ok: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_invoke_batch_submits_a_file_in_chunks_and_names_bad_lines_by_file_line() {
     let cluster = Cluster::start_with(ClusterOptions {
@@ -326,7 +299,7 @@ async fn cli_invoke_batch_submits_a_file_in_chunks_and_names_bad_lines_by_file_l
         ],
     )
     .await;
-    assert!(run.ok, "{}", run.stderr);
+    assert!(run.succeeded(), "{}", run.stderr);
     let ids: Vec<String> = run.stdout.lines().map(str::to_string).collect();
     assert_eq!(ids.len(), 25, "{}", run.stdout);
     for (id, line) in ids.iter().zip(&lines) {
@@ -348,7 +321,7 @@ async fn cli_invoke_batch_submits_a_file_in_chunks_and_names_bad_lines_by_file_l
         ],
     )
     .await;
-    assert!(again.ok, "{}", again.stderr);
+    assert!(again.succeeded(), "{}", again.stderr);
     let json: Vec<String> = serde_json::from_str(&again.stdout).expect("a JSON array of ids");
     assert_eq!(json, ids);
     assert_eq!(jobs_stored(&cluster).await, 25);
@@ -362,7 +335,7 @@ async fn cli_invoke_batch_submits_a_file_in_chunks_and_names_bad_lines_by_file_l
         &["invoke", "echo", "--batch", path, "--batch-size", "10"],
     )
     .await;
-    assert!(!run.ok);
+    assert!(!run.succeeded());
     assert!(
         run.stderr.contains("line 17 is not valid JSON"),
         "{}",
@@ -384,7 +357,7 @@ async fn cli_invoke_batch_submits_a_file_in_chunks_and_names_bad_lines_by_file_l
         &["invoke", "echo", "--batch", path, "--batch-size", "10"],
     )
     .await;
-    assert!(!run.ok);
+    assert!(!run.succeeded());
     assert!(
         run.stderr
             .contains(&format!("line 15 of {path} is 1502 bytes")),

@@ -428,6 +428,18 @@ async fn the_client_user_cannot_touch_the_registry_artifacts_streams_or_results(
         .await;
     assert_eq!(registry_entry(&admin, "hello").await, (revision, value));
 
+    // Dead letters and destination dead letters: a forged letter would be replayed with the
+    // dispatcher's rights, so a client may publish neither.
+    for subject in ["dlq.hello.forged", "dlq-destinations.hello.forged.x"] {
+        client
+            .client
+            .publish(subject, "forged".into())
+            .await
+            .expect("publish is sent");
+        client.client.flush().await.expect("flush");
+        client.refused("Publish", subject).await;
+    }
+
     // The artifacts: no store handle, no direct get of an object's metadata, and no
     // eavesdropping on the replies others get when they read it.
     let open = client.js_refused.get_object_store(ARTIFACT_BUCKET).await;

@@ -1,56 +1,13 @@
 //! The `squall` CLI driving real clusters: deploy, invoke, get, ls, errors, and `squall up`.
 
+use futures::StreamExt as _;
 use squall_tests::{
-    built, eventually, free_port, nats_server_binary, workspace_root, Cluster, Process, Text,
+    built, eventually, free_port, nats_server_binary, squall, workspace_root, Cluster, Process,
+    Text,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-
-/// What one run of the CLI did.
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn succeeded(&self) -> bool {
-        self.code == Some(0)
-    }
-
-    /// Panics with everything the CLI said unless it exited 0.
-    fn ok(self) -> Run {
-        assert!(self.succeeded(), "squall failed: {self:#?}");
-        self
-    }
-}
-
-/// Runs `squall --url <url> <args>` from the workspace root.
-async fn squall(url: &str, args: &[&str]) -> Run {
-    let mut command = Command::new(&built().squall);
-    command
-        .current_dir(workspace_root())
-        .env_remove("SQUALL_URL")
-        .env_remove("SQUALL_API_KEY")
-        .arg("--url")
-        .arg(url)
-        .args(args);
-    run(command).await
-}
-
-async fn run(mut command: Command) -> Run {
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("join")
-        .expect("run squall");
-    Run {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
 
 fn parse_json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -297,6 +254,7 @@ async fn squall_up_runs_a_local_cluster_and_stops_cleanly_on_ctrl_c() {
             break port;
         }
     };
+    let web_port = free_port();
     let mut command = Command::new(&built.squall);
     command
         .env("NATS_SERVER", nats_server_binary())
@@ -307,6 +265,8 @@ async fn squall_up_runs_a_local_cluster_and_stops_cleanly_on_ctrl_c() {
         .arg(&state)
         .arg("--http-addr")
         .arg(format!("127.0.0.1:{http_port}"))
+        .arg("--web-addr")
+        .arg(format!("127.0.0.1:{web_port}"))
         .arg("--nats-port")
         .arg(nats_port.to_string());
     let mut up = Process::spawn("squall up", command, dir.path().join("up.log")).expect("spawn");
@@ -337,6 +297,20 @@ async fn squall_up_runs_a_local_cluster_and_stops_cleanly_on_ctrl_c() {
     })
     .await;
     assert!(up.output().contains(&url), "{}", up.output());
+    // Web functions have their own origin, which serves nothing of the API's.
+    let web = format!("http://127.0.0.1:{web_port}");
+    assert!(
+        up.output()
+            .contains(&format!("web functions: {web}/function/<name>")),
+        "{}",
+        up.output()
+    );
+    let answer = http
+        .get(format!("{web}/v1/functions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
 
     // `squall up` made an admin key: the API refuses callers without it.
     let key_file = state.join("admin.key");
@@ -374,6 +348,8 @@ async fn squall_up_runs_a_local_cluster_and_stops_cleanly_on_ctrl_c() {
     assert!(greeting.succeeded(), "{greeting:#?}\n{}", logs(&state));
     assert_eq!(greeting.stdout, "Hello from C, Ada!");
     assert!(!processes_mentioning(&state.to_string_lossy()).is_empty());
+    let nats = format!("nats://127.0.0.1:{nats_port}").parse().unwrap();
+    broker_admits_only_its_users(&state, vec![nats], "c-hello").await;
 
     let status = Command::new("kill")
         .args(["-INT", &up.child.id().to_string()])
@@ -399,6 +375,82 @@ async fn squall_up_runs_a_local_cluster_and_stops_cleanly_on_ctrl_c() {
     for log in ["nats-server.log", "dispatcher.log", "worker.log"] {
         assert!(state.join("logs").join(log).is_file(), "no {log}");
     }
+}
+
+/// The broker passwords `squall up` generated in `state` (`broker.env`), by variable; the file
+/// must be owner-only.
+fn broker_passwords(state: &Path) -> std::collections::BTreeMap<String, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = state.join("broker.env");
+    let mode = std::fs::metadata(&path)
+        .expect("broker.env")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "broker.env is not owner-only");
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A `squall up` broker refuses a connection without credentials (and with a wrong password),
+/// and admits the client role with the generated password: it submits a job to `function` over
+/// plain NATS and the worker runs it (the result arrives on `results.>`). Returns a connection
+/// logged in as the dispatcher, which has the JetStream API.
+async fn broker_admits_only_its_users(
+    state: &Path,
+    servers: Vec<async_nats::ServerAddr>,
+    function: &str,
+) -> async_nats::Client {
+    let passwords = broker_passwords(state);
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        async_nats::ConnectOptions::new().connect(servers.clone()),
+    )
+    .await;
+    assert!(
+        matches!(refused, Ok(Err(_))),
+        "a connection without credentials was accepted"
+    );
+    let wrong = async_nats::ConnectOptions::with_user_and_password("client".into(), "nope".into())
+        .connect(servers.clone())
+        .await;
+    assert!(wrong.is_err(), "a wrong password was accepted");
+    let client = async_nats::ConnectOptions::with_user_and_password(
+        "client".into(),
+        passwords["SQUALL_CLIENT_PASSWORD"].clone(),
+    )
+    .custom_inbox_prefix("_INBOX_client")
+    .connect(servers.clone())
+    .await
+    .expect("the client role logs in");
+    let mut results = client
+        .subscribe(format!("results.{function}.>"))
+        .await
+        .expect("subscribe to results");
+    client.flush().await.expect("flush");
+    let js = async_nats::jetstream::new(client.clone());
+    js.publish(format!("jobs.{function}"), "Grace".into())
+        .await
+        .expect("publish a job")
+        .await
+        .expect("JetStream stored the job");
+    let result = tokio::time::timeout(Duration::from_secs(20), results.next())
+        .await
+        .expect("a result within 20 s")
+        .expect("a result");
+    assert_eq!(&result.payload[..], b"Hello from C, Grace!");
+    async_nats::ConnectOptions::with_user_and_password(
+        "dispatcher".into(),
+        passwords["SQUALL_DISPATCHER_PASSWORD"].clone(),
+    )
+    .custom_inbox_prefix("_INBOX_dispatcher")
+    .connect(servers)
+    .await
+    .expect("the dispatcher role logs in")
 }
 
 /// The logs of a `squall up` state folder, for failure messages.
@@ -715,6 +767,50 @@ async fn cli_manages_keys_and_secrets_and_sends_its_key() {
         "{keys:#?}"
     );
     assert!(!keys.stdout.contains(&key), "{keys:#?}");
+    // A key limited to some functions and a rate.
+    let limited = squall(
+        url,
+        &[
+            "--api-key",
+            admin,
+            "keys",
+            "create",
+            "echoes",
+            "--scope",
+            "invoke",
+            "--scope",
+            "read",
+            "--functions",
+            "ech*,other",
+            "--rate-per-s",
+            "50",
+            "--burst",
+            "100",
+        ],
+    )
+    .await
+    .ok();
+    let limited = limited.stdout.trim().to_string();
+    let keys = squall(url, &["--api-key", admin, "keys", "ls"]).await.ok();
+    assert!(
+        keys.stdout
+            .contains("functions=ech*,other rate=50/s burst=100"),
+        "{keys:#?}"
+    );
+    let invoked = eventually(Duration::from_secs(10), "the key to work", async || {
+        let out = squall(url, &["--api-key", &limited, "invoke", "echo"]).await;
+        match out.succeeded() {
+            true => Ok(out),
+            false => Err(out),
+        }
+    })
+    .await;
+    assert!(invoked.stdout.contains("input"), "{invoked:#?}");
+    let refused = squall(url, &["--api-key", &limited, "invoke", "billing"]).await;
+    assert!(
+        !refused.succeeded() && refused.stderr.contains("forbidden"),
+        "{refused:#?}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
@@ -795,6 +891,8 @@ async fn squall_up_cluster_3_runs_three_replicating_nodes_that_survive_losing_on
         .arg(&state)
         .arg("--http-addr")
         .arg(format!("127.0.0.1:{http_port}"))
+        .arg("--web-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
         .arg("--nats-port")
         .arg(nats_port.to_string());
     let mut up = Process::spawn("squall up", command, dir.path().join("up.log")).expect("spawn");
@@ -831,7 +929,8 @@ async fn squall_up_cluster_3_runs_three_replicating_nodes_that_survive_losing_on
                 .unwrap()
         })
         .collect();
-    let js = async_nats::jetstream::new(async_nats::connect(servers).await.expect("connect"));
+    let js =
+        async_nats::jetstream::new(broker_admits_only_its_users(&state, servers, "c-hello").await);
     let mut jobs = js.get_stream("JOBS").await.expect("JOBS");
     let info = jobs.info().await.expect("JOBS info");
     assert_eq!(info.config.num_replicas, 3);

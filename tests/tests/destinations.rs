@@ -1,109 +1,17 @@
-//! Destinations and callbacks: a real HTTP receiver gets the signed CloudEvent of each terminal
-//! state, a three-stage pipeline chains functions through destinations and subject triggers, and
-//! an unreachable URL ends as a recorded failure and a destination dead letter that replays once
-//! the receiver is up.
+//! Destinations and callbacks: a real HTTP receiver gets the CloudEvent of each terminal state,
+//! signed the Standard Webhooks way (checked by an independent verifier, across a secret
+//! rotation), a three-stage pipeline chains functions through destinations and subject
+//! triggers, and an unreachable URL ends as a recorded failure and a destination dead letter
+//! that replays once the receiver is up. The receivers listen on loopback, which the
+//! dispatchers here allow on purpose (`SQUALL_EGRESS_ALLOW`).
 
-use axum::http::HeaderMap;
-use sha2::{Digest, Sha256};
+use base64::Engine as _;
 use squall_api::invocations::{
     DeliveryOutcome, DestinationDeadLetterList, DestinationReplay, DestinationTarget,
 };
 use squall_api::queries::InvocationPage;
-use squall_tests::{eventually, Cluster, ClusterOptions};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use squall_tests::{eventually, Cluster, ClusterOptions, Received, Receiver};
 use std::time::Duration;
-
-/// One POST the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    headers: HeaderMap,
-    body: bytes::Bytes,
-}
-
-/// A plain HTTP server on 127.0.0.1 that answers 200 to every POST and keeps what it got.
-struct Receiver {
-    addr: SocketAddr,
-    got: Arc<Mutex<Vec<Received>>>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start(port: u16) -> Receiver {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind the receiver");
-        let addr = listener.local_addr().unwrap();
-        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let kept = got.clone();
-        let app = axum::Router::new().fallback(
-            move |uri: axum::http::Uri, headers: HeaderMap, body: bytes::Bytes| {
-                let kept = kept.clone();
-                async move {
-                    kept.lock().unwrap().push(Received {
-                        path: uri.path().to_string(),
-                        headers,
-                        body,
-                    });
-                    "ok"
-                }
-            },
-        );
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Receiver { addr, got, server }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn at(&self, path: &str) -> Vec<Received> {
-        let got = self.got.lock().unwrap();
-        got.iter().filter(|r| r.path == path).cloned().collect()
-    }
-
-    /// Waits until `path` got `n` POSTs, returning them.
-    async fn wait_for(&self, path: &str, n: usize, timeout: Duration) -> Vec<Received> {
-        eventually(timeout, format_args!("{n} POSTs to {path}"), async || {
-            let got = self.at(path);
-            match got.len() >= n {
-                true => Ok(got),
-                false => Err(format!("{} POSTs", got.len())),
-            }
-        })
-        .await
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-/// HMAC-SHA256 (RFC 2104), written here apart from the dispatcher's, to check its signatures.
-fn hmac(key: &[u8], message: &[u8]) -> String {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let inner: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
-    let outer: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
-    let inner = Sha256::new()
-        .chain_update(inner)
-        .chain_update(message)
-        .finalize();
-    let mac = Sha256::new()
-        .chain_update(outer)
-        .chain_update(inner)
-        .finalize();
-    mac.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn header<'a>(received: &'a Received, name: &str) -> &'a str {
     received
@@ -114,10 +22,52 @@ fn header<'a>(received: &'a Received, name: &str) -> &'a str {
         .unwrap()
 }
 
-/// Checks the `Squall-Signature` of a POST against the function's destination secret.
+/// The loopback receivers' allowance, for every dispatcher of these tests.
+fn allow_loopback() -> Vec<(String, String)> {
+    vec![("SQUALL_EGRESS_ALLOW".into(), "127.0.0.1/32".into())]
+}
+
+/// Whether a POST's Standard Webhooks signature verifies with `secret`, asked of the verifier
+/// in `fixtures/verify_webhook.py` (written from the specification, apart from the
+/// dispatcher's code); `Err` says why not.
+fn verify(received: &Received, secret: &str) -> Result<(), String> {
+    let delivery = serde_json::json!({
+        "id": header(received, "webhook-id"),
+        "timestamp": header(received, "webhook-timestamp"),
+        "signature": header(received, "webhook-signature"),
+        "body_base64": base64::engine::general_purpose::STANDARD.encode(&received.body),
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/verify_webhook.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(secret)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the webhook verifier");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(delivery.to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    match output.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&output.stdout).trim().to_string()),
+    }
+}
+
+/// Checks a POST's Standard Webhooks headers against the function's destination secret; the
+/// body-only signature of earlier releases is gone.
 fn assert_signed(received: &Received, secret: &str) {
-    let expected = format!("sha256={}", hmac(secret.as_bytes(), &received.body));
-    assert_eq!(header(received, "squall-signature"), expected);
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    if let Err(why) = verify(received, secret) {
+        panic!("the POST does not verify: {why}: {:?}", received.headers);
+    }
+    assert_eq!(header(received, "webhook-id"), header(received, "ce-id"));
+    assert!(received.headers.get("squall-signature").is_none());
 }
 
 fn data(received: &Received) -> serde_json::Value {
@@ -174,7 +124,11 @@ async fn deliveries_settled(cluster: &Cluster, upstream: &[(&str, &str)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminal_states_and_callbacks_are_posted_signed_to_urls() {
-    let cluster = Cluster::start().await;
+    let cluster = Cluster::start_with(ClusterOptions {
+        dispatcher_env: allow_loopback(),
+        ..Default::default()
+    })
+    .await;
     let receiver = Receiver::start(0).await;
     let echo_secret = deploy(
         &cluster,
@@ -363,8 +317,10 @@ async fn terminal_states_and_callbacks_are_posted_signed_to_urls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_url_is_recorded_dead_lettered_and_replays_once_it_is_up() {
+    let mut dispatcher_env = allow_loopback();
+    dispatcher_env.push(("SQUALL_DESTINATION_RETRY_MS".into(), "1000".into()));
     let cluster = Cluster::start_with(ClusterOptions {
-        dispatcher_env: vec![("SQUALL_DESTINATION_RETRY_MS".into(), "1000".into())],
+        dispatcher_env,
         ..Default::default()
     })
     .await;
@@ -490,7 +446,11 @@ fn record_of(received: &Received) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_stage_pipeline_chained_by_destinations_delivers_every_record_once() {
-    let cluster = Cluster::start().await;
+    let cluster = Cluster::start_with(ClusterOptions {
+        dispatcher_env: allow_loopback(),
+        ..Default::default()
+    })
+    .await;
     let receiver = Receiver::start(0).await;
     deploy(
         &cluster,
@@ -561,4 +521,76 @@ async fn a_three_stage_pipeline_chained_by_destinations_delivers_every_record_on
     let mut expected: Vec<String> = (0..RECORDS).map(|i| format!("record-{i}")).collect();
     expected.sort();
     assert_eq!(records, expected, "every record exactly once");
+}
+
+/// An operator secret for the rotation test.
+fn operator_secret(fill: u8) -> String {
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode([fill; 32])
+    )
+}
+
+/// Invokes `echo` and returns the POST its `on_success` destination got at `path`.
+async fn delivered(cluster: &Cluster, receiver: &Receiver, path: &str, n: usize) -> Received {
+    assert_eq!(cluster.invoke("echo", "signed").await.status(), 200);
+    receiver
+        .wait_for(path, n, Duration::from_secs(20))
+        .await
+        .pop()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_follow_standard_webhooks_and_survive_a_secret_rotation() {
+    let (old, new) = (operator_secret(0xa1), operator_secret(0xb2));
+    let mut dispatcher_env = allow_loopback();
+    dispatcher_env.push(("SQUALL_WEBHOOK_SECRETS".into(), old.clone()));
+    let mut cluster = Cluster::start_with(ClusterOptions {
+        dispatcher_env,
+        ..Default::default()
+    })
+    .await;
+    let receiver = Receiver::start(0).await;
+    let spec = serde_json::json!({"destinations": {"on_success": receiver.url("/hook")}});
+    let key_old = deploy(&cluster, "echo", "echo", spec.clone()).await;
+    // The function's key is derived from the operator's secret, never the secret itself.
+    assert_ne!(key_old, old);
+    squall_tests::wait_workers_ready(&cluster, "echo").await;
+    let post = delivered(&cluster, &receiver, "/hook", 1).await;
+    assert_signed(&post, &key_old);
+    let signatures = header(&post, "webhook-signature");
+    assert_eq!(signatures.split(' ').count(), 1, "{signatures}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sent: u64 = header(&post, "webhook-timestamp").parse().unwrap();
+    assert!(sent.abs_diff(now) < 120, "{sent} vs {now}");
+    // A tampered body or another key does not verify.
+    let mut tampered = post.clone();
+    tampered.body = bytes::Bytes::from_static(br#"{"status":"forged"}"#);
+    assert!(verify(&tampered, &key_old).is_err());
+    assert!(verify(&post, &operator_secret(0xc3)).is_err());
+
+    // A rotation: the new secret first, the old one still signing. The deploy answer shows
+    // the function's new key; receivers holding the old one keep verifying meanwhile.
+    let rotating = format!("{new},{old}");
+    cluster
+        .restart_dispatcher(&["--webhook-secret", &rotating])
+        .await;
+    let key_new = deploy(&cluster, "echo", "echo", spec.clone()).await;
+    assert_ne!(key_new, key_old);
+    let post = delivered(&cluster, &receiver, "/hook", 2).await;
+    assert_eq!(header(&post, "webhook-signature").split(' ').count(), 2);
+    assert_signed(&post, &key_old);
+    assert_signed(&post, &key_new);
+
+    // The rotation ends: only the new key signs.
+    cluster
+        .restart_dispatcher(&["--webhook-secret", &new])
+        .await;
+    let post = delivered(&cluster, &receiver, "/hook", 3).await;
+    assert_signed(&post, &key_new);
+    assert!(verify(&post, &key_old).is_err());
 }

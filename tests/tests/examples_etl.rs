@@ -202,8 +202,24 @@ async fn attempts_of(cluster: &Cluster, function: &str) -> (u32, bool) {
     (most, all)
 }
 
+/// The language of the transform stage: the example's Rust library, or its Python port
+/// (functions/examples/python-etl) between the same Rust extract and load.
+#[derive(Clone, Copy, PartialEq)]
+enum Transform {
+    Rust,
+    Python,
+}
+
+/// The Python transform stage, bundled as `squall deploy` bundles its folder.
+fn python_transform() -> Vec<u8> {
+    let dir = squall_tests::workspace_root().join("functions/examples/python-etl");
+    let manifest =
+        squall_bundle::Manifest::new(squall_bundle::Runtime::Python311, "transform.handler");
+    squall_bundle::pack(&manifest, &squall_bundle::collect(&dir).unwrap()).unwrap()
+}
+
 /// A cluster with the three stages deployed and their triggers bound.
-async fn start_pipeline() -> Cluster {
+async fn start_pipeline(transform: Transform) -> Cluster {
     let cluster = Cluster::start().await;
     let backoff =
         serde_json::json!({"initial_ms": 20, "multiplier": 2.0, "max_ms": 200, "jitter": false});
@@ -213,12 +229,16 @@ async fn start_pipeline() -> Cluster {
         serde_json::json!({"config": {"stage": "extract", "batch_size": 500}}),
     )
     .await;
-    deploy(
-        &cluster,
-        "etl-transform",
-        serde_json::json!({"config": {"stage": "transform"}, "max_attempts": 5, "backoff": backoff}),
-    )
-    .await;
+    let spec = serde_json::json!({"config": {"stage": "transform"}, "max_attempts": 5, "backoff": backoff});
+    match transform {
+        Transform::Rust => deploy(&cluster, "etl-transform", spec).await,
+        Transform::Python => {
+            let (status, body) = cluster
+                .deploy_bytes("etl-transform", python_transform(), Some(spec))
+                .await;
+            assert_eq!(status, 201, "deploy the Python transform: {body}");
+        }
+    }
     deploy(
         &cluster,
         "etl-load",
@@ -247,7 +267,16 @@ async fn start_pipeline() -> Cluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_records_are_loaded_once_and_every_bad_row_is_reported_by_line() {
-    let cluster = start_pipeline().await;
+    ten_thousand_records_through(Transform::Rust).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_transform_stage_between_rust_stages_loads_the_same_records_once() {
+    ten_thousand_records_through(Transform::Python).await;
+}
+
+async fn ten_thousand_records_through(transform: Transform) {
+    let cluster = start_pipeline(transform).await;
 
     let upload = generate_upload();
     assert!(
@@ -329,9 +358,13 @@ async fn ten_thousand_records_are_loaded_once_and_every_bad_row_is_reported_by_l
     assert_eq!(again["records"], done["records"]);
     assert_eq!(again["rejected"], done["rejected"]);
 
+    let stage = match transform {
+        Transform::Rust => "Rust",
+        Transform::Python => "Python",
+    };
     println!(
-        "BENCH etl: {RECORDS} records (20 batches of 500, {} bad) upload to last load in \
-         {:.2} s: {:.0} records/s end to end, one worker",
+        "BENCH etl ({stage} transform): {RECORDS} records (20 batches of 500, {} bad) upload to \
+         last load in {:.2} s: {:.0} records/s end to end, one worker",
         upload.bad.len(),
         elapsed.as_secs_f64(),
         RECORDS as f64 / elapsed.as_secs_f64()
@@ -361,7 +394,7 @@ async fn an_upload_without_the_expected_header_fails_permanently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_sample_loads_four_orders_and_reports_four_bad_lines() {
-    let cluster = start_pipeline().await;
+    let cluster = start_pipeline(Transform::Rust).await;
     let path = squall_tests::workspace_root().join("functions/examples/etl/sample.csv");
     let csv = std::fs::read_to_string(path).unwrap();
     let response = cluster.invoke("etl-extract", csv).await;

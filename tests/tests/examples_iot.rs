@@ -3,7 +3,9 @@
 //! match what was sent, exactly once, although a worker is killed mid-stream; iot-rollup's
 //! schedule summarises the fleet.
 
-use squall_tests::{built, eventually, eventually_every, free_port, Cluster, ClusterOptions};
+use squall_tests::{
+    built, eventually, eventually_every, free_port, Cluster, ClusterOptions, AUTH_CLIENT,
+};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -23,9 +25,11 @@ import json, sys, time
 import paho.mqtt.client as mqtt
 
 port, devices, readings, step, base, rate = (int(a) for a in sys.argv[1:7])
+user, password = sys.argv[7:9]
 clients = []
 for d in range(devices):
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"dev-{d}", clean_session=False)
+    c.username_pw_set(user, password)
     c.connect("127.0.0.1", port)
     c.loop_start()
     clients.append(c)
@@ -48,6 +52,21 @@ for c in clients:
     c.loop_stop()
     c.disconnect()
 print(json.dumps({"sent": sent, "seconds": time.monotonic() - started}))
+"#;
+
+/// Connects without a user and prints whether the broker refused it.
+const ANONYMOUS_DEVICE: &str = r#"
+import sys, paho.mqtt.client as mqtt
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="anonymous")
+try:
+    c.connect("127.0.0.1", int(sys.argv[1]))
+    for _ in range(50):
+        c.loop(timeout=0.1)
+        if c.is_connected():
+            break
+    print("connected" if c.is_connected() else "refused")
+except Exception:
+    print("refused")
 "#;
 
 fn mqtt_python() -> String {
@@ -81,13 +100,30 @@ async fn put(cluster: &Cluster, path: &str, body: serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_windows_match_what_was_sent_over_mqtt_across_a_worker_kill() {
     let mqtt_port = free_port();
-    let mut cluster = Cluster::start_with(ClusterOptions {
-        profile: "mqtt",
-        nats_env: vec![("SQUALL_MQTT_PORT".into(), mqtt_port.to_string())],
-        ..ClusterOptions::default()
-    })
+    let mut cluster = Cluster::start_with(
+        ClusterOptions {
+            profile: "mqtt",
+            nats_env: vec![("SQUALL_MQTT_PORT".into(), mqtt_port.to_string())],
+            ..ClusterOptions::default()
+        }
+        .with_auth(),
+    )
     .await;
     let python = mqtt_python();
+    // A device without the client role's login is refused by the broker's MQTT listener.
+    let anonymous = tokio::process::Command::new(&python)
+        .arg("-c")
+        .arg(ANONYMOUS_DEVICE)
+        .arg(mqtt_port.to_string())
+        .output()
+        .await
+        .expect("run the anonymous device");
+    assert_eq!(
+        String::from_utf8_lossy(&anonymous.stdout).trim(),
+        "refused",
+        "{}",
+        String::from_utf8_lossy(&anonymous.stderr)
+    );
     let spec = serde_json::json!({
         "concurrency": 1, "max_concurrency": 1, "max_attempts": 5,
         "backoff": {"initial_ms": 50, "max_ms": 500}
@@ -119,6 +155,8 @@ async fn device_windows_match_what_was_sent_over_mqtt_across_a_worker_kill() {
         .arg(PUBLISHER)
         .args([mqtt_port, DEVICES as u16, READINGS as u16].map(|n| n.to_string()))
         .args([STEP_MS.to_string(), BASE_MS.to_string(), "300".to_string()])
+        // Devices log in as the broker's client role.
+        .args([AUTH_CLIENT.user, AUTH_CLIENT.password])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start the MQTT publisher");
@@ -263,6 +301,7 @@ async fn device_windows_match_what_was_sent_over_mqtt_across_a_worker_kill() {
             (BASE_MS + 3_600_000).to_string(),
             "100000".to_string(),
         ])
+        .args([AUTH_CLIENT.user, AUTH_CLIENT.password])
         .output()
         .await
         .expect("run the burst");

@@ -266,6 +266,7 @@ async fn worker_processes_die_with_a_supervisor_killed_by_sigkill() {
         ..Default::default()
     })
     .await;
+    cluster.deploy_example("hello", None).await;
     let fleet = cluster.start_fleet("fleet", &["--min", "2", "--max", "2"]);
     wait_workers(&[&fleet], 2, 2, Duration::from_secs(20)).await;
 

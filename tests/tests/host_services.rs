@@ -2,6 +2,7 @@
 //! error code, a Rust function keeps a count; state is per function, expires, stays coherent
 //! across workers' caches, is metered in usage, and a retried attempt's events are stored once.
 
+use futures::StreamExt as _;
 use squall_api::invocations::Invocation;
 use squall_api::queries::UsageReport;
 use squall_api::status::InvocationStatus;
@@ -349,4 +350,24 @@ async fn a_broker_that_does_not_answer_in_time_is_unavailable_and_retryable() {
     assert_eq!(response.text().await.unwrap(), "-1");
     // The broker is back: the same read answers again.
     assert_eq!(probe(&cluster, "probe", "get frozen").await, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_no_stream_captures_reaches_a_plain_subscriber_and_answers_0() {
+    let cluster = Cluster::start().await;
+    deploy_probe(&cluster, "probe", None).await;
+    let client = cluster.nats_client().await;
+    let mut subscriber = client.subscribe("events.plain.>").await.unwrap();
+    client.flush().await.unwrap();
+    // A plain subscriber never acknowledges: the publish must not wait for an answer.
+    assert_eq!(
+        probe(&cluster, "probe", "pub events.plain.hello hi").await,
+        "0"
+    );
+    let message = tokio::time::timeout(Duration::from_secs(5), subscriber.next())
+        .await
+        .expect("the subscriber gets the event")
+        .unwrap();
+    assert_eq!(&message.payload[..], b"hi");
+    assert_eq!(message.subject.as_str(), "events.plain.hello");
 }

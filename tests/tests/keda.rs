@@ -1,14 +1,16 @@
 //! The Kubernetes manifests in deploy/kubernetes/: a function's lag read the way KEDA's
-//! nats-jetstream scaler reads it, on a real three-node cluster, and cheap checks that the
-//! manifests are well formed and name what Squall really creates.
+//! nats-jetstream scaler reads it, on a real three-node cluster, the broker their config makes
+//! (its users, the Secret its passwords come from), and cheap checks that the manifests are well
+//! formed and name what Squall really creates.
 
+use async_nats::ConnectErrorKind;
 use squall_broker::names::{consumer_name, JOBS_STREAM};
 use squall_tests::{
-    eventually_every, nats_server_binary, wait_workers_ready, workspace_root, Cluster,
-    ClusterOptions,
+    eventually, eventually_every, free_port, nats_server_binary, wait_workers_ready,
+    workspace_root, Cluster, ClusterOptions, Process, Text,
 };
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
@@ -16,7 +18,8 @@ use std::time::{Duration, Instant};
 
 /// One YAML document of a manifest file, flattened to (path, scalar) pairs such as
 /// `spec.triggers[0].metadata.stream` = `JOBS`. Block maps and lists, plain and quoted scalars
-/// and flow lists of scalars are read; a `|` block is kept whole under its key.
+/// and flow lists of scalars are read; a `|` block is kept whole under its key, and a `>` block
+/// folded into one line (its lines joined by spaces).
 #[derive(Debug, Clone)]
 struct Doc {
     file: String,
@@ -191,7 +194,8 @@ fn flatten(text: &str) -> Vec<(String, String)> {
                 .min()
                 .unwrap_or(0);
             let text: Vec<&str> = block.iter().map(|l| l.get(cut..).unwrap_or("")).collect();
-            out.push((path, text.join("\n")));
+            let separator = if value.starts_with('>') { " " } else { "\n" };
+            out.push((path, text.join(separator)));
             continue;
         }
         if let Some(list) = value.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
@@ -330,6 +334,9 @@ a:
     cluster {
       name: squall
     }
+  folded: >-
+    [\"a\",
+    \"b\"]
   after: yes
 ";
     let doc = Doc {
@@ -346,6 +353,7 @@ a:
         doc.get("a.conf"),
         Some("port: 4222\ncluster {\n  name: squall\n}")
     );
+    assert_eq!(doc.get("a.folded"), Some("[\"a\", \"b\"]"));
     assert_eq!(doc.get("a.after"), Some("yes"));
     assert_eq!(doc.get("a.conf.port"), None, "a block is not parsed");
 }
@@ -457,21 +465,126 @@ fn every_selector_matches_the_labels_of_a_pod_template() {
     }
 }
 
-/// The nats-server configuration in the broker's ConfigMap.
-fn broker_config(objects: &[Doc]) -> String {
+/// The broker's ConfigMap and the file the broker is started with (`nats.conf`).
+fn broker_config_map(objects: &[Doc]) -> (&Doc, &str) {
     let statefulset = object(objects, "StatefulSet", "squall-nats");
     let map = statefulset
         .get("spec.template.spec.volumes[*].configMap.name")
         .expect("the broker mounts a ConfigMap");
+    assert_eq!(
+        statefulset.item_field(
+            "spec.template.spec.containers[*].volumeMounts",
+            "config",
+            "mountPath"
+        ),
+        Some("/etc/nats"),
+        "the ConfigMap's files are in /etc/nats"
+    );
     let args = statefulset.all("spec.template.spec.containers[*].args[*]");
     let file = args
         .iter()
         .find_map(|a| a.strip_prefix("/etc/nats/"))
         .expect("the broker is started with a config under /etc/nats");
-    object(objects, "ConfigMap", map)
-        .get(&format!("data.{file}"))
-        .unwrap_or_else(|| panic!("ConfigMap {map} has no {file}"))
+    (object(objects, "ConfigMap", map), file)
+}
+
+/// The nats-server configuration in the broker's ConfigMap.
+fn broker_config(objects: &[Doc]) -> String {
+    let (map, file) = broker_config_map(objects);
+    map.get(&format!("data.{file}"))
+        .unwrap_or_else(|| panic!("ConfigMap {} has no {file}", map.name()))
         .to_string()
+}
+
+/// Writes every file of the broker's ConfigMap into `dir`, as the pod mounts them in /etc/nats;
+/// returns the path of the one the broker is started with.
+fn write_broker_config(objects: &[Doc], dir: &Path) -> PathBuf {
+    let (map, file) = broker_config_map(objects);
+    for (name, text) in map.under("data") {
+        std::fs::write(dir.join(name), text).expect("write a ConfigMap file");
+    }
+    dir.join(file)
+}
+
+/// Secret name → key → value.
+type Secrets = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The Secrets `scripts/kubernetes-credentials --print` makes (fresh values on every call).
+fn printed_secrets() -> Secrets {
+    let script = workspace_root().join("scripts/kubernetes-credentials");
+    let output = std::process::Command::new(&script)
+        .arg("--print")
+        .output()
+        .expect("run scripts/kubernetes-credentials --print");
+    assert!(
+        output.status.success(),
+        "scripts/kubernetes-credentials --print: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).expect("UTF-8");
+    documents("kubernetes-credentials", &text)
+        .iter()
+        .map(|doc| {
+            assert_eq!(doc.kind(), "Secret", "{text}");
+            assert_eq!(
+                doc.get("metadata.namespace"),
+                kustomization().get("namespace")
+            );
+            let keys = doc
+                .under("stringData")
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            (doc.name().to_string(), keys)
+        })
+        .collect()
+}
+
+/// The environment Kubernetes gives the container of `workload` in pod `pod`: plain values, in
+/// which `$(NAME)` of a variable defined above is expanded, the pod's name for `metadata.name`,
+/// and each `secretKeyRef` read from `secrets`. A reference to a Secret or key that `secrets`
+/// lacks fails, as it fails the pod.
+fn container_env(workload: &Doc, pod: &str, secrets: &Secrets) -> Vec<(String, String)> {
+    let list = "spec.template.spec.containers[*].env";
+    let mut env: Vec<(String, String)> = Vec::new();
+    for name in workload.all(&format!("{list}[*].name")) {
+        let field = |path: &str| workload.item_field(list, name, path);
+        let value = if let Some(value) = field("value") {
+            env.iter().fold(value.to_string(), |value, (earlier, v)| {
+                value.replace(&format!("$({earlier})"), v)
+            })
+        } else if let Some(path) = field("valueFrom.fieldRef.fieldPath") {
+            assert_eq!(path, "metadata.name", "{}: {name}", workload.name());
+            pod.to_string()
+        } else {
+            let secret = field("valueFrom.secretKeyRef.name")
+                .unwrap_or_else(|| panic!("{}: {name} has no value", workload.name()));
+            let key = field("valueFrom.secretKeyRef.key").expect("secretKeyRef.key");
+            assert_ne!(
+                field("valueFrom.secretKeyRef.optional"),
+                Some("true"),
+                "{}: {name} may not start without its Secret",
+                workload.name()
+            );
+            secrets
+                .get(secret)
+                .and_then(|keys| keys.get(key))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{}: {name} reads key {key} of Secret {secret}, which \
+                         scripts/kubernetes-credentials does not make",
+                        workload.name()
+                    )
+                })
+                .clone()
+        };
+        env.push((name.to_string(), value));
+    }
+    env
+}
+
+fn env_value<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 #[test]
@@ -479,16 +592,21 @@ fn the_broker_config_map_holds_the_cluster_profile_and_nats_server_accepts_it() 
     let objects = objects();
     let config = broker_config(&objects);
     let lines: BTreeSet<&str> = config.lines().map(str::trim).collect();
-    // Every setting of the cluster profile is here too; only the routes name other hosts.
+    // Every setting of the cluster profile is here too. Its include of the users is the
+    // ConfigMap's own users.conf, beside nats.conf in /etc/nats.
     for profile in ["common.conf", "jetstream.conf"] {
         let path = workspace_root()
             .join("broker-config/nats/cluster")
             .join(profile);
         let text = std::fs::read_to_string(&path).expect("read the cluster profile");
         for line in text.lines().map(str::trim) {
-            if line.is_empty() || line.starts_with('#') || line.starts_with("nats-route://") {
+            if line.is_empty() || line.starts_with('#') {
                 continue;
             }
+            let line = match line {
+                "include \"../users.conf\"" => "include \"users.conf\"",
+                line => line,
+            };
             assert!(
                 lines.contains(line),
                 "the broker ConfigMap lacks `{line}` of broker-config/nats/cluster/{profile}"
@@ -508,13 +626,14 @@ fn the_broker_config_map_holds_the_cluster_profile_and_nats_server_accepts_it() 
         "the broker container's POD_NAME is the pod's name"
     );
 
-    // nats-server itself accepts the file (`-t` parses it and exits; an unknown or misspelled
-    // setting fails it).
+    // nats-server itself accepts the files in the environment the pod gets (`-t` parses them
+    // and exits; an unknown or misspelled setting, an unset variable or a malformed route list
+    // fails it).
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("nats.conf");
-    std::fs::write(&file, &config).expect("write the config");
+    let file = write_broker_config(&objects, dir.path());
+    let env = container_env(statefulset, "squall-nats-0", &printed_secrets());
     let output = std::process::Command::new(nats_server_binary())
-        .env("POD_NAME", "squall-nats-0")
+        .envs(env)
         .arg("-t")
         .arg("-c")
         .arg(&file)
@@ -526,6 +645,187 @@ fn the_broker_config_map_holds_the_cluster_profile_and_nats_server_accepts_it() 
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn the_broker_config_map_holds_users_conf_word_for_word() {
+    let objects = objects();
+    let (map, _) = broker_config_map(&objects);
+    let copy = map
+        .get("data.users.conf")
+        .unwrap_or_else(|| panic!("ConfigMap {} has no users.conf", map.name()));
+    let users = std::fs::read_to_string(workspace_root().join("broker-config/nats/users.conf"))
+        .expect("read broker-config/nats/users.conf");
+    assert!(
+        copy.trim_end() == users.trim_end(),
+        "the users.conf of ConfigMap {} in deploy/kubernetes/nats.yaml differs from \
+         broker-config/nats/users.conf: copy the file into it (indented by four spaces)",
+        map.name()
+    );
+    assert!(
+        broker_config(&objects)
+            .lines()
+            .any(|l| l.trim() == "include \"users.conf\""),
+        "the broker's config includes users.conf"
+    );
+}
+
+#[test]
+fn the_broker_and_every_squall_process_log_in_with_the_secrets_the_script_makes() {
+    let objects = objects();
+    let secrets = printed_secrets();
+    // Fresh, distinct values of 256 bits, which nats-server takes as plain tokens.
+    let values: Vec<&String> = secrets.values().flat_map(|keys| keys.values()).collect();
+    assert_eq!(
+        values.iter().collect::<BTreeSet<_>>().len(),
+        values.len(),
+        "{secrets:?}"
+    );
+    // The callout issuer is an nkey pair (scripts/callout-issuer): the seed's public key.
+    let broker_secret = &secrets["squall-broker"];
+    let issuer = squall_broker::callout::Issuer::from_seed(&broker_secret["callout-seed"])
+        .expect("callout-seed is an account seed");
+    assert_eq!(issuer.public_key(), broker_secret["callout-issuer"]);
+    let passwords = secrets.values().flat_map(|keys| {
+        keys.iter()
+            .filter(|(key, _)| !key.starts_with("callout-"))
+            .map(|(_, value)| value)
+    });
+    for value in passwords {
+        assert!(
+            value.len() >= 66
+                && value.starts_with(|c: char| c.is_ascii_alphabetic())
+                && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{value}"
+        );
+    }
+    assert_ne!(printed_secrets(), secrets, "every run makes new values");
+
+    let statefulset = object(&objects, "StatefulSet", "squall-nats");
+    let broker = container_env(statefulset, "squall-nats-0", &secrets);
+    // Every variable the broker's config reads is set in its container.
+    let (map, _) = broker_config_map(&objects);
+    for (file, text) in map.under("data") {
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$')) {
+            if let Some(variable) = word.strip_prefix('$').filter(|v| v.starts_with("SQUALL_")) {
+                assert!(
+                    env_value(&broker, variable).is_some_and(|v| !v.is_empty()),
+                    "{file} reads {variable}, which the broker container does not set"
+                );
+            }
+        }
+    }
+
+    // Each Squall process logs in as its role, with the password the broker checks for that
+    // role, and reads replies on the role's own inbox prefix.
+    let deployments: Vec<&Doc> = objects
+        .iter()
+        .filter(|d| d.kind() == "Deployment")
+        .collect();
+    assert!(deployments.len() >= 2, "the dispatcher and a worker");
+    for deployment in deployments {
+        let role = match deployment.get("spec.template.spec.containers[*].command[*]") {
+            Some("squall-dispatcher") => "dispatcher",
+            Some("squall-worker") => "worker",
+            other => panic!("{}: an unknown command {other:?}", deployment.name()),
+        };
+        let env = container_env(deployment, "pod", &secrets);
+        let password = format!("SQUALL_{}_PASSWORD", role.to_uppercase());
+        assert_eq!(
+            env_value(&env, "SQUALL_NATS_USER"),
+            Some(role),
+            "{}",
+            deployment.name()
+        );
+        assert_eq!(
+            env_value(&env, "SQUALL_NATS_PASSWORD"),
+            env_value(&broker, &password),
+            "{}: the password the broker checks for {role}",
+            deployment.name()
+        );
+        assert_eq!(
+            env_value(&env, "SQUALL_NATS_INBOX_PREFIX"),
+            Some(format!("_INBOX_{role}").as_str()),
+            "{}",
+            deployment.name()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_started_from_the_manifests_refuses_a_connection_without_credentials() {
+    let objects = objects();
+    let secrets = printed_secrets();
+    let statefulset = object(&objects, "StatefulSet", "squall-nats");
+    let env = container_env(statefulset, "squall-nats-0", &secrets);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_broker_config(&objects, dir.path());
+    // The pod's files and environment; only the ports, the store and the pid file move to this
+    // machine's loopback and temp dir. The routes name the other pods, which do not resolve
+    // here: the node runs alone, which is enough to log in.
+    let text = std::fs::read_to_string(&config).expect("read the config");
+    let moved = [
+        ("store_dir: /data", "store_dir: store"),
+        ("pid_file: /var/run/nats/nats.pid", "pid_file: nats.pid"),
+    ]
+    .iter()
+    .fold(text, |text, (pod, here)| {
+        assert!(text.contains(pod), "the broker's config has `{pod}`");
+        text.replace(pod, here)
+    });
+    std::fs::write(&config, moved).expect("write the config");
+    let port = free_port();
+    let mut command = std::process::Command::new(nats_server_binary());
+    command
+        .current_dir(dir.path())
+        .envs(env.clone())
+        .arg("-c")
+        .arg(&config)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-m", &free_port().to_string()])
+        .args(["--cluster", &format!("nats://127.0.0.1:{}", free_port())]);
+    let server = Process::spawn("nats-server", command, dir.path().join("nats.log"))
+        .expect("start nats-server");
+    let url = format!("nats://127.0.0.1:{port}");
+    let login = |user: &str, password: &str| {
+        async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+            .custom_inbox_prefix(format!("_INBOX_{user}"))
+            .connect(url.clone())
+    };
+    let password = |key: &str| secrets["squall-broker"][key].clone();
+    // The client role, with its password from the Secret, logs in and publishes.
+    let client = eventually(
+        Duration::from_secs(15),
+        "the broker to accept the client role",
+        async || match login("client", &password("client-password")).await {
+            Ok(client) => Ok(client),
+            Err(error) => Err((error.to_string(), Text(server.output()))),
+        },
+    )
+    .await;
+    client
+        .publish("orders.created", "{}".into())
+        .await
+        .expect("publish");
+    client
+        .flush()
+        .await
+        .expect("the broker takes the client's publish");
+
+    let anonymous = async_nats::connect(&url).await.err().map(|e| e.kind());
+    assert_eq!(anonymous, Some(ConnectErrorKind::AuthorizationViolation));
+    let wrong = login("client", &password("worker-password")).await;
+    assert_eq!(
+        wrong.err().map(|e| e.kind()),
+        Some(ConnectErrorKind::AuthorizationViolation)
+    );
+    for (user, key) in [
+        ("dispatcher", "dispatcher-password"),
+        ("worker", "worker-password"),
+    ] {
+        let role = login(user, &password(key)).await;
+        assert!(role.is_ok(), "{user}: {:?}", role.err());
+    }
 }
 
 /// The broker pods' client URLs, from the StatefulSet and its headless Service.
@@ -548,16 +848,31 @@ fn every_squall_process_lists_every_broker_pod() {
     let objects = objects();
     let pods = broker_pod_urls(&objects);
     assert_eq!(pods.len(), 3);
+    // The routes (`routes: $SQUALL_ROUTES`) go to every pod, logged in as `route` with the
+    // password the pods check (SQUALL_ROUTE_PASSWORD, defined above SQUALL_ROUTES so that
+    // Kubernetes expands it there).
     let config = broker_config(&objects);
-    for pod in &pods {
-        let route = pod
-            .replace("nats://", "nats-route://")
-            .replace(":4222", ":6222");
-        assert!(
-            config.contains(&route),
-            "the broker config routes to {route}"
-        );
-    }
+    assert!(config.lines().any(|l| l.trim() == "routes: $SQUALL_ROUTES"));
+    let secrets = printed_secrets();
+    let statefulset = object(&objects, "StatefulSet", "squall-nats");
+    let env = container_env(statefulset, "squall-nats-0", &secrets);
+    let route_password = &secrets["squall-broker"]["route-password"];
+    assert_eq!(
+        env_value(&env, "SQUALL_ROUTE_PASSWORD"),
+        Some(route_password.as_str())
+    );
+    let routes: Vec<String> = pods
+        .iter()
+        .map(|pod| {
+            let host = pod.trim_start_matches("nats://").replace(":4222", ":6222");
+            format!("\"nats-route://route:{route_password}@{host}\"")
+        })
+        .collect();
+    assert_eq!(
+        env_value(&env, "SQUALL_ROUTES"),
+        Some(format!("[{}]", routes.join(", ")).as_str()),
+        "the broker's SQUALL_ROUTES"
+    );
     let squall: Vec<&Doc> = objects
         .iter()
         .filter(|d| d.kind() == "Deployment")

@@ -199,15 +199,18 @@ assert error_code(lambda: lam.invoke(FunctionName="logger", Payload=b"not json")
 import urllib.request
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-def send():
+# Each try is signed anew and says which try it is (amz-sdk-request, as botocore's retries do),
+# so its signature differs: a signature seen before is refused as a replay.
+def send(attempt):
     url = os.environ["SQUALL_ENDPOINT"] + "/2015-03-31/functions/logger/invocations"
     req = AWSRequest(method="POST", url=url, data=b'{{"resend": 1}}',
-                     headers={{"amz-sdk-invocation-id": "6a1f3b2c-0000-4000-8000-000000000001"}})
+                     headers={{"amz-sdk-invocation-id": "6a1f3b2c-0000-4000-8000-000000000001",
+                              "amz-sdk-request": "attempt=%d; max=3" % attempt}})
     SigV4Auth(boto3.Session().get_credentials(), "lambda", "eu-west-1").add_auth(req)
     prepared = req.prepare()
     with urllib.request.urlopen(urllib.request.Request(url, data=prepared.body, headers=dict(prepared.headers), method="POST")) as resp:
         return resp.headers["x-amzn-RequestId"]
-first, second = send(), send()
+first, second = send(1), send(2)
 assert first and first == second, (first, second)
 print("ok")
 "#
@@ -244,6 +247,39 @@ print("ok")
     );
     assert_eq!(run_python(&caller, &script).trim(), "AccessDeniedException");
 
+    // A key limited to some functions reaches only those, for invoking and for reading.
+    let limited: CreatedKey = cluster
+        .http
+        .post(format!("{}/v1/keys", cluster.url))
+        .json(
+            &serde_json::json!({"name": "loggers", "scopes": ["invoke", "read"],
+            "sigv4": true, "functions": ["log*"]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let loggers = aws_env(&cluster, "loggers", &limited.key);
+    let script = format!(
+        r#"{CLIENT}
+r = lam.invoke(FunctionName="logger", Payload=b'{{}}')
+assert r["StatusCode"] == 200, r
+names = [f["FunctionName"] for f in lam.list_functions()["Functions"]]
+assert names == ["logger"], names
+arn = "arn:aws:lambda:eu-west-1:000000000000:function:fails"
+print(error_code(lambda: lam.invoke(FunctionName="fails", Payload=b"{{}}")),
+      error_code(lambda: lam.invoke(FunctionName=arn, Payload=b"{{}}")),
+      error_code(lambda: lam.get_function(FunctionName="panics")),
+      error_code(lambda: lam.invoke(FunctionName="nothing", Payload=b"{{}}")))
+"#
+    );
+    assert_eq!(
+        run_python(&loggers, &script).trim(),
+        "AccessDeniedException AccessDeniedException AccessDeniedException AccessDeniedException"
+    );
+
     // The AWS CLI writes the payload to its out-file.
     let out_file = dir.path().join("out.json");
     let aws = Path::new(&aws_python()).with_file_name("aws");
@@ -276,4 +312,119 @@ print("ok")
         std::fs::read_to_string(&out_file).unwrap(),
         "{\"cli\": true}"
     );
+}
+
+/// Signs one Invoke with botocore's signer (the key id and secret of the environment), sends
+/// it `TIMES` times and prints each answer as JSON: status, error
+/// type and body.
+const SEND_SIGNED: &str = r#"
+import json, os, urllib.request, urllib.error
+import botocore.credentials
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+url = os.environ["SQUALL_ENDPOINT"] + "/2015-03-31/functions/logger/invocations"
+req = AWSRequest(method="POST", url=url, data=b'{"n": 1}')
+creds = botocore.credentials.Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+signer = SigV4Auth(creds, "lambda", "eu-west-1")
+signer.add_auth(req)
+prepared = req.prepare()
+answers = []
+for _ in range(int(os.environ.get("TIMES", "1"))):
+    r = urllib.request.Request(url, data=prepared.body, headers=dict(prepared.headers), method="POST")
+    try:
+        with urllib.request.urlopen(r) as resp:
+            answers.append({"status": resp.status, "type": None, "body": resp.read().decode()})
+    except urllib.error.HTTPError as e:
+        answers.append({"status": e.code, "type": e.headers.get("x-amzn-ErrorType"), "body": e.read().decode()})
+print(json.dumps(answers))
+"#;
+
+fn send_signed(
+    cluster: &Cluster,
+    key_id: &str,
+    secret: &str,
+    extra: &[(&str, &str)],
+) -> Vec<serde_json::Value> {
+    let mut env = aws_env(cluster, key_id, secret);
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    serde_json::from_str(run_python(&env, SEND_SIGNED).trim()).expect("the answers as JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigv4_answers_alike_for_unknown_keys_and_wrong_signatures_and_refuses_replays() {
+    let options = ClusterOptions {
+        dispatcher_env: vec![("SQUALL_ADMIN_KEY".into(), ADMIN.into())],
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start_with(options).await;
+    let dir = tempfile::tempdir().unwrap();
+    let deployed = cluster.deploy("logger", &logger(dir.path()), None).await;
+    assert_eq!(deployed.0, 201, "{}", deployed.1);
+
+    // One answer, whether the key id is unknown or the signature is wrong.
+    let unknown = send_signed(&cluster, "nobody", "whatever", &[]);
+    let wrong = send_signed(&cluster, "admin", "not-the-admin-key", &[]);
+    assert_eq!(unknown[0]["status"], 403, "{unknown:?}");
+    assert_eq!(unknown, wrong);
+
+    // A signed request is taken once; the same bytes again are refused.
+    let twice = send_signed(&cluster, "admin", ADMIN, &[("TIMES", "2")]);
+    assert_eq!(twice[0]["status"], 200, "{twice:?}");
+    assert_eq!(twice[1]["status"], 403, "{twice:?}");
+    assert_eq!(twice[1]["type"], "InvalidSignatureException");
+    assert!(
+        twice[1]["body"].as_str().unwrap().contains("already used"),
+        "{twice:?}"
+    );
+}
+
+/// Sends the head of a signed Invoke announcing a body it never sends, and answers what the
+/// dispatcher said before the connection closed or 10 s passed.
+async fn head_only(cluster: &Cluster, authorization: &str, amz_date: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = cluster.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /2015-03-31/functions/logger/invocations HTTP/1.1\r\nHost: {address}\r\n\
+         X-Amz-Date: {amz_date}\r\nAuthorization: {authorization}\r\n\
+         Content-Length: 1000000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buffer))
+        .await
+        .expect("an answer before the body was sent")
+        .unwrap();
+    String::from_utf8_lossy(&buffer[..read]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lambda_api_checks_the_key_id_and_date_before_reading_a_body() {
+    let options = ClusterOptions {
+        dispatcher_env: vec![("SQUALL_ADMIN_KEY".into(), ADMIN.into())],
+        workers: 0,
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start_with(options).await;
+    let now = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let day = &now[..8];
+    let unknown = format!(
+        "AWS4-HMAC-SHA256 Credential=nobody/{day}/eu-west-1/lambda/aws4_request, \
+         SignedHeaders=host;x-amz-date, Signature={}",
+        "0".repeat(64)
+    );
+    let answer = head_only(&cluster, &unknown, &now).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("InvalidSignatureException"), "{answer}");
+
+    // A known key id with a date an hour old: refused on the date, body unread.
+    let stale = "20200101T000000Z";
+    let old = format!(
+        "AWS4-HMAC-SHA256 Credential=admin/20200101/eu-west-1/lambda/aws4_request, \
+         SignedHeaders=host;x-amz-date, Signature={}",
+        "0".repeat(64)
+    );
+    let answer = head_only(&cluster, &old, stale).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("expired"), "{answer}");
 }

@@ -216,11 +216,12 @@ async fn a_fleet_serves_its_workers_metrics_on_one_port_and_the_index_serves_lat
     let addr = format!("127.0.0.1:{}", squall_tests::free_port());
     let mut fleet = cluster.start_fleet(
         "fleet",
+        // One process per function, each kept warm: three processes report to one port.
         &[
             "--min",
-            "2",
+            "1",
             "--max",
-            "2",
+            "3",
             "--interval-ms",
             "200",
             "--metrics-addr",
@@ -245,7 +246,7 @@ async fn a_fleet_serves_its_workers_metrics_on_one_port_and_the_index_serves_lat
     assert_eq!(cluster.invoke("panic", "").await.status(), 500);
     let ok = [("function", "hello"), ("status", "succeeded")];
 
-    // One port for both workers: their counts add up, whichever of them ran each job.
+    // One port for the fleet's processes: their counts add up, whichever of them ran each job.
     let (_, first) = scrape_until(&cluster, &fleet_url, Duration::from_secs(15), |p| {
         p.value("squall_worker_invocations_total", &ok) == Some(4.0)
             && p.value("squall_worker_dead_letters_total", &[("function", "panic")]) == Some(1.0)
@@ -296,11 +297,11 @@ async fn a_fleet_serves_its_workers_metrics_on_one_port_and_the_index_serves_lat
         )
         .unwrap_or(0.0);
     assert!((1.0..=2.0).contains(&loads), "{loads} cold starts");
-    assert_eq!(first.value("squall_fleet_workers", &[]), Some(2.0));
+    assert_eq!(first.value("squall_fleet_workers", &[]), Some(3.0));
 
     // A worker that dies leaves its counts behind: the host's counters never go backwards.
     let victims = fleet.children();
-    assert_eq!(victims.len(), 2, "{}", fleet.output());
+    assert_eq!(victims.len(), 3, "{}", fleet.output());
     for victim in &victims {
         assert!(std::process::Command::new("kill")
             .args(["-9", &victim.to_string()])
@@ -309,8 +310,8 @@ async fn a_fleet_serves_its_workers_metrics_on_one_port_and_the_index_serves_lat
             .success());
     }
     let (_, after) = scrape_until(&cluster, &fleet_url, Duration::from_secs(20), |p| {
-        p.value("squall_fleet_worker_crashes_total", &[]) == Some(2.0)
-            && p.value("squall_fleet_workers", &[]) == Some(2.0)
+        p.value("squall_fleet_worker_crashes_total", &[]) == Some(3.0)
+            && p.value("squall_fleet_workers", &[]) == Some(3.0)
     })
     .await;
     assert_eq!(

@@ -219,10 +219,13 @@ async fn killing_a_worker_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_the_broker_under_the_strict_profile_loses_no_acknowledged_job() {
-    let mut cluster = Cluster::start_with(ClusterOptions {
-        profile: "strict",
-        ..Default::default()
-    })
+    let mut cluster = Cluster::start_with(
+        ClusterOptions {
+            profile: "strict",
+            ..Default::default()
+        }
+        .with_auth(),
+    )
     .await;
     cluster
         .deploy_example(

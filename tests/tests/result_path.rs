@@ -36,15 +36,15 @@ fn invocation_id(response: &reqwest::Response) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_call_whose_direct_reply_is_lost_is_answered_from_results() {
-    // The auth profile, except that workers may not send direct replies: every reply is lost
-    // (the server refuses it), while the result is still stored in RESULTS.
-    let profile = squall_tests::workspace_root().join("broker-config/nats/auth.conf");
-    let text = std::fs::read_to_string(profile).expect("auth.conf");
+    // The default profile's users, except that workers may not send direct replies: every reply
+    // is lost (the server refuses it), while the result is still stored in RESULTS.
+    let profile = squall_tests::workspace_root().join("broker-config/nats/users.conf");
+    let text = std::fs::read_to_string(profile).expect("users.conf");
     let (head, worker_part) = text.split_once("user: worker").expect("worker user");
     let reply_rule = "\"_INBOX_dispatcher.squall-reply.>\"";
     assert!(worker_part.contains(reply_rule), "the worker may reply");
     let lossy = format!(
-        "{head}user: worker{}",
+        "max_payload: 8MB\njetstream {{\n  max_memory_store: 256MB\n}}\n{head}user: worker{}",
         worker_part.replacen(reply_rule, "", 1)
     );
     let dir = tempfile::tempdir().expect("temp dir");

@@ -158,6 +158,8 @@ fn dispatcher_alone(
         .arg(dir.join(format!("d-{}", free_port())))
         .arg("--http-addr")
         .arg(format!("0.0.0.0:{port}"))
+        .arg("--web-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
         .args(args);
     let mut process = Process::spawn("dispatcher", command, dir.join("alone.log")).unwrap();
     // It either refuses its configuration and exits, or serves: wait for whichever comes.
@@ -221,6 +223,30 @@ async fn without_keys_the_dispatcher_refuses_a_non_loopback_address_unless_told(
     ] {
         let (mut process, status) = dispatcher_alone(&nats, dir.path(), free_port(), &args, &env);
         assert!(status.is_none(), "it should run: {}", process.output());
+        process.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_a_read_key_unless_the_dispatcher_is_told_to_open_them() {
+    tokio::task::spawn_blocking(built).await.unwrap();
+    let nats = squall_tests::NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    for (args, anonymous) in [(vec![], 401), (vec!["--metrics-open"], 200)] {
+        let port = free_port();
+        let env = [("SQUALL_ADMIN_KEY", ADMIN)];
+        let (mut process, status) = dispatcher_alone(&nats, dir.path(), port, &args, &env);
+        assert!(status.is_none(), "it should run: {}", process.output());
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        let answer = reqwest::get(&url).await.unwrap();
+        assert_eq!(answer.status(), anonymous, "{args:?}");
+        let keyed = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(keyed.status(), 200, "{args:?}");
         process.kill();
     }
 }

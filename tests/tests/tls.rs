@@ -59,7 +59,7 @@ async fn https_api_and_tls_to_nats_work_with_certificates_the_test_made() {
     let mut command = Command::new(nats_server_binary());
     command
         .arg("-c")
-        .arg(workspace_root().join("broker-config/nats/default.conf"))
+        .arg(workspace_root().join("broker-config/nats/open.conf"))
         .args([
             "-a",
             "127.0.0.1",
@@ -84,6 +84,7 @@ async fn https_api_and_tls_to_nats_work_with_certificates_the_test_made() {
         .args(["--nats-url", &nats_url, "--nats-ca"])
         .arg(&ca)
         .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+        .args(["--web-addr", &format!("127.0.0.1:{}", free_port())])
         .arg("--data-dir")
         .arg(dir.path().join("dispatcher"))
         .arg("--tls-cert")
@@ -98,7 +99,9 @@ async fn https_api_and_tls_to_nats_work_with_certificates_the_test_made() {
         .args(["--nats-url", &nats_url])
         .env("SQUALL_NATS_CA", &ca)
         .arg("--data-dir")
-        .arg(dir.path().join("worker"));
+        .arg(dir.path().join("worker"))
+        .arg("--function")
+        .arg("hello");
     let worker = Process::spawn("worker", command, dir.path().join("worker.log")).unwrap();
 
     let url = format!("https://127.0.0.1:{http_port}");

@@ -2,10 +2,13 @@
 //! in the function's own format, their access, rate limit and failures; and, in process, what
 //! the dispatcher decides before any job exists.
 
-use axum::http::{Method, StatusCode};
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request, StatusCode};
 use sha2::{Digest, Sha256};
 use squall_api::functions::Function;
 use squall_api::{ErrorBody, ErrorKind, InvocationStatus};
+use squall_dispatcher::compat::web::ClientAddr;
 use squall_tests::in_process::App;
 use squall_tests::{built, Cluster, ClusterOptions};
 use std::time::Duration;
@@ -64,7 +67,7 @@ async fn a_web_function_answers_with_its_own_status_headers_cookies_and_checks()
 
     let url = format!(
         "{}/function/web-hello/greet/you?name=Ada%20L&tag=a&tag=b",
-        cluster.url
+        cluster.web_url
     );
     let response = anonymous()
         .get(&url)
@@ -76,7 +79,7 @@ async fn a_web_function_answers_with_its_own_status_headers_cookies_and_checks()
     assert_eq!(response.headers()["x-web-hello"], "hello");
     assert_eq!(
         response.headers()["set-cookie"],
-        "visit=1; Path=/; HttpOnly"
+        "visit=1; Path=/function/web-hello; HttpOnly"
     );
     assert_eq!(response.headers()["content-type"], "application/json");
     let id = invocation_id(&response);
@@ -89,13 +92,26 @@ async fn a_web_function_answers_with_its_own_status_headers_cookies_and_checks()
     assert_eq!(echo["remote_addr"], "127.0.0.1");
     let headers = echo["headers"].as_array().unwrap();
     assert!(headers.contains(&"x-custom".into()), "{echo}");
+    // Only the web listener serves it: the API's origin does not, and it serves no console.
+    let on_api = anonymous()
+        .get(format!("{}/function/web-hello/greet/you", cluster.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_api.status(), 404);
+    let console = anonymous()
+        .get(format!("{}/ui", cluster.web_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(console.status(), 404);
     // It was an ordinary invocation, through the queue.
     let view = cluster.wait_terminal(&id, Duration::from_secs(5)).await;
     assert_eq!(view.status, InvocationStatus::Succeeded);
 
     // The root, with a body and another method.
     let response = anonymous()
-        .put(format!("{}/function/web-hello", cluster.url))
+        .put(format!("{}/function/web-hello", cluster.web_url))
         .body("payload")
         .send()
         .await
@@ -109,7 +125,7 @@ async fn a_web_function_answers_with_its_own_status_headers_cookies_and_checks()
     assert_eq!(echo["body"], "payload");
 
     // The function checks the webhook's signature itself.
-    let hook = format!("{}/function/web-hello/hook", cluster.url);
+    let hook = format!("{}/function/web-hello/hook", cluster.web_url);
     let body = br#"{"event": "push"}"#;
     let bad = anonymous()
         .post(&hook)
@@ -144,7 +160,7 @@ async fn a_panicking_web_function_is_a_502_without_detail() {
         )
         .await;
     let response = anonymous()
-        .get(format!("{}/function/web-hello/panic", cluster.url))
+        .get(format!("{}/function/web-hello/panic", cluster.web_url))
         .send()
         .await
         .unwrap();
@@ -188,7 +204,7 @@ async fn a_key_web_function_needs_a_key_and_the_rate_limit_answers_429() {
         .await;
     assert_eq!(status, 201);
 
-    let keyed = format!("{}/function/web-keyed/x", cluster.url);
+    let keyed = format!("{}/function/web-keyed/x", cluster.web_url);
     let refused = anonymous().get(&keyed).send().await.unwrap();
     assert_eq!(refused.status(), 401);
     assert_eq!(refused.headers()["www-authenticate"], "Bearer");
@@ -208,15 +224,48 @@ async fn a_key_web_function_needs_a_key_and_the_rate_limit_answers_429() {
     // A caller without a key learns nothing about other functions either.
     for path in ["/function/nothing", "/function/web-keyed"] {
         let answer = anonymous()
-            .post(format!("{}{path}", cluster.url))
+            .post(format!("{}{path}", cluster.web_url))
             .send()
             .await
             .unwrap();
         assert_eq!(answer.status(), 401, "{path}");
     }
 
+    // An open function sees a caller's own Authorization, never a Squall key.
+    let (status, _) = cluster
+        .deploy(
+            "web-open",
+            library,
+            Some(spec(serde_json::json!({"auth": "none"}))),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let open = format!("{}/function/web-open/x", cluster.web_url);
+    for (authorization, forwarded) in [
+        (format!("Bearer {ADMIN}"), false),
+        (
+            "Bearer sq_revoked_or_another_dispatchers".to_string(),
+            false,
+        ),
+        ("Basic dXNlcjpwYXNz".to_string(), true),
+    ] {
+        let answer = anonymous()
+            .get(&open)
+            .header("authorization", &authorization)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 201);
+        let echo: serde_json::Value = answer.json().await.unwrap();
+        let seen = echo["headers"]
+            .as_array()
+            .unwrap()
+            .contains(&"authorization".into());
+        assert_eq!(seen, forwarded, "{authorization}: {echo}");
+    }
+
     // One request per second per address: the second at once is refused.
-    let limited = format!("{}/function/web-limited", cluster.url);
+    let limited = format!("{}/function/web-limited", cluster.web_url);
     let first = anonymous().get(&limited).send().await.unwrap();
     assert_eq!(first.status(), 201);
     let second = anonymous().get(&limited).send().await.unwrap();
@@ -272,23 +321,96 @@ async fn web_routes_refuse_what_is_not_a_web_request_before_any_job() {
     assert!(answer.decode::<Function>().warnings.is_empty());
 
     for path in ["/function/plain", "/function/plain/", "/function/plain/a/b"] {
-        let answer = app.get(path).await;
+        let answer = app.get_web(path).await;
         assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(answer.error().code, "not_a_web_function");
     }
-    let answer = app.get("/function/nobody/x").await;
+    let answer = app.get_web("/function/nobody/x").await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert_eq!(answer.error().code, "function_not_found");
-    let answer = app.get("/function/bad%20name").await;
+    let answer = app.get_web("/function/bad%20name").await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     // Over the payload limit: 413, and nothing was queued.
     let answer = app
-        .send(Method::POST, "/function/w/upload", &[], vec![b'x'; 1025])
+        .send_web(Method::POST, "/function/w/upload", &[], vec![b'x'; 1025])
         .await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(answer.error().code, "payload_too_large");
     let long = format!("/function/w/{}", "a".repeat(5000));
-    assert_eq!(app.get(&long).await.status, StatusCode::URI_TOO_LONG);
+    assert_eq!(app.get_web(&long).await.status, StatusCode::URI_TOO_LONG);
     let mut jobs = app.state.broker.topology.jobs.clone();
     assert_eq!(jobs.info().await.unwrap().state.messages, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_rate_limit_counts_an_ipv6_client_by_its_64() {
+    // No worker runs here: a request let through is queued and unanswered (504) after the wait.
+    let app = App::start_with(|config| config.max_wait = Duration::from_millis(200)).await;
+    let web_hello = std::fs::read(built().library("web_hello")).unwrap();
+    let spec = spec(serde_json::json!({"auth": "none", "rate_per_s": 0.01}));
+    let answer = app.deploy("w", &web_hello, Some(&spec)).await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+    let from = |address: &str| {
+        let mut request = Request::get("/function/w").body(Body::empty()).unwrap();
+        let peer = std::net::SocketAddr::new(address.parse().unwrap(), 40000);
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(ClientAddr(peer)));
+        request
+    };
+    let first = app.call_web(from("2001:db8:0:1::1")).await;
+    assert_eq!(first.status, StatusCode::GATEWAY_TIMEOUT);
+    // Another address of the same /64 shares its budget.
+    let refused = app.call_web(from("2001:db8:0:1:ffff:ffff:ffff:2")).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.error().code, "rate_limited");
+    // Another /64 has its own, and so has an IPv4 client.
+    let other = app.call_web(from("2001:db8:0:2::1")).await;
+    assert_eq!(other.status, StatusCode::GATEWAY_TIMEOUT);
+    let v4 = app.call_web(from("192.0.2.1")).await;
+    assert_eq!(v4.status, StatusCode::GATEWAY_TIMEOUT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_functions_are_not_served_on_the_api_origin_nor_anything_else_on_theirs() {
+    let app = App::start().await;
+    let web_hello = std::fs::read(built().library("web_hello")).unwrap();
+    let spec = spec(serde_json::json!({"auth": "none"}));
+    assert_eq!(
+        app.deploy("w", &web_hello, Some(&spec)).await.status,
+        StatusCode::CREATED
+    );
+    for path in [
+        "/function/w",
+        "/function/w/",
+        "/function/w/a/b",
+        "/function/nobody",
+    ] {
+        for method in [Method::GET, Method::POST, Method::PUT] {
+            let answer = app.send(method.clone(), path, &[], Body::empty()).await;
+            assert_eq!(answer.status, StatusCode::NOT_FOUND, "{method} {path}");
+            assert_eq!(answer.error().code, "route_not_found", "{method} {path}");
+            assert!(
+                answer.error().message.contains("--web-addr"),
+                "{}",
+                answer.error().message
+            );
+        }
+    }
+    let mut jobs = app.state.broker.topology.jobs.clone();
+    assert_eq!(jobs.info().await.unwrap().state.messages, 0, "nothing ran");
+    for path in [
+        "/ui",
+        "/ui/app.js",
+        "/v1/functions",
+        "/v1/openapi.json",
+        "/v1/whoami",
+        "/healthz",
+        "/metrics",
+        "/2015-03-31/functions",
+    ] {
+        let answer = app.get_web(path).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(answer.error().code, "route_not_found", "{path}");
+    }
 }
