@@ -2,6 +2,7 @@
 //! (publish the job, pull it, run a no-op, publish the result and await its ack, ack the job),
 //! on streams and a consumer configured exactly like Squall's own.
 
+use crate::broker::Role;
 use crate::procs::{Environment, Proc};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer};
@@ -101,6 +102,7 @@ pub async fn spawn_worker(
 ) -> anyhow::Result<Proc> {
     let mut command = Command::new(&env.bench);
     command
+        .envs(env.broker.login(Role::Bench))
         .arg("bare-worker")
         .arg("--nats-url")
         .arg(nats_url)
@@ -118,10 +120,20 @@ pub async fn spawn_worker(
 /// The bare worker's main loop: the same shape as Squall's pull loop (a permit per in-flight
 /// job, a task per job, result published and acknowledged before the job is acked), minus
 /// everything Squall adds around the call.
-pub async fn worker_main(nats_url: String, concurrency: usize) -> anyhow::Result<()> {
+pub async fn worker_main(
+    nats_url: String,
+    concurrency: usize,
+    login: Option<(String, String)>,
+) -> anyhow::Result<()> {
     // One URL, or a cluster's nodes separated by commas.
     let servers = squall_broker::connect::servers(&nats_url)?;
-    let client = async_nats::ConnectOptions::new()
+    let options = match login {
+        Some((user, password)) => {
+            async_nats::ConnectOptions::with_user_and_password(user, password)
+        }
+        None => async_nats::ConnectOptions::new(),
+    };
+    let client = options
         .name("squall-bench-bare-worker")
         .connect(servers)
         .await

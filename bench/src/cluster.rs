@@ -2,6 +2,7 @@
 //! dispatcher without the index when a measurement asks for one, worker processes, and the
 //! HTTP calls the benchmark makes to deploy functions.
 
+use crate::broker::{Broker, Role};
 use crate::procs::{free_port, Environment, Proc};
 use anyhow::{bail, Context as _};
 use std::path::{Path, PathBuf};
@@ -12,12 +13,17 @@ use std::time::{Duration, Instant};
 pub struct Cluster {
     /// The dispatcher's base URL.
     pub url: String,
+    /// Where the dispatcher serves web functions: its web listener, the API's port + 1 by
+    /// default (a dispatcher older than the web listener serves them at `url`).
+    pub web_url: String,
     pub http: reqwest::Client,
     /// The dispatcher every HTTP measurement talks to; it holds the query index (the default).
     pub dispatcher: Proc,
     pub workers: Vec<Proc>,
     dispatcher_binary: PathBuf,
     worker_binary: PathBuf,
+    /// How the dispatchers and workers log in.
+    broker: Broker,
     nats_url: String,
     dir: PathBuf,
     started_workers: usize,
@@ -32,6 +38,7 @@ pub fn lacks_query_index_flag(log: &str) -> bool {
 /// in `log`; `extra` comes after the flags every dispatcher of the benchmark gets.
 fn spawn_dispatcher(
     binary: &Path,
+    login: &[(String, String)],
     name: &str,
     nats_url: &str,
     data_dir: PathBuf,
@@ -42,6 +49,7 @@ fn spawn_dispatcher(
     let mut command = Command::new(binary);
     command
         .env("RUST_LOG", "info")
+        .envs(login.iter().map(|(k, v)| (k, v)))
         .arg("--nats-url")
         .arg(nats_url)
         .arg("--http-addr")
@@ -51,6 +59,17 @@ fn spawn_dispatcher(
         .args(extra);
     let process = Proc::spawn(name, command, log)?;
     Ok((process, format!("http://127.0.0.1:{port}")))
+}
+
+/// The dispatcher's default web listener beside its API at `url`: the next port.
+fn web_url_beside(url: &str) -> String {
+    match url
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+    {
+        Some((host, port)) => format!("{host}:{}", port.wrapping_add(1)),
+        None => url.to_string(),
+    }
 }
 
 /// Waits until the dispatcher at `url` answers `/readyz`, failing when it exits or after 20 s.
@@ -100,6 +119,7 @@ impl Cluster {
     ) -> anyhow::Result<Cluster> {
         let (mut dispatcher, url) = spawn_dispatcher(
             &env.dispatcher,
+            &env.broker.login(Role::Dispatcher),
             "dispatcher",
             nats_url,
             dir.join("dispatcher"),
@@ -111,13 +131,16 @@ impl Cluster {
             .build()
             .context("cannot build the HTTP client")?;
         wait_ready(&http, &url, &mut dispatcher).await?;
+        let web_url = web_url_beside(&url);
         Ok(Cluster {
+            web_url,
             url,
             http,
             dispatcher,
             workers: Vec::new(),
             dispatcher_binary: env.dispatcher.clone(),
             worker_binary: env.worker.clone(),
+            broker: env.broker.clone(),
             nats_url: nats_url.to_string(),
             dir,
             started_workers: 0,
@@ -130,6 +153,7 @@ impl Cluster {
     pub async fn start_gateway(&self, name: &str) -> anyhow::Result<Proc> {
         let (mut process, url) = spawn_dispatcher(
             &self.dispatcher_binary,
+            &self.broker.login(Role::Dispatcher),
             "gateway dispatcher",
             &self.nats_url,
             self.dir.join(name),
@@ -140,18 +164,31 @@ impl Cluster {
         Ok(process)
     }
 
-    /// Starts one more worker (with its own artifact cache) and waits until it has loaded
-    /// `function`.
+    /// Starts one more worker (with its own artifact cache) serving `function` alone, as the
+    /// fleet runs it, and waits until it has loaded it.
     pub async fn add_worker(&mut self, function: &str) -> anyhow::Result<()> {
+        self.spawn_worker(&["--function", function], function).await
+    }
+
+    /// Starts one more worker (with its own artifact cache) serving every deployed function in
+    /// one process (`--shared`), so that it also picks up functions deployed after it started,
+    /// and waits until it has loaded `function`.
+    pub async fn add_shared_worker(&mut self, function: &str) -> anyhow::Result<()> {
+        self.spawn_worker(&["--shared"], function).await
+    }
+
+    async fn spawn_worker(&mut self, serves: &[&str], function: &str) -> anyhow::Result<()> {
         self.started_workers += 1;
         let name = format!("worker-{}", self.started_workers);
         let mut command = Command::new(&self.worker_binary);
         command
             .env("RUST_LOG", "info")
+            .envs(self.broker.login(Role::Worker))
             .arg("--nats-url")
             .arg(&self.nats_url)
             .arg("--data-dir")
-            .arg(self.dir.join(&name));
+            .arg(self.dir.join(&name))
+            .args(serves);
         let mut worker = Proc::spawn(&name, command, self.dir.join(format!("{name}.log")))?;
         let needle = format!("function={function} ");
         worker

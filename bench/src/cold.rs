@@ -22,7 +22,7 @@ const COLD_LIMIT: Duration = Duration::from_secs(30);
 
 /// The artifact with `nonce` appended: an ELF file ignores trailing bytes, so this is the same
 /// code under a new sha256, i.e. a new version that no worker has loaded.
-fn with_nonce(artifact: &[u8], nonce: &str) -> Vec<u8> {
+pub fn with_nonce(artifact: &[u8], nonce: &str) -> Vec<u8> {
     let mut bytes = artifact.to_vec();
     bytes.extend_from_slice(b"\0squall-bench-nonce:");
     bytes.extend_from_slice(nonce.as_bytes());
@@ -145,14 +145,16 @@ async fn new_version(
         .context("the result subscription ended")
 }
 
-/// Measures every cold path once per run, with one worker.
+/// Measures every cold path once per run, with one worker serving every function (`--shared`):
+/// a running process that picks up each new function and version as it is deployed. (A fleet
+/// starting a process for a new function is scale-from-zero, measured in `zero`.)
 pub async fn measure(
     cx: &Context,
     server: &Server,
     squall: &mut Cluster,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    squall.add_worker(FUNCTION).await?;
+    squall.add_shared_worker(FUNCTION).await?;
     let spec = serde_json::json!({ "concurrency": cx.settings.concurrency });
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -18,6 +18,7 @@ pub const S3: &str = "3. Squall sync latency over HTTP";
 pub const S4: &str = "4. cold paths";
 pub const S5: &str = "5. resources";
 pub const S7: &str = "7. function state (host services)";
+pub const S9: &str = "9. language runtimes: Python and JavaScript beside native, and Celery";
 
 /// Which parts of the benchmark run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -29,8 +30,15 @@ pub enum Phase {
     Cold,
     /// Scale-from-zero through a fleet supervisor with `--min 0`.
     Zero,
+    /// Twenty functions busy at once against one, each side under a fleet supervisor running
+    /// 20 worker processes.
+    Many,
     /// The host services' `kv_get`, cached and not, beside a bare KV get.
     State,
+    /// Python and JavaScript noops beside the native one (sync overhead, worker CPU, async
+    /// throughput, a new function's first result), then Celery with a no-op task (opt-in; it
+    /// skips Celery in a smoke run or when it is not installed).
+    Runtimes,
     /// Raw-NATS throughput on a three-node loopback cluster, R3 against R1 (opt-in: not in
     /// the default set; it starts clusters of its own).
     Cluster,
@@ -65,6 +73,8 @@ pub struct Settings {
     pub markdown: Option<PathBuf>,
     pub artifact: Option<PathBuf>,
     pub keep: bool,
+    /// `--open-broker`: brokers without users (the A/B of authentication's cost).
+    pub open_broker: bool,
     pub label: Option<String>,
     /// Invocations per batch request.
     pub batch_lines: usize,

@@ -29,6 +29,9 @@ pub enum Submit {
     /// JetStream publishes to `subject`, acks awaited in windows of `ACK_WINDOW`: what a plain
     /// NATS client of Squall does, and what the bare reference does.
     JetStream { subject: String },
+    /// JetStream publishes as above, to each of `subjects` in turn (job `i` to subject
+    /// `i % subjects.len()`): the same work spread over several functions.
+    JetStreamSpread { subjects: Vec<String> },
     /// `POST …/invocations?async=true` from `submitters` concurrent HTTP clients.
     Http {
         http: reqwest::Client,
@@ -121,7 +124,12 @@ pub async fn throughput(
         Ok(started.elapsed())
     });
     let submitted = match submit {
-        Submit::JetStream { subject } => publish_windowed(&nats.js, subject, payload, n).await,
+        Submit::JetStream { subject } => {
+            publish_windowed(&nats.js, std::slice::from_ref(subject), payload, n).await
+        }
+        Submit::JetStreamSpread { subjects } => {
+            publish_windowed(&nats.js, subjects, payload, n).await
+        }
         Submit::Http {
             http,
             url,
@@ -147,17 +155,20 @@ pub async fn throughput(
     })
 }
 
-/// Publishes `n` jobs to `subject`, awaiting JetStream's acks in windows.
+/// Publishes `n` jobs to `subjects` in turn, awaiting JetStream's acks in windows.
 async fn publish_windowed(
     js: &jetstream::Context,
-    subject: &str,
+    subjects: &[String],
     payload: &Bytes,
     n: usize,
 ) -> anyhow::Result<()> {
+    if subjects.is_empty() {
+        bail!("no subject to publish jobs to");
+    }
     let mut acks = Vec::with_capacity(ACK_WINDOW);
-    for _ in 0..n {
+    for subject in subjects.iter().cycle().take(n) {
         let ack = js
-            .publish(subject.to_string(), payload.clone())
+            .publish(subject.clone(), payload.clone())
             .await
             .context("cannot publish a job")?;
         acks.push(ack);

@@ -5,10 +5,13 @@
 mod bare;
 mod baseline;
 mod batch;
+mod broker;
+mod celery;
 mod cluster;
 mod cold;
 mod context;
 mod drive;
+mod many;
 mod measure;
 mod procs;
 mod record;
@@ -17,6 +20,7 @@ mod replicated;
 mod report;
 mod resources;
 mod run;
+mod runtimes;
 mod scale;
 mod squall;
 mod state;
@@ -64,13 +68,14 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     clients: usize,
     /// Parts to run (comma-separated). `cluster` (raw-NATS throughput on a three-node loopback
-    /// cluster, R3 against R1) and `scale` (the query index with a million results) are not in
-    /// the default set: ask for them by name.
+    /// cluster, R3 against R1), `scale` (the query index with a million results) and `runtimes`
+    /// (Python and JavaScript noops beside the native one, and Celery) are not in the default
+    /// set: ask for them by name.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "bare,squall,batch,cold,zero,state"
+        default_value = "bare,squall,batch,cold,zero,many,state"
     )]
     phases: Vec<Phase>,
     /// Invocations per request in the HTTP batch measurement (`POST …/batch`, NDJSON).
@@ -100,6 +105,10 @@ struct Args {
     /// Keep the temporary folder with every process's log and print where it is.
     #[arg(long)]
     keep: bool,
+    /// Run every broker without users (the tests' open profile) instead of the shipped users:
+    /// only for the A/B that prices authentication (BENCHMARKS.md).
+    #[arg(long)]
+    open_broker: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -111,6 +120,11 @@ enum Command {
         nats_url: String,
         #[arg(long)]
         concurrency: usize,
+        /// The broker user and password (none on an open broker).
+        #[arg(long, env = squall_broker::env::ENV_NATS_USER)]
+        nats_user: Option<String>,
+        #[arg(long, env = squall_broker::env::ENV_NATS_PASSWORD, hide_env_values = true)]
+        nats_password: Option<String>,
     },
 }
 
@@ -134,6 +148,7 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
         markdown: args.markdown,
         artifact: args.artifact,
         keep: args.keep,
+        open_broker: args.open_broker,
         label: args.label,
         batch_lines: args.batch_lines,
         baseline: args.baseline,
@@ -188,9 +203,12 @@ fn main() -> ExitCode {
         if let Some(Command::BareWorker {
             nats_url,
             concurrency,
+            nats_user,
+            nats_password,
         }) = args.command
         {
-            return bare::worker_main(nats_url, concurrency).await;
+            let login = nats_user.zip(nats_password);
+            return bare::worker_main(nats_url, concurrency, login).await;
         }
         let settings = settings(args)?;
         tokio::select! {

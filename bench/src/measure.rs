@@ -139,8 +139,12 @@ impl Driver<'_> {
 }
 
 /// Connects the benchmark to `servers`.
-pub async fn connect(servers: impl async_nats::ToServerAddrs, what: &str) -> anyhow::Result<Nats> {
-    let client = async_nats::ConnectOptions::new()
+pub async fn connect(
+    options: async_nats::ConnectOptions,
+    servers: impl async_nats::ToServerAddrs,
+    what: &str,
+) -> anyhow::Result<Nats> {
+    let client = options
         .name("squall-bench")
         .connect(servers)
         .await

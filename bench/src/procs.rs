@@ -2,6 +2,7 @@
 //! several), the dispatcher, workers and the bare reference worker, each a child process with its
 //! output in a log file.
 
+use crate::broker::Broker;
 use anyhow::{bail, Context as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 /// The command that builds everything the benchmark runs.
 pub const BUILD_COMMAND: &str = "cargo build --release -p squall-dispatcher -p squall-worker \
                                  -p squall-bench -p squall-example-noop \
-                                 -p squall-example-statebench";
+                                 -p squall-example-statebench -p squall-runtime-python \
+                                 -p squall-runtime-javascript";
 
 /// Where everything the benchmark runs lives.
 #[derive(Debug, Clone)]
@@ -18,7 +20,8 @@ pub struct Environment {
     /// The workspace root (holds `broker-config/nats/default.conf`).
     pub root: PathBuf,
     pub nats_server: PathBuf,
-    pub nats_config: PathBuf,
+    /// How every process logs in to the benchmark's brokers.
+    pub broker: Broker,
     /// This binary, re-run as the bare reference worker.
     pub bench: PathBuf,
     pub dispatcher: PathBuf,
@@ -34,7 +37,7 @@ const NATS_CONFIG: &str = "broker-config/nats/default.conf";
 
 impl Environment {
     /// Finds the workspace, nats-server, and the binaries beside this one.
-    pub fn discover(artifact: Option<PathBuf>) -> anyhow::Result<Environment> {
+    pub fn discover(artifact: Option<PathBuf>, open_broker: bool) -> anyhow::Result<Environment> {
         let bench = std::env::current_exe().context("cannot find this program's path")?;
         let bin_dir = bench
             .parent()
@@ -71,7 +74,7 @@ impl Environment {
         };
         Ok(Environment {
             nats_server: nats_server_binary(&root)?,
-            nats_config: root.join(NATS_CONFIG),
+            broker: Broker::new(open_broker)?,
             dispatcher: sibling("squall-dispatcher")?,
             worker: sibling("squall-worker")?,
             bench,
@@ -268,10 +271,12 @@ impl NatsServer {
     pub async fn start(env: &Environment, dir: &Path) -> anyhow::Result<NatsServer> {
         let ports = dir.join("ports");
         std::fs::create_dir_all(&ports)?;
+        let config = env.broker.config(&env.root, &dir.join("config"))?;
         let mut command = Command::new(&env.nats_server);
         command
+            .envs(env.broker.server_env())
             .arg("-c")
-            .arg(&env.nats_config)
+            .arg(&config)
             .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
             .arg(dir.join("jetstream"))
             .arg("--ports_file_dir")
@@ -324,11 +329,14 @@ impl NatsCluster {
         let ports = (0..count)
             .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
             .collect::<anyhow::Result<Vec<(u16, u16, u16)>>>()?;
+        let login = env.broker.route_login();
         let routes = ports
             .iter()
-            .map(|(_, route, _)| format!("nats-route://127.0.0.1:{route}"))
+            .map(|(_, route, _)| format!("nats-route://{login}127.0.0.1:{route}"))
             .collect::<Vec<_>>()
             .join(",");
+        let config = env.broker.config(&env.root, &dir.join("config"))?;
+        let config = env.broker.node_config(&config, &dir.join("config"))?;
         let mut nodes = Vec::with_capacity(count);
         for (i, &(client, route, monitor)) in ports.iter().enumerate() {
             let name = format!("node-{}", i + 1);
@@ -337,8 +345,9 @@ impl NatsCluster {
                 .with_context(|| format!("cannot create {}", store.display()))?;
             let mut command = Command::new(&env.nats_server);
             command
+                .envs(env.broker.server_env())
                 .arg("-c")
-                .arg(&env.nats_config)
+                .arg(&config)
                 .args(["--name", &name, "--cluster_name", "squall-bench"])
                 .arg("--cluster")
                 .arg(format!("nats://127.0.0.1:{route}"))
@@ -426,4 +435,41 @@ fn read_ports_file(dir: &Path) -> Option<String> {
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind loopback")?;
     Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::Broker;
+
+    fn environment(open: bool) -> Environment {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let nowhere = PathBuf::from("/nonexistent");
+        Environment {
+            nats_server: nats_server_binary(&root).expect("nats-server"),
+            broker: Broker::new(open).unwrap(),
+            dispatcher: nowhere.clone(),
+            worker: nowhere.clone(),
+            bench: nowhere.clone(),
+            artifact: nowhere.clone(),
+            state_artifact: nowhere,
+            root,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_benchmarks_broker_refuses_a_connection_without_credentials() {
+        let env = environment(false);
+        let dir = tempfile::tempdir().unwrap();
+        let server = NatsServer::start(&env, dir.path()).await.unwrap();
+        let anonymous = async_nats::ConnectOptions::new()
+            .connect(server.url.as_str())
+            .await;
+        assert!(
+            anonymous.is_err(),
+            "a connection without credentials was accepted"
+        );
+        let bench = env.broker.options().connect(server.url.as_str()).await;
+        assert!(bench.is_ok(), "the benchmark's own user was refused");
+    }
 }

@@ -285,7 +285,7 @@ impl Phase<'_> {
     ) -> anyhow::Result<Measured> {
         let urls = nodes.urls();
         let servers = squall_broker::connect::servers(&urls)?;
-        let nats = measure::connect(servers, "cluster").await?;
+        let nats = measure::connect(self.env.broker.options(), servers, "cluster").await?;
         let replicas_flag = setup.replicas.to_string();
         let mut squall = Cluster::start_with(
             self.env,

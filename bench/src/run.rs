@@ -1,9 +1,11 @@
 //! The benchmark's order of work: set up one nats-server and dispatcher, then in every run
 //! measure the bare reference, Squall (with a gateway dispatcher without the query index beside
-//! the first during raw NATS) and its batch submission back to back, then the cold paths and
-//! scale-from-zero; then, when asked for, the cluster phase on clusters of its own
-//! (`replicated`); then report (with each figure's change against the baseline). It only
-//! orchestrates: every phase lives in a module of its own below it, and none imports it.
+//! the first during raw NATS) and its batch submission back to back, then the cold paths,
+//! scale-from-zero and 20 functions busy at once against one (and, when asked for, the language
+//! runtimes beside native and the query index at scale); then, when asked for, the cluster
+//! phase on clusters of its own (`replicated`); then report (with each figure's change against
+//! the baseline). It only orchestrates: every phase lives in a module of its own below it, and
+//! none imports it.
 
 use crate::baseline::{self, Baseline};
 use crate::cluster::Cluster;
@@ -14,7 +16,7 @@ use crate::record::mib;
 use crate::report::{Machine, Report};
 use crate::resources::{clock_ticks_per_second, Watch};
 use crate::targets::add_targets;
-use crate::{batch, cold, reference, replicated, scale, squall, state, zero};
+use crate::{batch, cold, many, reference, replicated, runtimes, scale, squall, state, zero};
 use anyhow::Context as _;
 use bytes::Bytes;
 use serde_json::json;
@@ -23,7 +25,7 @@ use std::time::Instant;
 
 /// Runs the whole benchmark and writes its report.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let env = Environment::discover(settings.artifact.clone())?;
+    let env = Environment::discover(settings.artifact.clone(), settings.open_broker)?;
     // Read the baseline before starting anything, so that a malformed one fails at once.
     let baseline_path = settings
         .baseline
@@ -101,7 +103,12 @@ async fn single_node_phases(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let nats_server = NatsServer::start(env, dir).await?;
-    let nats = measure::connect(nats_server.url.as_str(), "nats-server").await?;
+    let nats = measure::connect(
+        env.broker.options(),
+        nats_server.url.as_str(),
+        "nats-server",
+    )
+    .await?;
     let cluster = Cluster::start(env, &nats_server.url, dir.to_path_buf()).await?;
     // Also a web function (`/function/noop`, no key), for the web requests' sync latency.
     let spec = json!({ "concurrency": settings.concurrency, "web": { "auth": "none" } });
@@ -195,6 +202,18 @@ async fn measure_all(
         zero::measure(cx, server, squall, report)
             .await
             .context("scale-from-zero")?;
+    }
+    if settings.runs_phase(Phase::Many) {
+        cx.progress("20 functions busy at once against one");
+        many::measure(cx, server, squall, report)
+            .await
+            .context("20 functions against one")?;
+    }
+    if settings.runs_phase(Phase::Runtimes) {
+        cx.progress("language runtimes beside native");
+        runtimes::measure(cx, server, squall, report)
+            .await
+            .context("language runtimes")?;
     }
     if settings.runs_phase(Phase::Scale) {
         cx.progress("query index at scale");

@@ -428,15 +428,20 @@ async fn probes(
 }
 
 /// Sequential web requests (`POST /function/noop`, the same payload) against the bare round
-/// trip: the sync path's targets apply to web functions too. Skipped by a dispatcher without
-/// web functions (an older commit in an A/B run).
+/// trip: the sync path's targets apply to web functions too. On the web listener, or at the
+/// API's address for a commit older than it; skipped by a dispatcher without web functions
+/// (an older commit in an A/B run).
 async fn web_latency(
     cx: &Context,
     squall: &Cluster,
     report: &mut Report,
     run: usize,
 ) -> anyhow::Result<()> {
-    let url = format!("{}/function/{FUNCTION}", squall.url);
+    let mut url = format!("{}/function/{FUNCTION}", squall.web_url);
+    let on_web = squall.http.post(&url).body("x").send().await;
+    if on_web.is_err() {
+        url = format!("{}/function/{FUNCTION}", squall.url);
+    }
     let probe = squall.http.post(&url).body("x").send().await?;
     if probe.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(());

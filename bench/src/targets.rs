@@ -66,6 +66,16 @@ pub fn add_targets(report: &mut Report) {
         |v| v < 50.0,
     );
     report.target(
+        "scale-from-zero of one function among many → first result <= 20 ms",
+        "cold.zero.many",
+        |v| v <= 20.0,
+    );
+    report.target(
+        "idle RSS per function process <= 12 MiB (after its first call)",
+        "res.worker.rss.function",
+        |v| v <= 12.0,
+    );
+    report.target(
         "worker idle RSS < 15 MiB (the worker process alone)",
         "res.worker.rss.idle.alone",
         |v| v < 15.0,
@@ -80,6 +90,9 @@ pub fn add_targets(report: &mut Report) {
         "cold.version.extra",
         |v| v < 5.0,
     );
+    if report.figures.iter().any(|f| f.key.starts_with("rt.")) {
+        crate::runtimes::add_targets(report);
+    }
     if report.figures.iter().any(|f| f.key.starts_with("scale.")) {
         crate::scale::add_targets(report);
     }

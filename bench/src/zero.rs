@@ -1,12 +1,16 @@
 //! Scale-from-zero: a synchronous call to a function whose fleet supervisor (`squall-worker
 //! fleet --min 0`) runs no worker, timed from sending the request to its 200, and split into
-//! steps by what the benchmark sees on the wire and the timestamps in the fleet's log.
+//! steps by what the benchmark sees on the wire and the timestamps in the fleet's log; first
+//! with a fleet serving that function alone, then with one serving every deployed function
+//! among many idle ones (each in a pool of its own), and the idle size of the process it starts.
 
+use crate::broker::Role;
 use crate::cluster::Cluster;
-use crate::context::{Context, Server, S4};
+use crate::context::{Context, Server, S4, S5};
 use crate::procs::Proc;
+use crate::record::{bare_figure, mib};
 use crate::report::Report;
-use crate::resources::process_tree;
+use crate::resources::{process_tree, Watch};
 use anyhow::{bail, Context as _};
 use futures::StreamExt as _;
 use squall_broker::names::jobs_subject;
@@ -24,6 +28,36 @@ const IDLE_SECS: u64 = 1;
 const ZERO_LIMIT: Duration = Duration::from_secs(30);
 /// How long the worker's last log lines may trail the 200 (the job's log line follows its ack).
 const LOG_GRACE: Duration = Duration::from_secs(2);
+/// Idle functions deployed beside `ZERO_FUNCTION` for the measurement among many.
+const IDLE_FUNCTIONS: usize = 20;
+/// The fleet-wide process cap of the fleet serving every function: room for a process per
+/// idle function, so that any it started would show.
+const MANY_MAX: u32 = 20;
+
+/// Which fleet serves the cold calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fleet {
+    /// `--function zero --max 1`: the function alone.
+    Alone,
+    /// No `--function` filter, `--max MANY_MAX`: every deployed function, each in its own pool,
+    /// with `IDLE_FUNCTIONS` idle ones (and the benchmark's main function) beside it.
+    Many,
+}
+
+impl Fleet {
+    /// The figures' key prefix.
+    fn key(self) -> &'static str {
+        match self {
+            Fleet::Alone => "cold.zero",
+            Fleet::Many => "cold.zero.many",
+        }
+    }
+}
+
+/// The name of idle function `i`.
+fn idle_name(i: usize) -> String {
+    format!("zero-idle-{i:02}")
+}
 
 /// The wall-clock time at the start of a log line of the Squall processes (tracing's default
 /// format: `2026-01-02T03:04:05.123456Z  INFO …`, in UTC).
@@ -66,23 +100,42 @@ pub struct LogSteps {
     pub call: Option<Duration>,
 }
 
-/// The first line of each step in `log` (the part written since the call was sent).
+/// The value of field `name` in a log line (`name=value`, the value up to the next space).
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// The first line of each step in `log` (the part written since the call was sent). The
+/// fleet's line for the process it started for `function` names its pid; the worker's own
+/// "worker started" line is the one whose worker id (`host-pid`) ends with that pid, so other
+/// processes' lines in the same log are not taken for this one's.
 pub fn log_steps(log: &str, function: &str) -> LogSteps {
     let mut steps = LogSteps::default();
     let needle = format!("function={function}");
     let serves = |line: &str| line.split_whitespace().any(|word| word == needle.as_str());
+    let mut pid: Option<String> = None;
     for line in log.lines() {
         let first = |slot: &mut Option<SystemTime>| {
             if slot.is_none() {
                 *slot = parse_log_time(line);
             }
         };
-        if line.contains("worker process started") {
+        if line.contains("worker process started") && serves(line) {
+            if steps.spawned.is_none() {
+                pid = field(line, "pid").map(str::to_string);
+            }
             first(&mut steps.spawned);
         } else if line.contains("connected successfully") && steps.spawned.is_some() {
             first(&mut steps.connected);
-        } else if line.contains("worker started") {
-            first(&mut steps.started);
+        } else if line.contains("worker started") && steps.spawned.is_some() {
+            let ours = match (&pid, field(line, "worker")) {
+                (Some(pid), Some(worker)) => worker.rsplit('-').next() == Some(pid.as_str()),
+                _ => true,
+            };
+            if ours {
+                first(&mut steps.started);
+            }
         } else if line.contains("function ready") && serves(line) {
             first(&mut steps.ready);
         } else if line.contains("job done") && serves(line) && steps.done.is_none() {
@@ -101,25 +154,38 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Starts the fleet supervisor for `ZERO_FUNCTION` with no minimum.
-fn start_fleet(cx: &Context, server: &Server) -> anyhow::Result<Proc> {
+/// Starts a fleet supervisor with no minimum: for `ZERO_FUNCTION` alone, or for every
+/// deployed function.
+fn start_fleet(cx: &Context, server: &Server, fleet: Fleet) -> anyhow::Result<Proc> {
     let mut command = Command::new(&cx.env.worker);
+    let name = match fleet {
+        Fleet::Alone => "fleet",
+        Fleet::Many => "fleet-many",
+    };
     command
         // The job's own line ("job done", with the attempt's duration) is a debug line.
         .env("RUST_LOG", "info,squall_worker::jobs::settle=debug")
+        .envs(cx.env.broker.login(Role::Worker))
         .arg("fleet")
         .arg("--nats-url")
         .arg(&server.url)
         .arg("--data-dir")
-        .arg(cx.dir.join("fleet"))
-        .arg("--function")
-        .arg(ZERO_FUNCTION)
-        .args(["--min", "0", "--max", "1"])
+        .arg(cx.dir.join(name));
+    match fleet {
+        Fleet::Alone => command
+            .arg("--function")
+            .arg(ZERO_FUNCTION)
+            .args(["--min", "0", "--max", "1"]),
+        Fleet::Many => command
+            .args(["--min", "0", "--max"])
+            .arg(MANY_MAX.to_string()),
+    };
+    command
         .arg("--idle-secs")
         .arg(IDLE_SECS.to_string())
         .arg("--interval-ms")
         .arg(INTERVAL_MS.to_string());
-    Proc::spawn("fleet", command, cx.dir.join("fleet.log"))
+    Proc::spawn(name, command, cx.dir.join(format!("{name}.log")))
 }
 
 /// Waits until the supervisor's heartbeat is in the fleet bucket: before it, it does not scale.
@@ -313,7 +379,10 @@ async fn replay_start(
         bail!("squall-worker --version exited with {status}");
     }
     let started = Instant::now();
-    let client = async_nats::ConnectOptions::new()
+    let client = cx
+        .env
+        .broker
+        .options()
         .name("squall-bench-replay")
         .connect(server.url.as_str())
         .await
@@ -326,7 +395,40 @@ async fn replay_start(
     Ok((exec, connect, started.elapsed()))
 }
 
-/// Measures scale-from-zero once per run with one fleet supervisor.
+/// The functions the fleet started processes for, from its "worker process started" lines.
+fn started_functions(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|line| line.contains("worker process started"))
+        .map(|line| field(line, "function").unwrap_or("?").to_string())
+        .collect()
+}
+
+/// Fails unless the fleet serving every function runs exactly one process, and has only ever
+/// started processes for `ZERO_FUNCTION`: the idle functions (and the benchmark's main one,
+/// also deployed and idle) must stay at zero.
+fn check_only_zero_started(fleet: &Proc) -> anyhow::Result<()> {
+    let others: Vec<String> = started_functions(&fleet.log_text())
+        .into_iter()
+        .filter(|f| f != ZERO_FUNCTION)
+        .collect();
+    if !others.is_empty() {
+        bail!(
+            "the fleet started processes for idle functions during scale-from-zero: {others:?}\n{}",
+            fleet.log_tail(20)
+        );
+    }
+    let children = process_tree(fleet.pid()).len() - 1;
+    if children != 1 {
+        bail!(
+            "the fleet runs {children} processes after a cold call of {ZERO_FUNCTION} alone, not 1:\n{}",
+            fleet.log_tail(20)
+        );
+    }
+    Ok(())
+}
+
+/// Measures scale-from-zero once per run with a fleet serving the function alone, then once
+/// per run with a fleet serving it among `IDLE_FUNCTIONS` idle functions.
 pub async fn measure(
     cx: &Context,
     server: &Server,
@@ -337,14 +439,35 @@ pub async fn measure(
     squall
         .deploy(ZERO_FUNCTION, cx.artifact.clone(), &spec)
         .await?;
-    let mut fleet = start_fleet(cx, server)?;
-    let outcome = measure_with(cx, server, squall, report, &mut fleet).await;
+    with_fleet(cx, server, squall, report, Fleet::Alone).await?;
+    // The same artifact under other names: registry entries and consumers, no work.
+    for i in 0..IDLE_FUNCTIONS {
+        squall
+            .deploy(&idle_name(i), cx.artifact.clone(), &spec)
+            .await?;
+    }
+    with_fleet(cx, server, squall, report, Fleet::Many).await?;
+    for i in 0..IDLE_FUNCTIONS {
+        squall.delete(&idle_name(i)).await?;
+    }
+    squall.delete(ZERO_FUNCTION).await
+}
+
+/// Starts `which` fleet, measures every run with it and stops it.
+async fn with_fleet(
+    cx: &Context,
+    server: &Server,
+    squall: &Cluster,
+    report: &mut Report,
+    which: Fleet,
+) -> anyhow::Result<()> {
+    let mut fleet = start_fleet(cx, server, which)?;
+    let outcome = measure_with(cx, server, squall, report, &mut fleet, which).await;
     if outcome.is_err() {
-        eprintln!("--- fleet log (end) ---\n{}", fleet.log_tail(20));
+        eprintln!("--- {} log (end) ---\n{}", fleet.name, fleet.log_tail(20));
     }
     fleet.terminate(Duration::from_secs(10)).await;
-    outcome?;
-    squall.delete(ZERO_FUNCTION).await
+    outcome
 }
 
 async fn measure_with(
@@ -353,6 +476,7 @@ async fn measure_with(
     squall: &Cluster,
     report: &mut Report,
     fleet: &mut Proc,
+    which: Fleet,
 ) -> anyhow::Result<()> {
     wait_supervisor(squall, fleet).await?;
     for run in 1..=cx.settings.runs {
@@ -360,45 +484,82 @@ async fn measure_with(
         // A few readings at zero, so the call finds the supervisor idle, not just done reaping.
         tokio::time::sleep(Duration::from_millis(3 * INTERVAL_MS)).await;
         let call = cold_call(cx, server, squall, fleet).await?;
-        let (exec, connect, topology) = replay_start(cx, server).await?;
+        // The process it started, idle after its first call (it stops after IDLE_SECS).
+        let rss = process_tree(fleet.pid())
+            .get(1)
+            .and_then(|&pid| Watch::process(pid).rss_kib().ok());
+        let what = match which {
+            Fleet::Alone => "scale-from-zero",
+            Fleet::Many => "scale-from-zero among many",
+        };
         cx.progress(&format!(
-            "scale-from-zero {run}/{}: {:.1} ms",
+            "{what} {run}/{}: {:.1} ms",
             cx.settings.runs,
             ms(call.total)
         ));
-        record(cx, report, &call, (exec, connect, topology));
+        record(cx, report, &call, which, run);
+        match which {
+            Fleet::Alone => {
+                let replay = replay_start(cx, server).await?;
+                record_replay(report, &call, replay);
+            }
+            Fleet::Many => {
+                check_only_zero_started(fleet)?;
+                if let Some(kib) = rss {
+                    report.add(
+                        S5,
+                        "res.worker.rss.function",
+                        "a function's worker process RSS, idle after its first call (started by \
+                         the fleet serving every function; the process alone)",
+                        "MiB",
+                        mib(kib),
+                    );
+                }
+            }
+        }
     }
-    for key in [
-        "cold.zero",
-        "cold.zero.published",
-        "cold.zero.spawn",
-        "cold.zero.connected",
-        "cold.zero.started",
-        "cold.zero.ready",
-        "cold.zero.result",
-        "cold.zero.answer",
+    let key = which.key();
+    for step in [
+        "",
+        ".published",
+        ".spawn",
+        ".connected",
+        ".started",
+        ".ready",
+        ".result",
+        ".answer",
     ] {
-        report.list_values(key);
+        report.list_values(&format!("{key}{step}"));
     }
     Ok(())
 }
 
 /// Adds one run's figures: the total, then each step from the previous milestone, when every
 /// milestone was seen (a partial chain would attribute one step's time to another).
-fn record(
-    cx: &Context,
-    report: &mut Report,
-    call: &ColdCall,
-    replay: (Duration, Duration, Duration),
-) {
+fn record(cx: &Context, report: &mut Report, call: &ColdCall, which: Fleet, run: usize) {
     let r = &mut *report;
-    r.add(
-        S4,
-        "cold.zero",
-        "scale-from-zero → first result (sync call, fleet at 0 workers: request → 200)",
-        "ms",
-        ms(call.total),
-    );
+    let key = which.key();
+    let total_label = match which {
+        Fleet::Alone => {
+            "scale-from-zero → first result (sync call, fleet at 0 workers: request → 200)"
+        }
+        Fleet::Many => {
+            "scale-from-zero → first result, fleet serving every function (this one among 21 \
+             idle, each in a pool of its own, all at 0: request → 200)"
+        }
+    };
+    r.add(S4, key, total_label, "ms", ms(call.total));
+    if which == Fleet::Many {
+        if let Some(alone) = bare_figure(r, Fleet::Alone.key(), run) {
+            r.add(
+                S4,
+                "cold.zero.many.ratio",
+                "  … ÷ the same call with the fleet serving that function alone",
+                "×",
+                ms(call.total) / alone,
+            );
+        }
+    }
     let milestones = [
         call.published,
         call.spawned,
@@ -412,43 +573,47 @@ fn record(
     {
         let steps = [
             (
-                "cold.zero.published",
+                ".published",
                 "  … request → job published (seen on its subject)",
                 published,
             ),
             (
-                "cold.zero.spawn",
+                ".spawn",
                 "  … → worker process spawned (supervisor woken, slot taken; fleet log)",
                 spawned.saturating_sub(published),
             ),
             (
-                "cold.zero.connected",
+                ".connected",
                 "  … → worker connected (exec, runtime and logging set up, NATS connect; its log)",
                 connected.saturating_sub(spawned),
             ),
             (
-                "cold.zero.started",
+                ".started",
                 "  … → worker started (topology opened; its log)",
                 started.saturating_sub(connected),
             ),
             (
-                "cold.zero.ready",
+                ".ready",
                 "  … → function ready (registry watch, artifact fetched or cached, loaded)",
                 ready.saturating_sub(started),
             ),
             (
-                "cold.zero.result",
+                ".result",
                 "  … → result published (consumer opened, first pull, call, result stored)",
                 result.saturating_sub(ready),
             ),
             (
-                "cold.zero.answer",
+                ".answer",
                 "  … → 200 read (the dispatcher's wait ends, HTTP answer)",
                 call.total.saturating_sub(result),
             ),
         ];
-        for (key, label, step) in steps {
-            r.add(S4, key, label, "ms", ms(step));
+        for (step, label, value) in steps {
+            let label = match which {
+                Fleet::Alone => label.to_string(),
+                Fleet::Many => format!("{label} [among many]"),
+            };
+            r.add(S4, &format!("{key}{step}"), &label, "ms", ms(value));
         }
     } else {
         cx.progress(&format!(
@@ -456,6 +621,11 @@ fn record(
              {milestones:?}); no breakdown for this run"
         ));
     }
+}
+
+/// Adds the job's attempt as the worker timed it and the replayed start steps (with the fleet
+/// serving the function alone).
+fn record_replay(report: &mut Report, call: &ColdCall, replay: (Duration, Duration, Duration)) {
     let r = &mut *report;
     if let Some(call) = call.call {
         r.add(
@@ -511,7 +681,7 @@ mod tests {
     fn steps_are_the_first_of_each_line() {
         let log = "\
 2026-11-27T08:30:01.000000Z  INFO async_nats::connector: connected successfully server=1
-2026-11-27T08:30:01.000100Z  INFO squall_worker::fleet: worker process started slot=0 pid=7 running=1
+2026-11-27T08:30:01.000100Z  INFO squall_worker::fleet: worker process started function=zero pid=7 running=1
 2026-11-27T08:30:01.010000Z  INFO async_nats::connector: connected successfully server=1
 2026-11-27T08:30:01.020000Z  INFO squall_worker: worker started nats_url=nats://x worker=h-7
 2026-11-27T08:30:01.025000Z  INFO squall_worker: function ready function=other version=v1
@@ -528,5 +698,32 @@ mod tests {
         assert_eq!(steps.ready, at("2026-11-27T08:30:01.030000Z"));
         assert_eq!(steps.call, Some(Duration::from_micros(42)));
         assert_eq!(log_steps("", "zero"), LogSteps::default());
+    }
+
+    #[test]
+    fn among_many_the_steps_are_those_of_the_functions_own_process() {
+        let log = "\
+2026-11-27T08:30:01.000000Z  INFO squall_worker::fleet: worker process started function=other pid=6 running=1
+2026-11-27T08:30:01.000100Z  INFO squall_worker::fleet: worker process started function=zero pid=7 running=1
+2026-11-27T08:30:01.010000Z  INFO async_nats::connector: connected successfully server=1
+2026-11-27T08:30:01.015000Z  INFO squall_worker: worker started nats_url=nats://x worker=h-6
+2026-11-27T08:30:01.020000Z  INFO squall_worker: worker started nats_url=nats://x worker=h-7
+2026-11-27T08:30:01.025000Z  INFO squall_worker::registry: function ready function=other version=v1
+2026-11-27T08:30:01.030000Z  INFO squall_worker::registry: function ready function=zero version=v1
+";
+        let steps = log_steps(log, "zero");
+        let at = |line: &str| parse_log_time(line);
+        assert_eq!(steps.spawned, at("2026-11-27T08:30:01.000100Z"));
+        assert_eq!(steps.started, at("2026-11-27T08:30:01.020000Z"));
+        assert_eq!(steps.ready, at("2026-11-27T08:30:01.030000Z"));
+        assert_eq!(started_functions(log), ["other", "zero"]);
+    }
+
+    #[test]
+    fn a_field_is_read_by_its_whole_name() {
+        let line = "x worker process started function=zero pid=7 running=1";
+        assert_eq!(field(line, "pid"), Some("7"));
+        assert_eq!(field(line, "function"), Some("zero"));
+        assert_eq!(field(line, "fun"), None);
     }
 }
