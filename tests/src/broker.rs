@@ -359,3 +359,57 @@ pub async fn consumers_settled(client: &async_nats::Client, consumers: &[(&str, 
         .await;
     }
 }
+
+/// Asserts that the broker at `servers` refuses a login with `options` as an authorization
+/// violation. A login that no role user matches goes to the auth callout; with no supervisor to
+/// answer it, the server decides only when the callout times out (about 2 s), and its first
+/// PING to the new client can arrive before that verdict. async-nats takes any first answer
+/// but an error for a finished handshake, so `connect` may return a client the server then
+/// refuses: that counts as refused when the server's next word is the violation and the
+/// client never gets a round trip through.
+pub async fn assert_login_refused(
+    options: async_nats::ConnectOptions,
+    servers: impl async_nats::ToServerAddrs,
+    who: &str,
+) {
+    use async_nats::{ConnectErrorKind, Event, ServerError};
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let options = options.event_callback(move |event| {
+        let events_tx = events_tx.clone();
+        async move {
+            let _ = events_tx.send(event);
+        }
+    });
+    match options.connect(servers).await {
+        Err(error) => assert_eq!(
+            error.kind(),
+            ConnectErrorKind::AuthorizationViolation,
+            "{who}: {error}"
+        ),
+        Ok(client) => {
+            let verdict = tokio::time::timeout(Duration::from_secs(15), async {
+                while let Some(event) = events.recv().await {
+                    if let Event::ServerError(ServerError::AuthorizationViolation) = event {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await;
+            assert_eq!(
+                verdict,
+                Ok(true),
+                "{who} logged in: the broker sent no authorization violation"
+            );
+            let round_trip = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.request("_refused.probe", "".into()),
+            )
+            .await;
+            assert!(
+                !matches!(round_trip, Ok(Ok(_))),
+                "{who} got a reply through a refused connection"
+            );
+        }
+    }
+}

@@ -15,8 +15,9 @@ pub mod runtimes;
 pub mod wait;
 
 pub use broker::{
-    auth_env, authenticated, callout_seed_env, consumers_settled, nats_server_binary, test_issuer,
-    AuthUser, NatsServer, AUTH_CLIENT, AUTH_DISPATCHER, AUTH_WORKER,
+    assert_login_refused, auth_env, authenticated, callout_seed_env, consumers_settled,
+    nats_server_binary, test_issuer, AuthUser, NatsServer, AUTH_CLIENT, AUTH_DISPATCHER,
+    AUTH_WORKER,
 };
 pub use build::{built, bundle, compile_c, workspace_root, Built};
 pub use cli::{squall, squall_in, CliRun};
