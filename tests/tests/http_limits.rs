@@ -117,7 +117,7 @@ async fn connections_beyond_the_limit_are_closed_until_one_ends() {
     .await;
     // Connections that ended a moment ago (the harness's pool, the first's earlier tries) may
     // still hold a slot until the dispatcher sees them close: try until the second is served.
-    let mut second = eventually(
+    let _second = eventually(
         Duration::from_secs(10),
         "a second connection served",
         async || {
