@@ -432,9 +432,21 @@ fn read_ports_file(dir: &Path) -> Option<String> {
 }
 
 /// A loopback port that was free a moment ago.
+///
+/// Chosen below the kernel's ephemeral range (32768 and up by default), from a random start: a
+/// port from that range can be taken by any outgoing connection between this check and the
+/// server's bind (a dispatcher once failed to listen on a port that had become some client's
+/// local port), while ports below it are handed out only by a listen.
 pub fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind loopback")?;
-    Ok(listener.local_addr()?.port())
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let mut seed = [0u8; 4];
+    getrandom::fill(&mut seed).context("no random start for a port")?;
+    let start = u32::from_le_bytes(seed) % SPAN;
+    (0..SPAN)
+        .map(|i| (LOW + (start + i) % SPAN) as u16)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .context("no free loopback port below the ephemeral range")
 }
 
 #[cfg(test)]
