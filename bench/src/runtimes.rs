@@ -192,6 +192,9 @@ pub struct Warm {
     pub sync: Latency,
     /// The call inside the worker, as its result's `Squall-Duration-Us` says.
     pub call: Latency,
+    /// The CPU time of the call's thread during the call (`Squall-Cpu-Us`): near `call` when
+    /// the call computes, far below it when it waits.
+    pub call_cpu: Latency,
     /// The worker's (supervisor and process) CPU per sync invocation, in µs.
     pub sync_cpu_us: f64,
     /// Async throughput, raw NATS publishes.
@@ -200,12 +203,15 @@ pub struct Warm {
     pub async_cpu_us: f64,
     /// The call inside the worker during the throughput measurement (hot).
     pub async_call: Latency,
+    /// Its thread's CPU time during that call.
+    pub async_call_cpu: Latency,
 }
 
 /// One language's sync figures of a run, before its throughput.
 struct Sync {
     sync: Latency,
     call: Latency,
+    call_cpu: Latency,
     cpu_us: f64,
 }
 
@@ -251,10 +257,12 @@ async fn warm(
             let warm = Warm {
                 sync: sync.sync,
                 call: sync.call,
+                call_cpu: sync.call_cpu,
                 sync_cpu_us: sync.cpu_us,
                 per_second: measured_async.per_second,
                 async_cpu_us: measured_async.cpu_us,
                 async_call: measured_async.call,
+                async_call_cpu: measured_async.call_cpu,
             };
             measured.push((lang, warm));
         }
@@ -302,10 +310,11 @@ async fn sync_calls(
     let usage = cpu.usage(calls)?;
     let mut syncs = Vec::with_capacity(order.len());
     for ((samples, usage), durations) in samples.iter().zip(&usage).zip(durations) {
-        let durations = durations.await.context("the result watcher panicked")?;
+        let times = durations.await.context("the result watcher panicked")?;
         syncs.push(Sync {
             sync: Latency::of(samples),
-            call: Latency::of(&durations),
+            call: Latency::of(&times.wall),
+            call_cpu: Latency::of(&times.cpu),
             // ms per 1,000 invocations is µs per invocation.
             cpu_us: usage.cpu_ms_per_1000,
         });
@@ -313,30 +322,44 @@ async fn sync_calls(
     Ok(syncs)
 }
 
-/// Reads the `Squall-Duration-Us` header of up to `count` results, until they are in or no
-/// result came for a few seconds.
+/// The calls' own times, as their results' headers say.
+#[derive(Debug, Default)]
+struct CallTimes {
+    /// `Squall-Duration-Us`: the call's wall time inside the worker.
+    wall: Vec<Duration>,
+    /// `Squall-Cpu-Us`: its thread's CPU time during the call.
+    cpu: Vec<Duration>,
+}
+
+/// Reads the `Squall-Duration-Us` and `Squall-Cpu-Us` headers of up to `count` results, until
+/// they are in or no result came for a few seconds.
 fn collect_durations(
     mut results: async_nats::Subscriber,
     count: usize,
-) -> tokio::task::JoinHandle<Vec<Duration>> {
+) -> tokio::task::JoinHandle<CallTimes> {
     tokio::spawn(async move {
-        let mut durations = Vec::with_capacity(count);
-        while durations.len() < count {
+        let mut times = CallTimes::default();
+        let micros = |headers: Option<&async_nats::HeaderMap>, name: &str| {
+            headers
+                .and_then(|h| h.get(name))
+                .and_then(|v| v.as_str().parse::<u64>().ok())
+                .map(Duration::from_micros)
+        };
+        while times.wall.len() < count {
             match tokio::time::timeout(Duration::from_secs(5), results.next()).await {
                 Ok(Some(message)) => {
-                    let micros = message
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(squall_broker::headers::DURATION_US))
-                        .and_then(|v| v.as_str().parse::<u64>().ok());
-                    if let Some(micros) = micros {
-                        durations.push(Duration::from_micros(micros));
+                    let headers = message.headers.as_ref();
+                    if let Some(wall) = micros(headers, squall_broker::headers::DURATION_US) {
+                        times.wall.push(wall);
+                    }
+                    if let Some(cpu) = micros(headers, squall_broker::headers::CPU_US) {
+                        times.cpu.push(cpu);
                     }
                 }
                 _ => break,
             }
         }
-        durations
+        times
     })
 }
 
@@ -380,6 +403,8 @@ struct Async {
     cpu_us: f64,
     /// The call inside the worker, as the results' `Squall-Duration-Us` say.
     call: Latency,
+    /// Its thread's CPU time during the call (`Squall-Cpu-Us`).
+    call_cpu: Latency,
 }
 
 /// `lang`'s async throughput, warmed up, with its worker's CPU per invocation and the calls'
@@ -415,11 +440,12 @@ async fn throughput(
         .await
         .with_context(|| format!("throughput of the {} noop", lang.title()))?;
     driver.quiesce(&load).await?;
-    let durations = durations.await.context("the result watcher panicked")?;
+    let times = durations.await.context("the result watcher panicked")?;
     Ok(Async {
         per_second: t.per_second,
         cpu_us: usage[0].cpu_ms_per_1000,
-        call: Latency::of(&durations),
+        call: Latency::of(&times.wall),
+        call_cpu: Latency::of(&times.cpu),
     })
 }
 
@@ -468,6 +494,13 @@ pub fn record_warm(report: &mut Report, concurrency: u32, measured: &[(Lang, War
                 warm.call.p50 - native.call.p50,
             );
         }
+        report.add(
+            S9,
+            &format!("rt.call.cpu.{key}.p50"),
+            &format!("{title} noop: the call's own CPU time (Squall-Cpu-Us), p50"),
+            "µs",
+            warm.call_cpu.p50,
+        );
         report.add(
             S9,
             &format!("rt.cpu.sync.{key}"),
@@ -532,6 +565,13 @@ pub fn record_warm(report: &mut Report, concurrency: u32, measured: &[(Lang, War
                 warm.async_call.p50 - native.async_call.p50,
             );
         }
+        report.add(
+            S9,
+            &format!("rt.call.cpu.tput.{key}.p50"),
+            &format!("{title} noop: the call's own CPU time during throughput, p50"),
+            "µs",
+            warm.async_call_cpu.p50,
+        );
     }
 }
 
@@ -777,6 +817,12 @@ mod tests {
                 p999: p99 / 10.0,
                 count: 100,
             },
+            call_cpu: Latency {
+                p50: p50 / 12.0,
+                p99: p99 / 12.0,
+                p999: p99 / 12.0,
+                count: 100,
+            },
             sync_cpu_us: cpu,
             per_second,
             async_cpu_us: cpu / 2.0,
@@ -784,6 +830,12 @@ mod tests {
                 p50: p50 / 20.0,
                 p99: p99 / 20.0,
                 p999: p99 / 20.0,
+                count: 100,
+            },
+            async_call_cpu: Latency {
+                p50: p50 / 24.0,
+                p99: p99 / 24.0,
+                p999: p99 / 24.0,
                 count: 100,
             },
         }
