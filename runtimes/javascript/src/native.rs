@@ -302,35 +302,21 @@ pub fn install<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
     )?;
     native.set(
         "config",
-        Function::new(
-            ctx.clone(),
-            |ctx: Ctx<'js>| -> rquickjs::Result<Value<'js>> {
-                let raw = with_context(|context| context.map(|c| c.config_raw().to_vec()));
-                match raw {
-                    Some(raw) if !raw.is_empty() => match ctx.json_parse(raw) {
-                        Ok(value) if value.is_object() => Ok(value),
-                        _ => Ok(Object::new(ctx)?.into_value()),
-                    },
-                    _ => Ok(Object::new(ctx)?.into_value()),
-                }
-            },
-        )?,
+        Function::new(ctx.clone(), |ctx: Ctx<'js>| {
+            json_object(
+                &ctx,
+                with_context(|context| context.map(|c| c.config_raw().to_vec())),
+            )
+        })?,
     )?;
     native.set(
         "trigger",
-        Function::new(
-            ctx.clone(),
-            |ctx: Ctx<'js>| -> rquickjs::Result<Value<'js>> {
-                let raw = with_context(|context| context.map(|c| c.event_raw().to_vec()));
-                match raw {
-                    Some(raw) if !raw.is_empty() => match ctx.json_parse(raw) {
-                        Ok(value) if value.is_object() => Ok(value),
-                        _ => Ok(Object::new(ctx)?.into_value()),
-                    },
-                    _ => Ok(Object::new(ctx)?.into_value()),
-                }
-            },
-        )?,
+        Function::new(ctx.clone(), |ctx: Ctx<'js>| {
+            json_object(
+                &ctx,
+                with_context(|context| context.map(|c| c.event_raw().to_vec())),
+            )
+        })?,
     )?;
     native.set(
         "randomBytes",
@@ -414,4 +400,16 @@ pub fn install<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
     )?;
     ctx.globals().set("__squall_native", native)?;
     Ok(())
+}
+
+/// `raw` parsed as a JSON object; an empty object when there is none, it is not JSON, or it is
+/// not an object.
+fn json_object<'js>(ctx: &Ctx<'js>, raw: Option<Vec<u8>>) -> rquickjs::Result<Value<'js>> {
+    match raw
+        .filter(|raw| !raw.is_empty())
+        .map(|raw| ctx.json_parse(raw))
+    {
+        Some(Ok(value)) if value.is_object() => Ok(value),
+        _ => Ok(Object::new(ctx.clone())?.into_value()),
+    }
 }
