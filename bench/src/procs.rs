@@ -443,10 +443,16 @@ pub fn free_port() -> anyhow::Result<u16> {
     let mut seed = [0u8; 4];
     getrandom::fill(&mut seed).context("no random start for a port")?;
     let start = u32::from_le_bytes(seed) % SPAN;
-    (0..SPAN)
+    // Handed out once per run: two calls before either port is bound must differ.
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let port = (0..SPAN)
         .map(|i| (LOW + (start + i) % SPAN) as u16)
+        .filter(|port| !handed_out.contains(port))
         .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
-        .context("no free loopback port below the ephemeral range")
+        .context("no free loopback port below the ephemeral range")?;
+    handed_out.push(port);
+    Ok(port)
 }
 
 #[cfg(test)]

@@ -118,14 +118,22 @@ impl Drop for Process {
 /// a port from that range can be taken by any outgoing connection on the machine between this
 /// check and the server's bind (a cluster node once failed to start on a route port that had
 /// become some client's local port), while ports below it are handed out only by a listen.
+///
+/// A port is handed out once per test process: two calls before either port is bound (a
+/// cluster's client and route ports) must not get the same one, as a node once did.
 pub fn free_port() -> u16 {
     const LOW: u32 = 20_000;
     const SPAN: u32 = 12_000;
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let start = uuid::Uuid::new_v4().as_u128() as u32 % SPAN;
-    (0..SPAN)
+    let port = (0..SPAN)
         .map(|i| (LOW + (start + i) % SPAN) as u16)
+        .filter(|port| !handed_out.contains(port))
         .find(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok())
-        .expect("a free loopback port below the ephemeral range")
+        .expect("a free loopback port below the ephemeral range");
+    handed_out.push(port);
+    port
 }
 
 /// Asserts that running process `pid` logs in to the broker with a function's token and
