@@ -33,7 +33,10 @@ pub mod abi;
 mod context;
 mod error;
 mod export;
+pub mod runtime;
 mod services;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod web;
 
 pub use context::{Context, Host, Level};

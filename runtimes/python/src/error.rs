@@ -19,7 +19,4 @@ pub enum RuntimeError {
     /// The runtime's own Python code failed; a bug of the runtime, not of the bundle.
     #[error("the Python runtime failed: {0}")]
     Internal(String),
-    /// This copy of the runtime library already serves a bundle.
-    #[error("this copy of the Python runtime already serves {0}; the worker loads a new copy per function version")]
-    AlreadyOpen(String),
 }

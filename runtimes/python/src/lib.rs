@@ -16,7 +16,6 @@
 mod bundle;
 mod engine;
 mod error;
-mod exports;
 mod function;
 mod handle;
 mod tools;
@@ -24,8 +23,12 @@ mod tools;
 pub use bundle::{parse_manifest, read_manifest, BundleError, Handler, MANIFEST_FILE, RUNTIME};
 pub use engine::SQUALL_PY;
 pub use error::RuntimeError;
-pub use exports::{squall_runtime_check, squall_runtime_open, squall_runtime_test};
 pub use function::Function;
 pub use tools::{check, run_tests, TestReport};
 
-squall_sdk::export_raw_function!(exports::invoke);
+squall_sdk::export_runtime! {
+    language: "Python",
+    function: crate::function::Function,
+    check: crate::tools::check,
+    test: crate::tools::run_tests,
+}

@@ -8,13 +8,9 @@ use crate::bundle;
 use crate::engine::{describe, Engine};
 use crate::error::RuntimeError;
 
-/// What a test run found: 0 all passed, 1 a test failed, 2 the tests could not run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TestReport {
-    pub status: i32,
-    /// unittest's text output, or why the tests could not run.
-    pub text: String,
-}
+/// What a test run found (the SDK's runtime report): 0 all passed, 1 a test failed, 2 the
+/// tests could not run, and the text.
+pub use squall_sdk::runtime::TestReport;
 
 /// Validates a bundle without running its code: the manifest, every `.py` file outside
 /// `site-packages/` compiles, and the handler module defines the handler at top level.
