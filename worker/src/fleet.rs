@@ -586,6 +586,7 @@ impl Fleet {
             &self.config.nats_auth,
         )
         .with_context(|| format!("cannot mint credentials for {function}"))?;
+        squall_worker::process::chain_jvm_signals(&mut command);
         squall_worker::process::die_with_parent(&mut command);
         let child = command
             .spawn()

@@ -27,3 +27,32 @@ pub fn die_with_parent(command: &mut tokio::process::Command) {
         });
     }
 }
+
+/// The JDK whose JVM the Java runtime embeds: `$SQUALL_JAVA_HOME`, `$JAVA_HOME`, else
+/// Debian's OpenJDK 17.
+pub fn java_home() -> std::path::PathBuf {
+    ["SQUALL_JAVA_HOME", "JAVA_HOME"]
+        .iter()
+        .find_map(std::env::var_os)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/usr/lib/jvm/java-17-openjdk-amd64"))
+}
+
+/// Preloads the JVM's signal-chaining library (`libjsig.so`) into the process `command`
+/// starts, when a JDK is installed: a Java function's JVM then chains the signals it uses
+/// (SIGSEGV for its null checks) to the handlers the worker installed before it, instead of
+/// replacing them. A process that never starts a JVM is unaffected: the library passes every
+/// call through. Which process runs Java is known only once it fetched its function's
+/// artifact, after it started, so every function process gets it.
+pub fn chain_jvm_signals(command: &mut tokio::process::Command) {
+    let jsig = java_home().join("lib/libjsig.so");
+    if !jsig.is_file() {
+        return;
+    }
+    let mut preload = std::ffi::OsString::from(jsig);
+    if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        preload.push(":");
+        preload.push(existing);
+    }
+    command.env("LD_PRELOAD", preload);
+}

@@ -8,8 +8,9 @@
 //!   processes (`fork`, `vfork`, `clone` without `CLONE_THREAD`; `clone3`, whose flags a
 //!   filter cannot read, answers `ENOSYS`, on which the C library falls back to `clone`).
 //! - Landlock holds for the threads that run function code: the call threads and the thread
-//!   that loads each version. They may read the artifact cache and the libraries the dynamic
-//!   loader needs, and read and write a private temporary folder; nothing else of the
+//!   that loads each version. They may read the artifact cache, the libraries the dynamic
+//!   loader needs and the JDK (for a Java function's JVM), and read and write a private
+//!   temporary folder; nothing else of the
 //!   filesystem. The worker's own threads keep what they need later (DNS, TLS roots, writing
 //!   new versions to the cache, `/proc/self` for metrics). Landlock binds threads, not
 //!   processes, before the kernel's thread-sync flag; native code in the same process could
@@ -119,6 +120,8 @@ const SYSTEM_DIRS: &[&str] = &[
     "/usr/local/lib",
     "/usr/share/zoneinfo",
 ];
+/// Where Debian keeps the configuration files of OpenJDK 17 (read-only for a JVM).
+const JDK_CONFIG: &str = "/etc/java-17-openjdk";
 /// Read-only files the dynamic loader and the C library need.
 const SYSTEM_FILES: &[&str] = &[
     "/etc/ld.so.cache",
@@ -328,6 +331,15 @@ fn landlock_ruleset(paths: &Paths) -> Result<(OwnedFd, u32), String> {
     add_rule(&ruleset, &paths.tmp, read_write, handled)?;
     for dir in SYSTEM_DIRS {
         add_rule(&ruleset, Path::new(dir), read, handled)?;
+    }
+    // The JDK a Java function's JVM comes from, and Debian's folder of its configuration
+    // (the JDK's `conf/` links there).
+    let java_home = crate::process::java_home();
+    for dir in [
+        java_home.canonicalize().unwrap_or(java_home),
+        JDK_CONFIG.into(),
+    ] {
+        add_rule(&ruleset, &dir, read, handled)?;
     }
     for file in SYSTEM_FILES {
         add_rule(&ruleset, Path::new(file), FS_READ_FILE, handled)?;

@@ -59,6 +59,7 @@ pub async fn supervise(grace_secs: u64, login: Option<FunctionLogin>) -> ExitCod
                 return ExitCode::FAILURE;
             }
         }
+        squall_worker::process::chain_jvm_signals(&mut command);
         squall_worker::process::die_with_parent(&mut command);
         let mut child = match command.spawn() {
             Ok(child) => child,

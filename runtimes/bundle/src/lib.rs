@@ -24,17 +24,21 @@ pub enum Runtime {
     Python311,
     /// QuickJS, embedded through rquickjs.
     JavaScript,
+    /// OpenJDK 17, embedded through JNI: the handler is a class implementing `squall.Handler`
+    /// or `squall.JsonHandler`.
+    Java17,
 }
 
 impl Runtime {
     /// Every runtime, in the order the docs list them.
-    pub const ALL: [Runtime; 2] = [Runtime::Python311, Runtime::JavaScript];
+    pub const ALL: [Runtime; 3] = [Runtime::Python311, Runtime::JavaScript, Runtime::Java17];
 
     /// The identity written in manifests and `squall.toml`.
     pub fn id(self) -> &'static str {
         match self {
             Runtime::Python311 => "python3.11",
             Runtime::JavaScript => "javascript",
+            Runtime::Java17 => "java17",
         }
     }
 
@@ -51,6 +55,7 @@ impl Runtime {
         match self {
             Runtime::Python311 => "libsquall_runtime_python.so",
             Runtime::JavaScript => "libsquall_runtime_javascript.so",
+            Runtime::Java17 => "libsquall_runtime_java.so",
         }
     }
 
@@ -59,6 +64,7 @@ impl Runtime {
         match self {
             Runtime::Python311 => &["py"],
             Runtime::JavaScript => &["mjs", "js"],
+            Runtime::Java17 => &["jar"],
         }
     }
 
@@ -77,9 +83,10 @@ impl Runtime {
     }
 
     /// Whether the engine is one per process and a process must not load a second bundle of
-    /// it (modules imported by name would be shared between versions).
+    /// it (Python's modules imported by name would be shared between versions; a JVM's class
+    /// path is fixed when it starts).
     pub fn one_bundle_per_process(self) -> bool {
-        matches!(self, Runtime::Python311)
+        matches!(self, Runtime::Python311 | Runtime::Java17)
     }
 }
 
