@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 pub fn build(dir: &Path, manifest: &Manifest) -> anyhow::Result<PathBuf> {
     match &manifest.build {
         Some(section) => run_build_command(dir, section),
+        None if manifest.go => crate::golang::build(dir, &manifest.name),
         None => cargo_build(dir),
     }
 }

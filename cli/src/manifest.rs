@@ -22,6 +22,9 @@ pub struct Manifest {
     /// `[function] runtime` and `handler`: a Python or JavaScript function, deployed as a
     /// bundle of the folder.
     pub source: Option<crate::bundle::Source>,
+    /// `[function] runtime = "go"`: a Go module built with the Go toolchain into a native
+    /// library (no handler: the one its package registers).
+    pub go: bool,
     /// `[[schedules]]`: (name, body of `PUT /v1/schedules/{name}`), set after the deploy.
     pub schedules: Vec<(String, ScheduleRequest)>,
     /// `[[triggers]]`: (name, body of `PUT /v1/triggers/{name}`), set after the deploy.
@@ -98,8 +101,8 @@ pub fn parse(text: &str) -> anyhow::Result<Manifest> {
         None => bail!("[function] has no name; add `name = \"my-function\"`"),
     };
     squall_broker::validate_function_name(&name).context("[function] name")?;
-    let source = source_of(&mut function)?;
-    if source.is_some() && raw.build.is_some() {
+    let (source, go) = source_of(&mut function)?;
+    if (source.is_some() || go) && raw.build.is_some() {
         bail!("[build] is for native libraries; a function with a runtime is deployed as it is");
     }
     let spec = table_to_json(function)
@@ -168,13 +171,15 @@ pub fn parse(text: &str) -> anyhow::Result<Manifest> {
         spec,
         build: raw.build,
         source,
+        go,
         schedules,
         triggers,
     })
 }
 
-/// Takes `runtime` and `handler` out of `[function]`: both or neither.
-fn source_of(function: &mut toml::Table) -> anyhow::Result<Option<crate::bundle::Source>> {
+/// Takes `runtime` and `handler` out of `[function]`: both or neither for a bundle, `runtime =
+/// "go"` alone for a Go function (the second value).
+fn source_of(function: &mut toml::Table) -> anyhow::Result<(Option<crate::bundle::Source>, bool)> {
     let text = |key: &str, function: &mut toml::Table| match function.remove(key) {
         None => Ok(None),
         Some(toml::Value::String(value)) => Ok(Some(value)),
@@ -186,20 +191,30 @@ fn source_of(function: &mut toml::Table) -> anyhow::Result<Option<crate::bundle:
     let runtime = text("runtime", function)?;
     let handler = text("handler", function)?;
     match (runtime, handler) {
-        (None, None) => Ok(None),
+        (None, None) => Ok((None, false)),
+        (Some(runtime), None) if runtime == GO_RUNTIME => Ok((None, true)),
+        (Some(runtime), Some(_)) if runtime == GO_RUNTIME => bail!(
+            "[function] handler is not for Go: a Go function's handler is the one its package \
+             main registers with squall.Handle; remove handler"
+        ),
         (Some(runtime), Some(handler)) => {
-            let runtime = squall_bundle::Runtime::from_id(&runtime).context("[function] runtime")?;
+            let runtime = squall_bundle::Runtime::from_id(&runtime)
+                .map_err(|e| anyhow::anyhow!("{e}, go"))
+                .context("[function] runtime")?;
             squall_bundle::check_handler(&handler).context("[function] handler")?;
-            Ok(Some(crate::bundle::Source { runtime, handler }))
+            Ok((Some(crate::bundle::Source { runtime, handler }), false))
         }
         (Some(runtime), None) => bail!(
             "[function] runtime = {runtime:?} needs handler = \"MODULE.FUNCTION\" (for example \"app.handler\")"
         ),
         (None, Some(_)) => bail!(
-            "[function] handler needs runtime = \"python3.11\" or \"javascript\""
+            "[function] handler needs runtime = \"python3.11\", \"javascript\" or \"java17\""
         ),
     }
 }
+
+/// `[function] runtime` of a Go function.
+pub const GO_RUNTIME: &str = "go";
 
 /// Reads and validates a deploy spec exactly as the dispatcher will, so mistakes are caught
 /// before a build.

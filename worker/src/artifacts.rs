@@ -25,7 +25,8 @@ pub struct ArtifactCache {
     /// Where the language runtimes' libraries are (`--runtimes`).
     pub runtimes: PathBuf,
     loaded: Mutex<HashMap<String, LoadOutcome>>,
-    /// The bundle of a one-per-process runtime (Python) this process loaded first.
+    /// The version of a one-per-process runtime (a Python bundle, a Go library) this process
+    /// loaded first.
     exclusive: std::sync::Mutex<Option<String>>,
     /// Set once a second such bundle was loaded: the process should be replaced.
     exclusive_conflict: std::sync::atomic::AtomicBool,
@@ -125,6 +126,7 @@ impl ArtifactCache {
                 bytes
             }
         };
+        let go = !squall_bundle::is_bundle(&bytes) && crate::golang::is_go_library(&bytes);
         let target = if squall_bundle::is_bundle(&bytes) {
             match self.prepare_bundle(&record.sha256, bytes).await? {
                 Ok(target) => target,
@@ -136,23 +138,27 @@ impl ArtifactCache {
                 bundle: None,
             }
         };
-        if let Some((runtime, _)) = &target.bundle {
-            if runtime.one_bundle_per_process() {
-                let mut first = self.exclusive.lock().expect("exclusive lock");
-                match first.as_deref() {
-                    None => *first = Some(record.sha256.clone()),
-                    Some(sha) if sha == record.sha256 => {}
-                    // Not loaded here and not remembered: a fresh process loads it.
-                    Some(_) => {
-                        self.exclusive_conflict
-                            .store(true, std::sync::atomic::Ordering::SeqCst);
-                        return Err(format!(
-                            "this worker process runs another version of a {runtime} bundle, and \
-                             its interpreter keeps the modules it imported: a fresh process \
-                             serves version {} (a process per function: `squall-worker fleet`)",
-                            record.version
-                        ));
-                    }
+        let exclusive = match &target.bundle {
+            Some((runtime, _)) if runtime.one_bundle_per_process() => Some(runtime.id()),
+            None if go => Some("Go"),
+            _ => None,
+        };
+        if let Some(runtime) = exclusive {
+            let mut first = self.exclusive.lock().expect("exclusive lock");
+            match first.as_deref() {
+                None => *first = Some(record.sha256.clone()),
+                Some(sha) if sha == record.sha256 => {}
+                // Not loaded here and not remembered: a fresh process loads it.
+                Some(_) => {
+                    self.exclusive_conflict
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    return Err(format!(
+                        "this worker process runs another version of a {runtime} function, \
+                         and its runtime cannot be unloaded or share the process: a fresh \
+                         process serves version {} (a process per function: `squall-worker \
+                         fleet`)",
+                        record.version
+                    ));
                 }
             }
         }

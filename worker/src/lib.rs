@@ -17,6 +17,7 @@ pub mod artifacts;
 pub mod cancel;
 pub mod confine;
 pub mod credentials;
+pub mod golang;
 pub mod heartbeat;
 pub mod host;
 pub mod jobs;

@@ -32,6 +32,8 @@ pub enum LoadError {
     Init(i32),
     #[error("the {runtime} runtime cannot load the bundle: {message}")]
     Runtime { runtime: String, message: String },
+    #[error("{0}")]
+    SecondGoRuntime(String),
 }
 
 /// A language runtime's entry points beyond ABI v1: `squall_runtime_open`,
@@ -450,6 +452,9 @@ impl Loaded {
         path: &Path,
         bundle: Option<(squall_bundle::Runtime, &Path)>,
     ) -> Result<Loaded, LoadError> {
+        if bundle.is_none() {
+            crate::golang::admit(path).map_err(LoadError::SecondGoRuntime)?;
+        }
         let library = open_checked(path)?;
         // SAFETY: the ABI version matched, so these symbols have the v1 signatures.
         let (invoke, free, init) = unsafe {

@@ -1,0 +1,3 @@
+module squall.dev/sdk
+
+go 1.21
