@@ -38,7 +38,7 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Make a new function folder: its handler, a test and squall.toml, ready to deploy.
     Init(InitArgs),
-    /// Run a Python or JavaScript function folder's own tests in the runtime it deploys to.
+    /// Run a Python, JavaScript or Go function folder's own tests in the runtime it deploys to.
     Test(TestArgs),
     /// Invoke a function and print its output.
     Invoke(InvokeArgs),
@@ -298,6 +298,8 @@ pub struct UpArgs {
 pub enum InitRuntime {
     Python,
     Javascript,
+    Go,
+    Java,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -319,11 +321,17 @@ pub struct TestArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct DeployArgs {
     /// A function directory holding squall.toml, a Python (.py) or JavaScript (.mjs, .js)
-    /// file, or a built shared library (.so).
+    /// file, a Java jar (with --handler), or a built shared library (.so).
     pub path: PathBuf,
     /// The function name; overrides squall.toml or the library's file name.
     #[arg(long)]
     pub name: Option<String>,
+    /// With a jar: its runtime (`java17`, the only one a jar runs in).
+    #[arg(long, value_parser = ["java17"])]
+    pub runtime: Option<String>,
+    /// With a jar: the handler class, fully qualified (`com.example.Hello`).
+    #[arg(long)]
+    pub handler: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Clone)]

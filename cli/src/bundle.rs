@@ -1,4 +1,4 @@
-//! Building Python and JavaScript functions into bundles: the user's files, the dependencies `requirements.txt` names installed as binary wheels for the worker's platform, and the manifest naming runtime and handler.
+//! Building Python, JavaScript and Java functions into bundles: the user's files, the dependencies `requirements.txt` names installed as binary wheels for the worker's platform, a Java folder's compiled classes, and the manifest naming runtime and handler.
 
 use anyhow::{bail, Context as _};
 use squall_bundle::{Manifest, Runtime, PYTHON_PACKAGES_DIR};
@@ -24,10 +24,10 @@ pub struct Source {
 
 /// A bundle made of a single source file: `app.py` is `app.handler` in Python 3.11, `app.mjs`
 /// or `app.js` the same in JavaScript.
-pub fn pack_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub fn pack_file(path: &Path, handler: Option<&str>) -> anyhow::Result<Vec<u8>> {
     let runtime = Runtime::of_source_file(path).with_context(|| {
         format!(
-            "{} is not a source file Squall runs (.py, .mjs or .js)",
+            "{} is not a source file Squall runs (.py, .mjs, .js or .jar)",
             path.display()
         )
     })?;
@@ -39,7 +39,13 @@ pub fn pack_file(path: &Path) -> anyhow::Result<Vec<u8>> {
         .file_stem()
         .and_then(|f| f.to_str())
         .context("the file has no name")?;
-    let handler = format!("{stem}.handler");
+    let handler = match (runtime, handler) {
+        (_, Some(handler)) => handler.to_string(),
+        (Runtime::Java17, None) => bail!(
+            "a jar needs --handler naming its handler class (for example --handler com.example.Hello)"
+        ),
+        (_, None) => format!("{stem}.handler"),
+    };
     let manifest = Manifest::new(runtime, &handler);
     manifest
         .validate()
@@ -53,16 +59,22 @@ pub fn pack_file(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// A bundle of the function folder `dir`: its files and, for Python, the packages of its
 /// `requirements.txt`.
 pub fn pack_dir(dir: &Path, source: &Source) -> anyhow::Result<Vec<u8>> {
+    pack_dir_with(dir, source, false)
+}
+
+/// A bundle of the function folder `dir`; with `tests`, a Java folder's test sources are
+/// compiled into it too.
+fn pack_dir_with(dir: &Path, source: &Source, tests: bool) -> anyhow::Result<Vec<u8>> {
     let manifest = Manifest::new(source.runtime, &source.handler);
     manifest.validate().context("squall.toml")?;
     let staging = tempdir()?;
-    let files = collect_with_dependencies(dir, source.runtime, staging.path())?;
+    let files = collect_with_dependencies(dir, source.runtime, staging.path(), tests)?;
     Ok(squall_bundle::pack(&manifest, &files)?)
 }
 
-/// Writes the bundle of `dir` unpacked into `into` (for `squall test`).
+/// Writes the bundle of `dir`, with its tests, unpacked into `into` (for `squall test`).
 pub fn stage_dir(dir: &Path, source: &Source, into: &Path) -> anyhow::Result<()> {
-    let bytes = pack_dir(dir, source)?;
+    let bytes = pack_dir_with(dir, source, true)?;
     squall_bundle::unpack(&bytes, into, squall_bundle::Limits::default())?;
     Ok(())
 }
@@ -71,8 +83,20 @@ fn collect_with_dependencies(
     dir: &Path,
     runtime: Runtime,
     staging: &Path,
+    tests: bool,
 ) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let mut files = squall_bundle::collect(dir)?;
+    let classes = staging.join(crate::java::CLASSES);
+    if runtime == Runtime::Java17 && crate::java::compile(dir, tests, &classes)? {
+        // The compiled classes replace any folder of that name in the source.
+        let prefix = format!("{}/", crate::java::CLASSES);
+        files.retain(|(inner, _)| !inner.starts_with(&prefix));
+        files.extend(
+            squall_bundle::collect(&classes)?
+                .into_iter()
+                .map(|(inner, path)| (format!("{prefix}{inner}"), path)),
+        );
+    }
     let requirements = dir.join("requirements.txt");
     if runtime == Runtime::Python311 && names_packages(&requirements)? {
         let target = staging.join(PYTHON_PACKAGES_DIR);
@@ -210,7 +234,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("greet.py");
         std::fs::write(&path, "def handler(event, context):\n    return 1\n").unwrap();
-        let bytes = pack_file(&path).unwrap();
+        let bytes = pack_file(&path, None).unwrap();
         let manifest = squall_bundle::read_manifest(&bytes).unwrap();
         assert_eq!(manifest.runtime, "python3.11");
         assert_eq!(manifest.handler, "greet.handler");
@@ -218,7 +242,9 @@ mod tests {
 
     #[test]
     fn a_file_in_no_known_language_is_refused_by_name() {
-        let error = pack_file(Path::new("notes.txt")).unwrap_err().to_string();
+        let error = pack_file(Path::new("notes.txt"), None)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("not a source file Squall runs"), "{error}");
     }
 

@@ -52,6 +52,14 @@ fn read_artifact(path: &Path) -> anyhow::Result<(Vec<u8>, String)> {
 /// Works out what to deploy from a directory (building it) or a library file.
 fn prepare_deploy(args: &DeployArgs) -> anyhow::Result<Deployable> {
     let path = &args.path;
+    let jar = path.extension().is_some_and(|e| e == "jar");
+    if !jar && (args.runtime.is_some() || args.handler.is_some()) {
+        bail!(
+            "--runtime and --handler are for a jar; a folder names them in {}, a .py, .mjs or .js \
+             file's handler is `handler`",
+            manifest::MANIFEST_FILE
+        );
+    }
     // `squall deploy dir/squall.toml` means the directory.
     let dir = if path
         .file_name()
@@ -92,14 +100,17 @@ fn prepare_deploy(args: &DeployArgs) -> anyhow::Result<Deployable> {
     }
     if !path.is_file() {
         bail!(
-            "{} is neither a function directory (with {}), a library file nor a .py, .mjs or .js \
-             file",
+            "{} is neither a function directory (with {}), a library file nor a .py, .mjs, .js \
+             or .jar file",
             path.display(),
             manifest::MANIFEST_FILE
         );
     }
     let (artifact, file_name) = match squall_bundle::Runtime::of_source_file(path) {
-        Some(_) => (bundle::pack_file(path)?, "bundle.tar.gz".to_string()),
+        Some(_) => (
+            bundle::pack_file(path, args.handler.as_deref())?,
+            "bundle.tar.gz".to_string(),
+        ),
         None => read_artifact(path)?,
     };
     let name = match &args.name {
@@ -554,6 +565,8 @@ mod tests {
         let args = DeployArgs {
             path: library.clone(),
             name: None,
+            runtime: None,
+            handler: None,
         };
         let deployable = prepare_deploy(&args).unwrap();
         assert_eq!(deployable.name, "word_count");
@@ -570,6 +583,8 @@ mod tests {
         let deployable = prepare_deploy(&DeployArgs {
             path: source,
             name: None,
+            runtime: None,
+            handler: None,
         })
         .unwrap();
         assert_eq!(deployable.name, "handler");
@@ -583,6 +598,8 @@ mod tests {
         let args = DeployArgs {
             path: PathBuf::from("no/such/thing"),
             name: None,
+            runtime: None,
+            handler: None,
         };
         let message = format!("{:#}", prepare_deploy(&args).err().unwrap());
         assert!(message.contains("no/such/thing"), "{message}");

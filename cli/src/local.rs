@@ -42,6 +42,40 @@ const JAVASCRIPT: Template = &[
     ),
 ];
 
+const GO: Template = &[
+    (
+        "squall.toml",
+        include_str!("../../functions/sdk/templates/go/squall.toml"),
+    ),
+    (
+        "go.mod",
+        include_str!("../../functions/sdk/templates/go/go.mod"),
+    ),
+    (
+        "main.go",
+        include_str!("../../functions/sdk/templates/go/main.go"),
+    ),
+    (
+        "main_test.go",
+        include_str!("../../functions/sdk/templates/go/main_test.go"),
+    ),
+];
+
+const JAVA: Template = &[
+    (
+        "squall.toml",
+        include_str!("../../functions/sdk/templates/java/squall.toml"),
+    ),
+    (
+        "src/app/Hello.java",
+        include_str!("../../functions/sdk/templates/java/src/app/Hello.java"),
+    ),
+    (
+        "test/app/HelloTest.java",
+        include_str!("../../functions/sdk/templates/java/test/app/HelloTest.java"),
+    ),
+];
+
 /// `squall init --runtime R NAME`: writes the folder `NAME` from R's template.
 pub fn init(args: &InitArgs) -> anyhow::Result<()> {
     squall_broker::validate_function_name(&args.name).context("the function's name")?;
@@ -52,12 +86,18 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
     let template = match args.runtime {
         InitRuntime::Python => PYTHON,
         InitRuntime::Javascript => JAVASCRIPT,
+        InitRuntime::Go => GO,
+        InitRuntime::Java => JAVA,
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for (path, text) in template {
         let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
         let text = match path.file_name().and_then(|f| f.to_str()) {
-            Some("squall.toml") => text.replace("NAME", &args.name),
+            Some("squall.toml" | "go.mod") => text.replace("NAME", &args.name),
             _ => text.to_string(),
         };
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
@@ -71,9 +111,15 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
 /// `squall test DIR`: bundles the folder as a deploy would and runs its tests in the runtime.
 pub fn test(args: &TestArgs) -> anyhow::Result<()> {
     let manifest = manifest::load(&args.path)?;
+    if manifest.go {
+        return match crate::golang::test(&args.path)? {
+            true => Ok(()),
+            false => bail!("tests failed"),
+        };
+    }
     let source = manifest.source.with_context(|| {
         format!(
-            "{} names no runtime: `squall test` runs Python and JavaScript functions' tests \
+            "{} names no runtime: `squall test` runs Python, JavaScript, Go and Java functions' tests \
              (test a Rust function with `cargo test`)",
             args.path.join(manifest::MANIFEST_FILE).display()
         )

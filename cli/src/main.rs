@@ -9,6 +9,8 @@ mod bundle;
 mod commands;
 mod credentials;
 mod events;
+mod golang;
+mod java;
 mod local;
 mod manifest;
 mod queries;
