@@ -183,3 +183,59 @@ pub fn bundle(runtime: &str, handler: &str, files: &[(&str, &str)]) -> Vec<u8> {
     let files = squall_bundle::collect(dir.path()).expect("collect");
     squall_bundle::pack(&manifest, &files).expect("pack")
 }
+
+/// The Go toolchain the Go functions build with: `$SQUALL_GO`, else what `scripts/install-go`
+/// prints last (it installs Go into `.tools/` when it has to).
+pub fn go_toolchain() -> PathBuf {
+    static GO: OnceLock<PathBuf> = OnceLock::new();
+    GO.get_or_init(|| {
+        if let Some(go) = std::env::var_os("SQUALL_GO") {
+            return PathBuf::from(go);
+        }
+        let out = Command::new(workspace_root().join("scripts/install-go"))
+            .output()
+            .expect("run scripts/install-go");
+        assert!(
+            out.status.success(),
+            "scripts/install-go failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).expect("a UTF-8 path");
+        PathBuf::from(text.lines().last().expect("a path").trim())
+    })
+    .clone()
+}
+
+/// The Go toolchain when one is installed for the suite (`$SQUALL_GO`, or the one
+/// `scripts/install-go` put into `.tools/`), without installing one.
+pub fn installed_go() -> Option<PathBuf> {
+    if let Some(go) = std::env::var_os("SQUALL_GO") {
+        return Some(PathBuf::from(go));
+    }
+    let tools = workspace_root().join(".tools/go");
+    std::fs::read_dir(&tools)
+        .ok()?
+        .flatten()
+        .find(|entry| entry.file_name().to_string_lossy().starts_with(".version-"))
+        .and_then(|stamp| std::fs::read_to_string(stamp.path()).ok())
+        .map(|text| PathBuf::from(text.trim()))
+}
+
+/// Writes a Go function folder into `dir/name`: `squall.toml` (`runtime = "go"`, with `extra`
+/// lines after the name), `go.mod` and `main.go` holding `main_go`; returns the folder.
+pub fn go_function(dir: &Path, name: &str, extra: &str, main_go: &str) -> PathBuf {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).expect("create the function folder");
+    let files = [
+        (
+            "squall.toml",
+            format!("[function]\nname = \"{name}\"\nruntime = \"go\"\n{extra}\n"),
+        ),
+        ("go.mod", format!("module {name}\n\ngo 1.21\n")),
+        ("main.go", main_go.to_string()),
+    ];
+    for (file, text) in files {
+        std::fs::write(folder.join(file), text).expect("write a Go function file");
+    }
+    folder
+}

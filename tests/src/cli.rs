@@ -34,6 +34,10 @@ pub async fn squall(url: &str, args: &[&str]) -> CliRun {
 /// `SQUALL_URL` and `SQUALL_API_KEY` of the environment the tests run in.
 pub async fn squall_in(dir: Option<&Path>, url: &str, args: &[&str]) -> CliRun {
     let mut command = Command::new(&built().squall);
+    // A Go function builds with the suite's toolchain (the Go tests install it first).
+    if let Some(go) = crate::build::installed_go() {
+        command.env("SQUALL_GO", go);
+    }
     command
         .current_dir(dir.map_or_else(workspace_root, Path::to_path_buf))
         .env_remove("SQUALL_URL")

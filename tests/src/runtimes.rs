@@ -16,6 +16,12 @@ pub async fn check_web_function(cluster: &Cluster, name: &str, bundle: Vec<u8>) 
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    check_web_answers(cluster, name).await;
+}
+
+/// The checks of [`check_web_function`] on a web function `name` deployed already (public,
+/// with the handler it describes).
+pub async fn check_web_answers(cluster: &Cluster, name: &str) {
     wait_workers_ready(cluster, name).await;
     let response = reqwest::Client::new()
         .post(format!("{}/function/{name}/orders/7?x=1", cluster.web_url))

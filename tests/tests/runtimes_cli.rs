@@ -1,4 +1,4 @@
-//! A Python user and a JavaScript user with the `squall` CLI alone: `squall init`, `squall test`, `squall deploy` and `squall invoke`, one command per step; a handler file deployed as it is; numpy from requirements.txt; and clear refusals.
+//! A Python, a JavaScript, a Go and a Java user with the `squall` CLI alone: `squall init`, `squall test`, `squall deploy` and `squall invoke`, one command per step; a handler file deployed as it is; numpy from requirements.txt; and clear refusals.
 
 use squall_tests::{squall_in, Cluster};
 
@@ -82,6 +82,128 @@ async fn a_javascript_user_goes_from_init_to_a_tested_deployed_invoked_function(
     .await
     .ok();
     assert_eq!(answer.stdout, r#"{"message":"Hello, Lin!"}"#);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_go_user_goes_from_init_to_a_tested_deployed_invoked_function() {
+    squall_tests::go_toolchain();
+    let cluster = Cluster::start().await;
+    let url = cluster.url.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let here = dir.path();
+
+    let made = squall_in(Some(here), url, &["init", "--runtime", "go", "hi-go"])
+        .await
+        .ok();
+    assert!(made.stdout.contains("created hi-go/"), "{made:#?}");
+    for file in ["squall.toml", "go.mod", "main.go", "main_test.go"] {
+        assert!(here.join("hi-go").join(file).is_file(), "{file}");
+    }
+    let tested = squall_in(Some(here), url, &["test", "hi-go"]).await.ok();
+    assert!(tested.stdout.contains("ok"), "{tested:#?}");
+    let deployed = squall_in(Some(here), url, &["deploy", "hi-go"]).await.ok();
+    assert!(
+        deployed.stdout.starts_with("deployed hi-go sha256:"),
+        "{deployed:#?}"
+    );
+    for visits in [1, 2] {
+        let answer = squall_in(
+            Some(here),
+            url,
+            &["invoke", "hi-go", "--data", r#"{"name":"Ada"}"#],
+        )
+        .await
+        .ok();
+        assert_eq!(
+            answer.stdout,
+            format!(r#"{{"message":"Hello, Ada!","visits":{visits}}}"#)
+        );
+    }
+
+    // A failing test fails `squall test`, naming the test; code that does not compile fails
+    // the deploy with the compiler's message and deploys nothing.
+    let main = here.join("hi-go/main.go");
+    let code = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, code.replace("\"%s, %s!\"", "\"%s: %s!\"")).unwrap();
+    let failed = squall_in(Some(here), url, &["test", "hi-go"]).await;
+    assert_eq!(failed.code, Some(1), "{failed:#?}");
+    let said = format!("{}{}", failed.stdout, failed.stderr);
+    assert!(said.contains("TestGreetsByNameAndCountsVisits"), "{said}");
+    std::fs::write(
+        &main,
+        code.replace("func main() {}", "func main() { undefined() }"),
+    )
+    .unwrap();
+    let refused = squall_in(Some(here), url, &["deploy", "hi-go"]).await;
+    assert_eq!(refused.code, Some(1), "{refused:#?}");
+    assert!(refused.stderr.contains("undefined"), "{refused:#?}");
+    assert!(refused.stderr.contains("go build"), "{refused:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_java_user_goes_from_init_to_a_tested_deployed_invoked_function() {
+    let cluster = Cluster::start().await;
+    let url = cluster.url.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let here = dir.path();
+
+    let made = squall_in(Some(here), url, &["init", "--runtime", "java", "hi-java"])
+        .await
+        .ok();
+    assert!(made.stdout.contains("created hi-java/"), "{made:#?}");
+    for file in [
+        "squall.toml",
+        "src/app/Hello.java",
+        "test/app/HelloTest.java",
+    ] {
+        assert!(here.join("hi-java").join(file).is_file(), "{file}");
+    }
+    let tested = squall_in(Some(here), url, &["test", "hi-java"]).await.ok();
+    let said = format!("{}{}", tested.stdout, tested.stderr);
+    assert!(
+        said.contains("PASS HelloTest.testGreetsByNameAndCountsVisits"),
+        "{said}"
+    );
+    let deployed = squall_in(Some(here), url, &["deploy", "hi-java"])
+        .await
+        .ok();
+    assert!(
+        deployed.stdout.starts_with("deployed hi-java "),
+        "{deployed:#?}"
+    );
+    let answer = squall_in(
+        Some(here),
+        url,
+        &["invoke", "hi-java", "--data", r#"{"name":"Ada"}"#],
+    )
+    .await
+    .ok();
+    let answer: serde_json::Value = serde_json::from_str(&answer.stdout).unwrap();
+    assert_eq!(
+        answer,
+        serde_json::json!({"message": "Hello, Ada!", "visits": 1})
+    );
+
+    // A failing test fails `squall test`, naming it; code javac refuses fails the deploy.
+    let main = here.join("hi-java/src/app/Hello.java");
+    let code = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(
+        &main,
+        code.replace("\" + name + \"!\"", "\" + name + \"?\""),
+    )
+    .unwrap();
+    let failed = squall_in(Some(here), url, &["test", "hi-java"]).await;
+    assert_eq!(failed.code, Some(1), "{failed:#?}");
+    let said = format!("{}{}", failed.stdout, failed.stderr);
+    assert!(
+        said.contains("FAIL HelloTest.testGreetsByNameAndCountsVisits"),
+        "{said}"
+    );
+    std::fs::write(&main, code.replace("return Map.of(", "return Map.off(")).unwrap();
+    let refused = squall_in(Some(here), url, &["deploy", "hi-java"]).await;
+    assert_eq!(refused.code, Some(1), "{refused:#?}");
+    assert!(refused.stderr.contains("javac failed"), "{refused:#?}");
+    assert!(refused.stderr.contains("Hello.java"), "{refused:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,0 +1,3 @@
+module go-iot-ingest
+
+go 1.21
