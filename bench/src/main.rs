@@ -9,6 +9,7 @@ mod broker;
 mod celery;
 mod cluster;
 mod cold;
+mod compiled;
 mod context;
 mod drive;
 mod many;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 pub const BUILD_COMMAND: &str = "cargo build --release -p squall-dispatcher -p squall-worker \
                                  -p squall-bench -p squall-example-noop \
                                  -p squall-example-statebench -p squall-runtime-python \
-                                 -p squall-runtime-javascript";
+                                 -p squall-runtime-javascript -p squall-runtime-java";
 
 /// Where everything the benchmark runs lives.
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! Language runtimes beside native: a Python and a JavaScript noop against the native noop in
+//! Language runtimes beside native: a Python, a JavaScript, a Go and a Java noop against the native noop in
 //! the same worker setup (a supervised worker process per function, the same spec), for the
 //! sync call's cost beyond native and the worker's CPU per call, and async throughput, in every
 //! run; then a new function's first result, in a running worker and from zero; then the peer a
@@ -41,10 +41,19 @@ pub enum Lang {
     Native,
     Python,
     JavaScript,
+    /// A Go library (native, built with the SDK's Go package).
+    Go,
+    Java,
 }
 
 impl Lang {
-    pub const ALL: [Lang; 3] = [Lang::Native, Lang::Python, Lang::JavaScript];
+    pub const ALL: [Lang; 5] = [
+        Lang::Native,
+        Lang::Python,
+        Lang::JavaScript,
+        Lang::Go,
+        Lang::Java,
+    ];
 
     /// The figures' key part.
     pub fn key(self) -> &'static str {
@@ -52,6 +61,8 @@ impl Lang {
             Lang::Native => "native",
             Lang::Python => "python",
             Lang::JavaScript => "js",
+            Lang::Go => "go",
+            Lang::Java => "java",
         }
     }
 
@@ -61,24 +72,29 @@ impl Lang {
             Lang::Native => "native",
             Lang::Python => "Python",
             Lang::JavaScript => "JavaScript",
+            Lang::Go => "Go",
+            Lang::Java => "Java",
         }
     }
 
-    /// The bundle runtime, `None` for the native library.
+    /// The bundle runtime, `None` for a native library (the native and the Go noop).
     pub fn runtime(self) -> Option<Runtime> {
         match self {
-            Lang::Native => None,
+            Lang::Native | Lang::Go => None,
             Lang::Python => Some(Runtime::Python311),
             Lang::JavaScript => Some(Runtime::JavaScript),
+            Lang::Java => Some(Runtime::Java17),
         }
     }
 }
 
 /// The noop handler's file and source for `runtime`, with `nonce` in a comment: each nonce
 /// packs to a new bundle (a new sha256, a version no worker has loaded). The JavaScript one is
-/// `async`, as the template writes handlers.
+/// `async`, as the template writes handlers. Java's is compiled (`compiled::java_noop`); its
+/// file here carries only the nonce.
 pub fn noop_source(runtime: Runtime, nonce: &str) -> (&'static str, String) {
     match runtime {
+        Runtime::Java17 => ("nonce.txt", format!("{nonce}\n")),
         Runtime::Python311 => (
             "app.py",
             format!("# {nonce}\ndef handler(event, context):\n    return event\n"),
@@ -105,26 +121,63 @@ pub fn share_pct(value: f64, reference: f64) -> Option<f64> {
     (reference > 0.0).then(|| 100.0 * value / reference)
 }
 
-/// A noop bundle of `runtime` packed from a folder of its own under `dir`.
-fn noop_bundle(dir: &Path, runtime: Runtime, nonce: &str) -> anyhow::Result<Vec<u8>> {
+/// A noop bundle of `runtime` packed from a folder of its own under `dir` (with Java's
+/// compiled classes from `compiled`).
+fn noop_bundle(
+    dir: &Path,
+    compiled: &Compiled,
+    runtime: Runtime,
+    nonce: &str,
+) -> anyhow::Result<Vec<u8>> {
     let folder = dir.join(format!("bundle-{}-{nonce}", runtime.id()));
     std::fs::create_dir_all(&folder)
         .with_context(|| format!("cannot create {}", folder.display()))?;
     let (file, source) = noop_source(runtime, nonce);
     std::fs::write(folder.join(file), source)
         .with_context(|| format!("cannot write {}", folder.join(file).display()))?;
-    let files = squall_bundle::collect(&folder)?;
+    let mut files = squall_bundle::collect(&folder)?;
+    let handler = match runtime {
+        Runtime::Java17 => {
+            files.extend(squall_bundle::collect(&compiled.java)?);
+            files.sort();
+            crate::compiled::JAVA_HANDLER
+        }
+        _ => HANDLER,
+    };
     Ok(squall_bundle::pack(
-        &Manifest::new(runtime, HANDLER),
+        &Manifest::new(runtime, handler),
         &files,
     )?)
 }
 
-/// The artifact of `lang`'s noop: the native library, or a bundle; `nonce` makes it new.
-fn noop_artifact(cx: &Context, lang: Lang, nonce: &str) -> anyhow::Result<Vec<u8>> {
-    match lang.runtime() {
-        None => Ok(with_nonce(&cx.artifact, nonce)),
-        Some(runtime) => noop_bundle(&cx.dir.join("bundles"), runtime, nonce),
+/// The noops that are compiled once per run: the Go library and the Java classes' folder.
+pub struct Compiled {
+    go: Vec<u8>,
+    java: std::path::PathBuf,
+}
+
+impl Compiled {
+    fn build(cx: &Context) -> anyhow::Result<Compiled> {
+        let dir = cx.dir.join("compiled");
+        std::fs::create_dir_all(&dir)?;
+        Ok(Compiled {
+            go: crate::compiled::go_noop(&dir)?,
+            java: crate::compiled::java_noop(&dir)?,
+        })
+    }
+}
+
+/// The artifact of `lang`'s noop: a native library, or a bundle; `nonce` makes it new.
+fn noop_artifact(
+    cx: &Context,
+    compiled: &Compiled,
+    lang: Lang,
+    nonce: &str,
+) -> anyhow::Result<Vec<u8>> {
+    match (lang, lang.runtime()) {
+        (Lang::Go, _) => Ok(with_nonce(&compiled.go, nonce)),
+        (_, None) => Ok(with_nonce(&cx.artifact, nonce)),
+        (_, Some(runtime)) => noop_bundle(&cx.dir.join("bundles"), compiled, runtime, nonce),
     }
 }
 
@@ -178,9 +231,10 @@ pub async fn measure(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     check_runtimes(cx)?;
-    warm(cx, server, squall, report).await?;
+    let compiled = Compiled::build(cx)?;
+    warm(cx, &compiled, server, squall, report).await?;
     cx.progress("runtimes: a new function's first result");
-    first_results(cx, server, squall, report).await?;
+    first_results(cx, &compiled, server, squall, report).await?;
     celery::measure(cx, report).await;
     Ok(())
 }
@@ -220,13 +274,14 @@ struct Sync {
 /// then stops the workers and removes the functions.
 async fn warm(
     cx: &Context,
+    compiled: &Compiled,
     server: &Server,
     squall: &mut Cluster,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let first_worker = squall.workers.len();
     for lang in Lang::ALL {
-        let artifact = noop_artifact(cx, lang, &format!("{}-warm", stamp()))?;
+        let artifact = noop_artifact(cx, compiled, lang, &format!("{}-warm", stamp()))?;
         squall.deploy(&warm_name(lang), artifact, &spec(cx)).await?;
     }
     for lang in Lang::ALL {
@@ -603,6 +658,7 @@ async fn invoke(cx: &Context, squall: &Cluster, function: &str) -> anyhow::Resul
 /// running worker, and from zero.
 async fn first_results(
     cx: &Context,
+    compiled: &Compiled,
     server: &Server,
     squall: &mut Cluster,
     report: &mut Report,
@@ -613,8 +669,13 @@ async fn first_results(
         for lang in Lang::ALL {
             let nonce = format!("{stamp}-running-{run}");
             let name = format!("rt-new-{}-{run}", lang.key());
-            let (deploy, first) =
-                in_running_worker(cx, squall, &name, noop_artifact(cx, lang, &nonce)?).await?;
+            let (deploy, first) = in_running_worker(
+                cx,
+                squall,
+                &name,
+                noop_artifact(cx, compiled, lang, &nonce)?,
+            )
+            .await?;
             let title = lang.title();
             let key = lang.key();
             report.add(
@@ -638,8 +699,8 @@ async fn first_results(
         for lang in Lang::ALL {
             let nonce = format!("{stamp}-zero-{run}");
             let name = format!("rt-zero-{}-{run}", lang.key());
-            let first =
-                from_zero(cx, server, squall, &name, noop_artifact(cx, lang, &nonce)?).await?;
+            let artifact = noop_artifact(cx, compiled, lang, &nonce)?;
+            let first = from_zero(cx, server, squall, &name, artifact).await?;
             report.add(
                 S9,
                 &format!("rt.zero.{}", lang.key()),
@@ -797,6 +858,30 @@ pub fn add_targets(report: &mut Report) {
     );
     report.beside_last_target("deploy PUT → 201", "rt.deploy.js");
     report.beside_last_target("from zero", "rt.zero.js");
+    // Go's and Java's per-call cost is a few µs: it is read inside the worker (the call's own
+    // time beyond the native noop's), where HTTP round trips do not blur it.
+    for (title, key, per_call, first) in [("Go", "go", 2.0, 20.0), ("Java", "java", 5.0, 300.0)] {
+        report.target(
+            &format!("{title} noop call <= {per_call} µs beyond the native noop (inside the worker, warm)"),
+            &format!("rt.call.{key}.p50.extra"),
+            move |v| v <= per_call,
+        );
+        report.beside_last_target(
+            "sync p50 beyond native",
+            &format!("rt.sync.{key}.p50.extra"),
+        );
+        report.beside_last_target(
+            "during throughput",
+            &format!("rt.call.tput.{key}.p50.extra"),
+        );
+        report.target(
+            &format!("a new {title} function's first result <= {first} ms (running worker, 201 → result)"),
+            &format!("rt.first.{key}"),
+            move |v| v <= first,
+        );
+        report.beside_last_target("deploy PUT → 201", &format!("rt.deploy.{key}"));
+        report.beside_last_target("from zero", &format!("rt.zero.{key}"));
+    }
 }
 
 #[cfg(test)]
@@ -910,13 +995,24 @@ mod tests {
     #[test]
     fn each_nonce_packs_a_new_bundle_with_the_noop_handler() {
         let dir = tempfile::tempdir().unwrap();
+        let java = dir.path().join("java");
+        std::fs::create_dir_all(java.join("classes/bench")).unwrap();
+        std::fs::write(java.join("classes/bench/Noop.class"), b"\xca\xfe").unwrap();
+        let compiled = Compiled {
+            go: Vec::new(),
+            java,
+        };
         for runtime in Runtime::ALL {
-            let a = noop_bundle(dir.path(), runtime, "a").unwrap();
-            let b = noop_bundle(dir.path(), runtime, "b").unwrap();
+            let a = noop_bundle(dir.path(), &compiled, runtime, "a").unwrap();
+            let b = noop_bundle(dir.path(), &compiled, runtime, "b").unwrap();
             assert_ne!(a, b, "{runtime}: two nonces packed the same bytes");
             let manifest = squall_bundle::read_manifest(&a).unwrap();
             assert_eq!(manifest.validate().unwrap(), runtime);
-            assert_eq!(manifest.handler, HANDLER);
+            let handler = match runtime {
+                Runtime::Java17 => crate::compiled::JAVA_HANDLER,
+                _ => HANDLER,
+            };
+            assert_eq!(manifest.handler, handler);
         }
     }
 
