@@ -51,12 +51,7 @@ pub fn toolchain() -> anyhow::Result<PathBuf> {
         }
         return Ok(go);
     }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("go"))
-        .find(|go| go.is_file());
-    on_path.context(
+    on_path("go").context(
         "the Go toolchain is missing: Go functions build with Go 1.21 or newer and cgo. \
          `scripts/install-go` installs it into .tools/ and prints its path; set SQUALL_GO to \
          that path (or put `go` on PATH)",
@@ -67,6 +62,14 @@ pub fn toolchain() -> anyhow::Result<PathBuf> {
 fn absolute(dir: &Path) -> anyhow::Result<PathBuf> {
     dir.canonicalize()
         .with_context(|| format!("cannot resolve {}", dir.display()))
+}
+
+/// The first `program` in a folder of `PATH`.
+pub fn on_path(program: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
 }
 
 /// Writes the SDK into `<dir>/.squall/sdk` and a workspace file that uses the function's

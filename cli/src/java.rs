@@ -68,38 +68,22 @@ fn javac() -> anyhow::Result<PathBuf> {
     if let Some(javac) = std::env::var_os("SQUALL_JAVAC") {
         return Ok(PathBuf::from(javac));
     }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("javac"))
-        .find(|javac| javac.is_file())
-        .context(
-            "javac is missing: Java functions compile with JDK 17's javac (Debian: apt-get install \
+    crate::golang::on_path("javac").context(
+        "javac is missing: Java functions compile with JDK 17's javac (Debian: apt-get install \
              openjdk-17-jdk-headless); or set SQUALL_JAVAC",
-        )
+    )
 }
 
-/// The `.java` files beneath `dir`, sorted (none when it does not exist).
+/// The `.java` files beneath `dir` as a bundle takes them, sorted (none when it does not exist).
 fn sources(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
     if !dir.is_dir() {
-        return Ok(found);
+        return Ok(Vec::new());
     }
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(folder) = pending.pop() {
-        let entries = std::fs::read_dir(&folder)
-            .with_context(|| format!("cannot read {}", folder.display()))?;
-        for entry in entries {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "java") {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
-    Ok(found)
+    Ok(squall_bundle::collect(dir)?
+        .into_iter()
+        .map(|(_, path)| path)
+        .filter(|path| path.extension().is_some_and(|e| e == "java"))
+        .collect())
 }
 
 /// Compiles the folder's `src/` (and `test/` with `tests`) into `out`, against the jars at the

@@ -273,6 +273,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_go_function_names_its_runtime_alone_and_a_handler_is_refused() {
+        let go = parse("[function]\nname = \"g\"\nruntime = \"go\"\n").unwrap();
+        assert!(go.go && go.source.is_none());
+        let error = parse("[function]\nname = \"g\"\nruntime = \"go\"\nhandler = \"a.b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("handler is not for Go"), "{error}");
+        let error = parse("[function]\nname = \"g\"\nruntime = \"cobol\"\nhandler = \"a.b\"\n");
+        let error = format!("{:#}", error.unwrap_err());
+        assert!(error.contains("java17") && error.contains("go"), "{error}");
+    }
+
+    #[test]
     fn aliases_name_a_version_or_latest() {
         let manifest =
             parse("[function]\nname = \"hello\"\n[aliases]\nlive = \"latest\"\nstable = 3\n")

@@ -28,12 +28,13 @@ pub fn die_with_parent(command: &mut tokio::process::Command) {
     }
 }
 
-/// The JDK whose JVM the Java runtime embeds: `$SQUALL_JAVA_HOME`, `$JAVA_HOME`, else
-/// Debian's OpenJDK 17.
+/// The JDK whose JVM the Java runtime embeds, chosen as the runtime chooses it
+/// (`squall_runtime_java::java_home`, not linked here): `$SQUALL_JAVA_HOME`, `$JAVA_HOME` (an
+/// empty one is unset), else Debian's OpenJDK 17.
 pub fn java_home() -> std::path::PathBuf {
     ["SQUALL_JAVA_HOME", "JAVA_HOME"]
         .iter()
-        .find_map(std::env::var_os)
+        .find_map(|name| std::env::var_os(name).filter(|home| !home.is_empty()))
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from("/usr/lib/jvm/java-17-openjdk-amd64"))
 }
