@@ -168,6 +168,8 @@ async fn a_java_handler_gets_the_context_logs_exceptions_retries_and_host_servic
 
     let client = cluster.nats_client().await;
     let mut events = client.subscribe("events.java.done").await.unwrap();
+    // The subscription is the server's before the function publishes.
+    client.flush().await.unwrap();
     let (status, _, _) = cluster
         .call_json("java-probe", serde_json::json!({"op": "publish"}))
         .await;
