@@ -23,6 +23,19 @@ use std::time::{Duration, Instant};
 /// moment, makes JetStream requests time out for a while.
 const TOPOLOGY_SETUP_BUDGET: Duration = Duration::from_secs(120);
 
+/// What a dispatcher says when the broker cannot reserve the streams' limits.
+const NO_STORAGE: &str = "the broker's JetStream file store is too small for Squall's streams \
+    (JOBS and RESULTS reserve 1 GiB each, the dead letters and state about 0.6 GiB more): free \
+    disk space on the broker, or give nats-server a max_file_store that fits them (the broker \
+    configs Squall ships set 8GB; without it, the limit is 75 % of the disk space free when the \
+    server started)";
+
+/// Whether JetStream refused a stream or bucket because its store cannot hold the limits
+/// asked for (API error 10047, "insufficient storage resources available").
+fn lacks_storage(error: &anyhow::Error) -> bool {
+    format!("{error:#}").contains("error code 10047")
+}
+
 /// Creates or updates the streams and buckets (the keys bucket among them), trying again until
 /// `TOPOLOGY_SETUP_BUDGET` has passed (every step is idempotent).
 async fn set_up_topology(
@@ -46,6 +59,10 @@ async fn set_up_topology(
             Ok(done) => return Ok(done),
             Err(error) => error,
         };
+        if lacks_storage(&error) {
+            // Not something waiting mends: say what to change, now.
+            return Err(error.context(NO_STORAGE));
+        }
         let Some(pause) = pauses.fail_at(Instant::now()) else {
             return Err(error);
         };

@@ -44,7 +44,7 @@ async fn a_sync_call_whose_direct_reply_is_lost_is_answered_from_results() {
     let reply_rule = "\"_INBOX_dispatcher.squall-reply.>\"";
     assert!(worker_part.contains(reply_rule), "the worker may reply");
     let lossy = format!(
-        "max_payload: 8MB\njetstream {{\n  max_memory_store: 256MB\n}}\n{head}user: worker{}",
+        "max_payload: 8MB\njetstream {{\n  max_memory_store: 256MB\n  max_file_store: 8GB\n}}\n{head}user: worker{}",
         worker_part.replacen(reply_rule, "", 1)
     );
     let dir = tempfile::tempdir().expect("temp dir");

@@ -188,3 +188,71 @@ async fn the_dispatchers_shared_consumers_keep_their_names_on_the_broker() {
     let subjects = events.info().await.unwrap().config.subjects.clone();
     assert_eq!(subjects, ["shop.orders.>", "squall.events.unbound"]);
 }
+
+/// JetStream's file store limit is the config's, not the server's default (75 % of the disk
+/// space free when it starts): on a nearly full disk a derived limit refuses the streams'
+/// reservations ("insufficient storage resources") and no dispatcher ever becomes ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_broker_config_fixes_the_file_store_limit_whatever_the_disk_has_free() {
+    let root = squall_tests::workspace_root();
+    for config in [
+        "broker-config/nats/default.conf",
+        "broker-config/nats/open.conf",
+        "broker-config/nats/strict.conf",
+        "broker-config/nats/cluster/jetstream.conf",
+        "broker-config/nats/cluster/jetstream-strict.conf",
+        "deploy/kubernetes/nats.yaml",
+    ] {
+        let text = std::fs::read_to_string(root.join(config)).unwrap();
+        assert!(
+            text.lines()
+                .any(|line| line.trim_start().starts_with("max_file_store: 8GB")),
+            "{config} sets max_file_store"
+        );
+    }
+
+    let nats = NatsServer::start();
+    let varz: serde_json::Value = reqwest::get(format!("{}/varz", nats.monitoring_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        varz["jetstream"]["config"]["max_storage"],
+        serde_json::json!(8u64 << 30),
+        "the running server's limit: {}",
+        varz["jetstream"]["config"]
+    );
+}
+
+/// A broker whose store cannot hold the streams' limits stops a starting dispatcher at once,
+/// with what to change, instead of two minutes of retries that cannot succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_store_too_small_for_the_streams_is_a_clear_error_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("small.conf");
+    std::fs::write(
+        &config,
+        "max_payload: 8MB\njetstream {\n  max_memory_store: 256MB\n  max_file_store: 512MB\n}\n",
+    )
+    .unwrap();
+    let nats = NatsServer::start_profile(config.to_str().unwrap());
+    let config = squall_dispatcher::DispatcherConfig {
+        nats_url: nats.url.clone(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("dispatcher"),
+        replicas: Some(1),
+        ..squall_dispatcher::DispatcherConfig::default()
+    };
+    let error = tokio::time::timeout(Duration::from_secs(60), squall_dispatcher::connect(config))
+        .await
+        .expect("the dispatcher gives up at once, not after its retries")
+        .err()
+        .expect("the dispatcher refuses to start");
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("JetStream file store is too small") && text.contains("max_file_store"),
+        "{text}"
+    );
+}
