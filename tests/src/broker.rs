@@ -321,7 +321,7 @@ pub fn auth_env() -> Vec<(String, String)> {
     env
 }
 
-/// The issuer of function credentials in this test binary's authenticated brokers (one per
+/// The issuer of function credentials in this test process's authenticated brokers (one per
 /// run, generated; the fleet gets its seed through `callout_seed_env`).
 pub fn test_issuer() -> &'static Issuer {
     static ISSUER: OnceLock<Issuer> = OnceLock::new();
