@@ -404,11 +404,15 @@ pub fn permissions(function: &str, process: &str) -> Permissions {
         // Cancellations (invocation ids only): watch and gets, read-only. Not narrowed: the
         // keys are invocation ids.
         format!("$JS.API.CONSUMER.CREATE.KV_{CANCELS_BUCKET}"),
+        // The same watch recreated after a gap (a broker restart, a leader change): async-nats
+        // names the replacement `<name>_<n>`, with its filter in the subject.
+        format!("$JS.API.CONSUMER.CREATE.KV_{CANCELS_BUCKET}.>"),
         format!("$JS.API.DIRECT.GET.KV_{CANCELS_BUCKET}.>"),
         format!("$JS.FC.KV_{CANCELS_BUCKET}.>"),
         // Artifacts (function libraries, no secrets): object info and chunks, read-only. Not
         // narrowed: chunks are named by a random id, not by function.
         "$JS.API.CONSUMER.CREATE.OBJ_squall_artifacts".into(),
+        "$JS.API.CONSUMER.CREATE.OBJ_squall_artifacts.>".into(),
         "$JS.API.DIRECT.GET.OBJ_squall_artifacts.>".into(),
         "$JS.FC.OBJ_squall_artifacts.>".into(),
         // Worker heartbeats in the fleet bucket (keys `worker.<host>-<pid>`). Not narrowed to

@@ -456,3 +456,86 @@ async fn cancel_racing_completion_a_thousand_times_ends_each_invocation_in_exact
     eprintln!("1000 races: {cancelled} cancelled first, {completed} completed first");
     assert_eq!(cancelled + completed, 1000);
 }
+
+/// After a broker restart, a function process (logged in with its function's credentials)
+/// watches the cancellations again, so a running cooperative function still hears its
+/// cancellation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_broker_restart_a_function_process_still_hears_its_cancellation() {
+    let mut cluster = Cluster::start_with(
+        squall_tests::ClusterOptions {
+            workers: 0,
+            ..Default::default()
+        }
+        .with_auth(),
+    )
+    .await;
+    deploy_probe(&cluster, serde_json::json!({"timeout_ms": 60000})).await;
+    // Without the sandbox, so that the probe may write its markers into the test's folder.
+    let fleet = cluster.start_fleet(
+        "fleet",
+        &[
+            "--min",
+            "1",
+            "--max",
+            "1",
+            "--interval-ms",
+            "200",
+            "--sandbox",
+            "off",
+        ],
+    );
+    let dir = runs_dir(&cluster);
+    let quick = format!("quick {}", dir.display());
+    let answered = async |cluster: &Cluster| {
+        eventually(
+            Duration::from_secs(60),
+            "a quick call to succeed",
+            async || {
+                let response = cluster.invoke("probe", quick.clone()).await;
+                match response.status().as_u16() {
+                    200 => Ok(()),
+                    status => Err((status, response.text().await.unwrap_or_default())),
+                }
+            },
+        )
+        .await
+    };
+    answered(&cluster).await;
+    let process = fleet.live_children();
+
+    cluster.nats.restart_after(Duration::from_millis(500));
+    answered(&cluster).await;
+    assert_eq!(
+        fleet.live_children(),
+        process,
+        "the same function process serves"
+    );
+
+    let id = submit(&cluster, &format!("coop 30000 {}", dir.display())).await;
+    eventually(
+        Duration::from_secs(20),
+        "the function to run",
+        async || match runs(&dir, &id) {
+            0 => Err(squall_tests::Text(fleet.output())),
+            _ => Ok(()),
+        },
+    )
+    .await;
+    let (status, body) = cancel(&cluster, &id).await;
+    assert_eq!(status, 200, "{body}");
+    let stopped = dir.join(format!("{id}.stopped"));
+    eventually(
+        Duration::from_secs(10),
+        "the function to stop early",
+        async || stopped.exists().then_some(()),
+    )
+    .await;
+    // Refused deletes of old watches are harmless (async-nats goes on to create the new one);
+    // a refused create leaves a watch dead.
+    let log = cluster.nats.process.output();
+    assert!(
+        !log.contains("Publish Violation - Subject \"$JS.API.CONSUMER.CREATE"),
+        "the broker refused to recreate a watch:\n{log}"
+    );
+}

@@ -360,3 +360,43 @@ async fn a_supervised_worker_of_one_function_hands_its_process_that_functions_to
     squall_tests::assert_function_login_only(children[0]);
     cluster.workers.push(supervisor);
 }
+
+/// Creates an ordered consumer named as async-nats names a watch it recreates after a gap (a
+/// broker restart, a leader change): `<name>_<n>`, with the filter in the request's subject.
+async fn recreate_watch(js: &jetstream::Context, stream: &str, filter: &str) -> Result<(), String> {
+    let config = jetstream::consumer::push::OrderedConfig {
+        name: Some("watch_1".into()),
+        deliver_subject: js.client().new_inbox(),
+        filter_subject: filter.into(),
+        ..Default::default()
+    };
+    js.create_consumer_on_stream(config, stream)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{stream} {filter}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_recreated_after_a_broker_gap_are_allowed_to_functions_and_workers() {
+    let cluster = start().await;
+    let worker = serve_callout(&cluster).await;
+    let fa = login(&cluster, &test_issuer().mint("fa").expect("mint")).await;
+    // A function's process: its cancellation watch and an artifact's chunks.
+    let js = refused_js(&fa);
+    recreate_watch(&js, "KV_squall_cancels", "$KV.squall_cancels.>")
+        .await
+        .unwrap();
+    recreate_watch(&js, "OBJ_squall_artifacts", "$O.squall_artifacts.C.>")
+        .await
+        .unwrap();
+    // A supervisor (the worker role): its listings of the fleet bucket, the cancellations and
+    // artifacts a worker of several functions reads.
+    let js = refused_js(&worker);
+    for (stream, filter) in [
+        ("KV_squall_fleet", "$KV.squall_fleet.>"),
+        ("KV_squall_cancels", "$KV.squall_cancels.>"),
+        ("OBJ_squall_artifacts", "$O.squall_artifacts.C.>"),
+    ] {
+        recreate_watch(&js, stream, filter).await.unwrap();
+    }
+}

@@ -220,6 +220,25 @@ async fn run_fleet(config: FleetConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The longest one listing of a bucket's keys may take. async-nats recreates a listing a broker
+/// restart interrupted, trying for ever: a supervisor must not stop ticking (and beating) for it.
+const KEYS_BUDGET: Duration = Duration::from_secs(10);
+
+/// Every key of `bucket`, or an error once `KEYS_BUDGET` has passed.
+async fn keys_of(bucket: &kv::Store) -> anyhow::Result<Vec<String>> {
+    let listing = async {
+        let mut keys = bucket.keys().await?;
+        let mut all = Vec::new();
+        while let Some(key) = keys.next().await {
+            all.push(key?);
+        }
+        anyhow::Ok(all)
+    };
+    tokio::time::timeout(KEYS_BUDGET, listing)
+        .await
+        .context("listing a bucket's keys took too long")?
+}
+
 /// A function's bounds and work, as one tick reads them.
 struct Demand {
     function: String,
@@ -462,11 +481,7 @@ impl Fleet {
 
     /// Backlog, in-flight work and bounds of every function served.
     async fn demands(&self, woken: &HashSet<String>) -> anyhow::Result<Vec<Demand>> {
-        let mut names: Vec<String> = Vec::new();
-        let mut keys = self.topology.registry.keys().await?;
-        while let Some(key) = keys.next().await {
-            names.push(key?);
-        }
+        let mut names = keys_of(&self.topology.registry).await?;
         if !self.config.functions.is_empty() {
             names.retain(|n| self.config.functions.contains(n));
         }
@@ -501,11 +516,9 @@ impl Fleet {
 
     async fn alive_supervisors(&self) -> anyhow::Result<HashSet<String>> {
         let mut alive = HashSet::from([self.id.clone()]);
-        let mut keys = self.topology.fleet.keys().await?;
         let now = now_ms();
         let ttl = FLEET_HEARTBEAT_TTL.as_millis() as u64;
-        while let Some(key) = keys.next().await {
-            let key = key?;
+        for key in keys_of(&self.topology.fleet).await? {
             if !key.starts_with(HEARTBEAT_PREFIX) {
                 continue;
             }
