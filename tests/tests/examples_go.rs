@@ -23,12 +23,10 @@ async fn go_iot_ingest_folds_triggered_readings_into_windows_once_and_publishes_
     let cluster = Cluster::start().await;
     cluster.deploy_folder("go-iot-ingest").await;
     squall_tests::wait_workers_ready(&cluster, "go-iot-ingest").await;
-    let mut windows = cluster
-        .nats_client()
-        .await
-        .subscribe("events.iot.window")
-        .await
-        .unwrap();
+    let watcher = cluster.nats_client().await;
+    let mut windows = watcher.subscribe("events.iot.window").await.unwrap();
+    // The subscription is the server's before the function publishes.
+    watcher.flush().await.unwrap();
     // Devices publish as a plain NATS application (the `client` role).
     let client = async_nats::ConnectOptions::with_user_and_password(
         AUTH_CLIENT.user.into(),

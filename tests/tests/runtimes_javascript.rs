@@ -128,6 +128,8 @@ async fn a_javascript_handler_gets_the_context_logs_errors_retries_timers_and_ho
 
     let client = cluster.nats_client().await;
     let mut events = client.subscribe("events.js.done").await.unwrap();
+    // The subscription is the server's before the function publishes.
+    client.flush().await.unwrap();
     let (status, _, _) = cluster
         .call_json("js-probe", serde_json::json!({"op": "publish"}))
         .await;

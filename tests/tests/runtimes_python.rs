@@ -134,6 +134,8 @@ async fn a_python_handler_gets_the_context_logs_errors_retries_and_host_services
 
     let client = cluster.nats_client().await;
     let mut events = client.subscribe("events.py.done").await.unwrap();
+    // The subscription is the server's before the function publishes.
+    client.flush().await.unwrap();
     let (status, _, text) = cluster
         .call_json("py-probe", serde_json::json!({"op": "publish"}))
         .await;
