@@ -35,6 +35,18 @@ fn runs(dir: &Path, id: &str) -> usize {
     std::fs::read(dir.join(format!("{id}.ran"))).map_or(0, |b| b.len())
 }
 
+/// Waits for the probe's marker that invocation `id`'s cooperative run saw its cancellation
+/// and stopped (within 10 s of its 30 s of work).
+async fn wait_stopped_early(dir: &Path, id: &str) {
+    let stopped = dir.join(format!("{id}.stopped"));
+    eventually(
+        Duration::from_secs(10),
+        "the function to stop early",
+        async || stopped.exists().then_some(()),
+    )
+    .await;
+}
+
 async fn submit(cluster: &Cluster, input: &str) -> String {
     cluster.submit_async("probe", input, 1).await.remove(0)
 }
@@ -213,13 +225,7 @@ async fn a_running_cooperative_function_stops_early_and_its_waiting_caller_hears
     let error: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(error["error"]["code"], "invocation_cancelled");
     // The function saw the cancellation and stopped long before its 30 s of work.
-    let stopped = dir.join(format!("{id}.stopped"));
-    eventually(
-        Duration::from_secs(10),
-        "the function to stop early",
-        async || stopped.exists().then_some(()),
-    )
-    .await;
+    wait_stopped_early(&dir, &id).await;
     assert!(started.elapsed() < Duration::from_secs(10));
     wait_jobs_drained(&cluster).await;
     // It answered "stopped early" with SQUALL_OK, yet the invocation stays cancelled.
@@ -524,13 +530,7 @@ async fn after_a_broker_restart_a_function_process_still_hears_its_cancellation(
     .await;
     let (status, body) = cancel(&cluster, &id).await;
     assert_eq!(status, 200, "{body}");
-    let stopped = dir.join(format!("{id}.stopped"));
-    eventually(
-        Duration::from_secs(10),
-        "the function to stop early",
-        async || stopped.exists().then_some(()),
-    )
-    .await;
+    wait_stopped_early(&dir, &id).await;
     // Refused deletes of old watches are harmless (async-nats goes on to create the new one);
     // a refused create leaves a watch dead.
     let log = cluster.nats.process.output();

@@ -194,22 +194,36 @@ async fn the_dispatchers_shared_consumers_keep_their_names_on_the_broker() {
 /// reservations ("insufficient storage resources") and no dispatcher ever becomes ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_broker_config_fixes_the_file_store_limit_whatever_the_disk_has_free() {
+    // Every config with a JetStream block (found, so that a new one cannot be missed).
     let root = squall_tests::workspace_root();
-    for config in [
-        "broker-config/nats/default.conf",
-        "broker-config/nats/open.conf",
-        "broker-config/nats/strict.conf",
-        "broker-config/nats/cluster/jetstream.conf",
-        "broker-config/nats/cluster/jetstream-strict.conf",
-        "deploy/kubernetes/nats.yaml",
-    ] {
-        let text = std::fs::read_to_string(root.join(config)).unwrap();
+    let mut configs = vec![root.join("deploy/kubernetes/nats.yaml")];
+    let mut dirs = vec![root.join("broker-config/nats")];
+    while let Some(dir) = dirs.pop() {
+        for path in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()) {
+            match path.is_dir() {
+                true => dirs.push(path),
+                false => configs.push(path),
+            }
+        }
+    }
+    let mut checked = 0;
+    for config in configs {
+        let text = std::fs::read_to_string(&config).unwrap();
+        if !text.lines().any(|line| line.trim() == "jetstream {") {
+            continue;
+        }
+        checked += 1;
         assert!(
             text.lines()
-                .any(|line| line.trim_start().starts_with("max_file_store: 8GB")),
-            "{config} sets max_file_store"
+                .any(|line| line.trim() == "max_file_store: 8GB"),
+            "{} sets max_file_store",
+            config.display()
         );
     }
+    assert!(
+        checked >= 6,
+        "only {checked} configs with a JetStream block found"
+    );
 
     let nats = NatsServer::start();
     let varz: serde_json::Value = reqwest::get(format!("{}/varz", nats.monitoring_url()))
