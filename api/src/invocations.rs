@@ -27,6 +27,11 @@ pub struct Invocation {
     pub output: Option<String>,
     /// The output, base64, when it succeeded and is not UTF-8.
     pub output_base64: Option<String>,
+    /// The size in bytes of an output above the inline limit, which is stored apart and not
+    /// shown here (`output` and `output_base64` are then null): read it from
+    /// `/v1/invocations/{id}/output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_stored_bytes: Option<u64>,
     pub error: Option<InvocationError>,
     /// RFC 3339.
     pub created_at: String,

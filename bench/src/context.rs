@@ -18,6 +18,7 @@ pub const S3: &str = "3. Squall sync latency over HTTP";
 pub const S4: &str = "4. cold paths";
 pub const S5: &str = "5. resources";
 pub const S7: &str = "7. function state (host services)";
+pub const S8: &str = "8. large payloads (claim checks)";
 pub const S9: &str = "9. language runtimes: Python and JavaScript beside native, and Celery";
 
 /// Which parts of the benchmark run.
@@ -35,6 +36,8 @@ pub enum Phase {
     Many,
     /// The host services' `kv_get`, cached and not, beside a bare KV get.
     State,
+    /// A 10 MiB echo through the payload buckets beside a bare object-store put and get.
+    Payloads,
     /// Python and JavaScript noops beside the native one (sync overhead, worker CPU, async
     /// throughput, a new function's first result), then Celery with a no-op task (opt-in; it
     /// skips Celery in a smoke run or when it is not installed).

@@ -14,6 +14,7 @@ mod context;
 mod drive;
 mod many;
 mod measure;
+mod payloads;
 mod procs;
 mod record;
 mod reference;
@@ -76,7 +77,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "bare,squall,batch,cold,zero,many,state"
+        default_value = "bare,squall,batch,cold,zero,many,state,payloads"
     )]
     phases: Vec<Phase>,
     /// Invocations per request in the HTTP batch measurement (`POST …/batch`, NDJSON).

@@ -16,7 +16,9 @@ use crate::record::mib;
 use crate::report::{Machine, Report};
 use crate::resources::{clock_ticks_per_second, Watch};
 use crate::targets::add_targets;
-use crate::{batch, cold, many, reference, replicated, runtimes, scale, squall, state, zero};
+use crate::{
+    batch, cold, many, payloads, reference, replicated, runtimes, scale, squall, state, zero,
+};
 use anyhow::Context as _;
 use bytes::Bytes;
 use serde_json::json;
@@ -196,6 +198,12 @@ async fn measure_all(
         state::measure(cx, server, squall, report)
             .await
             .context("function state")?;
+    }
+    if settings.runs_phase(Phase::Payloads) {
+        cx.progress("large payloads");
+        payloads::measure(cx, server, squall, report)
+            .await
+            .context("large payloads")?;
     }
     if settings.runs_phase(Phase::Zero) {
         cx.progress("scale-from-zero");

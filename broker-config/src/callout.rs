@@ -374,7 +374,19 @@ pub fn permissions(function: &str, process: &str) -> Permissions {
     .iter()
     .map(|stream| format!("$JS.API.STREAM.INFO.{stream}"))
     .collect();
+    let payload_stream = crate::payloads::payload_stream(function);
+    let payload_bucket = crate::payloads::payload_bucket(function);
     publish.extend([
+        // Its own payload bucket (inputs and outputs above the inline limit): info, object
+        // metadata, chunks through an ordered consumer (also recreated named), puts, and the
+        // purge of an unfinished put's chunks. Another function's bucket stays out of reach.
+        format!("$JS.API.STREAM.INFO.{payload_stream}"),
+        format!("$JS.API.DIRECT.GET.{payload_stream}.>"),
+        format!("$JS.API.CONSUMER.CREATE.{payload_stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{payload_stream}.>"),
+        format!("$JS.API.STREAM.PURGE.{payload_stream}"),
+        format!("$JS.FC.{payload_stream}.>"),
+        format!("$O.{payload_bucket}.>"),
         // Its own jobs: consumer info, pulls, acks (and naks, progress, terminations).
         format!("$JS.API.CONSUMER.INFO.{JOBS_STREAM}.{consumer}"),
         format!("$JS.API.CONSUMER.MSG.NEXT.{JOBS_STREAM}.{consumer}"),
@@ -608,6 +620,23 @@ mod tests {
         let user = nkeys::KeyPair::new_user().seed().unwrap();
         assert!(Issuer::from_seed(&user).is_err());
         assert!(Issuer::from_seed("not a seed").is_err());
+    }
+
+    #[test]
+    fn a_function_reaches_its_own_payload_bucket_only() {
+        let p = permissions("hello", "p1");
+        assert!(p
+            .publish
+            .contains(&"$O.squall_payloads_hello.>".to_string()));
+        assert!(p
+            .publish
+            .contains(&"$JS.API.CONSUMER.CREATE.OBJ_squall_payloads_hello".to_string()));
+        for subject in &p.publish {
+            if subject.contains("squall_payloads") {
+                assert!(subject.contains("squall_payloads_hello"), "{subject}");
+                assert!(!subject.contains('*'), "{subject}");
+            }
+        }
     }
 
     #[test]

@@ -12,8 +12,11 @@ pub const ENV_NATS_INBOX_PREFIX: &str = "SQUALL_NATS_INBOX_PREFIX";
 pub const ENV_HTTP_ADDR: &str = "SQUALL_HTTP_ADDR";
 /// Folder for a process's local state (sled index, artifact cache).
 pub const ENV_DATA_DIR: &str = "SQUALL_DATA_DIR";
-/// Largest accepted invocation payload, in bytes.
+/// Largest accepted invocation payload (and function output), in bytes.
 pub const ENV_MAX_PAYLOAD: &str = "SQUALL_MAX_PAYLOAD";
+/// Largest payload that travels inside its job or result message; a larger one goes to the
+/// function's payload bucket (a claim check).
+pub const ENV_INLINE_PAYLOAD: &str = "SQUALL_INLINE_PAYLOAD";
 /// Most lines (invocations) of one batch request to the dispatcher.
 pub const ENV_MAX_BATCH_LINES: &str = "SQUALL_MAX_BATCH_LINES";
 /// Largest batch request body the dispatcher accepts, in bytes.
@@ -35,7 +38,10 @@ pub const ENV_WORKER_BIN: &str = "SQUALL_WORKER_BIN";
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 /// The default HTTP listen address of the dispatcher.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
-/// The default largest invocation payload: 1 MiB.
-pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+/// The default largest invocation payload and output: 100 MiB (HTTP invocations, the Lambda
+/// API, web functions and results; batch lines stay within the inline limit).
+pub const DEFAULT_MAX_PAYLOAD: usize = 100 * 1024 * 1024;
+/// The default inline limit: 1 MiB.
+pub const DEFAULT_INLINE_PAYLOAD: usize = 1024 * 1024;
 /// The default largest artifact: 64 MiB.
 pub const DEFAULT_MAX_ARTIFACT: usize = 64 * 1024 * 1024;

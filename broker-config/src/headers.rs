@@ -65,6 +65,9 @@ pub const WEB: &str = "Squall-Web";
 /// On a job made from a CloudEvent: its context attributes (`id`, `source`, `type`, …,
 /// `extensions`) as single-line JSON, which the worker puts in `ctx.event.cloudevent`.
 pub const CLOUDEVENT: &str = "Squall-Cloudevent";
+/// On a job or result whose input or output is above the inline limit: `<size> <object>`,
+/// the object in the function's payload bucket that holds it (the body is then empty).
+pub const PAYLOAD: &str = "Squall-Payload";
 
 /// The prefix of every header Squall itself sets.
 pub const SQUALL_PREFIX: &str = "Squall-";

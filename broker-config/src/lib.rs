@@ -12,6 +12,7 @@ pub mod events;
 pub mod fleet;
 pub mod headers;
 pub mod names;
+pub mod payloads;
 pub mod publish;
 pub mod record;
 pub mod retry;

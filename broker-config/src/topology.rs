@@ -98,6 +98,16 @@ pub enum TopologyError {
         name: &'static str,
         source: jetstream::context::CreateObjectStoreError,
     },
+    #[error("cannot create the payload store of function {function}: {source}")]
+    PayloadStore {
+        function: String,
+        source: jetstream::context::CreateObjectStoreError,
+    },
+    #[error("cannot open the payload store of function {function}: {source}")]
+    OpenPayloadStore {
+        function: String,
+        source: jetstream::context::ObjectStoreError,
+    },
     #[error("cannot create or update consumer {name}: {source}")]
     Consumer {
         name: String,
@@ -673,6 +683,63 @@ pub fn function_consumer_config(
         num_replicas: cfg.replicas,
         ..Default::default()
     }
+}
+
+/// The payload bucket of `function` (claim checks, `crate::payloads`): kept as long as a dead
+/// letter can be replayed (and at least as long as results), replicated like the rest, with no
+/// byte limit of its own (JetStream would reserve one per function in the server's store); the
+/// server's `max_file_store` bounds it.
+pub fn payload_store_config(cfg: &TopologyConfig, function: &str) -> object_store::Config {
+    object_store::Config {
+        bucket: crate::payloads::payload_bucket(function),
+        description: Some(format!(
+            "Squall inputs and outputs of function {function} above the inline limit"
+        )),
+        max_age: cfg.dlq_max_age.max(cfg.results_max_age),
+        num_replicas: cfg.replicas,
+        ..Default::default()
+    }
+}
+
+/// Creates `function`'s payload bucket unless it exists (a deploy does, and a large input of a
+/// function deployed before payload buckets existed).
+pub async fn ensure_payload_store(
+    js: &jetstream::Context,
+    cfg: &TopologyConfig,
+    function: &str,
+) -> Result<object_store::ObjectStore, TopologyError> {
+    if let Ok(store) = js
+        .get_object_store(crate::payloads::payload_bucket(function))
+        .await
+    {
+        // The store's settings are fixed at creation; its stream's replicas can grow.
+        if let Ok(stream) = js
+            .get_stream(crate::payloads::payload_stream(function))
+            .await
+        {
+            raise_replicas(js, stream, cfg.replicas, "a payload bucket").await?;
+        }
+        return Ok(store);
+    }
+    js.create_object_store(payload_store_config(cfg, function))
+        .await
+        .map_err(|source| TopologyError::PayloadStore {
+            function: function.to_string(),
+            source,
+        })
+}
+
+/// Opens `function`'s payload bucket, which a dispatcher created.
+pub async fn open_payload_store(
+    js: &jetstream::Context,
+    function: &str,
+) -> Result<object_store::ObjectStore, TopologyError> {
+    js.get_object_store(crate::payloads::payload_bucket(function))
+        .await
+        .map_err(|source| TopologyError::OpenPayloadStore {
+            function: function.to_string(),
+            source,
+        })
 }
 
 /// Deletes the durable consumer that serves `function`'s jobs (when the function is deleted).

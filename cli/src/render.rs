@@ -84,6 +84,14 @@ pub fn invocation_details(view: &Invocation) -> String {
         rows.push(("output", output.clone()));
     } else if let Some(encoded) = &view.output_base64 {
         rows.push(("output", format!("(binary, base64) {encoded}")));
+    } else if let Some(size) = view.output_stored_bytes {
+        rows.push((
+            "output",
+            format!(
+                "({size} bytes, stored apart: GET /v1/invocations/{}/output)",
+                view.invocation_id
+            ),
+        ));
     }
     let mut out = String::new();
     for (label, value) in rows {
@@ -244,6 +252,23 @@ mod tests {
         let text = invocation_details(&view);
         assert!(text.ends_with("output:\n  a\n  b\n"), "{text}");
         assert!(text.contains("duration    12 ms\n"), "{text}");
+    }
+
+    #[test]
+    fn an_output_stored_apart_is_named_by_its_size_and_where_to_read_it() {
+        let view: Invocation = serde_json::from_value(json!({
+            "invocation_id": "id-4", "function": "big", "version": "sha256:00",
+            "status": "succeeded", "attempts": 1, "output": null, "output_base64": null,
+            "output_stored_bytes": 52428800,
+            "error": null, "created_at": "c", "finished_at": "f", "duration_ms": 12.0,
+            "cpu_ms": 1.0, "logs": [], "worker": "w-1",
+        }))
+        .unwrap();
+        let text = invocation_details(&view);
+        assert!(
+            text.contains("(52428800 bytes, stored apart: GET /v1/invocations/id-4/output)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -33,9 +33,14 @@ struct Args {
     /// Folder for local state (the invocation index).
     #[arg(long, env = env::ENV_DATA_DIR, default_value = ".squall/dispatcher")]
     data_dir: PathBuf,
-    /// Largest invocation payload, in bytes.
+    /// Largest invocation payload (and function output), in bytes; above the inline limit it
+    /// is stored in the function's payload bucket.
     #[arg(long, env = env::ENV_MAX_PAYLOAD, default_value_t = env::DEFAULT_MAX_PAYLOAD)]
     max_payload: usize,
+    /// Largest payload carried inside its job or result message, in bytes (and the largest
+    /// batch line); the streams' largest message is this plus 64 KiB for headers.
+    #[arg(long, env = env::ENV_INLINE_PAYLOAD, default_value_t = env::DEFAULT_INLINE_PAYLOAD)]
+    inline_payload: usize,
     /// Largest function artifact, in bytes.
     #[arg(long, env = env::ENV_MAX_ARTIFACT, default_value_t = env::DEFAULT_MAX_ARTIFACT)]
     max_artifact: usize,
@@ -155,8 +160,14 @@ fn main() -> std::process::ExitCode {
         eprintln!("squall-dispatcher: {error}");
         return std::process::ExitCode::from(64);
     }
-    // Stream messages must hold the payload plus headers; the broker config allows 8 MiB.
-    const MAX_PAYLOAD_LIMIT: usize = 7 * 1024 * 1024;
+    // Stream messages must hold the inline payload plus headers; the broker config allows 8 MiB.
+    const INLINE_PAYLOAD_LIMIT: usize = 7 * 1024 * 1024;
+    if args.inline_payload == 0 || args.inline_payload > INLINE_PAYLOAD_LIMIT {
+        eprintln!("squall-dispatcher: --inline-payload must be between 1 and {INLINE_PAYLOAD_LIMIT} bytes, got {}", args.inline_payload);
+        return std::process::ExitCode::from(64);
+    }
+    // Larger payloads are stored in chunks; a payload is still read whole by the function.
+    const MAX_PAYLOAD_LIMIT: usize = 1 << 30;
     if args.max_payload == 0 || args.max_payload > MAX_PAYLOAD_LIMIT {
         eprintln!("squall-dispatcher: --max-payload must be between 1 and {MAX_PAYLOAD_LIMIT} bytes, got {}", args.max_payload);
         return std::process::ExitCode::from(64);
@@ -317,7 +328,7 @@ fn main() -> std::process::ExitCode {
         state_max_bytes: args.state_max_bytes,
         ..Default::default()
     };
-    topology.max_message_size = (args.max_payload + 64 * 1024) as i32;
+    topology.max_message_size = (args.inline_payload + squall_broker::payloads::HEADER_ROOM) as i32;
     let config = squall_dispatcher::DispatcherConfig {
         nats_url: args.nats_url,
         nats_auth: args.nats_auth,
@@ -325,6 +336,7 @@ fn main() -> std::process::ExitCode {
         web_addr,
         data_dir: args.data_dir,
         max_payload: args.max_payload,
+        inline_payload: args.inline_payload,
         max_artifact: args.max_artifact,
         worker_binary: args
             .worker_binary

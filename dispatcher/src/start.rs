@@ -122,6 +122,12 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
         tracing::info!(message = "query index cleared; rebuilding it from RESULTS");
     }
     let broker = Broker::new(client, topology, config.publish);
+    let payloads = crate::core::payloads::Payloads::new(
+        broker.topology.jetstream.clone(),
+        config.topology.clone(),
+        config.inline_limit(),
+        config.max_payload,
+    );
     let metrics = Arc::new(metrics::Metrics::new());
     let registry = registry::Registry::new(broker.clone());
     let submitter = Submitter {
@@ -147,7 +153,11 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
         config,
         registry,
         broker,
-        invoker: Invoker { submitter, waiter },
+        invoker: Invoker {
+            submitter,
+            waiter,
+            payloads,
+        },
         index,
         metrics,
         openapi,
@@ -169,6 +179,8 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
             .follow(state.registry.bucket().clone()),
     );
     tokio::spawn(dlq::run_mover(state.broker.clone(), state.registry.clone()));
+    // Before serving: a worker may store a large output as soon as a job runs.
+    ensure_payload_buckets(&state).await;
     tokio::spawn(prune_index(state.clone()));
     if state.config.query_index {
         tokio::spawn(prune_query_index(state.clone()));
@@ -192,6 +204,27 @@ pub async fn connect(mut config: DispatcherConfig) -> anyhow::Result<Arc<AppStat
     ));
     tokio::spawn(destinations::run(state.destinations.clone()));
     Ok(state)
+}
+
+/// Gives every deployed function its payload bucket (a deploy makes it; functions deployed
+/// before payload buckets existed get theirs here), so a worker can store a large output.
+async fn ensure_payload_buckets(state: &AppState) {
+    let records = match state.registry.list().await {
+        Ok(records) => records,
+        Err(error) => {
+            tracing::warn!(message = "cannot list functions to give them payload buckets", %error);
+            return;
+        }
+    };
+    use futures::StreamExt as _;
+    futures::stream::iter(records)
+        .for_each_concurrent(16, |record| async move {
+            if let Err(error) = state.invoker.payloads.store(&record.name).await {
+                tracing::warn!(message = "cannot make a function's payload bucket",
+                    function = %record.name, %error);
+            }
+        })
+        .await;
 }
 
 /// Hourly, forgets accepted invocations older than RESULTS' retention, so the local index

@@ -41,8 +41,11 @@ pub struct DispatcherConfig {
     pub web_addr: SocketAddr,
     /// Folder of the local sled index.
     pub data_dir: PathBuf,
-    /// Largest invocation payload, in bytes.
+    /// Largest invocation payload (and output), in bytes.
     pub max_payload: usize,
+    /// Largest payload carried inside its message (and batch line); larger ones go to the
+    /// function's payload bucket. The streams' largest message is this plus `HEADER_ROOM`.
+    pub inline_payload: usize,
     /// Largest artifact, in bytes.
     pub max_artifact: usize,
     /// The `squall-worker` binary that checks function bundles at deploy.
@@ -86,8 +89,9 @@ impl Default for DispatcherConfig {
     /// The binary's defaults: a local broker, loopback HTTP, no keys, the default limits.
     fn default() -> Self {
         let max_payload = squall_broker::env::DEFAULT_MAX_PAYLOAD;
+        let inline_payload = squall_broker::env::DEFAULT_INLINE_PAYLOAD;
         let topology = TopologyConfig {
-            max_message_size: (max_payload + 64 * 1024) as i32,
+            max_message_size: (inline_payload + squall_broker::payloads::HEADER_ROOM) as i32,
             ..TopologyConfig::default()
         };
         Self {
@@ -101,6 +105,7 @@ impl Default for DispatcherConfig {
                 .expect("the default web address parses"),
             data_dir: PathBuf::from(".squall/dispatcher"),
             max_payload,
+            inline_payload,
             max_artifact: squall_broker::env::DEFAULT_MAX_ARTIFACT,
             worker_binary: crate::core::bundle::default_worker_binary(),
             batch: BatchLimits::default(),
@@ -148,6 +153,13 @@ pub struct AppState {
     pub destinations: destinations::Destinations,
 }
 
+impl DispatcherConfig {
+    /// What travels inline: the inline limit, or the largest payload when that is lower.
+    pub fn inline_limit(&self) -> usize {
+        self.inline_payload.min(self.max_payload)
+    }
+}
+
 impl AppState {
     /// The query index, when this process holds that role.
     pub fn query_index(&self) -> Option<&index::store::QueryIndex> {
@@ -157,7 +169,7 @@ impl AppState {
 
 impl FromRef<Arc<AppState>> for PayloadLimit {
     fn from_ref(state: &Arc<AppState>) -> PayloadLimit {
-        PayloadLimit(state.config.max_payload)
+        PayloadLimit(state.config.inline_limit())
     }
 }
 
@@ -239,6 +251,8 @@ impl FromRef<Arc<AppState>> for OpenApiDocument {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_payload: usize,
+    /// What travels inline (and the largest batch line).
+    pub inline_payload: usize,
     pub max_artifact: usize,
     pub max_wait: Duration,
     pub batch: BatchLimits,
@@ -250,6 +264,7 @@ impl FromRef<Arc<AppState>> for Limits {
         let config = &state.config;
         Limits {
             max_payload: config.max_payload,
+            inline_payload: config.inline_limit(),
             max_artifact: config.max_artifact,
             max_wait: config.max_wait,
             batch: config.batch,

@@ -222,18 +222,35 @@ async fn a_payload_over_the_limit_is_413_and_one_at_it_is_accepted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_default_payload_limit_is_one_mebibyte() {
+async fn the_default_payload_limit_is_a_hundred_mebibytes_and_above_one_it_is_stored_apart() {
     let app = App::start().await;
     assert_eq!(app.deploy("f", &hello(), None).await.status, 201);
     let path = "/v1/functions/f/invocations?async=true";
     let over = app
-        .send(Method::POST, path, &[], vec![b'a'; 1024 * 1024 + 1])
+        .send(Method::POST, path, &[], vec![b'a'; 100 * 1024 * 1024 + 1])
         .await;
     assert_eq!(over.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Inline up to 1 MiB; above it, stored in the function's payload bucket.
     let at = app
         .send(Method::POST, path, &[], vec![b'a'; 1024 * 1024])
         .await;
     assert_eq!(at.status, StatusCode::ACCEPTED);
+    let stored = app
+        .send(Method::POST, path, &[], vec![b'a'; 1024 * 1024 + 1])
+        .await;
+    assert_eq!(stored.status, StatusCode::ACCEPTED);
+    let store = async_nats::jetstream::new(app.state.broker.client.clone())
+        .get_object_store("squall_payloads_f")
+        .await
+        .expect("f's payload bucket");
+    let info = store.info(&first_object(&store).await).await.unwrap();
+    assert_eq!(info.size, 1024 * 1024 + 1);
+}
+
+async fn first_object(store: &async_nats::jetstream::object_store::ObjectStore) -> String {
+    use futures::StreamExt;
+    let mut list = store.list().await.unwrap();
+    list.next().await.expect("one object").unwrap().name
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

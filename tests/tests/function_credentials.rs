@@ -38,7 +38,7 @@ async fn start() -> Cluster {
 }
 
 /// Answers the broker's auth callout the way a fleet supervisor does: logged in as `worker`.
-async fn serve_callout(cluster: &Cluster) -> async_nats::Client {
+pub(crate) async fn serve_callout(cluster: &Cluster) -> async_nats::Client {
     let client = ConnectOptions::with_user_and_password(
         AUTH_WORKER.user.into(),
         AUTH_WORKER.password.into(),

@@ -8,7 +8,7 @@ use std::process::Command;
 
 const ADMIN: &str = "lambda-admin-key-0123456789abcdef";
 
-fn aws_python() -> String {
+pub(crate) fn aws_python() -> String {
     std::env::var("SQUALL_AWS_PYTHON").unwrap_or_else(|_| {
         let script = squall_tests::workspace_root().join("scripts/install-aws-clients");
         let out = Command::new(script)

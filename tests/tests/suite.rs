@@ -38,6 +38,7 @@ mod keda;
 mod keys;
 mod lambda;
 mod metrics;
+mod payloads;
 mod queries;
 mod quotas;
 mod raw_nats;

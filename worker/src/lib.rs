@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod limits;
 pub mod loader;
 pub mod metrics;
+pub mod payloads;
 pub mod process;
 pub mod registry;
 pub mod sandbox;
@@ -155,6 +156,10 @@ pub async fn run(config: WorkerConfig, shutdown: watch::Receiver<bool>) -> anyho
     let jobs = Arc::new(Jobs {
         functions: Functions::new(artifacts, topology.artifacts.clone()),
         outlet: Outlet {
+            payloads: payloads::Payloads::new(
+                topology.jetstream.clone(),
+                topology.results.cached_info().config.max_message_size as i64,
+            ),
             topology,
             worker_id: heartbeat::worker_id(),
         },

@@ -226,7 +226,8 @@ async fn submit_traced(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let max_payload = limits.max_payload;
+    // Batch lines travel inline.
+    let max_payload = limits.inline_payload;
     let limits = limits.batch;
     let body = read_limited(body, limits.max_bytes).await.map_err(|_| {
         ApiError::too_large(format!(

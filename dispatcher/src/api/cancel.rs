@@ -10,7 +10,7 @@
 use crate::core::cancel::{cancel, decide, queued_jobs, Decision, Ended, Target, BACKLOG_PARALLEL};
 use crate::core::invoke::Invoker;
 use crate::core::registry::Registry;
-use crate::core::view::invocation_view;
+use crate::core::view::finished_view;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiQuery, FunctionName, InvocationId};
@@ -82,7 +82,7 @@ pub async fn cancel_invocation(
     match cancel(&invoker, &registry, &id, &target).await? {
         Ended::Cancelled(outcome) => {
             tracing::info!(message = "invocation cancelled", function = %target.function, invocation_id = %&*id);
-            Ok(Json(invocation_view(&outcome.meta, &outcome.body)))
+            Ok(Json(finished_view(&outcome)))
         }
         Ended::Before(outcome) => Err(already_ended(&id, outcome.meta.status)),
     }

@@ -1,6 +1,7 @@
 //! The dead-letter routes: list, show, remove and replay what the mover recorded.
 
 use crate::core::broker::Broker;
+use crate::core::invoke::Invoker;
 use crate::core::registry::Registry;
 use crate::core::submit::Submitter;
 use crate::core::submit::{new_traceparent, Job};
@@ -190,10 +191,11 @@ pub async fn show(
         (status = 404, description = "No dead letter for this invocation.", body = ErrorBody)))]
 pub async fn remove(
     State(_registry): State<Registry>,
-    State(submitter): State<Submitter>,
+    State(invoker): State<Invoker>,
     id: InvocationId,
 ) -> Result<StatusCode, ApiError> {
-    let (sequence, _) = find(&submitter.broker, &id).await?;
+    let submitter = &invoker.submitter;
+    let (sequence, letter) = find(&submitter.broker, &id).await?;
     submitter
         .broker
         .topology
@@ -201,7 +203,23 @@ pub async fn remove(
         .delete_message(sequence)
         .await
         .map_err(|e| ApiError::broker("cannot delete the dead letter", e))?;
+    // Its stored input goes with it (the bucket's age limit removes it otherwise).
+    if let Some(stored) = stored_input(&letter) {
+        if let Err(error) = invoker.payloads.delete(&letter.function, &stored).await {
+            tracing::warn!(message = "cannot delete a removed dead letter's stored input",
+                invocation_id = %letter.invocation_id, error = %error);
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The input a dead letter's job had stored in its function's payload bucket, if any.
+fn stored_input(letter: &DeadLetter) -> Option<squall_broker::payloads::PayloadRef> {
+    letter
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(h::PAYLOAD))
+        .and_then(|(_, value)| squall_broker::payloads::PayloadRef::parse(value))
 }
 
 /// Submits a dead letter again as a new invocation linked to the original, then removes it
@@ -219,7 +237,11 @@ async fn replay_one(
     let mut extra_headers: Vec<(String, String)> = letter
         .headers
         .iter()
-        .filter(|(name, _)| !h::is_reserved(name) && name != h::TRACEPARENT)
+        // The stored input's reference travels on: the replay reads the same input.
+        .filter(|(name, _)| {
+            (!h::is_reserved(name) && name != h::TRACEPARENT)
+                || name.eq_ignore_ascii_case(h::PAYLOAD)
+        })
         .cloned()
         .collect();
     extra_headers.push((h::REPLAY_OF.to_string(), letter.invocation_id.clone()));

@@ -202,6 +202,10 @@ pub async fn deploy(
     squall_broker::ensure_function_consumer(&broker.topology.jobs, &name, &spec, &topology)
         .await
         .map_err(|e| ApiError::broker("cannot create the function's consumer", e))?;
+    // Its payload bucket exists before any job does: a worker stores large outputs there.
+    squall_broker::topology::ensure_payload_store(&broker.topology.jetstream, &topology, &name)
+        .await
+        .map_err(|e| ApiError::broker("cannot create the function's payload bucket", e))?;
     let size = parts.artifact.len() as u64;
     let (record, had_destinations) =
         write_deploy(&registry, limits.keep_versions, &name, &sha, size, &spec).await?;

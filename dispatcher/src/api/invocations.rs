@@ -10,14 +10,14 @@ use crate::core::submit::{
     Job, IDEMPOTENCY_KEY,
 };
 use crate::core::versions::{job_version, resolve, Qualified};
-use crate::core::view::{invocation_view, queued_view};
+use crate::core::view::{finished_view, queued_view};
 use crate::core::waiter::Finished;
 use crate::events::destinations::Destinations;
 use crate::http::answer::accepted;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiQuery, InvocationId};
-use crate::http::limits::read_limited;
+use crate::http::payload::{read_head, stored_output};
 use crate::index::Accepted;
 use crate::AppState;
 use axum::body::Body;
@@ -25,6 +25,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use squall_api::invocations::Binary;
 use squall_api::invocations::{
@@ -119,10 +120,8 @@ async fn invoke_traced(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let limit = state.config.max_payload;
-    let payload = read_limited(body, limit).await.map_err(|_| {
-        ApiError::too_large(format!("payload is larger than the limit of {limit} bytes"))
-    })?;
+    let payloads = &state.invoker.payloads;
+    let head = read_head(payloads, &headers, body).await?;
     // The body is read before the name is judged, so a client still sending gets an answer.
     let qualified = Qualified::parse(&name, query.qualifier.as_deref())?;
     let name = qualified.name;
@@ -172,7 +171,13 @@ async fn invoke_traced(
     let has_ce = headers
         .keys()
         .any(|n| cloudevents::is_binary_header(n.as_str()));
-    let event = match cloudevents::mode(content_type, has_ce) {
+    let mode = cloudevents::mode(content_type, has_ce);
+    // A CloudEvent is parsed whole: only an inline body can be one.
+    let (head, payload) = match mode {
+        cloudevents::Mode::None => (Some(head), Bytes::new()),
+        _ => (None, head.inline("a CloudEvent", payloads.inline_limit())?),
+    };
+    let event = match mode {
         cloudevents::Mode::None => None,
         cloudevents::Mode::Batch => {
             let events = cloudevents::from_batch(&payload).map_err(invalid_event)?;
@@ -216,6 +221,18 @@ async fn invoke_traced(
         }
         None => (payload, None),
     };
+    // A body above the inline limit goes to the function's payload bucket now that the
+    // function is known to exist; the job carries the reference.
+    let payload = match head {
+        Some(head) => {
+            let (inline, stored) = head.store(payloads, &name).await?;
+            if let Some(stored) = stored {
+                extra_headers.push((h::PAYLOAD.to_string(), stored.to_header()));
+            }
+            inline
+        }
+        None => payload,
+    };
     let (id, created_at_ms, repeated) = match (headers.get(IDEMPOTENCY_KEY), claim) {
         (Some(key), _) => {
             state
@@ -251,7 +268,8 @@ async fn invoke_traced(
         extra_headers,
         wait: (!respond_async).then_some(wait),
     };
-    Ok(render(state.invoker.invoke(call, payload).await?))
+    let outcome = state.invoker.invoke(call, payload).await?;
+    render(&state.invoker, outcome).await
 }
 
 /// The 400 of an event that is not a valid CloudEvent, naming the attribute.
@@ -353,15 +371,20 @@ async fn submit_event_batch(
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
 
-/// The native answer of an outcome: the output, the error in the API's shape, or a 202.
-fn render(outcome: Outcome) -> Response {
+/// The native answer of an outcome: the output (streamed from the payload bucket when it was
+/// stored there), the error in the API's shape, or a 202.
+async fn render(invoker: &Invoker, outcome: Outcome) -> Result<Response, ApiError> {
     let kind = outcome.kind();
     let finished = match outcome {
-        Outcome::Pending { id, status } => return accepted(&id, status, None),
+        Outcome::Pending { id, status } => return Ok(accepted(&id, status, None)),
         Outcome::Succeeded(f) | Outcome::Failed(f) | Outcome::Cancelled(f) => f,
     };
     let meta = &finished.meta;
     let mut response = match kind {
+        None if finished.payload.is_some() => {
+            let stored = finished.payload.as_ref().expect("checked");
+            stored_output(&invoker.payloads, &meta.function, stored).await?
+        }
         None => {
             let mut r = (StatusCode::OK, finished.body.clone()).into_response();
             r.headers_mut().insert(
@@ -398,7 +421,7 @@ fn render(outcome: Outcome) -> Response {
     if let Ok(status) = HeaderValue::from_str(meta.status.as_str()) {
         response.headers_mut().insert(h::STATUS, status);
     }
-    response
+    Ok(response)
 }
 
 /// The invocation `id`, finished or only accepted; unknown to a caller whose key may not reach
@@ -451,7 +474,7 @@ pub async fn get_invocation(
 ) -> Result<Json<Invocation>, ApiError> {
     let mut view = match find_invocation(&invoker, &caller, &id).await? {
         Ok(outcome) => {
-            let mut view = invocation_view(&outcome.meta, &outcome.body);
+            let mut view = finished_view(&outcome);
             if outcome.meta.status.is_terminal() {
                 view.destinations =
                     Box::pin(crate::events::destinations::outcomes(&destinations, &id)).await;
@@ -505,6 +528,9 @@ pub async fn get_output(
 ) -> Result<Response, ApiError> {
     match find_invocation(&invoker, &caller, &id).await? {
         Ok(outcome) if outcome.meta.status == InvocationStatus::Succeeded => {
+            if let Some(stored) = &outcome.payload {
+                return stored_output(&invoker.payloads, &outcome.meta.function, stored).await;
+            }
             let mut r = (StatusCode::OK, outcome.body).into_response();
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -13,7 +13,9 @@ use crate::core::view::rfc3339;
 use crate::http::auth::Scope;
 use crate::http::error::ApiError;
 use crate::http::limits::read_limited;
+use crate::http::payload::{stored_output, Head};
 use crate::AppState;
+use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -658,6 +660,27 @@ async fn invoke(
     };
     let version =
         job_version(&resolve(&record, qualifier.as_deref(), &id).map_err(LambdaError::from_api)?);
+    // A payload above the inline limit is stored in the function's payload bucket (it was
+    // read whole: the signature and the JSON check need all of it).
+    let mut extra_headers = forwarded_headers(&forwarded);
+    let payload = if payload.len() > state.invoker.payloads.inline_limit() {
+        let (inline, stored) = Head::Large {
+            first: payload,
+            rest: Body::empty().into_data_stream(),
+        }
+        .store(&state.invoker.payloads, &record.name)
+        .await
+        .map_err(LambdaError::from_api)?;
+        if let Some(stored) = stored {
+            extra_headers.push((
+                squall_broker::headers::PAYLOAD.to_string(),
+                stored.to_header(),
+            ));
+        }
+        inline
+    } else {
+        payload
+    };
     let call = Call {
         function: &record.name,
         version: &version,
@@ -666,7 +689,7 @@ async fn invoke(
         repeated,
         traceparent: &traceparent,
         source: "http",
-        extra_headers: forwarded_headers(&forwarded),
+        extra_headers,
         wait: (!respond_async).then(|| default_wait(&record, state.config.max_wait)),
     };
     let span = invoke_span(&record.name, header(squall_broker::headers::TRACEPARENT));
@@ -689,7 +712,12 @@ async fn invoke(
                 format!("invocation {id} did not finish within the dispatcher's wait; read it at /v1/invocations/{id}"),
             ))
         }
-        (Outcome::Succeeded(finished), _) => (StatusCode::OK, finished.body.clone()).into_response(),
+        (Outcome::Succeeded(finished), _) => match &finished.payload {
+            Some(stored) => stored_output(&state.invoker.payloads, &record.name, stored)
+                .await
+                .map_err(LambdaError::from_api)?,
+            None => (StatusCode::OK, finished.body.clone()).into_response(),
+        },
         (Outcome::Failed(finished) | Outcome::Cancelled(finished), _) => {
             let kind = outcome.kind().unwrap_or("error");
             let handled = kind == "error";

@@ -22,7 +22,7 @@ use crate::core::submit::{is_valid_traceparent, new_traceparent};
 use crate::http::auth::{self, Access, Scope};
 use crate::http::error::ApiError;
 use crate::http::extract::FunctionName;
-use crate::http::limits::read_limited;
+use crate::http::payload::{read_head, read_output};
 use crate::AppState;
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Query, Request, State};
@@ -501,14 +501,17 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         .filter(|v| is_valid_traceparent(v))
         .map(str::to_string)
         .unwrap_or_else(new_traceparent);
-    let limit = state.config.max_payload;
-    let payload = read_limited(request.into_body(), limit)
-        .await
-        .map_err(|_| {
-            ApiError::too_large(format!(
-                "the body is larger than the limit of {limit} bytes"
-            ))
-        })?;
+    let payloads = &state.invoker.payloads;
+    let request_headers = request.headers().clone();
+    // A body above the inline limit streams into the function's payload bucket.
+    let (payload, stored) = read_head(payloads, &request_headers, request.into_body())
+        .await?
+        .store(payloads, &name)
+        .await?;
+    let mut extra_headers = vec![(h::WEB.to_string(), description.to_header())];
+    if let Some(stored) = stored {
+        extra_headers.push((h::PAYLOAD.to_string(), stored.to_header()));
+    }
     let id = uuid::Uuid::now_v7().to_string();
     tracing::Span::current().record("squall.invocation_id", id.as_str());
     let call = Call {
@@ -519,7 +522,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         repeated: false,
         traceparent: &traceparent,
         source: "web",
-        extra_headers: vec![(h::WEB.to_string(), description.to_header())],
+        extra_headers,
         wait: Some(default_wait(&record, state.config.max_wait)),
     };
     let outcome = match state.invoker.invoke(call, payload).await? {
@@ -541,7 +544,12 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
             ))
         }
     };
-    let mut response = match response_of(&outcome.body) {
+    // A stored answer is read whole: its JSON is parsed into the HTTP response.
+    let answer = match &outcome.payload {
+        Some(stored) => read_output(payloads, &name, stored).await?,
+        None => outcome.body.clone(),
+    };
+    let mut response = match response_of(&answer) {
         Ok(mut answer) => {
             confine_cookies(&mut answer, &function_prefix(&name));
             answer.into_response()

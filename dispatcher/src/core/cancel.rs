@@ -142,10 +142,7 @@ pub(crate) async fn cancel(
             .map_err(|e| BrokerError::new("cannot read the stored result", e))?;
         let meta = ResultMeta::from_headers(&stored.headers)
             .map_err(|e| CancelError::Corrupt(e.to_string()))?;
-        let outcome = Finished {
-            meta,
-            body: stored.payload,
-        };
+        let outcome = Finished::of_record(meta, Some(&stored.headers), stored.payload);
         // A worker that saw the mark before this result was stored records `cancelled` too.
         if outcome.meta.status == InvocationStatus::Cancelled {
             Ended::Cancelled(outcome)
@@ -156,6 +153,7 @@ pub(crate) async fn cancel(
         let outcome = Finished {
             meta,
             body: CANCELLED_BODY.into(),
+            payload: None,
         };
         // A synchronous request waiting here hears of it at once (others: from their worker).
         invoker.waiter.deliver(&outcome);

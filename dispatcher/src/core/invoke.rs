@@ -48,6 +48,8 @@ pub fn invoke_span(function: &str, client_traceparent: Option<&str>) -> tracing:
 pub struct Invoker {
     pub submitter: Submitter,
     pub waiter: ResultWaiter,
+    /// Large inputs and outputs (claim checks).
+    pub payloads: crate::core::payloads::Payloads,
 }
 
 /// One invocation to make, its id already claimed and its version already resolved.
@@ -211,10 +213,11 @@ impl Invoker {
             Ok(message) => {
                 let meta = ResultMeta::from_headers(&message.headers)
                     .map_err(|e| InvokeError::Corrupt(e.to_string()))?;
-                Ok(Some(Finished {
+                Ok(Some(Finished::of_record(
                     meta,
-                    body: message.payload,
-                }))
+                    Some(&message.headers),
+                    message.payload,
+                )))
             }
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(InvokeError::Broker(e.to_string())),

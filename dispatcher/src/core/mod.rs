@@ -14,6 +14,7 @@ pub mod invoke;
 pub mod keys;
 pub mod metrics;
 pub mod names;
+pub mod payloads;
 pub mod rate_limit;
 pub mod registry;
 pub mod state;

@@ -81,6 +81,7 @@ pub fn invocation_view(meta: &ResultMeta, body: &[u8]) -> Invocation {
         attempts: meta.attempt,
         output,
         output_base64,
+        output_stored_bytes: None,
         error,
         created_at: rfc3339(meta.created_at_ms),
         finished_at: meta
@@ -96,6 +97,17 @@ pub fn invocation_view(meta: &ResultMeta, body: &[u8]) -> Invocation {
     }
 }
 
+/// The API view of a result record: an output stored apart is named by its size, not shown.
+pub fn finished_view(finished: &crate::core::waiter::Finished) -> Invocation {
+    let mut view = invocation_view(&finished.meta, &finished.body);
+    if let Some(stored) = &finished.payload {
+        view.output = None;
+        view.output_base64 = None;
+        view.output_stored_bytes = Some(stored.size);
+    }
+    view
+}
+
 /// The API view of an accepted invocation that has no result yet.
 pub fn queued_view(id: &str, function: &str, created_at_ms: u64) -> Invocation {
     Invocation {
@@ -107,6 +119,7 @@ pub fn queued_view(id: &str, function: &str, created_at_ms: u64) -> Invocation {
         attempts: 0,
         output: None,
         output_base64: None,
+        output_stored_bytes: None,
         error: None,
         created_at: rfc3339(created_at_ms),
         finished_at: None,

@@ -12,6 +12,7 @@
 use bytes::Bytes;
 use futures::StreamExt;
 use squall_broker::names::{reply_root, results_subject};
+use squall_broker::payloads::PayloadRef;
 use squall_broker::ResultMeta;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,25 @@ use tokio::sync::oneshot;
 pub struct Finished {
     pub meta: ResultMeta,
     pub body: Bytes,
+    /// A succeeded output above the inline limit: where it is stored (`body` is then empty).
+    pub payload: Option<PayloadRef>,
+}
+
+impl Finished {
+    /// A result record's terminal or latest outcome, from its headers and body.
+    pub fn of_record(
+        meta: ResultMeta,
+        headers: Option<&async_nats::HeaderMap>,
+        body: Bytes,
+    ) -> Finished {
+        let payload = PayloadRef::from_headers(headers)
+            .filter(|_| meta.status == squall_broker::InvocationStatus::Succeeded);
+        Finished {
+            meta,
+            body,
+            payload,
+        }
+    }
 }
 
 type Waiters = Arc<Mutex<HashMap<String, Vec<oneshot::Sender<Finished>>>>>;
@@ -60,10 +80,9 @@ impl Drop for Registration {
 /// Reads a terminal result out of a reply or result message, if it is one.
 fn terminal(message: &async_nats::Message) -> Option<Finished> {
     let meta = ResultMeta::from_headers(message.headers.as_ref()?).ok()?;
-    meta.status.is_terminal().then(|| Finished {
-        meta,
-        body: message.payload.clone(),
-    })
+    meta.status
+        .is_terminal()
+        .then(|| Finished::of_record(meta, message.headers.as_ref(), message.payload.clone()))
 }
 
 impl ResultWaiter {

@@ -241,7 +241,9 @@ pub struct OutEvent {
 /// The CloudEvent of a terminal result: `io.squall.invocation.<status>` from
 /// `/squall/functions/<name>`, its data the invocation's id, function, version, status,
 /// attempts, output or error, and timings.
-pub fn invocation_event(meta: &ResultMeta, body: &[u8]) -> OutEvent {
+/// An output above the inline limit (`stored_bytes`) is stored apart: the event then carries
+/// its size as `output_stored_bytes`, and the output is read at `/v1/invocations/{id}/output`.
+pub fn invocation_event(meta: &ResultMeta, body: &[u8], stored_bytes: Option<u64>) -> OutEvent {
     let status = meta.status.as_str();
     let mut data = serde_json::json!({
         "invocation_id": meta.invocation_id,
@@ -254,7 +256,9 @@ pub fn invocation_event(meta: &ResultMeta, body: &[u8]) -> OutEvent {
         "finished_at": rfc3339(meta.finished_at_ms),
         "duration_ms": meta.duration_us as f64 / 1000.0,
     });
-    if meta.status == InvocationStatus::Succeeded {
+    if let Some(size) = stored_bytes.filter(|_| meta.status == InvocationStatus::Succeeded) {
+        data["output_stored_bytes"] = size.into();
+    } else if meta.status == InvocationStatus::Succeeded {
         match std::str::from_utf8(body) {
             Ok(text) => data["output"] = text.into(),
             Err(_) => {
@@ -586,7 +590,8 @@ async fn handle(
         },
     };
     let stored = read_record(state, &meta.invocation_id).await?;
-    let event = invocation_event(&meta, &message.payload);
+    let stored_output = squall_broker::payloads::PayloadRef::from_headers(message.headers.as_ref());
+    let event = invocation_event(&meta, &message.payload, stored_output.map(|s| s.size));
     let kind = event.attributes.kind.as_str();
     let pending: Vec<_> = targets(record.as_deref(), meta.status, stored.callback.as_deref())
         .into_iter()
@@ -1041,7 +1046,7 @@ mod tests {
             InvocationStatus::TimedOut,
             InvocationStatus::DeadLettered,
         ] {
-            let event = invocation_event(&meta(status), b"out");
+            let event = invocation_event(&meta(status), b"out", None);
             assert_eq!(
                 event.attributes.kind,
                 format!("io.squall.invocation.{}", status.as_str())

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod payload;
 pub mod server;
 pub mod tls;
 pub mod ui;

@@ -53,9 +53,9 @@ async fn execute(
     state: &Arc<FunctionState>,
     job: &JobMeta,
     message: &jetstream::Message,
+    input: bytes::Bytes,
 ) -> Execution {
     let (executor, progress_every) = (&serving.executor, serving.progress_every);
-    let input = message.payload.clone();
     let library = match &state.library {
         Ok(library) => library.clone(),
         Err(error) => {
@@ -301,11 +301,18 @@ async fn run_attempt(
             Execution::failed(ErrorKind::Error, foreign.to_string(), Timing::default())
         }
         None => {
-            let execution = {
-                let _running = m.running();
-                execute(jobs, serving, &state, &job, &message).await
+            let Some(input) = job_input(jobs, serving, &job, &message).await else {
+                return;
+            };
+            let mut execution = match input {
+                Ok(input) => {
+                    let _running = m.running();
+                    execute(jobs, serving, &state, &job, &message, input).await
+                }
+                Err(missing) => Execution::failed(ErrorKind::Error, missing, Timing::default()),
             };
             m.executed(execution.timing.wall_us as f64 / 1e6);
+            execution.outcome = execution.outcome.within(jobs.outlet.payloads.max);
             execution
         }
     };
@@ -337,6 +344,42 @@ async fn run_attempt(
         settlement,
     )
     .await;
+}
+
+/// The job's input: its body, or the input stored in the function's payload bucket. `None`
+/// when the bucket could not be read within `ADMISSION_BUDGET` (the job was handed back for a
+/// later delivery, no attempt charged); `Some(Err)` when the stored input is gone for good.
+async fn job_input(
+    jobs: &Jobs,
+    serving: &Serving,
+    job: &JobMeta,
+    message: &jetstream::Message,
+) -> Option<Result<bytes::Bytes, String>> {
+    let Some(stored) = &job.payload else {
+        return Some(Ok(message.payload.clone()));
+    };
+    let payloads = &jobs.outlet.payloads;
+    let read = read_patiently(serving, message, "the job's stored input", || async {
+        match payloads.input(&job.function, stored).await {
+            Err(error) if error.is_transient() => Err(error),
+            other => Ok(other),
+        }
+    })
+    .await;
+    match read {
+        Ok(Ok(input)) => Some(Ok(input)),
+        Ok(Err(error)) => Some(Err(format!(
+            "the invocation's input cannot be read: {error}"
+        ))),
+        Err(error) => {
+            tracing::warn!(message = "cannot read a job's stored input; job left for redelivery",
+                function = %job.function, invocation_id = %job.invocation_id, error = %error);
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            None
+        }
+    }
 }
 
 /// How long reading RESULTS or the registry for a job's admission may keep trying through a

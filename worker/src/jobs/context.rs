@@ -47,6 +47,8 @@ pub struct Outlet {
     pub topology: Topology,
     /// This process's name in results: `<host>-<pid>`.
     pub worker_id: String,
+    /// Inputs and outputs above the inline limit.
+    pub payloads: crate::payloads::Payloads,
 }
 
 /// What a function's pull loop shares with its jobs.

@@ -31,6 +31,21 @@ impl Attempt {
         }
     }
 
+    /// The attempt, failed when its output is larger than `max` bytes (the largest output a
+    /// result may carry, stored or inline).
+    pub fn within(self, max: usize) -> Attempt {
+        match self {
+            Attempt::Succeeded(output) if output.len() > max => Attempt::failed(
+                ErrorKind::Error,
+                format!(
+                    "the function's output of {} bytes is larger than the limit of {max} bytes",
+                    output.len()
+                ),
+            ),
+            other => other,
+        }
+    }
+
     /// What a function's return means: its ABI status code, and the body as output or as the
     /// error message.
     pub fn from_call(result: CallResult) -> Attempt {
@@ -190,6 +205,24 @@ mod tests {
             max_ms: 100,
             jitter: false,
         }
+    }
+
+    #[test]
+    fn an_output_over_the_largest_payload_fails_without_a_retry() {
+        let over = Attempt::Succeeded(vec![0; 11]).within(10);
+        assert!(
+            matches!(&over, Attempt::Failed { kind: ErrorKind::Error, message, .. }
+                if message.contains("output of 11 bytes is larger than the limit of 10 bytes")),
+            "{over:?}"
+        );
+        assert!(matches!(
+            decide(over, 1, 3, &backoff(), 0.0),
+            Settlement::Failed { .. }
+        ));
+        assert!(matches!(
+            Attempt::Succeeded(vec![0; 10]).within(10),
+            Attempt::Succeeded(_)
+        ));
     }
 
     #[test]

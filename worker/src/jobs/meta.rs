@@ -25,6 +25,8 @@ pub(crate) struct JobMeta {
     pub created_at_ms: u64,
     pub traceparent: String,
     pub event: Vec<u8>,
+    /// Where the input is stored when it was above the inline limit (the body is then empty).
+    pub payload: Option<squall_broker::payloads::PayloadRef>,
 }
 
 pub(crate) fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
@@ -105,6 +107,7 @@ pub(crate) fn job_meta(message: &jetstream::Message) -> JobMeta {
         invocation_id,
         id_claimed,
         event: event.to_string().into_bytes(),
+        payload: squall_broker::payloads::PayloadRef::from_headers(headers),
     }
 }
 

@@ -85,18 +85,48 @@ pub(crate) async fn settle(
         trace_id: squall_broker::record::trace_id_of(&job.traceparent),
     };
     let body = settlement.into_body();
+    // An output above the inline limit is stored in the function's payload bucket first; the
+    // result carries the reference.
+    let (body, stored_output) =
+        if status == InvocationStatus::Succeeded && body.len() > outlet.payloads.inline {
+            let store = outlet.payloads.store_output(
+                &job.function,
+                &job.invocation_id,
+                job.attempt,
+                bytes::Bytes::from(body),
+            );
+            match keep_alive(message, serving.progress_every, store).await {
+                Ok(stored) => (Vec::new(), Some(stored)),
+                Err(error) => {
+                    tracing::warn!(message = "cannot store a large output; job left for redelivery",
+                    function = %job.function, invocation_id = %job.invocation_id, error = %error);
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                    return;
+                }
+            }
+        } else {
+            (body, None)
+        };
     // The dead letter records this attempt itself, in case the history read back lags.
     let last_attempt =
         (action == JobAction::DeadLetter).then(|| dlq::AttemptRecord::from_result(&meta, &body));
     let reply = header(message.headers.as_ref(), h::REPLY_TO)
         .filter(|to| squall_broker::names::is_reply_subject(to, &job.invocation_id));
-    let published = publish_result(&outlet.topology, &meta, job.sequence, body, reply).instrument(
-        tracing::info_span!(
-            "squall.result",
-            otel.kind = "producer",
-            squall.outcome = status.as_str()
-        ),
-    );
+    let published = publish_result(
+        &outlet.topology,
+        &meta,
+        job.sequence,
+        body,
+        stored_output.as_ref(),
+        reply,
+    )
+    .instrument(tracing::info_span!(
+        "squall.result",
+        otel.kind = "producer",
+        squall.outcome = status.as_str()
+    ));
     let published = keep_alive(message, serving.progress_every, published).await;
     let stored = match published {
         Ok(stored) => stored,
@@ -214,6 +244,7 @@ async fn publish_result(
     meta: &ResultMeta,
     job_sequence: u64,
     body: Vec<u8>,
+    stored_output: Option<&squall_broker::payloads::PayloadRef>,
     reply: Option<&str>,
 ) -> anyhow::Result<Stored> {
     let js = &topology.jetstream;
@@ -223,6 +254,9 @@ async fn publish_result(
     headers.insert(h::NATS_MSG_ID, meta.message_id().as_str());
     if job_sequence != 0 {
         headers.insert(h::JOB_SEQUENCE, job_sequence.to_string().as_str());
+    }
+    if let Some(stored) = stored_output {
+        headers.insert(h::PAYLOAD, stored.to_header().as_str());
     }
     let reply = reply
         .filter(|_| meta.status.is_terminal())
@@ -311,7 +345,9 @@ pub(crate) async fn drop_cancelled(outlet: &Outlet, job: &JobMeta, message: &jet
                 trace_id: squall_broker::record::trace_id_of(&job.traceparent),
             };
             let body = b"cancelled".to_vec();
-            if let Err(error) = publish_result(topology, &meta, job.sequence, body, reply).await {
+            if let Err(error) =
+                publish_result(topology, &meta, job.sequence, body, None, reply).await
+            {
                 // Left unacknowledged, the job comes back and is dropped again.
                 tracing::warn!(message = "cannot record a cancelled invocation; job left for redelivery",
                     function = %job.function, invocation_id = %job.invocation_id, error = %error);

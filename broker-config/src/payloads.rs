@@ -1,0 +1,349 @@
+//! Claim checks: an input or output above the inline limit lives in its function's payload
+//! object store (`squall_payloads_<function>`) and the job or result carries a reference to it.
+//!
+//! The reference travels in the `Squall-Payload` header as `<size> <object name>`; the message's
+//! own body is then empty. Each function has a bucket of its own, so a function process's
+//! credentials reach its own payloads and no other function's (`callout::permissions`).
+
+use crate::headers as h;
+use async_nats::jetstream::object_store::{ObjectInfo, ObjectOptions, ObjectStore};
+use async_nats::HeaderMap;
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// The prefix of every function's payload bucket.
+pub const PAYLOAD_BUCKET_PREFIX: &str = "squall_payloads_";
+
+/// What a message's inline body may hold: the streams' largest message less room for headers.
+pub const HEADER_ROOM: usize = 64 * 1024;
+
+/// The size of one stored chunk.
+const CHUNK: usize = 128 * 1024;
+
+/// How many chunk publishes may wait for their acknowledgement at once.
+const IN_FLIGHT: usize = 16;
+
+/// `function`'s payload bucket.
+pub fn payload_bucket(function: &str) -> String {
+    format!("{PAYLOAD_BUCKET_PREFIX}{function}")
+}
+
+/// The stream behind `function`'s payload bucket.
+pub fn payload_stream(function: &str) -> String {
+    format!("OBJ_{}", payload_bucket(function))
+}
+
+/// The inline limit of streams whose largest message is `max_message_size` bytes.
+pub fn inline_limit(max_message_size: i64) -> usize {
+    (max_message_size.max(0) as usize).saturating_sub(HEADER_ROOM)
+}
+
+/// A stored payload: its object's name in the function's bucket and its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadRef {
+    pub object: String,
+    pub size: u64,
+}
+
+impl PayloadRef {
+    /// The `Squall-Payload` header's value.
+    pub fn to_header(&self) -> String {
+        format!("{} {}", self.size, self.object)
+    }
+
+    /// Reads a `Squall-Payload` header's value; `None` when it is not one.
+    pub fn parse(value: &str) -> Option<PayloadRef> {
+        let (size, object) = value.split_once(' ')?;
+        let size = size.parse().ok()?;
+        (is_object_name(object)).then(|| PayloadRef {
+            object: object.to_string(),
+            size,
+        })
+    }
+
+    /// The reference a message's headers carry, if any (an unreadable one counts as none:
+    /// the caller then sees the empty inline body, never another object).
+    pub fn from_headers(headers: Option<&HeaderMap>) -> Option<PayloadRef> {
+        headers?
+            .get(h::PAYLOAD)
+            .and_then(|v| PayloadRef::parse(v.as_str()))
+    }
+
+    /// A new input's object name: unique (stored before its invocation id is claimed), so an
+    /// upload never replaces another's object.
+    pub fn input_name() -> String {
+        format!("in/{}", uuid::Uuid::now_v7().simple())
+    }
+
+    /// A new output's reference name for invocation `id`'s `attempt`.
+    pub fn output_name(id: &str, attempt: u32) -> String {
+        format!("out/{id}/{attempt}-{}", uuid::Uuid::new_v4().simple())
+    }
+}
+
+/// Object names Squall makes: `in/…` or `out/…`, printable ASCII without spaces.
+fn is_object_name(name: &str) -> bool {
+    (name.starts_with("in/") || name.starts_with("out/"))
+        && name.len() <= 256
+        && name.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Why a payload could not be stored or read.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// The body was larger than the limit (what was written so far is removed).
+    #[error("the payload is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    /// Reading the body failed (a client that went away).
+    #[error("cannot read the payload: {0}")]
+    Read(String),
+    /// The object is not stored (it expired, was deleted, or never existed).
+    #[error("payload {0} is no longer stored")]
+    Missing(String),
+    /// The broker refused or did not answer.
+    #[error("payload store: {0}")]
+    Broker(String),
+}
+
+impl PayloadError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, PayloadError::Broker(_))
+    }
+}
+
+/// Stores `first` followed by everything `rest` yields as object `name`, at most `limit` bytes
+/// in all, without holding more than a few chunks in memory. Chunk publishes are pipelined;
+/// a failure (including a body over the limit) purges the chunks already written.
+pub async fn put(
+    js: &async_nats::jetstream::Context,
+    bucket: &str,
+    name: &str,
+    first: Bytes,
+    rest: &mut (impl AsyncRead + Unpin),
+    limit: usize,
+) -> Result<PayloadRef, PayloadError> {
+    let js = js.clone();
+    let nuid = uuid::Uuid::new_v4().simple().to_string();
+    let chunk_subject = format!("$O.{bucket}.C.{nuid}");
+    let written = write_chunks(&js, &chunk_subject, first, rest, limit).await;
+    let (size, chunks, digest) = match written {
+        Ok(done) => done,
+        Err(error) => {
+            purge(&js, bucket, &chunk_subject).await;
+            return Err(error);
+        }
+    };
+    let info = ObjectInfo {
+        name: name.to_string(),
+        description: None,
+        metadata: Default::default(),
+        headers: None,
+        options: Some(ObjectOptions {
+            link: None,
+            max_chunk_size: Some(CHUNK),
+        }),
+        bucket: bucket.to_string(),
+        nuid,
+        size,
+        chunks,
+        modified: None,
+        digest: Some(format!(
+            "SHA-256={}",
+            base64::engine::general_purpose::URL_SAFE.encode(digest)
+        )),
+        deleted: false,
+    };
+    let meta_subject = format!(
+        "$O.{bucket}.M.{}",
+        base64::engine::general_purpose::URL_SAFE.encode(name)
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Rollup", "sub");
+    let body = serde_json::to_vec(&info).map_err(|e| PayloadError::Broker(e.to_string()))?;
+    let stored = async {
+        js.publish_with_headers(meta_subject, headers, body.into())
+            .await
+            .map_err(|e| PayloadError::Broker(e.to_string()))?
+            .await
+            .map_err(|e| PayloadError::Broker(e.to_string()))
+    }
+    .await;
+    if let Err(error) = stored {
+        purge(&js, bucket, &chunk_subject).await;
+        return Err(error);
+    }
+    Ok(PayloadRef {
+        object: name.to_string(),
+        size: size as u64,
+    })
+}
+
+/// Publishes the chunks; returns the size, the chunk count and the SHA-256.
+async fn write_chunks(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    first: Bytes,
+    rest: &mut (impl AsyncRead + Unpin),
+    limit: usize,
+) -> Result<(usize, usize, [u8; 32]), PayloadError> {
+    let mut sha = Sha256::new();
+    let mut size = 0usize;
+    let mut chunks = 0usize;
+    let mut acks = futures::stream::FuturesOrdered::new();
+    let mut pending = first;
+    let mut buffer = BytesMut::with_capacity(CHUNK);
+    let mut ended = false;
+    loop {
+        // Fill one chunk from what is pending, then from the reader.
+        while buffer.len() < CHUNK && !(ended && pending.is_empty()) {
+            if !pending.is_empty() {
+                let take = (CHUNK - buffer.len()).min(pending.len());
+                buffer.extend_from_slice(&pending.split_to(take));
+                continue;
+            }
+            buffer.reserve(CHUNK - buffer.len());
+            let n = rest
+                .read_buf(&mut buffer)
+                .await
+                .map_err(|e| PayloadError::Read(e.to_string()))?;
+            if n == 0 {
+                ended = true;
+            }
+        }
+        if buffer.is_empty() {
+            break;
+        }
+        let chunk = buffer.split().freeze();
+        size += chunk.len();
+        if size > limit {
+            return Err(PayloadError::TooLarge { limit });
+        }
+        sha.update(&chunk);
+        chunks += 1;
+        let ack = js
+            .publish(subject.to_string(), chunk)
+            .await
+            .map_err(|e| PayloadError::Broker(e.to_string()))?;
+        acks.push_back(std::future::IntoFuture::into_future(ack));
+        while acks.len() >= IN_FLIGHT {
+            wait_ack(acks.next().await).await?;
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        wait_ack(Some(ack)).await?;
+    }
+    Ok((size, chunks, sha.finalize().into()))
+}
+
+async fn wait_ack<E: std::fmt::Display>(
+    ack: Option<Result<async_nats::jetstream::publish::PublishAck, E>>,
+) -> Result<(), PayloadError> {
+    match ack {
+        Some(Ok(_)) | None => Ok(()),
+        Some(Err(e)) => Err(PayloadError::Broker(e.to_string())),
+    }
+}
+
+/// Removes the chunks of an object that was not completed (best effort: the bucket's age
+/// limit removes them otherwise).
+async fn purge(js: &async_nats::jetstream::Context, bucket: &str, chunk_subject: &str) {
+    let stream = format!("OBJ_{bucket}");
+    match js.get_stream(&stream).await {
+        Ok(stream) => {
+            if let Err(error) = stream.purge().filter(chunk_subject).await {
+                tracing::warn!(message = "cannot purge an unfinished payload's chunks", %bucket, error = %error);
+            }
+        }
+        Err(error) => {
+            tracing::warn!(message = "cannot purge an unfinished payload's chunks", %bucket, error = %error)
+        }
+    }
+}
+
+/// Reads a stored payload whole (at most `limit` bytes).
+pub async fn get(
+    store: &ObjectStore,
+    reference: &PayloadRef,
+    limit: usize,
+) -> Result<Bytes, PayloadError> {
+    if reference.size as usize > limit {
+        return Err(PayloadError::TooLarge { limit });
+    }
+    let mut object = open(store, reference).await?;
+    let mut bytes = Vec::with_capacity(reference.size as usize);
+    object
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| PayloadError::Broker(e.to_string()))?;
+    if bytes.len() as u64 != reference.size {
+        return Err(PayloadError::Broker(format!(
+            "payload {} has {} bytes where {} were stored",
+            reference.object,
+            bytes.len(),
+            reference.size
+        )));
+    }
+    Ok(bytes.into())
+}
+
+/// Opens a stored payload for reading as it streams.
+pub async fn open(
+    store: &ObjectStore,
+    reference: &PayloadRef,
+) -> Result<async_nats::jetstream::object_store::Object, PayloadError> {
+    use async_nats::jetstream::object_store::GetErrorKind;
+    store
+        .get(&reference.object)
+        .await
+        .map_err(|e| match e.kind() {
+            GetErrorKind::NotFound => PayloadError::Missing(reference.object.clone()),
+            _ => PayloadError::Broker(e.to_string()),
+        })
+}
+
+/// Deletes a stored payload (a missing one is no error).
+pub async fn delete(store: &ObjectStore, reference: &PayloadRef) -> Result<(), PayloadError> {
+    use async_nats::jetstream::object_store::DeleteErrorKind;
+    match store.delete(&reference.object).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == DeleteErrorKind::NotFound => Ok(()),
+        Err(e) => Err(PayloadError::Broker(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reference_reads_back_from_its_header() {
+        let r = PayloadRef {
+            object: PayloadRef::output_name("0190-abc", 2),
+            size: 52_428_800,
+        };
+        assert_eq!(PayloadRef::parse(&r.to_header()), Some(r));
+        let r = PayloadRef {
+            object: PayloadRef::input_name(),
+            size: 52_428_800,
+        };
+        assert_eq!(PayloadRef::parse(&r.to_header()), Some(r));
+    }
+
+    #[test]
+    fn a_header_that_names_no_squall_object_is_no_reference() {
+        assert_eq!(PayloadRef::parse("12 ../etc/passwd"), None);
+        assert_eq!(PayloadRef::parse("x in/a"), None);
+        assert_eq!(PayloadRef::parse("12"), None);
+        assert_eq!(PayloadRef::parse("12 in/a b"), None);
+    }
+
+    #[test]
+    fn the_inline_limit_leaves_room_for_headers() {
+        assert_eq!(inline_limit(1024 * 1024 + 64 * 1024), 1024 * 1024);
+        assert_eq!(inline_limit(10), 0);
+    }
+}
