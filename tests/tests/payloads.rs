@@ -3,11 +3,11 @@
 //! reference; functions still see bytes. Real processes, an authenticated broker and a fleet
 //! that runs each function in its own process with that function's credentials.
 
+use crate::lambda::aws_python;
 use async_nats::jetstream;
 use sha2::{Digest, Sha256};
 use squall_api::InvocationStatus;
 use squall_tests::{compile_c, eventually, test_issuer, Cluster, ClusterOptions, Process};
-use crate::lambda::aws_python;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
