@@ -16,9 +16,8 @@ use crate::record::mib;
 use crate::report::{Machine, Report};
 use crate::resources::{clock_ticks_per_second, Watch};
 use crate::targets::add_targets;
-use crate::{
-    batch, cold, many, payloads, reference, replicated, runtimes, scale, squall, state, zero,
-};
+use crate::{batch, cold, many, payloads, reference, replicated};
+use crate::{runtimes, scale, squall, state, zero};
 use anyhow::Context as _;
 use bytes::Bytes;
 use serde_json::json;
