@@ -3,7 +3,7 @@
 //! the same bytes, in the same run, as MB/s of the round trip (10 MiB in and 10 MiB out).
 
 use crate::cluster::Cluster;
-use crate::context::{Context, Server, S8};
+use crate::context::{Context, Server, S7B};
 use crate::report::Report;
 use anyhow::{bail, Context as _};
 use async_nats::jetstream::object_store;
@@ -53,21 +53,21 @@ pub async fn measure(
         };
         let (bare_mbps, squall_mbps) = (mbps(&bare_times), mbps(&squall_times));
         report.add(
-            S8,
+            S7B,
             "payloads.bare.mbps",
             "bare object store: put then get of 10 MiB (in + out)",
             "MB/s",
             bare_mbps,
         );
         report.add(
-            S8,
+            S7B,
             "payloads.echo.mbps",
             "10 MiB echo, synchronous HTTP invoke, stored in and out (in + out)",
             "MB/s",
             squall_mbps,
         );
         report.add(
-            S8,
+            S7B,
             "payloads.echo.pct",
             "  … against the bare put and get",
             "%",
