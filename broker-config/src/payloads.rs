@@ -264,6 +264,24 @@ async fn purge(js: &async_nats::jetstream::Context, bucket: &str, chunk_subject:
     }
 }
 
+/// Opens `function`'s payload bucket, which a dispatcher made; `Missing` when there is none
+/// (the function was never deployed here, or its bucket was removed).
+pub async fn open_store(
+    js: &async_nats::jetstream::Context,
+    function: &str,
+) -> Result<ObjectStore, PayloadError> {
+    crate::topology::open_payload_store(js, function)
+        .await
+        .map_err(|e| match &e {
+            crate::TopologyError::OpenPayloadStore { source, .. }
+                if source.to_string().contains("not found") =>
+            {
+                PayloadError::Missing(format!("payload bucket of function {function}"))
+            }
+            _ => PayloadError::Broker(e.to_string()),
+        })
+}
+
 /// Reads a stored payload whole (at most `limit` bytes).
 pub async fn get(
     store: &ObjectStore,

@@ -42,16 +42,7 @@ impl Payloads {
         if let Some(store) = self.stores.lock().expect("stores lock").get(function) {
             return Ok(store.clone());
         }
-        let store = squall_broker::topology::open_payload_store(&self.jetstream, function)
-            .await
-            .map_err(|e| match &e {
-                squall_broker::TopologyError::OpenPayloadStore { source, .. }
-                    if source.to_string().contains("not found") =>
-                {
-                    PayloadError::Missing(format!("payload bucket of function {function}"))
-                }
-                _ => PayloadError::Broker(e.to_string()),
-            })?;
+        let store = payloads::open_store(&self.jetstream, function).await?;
         self.stores
             .lock()
             .expect("stores lock")

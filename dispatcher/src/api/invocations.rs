@@ -17,7 +17,7 @@ use crate::http::answer::accepted;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiQuery, InvocationId};
-use crate::http::payload::{read_head, stored_output};
+use crate::http::payload::{content_length, read_head, reference_header, stored_output};
 use crate::index::Accepted;
 use crate::AppState;
 use axum::body::Body;
@@ -121,7 +121,7 @@ async fn invoke_traced(
     body: Body,
 ) -> Result<Response, ApiError> {
     let payloads = &state.invoker.payloads;
-    let head = read_head(payloads, &headers, body).await?;
+    let head = read_head(payloads, content_length(&headers), body).await?;
     // The body is read before the name is judged, so a client still sending gets an answer.
     let qualified = Qualified::parse(&name, query.qualifier.as_deref())?;
     let name = qualified.name;
@@ -226,9 +226,7 @@ async fn invoke_traced(
     let payload = match head {
         Some(head) => {
             let (inline, stored) = head.store(payloads, &name).await?;
-            if let Some(stored) = stored {
-                extra_headers.push((h::PAYLOAD.to_string(), stored.to_header()));
-            }
+            extra_headers.extend(stored.as_ref().map(reference_header));
             inline
         }
         None => payload,

@@ -13,9 +13,8 @@ use crate::core::view::rfc3339;
 use crate::http::auth::Scope;
 use crate::http::error::ApiError;
 use crate::http::limits::read_limited;
-use crate::http::payload::{stored_output, Head};
+use crate::http::payload::{reference_header, store_read, stored_output};
 use crate::AppState;
-use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -663,24 +662,10 @@ async fn invoke(
     // A payload above the inline limit is stored in the function's payload bucket (it was
     // read whole: the signature and the JSON check need all of it).
     let mut extra_headers = forwarded_headers(&forwarded);
-    let payload = if payload.len() > state.invoker.payloads.inline_limit() {
-        let (inline, stored) = Head::Large {
-            first: payload,
-            rest: Body::empty().into_data_stream(),
-        }
-        .store(&state.invoker.payloads, &record.name)
+    let (payload, stored) = store_read(&state.invoker.payloads, &record.name, payload)
         .await
         .map_err(LambdaError::from_api)?;
-        if let Some(stored) = stored {
-            extra_headers.push((
-                squall_broker::headers::PAYLOAD.to_string(),
-                stored.to_header(),
-            ));
-        }
-        inline
-    } else {
-        payload
-    };
+    extra_headers.extend(stored.as_ref().map(reference_header));
     let call = Call {
         function: &record.name,
         version: &version,

@@ -22,7 +22,7 @@ use crate::core::submit::{is_valid_traceparent, new_traceparent};
 use crate::http::auth::{self, Access, Scope};
 use crate::http::error::ApiError;
 use crate::http::extract::FunctionName;
-use crate::http::payload::{read_head, read_output};
+use crate::http::payload::{content_length, read_head, read_output, reference_header};
 use crate::AppState;
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Query, Request, State};
@@ -502,16 +502,14 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         .map(str::to_string)
         .unwrap_or_else(new_traceparent);
     let payloads = &state.invoker.payloads;
-    let request_headers = request.headers().clone();
+    let declared = content_length(request.headers());
     // A body above the inline limit streams into the function's payload bucket.
-    let (payload, stored) = read_head(payloads, &request_headers, request.into_body())
+    let (payload, stored) = read_head(payloads, declared, request.into_body())
         .await?
         .store(payloads, &name)
         .await?;
     let mut extra_headers = vec![(h::WEB.to_string(), description.to_header())];
-    if let Some(stored) = stored {
-        extra_headers.push((h::PAYLOAD.to_string(), stored.to_header()));
-    }
+    extra_headers.extend(stored.as_ref().map(reference_header));
     let id = uuid::Uuid::now_v7().to_string();
     tracing::Span::current().record("squall.invocation_id", id.as_str());
     let call = Call {

@@ -66,12 +66,16 @@ impl Payloads {
         )
         .await
         .map_err(|e| PayloadError::Broker(e.to_string()))?;
+        Ok(self.remember(function, store))
+    }
+
+    fn remember(&self, function: &str, store: ObjectStore) -> ObjectStore {
         self.inner
             .stores
             .lock()
             .expect("payload stores lock")
             .insert(function.to_string(), store.clone());
-        Ok(store)
+        store
     }
 
     fn cached(&self, function: &str) -> Option<ObjectStore> {
@@ -109,7 +113,7 @@ impl Payloads {
         function: &str,
         reference: &PayloadRef,
     ) -> Result<async_nats::jetstream::object_store::Object, PayloadError> {
-        let store = self.open_store(function, reference).await?;
+        let store = self.open_store(function).await?;
         payloads::open(&store, reference).await
     }
 
@@ -119,43 +123,25 @@ impl Payloads {
         function: &str,
         reference: &PayloadRef,
     ) -> Result<Bytes, PayloadError> {
-        let store = self.open_store(function, reference).await?;
+        let store = self.open_store(function).await?;
         payloads::get(&store, reference, self.inner.max).await
     }
 
     /// Deletes a stored payload of `function` (nothing when its bucket is gone).
     pub async fn delete(&self, function: &str, reference: &PayloadRef) -> Result<(), PayloadError> {
-        match self.open_store(function, reference).await {
+        match self.open_store(function).await {
             Ok(store) => payloads::delete(&store, reference).await,
             Err(PayloadError::Missing(_)) => Ok(()),
             Err(error) => Err(error),
         }
     }
 
-    async fn open_store(
-        &self,
-        function: &str,
-        reference: &PayloadRef,
-    ) -> Result<ObjectStore, PayloadError> {
+    /// `function`'s payload bucket, opened (never made: a read needs no new bucket).
+    async fn open_store(&self, function: &str) -> Result<ObjectStore, PayloadError> {
         if let Some(store) = self.cached(function) {
             return Ok(store);
         }
-        match squall_broker::topology::open_payload_store(&self.inner.jetstream, function).await {
-            Ok(store) => {
-                self.inner
-                    .stores
-                    .lock()
-                    .expect("payload stores lock")
-                    .insert(function.to_string(), store.clone());
-                Ok(store)
-            }
-            // No bucket: the function never had a large payload, or it was deleted.
-            Err(squall_broker::TopologyError::OpenPayloadStore { source, .. })
-                if source.to_string().contains("not found") =>
-            {
-                Err(PayloadError::Missing(reference.object.clone()))
-            }
-            Err(error) => Err(PayloadError::Broker(error.to_string())),
-        }
+        let store = payloads::open_store(&self.inner.jetstream, function).await?;
+        Ok(self.remember(function, store))
     }
 }

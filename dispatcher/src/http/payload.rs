@@ -20,19 +20,23 @@ pub enum Head {
     Large { first: Bytes, rest: BodyDataStream },
 }
 
+/// A request's declared `Content-Length`, if it has a readable one.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// Reads `body` up to the inline limit; a longer body is left streaming (`Head::Large`). A
-/// declared `Content-Length` above the largest payload is refused at once.
+/// `declared` length (`content_length`) above the largest payload is refused at once.
 pub async fn read_head(
     payloads: &Payloads,
-    headers: &HeaderMap,
+    declared: Option<u64>,
     body: Body,
 ) -> Result<Head, ApiError> {
     let max = payloads.max();
     let inline = payloads.inline_limit();
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         // Drained (within bounds) so the client still sending hears the 413.
         let _ = read_limited(body, 0).await;
@@ -92,6 +96,31 @@ impl Head {
             }
         }
     }
+}
+
+/// Stores `bytes`, read whole by a front that needed all of them, when they are above the
+/// inline limit; as `Head::store`.
+pub async fn store_read(
+    payloads: &Payloads,
+    function: &str,
+    bytes: Bytes,
+) -> Result<(Bytes, Option<PayloadRef>), ApiError> {
+    if bytes.len() <= payloads.inline_limit() {
+        return Ok((bytes, None));
+    }
+    let stored = payloads
+        .upload(function, bytes, &mut tokio::io::empty())
+        .await
+        .map_err(|e| input_error(e, payloads.max()))?;
+    Ok((Bytes::new(), Some(stored)))
+}
+
+/// The job header that carries a stored input's reference.
+pub fn reference_header(stored: &PayloadRef) -> (String, String) {
+    (
+        squall_broker::headers::PAYLOAD.to_string(),
+        stored.to_header(),
+    )
 }
 
 fn too_large(max: usize) -> ApiError {
