@@ -68,6 +68,11 @@ pub const CLOUDEVENT: &str = "Squall-Cloudevent";
 /// On a job or result whose input or output is above the inline limit: `<size> <object>`,
 /// the object in the function's payload bucket that holds it (the body is then empty).
 pub const PAYLOAD: &str = "Squall-Payload";
+/// On a synchronous job: `true` when the caller asked for the output as it is streamed; the
+/// worker then sends each chunk to the job's `Squall-Reply-To` as well as storing it.
+pub const STREAM: &str = "Squall-Stream";
+/// On a streamed chunk sent to a reply subject: the chunk's byte offset in the output.
+pub const CHUNK_OFFSET: &str = "Squall-Chunk-Offset";
 
 /// The prefix of every header Squall itself sets.
 pub const SQUALL_PREFIX: &str = "Squall-";

@@ -126,74 +126,25 @@ pub async fn put(
     rest: &mut (impl AsyncRead + Unpin),
     limit: usize,
 ) -> Result<PayloadRef, PayloadError> {
-    let js = js.clone();
     let nuid = uuid::Uuid::new_v4().simple().to_string();
-    let chunk_subject = format!("$O.{bucket}.C.{nuid}");
-    let written = write_chunks(&js, &chunk_subject, first, rest, limit).await;
-    let (size, chunks, digest) = match written {
-        Ok(done) => done,
-        Err(error) => {
-            purge(&js, bucket, &chunk_subject).await;
-            return Err(error);
-        }
+    let mut writer = ObjectWriter::new(js, bucket, &nuid, limit);
+    let written = fill(&mut writer, first, rest).await;
+    let finished = match written {
+        Ok(()) => writer.finish(name).await,
+        Err(error) => Err(error),
     };
-    let info = ObjectInfo {
-        name: name.to_string(),
-        description: None,
-        metadata: Default::default(),
-        headers: None,
-        options: Some(ObjectOptions {
-            link: None,
-            max_chunk_size: Some(CHUNK),
-        }),
-        bucket: bucket.to_string(),
-        nuid,
-        size,
-        chunks,
-        modified: None,
-        digest: Some(format!(
-            "SHA-256={}",
-            base64::engine::general_purpose::URL_SAFE.encode(digest)
-        )),
-        deleted: false,
-    };
-    let meta_subject = format!(
-        "$O.{bucket}.M.{}",
-        base64::engine::general_purpose::URL_SAFE.encode(name)
-    );
-    let mut headers = HeaderMap::new();
-    headers.insert("Nats-Rollup", "sub");
-    let body = serde_json::to_vec(&info).map_err(|e| PayloadError::Broker(e.to_string()))?;
-    let stored = async {
-        js.publish_with_headers(meta_subject, headers, body.into())
-            .await
-            .map_err(|e| PayloadError::Broker(e.to_string()))?
-            .await
-            .map_err(|e| PayloadError::Broker(e.to_string()))
+    if finished.is_err() {
+        purge(js, bucket, &format!("$O.{bucket}.C.{nuid}")).await;
     }
-    .await;
-    if let Err(error) = stored {
-        purge(&js, bucket, &chunk_subject).await;
-        return Err(error);
-    }
-    Ok(PayloadRef {
-        object: name.to_string(),
-        size: size as u64,
-    })
+    finished
 }
 
-/// Publishes the chunks; returns the size, the chunk count and the SHA-256.
-async fn write_chunks(
-    js: &async_nats::jetstream::Context,
-    subject: &str,
+/// Writes `first`, then what `rest` yields, in chunks of `CHUNK` bytes.
+async fn fill(
+    writer: &mut ObjectWriter,
     first: Bytes,
     rest: &mut (impl AsyncRead + Unpin),
-    limit: usize,
-) -> Result<(usize, usize, [u8; 32]), PayloadError> {
-    let mut sha = Sha256::new();
-    let mut size = 0usize;
-    let mut chunks = 0usize;
-    let mut acks = futures::stream::FuturesOrdered::new();
+) -> Result<(), PayloadError> {
     let mut pending = first;
     let mut buffer = BytesMut::with_capacity(CHUNK);
     let mut ended = false;
@@ -215,37 +166,230 @@ async fn write_chunks(
             }
         }
         if buffer.is_empty() {
-            break;
+            return Ok(());
         }
-        let chunk = buffer.split().freeze();
-        size += chunk.len();
-        if size > limit {
-            return Err(PayloadError::TooLarge { limit });
-        }
-        sha.update(&chunk);
-        chunks += 1;
-        let ack = js
-            .publish(subject.to_string(), chunk)
-            .await
-            .map_err(|e| PayloadError::Broker(e.to_string()))?;
-        acks.push_back(std::future::IntoFuture::into_future(ack));
-        while acks.len() >= IN_FLIGHT {
-            wait_ack(acks.next().await).await?;
-        }
+        writer.write(buffer.split().freeze()).await?;
     }
-    while let Some(ack) = acks.next().await {
-        wait_ack(Some(ack)).await?;
-    }
-    Ok((size, chunks, sha.finalize().into()))
 }
 
-async fn wait_ack<E: std::fmt::Display>(
-    ack: Option<Result<async_nats::jetstream::publish::PublishAck, E>>,
-) -> Result<(), PayloadError> {
-    match ack {
-        Some(Ok(_)) | None => Ok(()),
-        Some(Err(e)) => Err(PayloadError::Broker(e.to_string())),
+type AckFuture = futures::future::BoxFuture<'static, Result<(), PayloadError>>;
+
+/// An object written as its bytes come: each write is published at once as one or more chunks
+/// (acknowledgements pipelined, at most `IN_FLIGHT` waiting), and `finish` waits for them and
+/// writes the object's metadata, after which the object reads like any other. A streamed
+/// output is written so, under a chunk subject derived from its invocation and attempt
+/// ([`streamed_nuid`]), so that a later attempt finds what a crashed one streamed.
+pub struct ObjectWriter {
+    js: async_nats::jetstream::Context,
+    bucket: String,
+    nuid: String,
+    chunk_subject: String,
+    sha: Sha256,
+    size: usize,
+    chunks: usize,
+    acks: futures::stream::FuturesOrdered<AckFuture>,
+    limit: usize,
+}
+
+impl ObjectWriter {
+    /// A writer of chunks `$O.<bucket>.C.<nuid>`, at most `limit` bytes in all.
+    pub fn new(
+        js: &async_nats::jetstream::Context,
+        bucket: &str,
+        nuid: &str,
+        limit: usize,
+    ) -> ObjectWriter {
+        ObjectWriter {
+            js: js.clone(),
+            bucket: bucket.to_string(),
+            nuid: nuid.to_string(),
+            chunk_subject: format!("$O.{bucket}.C.{nuid}"),
+            sha: Sha256::new(),
+            size: 0,
+            chunks: 0,
+            acks: futures::stream::FuturesOrdered::new(),
+            limit,
+        }
     }
+
+    /// How many bytes were written so far.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Whether `len` more bytes stay within the limit.
+    pub fn fits(&self, len: usize) -> bool {
+        self.size.saturating_add(len) <= self.limit
+    }
+
+    /// Publishes `bytes` as the next chunk (several when longer than a chunk); waits only for
+    /// acknowledgements beyond the pipeline's depth. `TooLarge` past the limit, writing nothing.
+    pub async fn write(&mut self, mut bytes: Bytes) -> Result<(), PayloadError> {
+        if !self.fits(bytes.len()) {
+            return Err(PayloadError::TooLarge { limit: self.limit });
+        }
+        while !bytes.is_empty() {
+            let chunk = bytes.split_to(bytes.len().min(CHUNK));
+            self.size += chunk.len();
+            self.sha.update(&chunk);
+            self.chunks += 1;
+            let ack = self
+                .js
+                .publish(self.chunk_subject.clone(), chunk)
+                .await
+                .map_err(|e| PayloadError::Broker(e.to_string()))?;
+            self.acks.push_back(Box::pin(async move {
+                ack.await
+                    .map(|_| ())
+                    .map_err(|e| PayloadError::Broker(e.to_string()))
+            }));
+            while self.acks.len() >= IN_FLIGHT {
+                self.acks.next().await.unwrap_or(Ok(()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every chunk's acknowledgement, then stores the object's metadata under
+    /// `name`. The chunks stay when it fails (`purge` removes them, or the bucket's age limit).
+    pub async fn finish(mut self, name: &str) -> Result<PayloadRef, PayloadError> {
+        while let Some(ack) = self.acks.next().await {
+            ack?;
+        }
+        let digest: [u8; 32] = self.sha.finalize().into();
+        write_info(
+            &self.js,
+            &self.bucket,
+            &self.nuid,
+            name,
+            self.size,
+            self.chunks,
+            digest,
+        )
+        .await
+    }
+}
+
+/// Stores the metadata of an object whose chunks are written: from then on it is readable.
+async fn write_info(
+    js: &async_nats::jetstream::Context,
+    bucket: &str,
+    nuid: &str,
+    name: &str,
+    size: usize,
+    chunks: usize,
+    digest: [u8; 32],
+) -> Result<PayloadRef, PayloadError> {
+    let info = ObjectInfo {
+        name: name.to_string(),
+        description: None,
+        metadata: Default::default(),
+        headers: None,
+        options: Some(ObjectOptions {
+            link: None,
+            max_chunk_size: Some(CHUNK),
+        }),
+        bucket: bucket.to_string(),
+        nuid: nuid.to_string(),
+        size,
+        chunks,
+        modified: None,
+        digest: Some(format!(
+            "SHA-256={}",
+            base64::engine::general_purpose::URL_SAFE.encode(digest)
+        )),
+        deleted: false,
+    };
+    let meta_subject = format!(
+        "$O.{bucket}.M.{}",
+        base64::engine::general_purpose::URL_SAFE.encode(name)
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Rollup", "sub");
+    let body = serde_json::to_vec(&info).map_err(|e| PayloadError::Broker(e.to_string()))?;
+    js.publish_with_headers(meta_subject, headers, body.into())
+        .await
+        .map_err(|e| PayloadError::Broker(e.to_string()))?
+        .await
+        .map_err(|e| PayloadError::Broker(e.to_string()))?;
+    Ok(PayloadRef {
+        object: name.to_string(),
+        size: size as u64,
+    })
+}
+
+/// The chunk subject token of invocation `id`'s attempt `attempt` when it streams: derived, so
+/// the next attempt of a job whose process crashed finds what it streamed.
+pub fn streamed_nuid(id: &str, attempt: u32) -> String {
+    let hash = Sha256::digest(id.as_bytes());
+    let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("s{hex}a{attempt}")
+}
+
+/// The object name of invocation `id`'s output streamed by attempt `attempt`.
+pub fn streamed_name(id: &str, attempt: u32) -> String {
+    format!("out/{id}/{attempt}-streamed")
+}
+
+/// Closes what attempt `attempt` of invocation `id` streamed before its process ended into an
+/// object of its own (reading its chunks back for their size and digest); `None` when that
+/// attempt streamed nothing.
+pub async fn close_streamed(
+    js: &async_nats::jetstream::Context,
+    function: &str,
+    id: &str,
+    attempt: u32,
+) -> Result<Option<PayloadRef>, PayloadError> {
+    use async_nats::jetstream::consumer::push::OrderedConfig;
+    let bucket = payload_bucket(function);
+    let nuid = streamed_nuid(id, attempt);
+    let broker = |e: &dyn std::fmt::Display| PayloadError::Broker(e.to_string());
+    let stream = js
+        .get_stream(payload_stream(function))
+        .await
+        .map_err(|e| broker(&e))?;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_subject: js.client().new_inbox(),
+            filter_subject: format!("$O.{bucket}.C.{nuid}"),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| broker(&e))?;
+    // The create answer counts the chunks (a consumer info request is not among a function
+    // process's permissions).
+    let pending = consumer.cached_info().num_pending;
+    if pending == 0 {
+        return Ok(None);
+    }
+    let mut messages = consumer.messages().await.map_err(|e| broker(&e))?;
+    let (mut sha, mut size, mut chunks) = (Sha256::new(), 0usize, 0usize);
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), messages.next())
+            .await
+            .map_err(|_| PayloadError::Broker("timed out reading streamed chunks".into()))?
+            .ok_or_else(|| PayloadError::Broker("streamed chunks ended early".into()))?
+            .map_err(|e| broker(&e))?;
+        sha.update(&message.payload);
+        size += message.payload.len();
+        chunks += 1;
+        let info = message.info().map_err(|e| broker(&e))?;
+        if info.pending == 0 {
+            break;
+        }
+    }
+    let name = streamed_name(id, attempt);
+    write_info(
+        js,
+        &bucket,
+        &nuid,
+        &name,
+        size,
+        chunks,
+        sha.finalize().into(),
+    )
+    .await
+    .map(Some)
 }
 
 /// Removes the chunks of an object that was not completed (best effort: the bucket's age
@@ -349,6 +493,22 @@ mod tests {
             size: 52_428_800,
         };
         assert_eq!(PayloadRef::parse(&r.to_header()), Some(r));
+        let r = PayloadRef {
+            object: streamed_name("0190-abc", 3),
+            size: 7,
+        };
+        assert_eq!(PayloadRef::parse(&r.to_header()), Some(r));
+    }
+
+    #[test]
+    fn a_streamed_chunk_subject_is_one_token_per_invocation_and_attempt() {
+        let a = streamed_nuid("0190-abc", 1);
+        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric()), "{a}");
+        assert_eq!(a, streamed_nuid("0190-abc", 1));
+        assert_ne!(a, streamed_nuid("0190-abc", 2));
+        assert_ne!(a, streamed_nuid("0190-abd", 1));
+        // Claimed ids are the client's: a dot or wildcard never reaches the subject.
+        assert!(!streamed_nuid("a.b.*", 1).contains(['.', '*', '>']));
     }
 
     #[test]

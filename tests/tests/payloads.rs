@@ -141,7 +141,7 @@ async fn ten_concurrent_hundred_mebibyte_uploads_keep_the_dispatcher_small() {
 
 /// An authenticated cluster with an admin key, no plain worker, and a fleet that runs each
 /// function in its own process with its own credentials.
-async fn start(extra_env: &[(&str, &str)]) -> (Cluster, Process) {
+pub(crate) async fn start(extra_env: &[(&str, &str)]) -> (Cluster, Process) {
     let mut options = ClusterOptions {
         workers: 0,
         dispatcher_env: vec![("SQUALL_ADMIN_KEY".into(), ADMIN.into())],
@@ -161,7 +161,7 @@ async fn start(extra_env: &[(&str, &str)]) -> (Cluster, Process) {
     (cluster, fleet)
 }
 
-async fn deploy(cluster: &Cluster, name: &str, library: &Path, spec: serde_json::Value) {
+pub(crate) async fn deploy(cluster: &Cluster, name: &str, library: &Path, spec: serde_json::Value) {
     let (status, body) = cluster.deploy(name, library, Some(spec)).await;
     assert_eq!(status, 201, "deploy {name}: {body}");
 }

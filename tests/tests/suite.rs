@@ -51,6 +51,7 @@ mod runtimes_javascript;
 mod runtimes_python;
 mod security;
 mod server_list;
+mod streaming;
 mod tls;
 mod topology;
 mod tracing;

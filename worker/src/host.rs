@@ -413,6 +413,7 @@ impl HostServices {
             published: 0,
             usage: KvUsage::default(),
             span,
+            stream: None,
         }
     }
 
@@ -641,9 +642,17 @@ pub struct CallServices {
     published: u32,
     usage: KvUsage,
     span: tracing::Span,
+    /// Where `stream_write` sends the call's chunks (none outside a job's attempt).
+    stream: Option<crate::stream::StreamSlot>,
 }
 
 impl CallServices {
+    /// These services with the attempt's stream, for `stream_write`.
+    pub fn with_stream(mut self, slot: crate::stream::StreamSlot) -> CallServices {
+        self.stream = Some(slot);
+        self
+    }
+
     /// What the call used of its state.
     pub fn usage(&self) -> KvUsage {
         self.usage
@@ -683,6 +692,46 @@ impl CallServices {
 }
 
 impl HostCalls for CallServices {
+    fn stream_write(&mut self, chunk: &[u8]) -> Result<(), HostFailure> {
+        use crate::stream::WriteRefused;
+        let Some(slot) = self.stream.clone() else {
+            return Err(HostFailure::Invalid);
+        };
+        let mut guard = slot.lock().map_err(|_| HostFailure::Unavailable)?;
+        let Some(stream) = guard.as_mut() else {
+            // The attempt already took its stream back (the call was abandoned).
+            return Err(HostFailure::Invalid);
+        };
+        match stream.admit(chunk.len()) {
+            Ok(()) => {}
+            Err(WriteRefused::TooLarge) => return Err(HostFailure::TooLarge),
+            Err(WriteRefused::Broken) => return Err(HostFailure::Unavailable),
+        }
+        let span = self.span("squall.host.stream_write");
+        let _entered = span.enter();
+        let chunk = Bytes::copy_from_slice(chunk);
+        let written = self.services.block(self.deadline, stream.write(chunk));
+        let result = match written {
+            Some(Ok(())) => Ok(()),
+            Some(Err(error)) => {
+                stream.break_with(format!("cannot store a streamed chunk: {error}"));
+                Err(HostFailure::Unavailable)
+            }
+            None => {
+                stream.break_with("storing a streamed chunk ran out of time".into());
+                Err(HostFailure::Unavailable)
+            }
+        };
+        span.record(
+            "squall.outcome",
+            match &result {
+                Ok(()) => "ok",
+                Err(failure) => failure.as_str(),
+            },
+        );
+        result
+    }
+
     fn cancelled(&mut self) -> Result<bool, HostFailure> {
         let cancels = &self.services.cancels;
         if cancels.contains(&self.invocation_id) {

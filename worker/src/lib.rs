@@ -30,6 +30,7 @@ pub mod registry;
 pub mod sandbox;
 pub mod scale;
 pub mod state;
+pub mod stream;
 
 pub use crate::heartbeat::host_and_pid;
 pub use crate::state::FunctionState;

@@ -264,6 +264,8 @@ pub trait HostCalls {
     fn publish(&mut self, subject: &[u8], payload: &[u8]) -> Result<(), HostFailure>;
     /// Whether the invocation was cancelled.
     fn cancelled(&mut self) -> Result<bool, HostFailure>;
+    /// Writes `chunk` as the next chunk of the invocation's streamed output.
+    fn stream_write(&mut self, chunk: &[u8]) -> Result<(), HostFailure>;
 }
 
 /// The call in progress on this thread: its `squall_ctx` and its services. Set only for the
@@ -377,6 +379,14 @@ unsafe extern "C" fn host_cancelled(ctx: *const SquallCtx) -> i32 {
     })
 }
 
+unsafe extern "C" fn host_stream_write(ctx: *const SquallCtx, chunk: SquallBytes) -> i32 {
+    with_current(ctx, |services| {
+        // SAFETY: the ABI requires `chunk` to be readable during the call.
+        let chunk = unsafe { chunk.as_slice() };
+        code_of(services.stream_write(chunk))
+    })
+}
+
 /// Frees a buffer `host_kv_get` filled: it is a `Vec<u8>`'s parts. Callable from any thread.
 unsafe extern "C" fn host_buf_free(buf: SquallBuf) {
     if buf.ptr.is_null() || buf.cap == 0 {
@@ -436,6 +446,7 @@ fn host_struct(data: *mut c_void, log: abi::LogFn) -> SquallHost {
         publish: Some(host_publish),
         buf_free: Some(host_buf_free),
         cancelled: Some(host_cancelled),
+        stream_write: Some(host_stream_write),
     }
 }
 

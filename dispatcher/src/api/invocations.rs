@@ -5,6 +5,7 @@ use crate::core::cloudevents;
 use crate::core::invoke::Invoker;
 use crate::core::invoke::{default_wait, invoke_span, Call, Outcome};
 use crate::core::registry::Registry;
+use crate::core::stream::Streamed;
 use crate::core::submit::{
     checked_idempotency_key, event_key, forwarded_headers, is_valid_traceparent, new_traceparent,
     Job, IDEMPOTENCY_KEY,
@@ -62,6 +63,8 @@ fn parse_flag(value: Option<&str>, key: &str) -> Result<bool, ApiError> {
         ("Idempotency-Key" = Option<String>, Header, description = "Same key, same invocation (1 to 256 characters)."),
         ("Prefer" = Option<String>, Header, description = "`respond-async` answers 202 at once."),
         ("traceparent" = Option<String>, Header, description = "W3C trace context to continue."),
+        ("Accept" = Option<String>, Header, description = "`application/x-ndjson` or `text/event-stream` asks for the output as the function streams it (chunked, each chunk as it is written); a function that does not stream answers whole."),
+        ("Squall-Stream" = Option<String>, Header, description = "`true` asks for the output as the function streams it, as `application/octet-stream`."),
         ("X-Callback-Url" = Option<String>, Header, description = "An http(s) URL that receives the CloudEvent of this call's terminal state (a signed POST, like a destination's). Refused (400 `invalid_callback_url`) when its host is or resolves to a loopback, link-local, private, unique-local, unspecified, multicast or broadcast address the operator did not allow."),
         ("ce-specversion" = Option<String>, Header, description = "CloudEvents binary mode: `1.0`; with `ce-id`, `ce-source`, `ce-type` (and optionally `ce-subject`, `ce-time`, `ce-dataschema`, `ce-<extension>`) the body is the event's data and `Content-Type` its `datacontenttype`."),
         ("ce-id" = Option<String>, Header, description = "CloudEvents binary mode: the event's id."),
@@ -73,7 +76,7 @@ fn parse_flag(value: Option<&str>, key: &str) -> Result<bool, ApiError> {
         (Vec<StructuredCloudEvent> = "application/cloudevents-batch+json")),
         description = "The function's input; or a CloudEvent (structured mode), whose data is the input; or a batch of them, one invocation each. A CloudEvent's `source` and `id` are its idempotency key when there is no `Idempotency-Key`."),
     responses(
-        (status = 200, description = "Succeeded; the body is the function's output.", body = Binary, content_type = "application/octet-stream",
+        (status = 200, description = "Succeeded; the body is the function's output. When a stream was asked for and the function streams, the chunks as they are written; a failure after the first chunk cuts the body short (no final chunk) and the invocation records it.", body = Binary, content_type = "application/octet-stream",
             headers(("Squall-Invocation-Id" = String, description = "The invocation id."))),
         (status = 202, description = "Accepted and not finished yet (async, or the wait ran out); a CloudEvents batch answers with every invocation.", body = InvokeAccepted,
             headers(("Location" = String, description = "Where to read the invocation."))),
@@ -266,7 +269,16 @@ async fn invoke_traced(
         extra_headers,
         wait: (!respond_async).then_some(wait),
     };
-    let outcome = state.invoker.invoke(call, payload).await?;
+    // A caller that asked for a stream gets the chunks as the function writes them.
+    let outcome = match crate::http::stream::requested(&headers).filter(|_| !respond_async) {
+        Some(content_type) => match state.invoker.invoke_streamed(call, payload).await? {
+            Streamed::Streaming(stream) => {
+                return Ok(crate::http::stream::response(stream, content_type))
+            }
+            Streamed::Whole(outcome) => outcome,
+        },
+        None => state.invoker.invoke(call, payload).await?,
+    };
     render(&state.invoker, outcome).await
 }
 
@@ -511,11 +523,11 @@ pub async fn get_logs(
     }))
 }
 
-/// Raw output bytes of a succeeded invocation.
+/// Raw output bytes of a succeeded invocation (or what a failed one streamed).
 #[utoipa::path(get, path = "/v1/invocations/{id}/output", tag = "invocations",
     params(("id" = String, Path, description = "Invocation id (UUIDv7).", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
-        (status = 200, description = "The output.", body = Binary, content_type = "application/octet-stream"),
+        (status = 200, description = "The output; for an invocation that failed after streaming part of its output, what it streamed (`Squall-Status` names how it ended).", body = Binary, content_type = "application/octet-stream"),
         (status = 400, description = "Not a UUID.", body = ErrorBody),
         (status = 404, description = "Unknown invocation.", body = ErrorBody),
         (status = 409, description = "Not finished, or ended without output.", body = ErrorBody)))]
@@ -534,6 +546,15 @@ pub async fn get_output(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
             );
+            Ok(r)
+        }
+        // A failure after the function streamed: what it streamed, marked with its status.
+        Ok(outcome) if outcome.meta.status.is_terminal() && outcome.payload.is_some() => {
+            let stored = outcome.payload.as_ref().expect("checked");
+            let mut r = stored_output(&invoker.payloads, &outcome.meta.function, stored).await?;
+            if let Ok(status) = HeaderValue::from_str(outcome.meta.status.as_str()) {
+                r.headers_mut().insert(h::STATUS, status);
+            }
             Ok(r)
         }
         Ok(outcome) if outcome.meta.status.is_terminal() => Err(ApiError::new(

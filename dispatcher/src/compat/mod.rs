@@ -7,3 +7,4 @@
 pub mod lambda;
 pub mod sigv4;
 pub mod web;
+pub mod web_stream;

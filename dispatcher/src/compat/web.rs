@@ -15,9 +15,11 @@
 //! about functions that need one: an unknown function, a function that is not a web function
 //! and a web function with `auth: "key"` all answer 401 to it.
 
+use crate::compat::web_stream;
 use crate::core::invoke::{default_wait, Call, Outcome};
 use crate::core::keys::KEY_PREFIX;
 use crate::core::rate_limit::{client_key, retry_after_secs, Rate};
+use crate::core::stream::{OutputStream, Streamed};
 use crate::core::submit::{is_valid_traceparent, new_traceparent};
 use crate::http::auth::{self, Access, Scope};
 use crate::http::error::ApiError;
@@ -523,7 +525,12 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         extra_headers,
         wait: Some(default_wait(&record, state.config.max_wait)),
     };
-    let outcome = match state.invoker.invoke(call, payload).await? {
+    // A function that streams answers as it writes (`compat::web_stream`).
+    let outcome = match state.invoker.invoke_streamed(call, payload).await? {
+        Streamed::Streaming(stream) => return Ok(streamed_answer(stream, &name).await),
+        Streamed::Whole(outcome) => outcome,
+    };
+    let outcome = match outcome {
         Outcome::Succeeded(finished) => finished,
         Outcome::Pending { .. } => {
             return Ok(generic(
@@ -566,6 +573,77 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         response.headers_mut().insert(h::INVOCATION_ID, value);
     }
     Ok(response)
+}
+
+/// The answer of a web function that streams: its prelude's status and headers (cookies
+/// confined to its path), then the body as it comes; a stream without a prelude is the body
+/// of a 200 of bytes. A failure before the prelude is whole is a 502 with no detail, as for a
+/// function that did not stream.
+async fn streamed_answer(stream: OutputStream, name: &str) -> Response {
+    let id = stream.id.clone();
+    let Some(opened) = web_stream::open(stream).await else {
+        return generic(
+            StatusCode::BAD_GATEWAY,
+            ErrorCode::FunctionFailed,
+            "the function failed",
+            &id,
+        );
+    };
+    let mut response = match &opened.prelude {
+        Some(prelude) => match prelude_response(prelude, name) {
+            Some(response) => response,
+            None => {
+                tracing::info!(message = "a web function's streamed prelude is not a valid response",
+                    function = %name, invocation_id = %id);
+                return generic(
+                    StatusCode::BAD_GATEWAY,
+                    ErrorCode::InvalidResponse,
+                    "the function's answer is not a valid response",
+                    &id,
+                );
+            }
+        },
+        None => {
+            let mut response = StatusCode::OK.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            response
+        }
+    };
+    *response.body_mut() = opened.body;
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(h::INVOCATION_ID, value);
+    }
+    response
+}
+
+/// The status and headers a streamed prelude gives; `None` when it is not a function-URL
+/// response (no `statusCode`, a bad header or cookie). No `Content-Type` in it means bytes.
+fn prelude_response(prelude: &[u8], name: &str) -> Option<Response> {
+    let value: serde_json::Value = serde_json::from_slice(prelude).ok()?;
+    let object = value.as_object().filter(|o| o.contains_key("statusCode"))?;
+    let typed = object
+        .get("headers")
+        .and_then(|h| h.as_object())
+        .is_some_and(|h| h.keys().any(|k| k.eq_ignore_ascii_case("content-type")));
+    let mut answer = response_of(prelude).ok()?;
+    if !typed {
+        answer.headers.retain(|(n, _)| n != header::CONTENT_TYPE);
+        answer.headers.push((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        ));
+    }
+    answer.body = bytes::Bytes::new();
+    confine_cookies(&mut answer, &function_prefix(name));
+    let mut response = answer.into_response();
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    Some(response)
 }
 
 /// The web routes' part of the OpenAPI document.
@@ -753,6 +831,27 @@ mod tests {
             header(&response, "set-cookie"),
             ["h=1; Path=/function/shop", "c=2; Path=/function/shop"]
         );
+    }
+
+    #[test]
+    fn a_streamed_prelude_gives_status_headers_and_confined_cookies() {
+        let prelude =
+            br#"{"statusCode": 201, "headers": {"x-a": "1"}, "cookies": ["s=1; Path=/"]}"#;
+        let response = prelude_response(prelude, "chat").unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(response.headers()["x-a"], "1");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/octet-stream"
+        );
+        let cookie = response.headers()[header::SET_COOKIE].to_str().unwrap();
+        assert!(cookie.contains("Path=/function/chat"), "{cookie}");
+    }
+
+    #[test]
+    fn a_streamed_prelude_without_a_status_code_is_refused() {
+        assert!(prelude_response(br#"{"headers": {}}"#, "chat").is_none());
+        assert!(prelude_response(br#"{"statusCode": 99}"#, "chat").is_none());
     }
 
     #[test]

@@ -164,28 +164,40 @@ impl Invoker {
                 }
             }
         }
-        let finished = match self.waiter.wait(&mut registration, followed, wait).await {
+        let finished = self.waiter.wait(&mut registration, followed, wait).await;
+        self.conclude(call.function, call.id, finished).await
+    }
+
+    /// How a synchronous wait for `id` ended: with `finished` when a reply brought it, else
+    /// with what RESULTS holds (terminal, or the latest status of a pending invocation).
+    pub async fn conclude(
+        &self,
+        function: &str,
+        id: &str,
+        finished: Option<Finished>,
+    ) -> Result<Outcome, InvokeError> {
+        let finished = match finished {
             Some(finished) => Some(finished),
             None => self
-                .lookup(call.id, Some(call.function))
+                .lookup(id, Some(function))
                 .await?
                 .filter(|f| f.meta.status.is_terminal()),
         };
         match finished {
             Some(finished) => {
-                self.forget(call.id);
+                self.forget(id);
                 self.submitter
                     .metrics
-                    .sync_outcome(call.function, finished.meta.status);
+                    .sync_outcome(function, finished.meta.status);
                 Ok(Outcome::of(finished))
             }
             None => {
-                let status = match self.lookup(call.id, Some(call.function)).await? {
+                let status = match self.lookup(id, Some(function)).await? {
                     Some(latest) => latest.meta.status,
                     None => InvocationStatus::Queued,
                 };
                 Ok(Outcome::Pending {
-                    id: call.id.to_string(),
+                    id: id.to_string(),
                     status,
                 })
             }

@@ -18,6 +18,7 @@ pub mod payloads;
 pub mod rate_limit;
 pub mod registry;
 pub mod state;
+pub mod stream;
 pub mod submit;
 pub mod versions;
 pub mod view;

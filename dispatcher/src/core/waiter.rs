@@ -8,6 +8,9 @@
 //! caller reads the RESULTS stream once when its wait ends, which covers a lost reply, a
 //! restarted dispatcher and a redelivered job. A second request for an invocation that another
 //! request submitted (a repeated idempotency key) follows that invocation's own result subject.
+//! A request that asked for a stream also registers for the chunks the worker sends to the same
+//! subject as the function writes them (`Squall-Chunk-Offset`); a chunk that finds its queue
+//! full is dropped, and the request fills the gap from the stored output when the result comes.
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -17,7 +20,7 @@ use squall_broker::ResultMeta;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// A terminal result: its metadata and body (output, or error message).
 #[derive(Debug, Clone)]
@@ -35,8 +38,8 @@ impl Finished {
         headers: Option<&async_nats::HeaderMap>,
         body: Bytes,
     ) -> Finished {
-        let payload = PayloadRef::from_headers(headers)
-            .filter(|_| meta.status == squall_broker::InvocationStatus::Succeeded);
+        // A failure may carry one too: what the function streamed before it failed.
+        let payload = PayloadRef::from_headers(headers);
         Finished {
             meta,
             body,
@@ -47,10 +50,19 @@ impl Finished {
 
 type Waiters = Arc<Mutex<HashMap<String, Vec<oneshot::Sender<Finished>>>>>;
 
+/// One streamed chunk: its byte offset in the output, and its bytes.
+pub type Chunk = (u64, Bytes);
+
+/// How many chunks wait for a slow client before more are dropped (and filled in later).
+const CHUNK_QUEUE: usize = 256;
+
+type Streams = Arc<Mutex<HashMap<String, mpsc::Sender<Chunk>>>>;
+
 /// Registry of in-progress synchronous invocations.
 #[derive(Clone)]
 pub struct ResultWaiter {
     waiters: Waiters,
+    streams: Streams,
     /// This dispatcher's reply subjects, without the invocation id.
     root: String,
     client: async_nats::Client,
@@ -60,6 +72,7 @@ pub struct ResultWaiter {
 pub struct Registration {
     id: String,
     waiters: Waiters,
+    streams: Streams,
     receiver: oneshot::Receiver<Finished>,
     /// Where the worker sends the terminal result: the job's `Squall-Reply-To`.
     pub reply_to: String,
@@ -74,7 +87,28 @@ impl Drop for Registration {
                 map.remove(&self.id);
             }
         }
+        drop(map);
+        // Ids are unique to one request here (a repeated key's request does not stream).
+        self.streams.lock().expect("streams lock").remove(&self.id);
     }
+}
+
+impl Registration {
+    /// The terminal result a direct reply brings (`None` once the waiter is gone).
+    pub async fn finished(&mut self) -> Option<Finished> {
+        (&mut self.receiver).await.ok()
+    }
+}
+
+/// A streamed chunk's offset, when the message is one.
+fn chunk_offset(message: &async_nats::Message) -> Option<u64> {
+    message
+        .headers
+        .as_ref()?
+        .get(squall_broker::headers::CHUNK_OFFSET)?
+        .as_str()
+        .parse()
+        .ok()
 }
 
 /// Reads a terminal result out of a reply or result message, if it is one.
@@ -96,12 +130,22 @@ impl ResultWaiter {
         let mut subscription = client.subscribe(format!("{root}.*")).await?;
         let waiter = ResultWaiter {
             waiters: Waiters::default(),
+            streams: Streams::default(),
             root,
             client: client.clone(),
         };
         let waiters = waiter.waiters.clone();
+        let streams = waiter.streams.clone();
         tokio::spawn(async move {
             while let Some(message) = subscription.next().await {
+                if let Some(offset) = chunk_offset(&message) {
+                    let id = message.subject.as_str().rsplit('.').next().unwrap_or("");
+                    if let Some(stream) = streams.lock().expect("streams lock").get(id) {
+                        // A full queue drops the chunk: the stored output fills the gap.
+                        let _ = stream.try_send((offset, message.payload));
+                    }
+                    continue;
+                }
                 let Some(outcome) = terminal(&message) else {
                     continue;
                 };
@@ -134,9 +178,21 @@ impl ResultWaiter {
         Registration {
             id: id.to_string(),
             waiters: self.waiters.clone(),
+            streams: self.streams.clone(),
             receiver,
             reply_to: format!("{}.{id}", self.root),
         }
+    }
+
+    /// Registers interest in `id`'s streamed chunks as well as its terminal result: the chunks
+    /// a direct reply carries come out of the receiver in the order they were sent.
+    pub fn register_stream(&self, id: &str) -> (Registration, mpsc::Receiver<Chunk>) {
+        let (sender, receiver) = mpsc::channel(CHUNK_QUEUE);
+        self.streams
+            .lock()
+            .expect("streams lock")
+            .insert(id.to_string(), sender);
+        (self.register(id), receiver)
     }
 
     /// Completes this dispatcher's waits for `outcome`'s invocation with it (a cancellation

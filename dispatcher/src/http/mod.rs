@@ -10,5 +10,6 @@ pub mod extract;
 pub mod limits;
 pub mod payload;
 pub mod server;
+pub mod stream;
 pub mod tls;
 pub mod ui;

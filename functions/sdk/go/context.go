@@ -104,6 +104,15 @@ func (c *Context) Error(message string) { c.host.log(LevelError, message) }
 // the worker's memory.
 func (c *Context) Cancelled() bool { return c.host.cancelled() == 1 }
 
+// StreamWrite writes one chunk of the output now: a caller that asked for a stream receives it
+// at once. Once a function has streamed, what the handler returns is sent as the last chunk
+// (return nil to add nothing), and the invocation is not retried. The error is a *HostError:
+// "too_large" past the output limit, "invalid" on a host too old to stream (return the whole
+// output instead) or after the handler returned.
+func (c *Context) StreamWrite(chunk []byte) error {
+	return hostError("stream write", c.host.streamWrite(chunk))
+}
+
 // KVGet reads `key` of the function's own state: the value and true, or nil and false when
 // there is no such key.
 func (c *Context) KVGet(key string) ([]byte, bool, error) {

@@ -28,10 +28,10 @@ func Retry(after time.Duration, message string) error {
 	return &RetryError{After: after, Message: message}
 }
 
-// HostError is a failed host call (KV or publish). Code says why: "unavailable" (the store
-// did not answer in time; returned uncaught, it asks for a retry), "denied", "too_large",
-// "invalid" (a malformed key or subject, or a call after the invocation returned) or
-// "status N".
+// HostError is a failed host call (KV, publish or stream write). Code says why: "unavailable"
+// (the store did not answer in time; returned uncaught, it asks for a retry), "denied",
+// "too_large", "invalid" (a malformed key or subject, a call after the invocation returned, or
+// a stream write on a host too old to stream) or "status N".
 type HostError struct {
 	Op     string
 	Code   string

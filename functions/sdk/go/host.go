@@ -41,6 +41,10 @@ static int32_t go_publish(const squall_ctx *ctx, const void *subject, size_t sub
 
 static int32_t go_cancelled(const squall_ctx *ctx) { return squall_cancelled(ctx); }
 
+static int32_t go_stream_write(const squall_ctx *ctx, const void *chunk, size_t len) {
+  return squall_stream_write(ctx, chunk, len);
+}
+
 static const squall_ctx *go_nil_ctx(void) { return NULL; }
 */
 import "C"
@@ -65,6 +69,7 @@ type host interface {
 	kvDelete(key string) int32
 	publish(subject string, payload []byte) int32
 	cancelled() int32
+	streamWrite(chunk []byte) int32
 	end()
 }
 
@@ -197,6 +202,10 @@ func (h *cHost) cancelled() int32 {
 		return int32(C.SQUALL_HOST_INVALID)
 	}
 	return int32(C.go_cancelled(h.ctx))
+}
+
+func (h *cHost) streamWrite(chunk []byte) int32 {
+	return int32(C.go_stream_write(h.current(), ptr(chunk), C.size_t(len(chunk))))
 }
 
 func (h *cHost) end() { h.ctx = nil }

@@ -1,4 +1,4 @@
-// testing.go: a Context for a function's own tests: KV in memory, publishes and logs recorded.
+// testing.go: a Context for a function's own tests: KV in memory, publishes, streamed chunks and logs recorded.
 package squall
 
 import (
@@ -9,11 +9,13 @@ import (
 )
 
 // TestContext is a local Context for `go test` (squall test DIR): config and secrets as
-// given, KV in memory, publishes and log lines recorded.
+// given, KV in memory, publishes, streamed chunks (StreamWrite, in order) and log lines
+// recorded.
 type TestContext struct {
 	*Context
 	KV        map[string][]byte
 	Published []Published
+	Streamed  [][]byte
 	Logs      []string
 	cancelled bool
 }
@@ -102,5 +104,10 @@ func (h *testHost) cancelled() int32 {
 	if h.t.cancelled {
 		return 1
 	}
+	return 0
+}
+
+func (h *testHost) streamWrite(chunk []byte) int32 {
+	h.t.Streamed = append(h.t.Streamed, append([]byte(nil), chunk...))
 	return 0
 }

@@ -97,6 +97,11 @@ typedef struct squall_host {
   /* 1 the invocation was cancelled (stop early: whatever it returns, it ends `cancelled`),
    * 0 not cancelled, < 0 error */
   int32_t (*cancelled)(const struct squall_ctx *ctx);
+  /* ---- appended: streamed responses ---- */
+  /* writes one chunk of the output now; 0 sent, < 0 error (SQUALL_HOST_INVALID outside the
+     invocation, SQUALL_HOST_TOO_LARGE past the output limit). Once a function has streamed,
+     the body it returns from squall_invoke is appended as the last chunk. */
+  int32_t (*stream_write)(const struct squall_ctx *ctx, squall_bytes chunk);
 } squall_host;
 
 #define SQUALL_HOST_NOT_FOUND 1
@@ -266,6 +271,23 @@ static inline int32_t squall_cancelled(const squall_ctx *ctx) {
     return 0;
   }
   return host->cancelled(ctx);
+}
+
+/* ---- Streamed responses (a convenience; the contract is the field above). ---- */
+
+/* Writes `len` bytes at `chunk` as the next chunk of the output: a caller that asked for a
+ * stream receives it now. Once a function has streamed, the body squall_invoke returns is the
+ * last chunk (return an empty body to add nothing), and a streamed invocation is not retried.
+ * 0 sent; SQUALL_HOST_INVALID when the host is too old to stream (its `size` does not cover
+ * `stream_write`) or the call came from outside the invocation; SQUALL_HOST_TOO_LARGE past the
+ * output limit; SQUALL_HOST_UNAVAILABLE when the chunk could not be stored. */
+static inline int32_t squall_stream_write(const squall_ctx *ctx, const void *chunk, size_t len) {
+  const squall_host *host = squall_ctx_host(ctx);
+  if (host == NULL || !SQUALL_HAS_FIELD(squall_host, host, stream_write) || host->stream_write == NULL) {
+    return SQUALL_HOST_INVALID;
+  }
+  squall_bytes bytes = {(const uint8_t *)chunk, len};
+  return host->stream_write(ctx, bytes);
 }
 
 #ifdef __cplusplus

@@ -124,6 +124,10 @@ pub type PublishFn =
 pub type BufFreeFn = unsafe extern "C" fn(buf: SquallBuf);
 /// `cancelled`: 1 the invocation was cancelled, 0 not, < 0 an error.
 pub type CancelledFn = unsafe extern "C" fn(ctx: *const SquallCtx) -> i32;
+/// `stream_write`: writes one chunk of the output now; 0 sent, < 0 an error
+/// ([`SQUALL_HOST_INVALID`] outside the invocation, [`SQUALL_HOST_TOO_LARGE`] past the output
+/// limit). Once a function has streamed, the body `squall_invoke` returns is the last chunk.
+pub type StreamWriteFn = unsafe extern "C" fn(ctx: *const SquallCtx, chunk: SquallBytes) -> i32;
 
 /// Host-service status: `kv_get` found no such key.
 pub const SQUALL_HOST_NOT_FOUND: i32 = 1;
@@ -161,6 +165,9 @@ pub struct SquallHost {
     // ---- appended: cooperative cancellation ----
     /// Whether the invocation was cancelled.
     pub cancelled: Option<CancelledFn>,
+    // ---- appended: streamed responses ----
+    /// Writes one chunk of the output now.
+    pub stream_write: Option<StreamWriteFn>,
 }
 
 /// `struct squall_ctx`: what the host tells a function about one invocation. Later hosts append fields;
@@ -216,7 +223,7 @@ mod tests {
     fn layout_matches_squall_h_on_64_bit_targets() {
         assert_eq!(size_of::<SquallBytes>(), 16);
         assert_eq!(size_of::<SquallBuf>(), 24);
-        assert_eq!(size_of::<SquallHost>(), 72);
+        assert_eq!(size_of::<SquallHost>(), 80);
         assert_eq!(offset_of!(SquallHost, data), 8);
         assert_eq!(offset_of!(SquallHost, log), 16);
         assert_eq!(offset_of!(SquallHost, kv_get), 24);
@@ -225,6 +232,7 @@ mod tests {
         assert_eq!(offset_of!(SquallHost, publish), 48);
         assert_eq!(offset_of!(SquallHost, buf_free), 56);
         assert_eq!(offset_of!(SquallHost, cancelled), 64);
+        assert_eq!(offset_of!(SquallHost, stream_write), 72);
         assert_eq!(offset_of!(SquallCtx, function), 8);
         assert_eq!(offset_of!(SquallCtx, invocation_id), 24);
         assert_eq!(offset_of!(SquallCtx, traceparent), 40);

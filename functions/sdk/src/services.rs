@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::abi::{
     self, BufFreeFn, CancelledFn, KvDeleteFn, KvGetFn, KvPutFn, PublishFn, SquallBuf, SquallBytes,
-    SquallCtx, SquallHost,
+    SquallCtx, SquallHost, StreamWriteFn,
 };
 use crate::context::Context;
 
@@ -271,6 +271,32 @@ impl<'a> Context<'a> {
         // during the call.
         unsafe { cancelled(self.raw) == 1 }
     }
+
+    /// Writes one chunk of the output now: a caller that asked for a stream receives it
+    /// before the function returns. Once a function has streamed, what it returns is sent as
+    /// the last chunk, and the invocation's output is every chunk in order. A streamed
+    /// invocation is not retried. `Unsupported` on a host too old to offer the call (return the
+    /// whole output instead); `TooLarge` past the output limit.
+    pub fn stream_write(&self, chunk: &[u8]) -> Result<(), HostError> {
+        let host: *const SquallHost = self.host().as_ptr();
+        if host.is_null() || self.raw.is_null() {
+            return Err(HostError::Unsupported);
+        }
+        // SAFETY: `Host::from_raw`'s contract makes a non-null host readable up to `size`, its
+        // first field.
+        let size = unsafe { (&raw const (*host).size).read() };
+        let end = offset_of!(SquallHost, stream_write) + size_of::<Option<StreamWriteFn>>();
+        if usize::try_from(size).map_or(true, |size| size < end) {
+            return Err(HostError::Unsupported);
+        }
+        // SAFETY: `size` covers `stream_write`, so it lies within the readable bytes.
+        let Some(stream_write) = (unsafe { (&raw const (*host).stream_write).read() }) else {
+            return Err(HostError::Unsupported);
+        };
+        // SAFETY: the host's contract makes its callbacks safe to call with this call's ctx
+        // during the call; `chunk` is borrowed for its duration.
+        status(unsafe { stream_write(self.raw, SquallBytes::from_slice(chunk)) })
+    }
 }
 
 #[cfg(test)]
@@ -283,6 +309,7 @@ mod tests {
         assert_eq!(ctx.kv().get("k"), Err(HostError::Unsupported));
         assert_eq!(ctx.publish("events.x", b"y"), Err(HostError::Unsupported));
         assert!(!ctx.cancelled());
+        assert_eq!(ctx.stream_write(b"x"), Err(HostError::Unsupported));
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct Services {
     pub kv: Mutex<HashMap<String, Vec<u8>>>,
     pub published: Mutex<Vec<(String, Vec<u8>)>>,
     pub cancelled: bool,
+    /// The chunks the function streamed, in order.
+    pub streamed: Mutex<Vec<Vec<u8>>>,
     pub failure: Option<i32>,
 }
 
@@ -159,6 +161,16 @@ unsafe extern "C" fn cancelled(ctx: *const SquallCtx) -> i32 {
     i32::from(unsafe { services(ctx) }.cancelled)
 }
 
+unsafe extern "C" fn stream_write(ctx: *const SquallCtx, chunk: SquallBytes) -> i32 {
+    // SAFETY: called by the SDK during a call built by `call_with`.
+    let (services, chunk) = unsafe { (services(ctx), chunk.as_slice().to_vec()) };
+    if let Some(status) = services.failure {
+        return status;
+    }
+    services.streamed.lock().unwrap().push(chunk);
+    0
+}
+
 unsafe extern "C" fn collect_with_services(data: *mut c_void, level: u32, message: SquallBytes) {
     // SAFETY: `data` is the `(Logs, &Services)` that `call_with` keeps alive for the call, and
     // `Logs` is its first field.
@@ -190,6 +202,7 @@ pub fn call_with<R>(
             publish: Some(publish),
             buf_free: Some(buf_free),
             cancelled: Some(cancelled),
+            stream_write: Some(stream_write),
         },
         None => SquallHost {
             // Only `data` and `log`: the SDK reads no further, so the host services answer
@@ -203,6 +216,7 @@ pub fn call_with<R>(
             publish: None,
             buf_free: None,
             cancelled: None,
+            stream_write: None,
         },
     };
     let ctx = SquallCtx {

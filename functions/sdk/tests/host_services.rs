@@ -1,11 +1,11 @@
-//! `Context::kv`, `Context::publish` and `Context::cancelled` through a real `squall_host`, and
+//! `Context::kv`, `Context::publish`, `Context::cancelled` and `Context::stream_write` through a real `squall_host`, and
 //! against hosts that predate them.
 
 mod common;
 
 use common::{
     invoke, invoke_with, Call, CANCELLED, HOST_SIZE_BEFORE_CANCELLED, HOST_SIZE_BEFORE_SERVICES,
-    PUBLISHED, STATE,
+    HOST_SIZE_BEFORE_STREAM_WRITE, PUBLISHED, STATE, STREAMED,
 };
 use serde::{Deserialize, Serialize};
 use squall_sdk::abi::{FreeFn, InvokeFn, SQUALL_ERROR, SQUALL_OK};
@@ -24,6 +24,7 @@ enum Action {
     Announce { subject: String },
     Probe,
     Cancelled,
+    Stream { chunks: Vec<String> },
 }
 
 fn handle(ctx: &Context, action: Action) -> Result<String, FnError> {
@@ -50,6 +51,15 @@ fn handle(ctx: &Context, action: Action) -> Result<String, FnError> {
             other => Ok(format!("{other:?}")),
         },
         Action::Cancelled => Ok(ctx.cancelled().to_string()),
+        Action::Stream { chunks } => {
+            for chunk in &chunks {
+                match ctx.stream_write(chunk.as_bytes()) {
+                    Err(HostError::Unsupported) => return Ok("unsupported".into()),
+                    other => other?,
+                }
+            }
+            Ok("last".into())
+        }
     }
 }
 
@@ -130,4 +140,25 @@ fn cancelled_reports_the_hosts_answer_and_false_on_an_older_host() {
     };
     assert_eq!(invoke_with(INVOKE, FREE, ask, &call).text(), "\"false\"");
     CANCELLED.with(|c| c.set(false));
+}
+
+#[test]
+fn streamed_chunks_reach_the_host_in_order_and_an_older_host_is_unsupported() {
+    let ask = br#"{"action": "stream", "chunks": ["a", "bc", "d"]}"#;
+    STREAMED.with(|s| s.borrow_mut().clear());
+    let out = invoke(INVOKE, FREE, ask);
+    assert_eq!((out.status, out.text()), (SQUALL_OK, "\"last\""));
+    assert_eq!(
+        STREAMED.with(|s| s.borrow().clone()),
+        vec![b"a".to_vec(), b"bc".to_vec(), b"d".to_vec()]
+    );
+    // A host built before `stream_write` was appended: the field is never read.
+    STREAMED.with(|s| s.borrow_mut().clear());
+    let call = Call {
+        host_size: Some(HOST_SIZE_BEFORE_STREAM_WRITE),
+        ..Call::default()
+    };
+    let out = invoke_with(INVOKE, FREE, ask, &call);
+    assert_eq!(out.text(), "\"unsupported\"");
+    assert!(STREAMED.with(|s| s.borrow().is_empty()));
 }

@@ -241,6 +241,18 @@ extern "system" fn cancelled<'l>(mut env: JNIEnv<'l>, _class: JClass<'l>) -> jbo
     })
 }
 
+extern "system" fn stream_write<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    chunk: JByteArray<'l>,
+) {
+    with_context(&mut env, (), |env, ctx| {
+        let chunk = bytes(env, &chunk, "chunk")?;
+        ctx.stream_write(&chunk)
+            .map_err(|error| Failure::Host("stream_write", error))
+    })
+}
+
 extern "system" fn kv_get<'l>(
     mut env: JNIEnv<'l>,
     _class: JClass<'l>,
@@ -320,6 +332,7 @@ pub fn methods() -> Vec<NativeMethod> {
         method("nTrigger", STRING, trigger as *mut c_void),
         method("nLog", "(ILjava/lang/String;)V", log as *mut c_void),
         method("nCancelled", "()Z", cancelled as *mut c_void),
+        method("nStreamWrite", "([B)V", stream_write as *mut c_void),
         method("nKvGet", "(Ljava/lang/String;)[B", kv_get as *mut c_void),
         method("nKvPut", "(Ljava/lang/String;[BJ)V", kv_put as *mut c_void),
         method(

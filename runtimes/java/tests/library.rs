@@ -12,10 +12,21 @@ use common::{bundle, jar};
 use libloading::os::unix::{Library, Symbol, RTLD_LOCAL, RTLD_NOW};
 use squall_sdk::abi::{
     FreeFn, InvokeFn, LogFn, SquallBuf, SquallBytes, SquallCtx, SquallHost, SquallOutput,
-    SQUALL_ERROR, SQUALL_OK,
+    StreamWriteFn, SQUALL_ERROR, SQUALL_HOST_TOO_LARGE, SQUALL_OK,
 };
 
 type RuntimeFn = unsafe extern "C" fn(SquallBytes, *mut SquallBuf) -> i32;
+
+/// Held by each test here, so that copies open one at a time: two copies that start the
+/// process's JVM at the same moment race (`jvm::start` in one gets `JNI_EEXIST` before the other's
+/// JVM is listed, and fails with "the JVM exists but cannot be found").
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// The cdylib cargo built beside this test executable (`target/<profile>/deps/`).
 fn built_library() -> PathBuf {
@@ -25,12 +36,43 @@ fn built_library() -> PathBuf {
     library
 }
 
+/// What a test host received during one call: log lines and streamed chunks, in order.
+#[derive(Default)]
+struct Received {
+    lines: Mutex<Vec<(u32, String)>>,
+    chunks: Mutex<Vec<Vec<u8>>>,
+}
+
+/// The host `Copy::invoke` lends: which of the appended calls it offers.
+#[derive(Clone, Copy)]
+enum Host {
+    /// A host from before the services: `size` ends after `log`.
+    LogOnly,
+    /// A host whose `stream_write` is `stream_write` (it offers no KV or publish).
+    Streaming(StreamWriteFn),
+}
+
 unsafe extern "C" fn collect(data: *mut c_void, level: u32, message: SquallBytes) {
-    // SAFETY: `data` is the `Mutex` that `Copy::invoke` keeps alive for the whole call.
-    let lines = unsafe { &*(data as *const Mutex<Vec<(u32, String)>>) };
+    // SAFETY: `data` is the `Received` that `Copy::invoke` keeps alive for the whole call.
+    let received = unsafe { &*(data as *const Received) };
     // SAFETY: the SDK passes a message valid for the call.
     let text = String::from_utf8_lossy(unsafe { message.as_slice() }).into_owned();
-    lines.lock().unwrap().push((level, text));
+    received.lines.lock().unwrap().push((level, text));
+}
+
+/// `stream_write` that keeps every chunk.
+unsafe extern "C" fn record_chunk(ctx: *const SquallCtx, chunk: SquallBytes) -> i32 {
+    // SAFETY: the SDK passes the call's context, whose host's `data` is the call's `Received`.
+    let received = unsafe { &*((*(*ctx).host).data as *const Received) };
+    // SAFETY: the SDK passes a chunk valid for the call.
+    let chunk = unsafe { chunk.as_slice() }.to_vec();
+    received.chunks.lock().unwrap().push(chunk);
+    0
+}
+
+/// `stream_write` of a host whose output limit is already reached.
+unsafe extern "C" fn refuse_chunk(_ctx: *const SquallCtx, _chunk: SquallBytes) -> i32 {
+    SQUALL_HOST_TOO_LARGE
 }
 
 /// One loaded copy of the runtime, under a file name of its own as the worker does; never
@@ -82,11 +124,24 @@ impl Copy {
 
     /// Calls `squall_invoke` as function `name` with a host that only logs.
     fn invoke(&self, name: &str, input: &[u8]) -> (i32, String, Vec<(u32, String)>) {
+        let (status, body, received) = self.invoke_with(Host::LogOnly, name, input);
+        (status, body, received.lines.into_inner().unwrap())
+    }
+
+    /// Calls `squall_invoke` as function `name` with `host`; what the host received.
+    fn invoke_with(&self, host: Host, name: &str, input: &[u8]) -> (i32, String, Received) {
         let invoke: Symbol<InvokeFn> = self.symbol(b"squall_invoke\0");
-        let lines = Mutex::new(Vec::new());
+        let received = Received::default();
+        let (size, stream_write) = match host {
+            Host::LogOnly => (
+                offset_of!(SquallHost, log) + size_of::<Option<LogFn>>(),
+                None,
+            ),
+            Host::Streaming(stream_write) => (size_of::<SquallHost>(), Some(stream_write)),
+        };
         let host = SquallHost {
-            size: (offset_of!(SquallHost, log) + size_of::<Option<LogFn>>()) as u32,
-            data: &lines as *const Mutex<Vec<(u32, String)>> as *mut c_void,
+            size: u32::try_from(size).expect("host size"),
+            data: &received as *const Received as *mut c_void,
             log: Some(collect),
             kv_get: None,
             kv_put: None,
@@ -94,6 +149,7 @@ impl Copy {
             publish: None,
             buf_free: None,
             cancelled: None,
+            stream_write,
         };
         let ctx = SquallCtx {
             size: size_of::<SquallCtx>() as u32,
@@ -113,7 +169,7 @@ impl Copy {
         // SAFETY: the context, its host and the input outlive the call; `out` is writable.
         let status = unsafe { invoke(&ctx, SquallBytes::from_slice(input), &mut out) };
         let body = self.text(out.body);
-        (status, body, lines.into_inner().unwrap())
+        (status, body, received)
     }
 }
 
@@ -164,6 +220,7 @@ public class NamedTest {
 
 #[test]
 fn copies_loaded_without_rtld_global_share_one_jvm_and_keep_their_own_bundles() {
+    let _serial = one_at_a_time();
     let libraries = tempfile::tempdir().unwrap();
     let classes = jar(&[
         ("app/Named.java", NAMED),
@@ -239,6 +296,114 @@ fn copies_loaded_without_rtld_global_share_one_jvm_and_keep_their_own_bundles() 
         (
             0,
             "PASS NamedTest.testNothingMuch\n1 passed, 0 failed\n".to_owned()
+        )
+    );
+}
+
+const STREAMER: &str = r#"
+package app;
+
+import java.nio.charset.StandardCharsets;
+import squall.Context;
+import squall.Handler;
+import squall.HostException;
+
+/** Streams each word of the input as a chunk, then returns "end"; a refused chunk is reported. */
+public class Streamer implements Handler {
+    @Override
+    public byte[] handle(Context ctx, byte[] input) {
+        String[] words = new String(input, StandardCharsets.UTF_8).split(" ");
+        try {
+            ctx.streamWrite(words[0]);
+            for (int i = 1; i < words.length; i++) {
+                ctx.streamWrite((" " + words[i]).getBytes(StandardCharsets.UTF_8));
+            }
+        } catch (HostException refused) {
+            return ("refused: " + refused.code() + " (" + refused.getMessage() + ")").getBytes();
+        }
+        return " end".getBytes();
+    }
+}
+"#;
+
+const STREAMER_TESTS: &str = r#"
+package app;
+
+import java.util.List;
+import squall.HostException;
+import squall.TestContext;
+
+public class StreamerTest {
+    public static void testChunksAreRecordedInOrder() {
+        TestContext ctx = new TestContext();
+        byte[] last = new Streamer().handle(ctx, "zoë streams".getBytes());
+        assert new String(last).equals(" end") : new String(last);
+        assert ctx.streamed().size() == 2 : ctx.streamed().size();
+        assert ctx.streamedText().equals("zoë streams") : ctx.streamedText();
+    }
+
+    public static void testAFailingHostRefusesChunks() {
+        TestContext ctx = new TestContext().failWith("too_large");
+        byte[] last = new Streamer().handle(ctx, "x".getBytes());
+        assert new String(last).startsWith("refused: too_large") : new String(last);
+        assert ctx.streamed().isEmpty();
+    }
+}
+"#;
+
+#[test]
+fn streamed_chunks_reach_the_host_in_order_and_refusals_throw_host_exceptions() {
+    let _serial = one_at_a_time();
+    let libraries = tempfile::tempdir().unwrap();
+    let classes = jar(&[
+        ("app/Streamer.java", STREAMER),
+        ("app/StreamerTest.java", STREAMER_TESTS),
+    ]);
+    let streamer = bundle("app.Streamer", &classes);
+    let copy = Copy::load(libraries.path(), "runtime-streams.so");
+    assert_eq!(
+        copy.runtime(b"squall_runtime_open\0", streamer.path()),
+        (0, String::new())
+    );
+
+    let (status, body, received) = copy.invoke_with(
+        Host::Streaming(record_chunk),
+        "fn-stream",
+        "one two zoë".as_bytes(),
+    );
+    assert_eq!((status, body.as_str()), (SQUALL_OK, " end"));
+    assert_eq!(
+        received.chunks.into_inner().unwrap(),
+        vec![
+            b"one".to_vec(),
+            b" two".to_vec(),
+            " zoë".as_bytes().to_vec()
+        ]
+    );
+
+    let (status, body, received) =
+        copy.invoke_with(Host::Streaming(refuse_chunk), "fn-stream", b"one two");
+    assert_eq!(status, SQUALL_OK);
+    assert!(
+        body.starts_with("refused: too_large (stream_write: "),
+        "{body}"
+    );
+    assert!(received.chunks.into_inner().unwrap().is_empty());
+
+    let (status, body, received) = copy.invoke_with(Host::LogOnly, "fn-stream", b"one");
+    assert_eq!(status, SQUALL_OK);
+    assert!(
+        body.starts_with("refused: unsupported (stream_write: "),
+        "{body}"
+    );
+    assert!(received.chunks.into_inner().unwrap().is_empty());
+
+    assert_eq!(
+        copy.runtime(b"squall_runtime_test\0", streamer.path()),
+        (
+            0,
+            "PASS StreamerTest.testAFailingHostRefusesChunks\nPASS StreamerTest.testChunksAreRecordedInOrder\n2 passed, 0 failed\n"
+                .to_owned()
         )
     );
 }

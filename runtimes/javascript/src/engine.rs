@@ -565,8 +565,11 @@ pub fn web_event<'js>(
 }
 
 /// The bytes of a handler's result: bytes as they are, a string as UTF-8, anything else as
-/// JSON (`undefined` → `null`).
+/// JSON (`undefined` → `null`, or nothing once the call has streamed).
 pub fn output<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> rquickjs::Result<Vec<u8>> {
+    if value.is_undefined() && native::streamed() {
+        return Ok(Vec::new());
+    }
     if value.is_undefined() || value.is_null() {
         return Ok(b"null".to_vec());
     }

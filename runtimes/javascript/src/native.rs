@@ -28,6 +28,8 @@ struct CallState {
     deadline: Option<Instant>,
     next_cancel_check: Instant,
     stopped: Option<Stop>,
+    /// Whether the script has written a chunk of its output through `streamWrite`.
+    streamed: bool,
     /// Log lines collected when no host context backs the call (the test runner).
     logs: Vec<String>,
 }
@@ -64,6 +66,7 @@ impl<'c> CallGuard<'c> {
                 deadline,
                 next_cancel_check: Instant::now() + CANCEL_CHECK_EVERY,
                 stopped: None,
+                streamed: false,
                 logs: Vec::new(),
             });
         });
@@ -163,6 +166,11 @@ pub fn grace(budget: Duration) {
 /// Why the call on this thread was stopped, if it was.
 pub fn stopped() -> Option<Stop> {
     CALL.with(|call| call.borrow().as_ref().and_then(|state| state.stopped))
+}
+
+/// Whether the call on this thread has streamed a chunk of its output.
+pub fn streamed() -> bool {
+    CALL.with(|call| call.borrow().as_ref().is_some_and(|state| state.streamed))
 }
 
 /// How long the call on this thread may still run; `None` without a deadline.
@@ -293,6 +301,19 @@ pub fn install<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
                 host_call(&ctx, |context| context.publish(&subject, &bytes))
             },
         )?,
+    )?;
+    native.set(
+        "streamWrite",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, chunk: Value<'js>| {
+            let bytes = bytes_of(&ctx, &chunk)?;
+            host_call(&ctx, |context| context.stream_write(&bytes))?;
+            CALL.with(|call| {
+                if let Some(state) = call.borrow_mut().as_mut() {
+                    state.streamed = true;
+                }
+            });
+            Ok::<(), rquickjs::Error>(())
+        })?,
     )?;
     native.set(
         "cancelled",

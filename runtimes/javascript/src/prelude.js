@@ -198,6 +198,8 @@
       if (typeof subject !== "string") throw new TypeError("a subject is a string");
       native.publish(subject, payloadBytes(payload));
     }
+    // Writes one chunk of the output now; what the handler returns follows as the last chunk.
+    streamWrite(chunk) { native.streamWrite(payloadBytes(chunk)); }
   }
 
   // --- squall: Retry and the testing helpers -----------------------------------------------
@@ -229,6 +231,7 @@
     const store = new Map();
     const logs = [];
     const published = [];
+    const streamed = [];
     const logger = makeLogger((level, message) => {
       logs.push({ level: Object.keys(LEVELS).find((k) => LEVELS[k] === level), message });
       native.log(level, message);
@@ -262,6 +265,7 @@
       store,
       logs,
       published,
+      streamed,
       getRemainingTimeInMillis: () => Math.max(0, deadlineMs - Date.now()),
       cancelled: () => false,
       publish(subject, payload) {
@@ -271,6 +275,7 @@
         }
         published.push({ subject, payload: payloadBytes(payload).slice() });
       },
+      streamWrite(chunk) { streamed.push(payloadBytes(chunk).slice()); },
     };
   }
 

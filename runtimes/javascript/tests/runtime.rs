@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use squall_runtime_javascript::{check, run_tests, Function, Limits};
-use squall_sdk::abi::{SquallBuf, SquallBytes, SquallCtx, SquallHost};
+use squall_sdk::abi::{SquallBuf, SquallBytes, SquallCtx, SquallHost, SQUALL_HOST_TOO_LARGE};
 use squall_sdk::{Context, FnError};
 
 /// Writes `files` and a `squall-bundle.json` for `handler` into a new temporary folder.
@@ -44,10 +44,26 @@ fn now_ms() -> u64 {
 /// A log line as the host received it: level and message.
 type LogLine = (u32, String);
 
-/// A host that records log lines and may report the invocation cancelled.
+/// A host that records log lines and streamed chunks, and may report the invocation cancelled.
+#[derive(Default)]
 struct Recorder {
     lines: Mutex<Vec<LogLine>>,
     cancel_at: Option<Instant>,
+    /// The chunks the function streamed, in order.
+    streamed: Mutex<Vec<Vec<u8>>>,
+    /// How many bytes of output the host takes; `None` for no limit.
+    output_limit: Option<usize>,
+    /// An older host, without `stream_write`.
+    without_streaming: bool,
+}
+
+/// The `Recorder` behind a context the test built.
+///
+/// # Safety
+/// `ctx` must be a context built by `call_recorded`, during its call.
+unsafe fn recorder<'a>(ctx: *const SquallCtx) -> &'a Recorder {
+    // SAFETY: the host pointer in the ctx is the test's, whose data is a `Recorder`.
+    unsafe { &*((*(*ctx).host).data as *const Recorder) }
 }
 
 unsafe extern "C" fn record(data: *mut c_void, level: u32, message: SquallBytes) {
@@ -59,9 +75,25 @@ unsafe extern "C" fn record(data: *mut c_void, level: u32, message: SquallBytes)
 }
 
 unsafe extern "C" fn cancelled(ctx: *const SquallCtx) -> i32 {
-    // SAFETY: the host pointer in the ctx is the test's, whose data is a `Recorder`.
-    let recorder = unsafe { &*((*(*ctx).host).data as *const Recorder) };
+    // SAFETY: called by the SDK during a call built by `call_recorded`.
+    let recorder = unsafe { recorder(ctx) };
     i32::from(recorder.cancel_at.is_some_and(|at| Instant::now() >= at))
+}
+
+unsafe extern "C" fn stream_write(ctx: *const SquallCtx, chunk: SquallBytes) -> i32 {
+    // SAFETY: called by the SDK during a call built by `call_recorded`; the chunk is readable
+    // for the call.
+    let (recorder, chunk) = unsafe { (recorder(ctx), chunk.as_slice()) };
+    let mut streamed = recorder.streamed.lock().unwrap();
+    let written: usize = streamed.iter().map(Vec::len).sum();
+    if recorder
+        .output_limit
+        .is_some_and(|limit| written + chunk.len() > limit)
+    {
+        return SQUALL_HOST_TOO_LARGE;
+    }
+    streamed.push(chunk.to_vec());
+    0
 }
 
 /// Calls `function` with a context backed by a logging host; returns the outcome and the log.
@@ -72,12 +104,24 @@ fn call_logged(
     cancel_after: Option<Duration>,
 ) -> (Result<Vec<u8>, FnError>, Vec<LogLine>) {
     let recorder = Recorder {
-        lines: Mutex::new(Vec::new()),
         cancel_at: cancel_after.map(|after| Instant::now() + after),
+        ..Recorder::default()
     };
+    let outcome = call_recorded(function, input, deadline_ms, &recorder);
+    let lines = recorder.lines.lock().unwrap().clone();
+    (outcome, lines)
+}
+
+/// Calls `function` with a context backed by `recorder`'s host.
+fn call_recorded(
+    function: &Function,
+    input: &[u8],
+    deadline_ms: u64,
+    recorder: &Recorder,
+) -> Result<Vec<u8>, FnError> {
     let host = SquallHost {
         size: size_of::<SquallHost>() as u32,
-        data: &recorder as *const Recorder as *mut c_void,
+        data: recorder as *const Recorder as *mut c_void,
         log: Some(record),
         kv_get: None,
         kv_put: None,
@@ -85,6 +129,7 @@ fn call_logged(
         publish: None,
         buf_free: None,
         cancelled: Some(cancelled),
+        stream_write: (!recorder.without_streaming).then_some(stream_write),
     };
     let config = br#"{"greeting": "Hi", "secrets": {"token": "s3cret"}}"#;
     let raw = SquallCtx {
@@ -100,9 +145,7 @@ fn call_logged(
     };
     // SAFETY: every slice and the host outlive the context, which lives for this call only.
     let context = unsafe { Context::from_raw(&raw) };
-    let outcome = function.invoke(&context, input);
-    let lines = recorder.lines.lock().unwrap().clone();
-    (outcome, lines)
+    function.invoke(&context, input)
 }
 
 fn call(function: &Function, input: &[u8]) -> Result<Vec<u8>, FnError> {
@@ -368,6 +411,106 @@ export function handler(event, context) {
         String::from_utf8(output).unwrap(),
         "UNSUPPORTED: the host offers no state or event services"
     );
+}
+
+const STREAMER: &str = r#"
+export async function handler(event, context) {
+  context.streamWrite("one ");
+  await new Promise((resolve) => setTimeout(resolve, 1));
+  context.streamWrite(new TextEncoder().encode("two "));
+  context.streamWrite(new TextEncoder().encode("three ").buffer);
+  if (event === "silent") return undefined;
+  return "four";
+}
+"#;
+
+#[test]
+fn streamed_chunks_reach_the_host_in_order_and_the_returned_body_stays_separate() {
+    let dir = bundle("app.handler", &[("app.mjs", STREAMER)]);
+    let function = open(dir.path());
+    let recorder = Recorder::default();
+    let output = call_recorded(&function, b"", now_ms() + 10_000, &recorder);
+    assert_eq!(output.unwrap(), b"four");
+    let streamed = recorder.streamed.lock().unwrap().clone();
+    assert_eq!(streamed, [&b"one "[..], b"two ", b"three "]);
+}
+
+#[test]
+fn a_handler_that_streamed_and_returns_nothing_adds_no_last_chunk() {
+    let dir = bundle("app.handler", &[("app.mjs", STREAMER)]);
+    let function = open(dir.path());
+    let recorder = Recorder::default();
+    let output = call_recorded(&function, br#""silent""#, now_ms() + 10_000, &recorder);
+    assert_eq!(output.unwrap(), b"");
+    assert_eq!(recorder.streamed.lock().unwrap().len(), 3);
+    // Without streaming, returning nothing is still `null`.
+    let dir = bundle(
+        "app.handler",
+        &[("app.mjs", "export function handler() {}")],
+    );
+    assert_eq!(call(&open(dir.path()), b"").unwrap(), b"null");
+}
+
+#[test]
+fn a_failed_stream_write_throws_an_error_with_the_hosts_code() {
+    let dir = bundle(
+        "app.handler",
+        &[(
+            "app.mjs",
+            r#"
+export function handler(event, context) {
+  try {
+    context.streamWrite("1234");
+    context.streamWrite("5");
+  } catch (e) {
+    return e.code;
+  }
+  return "no error";
+}
+"#,
+        )],
+    );
+    let function = open(dir.path());
+    let limited = Recorder {
+        output_limit: Some(4),
+        ..Recorder::default()
+    };
+    let output = call_recorded(&function, b"", now_ms() + 10_000, &limited);
+    assert_eq!(output.unwrap(), b"TOO_LARGE");
+    assert_eq!(limited.streamed.lock().unwrap().clone(), [b"1234"]);
+
+    let older = Recorder {
+        without_streaming: true,
+        ..Recorder::default()
+    };
+    let output = call_recorded(&function, b"", now_ms() + 10_000, &older);
+    assert_eq!(output.unwrap(), b"UNSUPPORTED");
+}
+
+#[test]
+fn the_test_context_records_streamed_chunks() {
+    let dir = bundle(
+        "app.handler",
+        &[
+            ("app.mjs", STREAMER),
+            (
+                "app.test.mjs",
+                r#"
+import { handler } from "./app.mjs";
+const { assertEqual, context } = squall.testing;
+
+export async function testStreamsThreeChunksThenReturnsTheLast() {
+  const ctx = context();
+  assertEqual(await handler(null, ctx), "four");
+  const text = ctx.streamed.map((chunk) => new TextDecoder().decode(chunk));
+  assertEqual(text, ["one ", "two ", "three "]);
+}
+"#,
+            ),
+        ],
+    );
+    let report = run_tests(dir.path(), limits()).unwrap();
+    assert!(report.passed() && report.outcomes.len() == 1, "{report}");
 }
 
 #[test]

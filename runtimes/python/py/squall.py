@@ -52,7 +52,7 @@ class Retry(Exception):
 
 
 class HostError(Exception):
-    """A host service (KV or publish) failed.
+    """A host service (KV, publish or stream_write) failed.
 
     ``code`` says why: ``"unavailable"`` (the store did not answer in time; retrying may
     succeed), ``"denied"``, ``"too_large"``, ``"invalid"``, ``"unsupported"`` (no host offers
@@ -111,9 +111,11 @@ class Context:
     (milliseconds since the Unix epoch), ``config`` (dict), ``secrets`` (dict, the config's
     ``secrets``), ``trigger`` (dict: what triggered the invocation, ``{"source": ...}``),
     ``traceparent`` (str or None) and ``logger``. Methods: ``get_remaining_time_in_millis()``,
-    ``cancelled()``, ``kv_get(key)``, ``kv_put(key, value, ttl_ms=0)``, ``kv_delete(key)`` and
-    ``publish(subject, payload)``. The platform's context and ``squall.testing.Context`` both
-    implement it; a failed host service raises ``HostError``.
+    ``cancelled()``, ``kv_get(key)``, ``kv_put(key, value, ttl_ms=0)``, ``kv_delete(key)``,
+    ``publish(subject, payload)`` and ``stream_write(chunk)`` (writes one chunk of the output
+    now; what the handler returns follows as the last chunk, nothing for ``None``). The
+    platform's context and ``squall.testing.Context`` both implement it; a failed host service
+    raises ``HostError``.
     """
 
     __slots__ = ()
@@ -142,13 +144,14 @@ def _as_bytes(value, what):
 
 
 class _TestContext(Context):
-    """A context for unit tests: KV in memory, publishes recorded, logs collected.
+    """A context for unit tests: KV in memory, publishes and streamed chunks recorded, logs
+    collected.
 
     ``kv`` holds the stored values (key -> bytes), ``published`` the ``(subject, payload)``
-    pairs in order, ``logs`` the ``(level, message)`` lines (level ``"INFO"`` …); logs are also
-    written to ``sys.stderr`` so that unittest shows them with a failing test. ``cancel()`` makes
-    ``cancelled()`` true. Keys and subjects follow the platform's rules, so a test fails where
-    the platform would.
+    pairs in order, ``streamed`` the chunks ``stream_write`` wrote (bytes, in order), ``logs``
+    the ``(level, message)`` lines (level ``"INFO"`` …); logs are also written to ``sys.stderr``
+    so that unittest shows them with a failing test. ``cancel()`` makes ``cancelled()`` true.
+    Keys and subjects follow the platform's rules, so a test fails where the platform would.
     """
 
     def __init__(
@@ -174,6 +177,7 @@ class _TestContext(Context):
         self.kv = {key: _as_bytes(value, "value") for key, value in (kv or {}).items()}
         self._expiry = {}
         self.published = []
+        self.streamed = []
         self.logs = []
         self._cancelled = False
         self.logger = Logger(self._log)
@@ -234,6 +238,9 @@ class _TestContext(Context):
         if not subject.startswith("events.") or len(subject) == len("events."):
             raise HostError("denied", f"subject {subject!r} is not under events.")
         self.published.append((subject, _as_bytes(payload, "payload")))
+
+    def stream_write(self, chunk):
+        self.streamed.append(_as_bytes(chunk, "chunk"))
 
 
 # `squall.testing` is a submodule of this one-file module: registered in sys.modules so that

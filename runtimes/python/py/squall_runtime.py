@@ -42,7 +42,7 @@ _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", 
 class _CallContext(squall.Context):
     """The ``context`` of one platform invocation, over the Rust handle."""
 
-    __slots__ = ("_handle", "_config", "_trigger", "_logger", "_partial")
+    __slots__ = ("_handle", "_config", "_trigger", "_logger", "_partial", "_streamed")
 
     def __init__(self, handle):
         self._handle = handle
@@ -50,6 +50,7 @@ class _CallContext(squall.Context):
         self._trigger = None
         self._logger = None
         self._partial = None
+        self._streamed = False
 
     @property
     def function_name(self):
@@ -107,6 +108,10 @@ class _CallContext(squall.Context):
     def publish(self, subject, payload):
         self._handle.publish(subject, _bytes(payload, "payload"))
 
+    def stream_write(self, chunk):
+        self._handle.stream_write(_bytes(chunk, "chunk"))
+        self._streamed = True
+
 
 def _object(raw):
     if not raw:
@@ -147,6 +152,8 @@ def invoke(handler, handle, payload, web):
             except ValueError:
                 event = payload
         result = handler(event, context)
+        if result is None and context._streamed:
+            return 0, b"", 0  # a handler that streamed its output and returned nothing
         if isinstance(result, bytes):
             return 0, result, 0
         if isinstance(result, str):

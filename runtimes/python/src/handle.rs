@@ -212,4 +212,10 @@ impl CallHandle {
         let published = self.host_call(py, |ctx| ctx.publish(subject, payload))?;
         published.map_err(|error| host_error(py, "publish", error))
     }
+
+    /// Writes one chunk of the output now; what the handler returns follows as the last chunk.
+    fn stream_write(&self, py: Python<'_>, chunk: &[u8]) -> PyResult<()> {
+        let written = self.host_call(py, |ctx| ctx.stream_write(chunk))?;
+        written.map_err(|error| host_error(py, "stream_write", error))
+    }
 }

@@ -7,7 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::{bundle, call, call_with, Call, Services};
 use serde_json::{json, Value};
 use squall_runtime_python::Function;
-use squall_sdk::abi::{LOG_ERROR, LOG_INFO, LOG_WARN, SQUALL_HOST_DENIED, SQUALL_HOST_UNAVAILABLE};
+use squall_sdk::abi::{
+    LOG_ERROR, LOG_INFO, LOG_WARN, SQUALL_HOST_DENIED, SQUALL_HOST_TOO_LARGE,
+    SQUALL_HOST_UNAVAILABLE,
+};
 use squall_sdk::FnError;
 
 fn open(handler: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, Function) {
@@ -437,6 +440,75 @@ fn an_uncaught_unavailable_store_asks_for_a_retry_and_other_host_errors_fail() {
     assert_eq!(
         output,
         Err(FnError::permanent("HostError: kv_get: not allowed"))
+    );
+}
+
+const STREAMER: &str = r#"
+import squall
+
+def handler(event, context):
+    try:
+        context.stream_write(b"one ")
+        context.stream_write("two ")
+        context.stream_write(bytearray(b"three "))
+    except squall.HostError as error:
+        return f"{error.code}: {error}"
+    if event == "silent":
+        return None
+    return "four"
+"#;
+
+#[test]
+fn streamed_chunks_reach_the_host_in_order_and_the_returned_body_stays_separate() {
+    let (_dir, function) = open("app.handler", &[("app.py", STREAMER)]);
+    let services = Services::default();
+    let (output, _) = call_with(Call::default(), Some(&services), |ctx| {
+        function.invoke(ctx, b"{}")
+    });
+    assert_eq!(output.unwrap(), b"four");
+    let streamed = services.streamed.lock().unwrap().clone();
+    assert_eq!(streamed, [&b"one "[..], b"two ", b"three "]);
+}
+
+#[test]
+fn a_handler_that_streamed_and_returns_none_adds_no_last_chunk() {
+    let (_dir, function) = open("app.handler", &[("app.py", STREAMER)]);
+    let services = Services::default();
+    let (output, _) = call_with(Call::default(), Some(&services), |ctx| {
+        function.invoke(ctx, br#""silent""#)
+    });
+    assert_eq!(output.unwrap(), b"");
+    assert_eq!(services.streamed.lock().unwrap().len(), 3);
+    // Without streaming, None is still `null`.
+    let (_dir, function) = open(
+        "app.handler",
+        &[("app.py", "def handler(e, c):\n    pass\n")],
+    );
+    let (output, _) = call(Call::default(), |ctx| function.invoke(ctx, b""));
+    assert_eq!(output.unwrap(), b"null");
+}
+
+#[test]
+fn a_failed_stream_write_raises_host_error_with_its_code() {
+    let (_dir, function) = open("app.handler", &[("app.py", STREAMER)]);
+    let full = Services {
+        failure: Some(SQUALL_HOST_TOO_LARGE),
+        ..Services::default()
+    };
+    let (output, _) = call_with(Call::default(), Some(&full), |ctx| {
+        function.invoke(ctx, b"{}")
+    });
+    let message = String::from_utf8(output.unwrap()).unwrap();
+    assert!(
+        message.starts_with("too_large: stream_write: "),
+        "{message}"
+    );
+    assert!(full.streamed.lock().unwrap().is_empty());
+    let (output, _) = call(Call::default(), |ctx| function.invoke(ctx, b"{}"));
+    let message = String::from_utf8(output.unwrap()).unwrap();
+    assert!(
+        message.starts_with("unsupported: stream_write: "),
+        "{message}"
     );
 }
 

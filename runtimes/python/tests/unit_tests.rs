@@ -78,6 +78,31 @@ fn a_bundle_without_tests_cannot_run_them() {
 }
 
 #[test]
+fn the_test_context_records_streamed_chunks() {
+    let app = r#"
+def handler(event, context):
+    context.stream_write("one ")
+    context.stream_write(b"two ")
+    return "three"
+"#;
+    let test = r#"
+import unittest
+from squall.testing import Context
+import app
+
+class StreamTest(unittest.TestCase):
+    def test_streams_two_chunks_then_returns_the_last(self):
+        ctx = Context()
+        self.assertEqual(app.handler({}, ctx), "three")
+        self.assertEqual(ctx.streamed, [b"one ", b"two "])
+"#;
+    let dir = bundle("app.handler", &[("app.py", app), ("test_app.py", test)]);
+    let report = run_tests(dir.path());
+    assert_eq!(report.status, 0, "{}", report.text);
+    assert!(report.text.contains("Ran 1 test"), "{}", report.text);
+}
+
+#[test]
 fn the_template_tests_pass() {
     let template = concat!(env!("CARGO_MANIFEST_DIR"), "/template");
     let read = |name: &str| std::fs::read_to_string(format!("{template}/{name}")).unwrap();

@@ -3,11 +3,12 @@
 
 use crate::jobs::admit::{pinned_version, read_claim, Claim, ForeignVersion};
 use crate::jobs::context::{Jobs, Serving};
-use crate::jobs::decide::{decide, jitter_unit, Attempt};
+use crate::jobs::decide::{decide, decide_streamed, jitter_unit, Attempt};
 use crate::jobs::meta::{header, job_meta, JobMeta};
 use crate::jobs::settle::{drop_cancelled, keep_alive, settle, Attempted, Timing};
 use crate::loader::{thread_cpu_time, CallContext, LogCapture};
 use crate::state::FunctionState;
+use crate::stream::{take_started, StreamSlot, Streaming};
 use async_nats::jetstream::{self, AckKind};
 use squall_broker::backoff::Doubling;
 use squall_broker::record::{LogLevel, LogLine};
@@ -32,6 +33,8 @@ struct Execution {
     outcome: Attempt,
     logs: Vec<LogLine>,
     timing: Timing,
+    /// What the function streamed, when it did.
+    streamed: Option<Streaming>,
 }
 
 impl Execution {
@@ -41,12 +44,20 @@ impl Execution {
             outcome: Attempt::failed(kind, message),
             logs: Vec::new(),
             timing,
+            streamed: None,
         }
+    }
+
+    /// This execution with what the function streamed, if it did.
+    fn with_stream(mut self, slot: &StreamSlot) -> Execution {
+        self.streamed = take_started(slot);
+        self
     }
 }
 
 /// The first step of an attempt: runs the function on one of its call threads, keeping the
-/// job alive meanwhile, and reads what it returned. Stores nothing and settles nothing.
+/// job alive meanwhile, and reads what it returned and what it streamed. Stores nothing (but
+/// the streamed chunks) and settles nothing.
 async fn execute(
     jobs: &Jobs,
     serving: &Serving,
@@ -54,6 +65,34 @@ async fn execute(
     job: &JobMeta,
     message: &jetstream::Message,
     input: bytes::Bytes,
+) -> Execution {
+    // The caller asked for the output as it is written: chunks go to its reply subject too.
+    let reply = header(message.headers.as_ref(), h::REPLY_TO)
+        .filter(|_| header(message.headers.as_ref(), h::STREAM) == Some("true"))
+        .filter(|to| squall_broker::names::is_reply_subject(to, &job.invocation_id))
+        .map(str::to_string);
+    let slot: StreamSlot = Arc::new(std::sync::Mutex::new(Some(Streaming::new(
+        &jobs.outlet.topology.jetstream,
+        &state.record.name,
+        &job.invocation_id,
+        job.attempt,
+        reply,
+        jobs.outlet.payloads.max,
+    ))));
+    execute_call(jobs, serving, state, job, message, input, slot.clone())
+        .await
+        .with_stream(&slot)
+}
+
+/// Runs the call of `execute`, its host calls streaming into `slot`.
+async fn execute_call(
+    jobs: &Jobs,
+    serving: &Serving,
+    state: &Arc<FunctionState>,
+    job: &JobMeta,
+    message: &jetstream::Message,
+    input: bytes::Bytes,
+    slot: StreamSlot,
 ) -> Execution {
     let (executor, progress_every) = (&serving.executor, serving.progress_every);
     let library = match &state.library {
@@ -84,13 +123,16 @@ async fn execute(
     let attempt_no = job.attempt;
     let deadline = now_ms() + state.spec.timeout_ms;
     let deadline_ms = deadline;
-    let mut services = jobs.host.for_call(
-        &state.record.name,
-        &invocation_id,
-        &traceparent,
-        std::time::Instant::now() + timeout,
-        tracing::Span::current(),
-    );
+    let mut services = jobs
+        .host
+        .for_call(
+            &state.record.name,
+            &invocation_id,
+            &traceparent,
+            std::time::Instant::now() + timeout,
+            tracing::Span::current(),
+        )
+        .with_stream(slot);
     let (done, mut call) = tokio::sync::oneshot::channel();
     let cancels = jobs.cancels.clone();
     let memory_mb = state.spec.memory_mb;
@@ -189,12 +231,14 @@ async fn execute(
                 outcome: Attempt::failed(ErrorKind::Timeout, message),
                 logs: logs.lines,
                 timing,
+                streamed: None,
             }
         }
         Ok((result, logs, timing)) => Execution {
             outcome: Attempt::from_call(result),
             logs: logs.lines,
             timing,
+            streamed: None,
         },
         // Dropped unanswered: cancelled before it started (the caller drops the job), or the
         // host panicked.
@@ -294,13 +338,30 @@ async fn run_attempt(
     if job.attempt == 1 {
         m.waited(started_at_ms.saturating_sub(job.created_at_ms) as f64 / 1000.0);
     }
-    let execution = match refused {
-        Some(foreign) => {
+    // The previous attempt streamed and its process died: its caller saw part of the output,
+    // so the invocation ends failed with what was streamed, and the function is not run again.
+    let crashed_stream = match refused {
+        Some(_) => None,
+        None => match streamed_before(jobs, serving, &job, &message).await {
+            Some(found) => found,
+            None => return,
+        },
+    };
+    let mut execution = match (refused, &crashed_stream) {
+        (Some(foreign), _) => {
             tracing::warn!(message = "job refused: it names a version of another function or none",
                 function = %job.function, invocation_id = %job.invocation_id, version = %foreign.version);
             Execution::failed(ErrorKind::Error, foreign.to_string(), Timing::default())
         }
-        None => {
+        (None, Some(stored)) => {
+            let message = format!(
+                "the function's process ended after streaming {} bytes (attempt {}); a streamed invocation is not run again",
+                stored.size,
+                job.attempt.saturating_sub(1)
+            );
+            Execution::failed(ErrorKind::Crash, message, Timing::default())
+        }
+        (None, None) => {
             let Some(input) = job_input(jobs, serving, &job, &message).await else {
                 return;
             };
@@ -312,27 +373,45 @@ async fn run_attempt(
                 Err(missing) => Execution::failed(ErrorKind::Error, missing, Timing::default()),
             };
             m.executed(execution.timing.wall_us as f64 / 1e6);
-            execution.outcome = execution.outcome.within(jobs.outlet.payloads.max);
+            if execution.streamed.is_none() {
+                execution.outcome = execution.outcome.within(jobs.outlet.payloads.max);
+            }
             execution
         }
     };
     emit_function_logs(&job, &execution.logs);
+    // What the function streamed is closed into its object: the last chunk is what it
+    // returned, and a failure keeps what was streamed.
+    let streamed = match execution.streamed.take() {
+        Some(stream) => {
+            let (outcome, stored) =
+                finish_stream(serving, &job, &message, stream, execution.outcome).await;
+            execution.outcome = outcome;
+            Some(stored)
+        }
+        None => crashed_stream.map(Some),
+    };
     // Cancelled while it ran: whatever it returned, the invocation ended `cancelled`.
     if jobs.cancels.is_cancelled(&job.invocation_id).await {
         m.settled(InvocationStatus::Cancelled, None, false);
         return drop_cancelled(&jobs.outlet, &job, &message).await;
     }
-    let settlement = decide(
-        execution.outcome,
-        job.attempt,
-        state.spec.max_attempts,
-        &state.spec.backoff,
-        jitter_unit(&job.invocation_id, job.attempt),
-    );
+    let settlement = match &streamed {
+        // Part of the output reached the caller: no retry could take it back.
+        Some(_) => decide_streamed(execution.outcome),
+        None => decide(
+            execution.outcome,
+            job.attempt,
+            state.spec.max_attempts,
+            &state.spec.backoff,
+            jitter_unit(&job.invocation_id, job.attempt),
+        ),
+    };
     let attempt = Attempted {
         started_at_ms,
         timing: execution.timing,
         logs: execution.logs,
+        streamed: streamed.flatten(),
     };
     settle(
         &jobs.outlet,
@@ -344,6 +423,96 @@ async fn run_attempt(
         settlement,
     )
     .await;
+}
+
+/// What the job's previous attempt streamed before its process died, closed into an object:
+/// `Some(None)` when it streamed nothing (or this is the first attempt); `None` when the
+/// payload bucket could not be read within `ADMISSION_BUDGET` (the job was handed back).
+async fn streamed_before(
+    jobs: &Jobs,
+    serving: &Serving,
+    job: &JobMeta,
+    message: &jetstream::Message,
+) -> Option<Option<squall_broker::payloads::PayloadRef>> {
+    if job.attempt <= 1 {
+        return Some(None);
+    }
+    let js = &jobs.outlet.topology.jetstream;
+    let read = read_patiently(
+        serving,
+        message,
+        "what the previous attempt streamed",
+        || async {
+            let closed = squall_broker::payloads::close_streamed(
+                js,
+                &job.function,
+                &job.invocation_id,
+                job.attempt - 1,
+            )
+            .await;
+            match closed {
+                Err(error) if error.is_transient() => Err(error),
+                other => Ok(other),
+            }
+        },
+    )
+    .await;
+    match read {
+        Ok(Ok(found)) => Some(found),
+        // No payload bucket: nothing can have been streamed into it.
+        Ok(Err(_)) => Some(None),
+        Err(error) => {
+            tracing::warn!(message = "cannot read what a job's previous attempt streamed; job left for redelivery",
+                function = %job.function, invocation_id = %job.invocation_id, error = %error);
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            None
+        }
+    }
+}
+
+/// Closes an attempt's stream: a succeeded function's return is the last chunk; a failed one's
+/// stream keeps what was written. The outcome becomes a failure when the stream cannot be
+/// stored (the caller saw part of it; there is no taking that back). Returns the outcome and
+/// the stored object, if any.
+async fn finish_stream(
+    serving: &Serving,
+    job: &JobMeta,
+    message: &jetstream::Message,
+    stream: Streaming,
+    outcome: Attempt,
+) -> (Attempt, Option<squall_broker::payloads::PayloadRef>) {
+    let size = stream.size();
+    let finish = |last| keep_alive(message, serving.progress_every, stream.finish(last));
+    let warn = |error: &squall_broker::payloads::PayloadError| {
+        tracing::warn!(message = "cannot store a streamed output", function = %job.function,
+            invocation_id = %job.invocation_id, error = %error);
+    };
+    match outcome {
+        Attempt::Succeeded(body) => match finish(Some(bytes::Bytes::from(body))).await {
+            Ok(stored) => (Attempt::Succeeded(Vec::new()), Some(stored)),
+            Err(error) => {
+                warn(&error);
+                let message =
+                    format!("the streamed output cannot be stored after {size} bytes: {error}");
+                (Attempt::failed(ErrorKind::Error, message), None)
+            }
+        },
+        Attempt::Failed { kind, message, .. } => match finish(None).await {
+            Ok(stored) => {
+                let message = format!("{message} (after streaming {size} bytes)");
+                (Attempt::failed(kind, message), Some(stored))
+            }
+            Err(error) => {
+                warn(&error);
+                let message = format!(
+                    "{message} (after streaming {size} bytes, which cannot be stored: {error})"
+                );
+                (Attempt::failed(kind, message), None)
+            }
+        },
+    }
 }
 
 /// The job's input: its body, or the input stored in the function's payload bucket. `None`

@@ -89,6 +89,10 @@ pub enum Settlement {
     /// The last permitted attempt failed: record the dead end (`timed_out` after a timeout,
     /// `dead_lettered` otherwise), write the dead letter, then acknowledge.
     DeadLetter { kind: ErrorKind, message: String },
+    /// A failure after the function streamed part of its output, which a retry could not take
+    /// back: record the end (`timed_out` after a timeout, `failed` otherwise) with its kind,
+    /// then acknowledge.
+    Ended { kind: ErrorKind, message: String },
 }
 
 /// What happens to the job message once the attempt's result is stored.
@@ -110,6 +114,11 @@ impl Settlement {
             Settlement::Failed { .. } => InvocationStatus::Failed,
             Settlement::Retry { .. } => InvocationStatus::Retrying,
             Settlement::DeadLetter { kind, .. } => kind.terminal_status(),
+            Settlement::Ended {
+                kind: ErrorKind::Timeout,
+                ..
+            } => InvocationStatus::TimedOut,
+            Settlement::Ended { .. } => InvocationStatus::Failed,
         }
     }
 
@@ -118,14 +127,18 @@ impl Settlement {
         match self {
             Settlement::Succeeded { .. } => None,
             Settlement::Failed { .. } => Some(ErrorKind::Error),
-            Settlement::Retry { kind, .. } | Settlement::DeadLetter { kind, .. } => Some(*kind),
+            Settlement::Retry { kind, .. }
+            | Settlement::DeadLetter { kind, .. }
+            | Settlement::Ended { kind, .. } => Some(*kind),
         }
     }
 
     /// What happens to the job message after the result is stored.
     pub fn job_action(&self) -> JobAction {
         match self {
-            Settlement::Succeeded { .. } | Settlement::Failed { .. } => JobAction::Ack,
+            Settlement::Succeeded { .. } | Settlement::Failed { .. } | Settlement::Ended { .. } => {
+                JobAction::Ack
+            }
             Settlement::Retry { delay, .. } => JobAction::Redeliver(*delay),
             Settlement::DeadLetter { .. } => JobAction::DeadLetter,
         }
@@ -137,7 +150,8 @@ impl Settlement {
             Settlement::Succeeded { output } => output,
             Settlement::Failed { message }
             | Settlement::Retry { message, .. }
-            | Settlement::DeadLetter { message, .. } => message.into_bytes(),
+            | Settlement::DeadLetter { message, .. }
+            | Settlement::Ended { message, .. } => message.into_bytes(),
         }
     }
 }
@@ -178,6 +192,15 @@ pub fn decide(
             delay: retry_delay(backoff, attempt, retry_after_ms, jitter_unit),
         },
         Attempt::Failed { kind, message, .. } => Settlement::DeadLetter { kind, message },
+    }
+}
+
+/// The settlement of an attempt that streamed part of its output: it succeeded, or it ended
+/// (whatever the retry policy says, as the caller already has part of the output).
+pub fn decide_streamed(outcome: Attempt) -> Settlement {
+    match outcome {
+        Attempt::Succeeded(output) => Settlement::Succeeded { output },
+        Attempt::Failed { kind, message, .. } => Settlement::Ended { kind, message },
     }
 }
 
@@ -375,6 +398,23 @@ mod tests {
                 ErrorKind::Error,
                 "function returned unknown status 42: what"
             )
+        );
+    }
+
+    #[test]
+    fn a_failure_after_streaming_ends_the_invocation_without_a_retry() {
+        let crash = decide_streamed(failed(ErrorKind::Crash));
+        assert_eq!(crash.status(), InvocationStatus::Failed);
+        assert_eq!(crash.error_kind(), Some(ErrorKind::Crash));
+        assert_eq!(crash.job_action(), JobAction::Ack);
+        let timeout = decide_streamed(failed(ErrorKind::Timeout));
+        assert_eq!(timeout.status(), InvocationStatus::TimedOut);
+        assert_eq!(timeout.job_action(), JobAction::Ack);
+        let retry = decide_streamed(failed(ErrorKind::Retry));
+        assert_eq!(retry.job_action(), JobAction::Ack);
+        assert_eq!(
+            decide_streamed(Attempt::Succeeded(Vec::new())),
+            Settlement::Succeeded { output: Vec::new() }
         );
     }
 

@@ -36,6 +36,9 @@ pub(crate) struct Attempted {
     pub started_at_ms: u64,
     pub timing: Timing,
     pub logs: Vec<LogLine>,
+    /// What the function streamed, stored: the output of a success, or what a failure had
+    /// streamed (the result then carries the error message and this reference).
+    pub streamed: Option<squall_broker::payloads::PayloadRef>,
 }
 
 /// The second step of an attempt: carries out `settlement`. Stores the result (and sends it to
@@ -87,28 +90,29 @@ pub(crate) async fn settle(
     let body = settlement.into_body();
     // An output above the inline limit is stored in the function's payload bucket first; the
     // result carries the reference.
-    let (body, stored_output) =
-        if status == InvocationStatus::Succeeded && body.len() > outlet.payloads.inline {
-            let store = outlet.payloads.store_output(
-                &job.function,
-                &job.invocation_id,
-                job.attempt,
-                bytes::Bytes::from(body),
-            );
-            match keep_alive(message, serving.progress_every, store).await {
-                Ok(stored) => (Vec::new(), Some(stored)),
-                Err(error) => {
-                    tracing::warn!(message = "cannot store a large output; job left for redelivery",
+    let (body, stored_output) = if attempt.streamed.is_some() {
+        (body, attempt.streamed.clone())
+    } else if status == InvocationStatus::Succeeded && body.len() > outlet.payloads.inline {
+        let store = outlet.payloads.store_output(
+            &job.function,
+            &job.invocation_id,
+            job.attempt,
+            bytes::Bytes::from(body),
+        );
+        match keep_alive(message, serving.progress_every, store).await {
+            Ok(stored) => (Vec::new(), Some(stored)),
+            Err(error) => {
+                tracing::warn!(message = "cannot store a large output; job left for redelivery",
                     function = %job.function, invocation_id = %job.invocation_id, error = %error);
-                    let _ = message
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await;
-                    return;
-                }
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+                return;
             }
-        } else {
-            (body, None)
-        };
+        }
+    } else {
+        (body, None)
+    };
     // The dead letter records this attempt itself, in case the history read back lags.
     let last_attempt =
         (action == JobAction::DeadLetter).then(|| dlq::AttemptRecord::from_result(&meta, &body));

@@ -121,6 +121,7 @@ pub fn host(recorder: &Recorder) -> SquallHost {
         publish: Some(publish),
         buf_free: Some(buf_free),
         cancelled: Some(cancelled),
+        stream_write: Some(stream_write),
     }
 }
 
@@ -133,10 +134,24 @@ unsafe extern "C" fn cancelled(_ctx: *const SquallCtx) -> i32 {
     i32::from(CANCELLED.with(|c| c.get()))
 }
 
+thread_local! {
+    /// The chunks functions streamed on this thread, in order.
+    pub static STREAMED: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+unsafe extern "C" fn stream_write(_ctx: *const SquallCtx, chunk: SquallBytes) -> i32 {
+    // SAFETY: the SDK passes a chunk borrowed for the call.
+    let chunk = unsafe { chunk.as_slice() }.to_vec();
+    STREAMED.with(|s| s.borrow_mut().push(chunk));
+    0
+}
+
 /// The size of `squall_host` before the host services were appended (`size`, `data`, `log`).
 pub const HOST_SIZE_BEFORE_SERVICES: u32 = 24;
 /// The size of `squall_host` with the host services but before `cancelled` was appended.
 pub const HOST_SIZE_BEFORE_CANCELLED: u32 = 64;
+/// The size of `squall_host` with `cancelled` but before `stream_write` was appended.
+pub const HOST_SIZE_BEFORE_STREAM_WRITE: u32 = 72;
 
 /// Everything a test may set in a `squall_ctx`.
 pub struct Call<'a> {

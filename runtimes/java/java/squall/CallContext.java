@@ -76,6 +76,12 @@ final class CallContext extends Context implements ObjIntConsumer<byte[]> {
         nPublish(subject, payload);
     }
 
+    @Override
+    public void streamWrite(byte[] chunk) {
+        active();
+        nStreamWrite(chunk);
+    }
+
     /** Logs through the host; after the call, or from another thread, to standard error. */
     @Override
     public void log(int level, String message) {
@@ -138,6 +144,7 @@ final class CallContext extends Context implements ObjIntConsumer<byte[]> {
     static native String nTrigger();
     static native void nLog(int level, String message);
     static native boolean nCancelled();
+    static native void nStreamWrite(byte[] chunk);
     static native byte[] nKvGet(String key);
     static native void nKvPut(String key, byte[] value, long ttlMs);
     static native void nKvDelete(String key);

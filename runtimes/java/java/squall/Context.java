@@ -7,7 +7,7 @@ import java.util.Map;
 
 /**
  * One invocation's context: names, attempt, deadline, config, secrets, trigger, logs, and the
- * host services (the function's key-value state and event publishing).
+ * host services (the function's key-value state, event publishing and streamed output).
  *
  * <p>The platform's context is valid during its call and on the call's thread only; using it
  * from another thread, or after the call, throws {@code IllegalStateException} (logs then go to
@@ -103,6 +103,20 @@ public abstract class Context {
 
     /** Whether the platform asked this invocation to stop (its deadline passed, or it was cancelled). */
     public abstract boolean cancelled();
+
+    /**
+     * Writes one chunk of the output now: a caller that asked for a stream receives it at once.
+     * Once a function has streamed, what its handler returns is sent as the last chunk (return
+     * an empty body to add nothing), and the invocation is not retried. Throws {@link
+     * HostException} on failure: {@code unsupported} on a host too old to stream (return the
+     * whole output instead), {@code too_large} past the output limit.
+     */
+    public abstract void streamWrite(byte[] chunk);
+
+    /** Writes UTF-8 text as the next chunk of the output; see {@link #streamWrite(byte[])}. */
+    public void streamWrite(String chunk) {
+        streamWrite(chunk.getBytes(StandardCharsets.UTF_8));
+    }
 
     /** The value stored under {@code key}, or {@code null}. */
     public abstract byte[] kvGet(String key);

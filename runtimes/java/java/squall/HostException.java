@@ -1,4 +1,4 @@
-// squall.HostException: a host service (state, events) failed.
+// squall.HostException: a host service (state, events, streamed output) failed.
 package squall;
 
 /**

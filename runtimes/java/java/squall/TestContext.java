@@ -1,6 +1,7 @@
 // squall.TestContext: a local context for unit tests, with state, events and logs in memory.
 package squall;
 
+import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -10,9 +11,9 @@ import java.util.Map;
 
 /**
  * A context that no platform backs, for a bundle's own tests ({@code squall test}): the KV store
- * is a map ({@link #kv()}), publishes are recorded ({@link #published()}), logs collected
- * ({@link #logs()}). {@link #failWith(String)} makes every host service throw a {@link
- * HostException} with that code.
+ * is a map ({@link #kv()}), publishes and streamed chunks are recorded ({@link #published()},
+ * {@link #streamed()}), logs collected ({@link #logs()}). {@link #failWith(String)} makes every
+ * host service throw a {@link HostException} with that code.
  */
 public class TestContext extends Context {
     /** A recorded publish. */
@@ -29,6 +30,7 @@ public class TestContext extends Context {
     private final Map<String, byte[]> kv = Collections.synchronizedMap(new LinkedHashMap<>());
     private final List<Published> published = Collections.synchronizedList(new ArrayList<>());
     private final List<LogLine> logs = Collections.synchronizedList(new ArrayList<>());
+    private final List<byte[]> streamed = Collections.synchronizedList(new ArrayList<>());
     private String functionName = "test";
     private String invocationId = "test-invocation";
     private int attempt = 1;
@@ -105,6 +107,22 @@ public class TestContext extends Context {
         return published;
     }
 
+    /** The chunks streamed so far ({@link #streamWrite(byte[])}), in order. */
+    public List<byte[]> streamed() {
+        return streamed;
+    }
+
+    /** The chunks streamed so far, joined and read as UTF-8 text. */
+    public String streamedText() {
+        ByteArrayOutputStream joined = new ByteArrayOutputStream();
+        synchronized (streamed) {
+            for (byte[] chunk : streamed) {
+                joined.writeBytes(chunk);
+            }
+        }
+        return joined.toString(StandardCharsets.UTF_8);
+    }
+
     /** The log lines so far, in order. */
     public List<LogLine> logs() {
         return logs;
@@ -166,5 +184,11 @@ public class TestContext extends Context {
     public void publish(String subject, byte[] payload) {
         service("publish");
         published.add(new Published(subject, payload.clone()));
+    }
+
+    @Override
+    public void streamWrite(byte[] chunk) {
+        service("stream_write");
+        streamed.add(chunk.clone());
     }
 }
