@@ -303,3 +303,28 @@ func main() {}
     assert!(deployed.succeeded(), "{deployed:#?}");
     check_web_answers(&cluster, "go-web").await;
 }
+
+/// The Go SDK's own tests (its test context, `StreamWrite` through a real cgo host call) pass
+/// with the toolchain functions build with, offline.
+#[test]
+fn the_go_sdks_own_tests_pass() {
+    let go = go_toolchain();
+    let sdk = squall_tests::workspace_root().join("functions/sdk/go");
+    let cache = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(go)
+        .args(["test", "-count=1", "."])
+        .current_dir(&sdk)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("CGO_ENABLED", "1")
+        .env("GOCACHE", cache.path().join("build"))
+        .env("GOPATH", cache.path().join("path"))
+        .output()
+        .expect("run go test");
+    assert!(
+        out.status.success(),
+        "go test failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

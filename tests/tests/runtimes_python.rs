@@ -304,3 +304,58 @@ async fn a_python_function_past_its_memory_ends_out_of_memory_in_a_confined_proc
     assert_eq!(error.kind, ErrorKind::OutOfMemory, "{}", error.message);
     assert_eq!(view.attempts, 1, "out_of_memory is not retried");
 }
+
+/// A Python handler that streams: a caller that asks for NDJSON gets each line as the handler
+/// writes it, and what the handler returns comes last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_python_handler_streams_its_output_to_a_caller_that_asks_for_a_stream() {
+    let cluster = Cluster::start().await;
+    let app = r#"
+import json, time
+
+def handler(event, context):
+    for k in range(3):
+        context.stream_write(json.dumps({"k": k}) + "\n")
+        time.sleep(0.2)
+    return b'{"done":true}\n'
+"#;
+    let (status, body) = cluster
+        .deploy_bytes(
+            "py-stream",
+            bundle("python3.11", "app.handler", &[("app.py", app)]),
+            Some(serde_json::json!({"timeout_ms": 10000})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let response = cluster
+        .http
+        .post(format!(
+            "{}/v1/functions/py-stream/invocations",
+            cluster.url
+        ))
+        .header("accept", "application/x-ndjson")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let mut pieces = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(piece) = stream.next().await {
+        pieces.push((std::time::Instant::now(), piece.expect("a clean stream")));
+    }
+    let text: String = pieces
+        .iter()
+        .map(|(_, p)| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    assert_eq!(
+        text,
+        "{\"k\": 0}\n{\"k\": 1}\n{\"k\": 2}\n{\"done\":true}\n"
+    );
+    let spread = pieces.last().unwrap().0 - pieces[0].0;
+    assert!(
+        spread >= Duration::from_millis(300),
+        "the lines arrived at once ({spread:?})"
+    );
+}
