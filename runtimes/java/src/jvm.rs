@@ -156,6 +156,25 @@ unsafe fn symbol<T: Copy>(handle: *mut c_void, name: &CStr) -> Result<T, String>
     Ok(unsafe { std::mem::transmute_copy::<*mut c_void, T>(&address) })
 }
 
+/// How long a copy that found the JVM being created by another waits for it to be listed.
+const CREATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The JVM another copy of the runtime in this process is creating (`JNI_CreateJavaVM`
+/// answered `JNI_EEXIST`): it is listed by `JNI_GetCreatedJavaVMs` only when that creation ends,
+/// so wait for it, up to `CREATION_WAIT`.
+fn created_by_another(created: GetCreatedJavaVmsFn) -> Result<JavaVM, String> {
+    let until = std::time::Instant::now() + CREATION_WAIT;
+    loop {
+        if let Some(vm) = existing(created)? {
+            return Ok(vm);
+        }
+        if std::time::Instant::now() >= until {
+            return Err("the JVM exists but was not listed within 30 s of its creation".to_owned());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// The process's JVM: the one that exists (created by another copy of this library), or a new
 /// one created with [`jvm_options`]. The calling thread is left detached.
 pub fn start() -> Result<JavaVM, String> {
@@ -210,8 +229,8 @@ pub fn start() -> Result<JavaVM, String> {
     let status = unsafe { create(&mut vm, &mut env, (&mut args as *mut JavaVMInitArgs).cast()) };
     restore_signals(&saved);
     if status == JNI_EEXIST {
-        // Another copy created it meanwhile.
-        return existing(created)?.ok_or_else(|| "the JVM exists but cannot be found".to_owned());
+        // Another copy is creating it: the JVM is listed once its creation ends.
+        return created_by_another(created);
     }
     if status != JNI_OK || vm.is_null() {
         return Err(format!(

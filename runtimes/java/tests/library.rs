@@ -1,5 +1,7 @@
 //! The built library as the worker loads it: copies opened with `dlopen` without
-//! `RTLD_GLOBAL`, each serving its own bundle through the exported C symbols, in one JVM.
+//! `RTLD_GLOBAL`, each serving its own bundle through the exported C symbols, in one JVM. The
+//! tests run in parallel, so their copies also start the process's JVM at the same moment (a
+//! copy that finds it being created waits until it is listed).
 
 mod common;
 
@@ -16,17 +18,6 @@ use squall_sdk::abi::{
 };
 
 type RuntimeFn = unsafe extern "C" fn(SquallBytes, *mut SquallBuf) -> i32;
-
-/// Held by each test here, so that copies open one at a time: two copies that start the
-/// process's JVM at the same moment race (`jvm::start` in one gets `JNI_EEXIST` before the other's
-/// JVM is listed, and fails with "the JVM exists but cannot be found").
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// The cdylib cargo built beside this test executable (`target/<profile>/deps/`).
 fn built_library() -> PathBuf {
@@ -220,7 +211,6 @@ public class NamedTest {
 
 #[test]
 fn copies_loaded_without_rtld_global_share_one_jvm_and_keep_their_own_bundles() {
-    let _serial = one_at_a_time();
     let libraries = tempfile::tempdir().unwrap();
     let classes = jar(&[
         ("app/Named.java", NAMED),
@@ -353,7 +343,6 @@ public class StreamerTest {
 
 #[test]
 fn streamed_chunks_reach_the_host_in_order_and_refusals_throw_host_exceptions() {
-    let _serial = one_at_a_time();
     let libraries = tempfile::tempdir().unwrap();
     let classes = jar(&[
         ("app/Streamer.java", STREAMER),
