@@ -361,6 +361,10 @@ pub struct InvokeArgs {
     /// Nth request (from 0) sends `KEY-N`, so rerunning the same command is safe.
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
+    /// Print the output as the function streams it (`Squall-Stream: true`), chunk by chunk; a
+    /// function that does not stream prints its whole output as without it.
+    #[arg(long, conflicts_with_all = ["respond_async", "batch"])]
+    pub stream: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]

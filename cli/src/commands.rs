@@ -293,6 +293,37 @@ pub fn invocation_record(id: &str, output: &[u8]) -> serde_json::Value {
 }
 
 /// `squall invoke`: prints the output, or where to find the invocation when it is not done.
+/// Writes a streamed output to stdout chunk by chunk as it arrives; a stream cut short (the
+/// invocation failed after it began) is an error naming the invocation.
+async fn print_stream(mut response: reqwest::Response) -> anyhow::Result<()> {
+    let id = response
+        .headers()
+        .get(INVOCATION_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let mut stdout = std::io::stdout();
+    let mut last = b'\n';
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let mut out = stdout.lock();
+                out.write_all(&chunk).context("cannot write to stdout")?;
+                out.flush().context("cannot write to stdout")?;
+                last = chunk.last().copied().unwrap_or(last);
+            }
+            Ok(None) => break,
+            Err(error) => bail!(
+                "the stream of invocation {id} was cut short ({error}): it failed after it began; see: squall get {id}"
+            ),
+        }
+    }
+    if stdout.is_terminal() && last != b'\n' {
+        writeln!(stdout).context("cannot write to stdout")?;
+    }
+    Ok(())
+}
+
 pub async fn invoke(client: &ApiClient, json: bool, args: &InvokeArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.batch {
         let key = args.idempotency_key.as_deref();
@@ -313,6 +344,9 @@ pub async fn invoke(client: &ApiClient, json: bool, args: &InvokeArgs) -> anyhow
     if let Some(key) = &args.idempotency_key {
         request = request.header("idempotency-key", key);
     }
+    if args.stream {
+        request = request.header("squall-stream", "true");
+    }
     if let Some(wait) = args.wait {
         if !wait.is_finite() || wait < 0.0 {
             bail!("--wait must be a number of seconds of at least 0, got {wait}");
@@ -322,6 +356,7 @@ pub async fn invoke(client: &ApiClient, json: bool, args: &InvokeArgs) -> anyhow
     let response = client.send_raw(request).await?;
     let status = response.status().as_u16();
     match status {
+        200 if args.stream && !json => print_stream(response).await,
         200 => {
             let id = response
                 .headers()

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const ADMIN: &str = "payloads-admin-key-0123456789abcdef";
+pub(crate) const ADMIN: &str = "payloads-admin-key-0123456789abcdef";
 const MIB: usize = 1024 * 1024;
 
 /// A C function: input `F…` fails (to be retried, so its last attempt is dead-lettered), `G…` answers the input four times over, anything else is

@@ -4,9 +4,9 @@
 //! ends the invocation failed, with what was streamed recorded. Real processes, an
 //! authenticated broker, and a fleet running each function in its own process.
 
-use crate::payloads::{deploy, start};
+use crate::payloads::{deploy, start, ADMIN};
 use squall_api::{ErrorKind, InvocationStatus};
-use squall_tests::{compile_c, Cluster};
+use squall_tests::{compile_c, squall, Cluster};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -190,6 +190,23 @@ async fn a_caller_that_asks_for_a_stream_gets_each_chunk_as_it_is_written() {
         assert!(clean);
         assert_eq!(joined(&pieces), text);
     }
+
+    // The CLI prints a stream as it comes.
+    let cli = squall(
+        &cluster.url,
+        &[
+            "--api-key",
+            ADMIN,
+            "invoke",
+            "streamer",
+            "--stream",
+            "-d",
+            "S",
+        ],
+    )
+    .await;
+    assert!(cli.succeeded(), "{cli:#?}");
+    assert_eq!(cli.stdout, text);
 
     // Without asking, the same function's answer is whole, with its length.
     let whole = cluster.invoke("streamer", b"S".to_vec()).await;
