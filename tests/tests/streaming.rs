@@ -22,14 +22,21 @@ const PRELUDE: &str = "#define _POSIX_C_SOURCE 199309L\n\
     void squall_free(squall_buf b) { free(b.ptr); }\n";
 
 /// Input `S`: ten lines 100 ms apart, then `end` returned as the last chunk. `C`: three lines,
-/// then the process aborts. `W`: nothing streamed, `whole` returned. `B`: two lines, then the
-/// output limit is tested with a chunk past it (its status is the next line).
+/// then the process aborts. `W`: nothing streamed, `whole` returned. `T`: two lines, then
+/// past the timeout. `B`: mebibyte chunks until one is refused, then an error naming the code.
 fn streamer(dir: &Path) -> PathBuf {
     let source = format!(
         "{PRELUDE}\
          int32_t squall_invoke(const squall_ctx *c, squall_bytes i, squall_output *o) {{\n\
            char line[64];\n\
            if (i.len && i.ptr[0] == 'W') return answer(o, \"whole\", SQUALL_OK);\n\
+           if (i.len && i.ptr[0] == 'T') {{ put(c, \"a\\n\"); put(c, \"b\\n\"); nap(3000); return answer(o, \"late\", SQUALL_OK); }}\n\
+           if (i.len && i.ptr[0] == 'B') {{\n\
+             static char big[1 << 20]; memset(big, 'x', sizeof big); int rc = 0;\n\
+             for (int k = 0; k < 64 && rc == 0; k++) rc = squall_stream_write(c, big, sizeof big);\n\
+             snprintf(line, sizeof line, \"stream_write answered %d\", rc);\n\
+             return answer(o, line, SQUALL_ERROR);\n\
+           }}\n\
            int n = (i.len && i.ptr[0] == 'C') ? 3 : 10;\n\
            for (int k = 0; k < n; k++) {{\n\
              snprintf(line, sizeof line, \"{{\\\"chunk\\\":%d}}\\n\", k);\n\
@@ -316,4 +323,60 @@ async fn a_web_function_streams_its_prelude_then_its_body() {
         spread >= Duration::from_millis(150),
         "the body arrived at once ({spread:?})"
     );
+}
+
+/// A failure after the first chunk ends the invocation at once, whatever the retry policy: a
+/// timeout is `timed_out`, a chunk past the output limit is refused (`SQUALL_HOST_TOO_LARGE`)
+/// and the function's error ends it `failed`; both after one attempt, with what was streamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_after_streaming_ends_the_invocation_without_a_retry() {
+    let (cluster, _fleet) = start(&[("SQUALL_MAX_PAYLOAD", "4194304")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    deploy(
+        &cluster,
+        "streamer",
+        &streamer(dir.path()),
+        serde_json::json!({"timeout_ms": 1000, "max_attempts": 3}),
+    )
+    .await;
+    let response = ask(
+        &cluster,
+        "streamer",
+        ("accept", "application/x-ndjson"),
+        "T",
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["squall-invocation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (pieces, clean) = read_stream(response, Instant::now()).await;
+    assert!(!clean, "a stream that timed out must not end cleanly");
+    assert_eq!(joined(&pieces), "a\nb\n");
+    let view = cluster.finished(&id).await;
+    assert_eq!(view.status, InvocationStatus::TimedOut, "{view:?}");
+    assert_eq!(view.attempts, 1, "{view:?}");
+    assert_eq!(view.output_stored_bytes, Some(4));
+
+    let response = ask(&cluster, "streamer", ("squall-stream", "true"), "B").await;
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["squall-invocation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (pieces, clean) = read_stream(response, Instant::now()).await;
+    assert!(!clean);
+    let streamed: usize = pieces.iter().map(|(_, p)| p.len()).sum();
+    assert_eq!(streamed, 4 << 20, "the limit's worth, no more");
+    let view = cluster.finished(&id).await;
+    assert_eq!(view.status, InvocationStatus::Failed, "{view:?}");
+    assert_eq!(view.attempts, 1, "{view:?}");
+    let error = view.error.expect("an error");
+    assert!(
+        error.message.contains("stream_write answered -3"),
+        "{}",
+        error.message
+    );
+    assert_eq!(view.output_stored_bytes, Some(4 << 20));
 }
