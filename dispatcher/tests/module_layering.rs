@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// Modules of `compat/` that serve a front without being one: they may be imported by a
 /// handler, and import no handler themselves.
-const FRONT_HELPERS: &[&str] = &["compat::sigv4", "compat::web_stream"];
+const FRONT_HELPERS: &[&str] = &["compat::eventstream", "compat::sigv4", "compat::web_stream"];
 
 /// The fronts whose invoke handlers take the whole `AppState`: they use most of it on the hot
 /// path, where one count of its `Arc` is cheaper than a substate each. Every other handler

@@ -21,7 +21,7 @@ const PRELUDE: &str = "#define _POSIX_C_SOURCE 199309L\n\
       o->body.len = n; o->body.cap = n ? n : 1; o->retry_after_ms = 0; return status; }\n\
     void squall_free(squall_buf b) { free(b.ptr); }\n";
 
-/// Input `S`: ten lines 100 ms apart, then `end` returned as the last chunk. `C`: three lines,
+/// Its first byte (after a JSON string's quote) picks: `S`: ten lines 100 ms apart, then `end` returned as the last chunk. `C`: three lines,
 /// then the process aborts. `W`: nothing streamed, `whole` returned. `T`: two lines, then
 /// past the timeout. `B`: mebibyte chunks until one is refused, then an error naming the code.
 fn streamer(dir: &Path) -> PathBuf {
@@ -29,21 +29,22 @@ fn streamer(dir: &Path) -> PathBuf {
         "{PRELUDE}\
          int32_t squall_invoke(const squall_ctx *c, squall_bytes i, squall_output *o) {{\n\
            char line[64];\n\
-           if (i.len && i.ptr[0] == 'W') return answer(o, \"whole\", SQUALL_OK);\n\
-           if (i.len && i.ptr[0] == 'T') {{ put(c, \"a\\n\"); put(c, \"b\\n\"); nap(3000); return answer(o, \"late\", SQUALL_OK); }}\n\
-           if (i.len && i.ptr[0] == 'B') {{\n\
+           char m = i.len ? (char)i.ptr[0] : 0; if (m == '\"' && i.len > 1) m = (char)i.ptr[1];\n\
+           if (m == 'W') return answer(o, \"whole\", SQUALL_OK);\n\
+           if (m == 'T') {{ put(c, \"a\\n\"); put(c, \"b\\n\"); nap(3000); return answer(o, \"late\", SQUALL_OK); }}\n\
+           if (m == 'B') {{\n\
              static char big[1 << 20]; memset(big, 'x', sizeof big); int rc = 0;\n\
              for (int k = 0; k < 64 && rc == 0; k++) rc = squall_stream_write(c, big, sizeof big);\n\
              snprintf(line, sizeof line, \"stream_write answered %d\", rc);\n\
              return answer(o, line, SQUALL_ERROR);\n\
            }}\n\
-           int n = (i.len && i.ptr[0] == 'C') ? 3 : 10;\n\
+           int n = (m == 'C') ? 3 : 10;\n\
            for (int k = 0; k < n; k++) {{\n\
              snprintf(line, sizeof line, \"{{\\\"chunk\\\":%d}}\\n\", k);\n\
              if (put(c, line) != 0) return answer(o, \"stream_write failed\", SQUALL_ERROR);\n\
              if (k + 1 < n) nap(100);\n\
            }}\n\
-           if (i.len && i.ptr[0] == 'C') {{ nap(50); abort(); }}\n\
+           if (m == 'C') {{ nap(50); abort(); }}\n\
            return answer(o, \"{{\\\"end\\\":true}}\\n\", SQUALL_OK);\n\
          }}\n"
     );
@@ -88,6 +89,57 @@ async fn ask(
         .send()
         .await
         .unwrap()
+}
+
+/// Calls InvokeWithResponseStream through boto3 (signed with the admin key) and returns what
+/// the event stream carried: the chunks' text, the seconds from the first chunk to the last,
+/// and the `InvokeComplete` event.
+fn boto3_stream(cluster: &Cluster, function: &str, payload: &str) -> serde_json::Value {
+    let script = r#"
+import json, os, sys, time, boto3, botocore.config
+cfg = botocore.config.Config(retries={"max_attempts": 0, "mode": "standard"}, read_timeout=60)
+lam = boto3.client("lambda", endpoint_url=os.environ["SQUALL_ENDPOINT"], config=cfg)
+t0 = time.monotonic()
+r = lam.invoke_with_response_stream(FunctionName=sys.argv[1], Payload=sys.argv[2].encode())
+t1 = time.monotonic()
+assert r["ResponseMetadata"]["HTTPStatusCode"] == 200, r
+chunks, times, complete = [], [], None
+for event in r["EventStream"]:
+    if "PayloadChunk" in event:
+        chunks.append(event["PayloadChunk"]["Payload"].decode())
+        times.append(time.monotonic())
+    elif "InvokeComplete" in event:
+        complete = event["InvokeComplete"]
+print(json.dumps({"text": "".join(chunks), "pieces": len(chunks), "t_answer": t1 - t0, "t_end": time.monotonic() - t0,
+                  "spread": (times[-1] - times[0]) if times else 0, "complete": complete}))
+"#;
+    let out = std::process::Command::new(crate::lambda::aws_python())
+        .arg("-c")
+        .arg(script)
+        .arg(function)
+        .arg(payload)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs([
+            ("AWS_ACCESS_KEY_ID", "admin"),
+            ("AWS_SECRET_ACCESS_KEY", ADMIN),
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("SQUALL_ENDPOINT", cluster.url.as_str()),
+        ])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "boto3 failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the script's JSON");
+    println!("boto3 {function} {payload}: {answer}");
+    answer
 }
 
 /// Reads a streamed response to its end: each piece with the time it arrived since `sent`,
@@ -215,6 +267,16 @@ async fn a_caller_that_asks_for_a_stream_gets_each_chunk_as_it_is_written() {
     assert!(cli.succeeded(), "{cli:#?}");
     assert_eq!(cli.stdout, text);
 
+    // The Lambda API's InvokeWithResponseStream, through boto3: the chunks as PayloadChunk
+    // events as they are written, then InvokeComplete without an error.
+    let lambda = boto3_stream(&cluster, "streamer", "\"S\"");
+    assert_eq!(lambda["text"], text.as_str(), "{lambda}");
+    assert!(lambda["pieces"].as_u64().unwrap() >= 5, "{lambda}");
+    assert!(lambda["spread"].as_f64().unwrap() >= 0.5, "{lambda}");
+    assert_eq!(lambda["complete"], serde_json::json!({}), "{lambda}");
+    let whole = boto3_stream(&cluster, "streamer", "\"W\"");
+    assert_eq!(whole["text"], "whole", "{whole}");
+
     // Without asking, the same function's answer is whole, with its length.
     let whole = cluster.invoke("streamer", b"S".to_vec()).await;
     assert_eq!(whole.status(), 200);
@@ -287,6 +349,15 @@ async fn a_crash_mid_stream_fails_the_invocation_with_what_was_streamed_recorded
     assert_eq!(stored.status(), 200);
     assert_eq!(stored.headers()["squall-status"], "failed");
     assert_eq!(stored.text().await.unwrap(), streamed);
+
+    // Through the Lambda API: the chunks, then InvokeComplete naming the failure.
+    let lambda = boto3_stream(&cluster, "streamer", "\"C\"");
+    assert_eq!(lambda["text"], streamed.as_str(), "{lambda}");
+    assert_eq!(lambda["complete"]["ErrorCode"], "Unhandled", "{lambda}");
+    let details = lambda["complete"]["ErrorDetails"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(details.contains("after streaming"), "{lambda}");
 }
 
 /// A web function that streams answers in Lambda's streaming format for function URLs: its

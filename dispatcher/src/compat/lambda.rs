@@ -1,12 +1,14 @@
 //! The Lambda-compatible API (`/2015-03-31`, the wire format of AWS Lambda's Invoke and read
-//! operations), so boto3 and the AWS CLI work unchanged: requests are checked with AWS
+//! operations, and InvokeWithResponseStream under `/2021-11-15`), so boto3 and the AWS CLI work
+//! unchanged: requests are checked with AWS
 //! Signature V4 (`sigv4`), mapped onto the native invoke and registry, and answered in
 //! Lambda's shapes and error format.
 
-use crate::compat::sigv4;
+use crate::compat::{eventstream, sigv4};
 use crate::core::invoke::{default_wait, invoke_span, Call, Outcome};
 use crate::core::keys::Grant;
 use crate::core::rate_limit::retry_after_secs;
+use crate::core::stream::Streamed;
 use crate::core::submit::{forwarded_headers, is_valid_traceparent, new_traceparent};
 use crate::core::versions::{job_version, resolve, Qualified};
 use crate::core::view::rfc3339;
@@ -24,6 +26,7 @@ use squall_broker::time::now_ms;
 use squall_broker::versions::{VersionEntry, LATEST};
 use squall_broker::FunctionRecord;
 use std::sync::Arc;
+use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 /// The account id in the ARNs this API shows (Squall has no accounts).
@@ -54,6 +57,10 @@ pub fn router() -> axum::Router<Arc<AppState>> {
             get(list_aliases),
         )
         .route("/2015-03-31/functions/{function}/invocations", post(invoke))
+        .route(
+            "/2021-11-15/functions/{function}/response-streaming-invocations",
+            post(invoke_with_response_stream),
+        )
         .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
@@ -582,27 +589,73 @@ pub fn log_tail(lines: &[squall_broker::record::LogLine]) -> String {
     base64::engine::general_purpose::STANDARD.encode(&text.as_bytes()[start..])
 }
 
-/// Invoke: `RequestResponse` (the default) waits and answers the payload, `Event` queues it and
-/// answers 202, `DryRun` checks the function and the permission and answers 204.
-async fn invoke(
-    State(state): State<Arc<AppState>>,
-    Path(function): Path<String>,
+/// How an Invoke request asks to be run (`X-Amz-Invocation-Type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InvocationType {
+    RequestResponse,
+    Event,
+    DryRun,
+}
+
+/// An Invoke request checked (signature, scope, function, JSON body) with its invocation
+/// prepared: what Invoke and InvokeWithResponseStream share.
+struct Prepared {
+    record: FunctionRecord,
+    kind: InvocationType,
+    id: String,
+    version: String,
+    created_at_ms: u64,
+    repeated: bool,
+    traceparent: String,
+    /// The caller's `traceparent` header, as it came.
+    client_traceparent: Option<String>,
+    extra_headers: Vec<(String, String)>,
+    payload: bytes::Bytes,
+    log_tail: bool,
+}
+
+impl Prepared {
+    /// The invocation to make; `wait` none answers as soon as it is accepted.
+    fn call(&self, wait: Option<std::time::Duration>) -> Call<'_> {
+        Call {
+            function: &self.record.name,
+            version: &self.version,
+            id: &self.id,
+            created_at_ms: self.created_at_ms,
+            repeated: self.repeated,
+            traceparent: &self.traceparent,
+            source: "http",
+            extra_headers: self.extra_headers.clone(),
+            wait,
+        }
+    }
+}
+
+/// Checks an Invoke request of `operation` and prepares its invocation: the key and date before
+/// the body is read, the signature over it, the scope, the function and qualifier, the JSON
+/// body, the invocation type (`allowed`), the idempotency of botocore's retries, and a large
+/// payload stored in the function's payload bucket.
+async fn prepare(
+    state: &AppState,
+    function: &str,
     request: Request,
-) -> Answer {
+    operation: &str,
+    allowed: &[InvocationType],
+) -> Result<Prepared, LambdaError> {
     let (parts, body) = request.into_parts();
     // The key id and the date are checked before the body is read: an unknown or stale
     // signer's body is never read.
-    let pending = check_headers(&state, &parts.headers)?;
+    let pending = check_headers(state, &parts.headers)?;
     let limit = state.config.max_payload;
     let payload = read_limited(body, limit).await.map_err(|_| {
         LambdaError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestTooLargeException",
-            format!("Request must be smaller than {limit} bytes for the Invoke operation"),
+            format!("Request must be smaller than {limit} bytes for the {operation} operation"),
         )
     })?;
     check_signature(
-        &state,
+        state,
         pending,
         "POST",
         &parts.uri,
@@ -610,10 +663,10 @@ async fn invoke(
         &payload,
         Scope::Invoke,
     )?
-    .allow(&function)?;
+    .allow(function)?;
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let query = query_value(parts.uri.query().unwrap_or_default(), "Qualifier");
-    let (record, qualifier) = target(&state, &function, query.as_deref()).await?;
+    let (record, qualifier) = target(state, function, query.as_deref()).await?;
     if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() {
         return Err(LambdaError::new(
             StatusCode::BAD_REQUEST,
@@ -621,19 +674,24 @@ async fn invoke(
             "Could not parse request body into json: the payload must be JSON",
         ));
     }
-    let kind = header("x-amz-invocation-type").unwrap_or("RequestResponse");
-    let respond_async = match kind {
-        "RequestResponse" => false,
-        "Event" => true,
-        "DryRun" => return Ok(StatusCode::NO_CONTENT.into_response()),
-        other => {
-            return Err(LambdaError::new(
-                StatusCode::BAD_REQUEST,
-                "InvalidParameterValueException",
-                format!("X-Amz-Invocation-Type {other:?} is not RequestResponse, Event or DryRun"),
-            ))
-        }
+    let type_name = header("x-amz-invocation-type").unwrap_or("RequestResponse");
+    let kind = match type_name {
+        "RequestResponse" => InvocationType::RequestResponse,
+        "Event" => InvocationType::Event,
+        "DryRun" => InvocationType::DryRun,
+        _ => InvocationType::Event,
     };
+    if !matches!(type_name, "RequestResponse" | "Event" | "DryRun") || !allowed.contains(&kind) {
+        let names: Vec<String> = allowed.iter().map(|k| format!("{k:?}")).collect();
+        return Err(LambdaError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            format!(
+                "X-Amz-Invocation-Type {type_name:?} is not {} for {operation}",
+                names.join(" or ")
+            ),
+        ));
+    }
     // What reaches the function: the client context (in ctx.event.headers) and the trace
     // context. botocore's per-call id is the idempotency key, so botocore's own retries of a
     // call (same amz-sdk-invocation-id) map to the same invocation instead of running it again.
@@ -644,40 +702,76 @@ async fn invoke(
             value.clone(),
         );
     }
-    let traceparent = header(squall_broker::headers::TRACEPARENT)
+    let client_traceparent = header(squall_broker::headers::TRACEPARENT).map(str::to_string);
+    let traceparent = client_traceparent
+        .clone()
         .filter(|v| is_valid_traceparent(v))
-        .map(str::to_string)
         .unwrap_or_else(new_traceparent);
     let (id, created_at_ms, repeated) = match header("amz-sdk-invocation-id") {
-        Some(call_id) => state
+        Some(call_id) if kind != InvocationType::DryRun => state
             .invoker
             .submitter
-            .claim_idempotency_key(&record.name, &format!("lambda-{kind}-{call_id}"))
+            .claim_idempotency_key(&record.name, &format!("lambda-{type_name}-{call_id}"))
             .await
             .map_err(LambdaError::from_api)?,
-        None => (uuid::Uuid::now_v7().to_string(), now_ms(), false),
+        _ => (uuid::Uuid::now_v7().to_string(), now_ms(), false),
     };
     let version =
         job_version(&resolve(&record, qualifier.as_deref(), &id).map_err(LambdaError::from_api)?);
-    // A payload above the inline limit is stored in the function's payload bucket (it was
-    // read whole: the signature and the JSON check need all of it).
+    let log_tail = header("x-amz-log-type") == Some("Tail");
     let mut extra_headers = forwarded_headers(&forwarded);
-    let (payload, stored) = store_read(&state.invoker.payloads, &record.name, payload)
-        .await
-        .map_err(LambdaError::from_api)?;
-    extra_headers.extend(stored.as_ref().map(reference_header));
-    let call = Call {
-        function: &record.name,
-        version: &version,
-        id: &id,
+    // A payload above the inline limit is stored in the function's payload bucket (it was
+    // read whole: the signature and the JSON check need all of it); a dry run stores nothing.
+    let payload = match kind {
+        InvocationType::DryRun => bytes::Bytes::new(),
+        _ => {
+            let (payload, stored) = store_read(&state.invoker.payloads, &record.name, payload)
+                .await
+                .map_err(LambdaError::from_api)?;
+            extra_headers.extend(stored.as_ref().map(reference_header));
+            payload
+        }
+    };
+    Ok(Prepared {
+        record,
+        kind,
+        id,
+        version,
         created_at_ms,
         repeated,
-        traceparent: &traceparent,
-        source: "http",
+        traceparent,
+        client_traceparent,
         extra_headers,
-        wait: (!respond_async).then(|| default_wait(&record, state.config.max_wait)),
-    };
-    let span = invoke_span(&record.name, header(squall_broker::headers::TRACEPARENT));
+        payload,
+        log_tail,
+    })
+}
+
+/// Invoke: `RequestResponse` (the default) waits and answers the payload, `Event` queues it and
+/// answers 202, `DryRun` checks the function and the permission and answers 204.
+async fn invoke(
+    State(state): State<Arc<AppState>>,
+    Path(function): Path<String>,
+    request: Request,
+) -> Answer {
+    use InvocationType::*;
+    let prepared = prepare(
+        &state,
+        &function,
+        request,
+        "Invoke",
+        &[RequestResponse, Event, DryRun],
+    )
+    .await?;
+    if prepared.kind == DryRun {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let respond_async = prepared.kind == Event;
+    let record = &prepared.record;
+    let id = &prepared.id;
+    let call = prepared.call((!respond_async).then(|| default_wait(record, state.config.max_wait)));
+    let payload = prepared.payload.clone();
+    let span = invoke_span(&record.name, prepared.client_traceparent.as_deref());
     span.record("squall.invocation_id", id.as_str());
     let outcome = state
         .invoker
@@ -728,7 +822,7 @@ async fn invoke(
                 .headers_mut()
                 .insert(HeaderName::from_static("x-amz-executed-version"), value);
         }
-        if header("x-amz-log-type") == Some("Tail") {
+        if prepared.log_tail {
             if let Ok(value) = HeaderValue::from_str(&log_tail(&finished.meta.logs)) {
                 response
                     .headers_mut()
@@ -736,13 +830,163 @@ async fn invoke(
             }
         }
     }
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    if let Ok(value) = HeaderValue::from_str(id) {
         response
             .headers_mut()
             .insert(HeaderName::from_static("x-amzn-requestid"), value.clone());
         response
             .headers_mut()
             .insert(squall_broker::headers::INVOCATION_ID, value);
+    }
+    Ok(response)
+}
+
+/// The `InvokeComplete` event: empty after a success, `ErrorCode` and `ErrorDetails` after a
+/// failure.
+fn invoke_complete(error: Option<(&str, &str)>) -> bytes::Bytes {
+    let body = match error {
+        None => serde_json::json!({}),
+        Some((code, details)) => {
+            serde_json::json!({"ErrorCode": code, "ErrorDetails": details, "LogResult": ""})
+        }
+    };
+    eventstream::event(
+        "InvokeComplete",
+        "application/json",
+        body.to_string().as_bytes(),
+    )
+}
+
+/// InvokeWithResponseStream: the output as `PayloadChunk` events as the function streams it (a
+/// function that does not stream: its whole output), then `InvokeComplete`, which names the
+/// error when the invocation failed (after a chunk or before any).
+async fn invoke_with_response_stream(
+    State(state): State<Arc<AppState>>,
+    Path(function): Path<String>,
+    request: Request,
+) -> Answer {
+    use InvocationType::*;
+    let operation = "InvokeWithResponseStream";
+    let prepared = prepare(
+        &state,
+        &function,
+        request,
+        operation,
+        &[RequestResponse, DryRun],
+    )
+    .await?;
+    if prepared.kind == DryRun {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let wait = default_wait(&prepared.record, state.config.max_wait);
+    let streamed = state
+        .invoker
+        .invoke_streamed(prepared.call(Some(wait)), prepared.payload.clone())
+        .await
+        .map_err(LambdaError::from_api)?;
+    let id = prepared.id.clone();
+    let (frames, body) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
+    match streamed {
+        Streamed::Streaming(stream) => {
+            let mut pieces = stream.into_body();
+            tokio::spawn(async move {
+                while let Some(piece) = pieces.recv().await {
+                    let frame = match piece {
+                        Ok(piece) => eventstream::event(
+                            "PayloadChunk",
+                            "application/octet-stream",
+                            &piece,
+                        ),
+                        Err(error) => {
+                            let _ = frames
+                                .send(Ok(invoke_complete(Some(("Unhandled", &error.to_string())))))
+                                .await;
+                            return;
+                        }
+                    };
+                    if frames.send(Ok(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = frames.send(Ok(invoke_complete(None))).await;
+            });
+        }
+        Streamed::Whole(Outcome::Pending { .. }) => {
+            return Err(LambdaError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                format!("invocation {id} did not finish within the dispatcher's wait; read it at /v1/invocations/{id}"),
+            ))
+        }
+        Streamed::Whole(outcome @ (Outcome::Failed(_) | Outcome::Cancelled(_))) => {
+            let kind = outcome.kind().unwrap_or("error");
+            let finished = outcome.finished().expect("a terminal outcome");
+            let code = if kind == "error" { "Unhandled".to_string() } else { format!("Squall.{kind}") };
+            let details = String::from_utf8_lossy(&finished.body).into_owned();
+            let _ = frames.send(Ok(invoke_complete(Some((&code, &details))))).await;
+        }
+        Streamed::Whole(Outcome::Succeeded(finished)) => {
+            let payloads = state.invoker.payloads.clone();
+            let function = prepared.record.name.clone();
+            tokio::spawn(async move {
+                let chunk = |piece: &[u8]| {
+                    Ok(eventstream::event("PayloadChunk", "application/octet-stream", piece))
+                };
+                match &finished.payload {
+                    None => {
+                        if !finished.body.is_empty() && frames.send(chunk(&finished.body)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(stored) => {
+                        let mut object = match payloads.open(&function, stored).await {
+                            Ok(object) => object,
+                            Err(error) => {
+                                let details = format!("the output cannot be read: {error}");
+                                let _ = frames.send(Ok(invoke_complete(Some(("ServiceException", &details))))).await;
+                                return;
+                            }
+                        };
+                        let mut piece = vec![0u8; 64 * 1024];
+                        loop {
+                            match tokio::io::AsyncReadExt::read(&mut object, &mut piece).await {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if frames.send(chunk(&piece[..n])).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(error) => {
+                                    let details = format!("the output cannot be read: {error}");
+                                    let _ = frames.send(Ok(invoke_complete(Some(("ServiceException", &details))))).await;
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+                let _ = frames.send(Ok(invoke_complete(None))).await;
+            });
+        }
+    }
+    let body = futures::stream::unfold(body, |mut r| async move { r.recv().await.map(|f| (f, r)) });
+    let mut response = (StatusCode::OK, axum::body::Body::from_stream(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.amazon.eventstream"),
+    );
+    let number = prepared
+        .record
+        .version_number(&prepared.version)
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| LATEST.to_string());
+    if let Ok(value) = HeaderValue::from_str(&number) {
+        headers.insert(HeaderName::from_static("x-amz-executed-version"), value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(HeaderName::from_static("x-amzn-requestid"), value.clone());
+        headers.insert(squall_broker::headers::INVOCATION_ID, value);
     }
     Ok(response)
 }

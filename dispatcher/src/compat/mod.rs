@@ -4,6 +4,7 @@
 //! Invariant: a front renders the core's outcome in its own format; it never calls a native
 //! handler or re-parses its HTTP answer.
 
+pub mod eventstream;
 pub mod lambda;
 pub mod sigv4;
 pub mod web;
