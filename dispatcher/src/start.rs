@@ -360,6 +360,10 @@ async fn listen(
     match tls {
         None => {
             tracing::info!(message = "dispatcher listening", serves = what, addr = %local, scheme = "http");
+            // No Nagle delay: a streamed answer's chunks go out as they are written.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             server::serve(listener, router, limits, web::ClientAddr, shutdown).await;
         }
         Some(config) => {

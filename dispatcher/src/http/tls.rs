@@ -74,6 +74,8 @@ impl TlsListener {
                 if sender.is_closed() {
                     return;
                 }
+                // No Nagle delay: a streamed answer's chunks go out as they are written.
+                let _ = stream.set_nodelay(true);
                 let (acceptor, sender) = (acceptor.clone(), sender.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
