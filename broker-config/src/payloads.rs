@@ -218,7 +218,7 @@ impl ObjectWriter {
     }
 
     /// Whether `len` more bytes stay within the limit.
-    pub fn fits(&self, len: usize) -> bool {
+    fn fits(&self, len: usize) -> bool {
         self.size.saturating_add(len) <= self.limit
     }
 
@@ -333,7 +333,7 @@ pub fn streamed_name(id: &str, attempt: u32) -> String {
 
 /// Closes what attempt `attempt` of invocation `id` streamed before its process ended into an
 /// object of its own (reading its chunks back for their size and digest); `None` when that
-/// attempt streamed nothing.
+/// attempt streamed nothing; `Missing` when the function has no payload bucket.
 pub async fn close_streamed(
     js: &async_nats::jetstream::Context,
     function: &str,
@@ -344,8 +344,9 @@ pub async fn close_streamed(
     let bucket = payload_bucket(function);
     let nuid = streamed_nuid(id, attempt);
     let broker = |e: &dyn std::fmt::Display| PayloadError::Broker(e.to_string());
+    // No stream info request: the consumer create below answers for the stream too.
     let stream = js
-        .get_stream(payload_stream(function))
+        .get_stream_no_info(payload_stream(function))
         .await
         .map_err(|e| broker(&e))?;
     let consumer = stream
@@ -355,7 +356,17 @@ pub async fn close_streamed(
             ..Default::default()
         })
         .await
-        .map_err(|e| broker(&e))?;
+        .map_err(|e| {
+            use async_nats::jetstream::{stream::ConsumerErrorKind, ErrorCode};
+            match e.kind() {
+                ConsumerErrorKind::JetStream(j)
+                    if j.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    PayloadError::Missing(format!("payload bucket of function {function}"))
+                }
+                _ => broker(&e),
+            }
+        })?;
     // The create answer counts the chunks (a consumer info request is not among a function
     // process's permissions).
     let pending = consumer.cached_info().num_pending;

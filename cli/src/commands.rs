@@ -293,15 +293,20 @@ pub fn invocation_record(id: &str, output: &[u8]) -> serde_json::Value {
 }
 
 /// `squall invoke`: prints the output, or where to find the invocation when it is not done.
-/// Writes a streamed output to stdout chunk by chunk as it arrives; a stream cut short (the
-/// invocation failed after it began) is an error naming the invocation.
-async fn print_stream(mut response: reqwest::Response) -> anyhow::Result<()> {
-    let id = response
+/// The invocation id an invoke's answer names (empty when it names none).
+fn invocation_id_of(response: &reqwest::Response) -> String {
+    response
         .headers()
         .get(INVOCATION_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
-        .to_string();
+        .to_string()
+}
+
+/// Writes a streamed output to stdout chunk by chunk as it arrives; a stream cut short (the
+/// invocation failed after it began) is an error naming the invocation.
+async fn print_stream(mut response: reqwest::Response) -> anyhow::Result<()> {
+    let id = invocation_id_of(&response);
     let mut stdout = std::io::stdout();
     let mut last = b'\n';
     loop {
@@ -358,12 +363,7 @@ pub async fn invoke(client: &ApiClient, json: bool, args: &InvokeArgs) -> anyhow
     match status {
         200 if args.stream && !json => print_stream(response).await,
         200 => {
-            let id = response
-                .headers()
-                .get(INVOCATION_ID_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
+            let id = invocation_id_of(&response);
             let output = response
                 .bytes()
                 .await

@@ -47,7 +47,7 @@ fn logger(dir: &Path) -> std::path::PathBuf {
 
 /// The environment of a client process: credentials and region explicitly, no files, no
 /// instance metadata, no retries.
-fn aws_env(cluster: &Cluster, key_id: &str, secret: &str) -> Vec<(String, String)> {
+pub(crate) fn aws_env(cluster: &Cluster, key_id: &str, secret: &str) -> Vec<(String, String)> {
     [
         ("AWS_ACCESS_KEY_ID", key_id),
         ("AWS_SECRET_ACCESS_KEY", secret),
@@ -65,7 +65,7 @@ fn aws_env(cluster: &Cluster, key_id: &str, secret: &str) -> Vec<(String, String
     .collect()
 }
 
-fn run_python(env: &[(String, String)], script: &str) -> String {
+pub(crate) fn run_python(env: &[(String, String)], script: &str) -> String {
     let out = Command::new(aws_python())
         .arg("-c")
         .arg(script)

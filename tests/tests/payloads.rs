@@ -3,13 +3,12 @@
 //! reference; functions still see bytes. Real processes, an authenticated broker and a fleet
 //! that runs each function in its own process with that function's credentials.
 
-use crate::lambda::aws_python;
+use crate::lambda::{aws_env, run_python};
 use async_nats::jetstream;
 use sha2::{Digest, Sha256};
 use squall_api::InvocationStatus;
 use squall_tests::{compile_c, eventually, test_issuer, Cluster, ClusterOptions, Process};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 pub(crate) const ADMIN: &str = "payloads-admin-key-0123456789abcdef";
@@ -231,29 +230,8 @@ out = r["Payload"].read()
 assert hashlib.sha256(out).hexdigest() == hashlib.sha256(payload).hexdigest(), len(out)
 print("ok")
 "#;
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "admin"),
-        ("AWS_SECRET_ACCESS_KEY", ADMIN),
-        ("AWS_DEFAULT_REGION", "eu-west-1"),
-        ("AWS_CONFIG_FILE", "/dev/null"),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("SQUALL_ENDPOINT", cluster.url.as_str()),
-    ];
-    let out = Command::new(aws_python())
-        .arg("-c")
-        .arg(script)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "boto3 failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_python(&aws_env(&cluster, "admin", ADMIN), script);
+    assert_eq!(out.trim(), "ok");
 }
 
 /// Over the largest payload: a declared length is refused at once, an output over it fails

@@ -4,6 +4,7 @@
 //! ends the invocation failed, with what was streamed recorded. Real processes, an
 //! authenticated broker, and a fleet running each function in its own process.
 
+use crate::lambda::{aws_env, run_python};
 use crate::payloads::{deploy, start, ADMIN};
 use squall_api::{ErrorKind, InvocationStatus};
 use squall_tests::{compile_c, squall, Cluster};
@@ -96,11 +97,11 @@ async fn ask(
 /// and the `InvokeComplete` event.
 fn boto3_stream(cluster: &Cluster, function: &str, payload: &str) -> serde_json::Value {
     let script = r#"
-import json, os, sys, time, boto3, botocore.config
+import json, os, time, boto3, botocore.config
 cfg = botocore.config.Config(retries={"max_attempts": 0, "mode": "standard"}, read_timeout=60)
 lam = boto3.client("lambda", endpoint_url=os.environ["SQUALL_ENDPOINT"], config=cfg)
 t0 = time.monotonic()
-r = lam.invoke_with_response_stream(FunctionName=sys.argv[1], Payload=sys.argv[2].encode())
+r = lam.invoke_with_response_stream(FunctionName=os.environ["FUNCTION"], Payload=os.environ["PAYLOAD"].encode())
 t1 = time.monotonic()
 assert r["ResponseMetadata"]["HTTPStatusCode"] == 200, r
 chunks, times, complete = [], [], None
@@ -113,33 +114,21 @@ for event in r["EventStream"]:
 print(json.dumps({"text": "".join(chunks), "pieces": len(chunks), "t_answer": t1 - t0, "t_end": time.monotonic() - t0,
                   "spread": (times[-1] - times[0]) if times else 0, "complete": complete}))
 "#;
-    let out = std::process::Command::new(crate::lambda::aws_python())
-        .arg("-c")
-        .arg(script)
-        .arg(function)
-        .arg(payload)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs([
-            ("AWS_ACCESS_KEY_ID", "admin"),
-            ("AWS_SECRET_ACCESS_KEY", ADMIN),
-            ("AWS_DEFAULT_REGION", "eu-west-1"),
-            ("AWS_CONFIG_FILE", "/dev/null"),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("SQUALL_ENDPOINT", cluster.url.as_str()),
-        ])
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "boto3 failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the script's JSON");
+    let mut env = aws_env(cluster, "admin", ADMIN);
+    env.push(("FUNCTION".into(), function.into()));
+    env.push(("PAYLOAD".into(), payload.into()));
+    let out = run_python(&env, script);
+    let answer: serde_json::Value = serde_json::from_str(&out).expect("the script's JSON");
     println!("boto3 {function} {payload}: {answer}");
     answer
+}
+
+/// The invocation id an answer names.
+fn id_of(response: &reqwest::Response) -> String {
+    response.headers()["squall-invocation-id"]
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Reads a streamed response to its end: each piece with the time it arrived since `sent`,
@@ -198,10 +187,7 @@ async fn a_caller_that_asks_for_a_stream_gets_each_chunk_as_it_is_written() {
     assert_eq!(response.headers()["content-type"], "application/x-ndjson");
     assert_eq!(response.headers()["transfer-encoding"], "chunked");
     assert!(response.headers().get("content-length").is_none());
-    let id = response.headers()["squall-invocation-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = id_of(&response);
     let (pieces, clean) = read_stream(response, sent).await;
     assert!(clean, "the stream was cut short");
     let text = joined(&pieces);
@@ -320,10 +306,7 @@ async fn a_crash_mid_stream_fails_the_invocation_with_what_was_streamed_recorded
     )
     .await;
     assert_eq!(response.status(), 200);
-    let id = response.headers()["squall-invocation-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = id_of(&response);
     let (pieces, clean) = read_stream(response, sent).await;
     assert!(!clean, "a stream cut short by a crash must not end cleanly");
     assert_eq!(joined(&pieces), expected_lines(3));
@@ -418,10 +401,7 @@ async fn a_failure_after_streaming_ends_the_invocation_without_a_retry() {
     )
     .await;
     assert_eq!(response.status(), 200);
-    let id = response.headers()["squall-invocation-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = id_of(&response);
     let (pieces, clean) = read_stream(response, Instant::now()).await;
     assert!(!clean, "a stream that timed out must not end cleanly");
     assert_eq!(joined(&pieces), "a\nb\n");
@@ -432,10 +412,7 @@ async fn a_failure_after_streaming_ends_the_invocation_without_a_retry() {
 
     let response = ask(&cluster, "streamer", ("squall-stream", "true"), "B").await;
     assert_eq!(response.status(), 200);
-    let id = response.headers()["squall-invocation-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = id_of(&response);
     let (pieces, clean) = read_stream(response, Instant::now()).await;
     assert!(!clean);
     let streamed: usize = pieces.iter().map(|(_, p)| p.len()).sum();

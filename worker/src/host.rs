@@ -17,6 +17,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt;
 use squall_broker::names::{STATE_BUCKET, STATE_MAX_VALUE};
+use squall_broker::payloads::PayloadError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -674,11 +675,22 @@ impl CallServices {
             Box<dyn std::future::Future<Output = Result<T, HostFailure>> + Send + '_>,
         >,
     ) -> Result<T, HostFailure> {
+        let services = self.services.clone();
+        self.blocking(name, call(&services))
+    }
+
+    /// Runs `future` on the worker's runtime within the call's bounds, in a `squall.host` span
+    /// named `name` that records the outcome; running out of time is `Unavailable`.
+    fn blocking<T>(
+        &self,
+        name: &'static str,
+        future: impl std::future::Future<Output = Result<T, HostFailure>>,
+    ) -> Result<T, HostFailure> {
         let span = self.span(name);
         let _entered = span.enter();
-        let services = self.services.clone();
-        let result = services
-            .block(self.deadline, call(&services))
+        let result = self
+            .services
+            .block(self.deadline, future)
             .unwrap_or(Err(HostFailure::Unavailable));
         span.record(
             "squall.outcome",
@@ -693,7 +705,6 @@ impl CallServices {
 
 impl HostCalls for CallServices {
     fn stream_write(&mut self, chunk: &[u8]) -> Result<(), HostFailure> {
-        use crate::stream::WriteRefused;
         let Some(slot) = self.stream.clone() else {
             return Err(HostFailure::Invalid);
         };
@@ -702,34 +713,24 @@ impl HostCalls for CallServices {
             // The attempt already took its stream back (the call was abandoned).
             return Err(HostFailure::Invalid);
         };
-        match stream.admit(chunk.len()) {
-            Ok(()) => {}
-            Err(WriteRefused::TooLarge) => return Err(HostFailure::TooLarge),
-            Err(WriteRefused::Broken) => return Err(HostFailure::Unavailable),
+        if stream.is_broken() {
+            return Err(HostFailure::Unavailable);
         }
-        let span = self.span("squall.host.stream_write");
-        let _entered = span.enter();
         let chunk = Bytes::copy_from_slice(chunk);
-        let written = self.services.block(self.deadline, stream.write(chunk));
-        let result = match written {
-            Some(Ok(())) => Ok(()),
-            Some(Err(error)) => {
-                stream.break_with(format!("cannot store a streamed chunk: {error}"));
-                Err(HostFailure::Unavailable)
-            }
-            None => {
-                stream.break_with("storing a streamed chunk ran out of time".into());
-                Err(HostFailure::Unavailable)
-            }
-        };
-        span.record(
-            "squall.outcome",
-            match &result {
-                Ok(()) => "ok",
-                Err(failure) => failure.as_str(),
-            },
-        );
-        result
+        let written = self.blocking("squall.host.stream_write", async {
+            stream.write(chunk).await.map_err(|error| match error {
+                PayloadError::TooLarge { .. } => HostFailure::TooLarge,
+                other => {
+                    stream.break_with(format!("cannot store a streamed chunk: {other}"));
+                    HostFailure::Unavailable
+                }
+            })
+        });
+        // Out of time (or failed): what reached the store is unknown, so the stream ends here.
+        if written == Err(HostFailure::Unavailable) {
+            stream.break_with("storing a streamed chunk ran out of time".into());
+        }
+        written
     }
 
     fn cancelled(&mut self) -> Result<bool, HostFailure> {

@@ -32,15 +32,6 @@ pub struct Streaming {
 /// takes it back when the call ends, returns or is abandoned.
 pub type StreamSlot = Arc<Mutex<Option<Streaming>>>;
 
-/// Why a chunk was refused.
-#[derive(Debug, PartialEq, Eq)]
-pub enum WriteRefused {
-    /// It would take the output past the limit; nothing was written.
-    TooLarge,
-    /// The store failed now or before; the stream is broken.
-    Broken,
-}
-
 impl Streaming {
     /// The stream of `function`'s invocation `invocation_id`, attempt `attempt`; chunks also
     /// go to `reply` when given. At most `max` bytes in all.
@@ -64,9 +55,9 @@ impl Streaming {
         }
     }
 
-    /// Whether the function wrote anything.
+    /// Whether the function wrote any bytes.
     pub fn started(&self) -> bool {
-        self.writer.is_some()
+        self.size() > 0
     }
 
     /// Bytes written so far.
@@ -74,20 +65,9 @@ impl Streaming {
         self.writer.as_ref().map_or(0, ObjectWriter::size)
     }
 
-    /// Why the stream broke, if it did.
-    pub fn broken(&self) -> Option<&str> {
-        self.broken.as_deref()
-    }
-
-    /// Refuses a chunk that would pass the limit or follow a failure, before any IO.
-    pub fn admit(&self, len: usize) -> Result<(), WriteRefused> {
-        if self.broken.is_some() {
-            return Err(WriteRefused::Broken);
-        }
-        if self.size().saturating_add(len) > self.max {
-            return Err(WriteRefused::TooLarge);
-        }
-        Ok(())
+    /// Whether a write failed or ran out of time: the stream cannot go on.
+    pub fn is_broken(&self) -> bool {
+        self.broken.is_some()
     }
 
     /// Marks the stream broken (a write that failed or ran out of time).
@@ -96,7 +76,8 @@ impl Streaming {
     }
 
     /// Stores `chunk` and, when a dispatcher waits for the stream, sends it there with its
-    /// offset (a plain publish: a lost one is filled in from the store).
+    /// offset (a plain publish: a lost one is filled in from the store). `TooLarge`, writing
+    /// nothing, when it would take the output past the limit.
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), PayloadError> {
         let writer = self.writer.get_or_insert_with(|| {
             ObjectWriter::new(
@@ -146,14 +127,9 @@ impl Streaming {
     }
 }
 
-/// Takes a call's stream back when the function wrote to it; `None` when it never streamed
-/// (or a write is still blocked on its abandoned call thread).
+/// Takes a call's stream back, so a host call from an abandoned call thread finds none; `None`
+/// when the function wrote nothing (or a write is still blocked on that thread).
 pub fn take_started(slot: &StreamSlot) -> Option<Streaming> {
-    let mut guard = slot.try_lock().ok()?;
-    if guard.as_ref().is_some_and(Streaming::started) {
-        guard.take()
-    } else {
-        guard.take();
-        None
-    }
+    let stream = slot.try_lock().ok()?.take()?;
+    stream.started().then_some(stream)
 }

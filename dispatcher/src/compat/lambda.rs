@@ -15,7 +15,7 @@ use crate::core::view::rfc3339;
 use crate::http::auth::Scope;
 use crate::http::error::ApiError;
 use crate::http::limits::read_limited;
-use crate::http::payload::{reference_header, store_read, stored_output};
+use crate::http::payload::{open_output, reference_header, store_read, stored_output};
 use crate::AppState;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -26,7 +26,6 @@ use squall_broker::time::now_ms;
 use squall_broker::versions::{VersionEntry, LATEST};
 use squall_broker::FunctionRecord;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 /// The account id in the ARNs this API shows (Squall has no accounts).
@@ -857,6 +856,27 @@ fn invoke_complete(error: Option<(&str, &str)>) -> bytes::Bytes {
     )
 }
 
+/// The event stream of an output's pieces: a `PayloadChunk` each, then `InvokeComplete`, which
+/// names the error when the pieces end with one (the invocation failed after it streamed).
+fn event_stream(
+    pieces: impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+) -> axum::body::Body {
+    use futures::StreamExt as _;
+    let frames = futures::stream::unfold(Some(pieces.boxed()), |pieces| async move {
+        let mut pieces = pieces?;
+        let frame = match pieces.next().await {
+            Some(Ok(piece)) => {
+                let chunk = eventstream::event("PayloadChunk", "application/octet-stream", &piece);
+                return Some((Ok::<_, std::io::Error>(chunk), Some(pieces)));
+            }
+            Some(Err(error)) => invoke_complete(Some(("Unhandled", &error.to_string()))),
+            None => invoke_complete(None),
+        };
+        Some((Ok(frame), None))
+    });
+    axum::body::Body::from_stream(frames)
+}
+
 /// InvokeWithResponseStream: the output as `PayloadChunk` events as the function streams it (a
 /// function that does not stream: its whole output), then `InvokeComplete`, which names the
 /// error when the invocation failed (after a chunk or before any).
@@ -885,92 +905,43 @@ async fn invoke_with_response_stream(
         .await
         .map_err(LambdaError::from_api)?;
     let id = prepared.id.clone();
-    let (frames, body) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
-    match streamed {
-        Streamed::Streaming(stream) => {
-            let mut pieces = stream.into_body();
-            tokio::spawn(async move {
-                while let Some(piece) = pieces.recv().await {
-                    let frame = match piece {
-                        Ok(piece) => eventstream::event(
-                            "PayloadChunk",
-                            "application/octet-stream",
-                            &piece,
-                        ),
-                        Err(error) => {
-                            let _ = frames
-                                .send(Ok(invoke_complete(Some(("Unhandled", &error.to_string())))))
-                                .await;
-                            return;
-                        }
-                    };
-                    if frames.send(Ok(frame)).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = frames.send(Ok(invoke_complete(None))).await;
-            });
-        }
+    let body = match streamed {
+        Streamed::Streaming(stream) => event_stream(stream.into_body()),
         Streamed::Whole(Outcome::Pending { .. }) => {
+            let message = format!(
+                "invocation {id} did not finish within the dispatcher's wait; read it at /v1/invocations/{id}"
+            );
             return Err(LambdaError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "ServiceException",
-                format!("invocation {id} did not finish within the dispatcher's wait; read it at /v1/invocations/{id}"),
-            ))
+                message,
+            ));
         }
+        Streamed::Whole(Outcome::Succeeded(finished)) => match &finished.payload {
+            None => event_stream(futures::stream::iter(
+                (!finished.body.is_empty()).then(|| Ok(finished.body.clone())),
+            )),
+            Some(stored) => {
+                let object = open_output(&state.invoker.payloads, &prepared.record.name, stored)
+                    .await
+                    .map_err(LambdaError::from_api)?;
+                event_stream(tokio_util::io::ReaderStream::new(object))
+            }
+        },
         Streamed::Whole(outcome @ (Outcome::Failed(_) | Outcome::Cancelled(_))) => {
             let kind = outcome.kind().unwrap_or("error");
-            let finished = outcome.finished().expect("a terminal outcome");
-            let code = if kind == "error" { "Unhandled".to_string() } else { format!("Squall.{kind}") };
-            let details = String::from_utf8_lossy(&finished.body).into_owned();
-            let _ = frames.send(Ok(invoke_complete(Some((&code, &details))))).await;
+            let code = match kind {
+                "error" => "Unhandled".to_string(),
+                other => format!("Squall.{other}"),
+            };
+            let details = outcome
+                .finished()
+                .map(|f| String::from_utf8_lossy(&f.body).into_owned())
+                .unwrap_or_default();
+            axum::body::Body::from(invoke_complete(Some((&code, &details))))
         }
-        Streamed::Whole(Outcome::Succeeded(finished)) => {
-            let payloads = state.invoker.payloads.clone();
-            let function = prepared.record.name.clone();
-            tokio::spawn(async move {
-                let chunk = |piece: &[u8]| {
-                    Ok(eventstream::event("PayloadChunk", "application/octet-stream", piece))
-                };
-                match &finished.payload {
-                    None => {
-                        if !finished.body.is_empty() && frames.send(chunk(&finished.body)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(stored) => {
-                        let mut object = match payloads.open(&function, stored).await {
-                            Ok(object) => object,
-                            Err(error) => {
-                                let details = format!("the output cannot be read: {error}");
-                                let _ = frames.send(Ok(invoke_complete(Some(("ServiceException", &details))))).await;
-                                return;
-                            }
-                        };
-                        let mut piece = vec![0u8; 64 * 1024];
-                        loop {
-                            match tokio::io::AsyncReadExt::read(&mut object, &mut piece).await {
-                                Ok(0) => break,
-                                Ok(n) => {
-                                    if frames.send(chunk(&piece[..n])).await.is_err() {
-                                        return;
-                                    }
-                                }
-                                Err(error) => {
-                                    let details = format!("the output cannot be read: {error}");
-                                    let _ = frames.send(Ok(invoke_complete(Some(("ServiceException", &details))))).await;
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                }
-                let _ = frames.send(Ok(invoke_complete(None))).await;
-            });
-        }
-    }
-    let body = futures::stream::unfold(body, |mut r| async move { r.recv().await.map(|f| (f, r)) });
-    let mut response = (StatusCode::OK, axum::body::Body::from_stream(body)).into_response();
+    };
+    let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
         axum::http::header::CONTENT_TYPE,

@@ -7,6 +7,7 @@
 use crate::core::stream::OutputStream;
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt as _;
 
 /// What separates the prelude from the body.
 const SEPARATOR: [u8; 8] = [0; 8];
@@ -59,7 +60,7 @@ pub async fn open(stream: OutputStream) -> Option<Opened> {
     let mut pieces = stream.into_body();
     let mut head = BytesMut::new();
     let opened = loop {
-        let ended = match pieces.recv().await {
+        let ended = match pieces.next().await {
             Some(Ok(piece)) => {
                 head.extend_from_slice(&piece);
                 false
@@ -79,12 +80,9 @@ pub async fn open(stream: OutputStream) -> Option<Opened> {
     };
     let first =
         futures::stream::iter((!head.is_empty()).then_some(Ok::<Bytes, std::io::Error>(head)));
-    let rest = futures::stream::unfold(pieces, |mut r| async move {
-        r.recv().await.map(|item| (item, r))
-    });
     Some(Opened {
         prelude,
-        body: Body::from_stream(futures::StreamExt::chain(first, rest)),
+        body: Body::from_stream(first.chain(pieces)),
     })
 }
 

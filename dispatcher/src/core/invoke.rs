@@ -70,6 +70,25 @@ pub struct Call<'a> {
     pub wait: Option<Duration>,
 }
 
+impl<'a> Call<'a> {
+    /// The job this call publishes; `reply_to` names the waiting request's reply subject.
+    pub fn into_job<'b>(self, reply_to: Option<&'b str>) -> Job<'b>
+    where
+        'a: 'b,
+    {
+        Job {
+            reply_to,
+            function: self.function,
+            version: self.version,
+            id: self.id,
+            created_at_ms: self.created_at_ms,
+            traceparent: self.traceparent,
+            source: self.source,
+            extra_headers: self.extra_headers,
+        }
+    }
+}
+
 /// How an invocation ended, or that it has not ended yet.
 #[derive(Debug)]
 pub enum Outcome {
@@ -133,39 +152,31 @@ impl Invoker {
     pub async fn invoke(&self, call: Call<'_>, payload: Bytes) -> Result<Outcome, InvokeError> {
         // Register before publishing, so the result cannot arrive unseen.
         let registration = call.wait.map(|wait| (self.waiter.register(call.id), wait));
-        let job = Job {
-            reply_to: registration.as_ref().map(|(r, _)| r.reply_to.as_str()),
-            function: call.function,
-            version: call.version,
-            id: call.id,
-            created_at_ms: call.created_at_ms,
-            traceparent: call.traceparent,
-            source: call.source,
-            extra_headers: call.extra_headers,
-        };
+        let (function, id, repeated) = (call.function, call.id, call.repeated);
+        let job = call.into_job(registration.as_ref().map(|(r, _)| r.reply_to.as_str()));
         // A repeated idempotency key publishes again with the same `Nats-Msg-Id`: JetStream
         // drops it as a duplicate when the first publish happened, and accepts it when that one
         // was lost.
         self.submitter.submit(job, payload).await?;
         let Some((mut registration, wait)) = registration else {
             return Ok(Outcome::Pending {
-                id: call.id.to_string(),
+                id: id.to_string(),
                 status: InvocationStatus::Queued,
             });
         };
         // A repeated key's job carries the first request's reply subject: follow the result
         // subject instead, then look at what RESULTS already holds.
         let mut followed = None;
-        if call.repeated {
-            followed = self.waiter.follow(call.function, call.id).await;
-            if let Some(finished) = self.lookup(call.id, Some(call.function)).await? {
+        if repeated {
+            followed = self.waiter.follow(function, id).await;
+            if let Some(finished) = self.lookup(id, Some(function)).await? {
                 if finished.meta.status.is_terminal() {
                     return Ok(Outcome::of(finished));
                 }
             }
         }
         let finished = self.waiter.wait(&mut registration, followed, wait).await;
-        self.conclude(call.function, call.id, finished).await
+        self.conclude(function, id, finished).await
     }
 
     /// How a synchronous wait for `id` ended: with `finished` when a reply brought it, else

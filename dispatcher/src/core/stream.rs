@@ -1,11 +1,9 @@
 //! Streamed responses: a synchronous invocation whose caller asked for the output as the function writes it. The chunks come from the worker's direct replies in order of their byte offsets; a chunk lost on the way (or dropped for a slow client) is filled in from the stored output, which is the concatenation, once the result comes.
 
 use crate::core::invoke::{Call, InvokeError, Invoker, Outcome};
-use crate::core::submit::Job;
 use crate::core::waiter::{Chunk, Finished, Registration};
 use bytes::Bytes;
 use squall_broker::headers as h;
-use squall_broker::InvocationStatus;
 use std::collections::BTreeMap;
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
@@ -14,6 +12,9 @@ use tokio::sync::mpsc;
 const BODY_QUEUE: usize = 64;
 /// The size of the pieces a gap is filled with from the stored output.
 const FILL_PIECE: usize = 64 * 1024;
+
+/// A streamed output's pieces in order, as a body: an error cuts it short.
+pub type Pieces = futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>;
 
 /// How a streamed invocation went before its first chunk.
 pub enum Streamed {
@@ -88,19 +89,11 @@ impl Invoker {
         let Some(wait) = call.wait.filter(|_| !call.repeated) else {
             return self.invoke(call, payload).await.map(Streamed::Whole);
         };
-        let (mut registration, mut chunks) = self.waiter.register_stream(call.id);
+        let (function, id) = (call.function, call.id);
+        let (mut registration, mut chunks) = self.waiter.register_stream(id);
         call.extra_headers
             .push((h::STREAM.to_string(), "true".to_string()));
-        let job = Job {
-            reply_to: Some(registration.reply_to.as_str()),
-            function: call.function,
-            version: call.version,
-            id: call.id,
-            created_at_ms: call.created_at_ms,
-            traceparent: call.traceparent,
-            source: call.source,
-            extra_headers: call.extra_headers,
-        };
+        let job = call.into_job(Some(registration.reply_to.as_str()));
         self.submitter.submit(job, payload).await?;
         let deadline = tokio::time::Instant::now() + wait;
         let finished = tokio::select! {
@@ -109,8 +102,8 @@ impl Invoker {
             Some(first) = chunks.recv() => {
                 return Ok(Streamed::Streaming(OutputStream {
                     invoker: self.clone(),
-                    function: call.function.to_string(),
-                    id: call.id.to_string(),
+                    function: function.to_string(),
+                    id: id.to_string(),
                     registration,
                     chunks,
                     deadline,
@@ -120,7 +113,7 @@ impl Invoker {
             finished = registration.finished() => finished,
             _ = tokio::time::sleep_until(deadline) => None,
         };
-        self.conclude(call.function, call.id, finished)
+        self.conclude(function, id, finished)
             .await
             .map(Streamed::Whole)
     }
@@ -130,10 +123,12 @@ impl OutputStream {
     /// The output's pieces in order as the function writes them, ending when the invocation
     /// does: with the rest of the stored output after a success, cut short with an error
     /// after a failure (or when the wait runs out).
-    pub fn into_body(self) -> mpsc::Receiver<Result<Bytes, std::io::Error>> {
+    pub fn into_body(self) -> Pieces {
         let (sender, receiver) = mpsc::channel(BODY_QUEUE);
         tokio::spawn(self.pump(sender));
-        receiver
+        futures::StreamExt::boxed(futures::stream::unfold(receiver, |mut r| async move {
+            r.recv().await.map(|item| (item, r))
+        }))
     }
 
     async fn pump(mut self, out: mpsc::Sender<Result<Bytes, std::io::Error>>) {
@@ -166,37 +161,32 @@ impl OutputStream {
                 }
             }
         }
-        let finished = match finished {
-            Some(finished) => Some(finished),
-            None => match self.invoker.lookup(&self.id, Some(&self.function)).await {
-                Ok(found) => found.filter(|f| f.meta.status.is_terminal()),
-                Err(error) => {
-                    let _ = out.send(Err(cut(error.to_string()))).await;
-                    return;
-                }
-            },
+        let finished = match self
+            .invoker
+            .conclude(&self.function, &self.id, finished)
+            .await
+        {
+            Ok(Outcome::Succeeded(finished)) => finished,
+            Ok(Outcome::Pending { .. }) => {
+                let why = "the wait for the streamed output ran out";
+                let _ = out.send(Err(cut(why))).await;
+                return;
+            }
+            Ok(Outcome::Failed(f) | Outcome::Cancelled(f)) => {
+                let why = format!(
+                    "invocation {} ended {} while streaming: {}",
+                    self.id,
+                    f.meta.status.as_str(),
+                    String::from_utf8_lossy(&f.body)
+                );
+                let _ = out.send(Err(cut(why))).await;
+                return;
+            }
+            Err(error) => {
+                let _ = out.send(Err(cut(error.to_string()))).await;
+                return;
+            }
         };
-        let Some(finished) = finished else {
-            let _ = out
-                .send(Err(cut("the wait for the streamed output ran out")))
-                .await;
-            return;
-        };
-        self.invoker.forget(&self.id);
-        self.invoker
-            .submitter
-            .metrics
-            .sync_outcome(&self.function, finished.meta.status);
-        if finished.meta.status != InvocationStatus::Succeeded {
-            let why = format!(
-                "invocation {} ended {} while streaming: {}",
-                self.id,
-                finished.meta.status.as_str(),
-                String::from_utf8_lossy(&finished.body)
-            );
-            let _ = out.send(Err(cut(why))).await;
-            return;
-        }
         if let Err(error) = self.fill(&finished, order.sent(), &out).await {
             let _ = out.send(Err(error)).await;
         }

@@ -72,7 +72,8 @@ pub struct ResultWaiter {
 pub struct Registration {
     id: String,
     waiters: Waiters,
-    streams: Streams,
+    /// The chunk routes, when it registered for chunks too (`register_stream`).
+    streams: Option<Streams>,
     receiver: oneshot::Receiver<Finished>,
     /// Where the worker sends the terminal result: the job's `Squall-Reply-To`.
     pub reply_to: String,
@@ -88,8 +89,9 @@ impl Drop for Registration {
             }
         }
         drop(map);
-        // Ids are unique to one request here (a repeated key's request does not stream).
-        self.streams.lock().expect("streams lock").remove(&self.id);
+        if let Some(streams) = &self.streams {
+            streams.lock().expect("streams lock").remove(&self.id);
+        }
     }
 }
 
@@ -178,7 +180,7 @@ impl ResultWaiter {
         Registration {
             id: id.to_string(),
             waiters: self.waiters.clone(),
-            streams: self.streams.clone(),
+            streams: None,
             receiver,
             reply_to: format!("{}.{id}", self.root),
         }
@@ -192,7 +194,9 @@ impl ResultWaiter {
             .lock()
             .expect("streams lock")
             .insert(id.to_string(), sender);
-        (self.register(id), receiver)
+        let mut registration = self.register(id);
+        registration.streams = Some(self.streams.clone());
+        (registration, receiver)
     }
 
     /// Completes this dispatcher's waits for `outcome`'s invocation with it (a cancellation

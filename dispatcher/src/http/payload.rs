@@ -152,11 +152,8 @@ pub async fn stored_output(
     function: &str,
     reference: &PayloadRef,
 ) -> Result<Response, ApiError> {
-    let object = payloads
-        .open(function, reference)
-        .await
-        .map_err(|e| output_error(e, &reference.object))?;
-    let stream = tokio_util::io::ReaderStream::new(object);
+    let stream =
+        tokio_util::io::ReaderStream::new(open_output(payloads, function, reference).await?);
     let mut response = (StatusCode::OK, Body::from_stream(stream)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -166,6 +163,19 @@ pub async fn stored_output(
         .headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(reference.size));
     Ok(response)
+}
+
+/// A stored output opened to stream it; gone (expired, or its function deleted) is a 409
+/// `no_output` that says so.
+pub async fn open_output(
+    payloads: &Payloads,
+    function: &str,
+    reference: &PayloadRef,
+) -> Result<async_nats::jetstream::object_store::Object, ApiError> {
+    payloads
+        .open(function, reference)
+        .await
+        .map_err(|e| output_error(e, &reference.object))
 }
 
 /// A stored output read whole (for fronts that must parse it: web functions).

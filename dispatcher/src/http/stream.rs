@@ -37,10 +37,7 @@ pub fn requested(headers: &HeaderMap) -> Option<&'static str> {
 /// The body of a streaming invocation: its chunks as they come; cut short (no final chunk)
 /// when the invocation fails after it began.
 pub fn body(stream: OutputStream) -> Body {
-    let receiver = stream.into_body();
-    Body::from_stream(futures::stream::unfold(receiver, |mut r| async move {
-        r.recv().await.map(|item| (item, r))
-    }))
+    Body::from_stream(stream.into_body())
 }
 
 /// The 200 of a native invoke that streams: chunked, typed as asked, never buffered by a

@@ -382,24 +382,24 @@ async fn run_attempt(
     emit_function_logs(&job, &execution.logs);
     // What the function streamed is closed into its object: the last chunk is what it
     // returned, and a failure keeps what was streamed.
-    let streamed = match execution.streamed.take() {
+    let (streamed, stored) = match execution.streamed.take() {
         Some(stream) => {
             let (outcome, stored) =
                 finish_stream(serving, &job, &message, stream, execution.outcome).await;
             execution.outcome = outcome;
-            Some(stored)
+            (true, stored)
         }
-        None => crashed_stream.map(Some),
+        None => (crashed_stream.is_some(), crashed_stream),
     };
     // Cancelled while it ran: whatever it returned, the invocation ended `cancelled`.
     if jobs.cancels.is_cancelled(&job.invocation_id).await {
         m.settled(InvocationStatus::Cancelled, None, false);
         return drop_cancelled(&jobs.outlet, &job, &message).await;
     }
-    let settlement = match &streamed {
+    let settlement = match streamed {
         // Part of the output reached the caller: no retry could take it back.
-        Some(_) => decide_streamed(execution.outcome),
-        None => decide(
+        true => decide_streamed(execution.outcome),
+        false => decide(
             execution.outcome,
             job.attempt,
             state.spec.max_attempts,
@@ -411,7 +411,7 @@ async fn run_attempt(
         started_at_ms,
         timing: execution.timing,
         logs: execution.logs,
-        streamed: streamed.flatten(),
+        streamed: stored,
     };
     settle(
         &jobs.outlet,
